@@ -1,0 +1,313 @@
+//! Request guards applied before authentication: the WebSocket `Origin`
+//! allow-list and the resolution of the real client IP behind trusted
+//! reverse proxies. Also home of the shared `*` wildcard matcher.
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Whether `text` matches `pattern`, where `*` matches any run of
+/// characters (including none) and everything else matches literally.
+/// Case-sensitive; runs in O(len(pattern) × len(text)) at worst.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` seen and the text position it was tried at.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                backtrack = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match backtrack {
+                Some((star, start)) => {
+                    pi = star + 1;
+                    ti = start + 1;
+                    backtrack = Some((star, start + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi.min(p.len())..].iter().all(|&c| c == b'*')
+}
+
+/// The WebSocket `Origin` check (cross-site WebSocket hijacking defence).
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    patterns: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// `patterns` may contain `*` wildcards; they match case-insensitively.
+    pub fn new(patterns: &[String]) -> Self {
+        Self {
+            patterns: patterns.iter().map(|p| p.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// No `Origin` header: allowed (non-browser clients). With patterns:
+    /// the origin must match one. Without: the origin's `host[:port]` must
+    /// equal the `Host` header (same origin; default ports are ignored).
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin.map(str::trim) else {
+            return true;
+        };
+        let origin = origin.to_ascii_lowercase();
+        if !self.patterns.is_empty() {
+            return self.patterns.iter().any(|p| wildcard_match(p, &origin));
+        }
+        host.is_some_and(|host| same_origin(&origin, host))
+    }
+}
+
+/// Whether the (lower-cased) origin names the same host and port as `host`.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Some(default_port) = default_port(scheme) else {
+        return false;
+    };
+    let host = host.trim().to_ascii_lowercase();
+    match (
+        split_host_port(authority, default_port),
+        split_host_port(&host, default_port),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// `host[:port]` (with `[v6]` literals) into host and port, the port
+/// defaulting to `default_port`.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// Works out the client address behind trusted reverse proxies.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIpResolver {
+    trusted: Vec<IpNet>,
+}
+
+impl ClientIpResolver {
+    pub fn new(trusted: &[IpNet]) -> Self {
+        Self {
+            trusted: trusted.to_vec(),
+        }
+    }
+
+    /// The peer address, unless the peer is a trusted proxy: then the
+    /// right-most `X-Forwarded-For` entry that is not itself trusted, else
+    /// `X-Real-IP`, else the peer. Unparsable headers are ignored.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        self.forwarded_for_ip(headers)
+            .or_else(|| real_ip(headers))
+            .unwrap_or(peer)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Walks `X-Forwarded-For` (all headers, in order) from the right and
+    /// returns the first untrusted address. Garbage before such an address
+    /// is found makes the whole header unusable.
+    fn forwarded_for_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        let mut entries = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            entries.extend(value.to_str().ok()?.split(',').map(str::trim));
+        }
+        for entry in entries.into_iter().rev() {
+            let ip = parse_ip(entry)?;
+            if !self.is_trusted(ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
+fn real_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    parse_ip(headers.get("x-real-ip")?.to_str().ok()?.trim())
+}
+
+/// An address as proxies write it: `1.2.3.4`, `::1`, `1.2.3.4:5678` or
+/// `[::1]:5678`.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
+        .or_else(|_| s.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("*", "anything"));
+        assert!(wildcard_match("abc", "abc"));
+        assert!(!wildcard_match("abc", "abcd"));
+        assert!(!wildcard_match("abcd", "abc"));
+        assert!(wildcard_match("a*c", "abbbc"));
+        assert!(wildcard_match("a*c", "ac"));
+        assert!(!wildcard_match("a*c", "abcd"));
+        assert!(wildcard_match("a*b*c", "a-b-x-b-c"));
+        assert!(wildcard_match("private:team-*", "private:team-red"));
+        assert!(!wildcard_match("private:team-*", "private:other"));
+        assert!(wildcard_match("**x", "yyx"));
+        assert!(!wildcard_match("", "x"));
+        assert!(!wildcard_match("A", "a"), "case-sensitive");
+        let long = "a".repeat(200);
+        assert!(!wildcard_match("*a*a*a*a*a*b", &long));
+    }
+
+    fn policy(patterns: &[&str]) -> OriginPolicy {
+        OriginPolicy::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn origin_without_header_is_allowed() {
+        assert!(policy(&[]).allows(None, None));
+        assert!(policy(&["https://a.example"]).allows(None, Some("x")));
+    }
+
+    #[test]
+    fn origin_patterns() {
+        let p = policy(&["https://*.example.com", "http://localhost:*"]);
+        assert!(p.allows(Some("https://app.example.com"), None));
+        assert!(p.allows(Some("HTTPS://App.Example.COM"), None));
+        assert!(p.allows(Some("http://localhost:3000"), None));
+        assert!(!p.allows(Some("https://example.com.evil.net"), None));
+        assert!(!p.allows(Some("http://app.example.com"), None));
+        assert!(!p.allows(Some("https://evil.net"), Some("evil.net")));
+        assert!(!p.allows(Some("null"), None));
+    }
+
+    #[test]
+    fn same_origin_without_patterns() {
+        let p = policy(&[]);
+        assert!(p.allows(Some("https://gw.example.com"), Some("gw.example.com")));
+        assert!(p.allows(Some("https://gw.example.com"), Some("GW.example.com:443")));
+        assert!(p.allows(Some("http://127.0.0.1:18789"), Some("127.0.0.1:18789")));
+        assert!(p.allows(Some("http://[::1]:8080"), Some("[::1]:8080")));
+        assert!(!p.allows(Some("http://127.0.0.1:3000"), Some("127.0.0.1:18789")));
+        assert!(!p.allows(Some("https://evil.net"), Some("gw.example.com")));
+        assert!(!p.allows(Some("https://gw.example.com"), None));
+        assert!(!p.allows(Some("null"), Some("gw.example.com")));
+        assert!(!p.allows(Some("file://gw.example.com"), Some("gw.example.com")));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn resolver() -> ClientIpResolver {
+        ClientIpResolver::new(&["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    }
+
+    #[test]
+    fn untrusted_peer_headers_ignored() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
+        assert_eq!(resolver().client_ip(ip("8.8.8.8"), &h), ip("8.8.8.8"));
+        let none = ClientIpResolver::new(&[]);
+        assert_eq!(none.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn trusted_proxy_forwarded_for() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.1"), &h), ip("1.1.1.1"));
+        let h = headers(&[("x-forwarded-for", "1.1.1.1:4444")]);
+        assert_eq!(resolver().client_ip(ip("::1"), &h), ip("1.1.1.1"));
+    }
+
+    #[test]
+    fn multi_hop_forwarded_for() {
+        // spoofed, real client, then two internal proxies
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 1.1.1.1"),
+            ("x-forwarded-for", "10.0.0.7, 10.0.0.8"),
+        ]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.9"), &h), ip("1.1.1.1"));
+        // all trusted: fall back to X-Real-IP, then the peer
+        let h = headers(&[("x-forwarded-for", "10.0.0.7"), ("x-real-ip", "3.3.3.3")]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.9"), &h), ip("3.3.3.3"));
+        let h = headers(&[("x-forwarded-for", "10.0.0.7")]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.9"), &h), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn real_ip_fallback() {
+        let h = headers(&[("x-real-ip", " 2001:db8::1 ")]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.1"), &h), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn garbage_headers_fall_back() {
+        let h = headers(&[("x-forwarded-for", "not-an-ip"), ("x-real-ip", "2.2.2.2")]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.1"), &h), ip("2.2.2.2"));
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1, garbage"),
+            ("x-real-ip", "junk"),
+        ]);
+        assert_eq!(resolver().client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(resolver().client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_canonicalised() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
+        let mapped = ip("::ffff:10.0.0.1");
+        assert_eq!(resolver().client_ip(mapped, &h), ip("1.1.1.1"));
+        let untrusted = ip("::ffff:8.8.8.8");
+        assert_eq!(resolver().client_ip(untrusted, &h), ip("8.8.8.8"));
+    }
+}

@@ -1,0 +1,66 @@
+//! PEM key pairs used only by the unit tests (generated once with `openssl genpkey`).
+//! They protect nothing; never use them outside tests.
+
+pub const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQDZE7vtdR36whXm
+rB8+ntS1SG226qPd17NTp+FXiu1FuujDP7ngb/O101nIjmm/xKwbB9twXClPnnpJ
+/MJzHkDwjDyzfIEVymSqnVCIRBHrCcTOzwkji9AHJd+r3ttwUOaTHNuvTwdm4bSx
+i+h+Z0+NcGy+txprjAa09ia9bvN3DTnuq1/k085PMz8GJTZ/o8ws6hZEJ5LpMnpA
+kO3GhxPcudUyI1gwl1rL1bnl8bfdGBrKO4nkEhta2i1mB9JGOJ4cWSl/PO0UxtzF
+OlFx2y5LMzazHcrQATEQfq35RhHUjd5grcsZSRMT9ZGYFyAStZAft683bVZYRHfi
+zxk8bHnZAgMBAAECggEAERIX9nu+DIzsP3xcJabEZ/Am7ppDoiu3BrZeRm3erFvf
+N5GAmsl7Axq4hgjLAKFk/mgvBcY9mm0GRWC64uYnabNBh8Tb+tx0b6VY4qpltVPK
+lg/acmDpjlJYZVHsdEfsZffAP+hJVvobZVXxBdW2gBMt/g50pa34jg0IbV+3Bi7P
+NnMSJqTC+ihIJOTvzs/UgHqTgcs5c1vvBkqCO1vou93nepLV//txWRIibfeBn4/q
+5SrxcE8LDICZDt8heEg9A0dFQEneNgRSybvoW8tR5bELDZODMeh2jm0Ae/+G60ae
+qj2vi/Zux3R+whLs1Yhmtnb+Fm2HpfB7UU/YppscXQKBgQD3+OWF9+oX8ucVvyle
+mYErKZQc0WGvxiTd2Jdo7uK5hYF8PkeyWk3BaRuAI/FJFyAXoKg/NTs/5Rpe5ebY
+jLwXMbrydSzvm8F9UK2RakD42p2TWIBcnzkVlakCAYAsKz06Lgx9HSz03JTGZjns
+G77nd3//MILU8h9aBRV+G4t1ZQKBgQDgGsonxssoYCJfI3Bj1s3vHsardNkGHVvm
+lLpfHDU+P+RYrjOQiVwl2+eQcZ9LJGtN89/7G3+56pJj9366WMBNkZQLBsc1GWym
+3oEMMUsrkRkiUtNWJymEW0b6thfJVT4EYhmCp7rFytR1SFtNJpmo2ZtQ1V/Nr2fT
+mnws3sB1ZQKBgQDc1O+yywHSqiNZnpA9Cv+ZbMHWmDEi1JboaocMkBGhnl+eQeif
+0QQGBpDTIS80JEAUSqMLB2DomiNN9/gJSewHy+XtHqUSDefWrg6kvbd251oFan+F
+/NZdfpawjp2SuD8inPfKRD1RI0/rEAbtWhg9EpMOtCkPc0Cwbm6hi+46cQKBgQDJ
+7rnLn7A94Gn4SimifNKxLY0cv7wya0/89HT+8J71SYMLeWSTT4JNxtngaNF9VwKt
+iht/2+Z6cuiX1VJGvWQCQTQhv2jO6urhbcrgXqZ6SlNYf0NY9Q7O6aSKknvaecnZ
+D0AnX9XHFh3c1GcYnLiG0hXGf43E+9HVdPWBRPIslQKBgQCPBBY9o4rP5PB+3AOt
+V61mWXtYev2hlP131g90scjcISRjRjq5YD0X4bT0HJ7rozKG+Bpj8CK7aYl4jgzJ
+5QX3oOm80ju0BUJBq+vjeu9ygtckyNV8FpQuw6GcLWiAOHbRJrm6f4fL/N29vC7D
+fgVSA7rHPLCMCCnsqoHgpxLstQ==
+-----END PRIVATE KEY-----
+";
+
+pub const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA2RO77XUd+sIV5qwfPp7U
+tUhttuqj3dezU6fhV4rtRbrowz+54G/ztdNZyI5pv8SsGwfbcFwpT556SfzCcx5A
+8Iw8s3yBFcpkqp1QiEQR6wnEzs8JI4vQByXfq97bcFDmkxzbr08HZuG0sYvofmdP
+jXBsvrcaa4wGtPYmvW7zdw057qtf5NPOTzM/BiU2f6PMLOoWRCeS6TJ6QJDtxocT
+3LnVMiNYMJday9W55fG33RgayjuJ5BIbWtotZgfSRjieHFkpfzztFMbcxTpRcdsu
+SzM2sx3K0AExEH6t+UYR1I3eYK3LGUkTE/WRmBcgErWQH7evN21WWER34s8ZPGx5
+2QIDAQAB
+-----END PUBLIC KEY-----
+";
+
+pub const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWDQuU+AKx6VO3p+Z
+7Yo1jBLcjhzgIB4tiAoYusznP9ahRANCAAShXZzVvFubqZ1Ttpmacv/RhpQZ/Iji
+Bt3evqAc6pTtLxKwcWg0mQb/rJsxFhFIs7jh6WKvggkxcCGfuiTJiy8q
+-----END PRIVATE KEY-----
+";
+
+pub const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEoV2c1bxbm6mdU7aZmnL/0YaUGfyI
+4gbd3r6gHOqU7S8SsHFoNJkG/6ybMRYRSLO44elir4IJMXAhn7okyYsvKg==
+-----END PUBLIC KEY-----
+";
+
+pub const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIFjLyPwrDUGpiLJRAnwpSaW9Uj0oqH0x8TNI8O1syGgT
+-----END PRIVATE KEY-----
+";
+
+pub const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAl1gNtewlphN9Xtqwe6hewXhY0S6ZK6/HsbPV38Le62o=
+-----END PUBLIC KEY-----
+";

@@ -1,0 +1,351 @@
+//! The in-process backend of standalone mode.
+//!
+//! All shared state sits in one [`State`] behind a synchronous mutex: every
+//! operation is a short, non-blocking update, and the lock is never held
+//! across an `.await` nor while delivering (envelopes are handed to the
+//! inbox after the lock is released). Delivery is a direct call into the
+//! attached instance's inbox.
+
+use super::*;
+use crate::ratelimit::SlidingLog;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// Standalone backend: one instance, state in memory.
+#[derive(Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+    inbox: OnceLock<Arc<dyn Inbox>>,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, InstanceInfo>,
+    connections: BTreeMap<String, PresenceEntry>,
+    /// Channels this instance is interested in.
+    interest: HashSet<String>,
+    /// channel → conn id → presence member (None: counted, no presence).
+    subscribers: BTreeMap<String, BTreeMap<String, Option<ChannelMember>>>,
+    sessions: BTreeMap<String, SessionRecord>,
+    windows: HashMap<String, SlidingLog>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in
+        // a way that matters more than losing the process; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deliver(&self, envelope: Envelope) -> usize {
+        self.inbox.get().map_or(0, |inbox| inbox.deliver(envelope))
+    }
+
+    fn with_session<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut SessionRecord) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        let mut state = self.lock();
+        let rec = state
+            .sessions
+            .get_mut(id)
+            .ok_or(BackendError::NotFound("session"))?;
+        f(rec)
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn attach(&self, _instance_id: &str, inbox: Arc<dyn Inbox>) -> BackendResult<()> {
+        self.inbox
+            .set(inbox)
+            .map_err(|_| BackendError::Internal("memory backend attached twice".into()))
+    }
+
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()> {
+        self.lock().instances.insert(info.id.clone(), info);
+        Ok(())
+    }
+
+    async fn deregister_instance(&self, instance_id: &str) -> BackendResult<()> {
+        self.lock().instances.remove(instance_id);
+        Ok(())
+    }
+
+    async fn instances(&self) -> BackendResult<Vec<InstanceInfo>> {
+        Ok(self.lock().instances.values().cloned().collect())
+    }
+
+    async fn put_connection(&self, entry: PresenceEntry) -> BackendResult<()> {
+        self.lock().connections.insert(entry.conn_id.clone(), entry);
+        Ok(())
+    }
+
+    async fn remove_connection(&self, conn_id: &str) -> BackendResult<()> {
+        self.lock().connections.remove(conn_id);
+        Ok(())
+    }
+
+    async fn connection(&self, conn_id: &str) -> BackendResult<Option<PresenceEntry>> {
+        Ok(self.lock().connections.get(conn_id).cloned())
+    }
+
+    async fn connections(&self) -> BackendResult<Vec<PresenceEntry>> {
+        Ok(self.lock().connections.values().cloned().collect())
+    }
+
+    async fn subscribe(&self, channel: &str) -> BackendResult<()> {
+        self.lock().interest.insert(channel.to_owned());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> BackendResult<()> {
+        self.lock().interest.remove(channel);
+        Ok(())
+    }
+
+    async fn channel_join(
+        &self,
+        channel: &str,
+        conn_id: &str,
+        member: Option<ChannelMember>,
+    ) -> BackendResult<()> {
+        self.lock()
+            .subscribers
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(conn_id.to_owned(), member);
+        Ok(())
+    }
+
+    async fn channel_leave(&self, channel: &str, conn_id: &str) -> BackendResult<()> {
+        let mut state = self.lock();
+        if let Some(subs) = state.subscribers.get_mut(channel) {
+            subs.remove(conn_id);
+            if subs.is_empty() {
+                state.subscribers.remove(channel);
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_members(&self, channel: &str) -> BackendResult<Vec<ChannelMember>> {
+        let state = self.lock();
+        Ok(state
+            .subscribers
+            .get(channel)
+            .map(|subs| subs.values().flatten().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn channels(&self) -> BackendResult<Vec<ChannelInfo>> {
+        let state = self.lock();
+        Ok(state
+            .subscribers
+            .iter()
+            .map(|(channel, subs)| ChannelInfo {
+                channel: channel.clone(),
+                subscribers: subs.len(),
+            })
+            .collect())
+    }
+
+    async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize> {
+        if !self.lock().interest.contains(channel) {
+            return Ok(0);
+        }
+        Ok(self.deliver(Envelope::Channel {
+            channel: channel.to_owned(),
+            frame,
+            last,
+        }))
+    }
+
+    async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool> {
+        let conn_id = match &envelope {
+            Envelope::Conn { conn_id, .. } | Envelope::Kick { conn_id, .. } => conn_id,
+            Envelope::Channel { .. } => {
+                return Err(BackendError::Internal(
+                    "channel envelope sent to a conn".into(),
+                ));
+            }
+        };
+        if !self.lock().connections.contains_key(conn_id) {
+            return Ok(false);
+        }
+        self.deliver(envelope);
+        Ok(true)
+    }
+
+    async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {
+        let mut state = self.lock();
+        if state.sessions.contains_key(&record.session_id) {
+            return Err(BackendError::Conflict("session already exists".into()));
+        }
+        let owned = state
+            .sessions
+            .values()
+            .filter(|s| s.owner.is_some() && s.owner == record.owner)
+            .count();
+        if owned >= max_owned {
+            return Err(BackendError::Limit("sessions per connection", max_owned));
+        }
+        state.sessions.insert(record.session_id.clone(), record);
+        Ok(())
+    }
+
+    async fn session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>> {
+        Ok(self.lock().sessions.get(session_id).cloned())
+    }
+
+    async fn sessions(&self) -> BackendResult<Vec<SessionRecord>> {
+        Ok(self.lock().sessions.values().cloned().collect())
+    }
+
+    async fn join_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord> {
+        self.with_session(session_id, |rec| {
+            if !rec.members.iter().any(|m| m == conn_id) {
+                if rec.members.len() >= rec.max_members {
+                    return Err(BackendError::Limit("session members", rec.max_members));
+                }
+                rec.members.push(conn_id.to_owned());
+                rec.member_identities.push(identity.to_owned());
+                rec.updated_at = crate::protocol::now_ms();
+            }
+            Ok(rec.clone())
+        })
+    }
+
+    async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord> {
+        self.with_session(session_id, |rec| {
+            remove_member(rec, conn_id, crate::protocol::now_ms());
+            Ok(rec.clone())
+        })
+    }
+
+    async fn patch_session(
+        &self,
+        session_id: &str,
+        patch: &Value,
+        base_version: Option<u64>,
+    ) -> BackendResult<SessionRecord> {
+        self.with_session(session_id, |rec| {
+            if let Some(base) = base_version
+                && base != rec.version
+            {
+                return Err(BackendError::Conflict(format!(
+                    "version is {}, not {base}",
+                    rec.version
+                )));
+            }
+            json_patch::merge(&mut rec.meta, patch);
+            rec.version += 1;
+            rec.updated_at = crate::protocol::now_ms();
+            Ok(rec.clone())
+        })
+    }
+
+    async fn close_session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>> {
+        Ok(self.lock().sessions.remove(session_id))
+    }
+
+    async fn detach_connection(&self, conn_id: &str, now_ms: u64) -> BackendResult<Vec<String>> {
+        let mut state = self.lock();
+        let mut touched = Vec::new();
+        for rec in state.sessions.values_mut() {
+            let member = rec.members.iter().any(|m| m == conn_id);
+            if member || rec.owner.as_deref() == Some(conn_id) {
+                remove_member(rec, conn_id, now_ms);
+                touched.push(rec.session_id.clone());
+            }
+        }
+        Ok(touched)
+    }
+
+    async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.detached_at.is_some_and(|t| t <= cutoff_ms))
+            .map(|s| s.session_id.clone())
+            .collect())
+    }
+
+    async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
+        let mut state = self.lock();
+        prune_windows(&mut state.windows, now_ms);
+        Ok(state
+            .windows
+            .entry(key.to_owned())
+            .or_default()
+            .hit(window, now_ms))
+    }
+
+    async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
+        let mut state = self.lock();
+        Ok(match state.windows.get_mut(key) {
+            Some(log) => log.peek(window, now_ms),
+            None => SlidingLog::default().peek(window, now_ms),
+        })
+    }
+
+    async fn rate_take(
+        &self,
+        key: &str,
+        window: Window,
+        want: u32,
+        now_ms: u64,
+    ) -> BackendResult<(u32, u64)> {
+        let mut state = self.lock();
+        prune_windows(&mut state.windows, now_ms);
+        Ok(state
+            .windows
+            .entry(key.to_owned())
+            .or_default()
+            .take(window, want, now_ms))
+    }
+}
+
+/// Drop a member; the owner leaving detaches ownership.
+fn remove_member(rec: &mut SessionRecord, conn_id: &str, now_ms: u64) {
+    if let Some(i) = rec.members.iter().position(|m| m == conn_id) {
+        rec.members.remove(i);
+        if i < rec.member_identities.len() {
+            rec.member_identities.remove(i);
+        }
+    }
+    if rec.owner.as_deref() == Some(conn_id) {
+        rec.owner = None;
+        rec.detached_at = Some(now_ms);
+    }
+    rec.updated_at = now_ms;
+}
+
+/// Keep the window map bounded: once it grows large, drop logs whose newest
+/// hit is older than an hour (longer than any sensible window).
+fn prune_windows(windows: &mut HashMap<String, SlidingLog>, now_ms: u64) {
+    const SOFT_CAP: usize = 100_000;
+    const STALE_MS: u64 = 3_600_000;
+    if windows.len() > SOFT_CAP {
+        windows.retain(|_, log| log.newest().is_some_and(|t| t + STALE_MS > now_ms));
+    }
+}

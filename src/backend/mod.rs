@@ -1,0 +1,275 @@
+//! The backend seam: every piece of state shared between instances and every
+//! delivery that may cross an instance boundary goes through [`Backend`].
+//!
+//! Handlers, auth and HTTP never touch storage directly; they call these
+//! intention-named operations. Two implementations exist or will exist:
+//! [`memory::MemoryBackend`] (standalone mode, one process) and a Redis one
+//! (cluster mode). Both must honour the same contract, written on each method
+//! below and summarised in `docs/architecture.md`:
+//!
+//! - **Delivery** goes backend → [`Inbox`] of the instance(s) that hold the
+//!   target. An instance calls [`Backend::attach`] once with its inbox; the
+//!   backend then calls [`Inbox::deliver`] for every envelope addressed to
+//!   that instance, in publish order per channel. `deliver` never blocks.
+//! - **Interest**: an instance calls [`Backend::subscribe`] when it gains its
+//!   first local subscriber of a channel and [`Backend::unsubscribe`] when it
+//!   loses the last; channel envelopes only reach interested instances.
+//! - **Ownership**: records written for a connection carry the instance id
+//!   that holds it, so a dead instance's records can be reaped.
+//! - **Failure**: an operation that cannot reach shared state fails with
+//!   [`BackendError::Unavailable`] promptly (never hangs); callers map it to
+//!   -32005 / HTTP 503.
+//! - **Atomicity**: check-and-set operations (`create_session`,
+//!   `join_session`, `patch_session`, `rate_hit`, `rate_take`) are atomic
+//!   across instances.
+
+pub mod memory;
+
+use crate::config::Window;
+use crate::protocol::{Frame, RpcError};
+use crate::ratelimit::Decision;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Errors of backend operations, each mapping to one JSON-RPC code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("limit exceeded: {0} (max {1})")]
+    Limit(&'static str, usize),
+    #[error("backend failure: {0}")]
+    Internal(String),
+}
+
+impl BackendError {
+    /// The client-facing error; `id` names the object for not-found.
+    pub fn into_rpc(self, id: &str) -> RpcError {
+        match self {
+            Self::Unavailable(why) => RpcError::unavailable(why),
+            Self::NotFound(what) => RpcError::not_found(what, id),
+            Self::Conflict(why) => RpcError::conflict(why),
+            Self::Limit(what, max) => RpcError::limit(what, max),
+            Self::Internal(why) => RpcError::internal(&why),
+        }
+    }
+}
+
+impl From<BackendError> for RpcError {
+    fn from(e: BackendError) -> Self {
+        e.into_rpc("")
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A live gateway instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceInfo {
+    pub id: String,
+    /// Chosen at start; records written by an older run of the same id
+    /// carry an older generation.
+    pub generation: u64,
+    pub version: String,
+    pub started_at: u64,
+    pub connections: usize,
+    pub last_seen: u64,
+}
+
+/// One connected client, as the whole cluster sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    pub conn_id: String,
+    /// The instance holding the socket.
+    pub node_id: String,
+    pub generation: u64,
+    /// `sub` of the identity, `None` before authentication.
+    pub identity: Option<String>,
+    pub role: Option<String>,
+    pub client: Value,
+    pub connected_at: u64,
+    pub last_seen: u64,
+}
+
+/// A member of a channel's presence set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelMember {
+    pub conn_id: String,
+    pub identity: String,
+    pub client: Value,
+    pub joined_at: u64,
+}
+
+/// A channel with subscribers somewhere in the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelInfo {
+    pub channel: String,
+    pub subscribers: usize,
+}
+
+/// A session: a conversation or task with an owner, members and metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub session_id: String,
+    /// Connection that owns it; `None` while the owner is away (resume window).
+    pub owner: Option<String>,
+    pub owner_identity: String,
+    /// Member connections (the owner included while connected).
+    pub members: Vec<String>,
+    /// Identities of the members, parallel to `members`.
+    pub member_identities: Vec<String>,
+    pub meta: Value,
+    /// Bumped by every change of `meta`.
+    pub version: u64,
+    pub max_members: usize,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// When the owner's connection went away.
+    pub detached_at: Option<u64>,
+    #[serde(skip_serializing)]
+    pub resume_token: String,
+}
+
+/// What an instance receives from the backend.
+#[derive(Debug, Clone)]
+pub enum Envelope {
+    /// Fan out to this instance's subscribers of `channel`. With `last`,
+    /// the channel ends here: local subscriptions to it are dropped.
+    Channel {
+        channel: String,
+        frame: Frame,
+        last: bool,
+    },
+    /// One frame for one connection.
+    Conn { conn_id: String, frame: Frame },
+    /// Close one connection.
+    Kick {
+        conn_id: String,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// The receiving end of an instance: the hub implements it.
+pub trait Inbox: Send + Sync + 'static {
+    /// Deliver locally; returns how many sockets it was queued to. Must not
+    /// block.
+    fn deliver(&self, envelope: Envelope) -> usize;
+}
+
+/// Shared state and cross-instance delivery. See the module docs.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `memory` or `redis`.
+    fn kind(&self) -> &'static str;
+
+    /// Start delivering envelopes for this instance to `inbox`.
+    async fn attach(&self, instance_id: &str, inbox: Arc<dyn Inbox>) -> BackendResult<()>;
+
+    /// Whether shared state is reachable right now (feeds `/ready`).
+    fn is_available(&self) -> bool;
+
+    // ---- instances ----
+
+    /// Create or refresh this instance's record (heartbeat).
+    async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()>;
+    async fn deregister_instance(&self, instance_id: &str) -> BackendResult<()>;
+    /// Live instances.
+    async fn instances(&self) -> BackendResult<Vec<InstanceInfo>>;
+
+    // ---- connections ----
+
+    /// Insert or replace a connection's presence entry.
+    async fn put_connection(&self, entry: PresenceEntry) -> BackendResult<()>;
+    async fn remove_connection(&self, conn_id: &str) -> BackendResult<()>;
+    async fn connection(&self, conn_id: &str) -> BackendResult<Option<PresenceEntry>>;
+    async fn connections(&self) -> BackendResult<Vec<PresenceEntry>>;
+
+    // ---- channels ----
+
+    /// This instance now has local subscribers of `channel`.
+    async fn subscribe(&self, channel: &str) -> BackendResult<()>;
+    /// This instance has no local subscriber of `channel` any more.
+    async fn unsubscribe(&self, channel: &str) -> BackendResult<()>;
+    /// Count a subscriber (and its presence when `member` is given).
+    async fn channel_join(
+        &self,
+        channel: &str,
+        conn_id: &str,
+        member: Option<ChannelMember>,
+    ) -> BackendResult<()>;
+    async fn channel_leave(&self, channel: &str, conn_id: &str) -> BackendResult<()>;
+    /// Presence members of a channel.
+    async fn channel_members(&self, channel: &str) -> BackendResult<Vec<ChannelMember>>;
+    /// Channels with at least one subscriber, with counts.
+    async fn channels(&self) -> BackendResult<Vec<ChannelInfo>>;
+
+    // ---- delivery ----
+
+    /// Deliver a frame to every subscriber of `channel` on every instance.
+    /// Returns the number of subscribers it was addressed to.
+    async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize>;
+    /// Deliver a `Conn` or `Kick` envelope to the instance holding the
+    /// connection. `Ok(false)` when no instance holds it.
+    async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool>;
+
+    // ---- sessions ----
+
+    /// Create a session whose owner (first member) is `record.owner`.
+    /// Conflict if the id exists; Limit if the owner already owns
+    /// `max_owned` open sessions.
+    async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()>;
+    async fn session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>>;
+    async fn sessions(&self) -> BackendResult<Vec<SessionRecord>>;
+    /// Add a member. NotFound if unknown; Limit when full. Joining twice is
+    /// a no-op.
+    async fn join_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord>;
+    /// Remove a member (the owner leaving detaches ownership).
+    async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord>;
+    /// Apply a JSON merge patch to `meta`. Conflict when `base_version` is
+    /// given and differs from the current version.
+    async fn patch_session(
+        &self,
+        session_id: &str,
+        patch: &Value,
+        base_version: Option<u64>,
+    ) -> BackendResult<SessionRecord>;
+    /// Remove the session; returns its last state.
+    async fn close_session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>>;
+    /// A connection went away: drop it from every member list and mark the
+    /// sessions it owned detached at `now_ms`. Returns the touched ids.
+    async fn detach_connection(&self, conn_id: &str, now_ms: u64) -> BackendResult<Vec<String>>;
+    /// Sessions detached at or before `cutoff_ms`.
+    async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>>;
+
+    // ---- rate limits ----
+
+    /// Exact sliding window: record one hit under `key` if there is room.
+    async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
+    /// Exact sliding window: look without recording.
+    async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
+    /// Lease up to `want` hits at once; returns (granted, retry_after_ms).
+    async fn rate_take(
+        &self,
+        key: &str,
+        window: Window,
+        want: u32,
+        now_ms: u64,
+    ) -> BackendResult<(u32, u64)>;
+}

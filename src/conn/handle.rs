@@ -1,0 +1,231 @@
+//! The shared handle of one connection.
+//!
+//! The connection task owns the socket; everything else (the hub's fan-out,
+//! RPC handlers, the backend inbox) holds a cheap [`ConnHandle`] clone and
+//! talks to the socket through a bounded queue. [`ConnHandle::push`] never
+//! waits: a full queue means the client cannot keep up, and it is closed
+//! with 4008 instead of letting memory grow.
+
+use crate::auth::Identity;
+use crate::protocol::{Frame, RpcError, frame};
+use crate::ratelimit::SlidingCounter;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Close codes used by the server.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_BIG: u16 = 1009;
+    pub const RESTARTING: u16 = 1012;
+    pub const AUTH_TIMEOUT: u16 = 4001;
+    pub const KICKED: u16 = 4003;
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+type PendingReply = oneshot::Sender<Result<Value, RpcError>>;
+
+/// An item of the outbound queue.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Frame),
+    /// Close after everything queued before it has been sent.
+    Close(u16, String),
+}
+
+/// Mutable per-connection state, guarded by a sync mutex that is never held
+/// across an `.await`.
+#[derive(Default)]
+pub struct ConnState {
+    pub identity: Option<Arc<Identity>>,
+    /// `connect.client` as given by the client.
+    pub client: Value,
+    /// Channels subscribed explicitly (they count against the limit).
+    pub subscriptions: HashSet<String>,
+    /// Implicit channels (`global`, `user:<sub>`, `conn:<id>`, `approval`).
+    pub implicit: Vec<String>,
+    /// Ids of the sessions joined.
+    pub sessions: HashSet<String>,
+    /// Capabilities a node declared in `connect.caps`.
+    pub caps: Vec<String>,
+    pub rate: SlidingCounter,
+}
+
+struct Shared {
+    id: String,
+    ip: IpAddr,
+    connected_at: u64,
+    tx: mpsc::Sender<Outbound>,
+    closed: CancellationToken,
+    close_frame: Mutex<Option<(u16, String)>>,
+    state: Mutex<ConnState>,
+    pending: Mutex<HashMap<String, PendingReply>>,
+    next_request: AtomicU64,
+}
+
+/// A cheap, cloneable reference to one live connection.
+#[derive(Clone)]
+pub struct ConnHandle(Arc<Shared>);
+
+/// The receiving side, owned by the connection's writer.
+pub struct ConnOutput {
+    pub frames: mpsc::Receiver<Outbound>,
+    pub closed: CancellationToken,
+}
+
+impl ConnHandle {
+    pub fn new(id: String, ip: IpAddr, queue: usize) -> (Self, ConnOutput) {
+        let (tx, rx) = mpsc::channel(queue);
+        let closed = CancellationToken::new();
+        let shared = Shared {
+            id,
+            ip,
+            connected_at: crate::protocol::now_ms(),
+            tx,
+            closed: closed.clone(),
+            close_frame: Mutex::new(None),
+            state: Mutex::new(ConnState::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+        };
+        let output = ConnOutput { frames: rx, closed };
+        (Self(Arc::new(shared)), output)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.0.ip
+    }
+
+    pub fn connected_at(&self) -> u64 {
+        self.0.connected_at
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, ConnState> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.state().identity.clone()
+    }
+
+    /// Queue a frame without waiting. A full queue closes the connection as
+    /// a slow consumer. Returns whether the frame was queued.
+    pub fn push(&self, frame: Frame) -> bool {
+        match self.0.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.is_closed() {
+                    metrics::counter!("switchyard_slow_consumer_closes_total").increment(1);
+                    tracing::warn!(conn = %self.0.id, "slow consumer: outbound queue full");
+                    self.close(close_code::SLOW_CONSUMER, "slow consumer");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queue a reply, waiting for room: a client that floods requests
+    /// without reading is slowed down rather than dropped.
+    pub async fn reply(&self, frame: Frame) {
+        tokio::select! {
+            _ = self.0.tx.send(Outbound::Frame(frame)) => {}
+            _ = self.0.closed.cancelled() => {}
+        }
+    }
+
+    /// Ask the connection to close with `code`; the first reason wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut slot = self.0.close_frame.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some((code, reason.to_owned()));
+        }
+        drop(slot);
+        self.0.closed.cancel();
+    }
+
+    /// Close once the frames queued so far have been sent (graceful
+    /// shutdown); a full queue closes at once.
+    pub fn close_after_queue(&self, code: u16, reason: &str) {
+        if self
+            .0
+            .tx
+            .try_send(Outbound::Close(code, reason.to_owned()))
+            .is_err()
+        {
+            self.close(code, reason);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.is_cancelled()
+    }
+
+    pub fn closed(&self) -> &CancellationToken {
+        &self.0.closed
+    }
+
+    /// The close code and reason requested, if any.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        self.0
+            .close_frame
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Send a server → client request and wait for the client's answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        let n = self.0.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = format!("srv-{n}");
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(id.clone(), tx);
+        if !self.push(frame::request(&id, method, params)) {
+            self.pending().remove(&id);
+            return Err(RpcError::unavailable("connection is closing"));
+        }
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.pending().remove(&id);
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RpcError::unavailable("connection closed before answering")),
+            Err(_) => Err(RpcError::timeout(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Route a client's answer to the waiting request. Unknown ids (late or
+    /// forged answers) are ignored; returns whether one was waiting.
+    pub fn complete(&self, id: &str, outcome: Result<Value, RpcError>) -> bool {
+        match self.pending().remove(id) {
+            Some(tx) => tx.send(outcome).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Fail every request still waiting (the connection is gone).
+    pub fn fail_pending(&self) {
+        self.pending().clear();
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, PendingReply>> {
+        self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,115 @@
+//! What happens when a connection opens, authenticates and closes: the
+//! hub's registry, the backend's presence entry, implicit channels and the
+//! clean-up of subscriptions and sessions.
+
+use super::ConnHandle;
+use crate::auth::{Identity, Scope};
+use crate::backend::PresenceEntry;
+use crate::protocol::{PROTOCOL_VERSION, frame, now_ms};
+use crate::server::App;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Register a new connection and greet it.
+pub async fn open(app: &App, conn: &ConnHandle, identity: Option<Identity>) {
+    app.hub.register(conn.clone());
+    publish_presence(app, conn).await;
+    if let Some(identity) = identity {
+        authenticated(app, conn, identity).await;
+    }
+    conn.push(welcome(app, conn));
+}
+
+/// The `welcome` notification sent right after the upgrade.
+pub fn welcome(app: &App, conn: &ConnHandle) -> crate::protocol::Frame {
+    frame::notification(
+        "welcome",
+        &json!({
+            "connId": conn.id(),
+            "nodeId": app.instance_id,
+            "authRequired": app.auth.auth_required(),
+            "authenticated": conn.identity().is_some(),
+            "protocol": PROTOCOL_VERSION,
+        }),
+    )
+}
+
+/// Attach an identity (first authentication or a refresh) and join the
+/// implicit channels it is entitled to.
+pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
+    let implicit = implicit_channels(conn, &identity);
+    let previous = {
+        let mut state = conn.state();
+        state.identity = Some(Arc::new(identity));
+        std::mem::replace(&mut state.implicit, implicit.clone())
+    };
+    for channel in previous.iter().filter(|c| !implicit.contains(c)) {
+        app.hub.unsubscribe_local(channel, conn.id()).await;
+    }
+    for channel in implicit.iter().filter(|c| !previous.contains(c)) {
+        if let Err(e) = app.hub.subscribe_local(channel, conn).await {
+            tracing::warn!(%channel, error = %e, "implicit subscription failed");
+        }
+    }
+    publish_presence(app, conn).await;
+}
+
+fn implicit_channels(conn: &ConnHandle, identity: &Identity) -> Vec<String> {
+    let mut channels = vec![
+        "global".to_owned(),
+        format!("user:{}", identity.sub),
+        format!("conn:{}", conn.id()),
+    ];
+    if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
+        channels.push("approval".to_owned());
+    }
+    channels
+}
+
+/// Write this connection's presence entry to the backend.
+pub async fn publish_presence(app: &App, conn: &ConnHandle) {
+    let (identity, client) = {
+        let state = conn.state();
+        (state.identity.clone(), state.client.clone())
+    };
+    let entry = PresenceEntry {
+        conn_id: conn.id().to_owned(),
+        node_id: app.instance_id.clone(),
+        generation: app.generation,
+        identity: identity.as_ref().map(|i| i.sub.clone()),
+        role: identity.as_ref().map(|i| i.role.to_string()),
+        client,
+        connected_at: conn.connected_at(),
+        last_seen: now_ms(),
+    };
+    if let Err(e) = app.backend.put_connection(entry).await {
+        tracing::warn!(error = %e, "presence update failed");
+    }
+}
+
+/// Undo everything the connection did to shared state.
+pub async fn close(app: &App, conn: &ConnHandle) {
+    conn.fail_pending();
+    let (explicit, implicit, identity) = {
+        let mut state = conn.state();
+        (
+            std::mem::take(&mut state.subscriptions),
+            std::mem::take(&mut state.implicit),
+            state.identity.clone(),
+        )
+    };
+    for channel in &explicit {
+        crate::rpc::channels::leave(app, conn, channel).await;
+    }
+    for channel in &implicit {
+        app.hub.unsubscribe_local(channel, conn.id()).await;
+    }
+    crate::rpc::sessions::on_disconnect(app, conn).await;
+    app.hub.unregister(conn.id());
+    if let Err(e) = app.backend.remove_connection(conn.id()).await {
+        tracing::warn!(error = %e, "removing presence failed");
+    }
+    if let Some(identity) = identity {
+        app.hub.forget_budget(&identity.sub);
+    }
+}

@@ -1,0 +1,243 @@
+//! One WebSocket connection from upgrade to close.
+//!
+//! [`serve`] splits the socket: a writer task drains the connection's
+//! bounded queue into the socket and sends heartbeat pings; the reader loop
+//! (this task) parses frames, hands calls to [`crate::rpc`] and routes the
+//! client's answers to server → client requests. The loop also enforces
+//! the per-connection clocks: the handshake deadline (close 4001 if still
+//! unauthenticated), the client timeout (nothing heard, not even a pong)
+//! and the expiry of a JWT that was not refreshed.
+
+mod handle;
+mod lifecycle;
+
+pub use handle::{ConnHandle, ConnOutput, ConnState, Outbound, close_code};
+pub use lifecycle::{authenticated, publish_presence, welcome};
+
+use crate::auth::Identity;
+use crate::hub::IpSlot;
+use crate::protocol::frame::{self, Incoming, Message};
+use crate::protocol::{Frame, RpcError};
+use crate::server::App;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+
+/// What the upgrade decided about a new connection.
+pub struct ConnSetup {
+    pub id: String,
+    pub ip: IpAddr,
+    /// Authenticated at upgrade (credentials or mode `none`).
+    pub identity: Option<Identity>,
+    /// Held for the connection's lifetime (per-IP cap).
+    pub ip_slot: IpSlot,
+}
+
+/// Run one connection to completion.
+pub async fn serve(app: App, socket: WebSocket, setup: ConnSetup) {
+    let span = tracing::info_span!("conn", id = %setup.id, ip = %setup.ip);
+    run(app, socket, setup).instrument(span).await
+}
+
+async fn run(app: App, socket: WebSocket, setup: ConnSetup) {
+    let limits = &app.config.limits;
+    let (conn, output) = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, output, conn.clone(), limits.heartbeat()));
+    metrics::counter!("switchyard_connections_total").increment(1);
+    tracing::debug!("connected");
+
+    lifecycle::open(&app, &conn, setup.identity).await;
+    read_loop(&app, &conn, stream).await;
+    conn.close(close_code::NORMAL, "");
+    lifecycle::close(&app, &conn).await;
+    drop(setup.ip_slot);
+    // The writer sends the close frame and stops; bound the wait.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    tracing::debug!("disconnected");
+}
+
+/// Deadlines the reader enforces.
+struct Clocks {
+    handshake: Instant,
+    idle: Duration,
+}
+
+async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSocket>) {
+    let limits = &app.config.limits;
+    let clocks = Clocks {
+        handshake: Instant::now() + limits.handshake_timeout(),
+        idle: limits.client_timeout(),
+    };
+    loop {
+        let (authed, expiry) = auth_deadlines(conn);
+        let far = Instant::now() + Duration::from_secs(86_400);
+        let handshake_at = if authed { far } else { clocks.handshake };
+        tokio::select! {
+            _ = conn.closed().cancelled() => return,
+            _ = sleep_until(handshake_at) => {
+                conn.close(close_code::AUTH_TIMEOUT, "authentication timeout");
+                return;
+            }
+            _ = sleep_until(expiry.unwrap_or(far)) => {
+                conn.close(close_code::AUTH_TIMEOUT, "token expired");
+                return;
+            }
+            next = tokio::time::timeout(clocks.idle, stream.next()) => match next {
+                Err(_) => {
+                    conn.close(close_code::GOING_AWAY, "client timeout");
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(Err(e))) => {
+                    on_read_error(conn, &e);
+                    return;
+                }
+                Ok(Some(Ok(msg))) => {
+                    if !on_message(app, conn, msg).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the connection is authenticated, and when its credential expires.
+fn auth_deadlines(conn: &ConnHandle) -> (bool, Option<Instant>) {
+    let Some(identity) = conn.identity() else {
+        return (false, None);
+    };
+    let expiry = identity.expires_at.map(|exp_secs| {
+        let left = (exp_secs * 1000).saturating_sub(crate::protocol::now_ms());
+        Instant::now() + Duration::from_millis(left)
+    });
+    (true, expiry)
+}
+
+fn on_read_error(conn: &ConnHandle, e: &axum::Error) {
+    let text = e.to_string();
+    // tungstenite reports an oversized message as a capacity error.
+    if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+        conn.close(close_code::TOO_BIG, "message too big");
+    } else {
+        tracing::debug!(error = %text, "read error");
+    }
+}
+
+/// Handle one WebSocket message; false ends the connection.
+async fn on_message(app: &App, conn: &ConnHandle, msg: WsMessage) -> bool {
+    match msg {
+        WsMessage::Text(text) => {
+            on_text(app, conn, text.as_str()).await;
+            true
+        }
+        WsMessage::Binary(_) => {
+            let err = RpcError::invalid_request("binary frames are not supported");
+            conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
+                .await;
+            true
+        }
+        WsMessage::Ping(_) | WsMessage::Pong(_) => true,
+        WsMessage::Close(_) => false,
+    }
+}
+
+async fn on_text(app: &App, conn: &ConnHandle, text: &str) {
+    let limits = &app.config.limits;
+    match frame::parse_text(text, limits.max_batch, limits.max_json_depth) {
+        Incoming::Reject(err) => {
+            conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
+                .await;
+        }
+        Incoming::Single(message) => {
+            if let Some(reply) = on_item(app, conn, message).await {
+                conn.reply(reply.into()).await;
+            }
+        }
+        Incoming::Batch(messages) => {
+            let mut replies = Vec::new();
+            for message in messages {
+                if let Some(reply) = on_item(app, conn, message).await {
+                    replies.push(reply);
+                }
+            }
+            if !replies.is_empty() {
+                conn.reply(Frame::from(format!("[{}]", replies.join(","))))
+                    .await;
+            }
+        }
+    }
+}
+
+/// One element of a frame; returns the reply's JSON, if one is due.
+async fn on_item(app: &App, conn: &ConnHandle, message: Message) -> Option<String> {
+    match message {
+        Message::Call(call) => {
+            let id = call.id.clone();
+            let outcome = crate::rpc::handle(app, conn, call).await;
+            id.map(|id| frame::response_json(&id, &outcome))
+        }
+        Message::Reply(reply) => {
+            if !conn.complete(&reply.id, reply.outcome) {
+                tracing::debug!(id = %reply.id, "answer to no pending request");
+            }
+            None
+        }
+        Message::Invalid { id, error } => Some(frame::response_json(&id, &Err(error))),
+    }
+}
+
+/// Drain the outbound queue into the socket, ping on the heartbeat, and
+/// send the close frame when the connection is closed.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut output: ConnOutput,
+    conn: ConnHandle,
+    heartbeat: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = output.closed.cancelled() => break,
+            item = output.frames.recv() => match item {
+                Some(Outbound::Frame(frame)) => WsMessage::Text(frame),
+                Some(Outbound::Close(code, reason)) => {
+                    conn.close(code, &reason);
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => WsMessage::Ping(Default::default()),
+        };
+        let sent = tokio::select! {
+            r = sink.send(msg) => r.is_ok(),
+            _ = output.closed.cancelled() => false,
+        };
+        if !sent {
+            break;
+        }
+    }
+    let (code, reason) = conn
+        .close_frame()
+        .unwrap_or((close_code::NORMAL, String::new()));
+    // A peer that stopped reading must not hold the task: bound the close.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = sink.send(close_message(code, &reason)).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// The close frame to send for a requested close.
+pub fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.chars().take(100).collect::<String>().into(),
+    }))
+}

@@ -1,0 +1,277 @@
+//! This instance's sockets: the local connection registry, the local channel
+//! index and fan-out.
+//!
+//! The hub is the instance's [`Inbox`]: the backend hands it envelopes and
+//! it queues the (already serialised) frame to each local target. It also
+//! keeps the backend's view of this instance's interest up to date: the
+//! first local subscriber of a channel subscribes the instance, the last one
+//! leaving unsubscribes it. Interest changes are serialised by one async
+//! mutex so a subscribe and an unsubscribe of the same channel can never
+//! reach the backend in the wrong order.
+
+use crate::backend::{Backend, Envelope, Inbox};
+use crate::conn::{ConnHandle, close_code};
+use crate::protocol::Frame;
+use crate::ratelimit::IdentityBudget;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Internal channel carrying a session's events to its members. Client
+/// channel names may not start with `$`, so these cannot be subscribed to
+/// directly.
+pub const SESSION_CHANNEL_PREFIX: &str = "$session:";
+
+/// The internal channel of session `id`.
+pub fn session_channel(id: &str) -> String {
+    format!("{SESSION_CHANNEL_PREFIX}{id}")
+}
+
+type ChannelIndex = HashMap<String, HashMap<String, ConnHandle>>;
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    conns: RwLock<HashMap<String, ConnHandle>>,
+    channels: RwLock<ChannelIndex>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    budgets: Mutex<HashMap<String, IdentityBudget>>,
+    interest: tokio::sync::Mutex<()>,
+}
+
+/// Cheap cloneable handle to this instance's local state.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+/// Holds one slot of an IP's connection cap until dropped.
+pub struct IpSlot {
+    hub: Hub,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.hub.0.per_ip);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self(Arc::new(Inner {
+            backend,
+            conns: RwLock::default(),
+            channels: RwLock::default(),
+            per_ip: Mutex::default(),
+            budgets: Mutex::default(),
+            interest: tokio::sync::Mutex::default(),
+        }))
+    }
+
+    /// Take a slot of `ip`'s connection cap; `None` when it is full.
+    pub fn reserve_ip(&self, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut map = lock(&self.0.per_ip);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            hub: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn register(&self, conn: ConnHandle) {
+        let mut conns = self.0.conns.write().unwrap_or_else(|p| p.into_inner());
+        conns.insert(conn.id().to_owned(), conn);
+        metrics::gauge!("switchyard_connections").set(conns.len() as f64);
+    }
+
+    pub fn unregister(&self, conn_id: &str) {
+        let mut conns = self.0.conns.write().unwrap_or_else(|p| p.into_inner());
+        conns.remove(conn_id);
+        metrics::gauge!("switchyard_connections").set(conns.len() as f64);
+    }
+
+    pub fn get(&self, conn_id: &str) -> Option<ConnHandle> {
+        let conns = self.0.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.get(conn_id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every local connection.
+    pub fn all(&self) -> Vec<ConnHandle> {
+        let conns = self.0.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.values().cloned().collect()
+    }
+
+    /// Add `conn` to the local subscribers of `channel`, subscribing the
+    /// instance when it is the first. Idempotent.
+    pub async fn subscribe_local(
+        &self,
+        channel: &str,
+        conn: &ConnHandle,
+    ) -> crate::backend::BackendResult<()> {
+        let _order = self.0.interest.lock().await;
+        let first = {
+            let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
+            let subs = index.entry(channel.to_owned()).or_default();
+            subs.insert(conn.id().to_owned(), conn.clone());
+            subs.len() == 1
+        };
+        if first && let Err(e) = self.0.backend.subscribe(channel).await {
+            self.drop_local(channel, conn.id());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Remove `conn` from `channel`'s local subscribers, unsubscribing the
+    /// instance when it was the last.
+    pub async fn unsubscribe_local(&self, channel: &str, conn_id: &str) {
+        let _order = self.0.interest.lock().await;
+        if self.drop_local(channel, conn_id)
+            && let Err(e) = self.0.backend.unsubscribe(channel).await
+        {
+            // Interest left behind only costs stray envelopes that find no
+            // local subscriber; the backend re-syncs on reconnect.
+            tracing::warn!(%channel, error = %e, "unsubscribe failed");
+        }
+    }
+
+    /// Returns true when the channel has no local subscriber left.
+    fn drop_local(&self, channel: &str, conn_id: &str) -> bool {
+        let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = index.get_mut(channel) else {
+            return false;
+        };
+        if subs.remove(conn_id).is_none() {
+            return false;
+        }
+        if subs.is_empty() {
+            index.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Local subscriber count of a channel.
+    pub fn local_subscribers(&self, channel: &str) -> usize {
+        let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
+        index.get(channel).map_or(0, HashMap::len)
+    }
+
+    /// Queue `frame` to every local subscriber of `channel`.
+    pub fn fanout(&self, channel: &str, frame: &Frame) -> usize {
+        let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = index.get(channel) else {
+            return 0;
+        };
+        let delivered = subs.values().filter(|c| c.push(frame.clone())).count();
+        metrics::counter!("switchyard_deliveries_total").increment(delivered as u64);
+        delivered
+    }
+
+    /// Queue `frame` to every local connection.
+    pub fn broadcast(&self, frame: &Frame) -> usize {
+        self.all().iter().filter(|c| c.push(frame.clone())).count()
+    }
+
+    /// A channel has ended (a session closed): drop it from the local index
+    /// and from each subscriber's state, then drop the instance's interest.
+    fn end_channel(&self, channel: &str) {
+        let subs = {
+            let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
+            index.remove(channel).unwrap_or_default()
+        };
+        if subs.is_empty() {
+            return;
+        }
+        let session = channel.strip_prefix(SESSION_CHANNEL_PREFIX);
+        for conn in subs.values() {
+            let mut state = conn.state();
+            if let Some(id) = session {
+                state.sessions.remove(id);
+            }
+            state.subscriptions.remove(channel);
+        }
+        let hub = self.clone();
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            let _order = hub.0.interest.lock().await;
+            if hub.local_subscribers(&channel) == 0
+                && let Err(e) = hub.0.backend.unsubscribe(&channel).await
+            {
+                tracing::warn!(%channel, error = %e, "unsubscribe of an ended channel failed");
+            }
+        });
+    }
+
+    /// Run `f` on the leased budget of identity `sub`.
+    pub fn with_budget<T>(&self, sub: &str, f: impl FnOnce(&mut IdentityBudget) -> T) -> T {
+        let mut budgets = lock(&self.0.budgets);
+        f(budgets.entry(sub.to_owned()).or_default())
+    }
+
+    /// Forget an identity's budget (its last local connection left).
+    pub fn forget_budget(&self, sub: &str) {
+        let still_here = self
+            .all()
+            .iter()
+            .any(|c| c.identity().is_some_and(|i| i.sub == sub));
+        if !still_here {
+            lock(&self.0.budgets).remove(sub);
+        }
+    }
+}
+
+impl Inbox for Hub {
+    fn deliver(&self, envelope: Envelope) -> usize {
+        match envelope {
+            Envelope::Channel {
+                channel,
+                frame,
+                last,
+            } => {
+                let n = self.fanout(&channel, &frame);
+                if last {
+                    self.end_channel(&channel);
+                }
+                n
+            }
+            Envelope::Conn { conn_id, frame } => {
+                usize::from(self.get(&conn_id).is_some_and(|c| c.push(frame)))
+            }
+            Envelope::Kick {
+                conn_id,
+                code,
+                reason,
+            } => match self.get(&conn_id) {
+                Some(conn) => {
+                    conn.close(code, &reason);
+                    1
+                }
+                None => 0,
+            },
+        }
+    }
+}
+
+/// Close code for an administrative kick.
+pub const KICK_CODE: u16 = close_code::KICKED;

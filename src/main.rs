@@ -1,0 +1,268 @@
+//! The `switchyard` command: `serve` (default), `token`, `call`.
+//!
+//! Start-up is parse → validate → build → serve; a bad configuration exits
+//! with code 64 (EX_USAGE) and a message naming the field.
+
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use switchyard::auth::{MintClaims, Role};
+use switchyard::config::{self, Config, ProcessEnv, ServeArgs};
+use switchyard::server;
+
+/// Exit code for configuration errors (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Real-time control plane for AI agents, tools and their operators: a WebSocket + HTTP JSON-RPC gateway."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    Serve(ServeArgs),
+    /// Mint a JWT with the configured key (auth.jwt.secret or auth.jwt.private_key).
+    Token(TokenArgs),
+    /// Send one JSON-RPC call to a running gateway and print the reply.
+    Call(CallArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Subject (`sub` claim).
+    #[arg(long, default_value = "dev")]
+    sub: String,
+    /// Role: operator or node.
+    #[arg(long, default_value = "operator")]
+    role: String,
+    /// Scope to grant (repeatable).
+    #[arg(long = "scope", default_values_t = ["operator.admin".to_string()])]
+    scopes: Vec<String>,
+    /// Extra channel the token may use (repeatable; `*` wildcards).
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    #[command(flatten)]
+    config: ServeArgs,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// Method to call, e.g. `status`.
+    method: String,
+    /// Params as JSON (default `{}`).
+    params: Option<String>,
+    /// Gateway URL [env: SWITCHYARD_URL].
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        default_value = "ws://127.0.0.1:18789/ws"
+    )]
+    url: String,
+    /// Bearer token [env: SWITCHYARD_TOKEN]; defaults to the development
+    /// token file of a loopback gateway on the URL's port.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long to wait for the reply, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Call(args)) => runtime.block_on(call(args)),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> Result<Config, ExitCode> {
+    config::load(args, &ProcessEnv).map_err(|e| {
+        eprintln!("switchyard: {e}");
+        ExitCode::from(EX_USAGE)
+    })
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    switchyard::telemetry::init_logging(&config.log);
+    match start(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::StartError::Config(e)) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            tracing::error!(error = %e, "start failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> Result<(), server::StartError> {
+    let config = server::prepare_auth(config)?;
+    let ip = config.bind_addr()?;
+    let addr = std::net::SocketAddr::new(ip, config.port);
+    let tls = config.tls.clone();
+    let metrics_port = config.metrics_port;
+    let app = server::build(config).await?;
+    if let Some(port) = metrics_port {
+        let listener = tokio::net::TcpListener::bind((ip, port)).await?;
+        let router = server::metrics_router(app.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        instance = %app.instance_id,
+        backend = app.backend.kind(),
+        tls = tls.is_some(),
+        "listening"
+    );
+    match tls {
+        None => server::run(app, listener, shutdown_signal()).await?,
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|e| config::ConfigError::new("tls", e.to_string()))?;
+            server::run_tls(app, listener.into_std()?, rustls, shutdown_signal()).await?
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let role: Role = match args.role.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("switchyard: --role must be operator or node");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let claims = MintClaims {
+        sub: args.sub,
+        role,
+        scopes: args.scopes,
+        channels: args.channels,
+        ttl_secs: args.ttl,
+        issuer: None,
+        audience: None,
+    };
+    match switchyard::auth::mint(&config.auth.jwt, &claims) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+async fn call(args: CallArgs) -> ExitCode {
+    let params: serde_json::Value =
+        match args.params.as_deref().map(serde_json::from_str).transpose() {
+            Ok(p) => p.unwrap_or_else(|| serde_json::json!({})),
+            Err(e) => {
+                eprintln!("switchyard: params are not JSON: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+    let token = args.token.or_else(|| dev_token_for(&args.url));
+    let mut client = match switchyard::client::Client::connect(&args.url, token.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    client.set_timeout(std::time::Duration::from_millis(args.timeout_ms));
+    match client.call(&args.method, params).await {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            if let switchyard::client::ClientError::Rpc(rpc) = e
+                && let Some(data) = rpc.data
+            {
+                eprintln!("{data}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The development token of a loopback gateway, read from its token file.
+fn dev_token_for(url: &str) -> Option<String> {
+    let port: u16 = url
+        .split("://")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()?;
+    let path = server::default_dev_token_path(port);
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+}

@@ -1,0 +1,261 @@
+//! The method table and the path of one call.
+//!
+//! [`handle`] takes a parsed call through the same steps every time:
+//! resolve aliases → look the method up (-32601) → rate limits (-32004) →
+//! authentication (-32000) and scope (-32003) → the namespace's handler →
+//! metrics. Every method declares its [`Requirement`] in [`METHODS`]; a
+//! test checks that each entry has a handler and vice versa.
+
+pub mod channels;
+pub mod nodes;
+pub mod sessions;
+pub mod system;
+
+use crate::auth::{Identity, Requirement, Scope};
+use crate::conn::ConnHandle;
+use crate::protocol::{Call, RpcError, now_ms};
+use crate::ratelimit::lease_size;
+use crate::server::App;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+use Requirement::{Any, Authenticated};
+
+const READ: Requirement = Requirement::Scope(Scope::Read);
+const WRITE: Requirement = Requirement::Scope(Scope::Write);
+const ADMIN: Requirement = Requirement::Scope(Scope::Admin);
+
+/// Every built-in method and what it requires.
+pub const METHODS: &[(&str, Requirement)] = &[
+    ("ping", Any),
+    ("system.ping", Any),
+    ("connect", Any),
+    ("auth", Any),
+    ("health", READ),
+    ("status", READ),
+    ("system.presence", READ),
+    ("clients.list", ADMIN),
+    ("client.kick", ADMIN),
+    ("logs.tail", ADMIN),
+    ("subscribe", Authenticated),
+    ("unsubscribe", Authenticated),
+    ("publish", WRITE),
+    ("presence.get", Authenticated),
+    ("session.create", WRITE),
+    ("session.join", WRITE),
+    ("session.leave", WRITE),
+    ("session.get", READ),
+    ("session.patch", WRITE),
+    ("session.list", READ),
+    ("session.send", WRITE),
+    ("session.close", WRITE),
+    ("node.invoke", WRITE),
+];
+
+/// Alternative names clients may use.
+fn canonical(method: &str) -> &str {
+    match method {
+        "notify.subscribe" => "subscribe",
+        "notify.unsubscribe" => "unsubscribe",
+        m => match m.strip_prefix("sessions.") {
+            Some(rest) => match rest {
+                "create" => "session.create",
+                "join" => "session.join",
+                "leave" => "session.leave",
+                "get" => "session.get",
+                "patch" => "session.patch",
+                "list" => "session.list",
+                "send" => "session.send",
+                "close" => "session.close",
+                _ => m,
+            },
+            None => m,
+        },
+    }
+}
+
+fn lookup(method: &str) -> Option<(&'static str, Requirement)> {
+    METHODS.iter().find(|(name, _)| *name == method).copied()
+}
+
+/// The context a handler runs in.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub conn: &'a ConnHandle,
+}
+
+impl Ctx<'_> {
+    /// The caller's identity; handlers that require more than `Any` always
+    /// have one.
+    pub fn identity(&self) -> Result<Arc<Identity>, RpcError> {
+        self.conn
+            .identity()
+            .ok_or_else(|| RpcError::unauthorized("not authenticated"))
+    }
+}
+
+/// Run one call to completion.
+pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, RpcError> {
+    let Some((method, requirement)) = lookup(canonical(&call.method)) else {
+        metrics::counter!("switchyard_messages_in_total", "method" => "unknown").increment(1);
+        return Err(RpcError::method_not_found(&call.method));
+    };
+    metrics::counter!("switchyard_messages_in_total", "method" => method).increment(1);
+    let started = Instant::now();
+    let outcome = checked(app, conn, method, requirement, call.params).await;
+    metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &outcome {
+        metrics::counter!("switchyard_rpc_errors_total", "code" => e.code.to_string()).increment(1);
+    }
+    outcome
+}
+
+async fn checked(
+    app: &App,
+    conn: &ConnHandle,
+    method: &'static str,
+    requirement: Requirement,
+    params: Value,
+) -> Result<Value, RpcError> {
+    rate_check(app, conn).await?;
+    if requirement != Any {
+        let identity = conn
+            .identity()
+            .ok_or_else(|| RpcError::unauthorized("authenticate first (connect or auth)"))?;
+        if !identity.satisfies(requirement) {
+            return Err(RpcError::forbidden(format!(
+                "{method} requires {}",
+                describe(requirement)
+            )));
+        }
+    }
+    let span = tracing::debug_span!("rpc", %method);
+    let ctx = Ctx { app, conn };
+    tracing::Instrument::instrument(dispatch(&ctx, method, params), span).await
+}
+
+fn describe(requirement: Requirement) -> String {
+    match requirement {
+        Any | Authenticated => "authentication".into(),
+        Requirement::Scope(scope) => format!("scope {scope}"),
+        Requirement::Node => "role node".into(),
+    }
+}
+
+async fn dispatch(ctx: &Ctx<'_>, method: &str, p: Value) -> Result<Value, RpcError> {
+    match method {
+        "ping" | "system.ping" => Ok(system::ping()),
+        "connect" => system::connect(ctx, params(p)?).await,
+        "auth" => system::auth(ctx, p).await,
+        "health" => system::health(ctx).await,
+        "status" => system::status(ctx).await,
+        "system.presence" | "clients.list" => system::presence(ctx).await,
+        "client.kick" => system::kick(ctx, params(p)?).await,
+        "logs.tail" => system::logs_tail(ctx, params(p)?),
+        "subscribe" => channels::subscribe(ctx, params(p)?).await,
+        "unsubscribe" => channels::unsubscribe(ctx, params(p)?).await,
+        "publish" => channels::publish(ctx, params(p)?).await,
+        "presence.get" => channels::presence(ctx, params(p)?).await,
+        "session.create" => sessions::create(ctx, params(p)?).await,
+        "session.join" => sessions::join(ctx, params(p)?).await,
+        "session.leave" => sessions::leave(ctx, params(p)?).await,
+        "session.get" => sessions::get(ctx, params(p)?).await,
+        "session.patch" => sessions::patch(ctx, params(p)?).await,
+        "session.list" => sessions::list(ctx).await,
+        "session.send" => sessions::send(ctx, params(p)?).await,
+        "session.close" => sessions::close(ctx, params(p)?).await,
+        "node.invoke" => nodes::invoke(ctx, params(p)?).await,
+        other => Err(RpcError::method_not_found(other)),
+    }
+}
+
+/// Decode params into a typed struct; errors name the field.
+pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        RpcError::invalid_params(&field, e.into_inner().to_string())
+    })
+}
+
+/// Per-connection window locally, then the identity's leased budget.
+async fn rate_check(app: &App, conn: &ConnHandle) -> Result<(), RpcError> {
+    let limits = &app.config.rate_limits;
+    let now = now_ms();
+    let decision = conn.state().rate.hit(limits.messages_per_conn, now);
+    if !decision.allowed {
+        metrics::counter!("switchyard_rate_limited_total", "limit" => "connection").increment(1);
+        return Err(RpcError::rate_limited(decision.retry_after_ms));
+    }
+    let Some(identity) = conn.identity() else {
+        return Ok(());
+    };
+    identity_budget(app, &identity.sub, now).await
+}
+
+async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError> {
+    let window = app.config.rate_limits.messages_per_identity;
+    let local = app.hub.with_budget(sub, |b| {
+        if b.remaining > 0 {
+            b.remaining -= 1;
+            Some(Ok(()))
+        } else if b.blocked_until > now {
+            Some(Err(b.blocked_until - now))
+        } else {
+            None
+        }
+    });
+    let retry = match local {
+        Some(Ok(())) => return Ok(()),
+        Some(Err(retry)) => retry,
+        None => {
+            let key = format!("msg:{sub}");
+            let (granted, retry) = app
+                .backend
+                .rate_take(&key, window, lease_size(window), now)
+                .await?;
+            app.hub.with_budget(sub, |b| {
+                b.remaining += granted.saturating_sub(1);
+                if granted == 0 {
+                    b.blocked_until = now + retry;
+                }
+            });
+            if granted > 0 {
+                return Ok(());
+            }
+            retry
+        }
+    };
+    metrics::counter!("switchyard_rate_limited_total", "limit" => "identity").increment(1);
+    Err(RpcError::rate_limited(retry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_resolve_to_table_entries() {
+        for alias in [
+            "notify.subscribe",
+            "notify.unsubscribe",
+            "sessions.list",
+            "sessions.send",
+            "sessions.create",
+        ] {
+            assert!(lookup(canonical(alias)).is_some(), "{alias}");
+        }
+        assert!(lookup(canonical("sessions.nope")).is_none());
+    }
+
+    #[test]
+    fn table_has_no_duplicates() {
+        let mut names: Vec<_> = METHODS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METHODS.len());
+    }
+}

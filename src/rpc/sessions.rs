@@ -1,0 +1,289 @@
+//! Sessions: create, join, leave, get, patch, list, send and close.
+//!
+//! Membership and metadata live in the backend; delivery to members rides
+//! on an internal channel per session (`$session:<id>`) that each member
+//! connection subscribes to locally, so `session.send` is one publish that
+//! reaches members on every instance. A session whose owner disconnects is
+//! kept for `resume_window`, then closed by [`close_expired`].
+
+use super::Ctx;
+use crate::backend::{BackendError, SessionRecord};
+use crate::conn::ConnHandle;
+use crate::hub::session_channel;
+use crate::protocol::{RpcError, frame, now_ms};
+use crate::server::App;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Longest accepted session id.
+const MAX_ID_LEN: usize = 128;
+
+fn validate_id(id: &str) -> Result<(), RpcError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RpcError::invalid_params(
+            "sessionId",
+            "1-128 characters from A-Z a-z 0-9 - _ . :",
+        ))
+    }
+}
+
+fn backend_err(id: &str) -> impl FnOnce(BackendError) -> RpcError + '_ {
+    move |e| e.into_rpc(id)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateParams {
+    session_id: Option<String>,
+    #[serde(default)]
+    meta: Option<Value>,
+    max_members: Option<usize>,
+}
+
+pub async fn create(ctx: &Ctx<'_>, p: CreateParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let limits = &ctx.app.config.limits;
+    let id = match p.session_id {
+        Some(id) => {
+            validate_id(&id)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let max_members = p.max_members.unwrap_or(limits.max_session_members);
+    if max_members == 0 || max_members > limits.max_session_members {
+        return Err(RpcError::invalid_params(
+            "maxMembers",
+            format!("between 1 and {}", limits.max_session_members),
+        ));
+    }
+    let meta = p.meta.unwrap_or_else(|| json!({}));
+    if !meta.is_object() {
+        return Err(RpcError::invalid_params("meta", "must be an object"));
+    }
+    let now = now_ms();
+    let record = SessionRecord {
+        session_id: id.clone(),
+        owner: Some(ctx.conn.id().to_owned()),
+        owner_identity: identity.sub.clone(),
+        members: vec![ctx.conn.id().to_owned()],
+        member_identities: vec![identity.sub.clone()],
+        meta,
+        version: 0,
+        max_members,
+        created_at: now,
+        updated_at: now,
+        detached_at: None,
+        resume_token: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let token = record.resume_token.clone();
+    ctx.app
+        .backend
+        .create_session(record, limits.max_sessions_per_client)
+        .await
+        .map_err(backend_err(&id))?;
+    attach(ctx.app, ctx.conn, &id).await?;
+    Ok(json!({ "sessionId": id, "resumeToken": token, "version": 0 }))
+}
+
+/// Subscribe the connection to the session's delivery channel.
+async fn attach(app: &App, conn: &ConnHandle, id: &str) -> Result<(), RpcError> {
+    app.hub.subscribe_local(&session_channel(id), conn).await?;
+    conn.state().sessions.insert(id.to_owned());
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdParams {
+    session_id: String,
+}
+
+pub async fn join(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    validate_id(&p.session_id)?;
+    let record = ctx
+        .app
+        .backend
+        .join_session(&p.session_id, ctx.conn.id(), &identity.sub)
+        .await
+        .map_err(backend_err(&p.session_id))?;
+    attach(ctx.app, ctx.conn, &p.session_id).await?;
+    Ok(serde_json::to_value(record).unwrap_or_default())
+}
+
+pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
+    validate_id(&p.session_id)?;
+    ctx.app
+        .backend
+        .leave_session(&p.session_id, ctx.conn.id())
+        .await
+        .map_err(backend_err(&p.session_id))?;
+    let was_member = ctx.conn.state().sessions.remove(&p.session_id);
+    if was_member {
+        let channel = session_channel(&p.session_id);
+        ctx.app.hub.unsubscribe_local(&channel, ctx.conn.id()).await;
+    }
+    Ok(json!({ "left": was_member, "sessionId": p.session_id }))
+}
+
+async fn load(app: &App, id: &str) -> Result<SessionRecord, RpcError> {
+    validate_id(id)?;
+    app.backend
+        .session(id)
+        .await?
+        .ok_or_else(|| RpcError::not_found("session", id))
+}
+
+pub async fn get(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
+    let record = load(ctx.app, &p.session_id).await?;
+    Ok(serde_json::to_value(record).unwrap_or_default())
+}
+
+/// Only the owner's identity (or an admin) may change or close a session.
+fn require_owner(ctx: &Ctx<'_>, record: &SessionRecord) -> Result<(), RpcError> {
+    let identity = ctx.identity()?;
+    if identity.is_admin() || identity.sub == record.owner_identity {
+        Ok(())
+    } else {
+        Err(RpcError::forbidden("only the session's owner may do this"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchParams {
+    session_id: String,
+    meta: Value,
+    base_version: Option<u64>,
+}
+
+pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
+    let record = load(ctx.app, &p.session_id).await?;
+    require_owner(ctx, &record)?;
+    let updated = ctx
+        .app
+        .backend
+        .patch_session(&p.session_id, &p.meta, p.base_version)
+        .await
+        .map_err(backend_err(&p.session_id))?;
+    let frame = frame::notification(
+        "session.updated",
+        &json!({ "sessionId": p.session_id, "version": updated.version, "meta": updated.meta }),
+    );
+    ctx.app
+        .backend
+        .publish(&session_channel(&p.session_id), frame, false)
+        .await?;
+    Ok(serde_json::to_value(updated).unwrap_or_default())
+}
+
+/// Sessions the caller owns or belongs to (all of them for admins).
+pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let sessions: Vec<SessionRecord> = ctx
+        .app
+        .backend
+        .sessions()
+        .await?
+        .into_iter()
+        .filter(|s| {
+            identity.is_admin()
+                || s.owner_identity == identity.sub
+                || s.member_identities.contains(&identity.sub)
+        })
+        .collect();
+    Ok(json!({ "count": sessions.len(), "sessions": sessions }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendParams {
+    session_id: String,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let record = load(ctx.app, &p.session_id).await?;
+    let member = record.members.iter().any(|m| m == ctx.conn.id());
+    if !member && !identity.is_admin() {
+        return Err(RpcError::forbidden("join the session before sending to it"));
+    }
+    let frame = frame::notification(
+        "session.event",
+        &json!({
+            "sessionId": p.session_id,
+            "event": p.event,
+            "data": p.data,
+            "from": { "connId": ctx.conn.id(), "identity": identity.sub },
+            "timestamp": now_ms(),
+        }),
+    );
+    let delivered = ctx
+        .app
+        .backend
+        .publish(&session_channel(&p.session_id), frame, false)
+        .await?;
+    Ok(json!({ "delivered": delivered }))
+}
+
+pub async fn close(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
+    let record = load(ctx.app, &p.session_id).await?;
+    require_owner(ctx, &record)?;
+    end(ctx.app, &p.session_id, "closed").await?;
+    Ok(json!({ "closed": true, "sessionId": p.session_id }))
+}
+
+/// Remove a session and tell its members with `session.closed`.
+async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
+    if app.backend.close_session(id).await?.is_none() {
+        return Err(RpcError::not_found("session", id));
+    }
+    let frame = frame::notification(
+        "session.closed",
+        &json!({ "sessionId": id, "reason": reason }),
+    );
+    app.backend
+        .publish(&session_channel(id), frame, true)
+        .await?;
+    Ok(())
+}
+
+/// A connection went away: leave its sessions' channels and let the
+/// backend drop it from member lists (owned sessions start their resume
+/// window).
+pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
+    let ids: Vec<String> = conn.state().sessions.drain().collect();
+    for id in &ids {
+        app.hub
+            .unsubscribe_local(&session_channel(id), conn.id())
+            .await;
+    }
+    if let Err(e) = app.backend.detach_connection(conn.id(), now_ms()).await {
+        tracing::warn!(error = %e, "detaching sessions failed");
+    }
+}
+
+/// Close sessions whose owner has been gone longer than the resume window.
+pub async fn close_expired(app: &App) {
+    let window = app.config.limits.resume_window_ms;
+    let cutoff = now_ms().saturating_sub(window);
+    let Ok(ids) = app.backend.expired_sessions(cutoff).await else {
+        return;
+    };
+    for id in ids {
+        if let Err(e) = end(app, &id, "owner gone").await {
+            tracing::debug!(session = %id, error = %e, "closing an expired session failed");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Connection and system methods: ping, connect, auth, health, status,
+//! presence, kick and logs.
+
+use super::Ctx;
+use crate::auth::{Credential, Identity, credentials};
+use crate::backend::Envelope;
+use crate::conn::{self, ConnHandle, close_code};
+use crate::protocol::{PROTOCOL_VERSION, RpcError, now_ms};
+use crate::server::App;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn ping() -> Value {
+    json!({ "pong": true, "ts": now_ms() })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectParams {
+    #[serde(default)]
+    client: Option<ClientInfo>,
+    role: Option<String>,
+    #[serde(default)]
+    caps: Vec<String>,
+    auth: Option<Value>,
+    min_protocol: Option<u64>,
+    max_protocol: Option<u64>,
+}
+
+/// `connect.client`; kept verbatim in presence entries.
+#[derive(Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+/// The hello handshake.
+pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError> {
+    let min = p.min_protocol.unwrap_or(PROTOCOL_VERSION);
+    let max = p.max_protocol.unwrap_or(PROTOCOL_VERSION);
+    if min > PROTOCOL_VERSION || max < PROTOCOL_VERSION || min > max {
+        return Err(RpcError::invalid_params(
+            "minProtocol",
+            format!("this server speaks protocol {PROTOCOL_VERSION}"),
+        ));
+    }
+    if p.caps.len() > 64 || p.caps.iter().any(|c| c.is_empty() || c.len() > 128) {
+        return Err(RpcError::invalid_params(
+            "caps",
+            "at most 64 names of 1-128 bytes",
+        ));
+    }
+    {
+        let mut state = ctx.conn.state();
+        if let Some(client) = p.client {
+            state.client = serde_json::to_value(client).unwrap_or_default();
+        }
+        state.caps = p.caps;
+    }
+    if let Some(auth) = &p.auth {
+        let credential = credentials::from_params(auth)
+            .map_err(|e| RpcError::invalid_params("auth", e.to_string()))?;
+        authenticate(ctx.app, ctx.conn, credential).await?;
+    } else {
+        conn::publish_presence(ctx.app, ctx.conn).await;
+    }
+    let identity = ctx.conn.identity();
+    if let (Some(want), Some(identity)) = (&p.role, &identity)
+        && *want != identity.role.to_string()
+    {
+        return Err(RpcError::forbidden(format!(
+            "credentials are for role {}, not {want}",
+            identity.role
+        )));
+    }
+    hello(ctx, identity).await
+}
+
+async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, RpcError> {
+    let app = ctx.app;
+    let limits = &app.config.limits;
+    let connections = app.backend.connections().await.map(|c| c.len()).ok();
+    let instances = app.backend.instances().await.map(|i| i.len()).ok();
+    Ok(json!({
+        "connId": ctx.conn.id(),
+        "nodeId": app.instance_id,
+        "protocol": PROTOCOL_VERSION,
+        "server": { "version": VERSION, "uptimeMs": app.uptime_ms() },
+        "authenticated": identity.is_some(),
+        "role": identity.as_ref().map(|i| i.role.to_string()),
+        "scopes": identity.as_ref().map(|i| i.scopes.names()),
+        "presence": { "connections": connections, "instances": instances },
+        "limits": {
+            "maxPayload": limits.max_payload,
+            "maxSessions": limits.max_sessions_per_client,
+            "maxSubscriptions": limits.max_subscriptions,
+            "maxBatch": limits.max_batch,
+            "heartbeatMs": limits.heartbeat_ms,
+        },
+        "features": ["channels", "presence", "sessions", "batch", "server-requests"],
+    }))
+}
+
+/// In-band credentials; also refreshes an expiring JWT.
+pub async fn auth(ctx: &Ctx<'_>, p: Value) -> Result<Value, RpcError> {
+    let credential =
+        credentials::from_params(&p).map_err(|e| RpcError::invalid_params("", e.to_string()))?;
+    let identity = authenticate(ctx.app, ctx.conn, credential).await?;
+    Ok(json!({
+        "authenticated": true,
+        "sub": identity.sub,
+        "role": identity.role.to_string(),
+        "scopes": identity.scopes.names(),
+        "expiresAt": identity.expires_at,
+    }))
+}
+
+/// Check credentials with brute-force protection: an IP over its
+/// failed-auth window is refused before its credentials are even looked at.
+pub async fn authenticate(
+    app: &App,
+    conn: &ConnHandle,
+    credential: Credential,
+) -> Result<Arc<Identity>, RpcError> {
+    let key = format!("authfail:{}", conn.ip());
+    let window = app.config.rate_limits.auth_failures_per_ip;
+    let lock = app.backend.rate_peek(&key, window, now_ms()).await?;
+    if !lock.allowed {
+        metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
+        return Err(RpcError::rate_limited(lock.retry_after_ms));
+    }
+    let identity = match app.auth.authenticate(&credential) {
+        Ok(identity) => identity,
+        Err(e) => {
+            metrics::counter!("switchyard_auth_failures_total", "carrier" => "in_band")
+                .increment(1);
+            app.backend.rate_hit(&key, window, now_ms()).await?;
+            return Err(RpcError::unauthorized(e.to_string()));
+        }
+    };
+    if let Some(current) = conn.identity()
+        && current.sub != identity.sub
+    {
+        return Err(RpcError::forbidden("a connection cannot change identity"));
+    }
+    conn::authenticated(app, conn, identity).await;
+    conn.identity()
+        .ok_or_else(|| RpcError::internal(&"identity vanished after authentication"))
+}
+
+pub async fn health(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let app = ctx.app;
+    Ok(json!({
+        "status": if app.is_ready() { "ok" } else { "degraded" },
+        "nodeId": app.instance_id,
+        "uptimeMs": app.uptime_ms(),
+        "draining": app.is_draining(),
+        "backend": { "kind": app.backend.kind(), "available": app.backend.is_available() },
+        "connections": app.hub.len(),
+    }))
+}
+
+/// This instance and the cluster.
+pub async fn status(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    status_of(ctx.app).await
+}
+
+/// Shared by the `status` method and `GET /status`.
+pub async fn status_of(app: &App) -> Result<Value, RpcError> {
+    let instances = app.backend.instances().await?;
+    let connections = app.backend.connections().await?.len();
+    let sessions = app.backend.sessions().await?.len();
+    let channels = app.backend.channels().await?.len();
+    Ok(json!({
+        "nodeId": app.instance_id,
+        "version": VERSION,
+        "uptimeMs": app.uptime_ms(),
+        "draining": app.is_draining(),
+        "ready": app.is_ready(),
+        "backend": { "kind": app.backend.kind(), "available": app.backend.is_available() },
+        "local": { "connections": app.hub.len() },
+        "cluster": {
+            "instances": instances,
+            "connections": connections,
+            "sessions": sessions,
+            "channels": channels,
+        },
+    }))
+}
+
+/// Connected clients cluster-wide.
+pub async fn presence(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let clients = ctx.app.backend.connections().await?;
+    Ok(json!({ "count": clients.len(), "clients": clients }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KickParams {
+    conn_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Close a connection on whichever instance holds it.
+pub async fn kick(ctx: &Ctx<'_>, p: KickParams) -> Result<Value, RpcError> {
+    let reason = p.reason.unwrap_or_else(|| "kicked".into());
+    kick_conn(ctx.app, &p.conn_id, &reason).await?;
+    Ok(json!({ "kicked": true, "connId": p.conn_id }))
+}
+
+/// Shared by `client.kick` and `POST /api/disconnect`.
+pub async fn kick_conn(app: &App, conn_id: &str, reason: &str) -> Result<(), RpcError> {
+    let envelope = Envelope::Kick {
+        conn_id: conn_id.to_owned(),
+        code: close_code::KICKED,
+        reason: reason.chars().take(100).collect(),
+    };
+    if app.backend.send_to_conn(envelope).await? {
+        Ok(())
+    } else {
+        Err(RpcError::not_found("connection", conn_id))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct LogsParams {
+    limit: Option<usize>,
+    level: Option<String>,
+}
+
+pub fn logs_tail(ctx: &Ctx<'_>, p: LogsParams) -> Result<Value, RpcError> {
+    let limit = p.limit.unwrap_or(100).min(1000);
+    let level = match p.level.as_deref() {
+        None => tracing::Level::TRACE,
+        Some(l) => l
+            .parse()
+            .map_err(|_| RpcError::invalid_params("level", "one of trace debug info warn error"))?,
+    };
+    let records = ctx.app.logs.tail(limit, level);
+    Ok(json!({ "nodeId": ctx.app.instance_id, "records": records }))
+}

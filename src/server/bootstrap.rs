@@ -1,0 +1,74 @@
+//! Start-up decisions that come before serving: what to do when no
+//! authentication is configured, and the errors that stop a start.
+
+use crate::config::{AuthMode, Config, ConfigError, StaticCredential};
+use std::path::PathBuf;
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("authentication setup: {0}")]
+    Auth(String),
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Make sure some authentication is in force. When nothing is configured
+/// the gateway never falls back to open mode: on a loopback bind it
+/// generates a random admin token and writes it to a file only the current
+/// user can read (its path is logged, the token is not); anywhere else it
+/// refuses to start.
+pub fn prepare_auth(mut config: Config) -> Result<Config, ConfigError> {
+    if !config.effective_auth_modes().is_empty() {
+        return Ok(config);
+    }
+    if !config.is_loopback() {
+        return Err(ConfigError::new(
+            "auth.modes",
+            "no authentication configured; set SWITCHYARD_JWT_SECRET, SWITCHYARD_API_KEYS, \
+             SWITCHYARD_PASSWORD or auth.tokens before listening beyond loopback",
+        ));
+    }
+    let path = config
+        .auth
+        .dev_token_file
+        .clone()
+        .unwrap_or_else(|| default_dev_token_path(config.port));
+    let token = format!("sy_dev_{}", uuid::Uuid::new_v4().simple());
+    write_private(&path, &token)
+        .map_err(|e| ConfigError::new("auth.dev_token_file", format!("{}: {e}", path.display())))?;
+    tracing::warn!(
+        path = %path.display(),
+        "no authentication configured: generated a development admin token (loopback only)"
+    );
+    config.auth.tokens.push(StaticCredential {
+        secret: token,
+        sub: "dev".into(),
+        role: "operator".into(),
+        scopes: vec!["operator.admin".into()],
+        channels: Vec::new(),
+    });
+    config.auth.modes = vec![AuthMode::Token];
+    Ok(config)
+}
+
+/// Where the development token of an instance on `port` is written.
+pub fn default_dev_token_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-{port}.token"))
+}
+
+fn write_private(path: &PathBuf, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(content.as_bytes())
+}

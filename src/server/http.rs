@@ -1,0 +1,355 @@
+//! Plain HTTP endpoints: probes, metrics and the server API.
+//!
+//! `/health` and `/ready` are unauthenticated probes; `/metrics` is the
+//! Prometheus text format. `/status` and `/api/*` take a bearer token or an
+//! API key (`Authorization: Bearer …` / `X-API-Key: …`) with the scope each
+//! route declares, are rate limited per identity, and answer errors as
+//! `{"error":{"status":…,"message":…}}`.
+
+use super::App;
+use crate::auth::{self, Credential, Identity, Requirement, Scope};
+use crate::backend::BackendError;
+use crate::protocol::{RpcError, now_ms};
+use crate::rpc::{channels, system};
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, message: &str) -> Self {
+        Self {
+            status,
+            message: message.to_owned(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn unauthorized(reason: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, reason)
+    }
+
+    pub fn rate_limited(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate limited")
+        }
+    }
+
+    pub fn with_message(mut self, message: &str) -> Self {
+        self.message = message.to_owned();
+        self
+    }
+}
+
+impl From<BackendError> for HttpError {
+    fn from(e: BackendError) -> Self {
+        RpcError::from(e).into()
+    }
+}
+
+impl From<RpcError> for HttpError {
+    fn from(e: RpcError) -> Self {
+        use crate::protocol::error as code;
+        let status = match e.code {
+            code::INVALID_PARAMS | code::INVALID_REQUEST | code::PARSE_ERROR => {
+                StatusCode::BAD_REQUEST
+            }
+            code::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
+            code::FORBIDDEN => StatusCode::FORBIDDEN,
+            code::NOT_FOUND => StatusCode::NOT_FOUND,
+            code::CONFLICT => StatusCode::CONFLICT,
+            code::RATE_LIMITED => {
+                let retry = e.data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
+                return Self::rate_limited(retry.unwrap_or(1000));
+            }
+            code::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+            code::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = e.data.as_ref().and_then(|d| d["reason"].as_str());
+        let message = detail.map_or(e.message.clone(), |d| format!("{}: {d}", e.message));
+        Self::new(status, &message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body =
+            Json(json!({ "error": { "status": self.status.as_u16(), "message": self.message } }));
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        if let Some(ms) = self.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Check credentials with the failed-auth lock-out of the client's IP.
+pub async fn authenticate(
+    app: &App,
+    ip: IpAddr,
+    credential: &Credential,
+    carrier: &'static str,
+) -> Result<Identity, HttpError> {
+    let key = format!("authfail:{ip}");
+    let window = app.config.rate_limits.auth_failures_per_ip;
+    let lock = app.backend.rate_peek(&key, window, now_ms()).await?;
+    if !lock.allowed {
+        metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
+        return Err(HttpError::rate_limited(lock.retry_after_ms));
+    }
+    app.auth.authenticate(credential).map_err(|e| {
+        metrics::counter!("switchyard_auth_failures_total", "carrier" => carrier).increment(1);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = app.backend.rate_hit(&key, window, now_ms()).await;
+        });
+        HttpError::unauthorized(&e.to_string())
+    })
+}
+
+/// Authenticate an API request and check its scope and rate limit.
+async fn api_identity(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Identity, HttpError> {
+    let ip = app.client_ips.client_ip(peer.ip(), headers);
+    let extracted =
+        auth::extract(headers, None).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
+    let identity = match extracted.credential {
+        Some(credential) => authenticate(app, ip, &credential, "http").await?,
+        None => app.auth.none_identity().ok_or_else(|| {
+            HttpError::unauthorized("credentials required (Bearer token or X-API-Key)")
+        })?,
+    };
+    if !identity.satisfies(Requirement::Scope(scope)) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            &format!("requires scope {scope}"),
+        ));
+    }
+    let window = app.config.rate_limits.http_per_key;
+    let hit = app
+        .backend
+        .rate_hit(&format!("http:{}", identity.sub), window, now_ms())
+        .await?;
+    if !hit.allowed {
+        metrics::counter!("switchyard_rate_limited_total", "limit" => "http").increment(1);
+        return Err(HttpError::rate_limited(hit.retry_after_ms));
+    }
+    Ok(identity)
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(State(app): State<App>) -> Response {
+    let body = json!({
+        "ready": app.is_ready(),
+        "draining": app.is_draining(),
+        "backend": app.backend.is_available(),
+    });
+    let status = if app.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(app): State<App>) -> Response {
+    match &app.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable",
+        )
+        .into_response(),
+    }
+}
+
+type Peer = ConnectInfo<SocketAddr>;
+
+pub async fn status(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Read).await?;
+    Ok(Json(system::status_of(&app).await?))
+}
+
+#[derive(Deserialize)]
+pub struct PublishBody {
+    channel: String,
+    #[serde(default = "message")]
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+fn message() -> String {
+    "message".into()
+}
+
+pub async fn publish(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Write).await?;
+    let Json(body) = body.map_err(bad_body)?;
+    channels::validate_name("channel", &body.channel)?;
+    let delivered = channels::publish_event(&app, &body.channel, &body.event, &body.data).await?;
+    Ok(Json(json!({ "delivered": delivered })))
+}
+
+#[derive(Deserialize)]
+pub struct BroadcastBody {
+    channels: Vec<String>,
+    #[serde(default = "message")]
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Most channels one broadcast may name.
+const MAX_BROADCAST: usize = 1000;
+
+pub async fn broadcast(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Json<BroadcastBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Write).await?;
+    let Json(body) = body.map_err(bad_body)?;
+    if body.channels.is_empty() || body.channels.len() > MAX_BROADCAST {
+        return Err(
+            RpcError::invalid_params("channels", format!("1 to {MAX_BROADCAST} channels")).into(),
+        );
+    }
+    for (i, channel) in body.channels.iter().enumerate() {
+        channels::validate_name(&format!("channels[{i}]"), channel)?;
+    }
+    let mut delivered = 0;
+    for channel in &body.channels {
+        delivered += channels::publish_event(&app, channel, &body.event, &body.data).await?;
+    }
+    Ok(Json(
+        json!({ "delivered": delivered, "channels": body.channels.len() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisconnectBody {
+    conn_id: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn disconnect(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Json<DisconnectBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Admin).await?;
+    let Json(body) = body.map_err(bad_body)?;
+    let reason = body
+        .reason
+        .as_deref()
+        .unwrap_or("disconnected by the server API");
+    let targets: Vec<String> = match (body.conn_id, body.user) {
+        (Some(id), _) => vec![id],
+        (None, Some(user)) => app
+            .backend
+            .connections()
+            .await?
+            .into_iter()
+            .filter(|c| c.identity.as_deref() == Some(user.as_str()))
+            .map(|c| c.conn_id)
+            .collect(),
+        (None, None) => {
+            return Err(RpcError::invalid_params("connId", "connId or user is required").into());
+        }
+    };
+    let mut disconnected = 0;
+    for id in &targets {
+        if system::kick_conn(&app, id, reason).await.is_ok() {
+            disconnected += 1;
+        }
+    }
+    Ok(Json(json!({ "disconnected": disconnected })))
+}
+
+pub async fn presence(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Read).await?;
+    channels::validate_name("channel", &channel)?;
+    let members = app.backend.channel_members(&channel).await?;
+    Ok(Json(
+        json!({ "channel": channel, "count": members.len(), "members": members }),
+    ))
+}
+
+pub async fn channel_list(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Read).await?;
+    let list: Vec<_> = app
+        .backend
+        .channels()
+        .await?
+        .into_iter()
+        .filter(|c| !c.channel.starts_with('$'))
+        .collect();
+    Ok(Json(json!({ "count": list.len(), "channels": list })))
+}
+
+pub async fn sessions(
+    State(app): State<App>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    api_identity(&app, peer, &headers, Scope::Read).await?;
+    let list = app.backend.sessions().await?;
+    Ok(Json(json!({ "count": list.len(), "sessions": list })))
+}
+
+fn bad_body(e: axum::extract::rejection::JsonRejection) -> HttpError {
+    HttpError::new(StatusCode::BAD_REQUEST, &e.body_text())
+}

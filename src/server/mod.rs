@@ -1,0 +1,188 @@
+//! The instance: state, router, background tasks and the accept loop.
+//!
+//! [`build`] turns a validated [`Config`] into an [`App`] (authenticator,
+//! backend, hub) and [`run`] serves it on a listener until `shutdown`
+//! resolves, then drains. Tests and `main` differ only in the listener and
+//! the shutdown future.
+
+mod bootstrap;
+mod drain;
+pub mod http;
+mod state;
+mod tasks;
+mod upgrade;
+
+pub use bootstrap::{StartError, default_dev_token_path, prepare_auth};
+pub use drain::drain;
+pub use state::{App, AppInner};
+
+use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
+use crate::backend::{Backend, memory::MemoryBackend};
+use crate::config::Config;
+use crate::hub::Hub;
+use axum::Router;
+use axum::routing::{any, get, post};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+/// Build the application state for `config` (already validated and with
+/// its authentication prepared).
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let backend: Arc<dyn Backend> = match &config.redis_url {
+        None => Arc::new(MemoryBackend::new()),
+        Some(_) => {
+            return Err(StartError::Config(crate::config::ConfigError::new(
+                "redis_url",
+                "cluster mode (Redis backend) is not supported by this build yet; unset it to run standalone",
+            )));
+        }
+    };
+    build_with_backend(config, backend).await
+}
+
+/// Build on a given backend (the behaviour suite runs on each backend).
+pub async fn build_with_backend(
+    config: Config,
+    backend: Arc<dyn Backend>,
+) -> Result<App, StartError> {
+    let modes = config.effective_auth_modes();
+    let auth =
+        Authenticator::new(&config.auth, &modes).map_err(|e| StartError::Auth(e.to_string()))?;
+    let instance_id = config
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("sy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let hub = Hub::new(backend.clone());
+    backend
+        .attach(&instance_id, Arc::new(hub.clone()))
+        .await
+        .map_err(|e| StartError::Backend(e.to_string()))?;
+    let started_at_ms = crate::protocol::now_ms();
+    let app = App::new(AppInner {
+        origins: OriginPolicy::new(&config.allowed_origins),
+        client_ips: ClientIpResolver::new(&config.trusted_proxies),
+        instance_id,
+        generation: started_at_ms,
+        started: Instant::now(),
+        started_at_ms,
+        auth,
+        backend,
+        hub,
+        logs: crate::telemetry::log_ring().clone(),
+        draining: AtomicBool::new(false),
+        metrics: crate::telemetry::metrics_handle(),
+        config,
+    });
+    tasks::register_instance(&app).await;
+    Ok(app)
+}
+
+/// All routes of the main port.
+pub fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/api/publish", post(http::publish))
+        .route("/api/broadcast", post(http::broadcast))
+        .route("/api/disconnect", post(http::disconnect))
+        .route("/api/presence/{channel}", get(http::presence))
+        .route("/api/channels", get(http::channel_list))
+        .route("/api/sessions", get(http::sessions))
+        .route("/status", get(http::status));
+    let mut router = Router::new()
+        .route("/", any(upgrade::ws_handler))
+        .route("/ws", any(upgrade::ws_handler))
+        .route("/ws/agent", any(upgrade::ws_handler))
+        .route("/health", get(http::health))
+        .route("/ready", get(http::ready))
+        .route("/metrics", get(http::metrics))
+        .merge(api)
+        .layer(TraceLayer::new_for_http());
+    if let Some(cors) = cors_layer(&app.config.cors.allowed_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(app)
+}
+
+/// Only `/metrics`, for a separate metrics port.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(http::metrics))
+        .with_state(app)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(tower_http::cors::Any)
+            .allow_headers(tower_http::cors::Any),
+    )
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then drain.
+pub async fn run(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = tasks::spawn_all(&app);
+    let stop = drain_on(app.clone(), shutdown);
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(stop)
+        .await;
+    background.cancel();
+    result
+}
+
+/// Serve over TLS (rustls) with the same router and drain.
+pub async fn run_tls(
+    app: App,
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = tasks::spawn_all(&app);
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    let stop = drain_on(app.clone(), shutdown);
+    tokio::spawn(async move {
+        stop.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+    });
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(service)
+        .await;
+    background.cancel();
+    result
+}
+
+/// A future that resolves once `shutdown` fired and the drain finished.
+fn drain_on(
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        drain(&app).await;
+        let _ = done_tx.send(());
+    });
+    async move {
+        let _ = done_rx.await;
+    }
+}

@@ -1,0 +1,60 @@
+//! The application state shared by every connection and HTTP handler.
+
+use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::telemetry::LogRing;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Everything a handler may need, behind one cheap `Clone`.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Config,
+    pub instance_id: String,
+    pub generation: u64,
+    pub started: Instant,
+    pub started_at_ms: u64,
+    pub auth: Authenticator,
+    pub origins: OriginPolicy,
+    pub client_ips: ClientIpResolver,
+    pub backend: Arc<dyn Backend>,
+    pub hub: Hub,
+    pub logs: LogRing,
+    pub draining: AtomicBool,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn new(inner: AppInner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready to take traffic: not draining and the backend reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.backend.is_available()
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}

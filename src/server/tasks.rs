@@ -1,0 +1,92 @@
+//! Background tasks of an instance: the liveness heartbeat, the presence
+//! tick and the session janitor. All stop with the returned token.
+
+use super::App;
+use crate::backend::InstanceInfo;
+use crate::protocol::{frame, now_ms};
+use crate::rpc::system::VERSION;
+use serde_json::json;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the instance record is refreshed.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often expired sessions are looked for.
+const JANITOR: Duration = Duration::from_secs(1);
+
+pub fn spawn_all(app: &App) -> CancellationToken {
+    let stop = CancellationToken::new();
+    every(app, &stop, HEARTBEAT, |app| async move {
+        register_instance(&app).await
+    });
+    every(
+        app,
+        &stop,
+        app.config.limits.presence_tick(),
+        |app| async move { presence_tick(&app).await },
+    );
+    every(app, &stop, JANITOR, |app| async move {
+        crate::rpc::sessions::close_expired(&app).await
+    });
+    stop
+}
+
+/// Run `f` every `period` until `stop` is cancelled.
+fn every<F, Fut>(app: &App, stop: &CancellationToken, period: Duration, f: F)
+where
+    F: Fn(App) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let app = app.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => f(app.clone()).await,
+            }
+        }
+    });
+}
+
+pub async fn register_instance(app: &App) {
+    let info = InstanceInfo {
+        id: app.instance_id.clone(),
+        generation: app.generation,
+        version: VERSION.into(),
+        started_at: app.started_at_ms,
+        connections: app.hub.len(),
+        last_seen: now_ms(),
+    };
+    if let Err(e) = app.backend.register_instance(info).await {
+        tracing::warn!(error = %e, "instance heartbeat failed");
+    }
+}
+
+/// `presence.tick {ts, connections, nodes, instances}` to every local socket.
+async fn presence_tick(app: &App) {
+    if app.hub.is_empty() {
+        return;
+    }
+    let Ok(entries) = app.backend.connections().await else {
+        return;
+    };
+    let nodes = entries
+        .iter()
+        .filter(|e| e.role.as_deref() == Some("node"))
+        .count();
+    let instances = app.backend.instances().await.map(|i| i.len()).unwrap_or(1);
+    let tick = frame::notification(
+        "presence.tick",
+        &json!({
+            "ts": now_ms(),
+            "connections": entries.len(),
+            "nodes": nodes,
+            "instances": instances,
+        }),
+    );
+    app.hub.broadcast(&tick);
+}

@@ -1,0 +1,114 @@
+//! The WebSocket upgrade: every guard runs here, before a socket exists.
+//!
+//! Order: draining (503) → client IP (trusted proxies) → `Origin` (403) →
+//! connection-attempt window per IP (429) → failed-auth lock-out (429) →
+//! credentials from any carrier (401 when present and wrong) → per-IP and
+//! global connection caps (429 / 503) → upgrade with the frame size limit.
+
+use super::App;
+use super::http::HttpError;
+use crate::auth::{self, Extracted};
+use crate::conn::{self, ConnSetup};
+use crate::protocol::now_ms;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
+
+pub async fn ws_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) if uri.path() == "/" => return landing(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    match admit(&app, peer.ip(), &headers, uri.query()).await {
+        Ok((setup, protocol)) => upgrade(app, ws, setup, protocol),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /` without an upgrade: say what this is.
+fn landing() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Switchyard gateway. Connect a WebSocket client here (ws://host:port/), \
+         speak JSON-RPC 2.0: {\"id\":1,\"method\":\"ping\"}\n",
+    )
+        .into_response()
+}
+
+async fn admit(
+    app: &App,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(ConnSetup, Option<String>), HttpError> {
+    if app.is_draining() {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is draining",
+        ));
+    }
+    let ip = app.client_ips.client_ip(peer, headers);
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !app.origins.allows(origin, host) {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let limits = &app.config.rate_limits;
+    let attempt = app
+        .backend
+        .rate_hit(&format!("connect:{ip}"), limits.connect_per_ip, now_ms())
+        .await?;
+    if !attempt.allowed {
+        metrics::counter!("switchyard_rate_limited_total", "limit" => "connect").increment(1);
+        return Err(HttpError::rate_limited(attempt.retry_after_ms));
+    }
+    let Extracted {
+        credential,
+        selected_protocol,
+    } = auth::extract(headers, query).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
+    let identity = match credential {
+        Some(credential) => Some(super::http::authenticate(app, ip, &credential, "upgrade").await?),
+        None => app.auth.none_identity(),
+    };
+    let ip_slot = app
+        .hub
+        .reserve_ip(ip, app.config.limits.max_connections_per_ip)
+        .ok_or_else(|| {
+            HttpError::rate_limited(1000).with_message("too many connections from this address")
+        })?;
+    if app.hub.len() >= app.config.limits.max_connections {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached",
+        ));
+    }
+    let setup = ConnSetup {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        ip,
+        identity,
+        ip_slot,
+    };
+    Ok((setup, selected_protocol))
+}
+
+fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<String>) -> Response {
+    let max = app.config.limits.max_payload;
+    let mut ws = ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        // Small write buffer: memory per idle connection stays low.
+        .write_buffer_size(0);
+    if let Some(protocol) = protocol {
+        ws = ws.protocols([protocol]);
+    }
+    ws.on_upgrade(move |socket| conn::serve(app, socket, setup))
+}

@@ -1,0 +1,218 @@
+//! Logs, the `logs.tail` ring and Prometheus metrics.
+//!
+//! Logging is `tracing`: pretty or JSON lines on stderr, filtered by
+//! `log.level`. A small layer also copies every record into a bounded
+//! in-memory ring that `logs.tail` reads, so an operator can look at recent
+//! records of one instance without shell access. Metrics use the `metrics`
+//! facade with a Prometheus recorder installed once per process; label sets
+//! are bounded (method names come from the method table, never from input).
+
+use crate::config::{LogConfig, LogFormat};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// One captured log record.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    pub ts: u64,
+    pub level: String,
+    pub target: String,
+    pub message: String,
+}
+
+/// A bounded ring of recent log records (cheap to clone).
+#[derive(Clone)]
+pub struct LogRing(Arc<Mutex<Ring>>);
+
+struct Ring {
+    records: VecDeque<LogRecord>,
+    capacity: usize,
+}
+
+impl LogRing {
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(Ring {
+            records: VecDeque::with_capacity(capacity.min(64)),
+            capacity: capacity.max(1),
+        })))
+    }
+
+    pub fn push(&self, record: LogRecord) {
+        let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.records.len() == ring.capacity {
+            ring.records.pop_front();
+        }
+        ring.records.push_back(record);
+    }
+
+    /// The newest `limit` records at `min_level` or more severe, oldest first.
+    pub fn tail(&self, limit: usize, min_level: tracing::Level) -> Vec<LogRecord> {
+        let ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<LogRecord> = ring
+            .records
+            .iter()
+            .rev()
+            .filter(|r| {
+                r.level
+                    .parse::<tracing::Level>()
+                    .is_ok_and(|l| l <= min_level)
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+/// The process-wide ring `logs.tail` reads.
+pub fn log_ring() -> &'static LogRing {
+    static RING: OnceLock<LogRing> = OnceLock::new();
+    RING.get_or_init(|| LogRing::new(1000))
+}
+
+struct RingLayer(LogRing);
+
+#[derive(Default)]
+struct MessageVisitor(String);
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for RingLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut visitor = MessageVisitor::default();
+        event.record(&mut visitor);
+        let meta = event.metadata();
+        self.0.push(LogRecord {
+            ts: crate::protocol::now_ms(),
+            level: meta.level().to_string(),
+            target: meta.target().to_owned(),
+            message: visitor.0,
+        });
+    }
+}
+
+/// Install the global subscriber (logs to stderr + the ring). Safe to call
+/// more than once: later calls keep the first subscriber.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ring = RingLayer(log_ring().clone());
+    let registry = tracing_subscriber::registry().with(filter).with(ring);
+    let result = match config.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // Already initialised (tests start several servers in one process).
+    let _ = result;
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "switchyard_connections",
+        "Open WebSocket connections on this instance"
+    );
+    describe_counter!(
+        "switchyard_connections_total",
+        "WebSocket connections accepted"
+    );
+    describe_counter!(
+        "switchyard_messages_in_total",
+        "RPC calls received, by method"
+    );
+    describe_counter!(
+        "switchyard_messages_out_total",
+        "Frames queued to clients, by kind"
+    );
+    describe_histogram!(
+        "switchyard_rpc_duration_seconds",
+        "RPC handling latency, by method"
+    );
+    describe_counter!(
+        "switchyard_deliveries_total",
+        "Channel frames queued to local sockets"
+    );
+    describe_counter!(
+        "switchyard_slow_consumer_closes_total",
+        "Connections closed as slow consumers"
+    );
+    describe_counter!(
+        "switchyard_auth_failures_total",
+        "Failed authentications, by carrier"
+    );
+    describe_counter!(
+        "switchyard_rate_limited_total",
+        "Rejections by a rate limit, by limit"
+    );
+    describe_counter!("switchyard_rpc_errors_total", "RPC error replies, by code");
+    describe_gauge!("switchyard_sessions", "Open sessions in the cluster");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_bounded_and_filters() {
+        let ring = LogRing::new(3);
+        for (i, level) in ["INFO", "WARN", "DEBUG", "ERROR"].iter().enumerate() {
+            ring.push(LogRecord {
+                ts: i as u64,
+                level: (*level).into(),
+                target: "t".into(),
+                message: format!("m{i}"),
+            });
+        }
+        let all = ring.tail(10, tracing::Level::TRACE);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].message, "m1");
+        let warn = ring.tail(10, tracing::Level::WARN);
+        assert_eq!(
+            warn.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
+            ["m1", "m3"]
+        );
+    }
+}

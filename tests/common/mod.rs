@@ -1,0 +1,431 @@
+//! Test harness: real servers on free ports, real WebSocket clients.
+//!
+//! [`TestServer::start`] builds an instance from a config and serves it on
+//! `127.0.0.1:0` in this process (the same `server::run` as `main`).
+//! [`Ws`] is a raw JSON WebSocket client that keeps notifications it reads
+//! while waiting for a reply, so tests can assert on both. Every wait is
+//! bounded by [`WAIT`].
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard::config::{AuthMode, Config, StaticCredential};
+use switchyard::server::{self, App};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Upper bound of every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub const ADMIN: &str = "admin-token-0123456789abcdef";
+pub const READER: &str = "reader-token-0123456789abcdef";
+pub const WRITER: &str = "writer-token-0123456789abcdef";
+pub const APPROVER: &str = "approver-token-0123456789abcd";
+pub const NODE: &str = "node-token-0123456789abcdef01";
+pub const API_KEY: &str = "api-key-0123456789abcdef0123";
+pub const PASSWORD: &str = "correct horse battery";
+pub const JWT_SECRET: &str = "jwt-secret-0123456789abcdef0123456789abcdef";
+
+fn credential(secret: &str, sub: &str, role: &str, scopes: &[&str]) -> StaticCredential {
+    StaticCredential {
+        secret: secret.into(),
+        sub: sub.into(),
+        role: role.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        channels: vec!["private:team-*".into()],
+    }
+}
+
+/// A config with every auth mode but `none`, one credential per role.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.port = 0;
+    c.auth.modes = vec![AuthMode::Jwt, AuthMode::Token, AuthMode::ApiKey, AuthMode::Password];
+    c.auth.jwt.secret = Some(JWT_SECRET.into());
+    c.auth.tokens = vec![
+        credential(ADMIN, "admin", "operator", &["operator.admin"]),
+        credential(READER, "reader", "operator", &["operator.read"]),
+        credential(WRITER, "writer", "operator", &["operator.read", "operator.write"]),
+        credential(APPROVER, "approver", "operator", &["operator.approvals"]),
+        credential(NODE, "node-1", "node", &[]),
+    ];
+    c.auth.api_keys = vec![credential(API_KEY, "service", "operator", &["operator.admin"])];
+    c.auth.password = Some(PASSWORD.into());
+    c.auth.password_scopes = vec!["operator.read".into(), "operator.write".into()];
+    c.limits.presence_tick_ms = 200;
+    c
+}
+
+/// A running in-process server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: App,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let app = server::build(config).await.expect("server builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(app.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn default() -> Self {
+        Self::start(config()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Connect to `/ws` with a bearer token, expecting success.
+    pub async fn client(&self, token: &str) -> Ws {
+        Ws::connect_with(&self.url("/ws"), &[("authorization", &format!("Bearer {token}"))])
+            .await
+            .expect("connects")
+    }
+
+    /// Trigger shutdown and wait for the server to finish draining.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    pub fn trigger_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw JSON-RPC WebSocket client.
+pub struct Ws {
+    socket: Socket,
+    /// Notifications and server requests read while waiting for replies.
+    pub pushed: VecDeque<Value>,
+    next_id: u64,
+    pub protocol: Option<String>,
+}
+
+/// How a connection attempt can end.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Refused with this HTTP status before the upgrade.
+    Http(u16, Option<String>),
+    Other(String),
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Result<Ws, ConnectError> {
+        Self::connect_with(url, &[]).await
+    }
+
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Ws, ConnectError> {
+        let mut request = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName =
+                name.parse().expect("header name");
+            request
+                .headers_mut()
+                .append(name, HeaderValue::from_str(value).expect("header value"));
+        }
+        let connect = tokio_tungstenite::connect_async(request);
+        match tokio::time::timeout(WAIT, connect).await {
+            Err(_) => Err(ConnectError::Other("connect timed out".into())),
+            Ok(Err(WsError::Http(response))) => {
+                let retry = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Err(ConnectError::Http(response.status().as_u16(), retry))
+            }
+            Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
+            Ok(Ok((socket, response))) => {
+                let protocol = response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok(Ws {
+                    socket,
+                    pushed: VecDeque::new(),
+                    next_id: 1,
+                    protocol,
+                })
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), WsError> {
+        self.socket.send(msg).await
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Next text frame as JSON, or None when the socket closed.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame within the wait")?;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Send a request and return the whole response object.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.reply_to(json!(id)).await
+    }
+
+    /// Wait for the response with `id`, keeping pushes aside.
+    pub async fn reply_to(&mut self, id: Value) -> Value {
+        loop {
+            let frame = self.next_json().await.expect("connection open while waiting for a reply");
+            if frame.get("method").is_some() {
+                self.pushed.push_back(frame);
+            } else if frame["id"] == id {
+                return frame;
+            } else {
+                panic!("unexpected frame while waiting for {id}: {frame}");
+            }
+        }
+    }
+
+    /// Call and return `result`, panicking on an error reply.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.request(method, params).await;
+        assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Call and return the error code.
+    pub async fn error_code(&mut self, method: &str, params: Value) -> i64 {
+        let reply = self.request(method, params).await;
+        reply["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{method} should fail: {reply}"))
+    }
+
+    /// The next push with this method (from the buffer or the socket).
+    pub async fn expect_push(&mut self, method: &str) -> Value {
+        if let Some(i) = self.pushed.iter().position(|f| f["method"] == method) {
+            return self.pushed.remove(i).expect("present")["params"].clone();
+        }
+        loop {
+            let frame = self
+                .next_json()
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
+            if frame["method"] == method {
+                return frame["params"].clone();
+            }
+            self.pushed.push_back(frame);
+        }
+    }
+
+    /// Assert no push with this method arrives within `wait`.
+    pub async fn expect_no_push(&mut self, method: &str, wait: Duration) {
+        assert!(
+            !self.pushed.iter().any(|f| f["method"] == method),
+            "unexpected {method} already buffered"
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(left, self.socket.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let frame: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    assert_ne!(frame["method"], method, "unexpected {method}: {frame}");
+                    self.pushed.push_back(frame);
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Read until the server closes; returns the close frame.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the server closes within the wait");
+            match msg {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(v) = serde_json::from_str(t.as_str()) {
+                        self.pushed.push_back(v);
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The close code the server sent.
+    pub async fn expect_close_code(&mut self) -> u16 {
+        let frame = self.expect_close().await.expect("a close frame");
+        u16::from(frame.code)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// Mint an HS256 JWT with the test secret.
+pub fn jwt(claims: Value) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encode")
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Poll `f` until it returns true or the wait runs out.
+pub async fn eventually<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A tiny HTTP client over a raw TCP stream (no extra dependency):
+/// returns (status, headers text, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let body = body.unwrap_or("");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
