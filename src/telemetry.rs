@@ -188,7 +188,17 @@ fn describe() {
         "Rejections by a rate limit, by limit"
     );
     describe_counter!("switchyard_rpc_errors_total", "RPC error replies, by code");
-    describe_gauge!("switchyard_sessions", "Open sessions in the cluster");
+    // Series that exist from the first scrape, so dashboards and alerts
+    // see zeros rather than gaps.
+    metrics::gauge!("switchyard_connections").set(0.0);
+    for name in [
+        "switchyard_connections_total",
+        "switchyard_messages_out_total",
+        "switchyard_deliveries_total",
+        "switchyard_slow_consumer_closes_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 #[cfg(test)]

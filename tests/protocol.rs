@@ -51,12 +51,15 @@ async fn protocol_error_codes() {
     let mut ws = server.client(ADMIN).await;
     ws.send_text("{nope").await;
     assert_eq!(ws.reply_to(json!(null)).await["error"]["code"], -32700);
-    ws.send_text(r#"{"id":5,"jsonrpc":"1.0","method":"ping"}"#).await;
+    ws.send_text(r#"{"id":5,"jsonrpc":"1.0","method":"ping"}"#)
+        .await;
     assert_eq!(ws.reply_to(json!(5)).await["error"]["code"], -32600);
     let batch = format!("[{}]", vec![r#"{"id":1,"method":"ping"}"#; 101].join(","));
     ws.send_text(&batch).await;
     assert_eq!(ws.reply_to(json!(null)).await["error"]["code"], -32600);
-    ws.send_raw(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.send_raw(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert_eq!(ws.reply_to(json!(null)).await["error"]["code"], -32600);
     assert_eq!(ws.error_code("no.such.method", json!({})).await, -32601);
     let reply = ws.request("publish", json!({"channel": 5})).await;
@@ -71,7 +74,15 @@ async fn malformed_input_never_hurts_the_connection() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let huge_id = format!(r#"{{"id":"{}","method":"ping"}}"#, "x".repeat(100_000));
     let big_number = format!(r#"{{"id":{},"method":"ping"}}"#, "9".repeat(400));
-    let inputs = [deep.as_str(), huge_id.as_str(), big_number.as_str(), "\u{0}", "[]", "null", "\"s\""];
+    let inputs = [
+        deep.as_str(),
+        huge_id.as_str(),
+        big_number.as_str(),
+        "\u{0}",
+        "[]",
+        "null",
+        "\"s\"",
+    ];
     for text in inputs {
         ws.send_text(text).await;
     }

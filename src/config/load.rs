@@ -28,10 +28,11 @@ use std::path::{Path, PathBuf};
 /// Prefix of every environment variable this loader reads.
 const ENV_PREFIX: &str = "SWITCHYARD_";
 
-/// Flags of `switchyard serve`.
-///
-/// Settings are read from the config file, then SWITCHYARD_* environment
-/// variables, then these flags; a flag given overrides both.
+// Flags of `switchyard serve`. Settings are read from the config file,
+// then SWITCHYARD_* environment variables, then these flags; a flag given
+// overrides both. (Plain comments: a doc comment here would replace the
+// command's own help text.)
+//
 // Every field is an `Option` (or a `bool` that only ever turns something
 // on) so that "not given" leaves the file / environment value alone.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -201,12 +201,16 @@ async fn write_loop(
     heartbeat: Duration,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let frames_out = metrics::counter!("switchyard_messages_out_total");
     loop {
         let msg = tokio::select! {
             biased;
             _ = output.closed.cancelled() => break,
             item = output.frames.recv() => match item {
-                Some(Outbound::Frame(frame)) => WsMessage::Text(frame),
+                Some(Outbound::Frame(frame)) => {
+                    frames_out.increment(1);
+                    WsMessage::Text(frame)
+                }
                 Some(Outbound::Close(code, reason)) => {
                     conn.close(code, &reason);
                     break;

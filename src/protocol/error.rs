@@ -113,3 +113,44 @@ impl RpcError {
         Self::new(CONFLICT, "conflict").with_data(json!({ "reason": reason.into() }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_the_cause_behind_a_correlation_id() {
+        let e = RpcError::internal(&"database password is hunter2");
+        assert_eq!(e.code, INTERNAL_ERROR);
+        assert!(!serde_json::to_string(&e).unwrap().contains("hunter2"));
+        let id = e.data.unwrap()["correlationId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 32);
+    }
+
+    #[test]
+    fn every_code_has_a_constructor() {
+        let codes = [
+            RpcError::parse("x").code,
+            RpcError::invalid_request("x").code,
+            RpcError::method_not_found("x").code,
+            RpcError::invalid_params("f", "x").code,
+            RpcError::internal(&"x").code,
+            RpcError::unauthorized("x").code,
+            RpcError::not_found("session", "x").code,
+            RpcError::limit("x", 1).code,
+            RpcError::forbidden("x").code,
+            RpcError::rate_limited(1).code,
+            RpcError::unavailable("x").code,
+            RpcError::timeout("x").code,
+            RpcError::conflict("x").code,
+        ];
+        let expected = [
+            -32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005,
+            -32006, -32007,
+        ];
+        assert_eq!(codes, expected);
+    }
+}

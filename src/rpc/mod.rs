@@ -16,8 +16,10 @@ use crate::conn::ConnHandle;
 use crate::protocol::{Call, RpcError, now_ms};
 use crate::ratelimit::lease_size;
 use crate::server::App;
+use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -134,7 +136,22 @@ async fn checked(
     }
     let span = tracing::debug_span!("rpc", %method);
     let ctx = Ctx { app, conn };
-    tracing::Instrument::instrument(dispatch(&ctx, method, params), span).await
+    let call = tracing::Instrument::instrument(dispatch(&ctx, method, params), span);
+    // A bug in one handler must not take the connection (or its
+    // neighbours) down: a panic becomes -32603 with a correlation id.
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RpcError::internal(&format!(
+                "handler {method} panicked: {what}"
+            )))
+        }
+    }
 }
 
 fn describe(requirement: Requirement) -> String {

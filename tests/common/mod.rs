@@ -48,18 +48,35 @@ fn credential(secret: &str, sub: &str, role: &str, scopes: &[&str]) -> StaticCre
 
 /// A config with every auth mode but `none`, one credential per role.
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.port = 0;
-    c.auth.modes = vec![AuthMode::Jwt, AuthMode::Token, AuthMode::ApiKey, AuthMode::Password];
+    let mut c = Config {
+        port: 0,
+        ..Config::default()
+    };
+    c.auth.modes = vec![
+        AuthMode::Jwt,
+        AuthMode::Token,
+        AuthMode::ApiKey,
+        AuthMode::Password,
+    ];
     c.auth.jwt.secret = Some(JWT_SECRET.into());
     c.auth.tokens = vec![
         credential(ADMIN, "admin", "operator", &["operator.admin"]),
         credential(READER, "reader", "operator", &["operator.read"]),
-        credential(WRITER, "writer", "operator", &["operator.read", "operator.write"]),
+        credential(
+            WRITER,
+            "writer",
+            "operator",
+            &["operator.read", "operator.write"],
+        ),
         credential(APPROVER, "approver", "operator", &["operator.approvals"]),
         credential(NODE, "node-1", "node", &[]),
     ];
-    c.auth.api_keys = vec![credential(API_KEY, "service", "operator", &["operator.admin"])];
+    c.auth.api_keys = vec![credential(
+        API_KEY,
+        "service",
+        "operator",
+        &["operator.admin"],
+    )];
     c.auth.password = Some(PASSWORD.into());
     c.auth.password_scopes = vec!["operator.read".into(), "operator.write".into()];
     c.limits.presence_tick_ms = 200;
@@ -77,7 +94,9 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(config: Config) -> Self {
         let app = server::build(config).await.expect("server builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(app.clone(), listener, async move {
@@ -105,9 +124,12 @@ impl TestServer {
 
     /// Connect to `/ws` with a bearer token, expecting success.
     pub async fn client(&self, token: &str) -> Ws {
-        Ws::connect_with(&self.url("/ws"), &[("authorization", &format!("Bearer {token}"))])
-            .await
-            .expect("connects")
+        Ws::connect_with(
+            &self.url("/ws"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await
+        .expect("connects")
     }
 
     /// Trigger shutdown and wait for the server to finish draining.
@@ -239,7 +261,10 @@ impl Ws {
     /// Wait for the response with `id`, keeping pushes aside.
     pub async fn reply_to(&mut self, id: Value) -> Value {
         loop {
-            let frame = self.next_json().await.expect("connection open while waiting for a reply");
+            let frame = self
+                .next_json()
+                .await
+                .expect("connection open while waiting for a reply");
             if frame.get("method").is_some() {
                 self.pushed.push_back(frame);
             } else if frame["id"] == id {
@@ -407,7 +432,10 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_owned()

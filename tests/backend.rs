@@ -1,0 +1,218 @@
+//! The backend contract, written against `dyn Backend` so every
+//! implementation runs the same checks (see `docs/architecture.md`).
+
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use switchyard::backend::memory::MemoryBackend;
+use switchyard::backend::*;
+use switchyard::config::Window;
+
+/// An inbox that records what it is given.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Envelope>>);
+
+impl Inbox for Recorder {
+    fn deliver(&self, envelope: Envelope) -> usize {
+        self.0.lock().unwrap().push(envelope);
+        1
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Envelope> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Every backend under test, attached to a recording inbox.
+async fn backends() -> Vec<(Arc<dyn Backend>, Arc<Recorder>)> {
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let inbox = Arc::new(Recorder::default());
+    memory.attach("test-instance", inbox.clone()).await.unwrap();
+    vec![(memory, inbox)]
+}
+
+fn session(id: &str, owner: &str) -> SessionRecord {
+    SessionRecord {
+        session_id: id.into(),
+        owner: Some(owner.into()),
+        owner_identity: format!("user-{owner}"),
+        members: vec![owner.into()],
+        member_identities: vec![format!("user-{owner}")],
+        meta: json!({"a": {"b": 1, "c": 2}}),
+        version: 0,
+        max_members: 2,
+        created_at: 1,
+        updated_at: 1,
+        detached_at: None,
+        resume_token: "t".into(),
+    }
+}
+
+fn presence(conn: &str) -> PresenceEntry {
+    PresenceEntry {
+        conn_id: conn.into(),
+        node_id: "test-instance".into(),
+        generation: 1,
+        identity: Some("alice".into()),
+        role: Some("operator".into()),
+        client: json!({}),
+        connected_at: 1,
+        last_seen: 1,
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_unique_bounded_and_versioned() {
+    for (b, _) in backends().await {
+        b.create_session(session("s1", "c1"), 2).await.unwrap();
+        let dup = b.create_session(session("s1", "c2"), 2).await;
+        assert!(
+            matches!(dup, Err(BackendError::Conflict(_))),
+            "{}",
+            b.kind()
+        );
+        b.create_session(session("s2", "c1"), 2).await.unwrap();
+        let over = b.create_session(session("s3", "c1"), 2).await;
+        assert!(matches!(over, Err(BackendError::Limit(_, 2))));
+
+        let joined = b.join_session("s1", "c2", "user-c2").await.unwrap();
+        assert_eq!(joined.members, ["c1", "c2"]);
+        b.join_session("s1", "c2", "user-c2").await.unwrap();
+        let full = b.join_session("s1", "c3", "user-c3").await;
+        assert!(matches!(full, Err(BackendError::Limit(_, 2))));
+        let missing = b.join_session("nope", "c3", "x").await;
+        assert!(matches!(missing, Err(BackendError::NotFound("session"))));
+
+        let patched = b
+            .patch_session("s1", &json!({"a": {"b": null, "d": 4}}), Some(0))
+            .await
+            .unwrap();
+        assert_eq!(patched.meta, json!({"a": {"c": 2, "d": 4}}));
+        assert_eq!(patched.version, 1);
+        let stale = b.patch_session("s1", &json!({"x": 1}), Some(0)).await;
+        assert!(matches!(stale, Err(BackendError::Conflict(_))));
+        assert_eq!(b.session("s1").await.unwrap().unwrap().version, 1);
+    }
+}
+
+#[tokio::test]
+async fn detaching_an_owner_starts_its_resume_window() {
+    for (b, _) in backends().await {
+        b.create_session(session("s1", "c1"), 5).await.unwrap();
+        b.join_session("s1", "c2", "user-c2").await.unwrap();
+        let touched = b.detach_connection("c1", 1000).await.unwrap();
+        assert_eq!(touched, ["s1"]);
+        let rec = b.session("s1").await.unwrap().unwrap();
+        assert_eq!(rec.owner, None);
+        assert_eq!(rec.detached_at, Some(1000));
+        assert_eq!(rec.members, ["c2"]);
+        assert!(b.expired_sessions(999).await.unwrap().is_empty());
+        assert_eq!(b.expired_sessions(1000).await.unwrap(), ["s1"]);
+        // A detached session no longer counts against its old owner.
+        b.create_session(session("s2", "c1"), 1).await.unwrap();
+        assert!(b.close_session("s1").await.unwrap().is_some());
+        assert!(b.close_session("s1").await.unwrap().is_none());
+        assert!(b.session("s1").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn rate_windows_are_exact() {
+    for (b, _) in backends().await {
+        let w = Window::new(3, 1000);
+        for t in [10, 20, 30] {
+            assert!(b.rate_hit("k", w, t).await.unwrap().allowed);
+        }
+        let no = b.rate_hit("k", w, 40).await.unwrap();
+        assert!(!no.allowed);
+        assert_eq!(no.retry_after_ms, 970);
+        assert!(!b.rate_peek("k", w, 41).await.unwrap().allowed);
+        assert!(b.rate_peek("other", w, 41).await.unwrap().allowed);
+        assert!(b.rate_hit("k", w, 1011).await.unwrap().allowed);
+        let (granted, _) = b.rate_take("lease", w, 2, 0).await.unwrap();
+        assert_eq!(granted, 2);
+        let (granted, _) = b.rate_take("lease", w, 2, 1).await.unwrap();
+        assert_eq!(granted, 1);
+        let (granted, retry) = b.rate_take("lease", w, 2, 2).await.unwrap();
+        assert_eq!((granted, retry > 0), (0, true));
+    }
+}
+
+#[tokio::test]
+async fn channels_count_subscribers_and_presence() {
+    for (b, _) in backends().await {
+        let member = ChannelMember {
+            conn_id: "c1".into(),
+            identity: "alice".into(),
+            client: json!({}),
+            joined_at: 1,
+        };
+        b.channel_join("room", "c1", Some(member.clone()))
+            .await
+            .unwrap();
+        b.channel_join("room", "c2", None).await.unwrap();
+        assert_eq!(b.channel_members("room").await.unwrap(), [member]);
+        let channels = b.channels().await.unwrap();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(channels[0].subscribers, 2);
+        b.channel_leave("room", "c1").await.unwrap();
+        b.channel_leave("room", "c2").await.unwrap();
+        assert!(b.channels().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn delivery_reaches_only_interested_instances_and_known_connections() {
+    for (b, inbox) in backends().await {
+        let frame: switchyard::protocol::Frame = "{}".into();
+        assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 0);
+        assert!(inbox.take().is_empty(), "no interest, no delivery");
+        b.subscribe("room").await.unwrap();
+        b.publish("room", frame.clone(), false).await.unwrap();
+        let got = inbox.take();
+        assert!(matches!(&got[..], [Envelope::Channel { channel, .. }] if channel == "room"));
+        b.unsubscribe("room").await.unwrap();
+        b.publish("room", frame.clone(), false).await.unwrap();
+        assert!(inbox.take().is_empty());
+
+        let to_c1 = Envelope::Conn {
+            conn_id: "c1".into(),
+            frame,
+        };
+        assert!(!b.send_to_conn(to_c1.clone()).await.unwrap());
+        b.put_connection(presence("c1")).await.unwrap();
+        assert!(b.send_to_conn(to_c1).await.unwrap());
+        assert_eq!(inbox.take().len(), 1);
+        assert_eq!(b.connections().await.unwrap().len(), 1);
+        assert!(b.connection("c1").await.unwrap().is_some());
+        b.remove_connection("c1").await.unwrap();
+        assert!(b.connections().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn instances_register_and_leave() {
+    for (b, _) in backends().await {
+        let info = InstanceInfo {
+            id: "i1".into(),
+            generation: 7,
+            version: "test".into(),
+            started_at: 1,
+            connections: 0,
+            last_seen: 1,
+        };
+        b.register_instance(info.clone()).await.unwrap();
+        b.register_instance(InstanceInfo {
+            connections: 3,
+            ..info
+        })
+        .await
+        .unwrap();
+        let all = b.instances().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].connections, 3);
+        b.deregister_instance("i1").await.unwrap();
+        assert!(b.instances().await.unwrap().is_empty());
+    }
+}
