@@ -168,11 +168,11 @@ async fn delivery_reaches_only_interested_instances_and_known_connections() {
         let frame: switchyard::protocol::Frame = "{}".into();
         assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 0);
         assert!(inbox.take().is_empty(), "no interest, no delivery");
-        b.subscribe("room").await.unwrap();
-        b.publish("room", frame.clone(), false).await.unwrap();
+        b.set_interest("room", 3).await.unwrap();
+        assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 3);
         let got = inbox.take();
         assert!(matches!(&got[..], [Envelope::Channel { channel, .. }] if channel == "room"));
-        b.unsubscribe("room").await.unwrap();
+        b.set_interest("room", 0).await.unwrap();
         b.publish("room", frame.clone(), false).await.unwrap();
         assert!(inbox.take().is_empty());
 

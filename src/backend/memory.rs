@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::ratelimit::SlidingLog;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Standalone backend: one instance, state in memory.
@@ -22,8 +22,8 @@ pub struct MemoryBackend {
 struct State {
     instances: BTreeMap<String, InstanceInfo>,
     connections: BTreeMap<String, PresenceEntry>,
-    /// Channels this instance is interested in.
-    interest: HashSet<String>,
+    /// Local subscriber count per channel this instance is interested in.
+    interest: HashMap<String, usize>,
     /// channel → conn id → presence member (None: counted, no presence).
     subscribers: BTreeMap<String, BTreeMap<String, Option<ChannelMember>>>,
     sessions: BTreeMap<String, SessionRecord>,
@@ -107,13 +107,13 @@ impl Backend for MemoryBackend {
         Ok(self.lock().connections.values().cloned().collect())
     }
 
-    async fn subscribe(&self, channel: &str) -> BackendResult<()> {
-        self.lock().interest.insert(channel.to_owned());
-        Ok(())
-    }
-
-    async fn unsubscribe(&self, channel: &str) -> BackendResult<()> {
-        self.lock().interest.remove(channel);
+    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
+        let mut state = self.lock();
+        if local_subscribers == 0 {
+            state.interest.remove(channel);
+        } else {
+            state.interest.insert(channel.to_owned(), local_subscribers);
+        }
         Ok(())
     }
 
@@ -164,14 +164,15 @@ impl Backend for MemoryBackend {
     }
 
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize> {
-        if !self.lock().interest.contains(channel) {
+        let Some(count) = self.lock().interest.get(channel).copied() else {
             return Ok(0);
-        }
-        Ok(self.deliver(Envelope::Channel {
+        };
+        self.deliver(Envelope::Channel {
             channel: channel.to_owned(),
             frame,
             last,
-        }))
+        });
+        Ok(count)
     }
 
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool> {

@@ -11,9 +11,9 @@
 //!   target. An instance calls [`Backend::attach`] once with its inbox; the
 //!   backend then calls [`Inbox::deliver`] for every envelope addressed to
 //!   that instance, in publish order per channel. `deliver` never blocks.
-//! - **Interest**: an instance calls [`Backend::subscribe`] when it gains its
-//!   first local subscriber of a channel and [`Backend::unsubscribe`] when it
-//!   loses the last; channel envelopes only reach interested instances.
+//! - **Interest**: an instance reports through [`Backend::set_interest`]
+//!   how many local sockets subscribe to a channel; channel envelopes only
+//!   reach instances with a count above zero.
 //! - **Ownership**: records written for a connection carry the instance id
 //!   that holds it, so a dead instance's records can be reaped.
 //! - **Failure**: an operation that cannot reach shared state fails with
@@ -198,10 +198,11 @@ pub trait Backend: Send + Sync + 'static {
 
     // ---- channels ----
 
-    /// This instance now has local subscribers of `channel`.
-    async fn subscribe(&self, channel: &str) -> BackendResult<()>;
-    /// This instance has no local subscriber of `channel` any more.
-    async fn unsubscribe(&self, channel: &str) -> BackendResult<()>;
+    /// This instance now has `local_subscribers` sockets subscribed to
+    /// `channel` (0: none left). The first one makes the instance receive
+    /// the channel's envelopes, 0 stops it; the counts of all instances
+    /// make up what [`Backend::publish`] reports.
+    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()>;
     /// Count a subscriber (and its presence when `member` is given).
     async fn channel_join(
         &self,
@@ -218,7 +219,8 @@ pub trait Backend: Send + Sync + 'static {
     // ---- delivery ----
 
     /// Deliver a frame to every subscriber of `channel` on every instance.
-    /// Returns the number of subscribers it was addressed to.
+    /// Returns the number of sockets subscribed to it cluster-wide (the sum
+    /// of the instances' interest counts).
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize>;
     /// Deliver a `Conn` or `Kick` envelope to the instance holding the
     /// connection. `Ok(false)` when no instance holds it.

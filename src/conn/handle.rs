@@ -29,6 +29,9 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
+/// Long-running calls one connection may have in flight at once.
+pub const MAX_CALLS_IN_FLIGHT: usize = 32;
+
 type PendingReply = oneshot::Sender<Result<Value, RpcError>>;
 
 /// An item of the outbound queue.
@@ -67,6 +70,7 @@ struct Shared {
     state: Mutex<ConnState>,
     pending: Mutex<HashMap<String, PendingReply>>,
     next_request: AtomicU64,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// A cheap, cloneable reference to one live connection.
@@ -93,6 +97,7 @@ impl ConnHandle {
             state: Mutex::new(ConnState::default()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT)),
         };
         let output = ConnOutput { frames: rx, closed };
         (Self(Arc::new(shared)), output)
@@ -209,6 +214,11 @@ impl ConnHandle {
                 timeout.as_millis()
             ))),
         }
+    }
+
+    /// A slot for one long-running call, if the connection has one free.
+    pub fn try_start_call(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.calls.clone().try_acquire_owned().ok()
     }
 
     /// Route a client's answer to the waiting request. Unknown ids (late or

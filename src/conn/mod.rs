@@ -11,7 +11,7 @@
 mod handle;
 mod lifecycle;
 
-pub use handle::{ConnHandle, ConnOutput, ConnState, Outbound, close_code};
+pub use handle::{ConnHandle, ConnOutput, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, close_code};
 pub use lifecycle::{authenticated, publish_presence, welcome};
 
 use crate::auth::Identity;
@@ -98,7 +98,12 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
                     return;
                 }
                 Ok(Some(Ok(msg))) => {
-                    if !on_message(app, conn, msg).await {
+                    // A closed connection stops waiting for its own calls.
+                    let keep = tokio::select! {
+                        keep = on_message(app, conn, msg) => keep,
+                        _ = conn.closed().cancelled() => false,
+                    };
+                    if !keep {
                         return;
                     }
                 }
@@ -154,6 +159,9 @@ async fn on_text(app: &App, conn: &ConnHandle, text: &str) {
             conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
                 .await;
         }
+        Incoming::Single(Message::Call(call)) if crate::rpc::is_long_running(&call.method) => {
+            spawn_call(app, conn, call).await;
+        }
         Incoming::Single(message) => {
             if let Some(reply) = on_item(app, conn, message).await {
                 conn.reply(reply.into()).await;
@@ -172,6 +180,33 @@ async fn on_text(app: &App, conn: &ConnHandle, text: &str) {
             }
         }
     }
+}
+
+/// Run a call that waits on someone else (a node's answer) in its own
+/// task, so the connection keeps reading — and answering other calls —
+/// meanwhile. At most [`MAX_CALLS_IN_FLIGHT`] such calls per connection;
+/// they end with the connection.
+async fn spawn_call(app: &App, conn: &ConnHandle, call: crate::protocol::Call) {
+    let Some(permit) = conn.try_start_call() else {
+        let err = RpcError::limit("calls in flight per connection", MAX_CALLS_IN_FLIGHT);
+        if let Some(id) = &call.id {
+            conn.reply(frame::response_json(id, &Err(err)).into()).await;
+        }
+        return;
+    };
+    let (app, conn) = (app.clone(), conn.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let id = call.id.clone();
+        tokio::select! {
+            outcome = crate::rpc::handle(&app, &conn, call) => {
+                if let Some(id) = id {
+                    conn.reply(frame::response_json(&id, &outcome).into()).await;
+                }
+            }
+            _ = conn.closed().cancelled() => {}
+        }
+    });
 }
 
 /// One element of a frame; returns the reply's JSON, if one is due.

@@ -121,54 +121,61 @@ impl Hub {
         conns.values().cloned().collect()
     }
 
-    /// Add `conn` to the local subscribers of `channel`, subscribing the
-    /// instance when it is the first. Idempotent.
+    /// Add `conn` to the local subscribers of `channel` and report the new
+    /// local count to the backend (the first one subscribes the instance).
+    /// Idempotent.
     pub async fn subscribe_local(
         &self,
         channel: &str,
         conn: &ConnHandle,
     ) -> crate::backend::BackendResult<()> {
         let _order = self.0.interest.lock().await;
-        let first = {
+        let (added, count) = {
             let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
             let subs = index.entry(channel.to_owned()).or_default();
-            subs.insert(conn.id().to_owned(), conn.clone());
-            subs.len() == 1
+            let added = subs.insert(conn.id().to_owned(), conn.clone()).is_none();
+            (added, subs.len())
         };
-        if first && let Err(e) = self.0.backend.subscribe(channel).await {
+        if !added {
+            return Ok(());
+        }
+        if let Err(e) = self.0.backend.set_interest(channel, count).await {
             self.drop_local(channel, conn.id());
             return Err(e);
         }
         Ok(())
     }
 
-    /// Remove `conn` from `channel`'s local subscribers, unsubscribing the
-    /// instance when it was the last.
+    /// Remove `conn` from `channel`'s local subscribers and report the new
+    /// local count (0 unsubscribes the instance).
     pub async fn unsubscribe_local(&self, channel: &str, conn_id: &str) {
         let _order = self.0.interest.lock().await;
-        if self.drop_local(channel, conn_id)
-            && let Err(e) = self.0.backend.unsubscribe(channel).await
+        if let Some(count) = self.drop_local(channel, conn_id)
+            && let Err(e) = self.0.backend.set_interest(channel, count).await
         {
-            // Interest left behind only costs stray envelopes that find no
-            // local subscriber; the backend re-syncs on reconnect.
-            tracing::warn!(%channel, error = %e, "unsubscribe failed");
+            // A stale count only costs stray envelopes that find no local
+            // subscriber; the instance re-asserts its interest on reconnect.
+            tracing::warn!(%channel, error = %e, "updating channel interest failed");
         }
     }
 
-    /// Returns true when the channel has no local subscriber left.
-    fn drop_local(&self, channel: &str, conn_id: &str) -> bool {
+    /// Remove one local subscriber; returns the count left when it was one.
+    fn drop_local(&self, channel: &str, conn_id: &str) -> Option<usize> {
         let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
-        let Some(subs) = index.get_mut(channel) else {
-            return false;
-        };
-        if subs.remove(conn_id).is_none() {
-            return false;
-        }
-        if subs.is_empty() {
+        let subs = index.get_mut(channel)?;
+        subs.remove(conn_id)?;
+        let left = subs.len();
+        if left == 0 {
             index.remove(channel);
-            return true;
         }
-        false
+        Some(left)
+    }
+
+    /// Every channel with local subscribers and its count (to re-assert
+    /// interest after the backend lost it).
+    pub fn local_interest(&self) -> Vec<(String, usize)> {
+        let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
+        index.iter().map(|(c, subs)| (c.clone(), subs.len())).collect()
     }
 
     /// Local subscriber count of a channel.
@@ -216,7 +223,7 @@ impl Hub {
         tokio::spawn(async move {
             let _order = hub.0.interest.lock().await;
             if hub.local_subscribers(&channel) == 0
-                && let Err(e) = hub.0.backend.unsubscribe(&channel).await
+                && let Err(e) = hub.0.backend.set_interest(&channel, 0).await
             {
                 tracing::warn!(%channel, error = %e, "unsubscribe of an ended channel failed");
             }

@@ -78,6 +78,13 @@ fn canonical(method: &str) -> &str {
     }
 }
 
+/// Calls that wait on another party (a node's answer). The connection runs
+/// them in their own task so it keeps serving the client meanwhile; every
+/// other call runs in order.
+pub fn is_long_running(method: &str) -> bool {
+    matches!(canonical(method), "node.invoke")
+}
+
 fn lookup(method: &str) -> Option<(&'static str, Requirement)> {
     METHODS.iter().find(|(name, _)| *name == method).copied()
 }
