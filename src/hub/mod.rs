@@ -175,7 +175,10 @@ impl Hub {
     /// interest after the backend lost it).
     pub fn local_interest(&self) -> Vec<(String, usize)> {
         let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
-        index.iter().map(|(c, subs)| (c.clone(), subs.len())).collect()
+        index
+            .iter()
+            .map(|(c, subs)| (c.clone(), subs.len()))
+            .collect()
     }
 
     /// Local subscriber count of a channel.

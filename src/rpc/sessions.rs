@@ -169,7 +169,10 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
     // A non-object merge patch would replace `meta` wholesale with a
     // scalar; `meta` stays an object as `session.create` made it.
     if !p.meta.is_object() {
-        return Err(RpcError::invalid_params("meta", "must be an object (a JSON merge patch)"));
+        return Err(RpcError::invalid_params(
+            "meta",
+            "must be an object (a JSON merge patch)",
+        ));
     }
     let record = load(ctx.app, &p.session_id).await?;
     require_owner(ctx, &record)?;
