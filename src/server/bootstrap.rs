@@ -2,7 +2,7 @@
 //! authentication is configured, and the errors that stop a start.
 
 use crate::config::{AuthMode, Config, ConfigError, StaticCredential};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +61,36 @@ pub fn default_dev_token_path(port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("switchyard-{port}.token"))
 }
 
-fn write_private(path: &PathBuf, content: &str) -> std::io::Result<()> {
+/// Write `content` so that only the current user can read it, without
+/// trusting whatever is at `path` already: a fresh file (random name,
+/// `create_new`, mode 0600) in the same directory is renamed over the
+/// target. A planted symlink is replaced, not followed, and a file of
+/// another user in a sticky directory (`/tmp`) makes the rename fail.
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(
+        ".switchyard-token-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options.open(path)?;
-    file.write_all(content.as_bytes())
+    let written = options
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(content.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }

@@ -1,0 +1,541 @@
+//! The HTTP side: probes, metrics, /status, the server API (auth, scopes,
+//! errors, rate limit), CORS, and the order of a graceful shutdown.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchyard::config::Window;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+fn body_json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body:?}"))
+}
+
+/// The value of a response header (case-insensitive name).
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    http(server.addr, "GET", path, headers, None).await
+}
+
+async fn post(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    http(server.addr, "POST", path, headers, Some(body)).await
+}
+
+/// Asserts the error shape `{"error":{"status","message"}}`.
+fn assert_error(status: u16, body: &str, expected: u16) {
+    assert_eq!(status, expected, "{body}");
+    let v = body_json(body);
+    assert_eq!(v["error"]["status"], expected, "{body}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let server = TestServer::default().await;
+    let (status, _, body) = get(&server, "/health", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body_json(&body)["status"], "ok");
+    let (status, _, body) = get(&server, "/ready", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body_json(&body)["ready"], true);
+
+    let mut ws = server.client(ADMIN).await;
+    ws.call("status", json!({})).await;
+    let (status, head, metrics) = get(&server, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&head, "content-type").is_some_and(|c| c.starts_with("text/plain")),
+        "{head}"
+    );
+    for name in [
+        "switchyard_connections",
+        "switchyard_messages_in_total",
+        "switchyard_rpc_duration_seconds",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_messages_in_total{") && l.contains("status")),
+        "the status call is counted by method:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn status_needs_credentials() {
+    let server = TestServer::default().await;
+    let (status, head, body) = get(&server, "/status", &[]).await;
+    assert_error(status, &body, 401);
+    assert!(header(&head, "www-authenticate").is_some(), "{head}");
+
+    let (status, head, body) = get(
+        &server,
+        "/status",
+        &[("authorization", "Bearer wrong-token-xxxxxxxxxxxx")],
+    )
+    .await;
+    assert_error(status, &body, 401);
+    assert!(header(&head, "www-authenticate").is_some(), "{head}");
+
+    let auth = bearer(READER);
+    let (status, _, body) = get(&server, "/status", &[("authorization", &auth)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body_json(&body)["nodeId"],
+        server.app.instance_id.as_str(),
+        "{body}"
+    );
+    // An API key works too.
+    let (status, _, body) = get(&server, "/status", &[("x-api-key", API_KEY)]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn api_publish() {
+    let server = TestServer::default().await;
+    let mut sub = server.client(READER).await;
+    sub.call("subscribe", json!({"channels": ["public:x"]}))
+        .await;
+
+    let body = r#"{"channel":"public:x","event":"deploy","data":{"v":2}}"#;
+    let (status, _, reply) = post(&server, "/api/publish", &[("x-api-key", API_KEY)], body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["delivered"], 1, "{reply}");
+    let push = sub.expect_push("notify").await;
+    assert_eq!(push["channel"], "public:x");
+    assert_eq!(push["event"], "deploy");
+    assert_eq!(push["data"], json!({"v": 2}));
+    assert!(push["timestamp"].as_u64().is_some(), "{push}");
+
+    // Read-only credentials: 403; none: 401 with WWW-Authenticate.
+    let auth = bearer(READER);
+    let (status, _, reply) = post(&server, "/api/publish", &[("authorization", &auth)], body).await;
+    assert_error(status, &reply, 403);
+    let (status, head, reply) = post(&server, "/api/publish", &[], body).await;
+    assert_error(status, &reply, 401);
+    assert!(header(&head, "www-authenticate").is_some(), "{head}");
+
+    // Bad bodies: 400.
+    let key = [("x-api-key", API_KEY)];
+    let (status, _, reply) = post(&server, "/api/publish", &key, "{not json").await;
+    assert_error(status, &reply, 400);
+    let (status, _, reply) = post(&server, "/api/publish", &key, r#"{"event":"e"}"#).await;
+    assert_error(status, &reply, 400);
+    for bad in ["$internal", "has space", ""] {
+        let body = json!({"channel": bad, "event": "e", "data": 1}).to_string();
+        let (status, _, reply) = post(&server, "/api/publish", &key, &body).await;
+        assert_error(status, &reply, 400);
+    }
+    // None of the rejected requests reached the subscriber.
+    sub.expect_no_push("notify", Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
+async fn api_broadcast_reaches_every_channel() {
+    let server = TestServer::default().await;
+    let mut a = server.client(READER).await;
+    a.call("subscribe", json!({"channels": ["public:a"]})).await;
+    let mut b = server.client(WRITER).await;
+    b.call("subscribe", json!({"channels": ["public:b"]})).await;
+
+    let auth = bearer(WRITER);
+    let body = r#"{"channels":["public:a","public:b"],"event":"all","data":"hi"}"#;
+    let (status, _, reply) =
+        post(&server, "/api/broadcast", &[("authorization", &auth)], body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["delivered"], 2, "{reply}");
+    let pa = a.expect_push("notify").await;
+    assert_eq!(
+        (
+            pa["channel"].as_str(),
+            pa["event"].as_str(),
+            pa["data"].as_str()
+        ),
+        (Some("public:a"), Some("all"), Some("hi"))
+    );
+    let pb = b.expect_push("notify").await;
+    assert_eq!(
+        (
+            pb["channel"].as_str(),
+            pb["event"].as_str(),
+            pb["data"].as_str()
+        ),
+        (Some("public:b"), Some("all"), Some("hi"))
+    );
+
+    let (status, _, reply) = post(
+        &server,
+        "/api/broadcast",
+        &[("authorization", &auth)],
+        r#"{"channels":[],"event":"e"}"#,
+    )
+    .await;
+    assert_error(status, &reply, 400);
+    let auth = bearer(READER);
+    let (status, _, reply) =
+        post(&server, "/api/broadcast", &[("authorization", &auth)], body).await;
+    assert_error(status, &reply, 403);
+}
+
+#[tokio::test]
+async fn api_disconnect_by_conn_and_by_user() {
+    let server = TestServer::default().await;
+    let mut victim = server.client(WRITER).await;
+    let conn_id = victim.expect_push("welcome").await["connId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut r1 = server.client(READER).await;
+    let mut r2 = server.client(READER).await;
+    let mut bystander = server.client(ADMIN).await;
+    bystander.call("ping", json!({})).await;
+
+    // Admin scope required.
+    let writer = bearer(WRITER);
+    let body = json!({"connId": conn_id}).to_string();
+    let (status, _, reply) = post(
+        &server,
+        "/api/disconnect",
+        &[("authorization", &writer)],
+        &body,
+    )
+    .await;
+    assert_error(status, &reply, 403);
+
+    let key = [("x-api-key", API_KEY)];
+    let (status, _, reply) = post(&server, "/api/disconnect", &key, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["disconnected"], 1, "{reply}");
+    assert_eq!(victim.expect_close_code().await, 4003);
+
+    let (status, _, reply) = post(&server, "/api/disconnect", &key, r#"{"user":"reader"}"#).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["disconnected"], 2, "{reply}");
+    assert_eq!(r1.expect_close_code().await, 4003);
+    assert_eq!(r2.expect_close_code().await, 4003);
+
+    // Nobody else was touched.
+    assert_eq!(bystander.call("ping", json!({})).await["pong"], true);
+    assert!(eventually(|| async { server.app.hub.len() == 1 }).await);
+    let (status, _, reply) = post(
+        &server,
+        "/api/disconnect",
+        &key,
+        r#"{"connId":"no-such-conn"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["disconnected"], 0, "{reply}");
+    let (status, _, reply) = post(&server, "/api/disconnect", &key, "{}").await;
+    assert_error(status, &reply, 400);
+}
+
+#[tokio::test]
+async fn api_presence_channels_and_sessions() {
+    let server = TestServer::default().await;
+    let mut a = server.client(READER).await;
+    let a_id = a.expect_push("welcome").await["connId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.call("subscribe", json!({"channels": ["public:x"]})).await;
+    let mut w = server.client(WRITER).await;
+    let w_id = w.expect_push("welcome").await["connId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.call("subscribe", json!({"channels": ["public:x", "public:y"]}))
+        .await;
+    let session = w
+        .call(
+            "session.create",
+            json!({"sessionId": "http-s1", "meta": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(session["sessionId"], "http-s1");
+
+    let auth = bearer(READER);
+    let h = [("authorization", auth.as_str())];
+    let (status, _, body) = get(&server, "/api/presence/public:x", &h).await;
+    assert_eq!(status, 200, "{body}");
+    let v = body_json(&body);
+    assert_eq!(v["channel"], "public:x");
+    assert_eq!(v["count"], 2, "{body}");
+    let mut ids: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["connId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![a_id.as_str(), w_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "{body}");
+    let identities: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["identity"].as_str())
+        .collect();
+    assert!(
+        identities.contains(&"reader") && identities.contains(&"writer"),
+        "{body}"
+    );
+
+    let (status, _, body) = get(&server, "/api/channels", &h).await;
+    assert_eq!(status, 200, "{body}");
+    let v = body_json(&body);
+    let names: Vec<&str> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"public:x") && names.contains(&"public:y"),
+        "{body}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with('$')),
+        "internal channels leaked: {body}"
+    );
+    let x = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "public:x")
+        .unwrap();
+    assert_eq!(x["subscribers"], 2, "{body}");
+    assert_eq!(v["count"], names.len(), "{body}");
+
+    let (status, _, body) = get(&server, "/api/sessions", &h).await;
+    assert_eq!(status, 200, "{body}");
+    let v = body_json(&body);
+    let s = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sessionId"] == "http-s1");
+    let s = s.unwrap_or_else(|| panic!("session missing: {body}"));
+    assert_eq!(s["ownerIdentity"], "writer", "{body}");
+    assert_eq!(s["meta"], json!({"k": 1}), "{body}");
+    assert!(
+        s.get("resumeToken").is_none(),
+        "the resume token is a secret: {body}"
+    );
+
+    // Read scope needed, invalid channel 400.
+    let (status, _, body) = get(&server, "/api/channels", &[]).await;
+    assert_error(status, &body, 401);
+    let (status, _, body) = get(&server, "/api/presence/$x", &h).await;
+    assert_error(status, &body, 400);
+    let nodes = bearer(NODE);
+    let (status, _, body) = get(&server, "/api/sessions", &[("authorization", &nodes)]).await;
+    assert_error(status, &body, 403);
+}
+
+#[tokio::test]
+async fn api_rate_limit_per_key() {
+    let mut config = config();
+    config.rate_limits.http_per_key = Window::new(3, 60_000);
+    let server = TestServer::start(config).await;
+    let auth = bearer(READER);
+    let h = [("authorization", auth.as_str())];
+    for i in 0..3 {
+        let (status, _, body) = get(&server, "/status", &h).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let (status, head, body) = get(&server, "/status", &h).await;
+    assert_error(status, &body, 429);
+    let retry: u64 = header(&head, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After missing: {head}"));
+    assert!(retry >= 1, "{head}");
+    // Another key has its own budget.
+    let auth = bearer(WRITER);
+    let (status, _, body) = get(&server, "/status", &[("authorization", &auth)]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn cors_preflight() {
+    let mut config = config();
+    config.cors.allowed_origins = vec!["https://app.example.com".into()];
+    let server = TestServer::start(config).await;
+    let preflight = |origin: &'static str| {
+        let addr = server.addr;
+        async move {
+            http(
+                addr,
+                "OPTIONS",
+                "/api/publish",
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    ("access-control-request-headers", "content-type,x-api-key"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let (status, head, _) = preflight("https://app.example.com").await;
+    assert!((200..300).contains(&status), "{head}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com"),
+        "{head}"
+    );
+    let (_, head, _) = preflight("https://evil.example.com").await;
+    assert!(
+        header(&head, "access-control-allow-origin").is_none(),
+        "{head}"
+    );
+
+    // Actual requests carry the header too.
+    let (status, head, _) = get(&server, "/health", &[("origin", "https://app.example.com")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com"),
+        "{head}"
+    );
+}
+
+/// A WebSocket that is subscribed to `channel` and then never read, on a
+/// socket with a tiny receive buffer so that it backs up quickly.
+async fn stuck_subscriber(
+    server: &TestServer,
+    channel: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let mut request = server.url("/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&bearer(READER)).unwrap(),
+    );
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"channels": [channel]}});
+    ws.send(Message::Text(call.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("reply")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["id"] == 1 {
+                assert!(v.get("error").is_none(), "{v}");
+                break;
+            }
+        }
+    }
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_order() {
+    let mut config = config();
+    config.limits.drain_deadline_ms = 2000;
+    config.rate_limits.messages_per_conn = Window::new(100_000, 1_000);
+    config.rate_limits.messages_per_identity = Window::new(100_000, 1_000);
+    let mut server = TestServer::start(config).await;
+    let addr = server.addr;
+
+    let mut client = server.client(WRITER).await;
+    client
+        .call("subscribe", json!({"channels": ["public:x"]}))
+        .await;
+    // A subscriber that stopped reading with data still queued keeps the
+    // drain going until the deadline.
+    let _stuck = stuck_subscriber(&server, "public:stall").await;
+    let mut admin = server.client(ADMIN).await;
+    let pad = "p".repeat(128 * 1024);
+    for i in 0..64 {
+        let r = admin
+            .call(
+                "publish",
+                json!({"channel": "public:stall", "event": "fill", "data": {"i": i, "pad": pad}}),
+            )
+            .await;
+        assert_eq!(r["delivered"], 1);
+    }
+    assert!(eventually(|| async { server.app.hub.len() == 3 }).await);
+
+    let started = tokio::time::Instant::now();
+    server.trigger_stop();
+    let shutdown = client.expect_push("shutdown").await;
+    assert!(
+        shutdown["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{shutdown}"
+    );
+    assert!(
+        shutdown["reconnectAfterMs"].as_u64().is_some(),
+        "{shutdown}"
+    );
+    assert_eq!(client.expect_close_code().await, 1012);
+
+    // Still draining (the stuck client): not ready, no new sockets.
+    let (status, _, body) = http(addr, "GET", "/ready", &[], None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body_json(&body)["ready"], false, "{body}");
+    match Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer(ADMIN))]).await {
+        Err(ConnectError::Http(503, _)) => {}
+        Err(other) => panic!("expected 503 while draining, got {other:?}"),
+        Ok(_) => panic!("upgrade accepted while draining"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the checks ran inside the drain window"
+    );
+    // The drain is bounded by its deadline: the server then stops.
+    // The drain is bounded by its deadline (2 s): it waited for the stuck
+    // client up to then, and the server stopped right after.
+    server.stop().await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
+        "stopped after {elapsed:?}"
+    );
+}
