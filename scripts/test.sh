@@ -1,9 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests and the black-box integration tests
-# (real servers on free ports, real WebSocket clients).
+# The whole test suite:
+#   1. unit tests and every integration test (behaviour suite on the
+#      in-process memory backend, backend contract on memory and Redis,
+#      cluster tests, real processes);
+#   2. the behaviour suite again on the Redis backend (each test starts its
+#      own redis-server on a free port).
+# Needs redis-server and redis-cli on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --all-targets "$@" 2>&1 | tee /tmp/switchyard-test.log
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+behaviour=()
+for f in tests/*.rs; do
+  name=$(basename "$f" .rs)
+  # Files that are not backend-agnostic behaviour tests.
+  case "$name" in backend|cluster|process|tls) continue ;; esac
+  behaviour+=(--test "$name")
+done
+
+status=0
+echo "=== memory backend (and everything else) ==="
+cargo test --all-targets 2>&1 | tee -a "$log" || status=1
+echo "=== behaviour suite on the redis backend ==="
+SWITCHYARD_TEST_BACKEND=redis cargo test "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
+
 echo
 echo "=== summary ==="
-grep -E "^test result:|Running " /tmp/switchyard-test.log | sed 's/^ *//' || true
+grep -E "^test result:" "$log" | awk '
+  { passed += $4; failed += $6; ignored += $8; print }
+  END { printf "total: %d passed, %d failed, %d ignored\n", passed, failed, ignored }'
+exit $status

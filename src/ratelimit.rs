@@ -95,6 +95,11 @@ impl SlidingLog {
         }
     }
 
+    /// Forget the most recent hit.
+    pub fn undo(&mut self) {
+        self.hits.pop_back();
+    }
+
     /// Time of the most recent recorded hit.
     pub fn newest(&self) -> Option<u64> {
         self.hits.back().copied()

@@ -1,9 +1,14 @@
 //! The backend contract, written against `dyn Backend` so every
 //! implementation runs the same checks (see `docs/architecture.md`).
 
+mod common;
+
+use common::{RedisProcess, eventually};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use switchyard::backend::memory::MemoryBackend;
+use switchyard::backend::redis::{RedisBackend, RedisSettings};
 use switchyard::backend::*;
 use switchyard::config::Window;
 
@@ -12,9 +17,12 @@ use switchyard::config::Window;
 struct Recorder(Mutex<Vec<Envelope>>);
 
 impl Inbox for Recorder {
+    /// Records everything; holds no sockets, so targeted envelopes count
+    /// as not delivered here.
     fn deliver(&self, envelope: Envelope) -> usize {
+        let counted = usize::from(matches!(envelope, Envelope::Channel { .. }));
         self.0.lock().unwrap().push(envelope);
-        1
+        counted
     }
 }
 
@@ -24,12 +32,53 @@ impl Recorder {
     }
 }
 
-/// Every backend under test, attached to a recording inbox.
-async fn backends() -> Vec<(Arc<dyn Backend>, Arc<Recorder>)> {
+/// A backend under test, its recording inbox and the Redis it may use.
+struct Under {
+    backend: Arc<dyn Backend>,
+    inbox: Arc<Recorder>,
+    _redis: Option<RedisProcess>,
+}
+
+/// Every backend, each attached to a recording inbox: memory, and Redis on
+/// a `redis-server` of its own.
+async fn backends() -> Vec<Under> {
     let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-    let inbox = Arc::new(Recorder::default());
-    memory.attach("test-instance", inbox.clone()).await.unwrap();
-    vec![(memory, inbox)]
+    let redis_server = RedisProcess::start();
+    let settings = RedisSettings {
+        url: redis_server.url(),
+        prefix: "sy".into(),
+        node_ttl: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(2),
+    };
+    let redis: Arc<dyn Backend> = Arc::new(RedisBackend::connect(settings).await.unwrap());
+    let mut all = Vec::new();
+    for (backend, server) in [(memory, None), (redis, Some(redis_server))] {
+        let inbox = Arc::new(Recorder::default());
+        backend
+            .attach("test-instance", 1, inbox.clone())
+            .await
+            .unwrap();
+        all.push(Under {
+            backend,
+            inbox,
+            _redis: server,
+        });
+    }
+    all
+}
+
+/// What the inbox got within a short quiet period (for "nothing arrives").
+async fn quiet(inbox: &Recorder) -> Vec<Envelope> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    inbox.take()
+}
+
+/// Wait until the inbox got `n` envelopes, then take them.
+async fn received(inbox: &Recorder, n: usize) -> Vec<Envelope> {
+    eventually(|| async { inbox.0.lock().unwrap().len() >= n }).await;
+    // Anything more would arrive promptly too.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    inbox.take()
 }
 
 fn session(id: &str, owner: &str) -> SessionRecord {
@@ -64,7 +113,7 @@ fn presence(conn: &str) -> PresenceEntry {
 
 #[tokio::test]
 async fn sessions_are_unique_bounded_and_versioned() {
-    for (b, _) in backends().await {
+    for Under { backend: b, .. } in backends().await {
         b.create_session(session("s1", "c1"), 2).await.unwrap();
         let dup = b.create_session(session("s1", "c2"), 2).await;
         assert!(
@@ -98,7 +147,7 @@ async fn sessions_are_unique_bounded_and_versioned() {
 
 #[tokio::test]
 async fn detaching_an_owner_starts_its_resume_window() {
-    for (b, _) in backends().await {
+    for Under { backend: b, .. } in backends().await {
         b.create_session(session("s1", "c1"), 5).await.unwrap();
         b.join_session("s1", "c2", "user-c2").await.unwrap();
         let touched = b.detach_connection("c1", 1000).await.unwrap();
@@ -119,7 +168,7 @@ async fn detaching_an_owner_starts_its_resume_window() {
 
 #[tokio::test]
 async fn rate_windows_are_exact() {
-    for (b, _) in backends().await {
+    for Under { backend: b, .. } in backends().await {
         let w = Window::new(3, 1000);
         for t in [10, 20, 30] {
             assert!(b.rate_hit("k", w, t).await.unwrap().allowed);
@@ -141,7 +190,7 @@ async fn rate_windows_are_exact() {
 
 #[tokio::test]
 async fn channels_count_subscribers_and_presence() {
-    for (b, _) in backends().await {
+    for Under { backend: b, .. } in backends().await {
         let member = ChannelMember {
             conn_id: "c1".into(),
             identity: "alice".into(),
@@ -164,26 +213,43 @@ async fn channels_count_subscribers_and_presence() {
 
 #[tokio::test]
 async fn delivery_reaches_only_interested_instances_and_known_connections() {
-    for (b, inbox) in backends().await {
+    for Under {
+        backend: b, inbox, ..
+    } in backends().await
+    {
         let frame: switchyard::protocol::Frame = "{}".into();
         assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 0);
-        assert!(inbox.take().is_empty(), "no interest, no delivery");
+        assert!(quiet(&inbox).await.is_empty(), "no interest, no delivery");
         b.set_interest("room", 3).await.unwrap();
         assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 3);
-        let got = inbox.take();
-        assert!(matches!(&got[..], [Envelope::Channel { channel, .. }] if channel == "room"));
+        let got = received(&inbox, 1).await;
+        assert!(
+            matches!(&got[..], [Envelope::Channel { channel, .. }] if channel == "room"),
+            "{}: {got:?}",
+            b.kind()
+        );
+        let extra = quiet(&inbox).await;
+        assert!(extra.is_empty(), "{}: delivered twice: {extra:?}", b.kind());
         b.set_interest("room", 0).await.unwrap();
         b.publish("room", frame.clone(), false).await.unwrap();
-        assert!(inbox.take().is_empty());
+        let late = quiet(&inbox).await;
+        assert!(late.is_empty(), "{}: {late:?}", b.kind());
 
         let to_c1 = Envelope::Conn {
             conn_id: "c1".into(),
             frame,
         };
         assert!(!b.send_to_conn(to_c1.clone()).await.unwrap());
+        inbox.take();
         b.put_connection(presence("c1")).await.unwrap();
         assert!(b.send_to_conn(to_c1).await.unwrap());
-        assert_eq!(inbox.take().len(), 1);
+        let got = received(&inbox, 1).await;
+        assert!(
+            got.iter()
+                .any(|e| matches!(e, Envelope::Conn { conn_id, .. } if conn_id == "c1")),
+            "{}: {got:?}",
+            b.kind()
+        );
         assert_eq!(b.connections().await.unwrap().len(), 1);
         assert!(b.connection("c1").await.unwrap().is_some());
         b.remove_connection("c1").await.unwrap();
@@ -193,14 +259,14 @@ async fn delivery_reaches_only_interested_instances_and_known_connections() {
 
 #[tokio::test]
 async fn instances_register_and_leave() {
-    for (b, _) in backends().await {
+    for Under { backend: b, .. } in backends().await {
         let info = InstanceInfo {
             id: "i1".into(),
             generation: 7,
             version: "test".into(),
             started_at: 1,
             connections: 0,
-            last_seen: 1,
+            last_seen: switchyard::protocol::now_ms(),
         };
         b.register_instance(info.clone()).await.unwrap();
         b.register_instance(InstanceInfo {

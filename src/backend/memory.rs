@@ -65,7 +65,12 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
-    async fn attach(&self, _instance_id: &str, inbox: Arc<dyn Inbox>) -> BackendResult<()> {
+    async fn attach(
+        &self,
+        _instance_id: &str,
+        _generation: u64,
+        inbox: Arc<dyn Inbox>,
+    ) -> BackendResult<()> {
         self.inbox
             .set(inbox)
             .map_err(|_| BackendError::Internal("memory backend attached twice".into()))
@@ -237,7 +242,7 @@ impl Backend for MemoryBackend {
 
     async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            remove_member(rec, conn_id, crate::protocol::now_ms());
+            super::remove_member(rec, conn_id, crate::protocol::now_ms());
             Ok(rec.clone())
         })
     }
@@ -274,7 +279,7 @@ impl Backend for MemoryBackend {
         for rec in state.sessions.values_mut() {
             let member = rec.members.iter().any(|m| m == conn_id);
             if member || rec.owner.as_deref() == Some(conn_id) {
-                remove_member(rec, conn_id, now_ms);
+                super::remove_member(rec, conn_id, now_ms);
                 touched.push(rec.session_id.clone());
             }
         }
@@ -301,6 +306,13 @@ impl Backend for MemoryBackend {
             .hit(window, now_ms))
     }
 
+    async fn rate_undo(&self, key: &str) -> BackendResult<()> {
+        if let Some(log) = self.lock().windows.get_mut(key) {
+            log.undo();
+        }
+        Ok(())
+    }
+
     async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
         let mut state = self.lock();
         Ok(match state.windows.get_mut(key) {
@@ -324,21 +336,6 @@ impl Backend for MemoryBackend {
             .or_default()
             .take(window, want, now_ms))
     }
-}
-
-/// Drop a member; the owner leaving detaches ownership.
-fn remove_member(rec: &mut SessionRecord, conn_id: &str, now_ms: u64) {
-    if let Some(i) = rec.members.iter().position(|m| m == conn_id) {
-        rec.members.remove(i);
-        if i < rec.member_identities.len() {
-            rec.member_identities.remove(i);
-        }
-    }
-    if rec.owner.as_deref() == Some(conn_id) {
-        rec.owner = None;
-        rec.detached_at = Some(now_ms);
-    }
-    rec.updated_at = now_ms;
 }
 
 /// Keep the window map bounded: once it grows large, drop logs whose newest

@@ -24,6 +24,7 @@
 //!   across instances.
 
 pub mod memory;
+pub mod redis;
 
 use crate::config::Window;
 use crate::protocol::{Frame, RpcError};
@@ -137,8 +138,20 @@ pub struct SessionRecord {
     pub updated_at: u64,
     /// When the owner's connection went away.
     pub detached_at: Option<u64>,
-    #[serde(skip_serializing)]
+    /// Secret for resuming ownership; stored, never shown (see
+    /// [`SessionRecord::public`]).
     pub resume_token: String,
+}
+
+impl SessionRecord {
+    /// The record as clients see it: everything but the resume token.
+    pub fn public(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Value::Object(map) = &mut value {
+            map.remove("resumeToken");
+        }
+        value
+    }
 }
 
 /// What an instance receives from the backend.
@@ -174,11 +187,24 @@ pub trait Backend: Send + Sync + 'static {
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
 
-    /// Start delivering envelopes for this instance to `inbox`.
-    async fn attach(&self, instance_id: &str, inbox: Arc<dyn Inbox>) -> BackendResult<()>;
+    /// Start delivering envelopes for this instance (`instance_id`, started
+    /// as `generation`) to `inbox`.
+    async fn attach(
+        &self,
+        instance_id: &str,
+        generation: u64,
+        inbox: Arc<dyn Inbox>,
+    ) -> BackendResult<()>;
 
     /// Whether shared state is reachable right now (feeds `/ready`).
     fn is_available(&self) -> bool;
+
+    /// Changes each time shared state may have been lost (a reconnect to a
+    /// Redis that may have restarted empty): the instance then re-asserts
+    /// what its local sockets prove.
+    fn resync_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
 
     // ---- instances ----
 
@@ -264,6 +290,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Exact sliding window: record one hit under `key` if there is room.
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
+    /// Give back the most recent hit under `key` (a reserved slot that
+    /// turned out not to count).
+    async fn rate_undo(&self, key: &str) -> BackendResult<()>;
     /// Exact sliding window: look without recording.
     async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
     /// Lease up to `want` hits at once; returns (granted, retry_after_ms).
@@ -274,4 +303,19 @@ pub trait Backend: Send + Sync + 'static {
         want: u32,
         now_ms: u64,
     ) -> BackendResult<(u32, u64)>;
+}
+
+/// Drop a member; the owner leaving detaches ownership.
+pub(crate) fn remove_member(rec: &mut SessionRecord, conn_id: &str, now_ms: u64) {
+    if let Some(i) = rec.members.iter().position(|m| m == conn_id) {
+        rec.members.remove(i);
+        if i < rec.member_identities.len() {
+            rec.member_identities.remove(i);
+        }
+    }
+    if rec.owner.as_deref() == Some(conn_id) {
+        rec.owner = None;
+        rec.detached_at = Some(now_ms);
+    }
+    rec.updated_at = now_ms;
 }

@@ -150,6 +150,8 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Deepest JSON nesting accepted in a frame.
     pub max_json_depth: usize,
+    /// Cluster mode: an instance silent this long is dead and reaped.
+    pub node_ttl_ms: u64,
 }
 
 impl Default for Limits {
@@ -171,6 +173,7 @@ impl Default for Limits {
             resume_window_ms: 60_000,
             request_timeout_ms: 30_000,
             max_json_depth: 64,
+            node_ttl_ms: 10_000,
         }
     }
 }
@@ -193,6 +196,9 @@ impl Limits {
     }
     pub fn resume_window(&self) -> Duration {
         Duration::from_millis(self.resume_window_ms)
+    }
+    pub fn node_ttl(&self) -> Duration {
+        Duration::from_millis(self.node_ttl_ms)
     }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

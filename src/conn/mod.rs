@@ -84,8 +84,11 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
                 return;
             }
             _ = sleep_until(expiry.unwrap_or(far)) => {
-                conn.close(close_code::AUTH_TIMEOUT, "token expired");
-                return;
+                // The timer may be capped short of a distant expiry.
+                if credential_expired(conn) {
+                    conn.close(close_code::AUTH_TIMEOUT, "token expired");
+                    return;
+                }
             }
             next = tokio::time::timeout(clocks.idle, stream.next()) => match next {
                 Err(_) => {
@@ -112,13 +115,24 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
     }
 }
 
+fn credential_expired(conn: &ConnHandle) -> bool {
+    conn.identity()
+        .and_then(|i| i.expires_at)
+        .is_some_and(|exp| exp.saturating_mul(1000) <= crate::protocol::now_ms())
+}
+
 /// Whether the connection is authenticated, and when its credential expires.
 fn auth_deadlines(conn: &ConnHandle) -> (bool, Option<Instant>) {
     let Some(identity) = conn.identity() else {
         return (false, None);
     };
+    // Tokens may claim any expiry; anything past a day is "not soon" (the
+    // loop re-reads the deadline after every frame anyway).
     let expiry = identity.expires_at.map(|exp_secs| {
-        let left = (exp_secs * 1000).saturating_sub(crate::protocol::now_ms());
+        let left = exp_secs
+            .saturating_mul(1000)
+            .saturating_sub(crate::protocol::now_ms())
+            .min(86_400_000);
         Instant::now() + Duration::from_millis(left)
     });
     (true, expiry)

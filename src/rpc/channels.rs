@@ -168,6 +168,20 @@ pub async fn leave(app: &App, conn: &ConnHandle, channel: &str) {
     }
 }
 
+/// Re-record a connection's explicit subscriptions (after the backend lost
+/// them); no presence events are sent again.
+pub async fn reassert(app: &App, conn: &ConnHandle) {
+    let channels: Vec<String> = conn.state().subscriptions.iter().cloned().collect();
+    for channel in channels {
+        let presence =
+            access_for(&app.config.channels, &channel).presence && app.config.channels.presence;
+        let member = presence.then(|| member_of(conn)).flatten();
+        if let Err(e) = app.backend.channel_join(&channel, conn.id(), member).await {
+            tracing::warn!(%channel, error = %e, "re-asserting a subscription failed");
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct PublishParams {
     channel: String,

@@ -116,7 +116,7 @@ pub async fn join(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
         .await
         .map_err(backend_err(&p.session_id))?;
     attach(ctx.app, ctx.conn, &p.session_id).await?;
-    Ok(serde_json::to_value(record).unwrap_or_default())
+    Ok(record.public())
 }
 
 pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
@@ -144,7 +144,7 @@ async fn load(app: &App, id: &str) -> Result<SessionRecord, RpcError> {
 
 pub async fn get(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     let record = load(ctx.app, &p.session_id).await?;
-    Ok(serde_json::to_value(record).unwrap_or_default())
+    Ok(record.public())
 }
 
 /// Only the owner's identity (or an admin) may change or close a session.
@@ -190,13 +190,13 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
         .backend
         .publish(&session_channel(&p.session_id), frame, false)
         .await?;
-    Ok(serde_json::to_value(updated).unwrap_or_default())
+    Ok(updated.public())
 }
 
 /// Sessions the caller owns or belongs to (all of them for admins).
 pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
-    let sessions: Vec<SessionRecord> = ctx
+    let sessions: Vec<Value> = ctx
         .app
         .backend
         .sessions()
@@ -207,6 +207,7 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
                 || s.owner_identity == identity.sub
                 || s.member_identities.contains(&identity.sub)
         })
+        .map(|s| s.public())
         .collect();
     Ok(json!({ "count": sessions.len(), "sessions": sessions }))
 }
@@ -279,6 +280,26 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
     }
     if let Err(e) = app.backend.detach_connection(conn.id(), now_ms()).await {
         tracing::warn!(error = %e, "detaching sessions failed");
+    }
+}
+
+/// Re-join the sessions this connection belongs to that still exist.
+/// (Sessions whose records were lost with the backend cannot be rebuilt
+/// from a socket: their members keep the local channel until they leave.)
+pub async fn reassert(app: &App, conn: &ConnHandle) {
+    let Some(identity) = conn.identity() else {
+        return;
+    };
+    let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
+    for id in ids {
+        match app
+            .backend
+            .join_session(&id, conn.id(), &identity.sub)
+            .await
+        {
+            Ok(_) | Err(crate::backend::BackendError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(session = %id, error = %e, "re-joining a session failed"),
+        }
     }
 }
 

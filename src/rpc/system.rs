@@ -70,7 +70,7 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
     if let Some(auth) = &p.auth {
         let credential = credentials::from_params(auth)
             .map_err(|e| RpcError::invalid_params("auth", e.to_string()))?;
-        authenticate(ctx.app, ctx.conn, credential).await?;
+        authenticate(ctx.app, ctx.conn, credential, p.role.as_deref()).await?;
     } else {
         conn::publish_presence(ctx.app, ctx.conn).await;
     }
@@ -115,7 +115,7 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
 pub async fn auth(ctx: &Ctx<'_>, p: Value) -> Result<Value, RpcError> {
     let credential =
         credentials::from_params(&p).map_err(|e| RpcError::invalid_params("", e.to_string()))?;
-    let identity = authenticate(ctx.app, ctx.conn, credential).await?;
+    let identity = authenticate(ctx.app, ctx.conn, credential, None).await?;
     Ok(json!({
         "authenticated": true,
         "sub": identity.sub,
@@ -125,33 +125,27 @@ pub async fn auth(ctx: &Ctx<'_>, p: Value) -> Result<Value, RpcError> {
     }))
 }
 
-/// Check credentials with brute-force protection: an IP over its
-/// failed-auth window is refused before its credentials are even looked at.
+/// Check credentials (under the IP's failed-auth window) and attach the
+/// identity to the connection, unless `role` names a different role.
 pub async fn authenticate(
     app: &App,
     conn: &ConnHandle,
     credential: Credential,
+    role: Option<&str>,
 ) -> Result<Arc<Identity>, RpcError> {
-    let key = format!("authfail:{}", conn.ip());
-    let window = app.config.rate_limits.auth_failures_per_ip;
-    let lock = app.backend.rate_peek(&key, window, now_ms()).await?;
-    if !lock.allowed {
-        metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
-        return Err(RpcError::rate_limited(lock.retry_after_ms));
-    }
-    let identity = match app.auth.authenticate(&credential) {
-        Ok(identity) => identity,
-        Err(e) => {
-            metrics::counter!("switchyard_auth_failures_total", "carrier" => "in_band")
-                .increment(1);
-            app.backend.rate_hit(&key, window, now_ms()).await?;
-            return Err(RpcError::unauthorized(e.to_string()));
-        }
-    };
+    let identity = crate::server::guard::verify(app, conn.ip(), &credential, "in_band").await?;
     if let Some(current) = conn.identity()
         && current.sub != identity.sub
     {
         return Err(RpcError::forbidden("a connection cannot change identity"));
+    }
+    if let Some(want) = role
+        && want != identity.role.as_str()
+    {
+        return Err(RpcError::forbidden(format!(
+            "credentials are for role {}, not {want}",
+            identity.role
+        )));
     }
     conn::authenticated(app, conn, identity).await;
     conn.identity()

@@ -7,7 +7,7 @@
 //! `{"error":{"status":…,"message":…}}`.
 
 use super::App;
-use crate::auth::{self, Credential, Identity, Requirement, Scope};
+use crate::auth::{self, Identity, Requirement, Scope};
 use crate::backend::BackendError;
 use crate::protocol::{RpcError, now_ms};
 use crate::rpc::{channels, system};
@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// An HTTP error answer.
 #[derive(Debug)]
@@ -101,28 +101,15 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Check credentials with the failed-auth lock-out of the client's IP.
-pub async fn authenticate(
-    app: &App,
-    ip: IpAddr,
-    credential: &Credential,
-    carrier: &'static str,
-) -> Result<Identity, HttpError> {
-    let key = format!("authfail:{ip}");
-    let window = app.config.rate_limits.auth_failures_per_ip;
-    let lock = app.backend.rate_peek(&key, window, now_ms()).await?;
-    if !lock.allowed {
-        metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
-        return Err(HttpError::rate_limited(lock.retry_after_ms));
+impl From<super::guard::Refusal> for HttpError {
+    fn from(r: super::guard::Refusal) -> Self {
+        use super::guard::Refusal;
+        match r {
+            Refusal::Locked(retry) => Self::rate_limited(retry),
+            Refusal::Rejected(e) => Self::unauthorized(&e.to_string()),
+            Refusal::Backend(e) => e.into(),
+        }
     }
-    app.auth.authenticate(credential).map_err(|e| {
-        metrics::counter!("switchyard_auth_failures_total", "carrier" => carrier).increment(1);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _ = app.backend.rate_hit(&key, window, now_ms()).await;
-        });
-        HttpError::unauthorized(&e.to_string())
-    })
 }
 
 /// Authenticate an API request and check its scope and rate limit.
@@ -136,7 +123,7 @@ async fn api_identity(
     let extracted =
         auth::extract(headers, None).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
     let identity = match extracted.credential {
-        Some(credential) => authenticate(app, ip, &credential, "http").await?,
+        Some(credential) => super::guard::verify(app, ip, &credential, "http").await?,
         None => app.auth.none_identity().ok_or_else(|| {
             HttpError::unauthorized("credentials required (Bearer token or X-API-Key)")
         })?,
@@ -346,7 +333,13 @@ pub async fn sessions(
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
     api_identity(&app, peer, &headers, Scope::Read).await?;
-    let list = app.backend.sessions().await?;
+    let list: Vec<Value> = app
+        .backend
+        .sessions()
+        .await?
+        .iter()
+        .map(|s| s.public())
+        .collect();
     Ok(Json(json!({ "count": list.len(), "sessions": list })))
 }
 

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod drain;
+pub mod guard;
 pub mod http;
 mod state;
 mod tasks;
@@ -17,6 +18,7 @@ pub use drain::drain;
 pub use state::{App, AppInner};
 
 use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
+use crate::backend::redis::{RedisBackend, RedisSettings};
 use crate::backend::{Backend, memory::MemoryBackend};
 use crate::config::Config;
 use crate::hub::Hub;
@@ -30,16 +32,25 @@ use std::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+/// Longest a Redis command may take before it counts as unavailable.
+const REDIS_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Build the application state for `config` (already validated and with
 /// its authentication prepared).
 pub async fn build(config: Config) -> Result<App, StartError> {
     let backend: Arc<dyn Backend> = match &config.redis_url {
         None => Arc::new(MemoryBackend::new()),
-        Some(_) => {
-            return Err(StartError::Config(crate::config::ConfigError::new(
-                "redis_url",
-                "cluster mode (Redis backend) is not supported by this build yet; unset it to run standalone",
-            )));
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                node_ttl: config.limits.node_ttl(),
+                command_timeout: REDIS_COMMAND_TIMEOUT,
+            };
+            let redis = RedisBackend::connect(settings)
+                .await
+                .map_err(|e| StartError::Backend(e.to_string()))?;
+            Arc::new(redis)
         }
     };
     build_with_backend(config, backend).await
@@ -58,16 +69,17 @@ pub async fn build_with_backend(
         .clone()
         .unwrap_or_else(|| format!("sy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     let hub = Hub::new(backend.clone());
+    let generation = crate::protocol::now_ms();
     backend
-        .attach(&instance_id, Arc::new(hub.clone()))
+        .attach(&instance_id, generation, Arc::new(hub.clone()))
         .await
         .map_err(|e| StartError::Backend(e.to_string()))?;
-    let started_at_ms = crate::protocol::now_ms();
+    let started_at_ms = generation;
     let app = App::new(AppInner {
         origins: OriginPolicy::new(&config.allowed_origins),
         client_ips: ClientIpResolver::new(&config.trusted_proxies),
         instance_id,
-        generation: started_at_ms,
+        generation,
         started: Instant::now(),
         started_at_ms,
         auth,

@@ -28,7 +28,46 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     every(app, &stop, JANITOR, |app| async move {
         crate::rpc::sessions::close_expired(&app).await
     });
+    spawn_resync(app, &stop);
     stop
+}
+
+/// Re-assert this instance's state whenever the backend may have lost it.
+fn spawn_resync(app: &App, stop: &CancellationToken) {
+    let app = app.clone();
+    let stop = stop.clone();
+    let mut events = app.backend.resync_events();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = events.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reassert(&app).await;
+                }
+            }
+        }
+    });
+}
+
+/// Write back everything the local sockets prove: the instance record,
+/// each connection's presence, channel interest and memberships, and
+/// session memberships of sessions that still exist.
+pub async fn reassert(app: &App) {
+    register_instance(app).await;
+    for (channel, count) in app.hub.local_interest() {
+        if let Err(e) = app.backend.set_interest(&channel, count).await {
+            tracing::warn!(%channel, error = %e, "re-asserting interest failed");
+        }
+    }
+    for conn in app.hub.all() {
+        crate::conn::publish_presence(app, &conn).await;
+        crate::rpc::channels::reassert(app, &conn).await;
+        crate::rpc::sessions::reassert(app, &conn).await;
+    }
+    tracing::info!(connections = app.hub.len(), "state re-asserted");
 }
 
 /// Run `f` every `period` until `stop` is cancelled.

@@ -76,7 +76,7 @@ async fn admit(
         selected_protocol,
     } = auth::extract(headers, query).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
     let identity = match credential {
-        Some(credential) => Some(super::http::authenticate(app, ip, &credential, "upgrade").await?),
+        Some(credential) => Some(super::guard::verify(app, ip, &credential, "upgrade").await?),
         None => app.auth.none_identity(),
     };
     let ip_slot = app

@@ -89,10 +89,31 @@ pub struct TestServer {
     pub app: App,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The Redis this server uses when the suite runs on the Redis backend.
+    pub redis: Option<RedisProcess>,
+}
+
+/// Whether the behaviour suite runs on the Redis backend
+/// (`SWITCHYARD_TEST_BACKEND=redis`).
+pub fn redis_mode() -> bool {
+    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|b| b == "redis")
 }
 
 impl TestServer {
-    pub async fn start(config: Config) -> Self {
+    /// Start on `config`; in Redis mode with a fresh `redis-server` of its
+    /// own unless `config.redis_url` is set already.
+    pub async fn start(mut config: Config) -> Self {
+        let redis = (redis_mode() && config.redis_url.is_none()).then(RedisProcess::start);
+        if let Some(redis) = &redis {
+            config.redis_url = Some(redis.url());
+        }
+        let mut server = Self::start_on(config).await;
+        server.redis = redis;
+        server
+    }
+
+    /// Start exactly on `config` (cluster tests share one Redis).
+    pub async fn start_on(config: Config) -> Self {
         let app = server::build(config).await.expect("server builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -107,6 +128,7 @@ impl TestServer {
             app,
             stop: Some(stop),
             task: Some(task),
+            redis: None,
         }
     }
 
@@ -456,4 +478,78 @@ fn dechunk(mut rest: &str) -> String {
         rest = tail[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A `redis-server` of a test's own on a free port, killed on drop. It
+/// keeps nothing on disk, so a restart starts empty.
+pub struct RedisProcess {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisProcess {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { child: None, port };
+        redis.spawn();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if self.cli(&["PING"]).is_some_and(|r| r.trim() == "PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    /// Run `redis-cli` against this server; its stdout when it succeeded.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Kill the server (SIGKILL): its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

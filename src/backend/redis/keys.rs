@@ -1,0 +1,135 @@
+//! The Redis key and channel schema (documented in `docs/redis.md`).
+//!
+//! Every multi-key structure shares the hash tag `{<prefix>}` so Lua scripts
+//! that touch several of them run on one Redis Cluster slot. Rate-limit
+//! windows are single-key and carry their own tag so they spread over
+//! shards. Pub/sub channels are not keys and carry no tag.
+
+/// Builds every key and channel name from the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// `<prefix>:{<prefix>}` — the shared-slot stem.
+    stem: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            stem: format!("{prefix}:{{{prefix}}}"),
+        }
+    }
+
+    /// Hash: instance id → JSON `InstanceInfo`.
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.stem)
+    }
+    /// String with TTL `node_ttl`: the instance's generation while alive.
+    pub fn alive(&self, instance: &str) -> String {
+        format!("{}:alive:{instance}", self.stem)
+    }
+    /// Hash: conn id → JSON `PresenceEntry`.
+    pub fn conns(&self) -> String {
+        format!("{}:conns", self.stem)
+    }
+    /// Hash: conn id → instance id holding it.
+    pub fn owners(&self) -> String {
+        format!("{}:owners", self.stem)
+    }
+    /// Hash: conn id → presence member JSON (or "") of a channel.
+    pub fn subscribers(&self, channel: &str) -> String {
+        format!("{}:subs:{channel}", self.stem)
+    }
+    /// Hash: channel → explicit subscriber count.
+    pub fn channel_index(&self) -> String {
+        format!("{}:channels", self.stem)
+    }
+    /// Set: channels a connection joined (to reap them).
+    pub fn conn_channels(&self, conn: &str) -> String {
+        format!("{}:cchans:{conn}", self.stem)
+    }
+    /// Hash: instance id → local socket count subscribed to a channel.
+    pub fn interest(&self, channel: &str) -> String {
+        format!("{}:interest:{channel}", self.stem)
+    }
+    /// Set: channels an instance reported interest in (to reap them).
+    pub fn instance_channels(&self, instance: &str) -> String {
+        format!("{}:ichans:{instance}", self.stem)
+    }
+    /// Hash {data, rev}: one session.
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:session:{id}", self.stem)
+    }
+    /// Set: every session id.
+    pub fn session_index(&self) -> String {
+        format!("{}:sessions", self.stem)
+    }
+    /// Set: sessions a connection owns.
+    pub fn owned(&self, conn: &str) -> String {
+        format!("{}:owned:{conn}", self.stem)
+    }
+    /// Set: sessions a connection is a member of.
+    pub fn member_of(&self, conn: &str) -> String {
+        format!("{}:memberof:{conn}", self.stem)
+    }
+    /// Sorted set: detached session id → detached-at ms.
+    pub fn detached(&self) -> String {
+        format!("{}:detached", self.stem)
+    }
+    /// String with TTL: the reaper lock.
+    pub fn reaper_lock(&self) -> String {
+        format!("{}:reaper", self.stem)
+    }
+    /// Sorted set: one sliding window.
+    pub fn rate(&self, key: &str) -> String {
+        format!("{}:rl:{{{key}}}", self.prefix)
+    }
+
+    /// Pub/sub: fan-out of a channel.
+    pub fn channel_topic(&self, channel: &str) -> String {
+        format!("{}:ch:{channel}", self.prefix)
+    }
+    /// Prefix of channel topics, to recover the channel name.
+    pub fn channel_topic_prefix(&self) -> String {
+        format!("{}:ch:", self.prefix)
+    }
+    /// Pub/sub: an instance's inbox.
+    pub fn inbox(&self, instance: &str) -> String {
+        format!("{}:inbox:{instance}", self.prefix)
+    }
+    /// Prefix of inbox channels (the Lua router appends the owner).
+    pub fn inbox_prefix(&self) -> String {
+        format!("{}:inbox:", self.prefix)
+    }
+    /// Pub/sub pattern of external notifications.
+    pub fn notify_pattern(&self) -> String {
+        format!("{}:notify:*", self.prefix)
+    }
+    /// Prefix of external notification channels.
+    pub fn notify_prefix(&self) -> String {
+        format!("{}:notify:", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_keys_share_one_hash_tag() {
+        let k = Keys::new("sy");
+        for key in [
+            k.conns(),
+            k.owners(),
+            k.session("a"),
+            k.owned("c"),
+            k.subscribers("x"),
+        ] {
+            assert!(key.starts_with("sy:{sy}:"), "{key}");
+        }
+        assert_eq!(k.rate("connect:1.2.3.4"), "sy:rl:{connect:1.2.3.4}");
+        assert_eq!(k.channel_topic("public:a"), "sy:ch:public:a");
+        assert_eq!(k.notify_pattern(), "sy:notify:*");
+    }
+}

@@ -1,0 +1,374 @@
+//! Pub/sub: channel fan-out, instance inboxes, external notifications and
+//! the canary that proves the subscriber connection delivers.
+//!
+//! Payloads are plain text so a message is parsed once:
+//! - channel topic `<p>:ch:<channel>`: `0<frame>` or `1<frame>` (1 = the
+//!   channel ends after this frame);
+//! - inbox `<p>:inbox:<instance>`: `c<conn>\n<frame>` (one connection),
+//!   `k<conn>\n<code>\n<reason>` (kick), `p<sent ms>` (canary);
+//! - `<p>:notify:<channel>`: JSON `{channel?, event, data, timestamp?}` from
+//!   any process (see [`notify_frame`]).
+
+use super::{RedisBackend, unavailable};
+use crate::backend::{BackendError, BackendResult, Envelope};
+use crate::protocol::{Frame, frame, now_ms};
+use fred::prelude::{EventInterface, PubsubInterface};
+use fred::types::Message;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How often the canary goes round.
+const CANARY_EVERY: Duration = Duration::from_secs(2);
+/// Canary silence after which the subscriber counts as stalled.
+const CANARY_STALL: Duration = Duration::from_secs(5);
+
+/// Subscribe the inbox and the notify pattern, then run the message loop
+/// and the canary.
+pub async fn start(backend: &RedisBackend) -> BackendResult<()> {
+    let shared = backend.shared();
+    let attached = backend.attached()?;
+    // Subscriptions made through the subscriber client are re-issued by
+    // fred after every reconnect.
+    drop(shared.subscriber.manage_subscriptions());
+    shared
+        .subscriber
+        .subscribe(shared.keys.inbox(&attached.id))
+        .await
+        .map_err(unavailable)?;
+    shared
+        .subscriber
+        .psubscribe(shared.keys.notify_pattern())
+        .await
+        .map_err(unavailable)?;
+    let me = backend.clone();
+    let mut messages = shared.subscriber.message_rx();
+    tokio::spawn(async move {
+        loop {
+            match messages.recv().await {
+                Ok(message) => me.on_message(message).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("switchyard_pubsub_dropped_total").increment(n);
+                    tracing::error!(dropped = n, "pub/sub receiver lagged; messages lost");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    spawn_canary(backend);
+    Ok(())
+}
+
+impl RedisBackend {
+    async fn on_message(&self, message: Message) {
+        let shared = self.shared();
+        let Ok(attached) = self.attached() else {
+            return;
+        };
+        let Some(text) = message.value.as_str() else {
+            metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
+            return;
+        };
+        let topic: &str = &message.channel;
+        if let Some(channel) = topic.strip_prefix(&shared.keys.channel_topic_prefix()) {
+            if let Some(envelope) = decode_channel(channel, &text) {
+                attached.inbox.deliver(envelope);
+            }
+        } else if let Some(channel) = topic.strip_prefix(&shared.keys.notify_prefix()) {
+            self.on_notify(channel, &text).await;
+        } else if let Some(sent) = text.strip_prefix('p') {
+            let sent: u64 = sent.parse().unwrap_or(0);
+            let lag = now_ms().saturating_sub(sent);
+            metrics::gauge!("switchyard_pubsub_lag_seconds").set(lag as f64 / 1000.0);
+            shared.canary_seen_ms.store(now_ms(), Ordering::Relaxed);
+            if !shared.pubsub_ok.swap(true, Ordering::SeqCst) {
+                tracing::info!("pub/sub delivers again");
+            }
+        } else if let Some(envelope) = decode_inbox(&text) {
+            attached.inbox.deliver(envelope);
+        } else {
+            metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
+        }
+    }
+
+    /// An external notification: everyone (`global`), a session's owner
+    /// (`agent:<sessionId>`), approvers (`approval`) or a channel.
+    async fn on_notify(&self, channel: &str, text: &str) {
+        let Some(frame) = notify_frame(channel, text) else {
+            metrics::counter!("switchyard_notify_malformed_total").increment(1);
+            tracing::warn!(%channel, "malformed notification ignored");
+            return;
+        };
+        let Ok(attached) = self.attached() else {
+            return;
+        };
+        if let Some(session_id) = channel.strip_prefix("agent:") {
+            // Every instance gets the pattern message; only the one holding
+            // the owner's socket delivers it.
+            if let Ok(Some(record)) = self.session(session_id).await
+                && let Some(owner) = record.owner
+            {
+                attached.inbox.deliver(Envelope::Conn {
+                    conn_id: owner,
+                    frame,
+                });
+            }
+            return;
+        }
+        attached.inbox.deliver(Envelope::Channel {
+            channel: channel.to_owned(),
+            frame,
+            last: false,
+        });
+    }
+
+    async fn session(&self, id: &str) -> BackendResult<Option<crate::backend::SessionRecord>> {
+        Ok(super::sessions::load(self, id).await?.map(|(r, _)| r))
+    }
+}
+
+/// The `notify` frame of an external notification, if it is well formed.
+pub fn notify_frame(channel: &str, text: &str) -> Option<Frame> {
+    let Value::Object(body) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    let event = body.get("event").and_then(Value::as_str)?;
+    let timestamp = body
+        .get("timestamp")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(now_ms);
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    Some(frame::notification(
+        "notify",
+        &json!({ "channel": channel, "event": event, "data": data, "timestamp": timestamp }),
+    ))
+}
+
+fn decode_channel(channel: &str, text: &str) -> Option<Envelope> {
+    let (flag, frame) = text.split_at_checked(1)?;
+    Some(Envelope::Channel {
+        channel: channel.to_owned(),
+        frame: Frame::from(frame.to_owned()),
+        last: flag == "1",
+    })
+}
+
+fn decode_inbox(text: &str) -> Option<Envelope> {
+    let (kind, rest) = text.split_at_checked(1)?;
+    let (conn_id, rest) = rest.split_once('\n')?;
+    match kind {
+        "c" => Some(Envelope::Conn {
+            conn_id: conn_id.to_owned(),
+            frame: Frame::from(rest.to_owned()),
+        }),
+        "k" => {
+            let (code, reason) = rest.split_once('\n')?;
+            Some(Envelope::Kick {
+                conn_id: conn_id.to_owned(),
+                code: code.parse().ok()?,
+                reason: reason.to_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
+    match envelope {
+        Envelope::Conn { conn_id, frame } => {
+            Some((conn_id, format!("c{conn_id}\n{}", frame.as_str())))
+        }
+        Envelope::Kick {
+            conn_id,
+            code,
+            reason,
+        } => Some((conn_id, format!("k{conn_id}\n{code}\n{reason}"))),
+        Envelope::Channel { .. } => None,
+    }
+}
+
+/// Publish a frame on a channel; returns the sockets subscribed to it.
+pub async fn publish(
+    backend: &RedisBackend,
+    channel: &str,
+    frame: &Frame,
+    last: bool,
+) -> BackendResult<usize> {
+    let client = backend.ready()?;
+    let shared = backend.shared();
+    let payload = format!("{}{}", if last { '1' } else { '0' }, frame.as_str());
+    let count: i64 = shared
+        .scripts
+        .publish
+        .evalsha_with_reload(
+            client,
+            vec![shared.keys.interest(channel)],
+            vec![shared.keys.channel_topic(channel), payload],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(count.max(0) as usize)
+}
+
+/// Look the connection's owner up and publish to its inbox, in one round
+/// trip (Lua). A connection held here is served without Redis.
+pub async fn send_to_conn(backend: &RedisBackend, envelope: Envelope) -> BackendResult<bool> {
+    let shared = backend.shared();
+    let attached = backend.attached()?;
+    let Some((conn_id, payload)) = encode_inbox(&envelope) else {
+        return Err(BackendError::Internal(
+            "channel envelope sent to a conn".into(),
+        ));
+    };
+    let conn_id = conn_id.to_owned();
+    if attached.inbox.deliver(envelope) > 0 {
+        return Ok(true);
+    }
+    let client = backend.ready()?;
+    let found: i64 = shared
+        .scripts
+        .route
+        .evalsha_with_reload(
+            client,
+            vec![shared.keys.owners()],
+            vec![conn_id, shared.keys.inbox_prefix(), payload],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(found == 1)
+}
+
+/// Record this instance's local count for a channel and (un)subscribe the
+/// channel topic on the 0 ↔ 1 transitions.
+pub async fn set_interest(
+    backend: &RedisBackend,
+    channel: &str,
+    count: usize,
+) -> BackendResult<()> {
+    use fred::prelude::{HashesInterface, SetsInterface};
+    let client = backend.ready()?;
+    let shared = backend.shared();
+    let instance = &backend.attached()?.id;
+    let topic = shared.keys.channel_topic(channel);
+    let was = {
+        let mut interest = shared.interest.lock().unwrap_or_else(|p| p.into_inner());
+        if count == 0 {
+            interest.remove(channel)
+        } else {
+            interest.insert(channel.to_owned(), count)
+        }
+    };
+    if count == 0 {
+        let (a, b) = tokio::join!(
+            client.hdel::<(), _, _>(shared.keys.interest(channel), instance.as_str()),
+            client.srem::<(), _, _>(shared.keys.instance_channels(instance), channel),
+        );
+        a.and(b).map_err(unavailable)?;
+        if was.is_some() {
+            shared
+                .subscriber
+                .unsubscribe(topic)
+                .await
+                .map_err(unavailable)?;
+        }
+        return Ok(());
+    }
+    if was.is_none() {
+        shared
+            .subscriber
+            .subscribe(topic)
+            .await
+            .map_err(unavailable)?;
+    }
+    let (a, b) = tokio::join!(
+        client.hset::<(), _, _>(
+            shared.keys.interest(channel),
+            (instance.as_str(), count as i64)
+        ),
+        client.sadd::<(), _, _>(shared.keys.instance_channels(instance), channel),
+    );
+    a.and(b).map_err(unavailable)
+}
+
+/// Every few seconds send a canary through this instance's own inbox; when
+/// none has come back for a while the subscriber is stalled: report
+/// unavailable (`/ready` 503) and re-subscribe everything.
+fn spawn_canary(backend: &RedisBackend) {
+    let me = backend.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(CANARY_EVERY);
+        loop {
+            ticker.tick().await;
+            let shared = me.shared();
+            let Ok(attached) = me.attached() else {
+                return;
+            };
+            if let Ok(client) = me.ready() {
+                let _ = client
+                    .publish::<(), _, _>(shared.keys.inbox(&attached.id), format!("p{}", now_ms()))
+                    .await;
+            }
+            let silent = now_ms().saturating_sub(shared.canary_seen_ms.load(Ordering::Relaxed));
+            if silent > CANARY_STALL.as_millis() as u64 && me.ready().is_ok() {
+                if shared.pubsub_ok.swap(false, Ordering::SeqCst) {
+                    tracing::error!(silent_ms = silent, "pub/sub stalled; re-subscribing");
+                }
+                metrics::counter!("switchyard_pubsub_resubscribes_total").increment(1);
+                if let Err(e) = shared.subscriber.resubscribe_all().await {
+                    tracing::warn!(error = %e, "re-subscribe failed");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_payloads_round_trip() {
+        let kick = Envelope::Kick {
+            conn_id: "c1".into(),
+            code: 4003,
+            reason: "bye\nnow".into(),
+        };
+        let (_, payload) = encode_inbox(&kick).unwrap();
+        match decode_inbox(&payload).unwrap() {
+            Envelope::Kick {
+                conn_id,
+                code,
+                reason,
+            } => {
+                assert_eq!(
+                    (conn_id.as_str(), code, reason.as_str()),
+                    ("c1", 4003, "bye\nnow")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let conn = Envelope::Conn {
+            conn_id: "c2".into(),
+            frame: Frame::from("{\"a\":\"x\\ny\"}"),
+        };
+        let (_, payload) = encode_inbox(&conn).unwrap();
+        assert!(
+            matches!(decode_inbox(&payload), Some(Envelope::Conn { frame, .. }) if frame.as_str() == "{\"a\":\"x\\ny\"}")
+        );
+        assert!(decode_inbox("").is_none());
+        assert!(decode_inbox("zc\nx").is_none());
+    }
+
+    #[test]
+    fn notifications_need_an_event() {
+        let f = notify_frame("global", r#"{"event":"e","data":{"x":1},"timestamp":5}"#).unwrap();
+        let v: Value = serde_json::from_str(f.as_str()).unwrap();
+        assert_eq!(
+            v["params"],
+            json!({"channel":"global","event":"e","data":{"x":1},"timestamp":5})
+        );
+        for bad in ["", "[]", "{}", "{\"event\":3}", "not json"] {
+            assert!(notify_frame("x", bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Cleaning up after dead instances.
+//!
+//! Every instance runs the loop; one at a time does the work, under a
+//! short Redis lock. An instance is dead when its `alive` key (TTL
+//! `node_ttl`, refreshed by its heartbeat) is gone; its connections are then
+//! removed, with `presence.leave` published on the presence channels they
+//! had joined, their sessions detached (starting the resume window), and
+//! its interest counts dropped. Records of this instance's own id but an
+//! older generation (a previous run that crashed) are reaped the same way.
+
+use super::{RedisBackend, unavailable};
+use crate::backend::{Backend, BackendResult, PresenceEntry};
+use crate::protocol::{frame, now_ms};
+use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How often the reaper looks.
+const EVERY: Duration = Duration::from_secs(2);
+
+pub fn start(backend: &RedisBackend) {
+    let me = backend.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(EVERY);
+        loop {
+            ticker.tick().await;
+            if me.ready().is_err() {
+                continue;
+            }
+            match me.take_lock().await {
+                Ok(true) => {
+                    if let Err(e) = me.reap().await {
+                        tracing::warn!(error = %e, "reaping failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "reaper lock"),
+            }
+        }
+    });
+}
+
+impl RedisBackend {
+    async fn take_lock(&self) -> BackendResult<bool> {
+        let client = self.ready()?;
+        let id = &self.attached()?.id;
+        let got: Option<String> = client
+            .set(
+                self.shared().keys.reaper_lock(),
+                id.as_str(),
+                Some(Expiration::PX(EVERY.as_millis() as i64 * 2)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(got.is_some())
+    }
+
+    /// One pass: find dead generations and remove what they own.
+    async fn reap(&self) -> BackendResult<()> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let me = self.attached()?;
+        let conns: HashMap<String, String> =
+            client.hgetall(keys.conns()).await.map_err(unavailable)?;
+        let mut alive: HashMap<String, Option<u64>> = HashMap::new();
+        for raw in conns.values() {
+            let Ok(entry) = serde_json::from_str::<PresenceEntry>(raw) else {
+                continue;
+            };
+            if !alive.contains_key(&entry.node_id) {
+                let generation: Option<String> = client
+                    .get(keys.alive(&entry.node_id))
+                    .await
+                    .map_err(unavailable)?;
+                alive.insert(
+                    entry.node_id.clone(),
+                    generation.and_then(|g| g.parse().ok()),
+                );
+            }
+            let live_generation = alive.get(&entry.node_id).copied().flatten();
+            let dead = match live_generation {
+                None => true,
+                Some(g) => g != entry.generation,
+            };
+            // Our own current records are never reaped here.
+            let ours = entry.node_id == me.id && entry.generation == me.generation;
+            if dead && !ours {
+                self.reap_connection(&entry).await?;
+            }
+        }
+        self.reap_instances(&alive).await
+    }
+
+    async fn reap_connection(&self, entry: &PresenceEntry) -> BackendResult<()> {
+        tracing::info!(conn = %entry.conn_id, instance = %entry.node_id, "reaping a dead connection");
+        metrics::counter!("switchyard_reaped_connections_total").increment(1);
+        for channel in self.conn_channels(&entry.conn_id).await? {
+            if let Some(member) = self.leave_channel(&channel, &entry.conn_id).await? {
+                let leave = frame::notification(
+                    "presence.leave",
+                    &json!({
+                        "channel": channel,
+                        "connId": member.conn_id,
+                        "identity": member.identity,
+                        "client": member.client,
+                        "timestamp": now_ms(),
+                    }),
+                );
+                self.publish(&channel, leave, false).await?;
+            }
+        }
+        self.detach_connection(&entry.conn_id, now_ms()).await?;
+        self.remove_connection(&entry.conn_id).await
+    }
+
+    /// Drop instance records and interest counts of instances that are gone.
+    async fn reap_instances(&self, seen: &HashMap<String, Option<u64>>) -> BackendResult<()> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let instances: HashMap<String, String> = client
+            .hgetall(keys.instances())
+            .await
+            .map_err(unavailable)?;
+        for id in instances.keys() {
+            let generation = match seen.get(id) {
+                Some(g) => *g,
+                None => client
+                    .get::<Option<String>, _>(keys.alive(id))
+                    .await
+                    .map_err(unavailable)?
+                    .and_then(|g| g.parse().ok()),
+            };
+            if generation.is_some() {
+                continue;
+            }
+            tracing::info!(instance = %id, "reaping a dead instance");
+            let channels: Vec<String> = client
+                .smembers(keys.instance_channels(id))
+                .await
+                .map_err(unavailable)?;
+            for channel in channels {
+                client
+                    .hdel::<(), _, _>(keys.interest(&channel), id.as_str())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            client
+                .del::<(), _>(keys.instance_channels(id))
+                .await
+                .map_err(unavailable)?;
+            client
+                .hdel::<(), _, _>(keys.instances(), id.as_str())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! Lua scripts: every decision that reads and writes several keys runs
+//! atomically in Redis, loaded once and called by SHA (reloaded after a
+//! Redis restart by `evalsha_with_reload`).
+
+use fred::types::scripts::Script;
+
+/// Sliding window. KEYS: window zset. ARGV: now, window_ms, limit, want,
+/// unique id. Returns {granted, count, retry_after_ms}. `want = 0` peeks.
+const RATE: &str = r#"
+local key = KEYS[1]
+local now, win = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, want = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+local count = redis.call('ZCARD', key)
+local granted = math.max(0, math.min(limit - count, want))
+for i = 1, granted do
+  redis.call('ZADD', key, now, ARGV[5] .. ':' .. i)
+end
+if granted > 0 then redis.call('PEXPIRE', key, win) end
+local retry = 0
+if count >= limit then
+  local idx = math.max(0, count - limit)
+  local oldest = redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')
+  local t = now
+  if oldest[2] then t = tonumber(oldest[2]) end
+  retry = math.max(1, t + win - now)
+end
+return {granted, count + granted, retry}
+"#;
+
+/// Targeted delivery in one round trip. KEYS: owners hash. ARGV: conn id,
+/// inbox prefix, payload. Returns 1 when an owner was found.
+const ROUTE: &str = r#"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return 0 end
+redis.call('PUBLISH', ARGV[2] .. owner, ARGV[3])
+return 1
+"#;
+
+/// Publish and count. KEYS: interest hash of the channel. ARGV: topic,
+/// payload. Returns the sockets subscribed cluster-wide.
+const PUBLISH: &str = r#"
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+return total
+"#;
+
+/// KEYS: subscribers hash, channel index, conn channels. ARGV: conn,
+/// member JSON or "", channel.
+const JOIN: &str = r#"
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+"#;
+
+/// KEYS: subscribers hash, channel index, conn channels. ARGV: conn,
+/// channel. Returns the member JSON that was removed ("" if none).
+const LEAVE: &str = r#"
+local member = redis.call('HGET', KEYS[1], ARGV[1])
+if member then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+end
+redis.call('SREM', KEYS[3], ARGV[2])
+return member or ''
+"#;
+
+/// KEYS: session, owned(owner), index, member-of(owner). ARGV: data,
+/// max owned, id. Returns 1, -1 (exists) or -2 (owner at its limit).
+const CREATE_SESSION: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -2 end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'rev', 1)
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 1
+"#;
+
+/// Compare-and-set of a session. KEYS[1]: session; KEYS[2..]: keys of the
+/// side operations. ARGV: expected rev, new data ("" deletes the session),
+/// then groups of four: op (sadd|srem|zadd|zrem), key index, member, score.
+/// Returns 1, 0 (rev changed: retry) or -1 (gone).
+const CAS_SESSION: &str = r#"
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if not rev then return -1 end
+if rev ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'data', ARGV[2], 'rev', tonumber(rev) + 1)
+end
+local i = 3
+while i + 3 <= #ARGV do
+  local op, k, m = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
+  if op == 'sadd' then redis.call('SADD', k, m)
+  elseif op == 'srem' then redis.call('SREM', k, m)
+  elseif op == 'zadd' then redis.call('ZADD', k, ARGV[i + 3], m)
+  elseif op == 'zrem' then redis.call('ZREM', k, m)
+  end
+  i = i + 4
+end
+return 1
+"#;
+
+/// All scripts, hashed once.
+pub struct Scripts {
+    pub rate: Script,
+    pub route: Script,
+    pub publish: Script,
+    pub join: Script,
+    pub leave: Script,
+    pub create_session: Script,
+    pub cas_session: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            rate: Script::from_lua(RATE),
+            route: Script::from_lua(ROUTE),
+            publish: Script::from_lua(PUBLISH),
+            join: Script::from_lua(JOIN),
+            leave: Script::from_lua(LEAVE),
+            create_session: Script::from_lua(CREATE_SESSION),
+            cas_session: Script::from_lua(CAS_SESSION),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Sessions in Redis: one hash `{data, rev}` per session, changed only by
+//! compare-and-set.
+//!
+//! Every change reads the record, computes the new one in Rust (members,
+//! JSON merge patch) and writes it with the `CAS_SESSION` script, which
+//! also maintains the side indexes (owned-by, member-of, detached) in the
+//! same atomic step. A concurrent change makes the script refuse and the
+//! change is recomputed on the fresh record. Creation is its own script
+//! (id uniqueness and the owner's session count).
+
+use super::{RedisBackend, json, parse, unavailable};
+use crate::backend::{BackendError, BackendResult, SessionRecord};
+use fred::prelude::{HashesInterface, SetsInterface, SortedSetsInterface};
+use serde_json::Value;
+
+/// Attempts before a contended change gives up.
+const CAS_ATTEMPTS: usize = 32;
+
+pub async fn create(
+    backend: &RedisBackend,
+    record: SessionRecord,
+    max_owned: usize,
+) -> BackendResult<()> {
+    let client = backend.ready()?;
+    let keys = &backend.shared().keys;
+    let owner = record.owner.clone().unwrap_or_default();
+    let outcome: i64 = backend
+        .shared()
+        .scripts
+        .create_session
+        .evalsha_with_reload(
+            client,
+            vec![
+                keys.session(&record.session_id),
+                keys.owned(&owner),
+                keys.session_index(),
+                keys.member_of(&owner),
+            ],
+            vec![
+                json(&record)?,
+                max_owned.to_string(),
+                record.session_id.clone(),
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    match outcome {
+        1 => Ok(()),
+        -1 => Err(BackendError::Conflict("session already exists".into())),
+        _ => Err(BackendError::Limit("sessions per connection", max_owned)),
+    }
+}
+
+/// The record and its revision.
+pub async fn load(
+    backend: &RedisBackend,
+    id: &str,
+) -> BackendResult<Option<(SessionRecord, String)>> {
+    let client = backend.ready()?;
+    let (data, rev): (Option<String>, Option<String>) = client
+        .hmget(backend.shared().keys.session(id), vec!["data", "rev"])
+        .await
+        .map_err(unavailable)?;
+    match (data, rev) {
+        (Some(data), Some(rev)) => Ok(Some((parse(&data)?, rev))),
+        _ => Ok(None),
+    }
+}
+
+pub async fn all(backend: &RedisBackend) -> BackendResult<Vec<SessionRecord>> {
+    let client = backend.ready()?;
+    let ids: Vec<String> = client
+        .smembers(backend.shared().keys.session_index())
+        .await
+        .map_err(unavailable)?;
+    let loads = ids.iter().map(|id| load(backend, id));
+    let mut records: Vec<SessionRecord> = futures_util::future::try_join_all(loads)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|(r, _)| r)
+        .collect();
+    records.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then(a.session_id.cmp(&b.session_id))
+    });
+    Ok(records)
+}
+
+/// A side-index change applied together with a CAS.
+enum Side {
+    Add(String, String),
+    Remove(String, String),
+    Detached(String, u64),
+    Attached(String),
+}
+
+/// What a change decided.
+enum Change {
+    Write(SessionRecord, Vec<Side>),
+    Delete(Vec<Side>),
+    /// Nothing to write; answer with this record.
+    Keep(SessionRecord),
+}
+
+/// Read-modify-CAS until it sticks.
+async fn update<F>(
+    backend: &RedisBackend,
+    id: &str,
+    mut change: F,
+) -> BackendResult<Option<SessionRecord>>
+where
+    F: FnMut(SessionRecord) -> BackendResult<Change>,
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let Some((record, rev)) = load(backend, id).await? else {
+            return Err(BackendError::NotFound("session"));
+        };
+        let before = record.clone();
+        let (data, sides, result) = match change(record)? {
+            Change::Keep(record) => return Ok(Some(record)),
+            Change::Write(record, sides) => (json(&record)?, sides, Some(record)),
+            Change::Delete(sides) => (String::new(), sides, Some(before)),
+        };
+        match cas(backend, id, &rev, data, sides).await? {
+            1 => return Ok(result),
+            -1 => return Err(BackendError::NotFound("session")),
+            _ => continue,
+        }
+    }
+    Err(BackendError::Conflict(
+        "session is changing too fast; retry".into(),
+    ))
+}
+
+async fn cas(
+    backend: &RedisBackend,
+    id: &str,
+    rev: &str,
+    data: String,
+    sides: Vec<Side>,
+) -> BackendResult<i64> {
+    let client = backend.ready()?;
+    let keys = &backend.shared().keys;
+    let mut key_list = vec![keys.session(id)];
+    let mut args = vec![rev.to_owned(), data];
+    for side in sides {
+        let (op, key, member, score) = match side {
+            Side::Add(key, member) => ("sadd", key, member, String::new()),
+            Side::Remove(key, member) => ("srem", key, member, String::new()),
+            Side::Detached(member, at) => ("zadd", keys.detached(), member, at.to_string()),
+            Side::Attached(member) => ("zrem", keys.detached(), member, String::new()),
+        };
+        key_list.push(key);
+        args.extend([op.to_owned(), key_list.len().to_string(), member, score]);
+    }
+    backend
+        .shared()
+        .scripts
+        .cas_session
+        .evalsha_with_reload(client, key_list, args)
+        .await
+        .map_err(unavailable)
+}
+
+pub async fn join(
+    backend: &RedisBackend,
+    id: &str,
+    conn_id: &str,
+    identity: &str,
+) -> BackendResult<SessionRecord> {
+    let member_of = backend.shared().keys.member_of(conn_id);
+    let updated = update(backend, id, |mut rec| {
+        if rec.members.iter().any(|m| m == conn_id) {
+            return Ok(Change::Keep(rec));
+        }
+        if rec.members.len() >= rec.max_members {
+            return Err(BackendError::Limit("session members", rec.max_members));
+        }
+        rec.members.push(conn_id.to_owned());
+        rec.member_identities.push(identity.to_owned());
+        rec.updated_at = crate::protocol::now_ms();
+        Ok(Change::Write(
+            rec,
+            vec![Side::Add(member_of.clone(), id.to_owned())],
+        ))
+    })
+    .await?;
+    updated.ok_or(BackendError::NotFound("session"))
+}
+
+pub async fn leave(
+    backend: &RedisBackend,
+    id: &str,
+    conn_id: &str,
+    now_ms: u64,
+) -> BackendResult<SessionRecord> {
+    let keys = backend.shared().keys.clone();
+    let updated = update(backend, id, |mut rec| {
+        let mut sides = vec![Side::Remove(keys.member_of(conn_id), id.to_owned())];
+        if rec.owner.as_deref() == Some(conn_id) {
+            sides.push(Side::Remove(keys.owned(conn_id), id.to_owned()));
+            sides.push(Side::Detached(id.to_owned(), now_ms));
+        }
+        crate::backend::remove_member(&mut rec, conn_id, now_ms);
+        Ok(Change::Write(rec, sides))
+    })
+    .await?;
+    updated.ok_or(BackendError::NotFound("session"))
+}
+
+pub async fn patch(
+    backend: &RedisBackend,
+    id: &str,
+    patch: &Value,
+    base_version: Option<u64>,
+) -> BackendResult<SessionRecord> {
+    let updated = update(backend, id, |mut rec| {
+        if let Some(base) = base_version
+            && base != rec.version
+        {
+            return Err(BackendError::Conflict(format!(
+                "version is {}, not {base}",
+                rec.version
+            )));
+        }
+        json_patch::merge(&mut rec.meta, patch);
+        rec.version += 1;
+        rec.updated_at = crate::protocol::now_ms();
+        Ok(Change::Write(rec, Vec::new()))
+    })
+    .await?;
+    updated.ok_or(BackendError::NotFound("session"))
+}
+
+pub async fn close(backend: &RedisBackend, id: &str) -> BackendResult<Option<SessionRecord>> {
+    let keys = backend.shared().keys.clone();
+    let outcome = update(backend, id, |rec| {
+        let mut sides = vec![
+            Side::Remove(keys.session_index(), id.to_owned()),
+            Side::Attached(id.to_owned()),
+        ];
+        if let Some(owner) = &rec.owner {
+            sides.push(Side::Remove(keys.owned(owner), id.to_owned()));
+        }
+        for member in &rec.members {
+            sides.push(Side::Remove(keys.member_of(member), id.to_owned()));
+        }
+        Ok(Change::Delete(sides))
+    })
+    .await;
+    match outcome {
+        Err(BackendError::NotFound(_)) => Ok(None),
+        other => other,
+    }
+}
+
+pub async fn detach_connection(
+    backend: &RedisBackend,
+    conn_id: &str,
+    now_ms: u64,
+) -> BackendResult<Vec<String>> {
+    let client = backend.ready()?;
+    let keys = &backend.shared().keys;
+    let mut ids: Vec<String> = client
+        .sunion(vec![keys.member_of(conn_id), keys.owned(conn_id)])
+        .await
+        .map_err(unavailable)?;
+    ids.sort();
+    let mut touched = Vec::new();
+    for id in ids {
+        match leave(backend, &id, conn_id, now_ms).await {
+            Ok(_) => touched.push(id),
+            Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(touched)
+}
+
+pub async fn expired(backend: &RedisBackend, cutoff_ms: u64) -> BackendResult<Vec<String>> {
+    let client = backend.ready()?;
+    client
+        .zrangebyscore(
+            backend.shared().keys.detached(),
+            "-inf",
+            cutoff_ms as f64,
+            false,
+            None,
+        )
+        .await
+        .map_err(unavailable)
+}
