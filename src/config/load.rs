@@ -916,6 +916,7 @@ fn validate_timings(l: &super::Limits) -> Result<(), ConfigError> {
         "limits.handshake_timeout_ms",
     )?;
     in_range(l.presence_tick_ms, 100, u64::MAX, "limits.presence_tick_ms")?;
+    in_range(l.node_ttl_ms, 300, 600_000, "limits.node_ttl_ms")?;
     in_range(l.drain_deadline_ms, 0, 600_000, "limits.drain_deadline_ms")?;
     ensure(
         l.client_timeout_ms > l.heartbeat_ms,

@@ -9,14 +9,18 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often the instance record is refreshed.
-const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often the instance record is refreshed: at most every 2 s and at
+/// least three times per `node_ttl`, so one late beat never looks like a
+/// death.
+fn heartbeat_period(app: &App) -> Duration {
+    (app.config.limits.node_ttl() / 3).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
 /// How often expired sessions are looked for.
 const JANITOR: Duration = Duration::from_secs(1);
 
 pub fn spawn_all(app: &App) -> CancellationToken {
     let stop = CancellationToken::new();
-    every(app, &stop, HEARTBEAT, |app| async move {
+    every(app, &stop, heartbeat_period(app), |app| async move {
         register_instance(&app).await
     });
     every(

@@ -16,13 +16,16 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How often the reaper looks.
-const EVERY: Duration = Duration::from_secs(2);
+/// How often the reaper looks: twice per `node_ttl`, at most every 2 s.
+fn period(backend: &RedisBackend) -> Duration {
+    (backend.shared().settings.node_ttl / 2)
+        .clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
 
 pub fn start(backend: &RedisBackend) {
     let me = backend.clone();
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(EVERY);
+        let mut ticker = tokio::time::interval(period(&me));
         loop {
             ticker.tick().await;
             if me.ready().is_err() {
@@ -49,7 +52,7 @@ impl RedisBackend {
             .set(
                 self.shared().keys.reaper_lock(),
                 id.as_str(),
-                Some(Expiration::PX(EVERY.as_millis() as i64 * 2)),
+                Some(Expiration::PX(period(self).as_millis() as i64 * 2)),
                 Some(SetOptions::NX),
                 false,
             )
