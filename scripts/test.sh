@@ -4,7 +4,10 @@
 #      in-process memory backend, backend contract on memory and Redis,
 #      cluster tests, real processes);
 #   2. the behaviour suite again on the Redis backend (each test starts its
-#      own redis-server on a free port).
+#      own redis-server on a free port);
+#   3. the backend contract, the cross-instance tests and the channel and
+#      session behaviour on a Redis Cluster of three masters (sharded
+#      pub/sub), each test building its own cluster.
 # Needs redis-server and redis-cli on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +18,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|process|tls) continue ;; esac
+  case "$name" in backend|cluster|cluster_process|process|tls) continue ;; esac
   behaviour+=(--test "$name")
 done
 
@@ -24,6 +27,11 @@ echo "=== memory backend (and everything else) ==="
 cargo test --all-targets 2>&1 | tee -a "$log" || status=1
 echo "=== behaviour suite on the redis backend ==="
 SWITCHYARD_TEST_BACKEND=redis cargo test "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
+echo "=== on a redis cluster (3 masters) ==="
+cluster_tests=(--test backend --test channels --test sessions)
+[ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
+SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
+  cargo test "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 
 echo
 echo "=== summary ==="

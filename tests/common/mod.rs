@@ -144,14 +144,20 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Connect to `/ws` with a bearer token, expecting success.
+    /// Connect to `/ws` with a bearer token, expecting success. Returns once
+    /// the server has finished opening the connection (its `welcome`
+    /// arrived; it stays available to `expect_push`).
     pub async fn client(&self, token: &str) -> Ws {
-        Ws::connect_with(
+        let mut ws = Ws::connect_with(
             &self.url("/ws"),
             &[("authorization", &format!("Bearer {token}"))],
         )
         .await
-        .expect("connects")
+        .expect("connects");
+        let welcome = ws.expect_push("welcome").await;
+        ws.pushed
+            .push_front(json!({"jsonrpc": "2.0", "method": "welcome", "params": welcome}));
+        ws
     }
 
     /// Trigger shutdown and wait for the server to finish draining.
@@ -480,68 +486,138 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// A `redis-server` of a test's own on a free port, killed on drop. It
-/// keeps nothing on disk, so a restart starts empty.
+/// A Redis of a test's own on free ports, killed on drop; it keeps
+/// nothing on disk, so a restart starts empty. One `redis-server`, or with
+/// `SWITCHYARD_TEST_REDIS=cluster` a Redis Cluster of three masters
+/// (`--cluster-enabled yes` + `redis-cli --cluster create`).
 pub struct RedisProcess {
-    child: Option<std::process::Child>,
+    children: Vec<std::process::Child>,
+    /// The (first) node's port.
     pub port: u16,
+    ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether test Redis instances are Redis Clusters.
+pub fn redis_cluster_mode() -> bool {
+    std::env::var("SWITCHYARD_TEST_REDIS").is_ok_and(|t| t == "cluster")
 }
 
 impl RedisProcess {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = Self { child: None, port };
+        let nodes = if redis_cluster_mode() { 3 } else { 1 };
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let dir = std::env::temp_dir().join(format!("switchyard-redis-{}", ports[0]));
+        let mut redis = Self {
+            children: Vec::new(),
+            port: ports[0],
+            ports,
+            dir,
+        };
         redis.spawn();
         redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.ports[..] {
+            [one] => format!("redis://127.0.0.1:{one}"),
+            [first, rest @ ..] => {
+                let nodes: Vec<String> =
+                    rest.iter().map(|p| format!("node=127.0.0.1:{p}")).collect();
+                format!("redis-cluster://127.0.0.1:{first}?{}", nodes.join("&"))
+            }
+            [] => unreachable!("at least one node"),
+        }
     }
 
     fn spawn(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts (apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("redis dir");
+        let clustered = self.ports.len() > 1;
+        for &port in &self.ports.clone() {
+            let mut cmd = std::process::Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            if clustered {
+                cmd.args(["--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+            }
+            self.children.push(
+                cmd.spawn()
+                    .expect("redis-server starts (apt-get install redis-server)"),
+            );
+            self.wait_for(port, "PONG", &["PING"]);
+        }
+        if clustered {
+            let mut create = std::process::Command::new("redis-cli");
+            create.args(["--cluster", "create"]);
+            for port in &self.ports {
+                create.arg(format!("127.0.0.1:{port}"));
+            }
+            let out = create
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .output()
+                .expect("redis-cli runs");
+            assert!(
+                out.status.success(),
+                "cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            for &port in &self.ports.clone() {
+                self.wait_for(port, "cluster_state:ok", &["CLUSTER", "INFO"]);
+            }
+        }
+    }
+
+    fn wait_for(&self, port: u16, expect: &str, args: &[&str]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while std::time::Instant::now() < deadline {
-            if self.cli(&["PING"]).is_some_and(|r| r.trim() == "PONG") {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(args)
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not come up", self.port);
+        panic!("redis on port {port} never answered {expect}");
     }
 
-    /// Run `redis-cli` against this server; its stdout when it succeeded.
+    /// Run `redis-cli` against this Redis (cluster-aware); its stdout when
+    /// it succeeded.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
+        let mut cmd = std::process::Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if self.ports.len() > 1 {
+            cmd.arg("-c");
+        }
+        let out = cmd.args(args).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 
-    /// Kill the server (SIGKILL): its data is gone.
+    /// Kill every node (SIGKILL): the data is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in self.children.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Start again on the same port, empty.
+    /// Start again on the same ports, empty.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -551,5 +627,6 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -86,13 +86,17 @@ impl Keys {
         format!("{}:rl:{{{key}}}", self.prefix)
     }
 
-    /// Pub/sub: fan-out of a channel.
+    /// Pub/sub: fan-out of a channel. Hash-tagged by the channel so that on
+    /// Redis Cluster (sharded pub/sub) topics spread over the shards.
     pub fn channel_topic(&self, channel: &str) -> String {
-        format!("{}:ch:{channel}", self.prefix)
+        format!("{}:ch:{{{channel}}}", self.prefix)
     }
-    /// Prefix of channel topics, to recover the channel name.
-    pub fn channel_topic_prefix(&self) -> String {
-        format!("{}:ch:", self.prefix)
+    /// The channel a topic belongs to, if it is a channel topic.
+    pub fn channel_of_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":ch:{")?
+            .strip_suffix('}')
     }
     /// Pub/sub: an instance's inbox.
     pub fn inbox(&self, instance: &str) -> String {
@@ -129,7 +133,9 @@ mod tests {
             assert!(key.starts_with("sy:{sy}:"), "{key}");
         }
         assert_eq!(k.rate("connect:1.2.3.4"), "sy:rl:{connect:1.2.3.4}");
-        assert_eq!(k.channel_topic("public:a"), "sy:ch:public:a");
+        assert_eq!(k.channel_topic("public:a"), "sy:ch:{public:a}");
+        assert_eq!(k.channel_of_topic("sy:ch:{a{b}c}"), Some("a{b}c"));
+        assert_eq!(k.channel_of_topic("sy:inbox:x"), None);
         assert_eq!(k.notify_pattern(), "sy:notify:*");
     }
 }

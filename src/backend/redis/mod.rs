@@ -57,6 +57,8 @@ struct Attached {
 pub(crate) struct Shared {
     settings: RedisSettings,
     keys: Keys,
+    /// Redis Cluster: channel topics use sharded pub/sub.
+    clustered: bool,
     client: Client,
     subscriber: SubscriberClient,
     scripts: Scripts,
@@ -80,6 +82,7 @@ impl RedisBackend {
     pub async fn connect(settings: RedisSettings) -> BackendResult<Self> {
         let config = FredConfig::from_url(&settings.url)
             .map_err(|e| BackendError::Internal(format!("redis_url: {e}")))?;
+        let clustered = config.server.is_clustered();
         let mut builder = Builder::from_config(config);
         let timeout = settings.command_timeout;
         builder
@@ -105,6 +108,7 @@ impl RedisBackend {
         let (resync, _) = watch::channel(0);
         let shared = Shared {
             keys: Keys::new(&settings.prefix),
+            clustered,
             settings,
             client,
             subscriber,

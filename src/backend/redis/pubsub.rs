@@ -70,7 +70,7 @@ impl RedisBackend {
             return;
         };
         let topic: &str = &message.channel;
-        if let Some(channel) = topic.strip_prefix(&shared.keys.channel_topic_prefix()) {
+        if let Some(channel) = shared.keys.channel_of_topic(topic) {
             if let Some(envelope) = decode_channel(channel, &text) {
                 attached.inbox.deliver(envelope);
             }
@@ -188,6 +188,9 @@ fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
 }
 
 /// Publish a frame on a channel; returns the sockets subscribed to it.
+/// Single server: one Lua call publishes and sums the interest counts. Redis
+/// Cluster: the topic lives on its own shard (SPUBLISH) and the counts on
+/// the state slot, so the two run side by side.
 pub async fn publish(
     backend: &RedisBackend,
     channel: &str,
@@ -197,13 +200,24 @@ pub async fn publish(
     let client = backend.ready()?;
     let shared = backend.shared();
     let payload = format!("{}{}", if last { '1' } else { '0' }, frame.as_str());
+    let topic = shared.keys.channel_topic(channel);
+    if shared.clustered {
+        use fred::prelude::HashesInterface;
+        let (sent, counts) = tokio::join!(
+            client.spublish::<i64, _, _>(topic, payload),
+            client.hvals::<Vec<i64>, _>(shared.keys.interest(channel)),
+        );
+        sent.map_err(unavailable)?;
+        let total: i64 = counts.map_err(unavailable)?.iter().sum();
+        return Ok(total.max(0) as usize);
+    }
     let count: i64 = shared
         .scripts
         .publish
         .evalsha_with_reload(
             client,
             vec![shared.keys.interest(channel)],
-            vec![shared.keys.channel_topic(channel), payload],
+            vec![topic, payload],
         )
         .await
         .map_err(unavailable)?;
@@ -265,20 +279,22 @@ pub async fn set_interest(
         );
         a.and(b).map_err(unavailable)?;
         if was.is_some() {
-            shared
-                .subscriber
-                .unsubscribe(topic)
-                .await
-                .map_err(unavailable)?;
+            if shared.clustered {
+                shared.subscriber.sunsubscribe(topic).await
+            } else {
+                shared.subscriber.unsubscribe(topic).await
+            }
+            .map_err(unavailable)?;
         }
         return Ok(());
     }
     if was.is_none() {
-        shared
-            .subscriber
-            .subscribe(topic)
-            .await
-            .map_err(unavailable)?;
+        if shared.clustered {
+            shared.subscriber.ssubscribe(topic).await
+        } else {
+            shared.subscriber.subscribe(topic).await
+        }
+        .map_err(unavailable)?;
     }
     let (a, b) = tokio::join!(
         client.hset::<(), _, _>(
