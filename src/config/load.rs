@@ -57,8 +57,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
 
-    /// Redis URL (redis://, rediss://, redis-sentinel://, redis+sentinel://,
-    /// redis-cluster://, unix://). Default: none (standalone, in-process backend).
+    /// Redis URL (redis://, rediss://, redis-sentinel://, rediss-sentinel://,
+    /// redis-cluster://, rediss-cluster://). Default: none (standalone, in-process backend).
     /// Env: SWITCHYARD_REDIS_URL.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
@@ -846,13 +846,14 @@ const SCOPES: &[&str] = &[
     "operator.approvals",
     "operator.pairing",
 ];
+/// URL schemes the Redis client (fred) understands.
 const REDIS_SCHEMES: &[&str] = &[
     "redis://",
     "rediss://",
     "redis-sentinel://",
-    "redis+sentinel://",
+    "rediss-sentinel://",
     "redis-cluster://",
-    "unix://",
+    "rediss-cluster://",
 ];
 
 /// `Err` naming `field` unless `ok`.

@@ -26,6 +26,8 @@ pub struct AppInner {
     pub hub: Hub,
     pub logs: LogRing,
     pub draining: AtomicBool,
+    /// The backend's resync count the last finished re-assert answered.
+    pub reasserted: std::sync::atomic::AtomicU64,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -49,9 +51,13 @@ impl App {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Ready to take traffic: not draining and the backend reachable.
+    /// Ready to take traffic: not draining, the backend reachable, and the
+    /// state re-asserted after the backend's latest reconnect.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.backend.is_available()
+        let latest = *self.backend.resync_events().borrow();
+        !self.is_draining()
+            && self.backend.is_available()
+            && self.reasserted.load(Ordering::SeqCst) >= latest
     }
 
     pub fn uptime_ms(&self) -> u64 {

@@ -49,7 +49,9 @@ fn spawn_resync(app: &App, stop: &CancellationToken) {
                     if changed.is_err() {
                         return;
                     }
+                    let round = *events.borrow_and_update();
                     reassert(&app).await;
+                    app.reasserted.fetch_max(round, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         }

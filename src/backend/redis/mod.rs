@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     connected: AtomicBool,
     /// The subscriber proved (canary) it delivers.
     pubsub_ok: AtomicBool,
+    /// Subscriptions are being re-issued: the canary alone does not prove
+    /// that channel topics are back.
+    resubscribing: AtomicBool,
     attached: OnceLock<Attached>,
     /// Channel topics this instance is subscribed to, with local counts.
     interest: Mutex<HashMap<String, usize>>,
@@ -115,6 +118,7 @@ impl RedisBackend {
             scripts: Scripts::new(),
             connected: AtomicBool::new(true),
             pubsub_ok: AtomicBool::new(true),
+            resubscribing: AtomicBool::new(false),
             attached: OnceLock::new(),
             interest: Mutex::new(HashMap::new()),
             resync,
@@ -143,8 +147,11 @@ impl RedisBackend {
             .ok_or_else(|| BackendError::Internal("redis backend not attached".into()))
     }
 
-    /// Watch fred's connection events: errors mark Redis unavailable,
-    /// reconnects mark it available and ask the instance to re-assert.
+    /// Watch fred's connection events. The command client going away
+    /// marks Redis unavailable; coming back marks it available and asks the
+    /// instance to re-assert. The subscriber going away marks pub/sub down
+    /// until, after its reconnect, every subscription has been re-issued
+    /// and confirmed; then the instance re-asserts again.
     fn watch_connection(&self) {
         let me = self.clone();
         let mut errors = self.0.client.error_rx();
@@ -155,19 +162,33 @@ impl RedisBackend {
                 }
             }
         });
-        for mut reconnects in [
-            self.0.client.reconnect_rx(),
-            self.0.subscriber.reconnect_rx(),
-        ] {
-            let me = self.clone();
-            tokio::spawn(async move {
-                while reconnects.recv().await.is_ok() {
-                    tracing::info!("redis reconnected; re-asserting this instance's state");
-                    me.0.connected.store(true, Ordering::SeqCst);
-                    me.0.resync.send_modify(|n| *n += 1);
+        let me = self.clone();
+        let mut errors = self.0.subscriber.error_rx();
+        tokio::spawn(async move {
+            while let Ok((error, _)) = errors.recv().await {
+                me.0.resubscribing.store(true, Ordering::SeqCst);
+                if me.0.pubsub_ok.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(%error, "redis subscriber connection lost");
                 }
-            });
-        }
+            }
+        });
+        let me = self.clone();
+        let mut reconnects = self.0.client.reconnect_rx();
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                tracing::info!("redis reconnected; re-asserting this instance's state");
+                me.0.connected.store(true, Ordering::SeqCst);
+                me.0.resync.send_modify(|n| *n += 1);
+            }
+        });
+        let me = self.clone();
+        let mut reconnects = self.0.subscriber.reconnect_rx();
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                pubsub::resubscribe(&me).await;
+                me.0.resync.send_modify(|n| *n += 1);
+            }
+        });
     }
 }
 
@@ -206,6 +227,7 @@ impl Backend for RedisBackend {
             ));
         }
         self.watch_connection();
+        self.forget_previous_run().await?;
         pubsub::start(self).await?;
         reaper::start(self);
         Ok(())
@@ -546,6 +568,30 @@ impl RedisBackend {
         } else {
             parse(&removed).ok()
         })
+    }
+
+    /// A previous run under this instance id (crashed, restarted at once)
+    /// may have left interest counts behind that the reaper never sees (the
+    /// id is alive again). A fresh run has no local subscriber yet, so drop
+    /// them all before serving.
+    async fn forget_previous_run(&self) -> BackendResult<()> {
+        let client = self.ready()?;
+        let keys = &self.0.keys;
+        let id = &self.attached()?.id;
+        let channels: Vec<String> = client
+            .smembers(keys.instance_channels(id))
+            .await
+            .map_err(unavailable)?;
+        for channel in channels {
+            client
+                .hdel::<(), _, _>(keys.interest(&channel), id.as_str())
+                .await
+                .map_err(unavailable)?;
+        }
+        client
+            .del::<(), _>(keys.instance_channels(id))
+            .await
+            .map_err(unavailable)
     }
 
     /// Channels a connection joined (for reaping).

@@ -28,9 +28,8 @@ const CANARY_STALL: Duration = Duration::from_secs(5);
 pub async fn start(backend: &RedisBackend) -> BackendResult<()> {
     let shared = backend.shared();
     let attached = backend.attached()?;
-    // Subscriptions made through the subscriber client are re-issued by
-    // fred after every reconnect.
-    drop(shared.subscriber.manage_subscriptions());
+    // The subscriber client remembers its subscriptions; after a reconnect
+    // `resubscribe` re-issues them (see `watch_connection`).
     shared
         .subscriber
         .subscribe(shared.keys.inbox(&attached.id))
@@ -41,6 +40,7 @@ pub async fn start(backend: &RedisBackend) -> BackendResult<()> {
         .psubscribe(shared.keys.notify_pattern())
         .await
         .map_err(unavailable)?;
+    confirm(backend).await?;
     let me = backend.clone();
     let mut messages = shared.subscriber.message_rx();
     tokio::spawn(async move {
@@ -81,7 +81,9 @@ impl RedisBackend {
             let lag = now_ms().saturating_sub(sent);
             metrics::gauge!("switchyard_pubsub_lag_seconds").set(lag as f64 / 1000.0);
             shared.canary_seen_ms.store(now_ms(), Ordering::Relaxed);
-            if !shared.pubsub_ok.swap(true, Ordering::SeqCst) {
+            if !shared.resubscribing.load(Ordering::SeqCst)
+                && !shared.pubsub_ok.swap(true, Ordering::SeqCst)
+            {
                 tracing::info!("pub/sub delivers again");
             }
         } else if let Some(envelope) = decode_inbox(&text) {
@@ -285,6 +287,7 @@ pub async fn set_interest(
                 shared.subscriber.unsubscribe(topic).await
             }
             .map_err(unavailable)?;
+            confirm(backend).await?;
         }
         return Ok(());
     }
@@ -295,6 +298,7 @@ pub async fn set_interest(
             shared.subscriber.subscribe(topic).await
         }
         .map_err(unavailable)?;
+        confirm(backend).await?;
     }
     let (a, b) = tokio::join!(
         client.hset::<(), _, _>(
@@ -304,6 +308,50 @@ pub async fn set_interest(
         client.sadd::<(), _, _>(shared.keys.instance_channels(instance), channel),
     );
     a.and(b).map_err(unavailable)
+}
+
+/// Re-issue every subscription of the subscriber client (after its
+/// reconnect or a stall) and confirm Redis has them; pub/sub counts as
+/// healthy again only then.
+pub async fn resubscribe(backend: &RedisBackend) {
+    let shared = backend.shared();
+    shared.resubscribing.store(true, Ordering::SeqCst);
+    let done = async {
+        shared
+            .subscriber
+            .resubscribe_all()
+            .await
+            .map_err(unavailable)?;
+        confirm(backend).await
+    };
+    match done.await {
+        Ok(()) => {
+            shared.resubscribing.store(false, Ordering::SeqCst);
+            shared.canary_seen_ms.store(now_ms(), Ordering::Relaxed);
+            shared.pubsub_ok.store(true, Ordering::SeqCst);
+            tracing::info!("redis subscriptions re-issued");
+        }
+        Err(e) => tracing::warn!(error = %e, "re-subscribing failed; the canary will retry"),
+    }
+}
+
+/// Wait until Redis has processed the (un)subscriptions sent so far.
+/// fred resolves SUBSCRIBE / UNSUBSCRIBE once written (their answers come
+/// out of band), so without this a publication right after a `subscribe`
+/// reply could reach Redis before the subscription does. A PING on the same
+/// connection is answered only after everything before it.
+async fn confirm(backend: &RedisBackend) -> BackendResult<()> {
+    use fred::prelude::ClientLike;
+    let shared = backend.shared();
+    if shared.clustered {
+        // SSUBSCRIBE / SUNSUBSCRIBE are acknowledged in band already.
+        return Ok(());
+    }
+    shared
+        .subscriber
+        .ping::<()>(None)
+        .await
+        .map_err(unavailable)
 }
 
 /// Every few seconds send a canary through this instance's own inbox; when
@@ -330,9 +378,8 @@ fn spawn_canary(backend: &RedisBackend) {
                     tracing::error!(silent_ms = silent, "pub/sub stalled; re-subscribing");
                 }
                 metrics::counter!("switchyard_pubsub_resubscribes_total").increment(1);
-                if let Err(e) = shared.subscriber.resubscribe_all().await {
-                    tracing::warn!(error = %e, "re-subscribe failed");
-                }
+                resubscribe(&me).await;
+                shared.resync.send_modify(|n| *n += 1);
             }
         }
     });

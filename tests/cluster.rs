@@ -1,0 +1,1261 @@
+//! Cluster mode: several in-process instances sharing one `redis-server`.
+//! Channels, implicit channels, sessions, kicks, presence, shared rate
+//! windows, external notifications (`PUBLISH sy:notify:*`), a Redis outage
+//! survived on the same sockets, and restarted instances (generations).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use switchyard::config::{Config, Window};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------- helpers
+
+/// The shared test config pointed at `redis`, with short cluster timers.
+fn cluster_config(redis: &RedisProcess) -> Config {
+    let mut c = config();
+    c.redis_url = Some(redis.url());
+    c.limits.node_ttl_ms = 1000;
+    c.limits.presence_tick_ms = 200;
+    c
+}
+
+/// `n` instances on one fresh Redis, all on the same config (after `tweak`).
+async fn cluster(n: usize, tweak: impl Fn(&mut Config)) -> (RedisProcess, Vec<TestServer>) {
+    let redis = RedisProcess::start();
+    let mut c = cluster_config(&redis);
+    tweak(&mut c);
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(TestServer::start_on(c.clone()).await);
+    }
+    (redis, servers)
+}
+
+/// The connection id from the `welcome` push.
+async fn conn_id(ws: &mut Ws) -> String {
+    let welcome = ws.expect_push("welcome").await;
+    welcome["connId"].as_str().expect("connId").to_owned()
+}
+
+/// Params of the next push with `method` matching `pred`; other frames
+/// are kept in `ws.pushed`. Bounded by [`WAIT`].
+async fn push_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    if let Some(i) = ws
+        .pushed
+        .iter()
+        .position(|f| f["method"] == method && pred(&f["params"]))
+    {
+        return ws.pushed.remove(i).expect("present")["params"].clone();
+    }
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = ws
+                .next_json()
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
+            if frame["method"] == method && pred(&frame["params"]) {
+                return frame["params"].clone();
+            }
+            ws.pushed.push_back(frame);
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no matching {method} within the wait"))
+}
+
+/// A notify push on `channel`.
+async fn notify_on(ws: &mut Ws, channel: &str) -> Value {
+    push_where(ws, "notify", |p| p["channel"] == channel).await
+}
+
+/// Assert no notify on `channel` arrives within `wait` (other pushes are
+/// kept, notifies on other channels too).
+async fn no_notify_on(ws: &mut Ws, channel: &str, wait: Duration) {
+    let buffered = |ws: &Ws| {
+        ws.pushed
+            .iter()
+            .any(|f| f["method"] == "notify" && f["params"]["channel"] == channel)
+    };
+    assert!(!buffered(ws), "unexpected notify on {channel} buffered");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(left, ws.next_json()).await {
+            Err(_) => return,
+            Ok(None) => panic!("closed while checking for notifies on {channel}"),
+            Ok(Some(frame)) => {
+                assert!(
+                    !(frame["method"] == "notify" && frame["params"]["channel"] == channel),
+                    "unexpected notify: {frame}"
+                );
+                ws.pushed.push_back(frame);
+            }
+        }
+    }
+}
+
+fn assert_notify(push: &Value, channel: &str, event: &str, data: &Value) {
+    assert_eq!(push["channel"], channel, "{push}");
+    assert_eq!(push["event"], event, "{push}");
+    assert_eq!(&push["data"], data, "{push}");
+    assert!(push["timestamp"].as_u64().is_some_and(|t| t > 0), "{push}");
+}
+
+/// A JWT connection of operator `sub` with read+write.
+async fn as_user(server: &TestServer, sub: &str) -> Ws {
+    let token = jwt(json!({
+        "sub": sub,
+        "role": "operator",
+        "scopes": ["operator.read", "operator.write"],
+        "exp": now_secs() + 600,
+    }));
+    server.client(&token).await
+}
+
+/// Poll `f` until it holds or `limit` passed.
+async fn within<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Repeat `method` on `ws` until its whole reply satisfies `pred` or
+/// `limit` passed; returns whether it did and the last reply.
+async fn poll_call(
+    ws: &mut Ws,
+    limit: Duration,
+    method: &str,
+    params: Value,
+    pred: impl Fn(&Value) -> bool,
+) -> (bool, Value) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = ws.request(method, params.clone()).await;
+        if pred(&reply) {
+            return (true, reply);
+        }
+        if Instant::now() >= deadline {
+            return (false, reply);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ready_status(server: &TestServer) -> u16 {
+    http(server.addr, "GET", "/ready", &[], None).await.0
+}
+
+/// conn id → entry of `system.presence`.
+fn presence_entries(list: &Value) -> Vec<Value> {
+    let clients = list["clients"].as_array().expect("clients").clone();
+    assert_eq!(list["count"].as_u64(), Some(clients.len() as u64), "{list}");
+    clients
+}
+
+fn entry<'a>(entries: &'a [Value], conn: &str) -> Option<&'a Value> {
+    entries.iter().find(|e| e["connId"] == conn)
+}
+
+fn member_ids(presence: &Value) -> BTreeSet<String> {
+    let members = presence["members"].as_array().expect("members");
+    assert_eq!(
+        presence["count"].as_u64(),
+        Some(members.len() as u64),
+        "{presence}"
+    );
+    members
+        .iter()
+        .map(|m| m["connId"].as_str().expect("connId").to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn instance_ids(status: &Value) -> BTreeSet<String> {
+    status["cluster"]["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("cluster.instances: {status}"))
+        .iter()
+        .map(|i| i["id"].as_str().expect("instance id").to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------- channels
+
+#[tokio::test]
+async fn channel_delivery_across_instances() {
+    let (_redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut sub_b = b.client(READER).await;
+    let mut w_a = a.client(WRITER).await;
+
+    sub_b.call("subscribe", json!({"channels": ["news"]})).await;
+    let r = w_a
+        .call(
+            "publish",
+            json!({"channel": "news", "event": "e1", "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    assert_notify(
+        &notify_on(&mut sub_b, "news").await,
+        "news",
+        "e1",
+        &json!({"n": 1}),
+    );
+    no_notify_on(&mut sub_b, "news", QUIET).await;
+    w_a.expect_no_push("notify", Duration::from_millis(50))
+        .await;
+
+    // Subscribers on both instances: delivered counts sockets cluster-wide.
+    let mut sub_a = a.client(READER).await;
+    sub_a.call("subscribe", json!({"channels": ["news"]})).await;
+    let r = w_a
+        .call(
+            "publish",
+            json!({"channel": "news", "event": "e2", "data": 2}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    for ws in [&mut sub_a, &mut sub_b] {
+        assert_notify(&notify_on(ws, "news").await, "news", "e2", &json!(2));
+        no_notify_on(ws, "news", QUIET).await;
+    }
+    // Publishing on B reaches A as well.
+    let mut w_b = b.client(WRITER).await;
+    let r = w_b
+        .call(
+            "publish",
+            json!({"channel": "news", "event": "e3", "data": 3}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    for ws in [&mut sub_a, &mut sub_b] {
+        assert_notify(&notify_on(ws, "news").await, "news", "e3", &json!(3));
+    }
+
+    // Unsubscribing on B stops it there.
+    sub_b
+        .call("unsubscribe", json!({"channels": ["news"]}))
+        .await;
+    let r = w_a
+        .call(
+            "publish",
+            json!({"channel": "news", "event": "e4", "data": 4}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    assert_notify(
+        &notify_on(&mut sub_a, "news").await,
+        "news",
+        "e4",
+        &json!(4),
+    );
+    no_notify_on(&mut sub_b, "news", QUIET).await;
+    no_notify_on(&mut sub_a, "news", Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn implicit_channels_across_instances() {
+    let (_redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut admin = a.client(ADMIN).await;
+    let mut reader_b = b.client(READER).await;
+    let mut other_b = b.client(READER).await;
+    let mut writer_b = b.client(WRITER).await;
+    let mut writer_a = a.client(WRITER).await;
+    let reader_id = conn_id(&mut reader_b).await;
+
+    // user:<sub>: both READER connections on B, nobody else.
+    let r = admin
+        .call(
+            "publish",
+            json!({"channel": "user:reader", "event": "u", "data": 1}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    for ws in [&mut reader_b, &mut other_b] {
+        assert_notify(
+            &notify_on(ws, "user:reader").await,
+            "user:reader",
+            "u",
+            &json!(1),
+        );
+        no_notify_on(ws, "user:reader", Duration::from_millis(100)).await;
+    }
+    for ws in [&mut writer_b, &mut writer_a, &mut admin] {
+        ws.expect_no_push("notify", Duration::from_millis(100))
+            .await;
+    }
+
+    // conn:<id> of a B connection, published on A.
+    let channel = format!("conn:{reader_id}");
+    let r = admin
+        .call(
+            "publish",
+            json!({"channel": channel, "event": "c", "data": 2}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    assert_notify(
+        &notify_on(&mut reader_b, &channel).await,
+        &channel,
+        "c",
+        &json!(2),
+    );
+    no_notify_on(&mut reader_b, &channel, QUIET).await;
+    other_b
+        .expect_no_push("notify", Duration::from_millis(50))
+        .await;
+
+    // global: everyone on both instances, exactly once.
+    let r = admin
+        .call(
+            "publish",
+            json!({"channel": "global", "event": "g", "data": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 5, "{r}");
+    for ws in [
+        &mut admin,
+        &mut writer_a,
+        &mut reader_b,
+        &mut other_b,
+        &mut writer_b,
+    ] {
+        assert_notify(
+            &notify_on(ws, "global").await,
+            "global",
+            "g",
+            &json!({"k": 1}),
+        );
+        no_notify_on(ws, "global", Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------- sessions
+
+#[tokio::test]
+async fn sessions_across_instances() {
+    let (_redis, s) = cluster(3, |_| {}).await;
+    let (a, b, c) = (&s[0], &s[1], &s[2]);
+    let mut owner = a.client(WRITER).await;
+    let mut alice = as_user(b, "alice").await;
+    let mut bob = as_user(c, "bob").await;
+    let mut outsider = as_user(b, "carol").await;
+    let owner_id = conn_id(&mut owner).await;
+    let alice_id = conn_id(&mut alice).await;
+    let bob_id = conn_id(&mut bob).await;
+
+    owner
+        .call(
+            "session.create",
+            json!({"sessionId": "x", "meta": {"k": 1}}),
+        )
+        .await;
+    let r = alice.call("session.join", json!({"sessionId": "x"})).await;
+    assert_eq!(r["members"], json!([owner_id, alice_id]), "{r}");
+    let r = bob.call("session.join", json!({"sessionId": "x"})).await;
+    assert_eq!(r["members"], json!([owner_id, alice_id, bob_id]), "{r}");
+    let g = bob.call("session.get", json!({"sessionId": "x"})).await;
+    assert_eq!(g["owner"], owner_id.as_str(), "{g}");
+    assert_eq!(
+        g["memberIdentities"],
+        json!(["writer", "alice", "bob"]),
+        "{g}"
+    );
+
+    // send from B reaches the owner on A and the member on C.
+    let r = alice
+        .call(
+            "session.send",
+            json!({"sessionId": "x", "event": "msg", "data": {"t": "hi"}}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 3, "{r}");
+    for ws in [&mut owner, &mut bob, &mut alice] {
+        let push = ws.expect_push("session.event").await;
+        assert_eq!(push["sessionId"], "x", "{push}");
+        assert_eq!(push["event"], "msg", "{push}");
+        assert_eq!(push["data"], json!({"t": "hi"}), "{push}");
+        assert_eq!(push["from"]["connId"], alice_id.as_str(), "{push}");
+        assert_eq!(push["from"]["identity"], "alice", "{push}");
+        ws.expect_no_push("session.event", Duration::from_millis(100))
+            .await;
+    }
+    outsider
+        .expect_no_push("session.event", Duration::from_millis(50))
+        .await;
+    assert_eq!(
+        outsider
+            .error_code("session.send", json!({"sessionId": "x", "event": "e"}))
+            .await,
+        -32003
+    );
+
+    // patch on A → session.updated on B and C.
+    let r = owner
+        .call(
+            "session.patch",
+            json!({"sessionId": "x", "meta": {"k": null, "z": 2}}),
+        )
+        .await;
+    assert_eq!(r["version"], 1, "{r}");
+    for ws in [&mut alice, &mut bob] {
+        let push = ws.expect_push("session.updated").await;
+        assert_eq!(push["sessionId"], "x", "{push}");
+        assert_eq!(push["version"], 1, "{push}");
+        assert_eq!(push["meta"], json!({"z": 2}), "{push}");
+    }
+    // A member on B may not patch or close; versions are shared.
+    assert_eq!(
+        alice
+            .error_code("session.patch", json!({"sessionId": "x", "meta": {"a": 1}}))
+            .await,
+        -32003
+    );
+    assert_eq!(
+        alice
+            .error_code("session.close", json!({"sessionId": "x"}))
+            .await,
+        -32003
+    );
+
+    // close on A → session.closed on B and C.
+    let r = owner.call("session.close", json!({"sessionId": "x"})).await;
+    assert_eq!(r["closed"], true, "{r}");
+    for ws in [&mut alice, &mut bob, &mut owner] {
+        let push = ws.expect_push("session.closed").await;
+        assert_eq!(push["sessionId"], "x", "{push}");
+        assert_eq!(push["reason"], "closed", "{push}");
+        ws.expect_no_push("session.closed", Duration::from_millis(50))
+            .await;
+    }
+    assert_eq!(
+        bob.error_code("session.get", json!({"sessionId": "x"}))
+            .await,
+        -32001
+    );
+}
+
+#[tokio::test]
+async fn session_limits_across_instances() {
+    let (_redis, s) = cluster(3, |_| {}).await;
+    let (a, b, c) = (&s[0], &s[1], &s[2]);
+    let mut w_a = a.client(WRITER).await;
+    let mut w_b = b.client(WRITER).await;
+    for i in 0..5 {
+        w_a.call("session.create", json!({"sessionId": format!("own-{i}")}))
+            .await;
+    }
+    assert_eq!(
+        w_a.error_code("session.create", json!({"sessionId": "own-5"}))
+            .await,
+        -32002
+    );
+    // The refused session does not exist anywhere.
+    assert_eq!(
+        w_b.error_code("session.get", json!({"sessionId": "own-5"}))
+            .await,
+        -32001
+    );
+    // Another connection of the same identity (on B) has its own allowance.
+    for i in 5..10 {
+        w_b.call("session.create", json!({"sessionId": format!("own-{i}")}))
+            .await;
+    }
+    assert_eq!(w_b.error_code("session.create", json!({})).await, -32002);
+    // Closing one of A's sessions from B (same identity) frees A's slot.
+    w_b.call("session.close", json!({"sessionId": "own-0"}))
+        .await;
+    w_a.call("session.create", json!({"sessionId": "own-again"}))
+        .await;
+    assert_eq!(w_a.error_code("session.create", json!({})).await, -32002);
+
+    // maxMembers holds across instances.
+    let mut w_a2 = a.client(WRITER).await;
+    w_a2.call(
+        "session.create",
+        json!({"sessionId": "pair", "maxMembers": 2}),
+    )
+    .await;
+    let mut alice = as_user(b, "alice").await;
+    let mut bob = as_user(c, "bob").await;
+    alice
+        .call("session.join", json!({"sessionId": "pair"}))
+        .await;
+    let reply = bob
+        .request("session.join", json!({"sessionId": "pair"}))
+        .await;
+    assert_eq!(reply["error"]["code"], -32002, "{reply}");
+    let g = bob.call("session.get", json!({"sessionId": "pair"})).await;
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(2), "{g}");
+    w_a2.call("session.send", json!({"sessionId": "pair", "event": "e"}))
+        .await;
+    alice.expect_push("session.event").await;
+    bob.expect_no_push("session.event", QUIET).await;
+}
+
+// ---------------------------------------------------------------- kicks
+
+#[tokio::test]
+async fn kick_and_disconnect_across_instances() {
+    let (_redis, s) = cluster(3, |_| {}).await;
+    let (a, b, c) = (&s[0], &s[1], &s[2]);
+    let mut admin = a.client(ADMIN).await;
+    let mut target = b.client(READER).await;
+    let mut bystander = b.client(READER).await;
+    let target_id = conn_id(&mut target).await;
+
+    let r = admin
+        .call("client.kick", json!({"connId": target_id, "reason": "bye"}))
+        .await;
+    assert_eq!(r["kicked"], true, "{r}");
+    assert_eq!(target.expect_close_code().await, 4003);
+    assert_eq!(bystander.call("ping", json!({})).await["pong"], true);
+    assert!(
+        within(WAIT, || async { b.app.hub.len() == 1 }).await,
+        "the kicked connection is gone from B"
+    );
+    let list = admin.call("system.presence", json!({})).await;
+    assert!(
+        entry(&presence_entries(&list), &target_id).is_none(),
+        "{list}"
+    );
+    assert_eq!(
+        admin
+            .error_code("client.kick", json!({"connId": target_id}))
+            .await,
+        -32001
+    );
+    assert_eq!(
+        admin
+            .error_code("client.kick", json!({"connId": "no-such-conn"}))
+            .await,
+        -32001
+    );
+
+    // POST /api/disconnect on A for a user connected to B and C.
+    let mut alice_b = as_user(b, "alice").await;
+    let mut alice_c = as_user(c, "alice").await;
+    let mut bob_b = as_user(b, "bob").await;
+    let (status, _, body) = http(
+        a.addr,
+        "POST",
+        "/api/disconnect",
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        Some(r#"{"user":"alice","reason":"api"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(body["disconnected"], 2, "{body}");
+    for ws in [&mut alice_b, &mut alice_c] {
+        assert_eq!(ws.expect_close_code().await, 4003);
+    }
+    assert_eq!(bob_b.call("ping", json!({})).await["pong"], true);
+}
+
+// ---------------------------------------------------------------- presence
+
+#[tokio::test]
+async fn presence_is_cluster_wide() {
+    let (_redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut reader_a = a.client(READER).await;
+    let mut admin_a = a.client(ADMIN).await;
+    let mut writer_b = b.client(WRITER).await;
+    let ra = conn_id(&mut reader_a).await;
+    let aa = conn_id(&mut admin_a).await;
+    let wb = conn_id(&mut writer_b).await;
+    writer_b
+        .call(
+            "connect",
+            json!({"client": {"name": "b-app", "version": "1"}}),
+        )
+        .await;
+
+    // system.presence on A lists both instances' connections with nodeIds.
+    let list = reader_a.call("system.presence", json!({})).await;
+    let entries = presence_entries(&list);
+    assert_eq!(entries.len(), 3, "{list}");
+    for (id, who, node) in [
+        (&ra, "reader", &a.app.instance_id),
+        (&aa, "admin", &a.app.instance_id),
+        (&wb, "writer", &b.app.instance_id),
+    ] {
+        let e = entry(&entries, id).unwrap_or_else(|| panic!("lists {who}: {list}"));
+        assert_eq!(e["identity"], who, "{e}");
+        assert_eq!(e["nodeId"], node.as_str(), "{e}");
+        assert!(e["connectedAt"].as_u64().is_some(), "{e}");
+    }
+    assert_eq!(
+        entry(&entries, &wb).unwrap()["client"]["name"],
+        "b-app",
+        "{list}"
+    );
+    assert_ne!(a.app.instance_id, b.app.instance_id);
+    // The same on B, and clients.list too.
+    let list = admin_a.call("clients.list", json!({})).await;
+    assert_eq!(presence_entries(&list).len(), 3, "{list}");
+    let list = writer_b.call("system.presence", json!({})).await;
+    assert_eq!(presence_entries(&list).len(), 3, "{list}");
+
+    // presence.join / presence.get / presence.leave across instances.
+    reader_a
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    writer_b
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    let join = push_where(&mut reader_a, "presence.join", |p| {
+        p["connId"] == wb.as_str()
+    })
+    .await;
+    assert_eq!(join["channel"], "public:room", "{join}");
+    assert_eq!(join["identity"], "writer", "{join}");
+    assert_eq!(join["client"]["name"], "b-app", "{join}");
+    for ws in [&mut reader_a, &mut writer_b] {
+        let p = ws
+            .call("presence.get", json!({"channel": "public:room"}))
+            .await;
+        assert_eq!(member_ids(&p), set(&[&ra, &wb]), "{p}");
+    }
+    // The member on A shows up to B as well.
+    reader_a
+        .call("unsubscribe", json!({"channels": ["public:room"]}))
+        .await;
+    let leave = push_where(&mut writer_b, "presence.leave", |p| {
+        p["connId"] == ra.as_str()
+    })
+    .await;
+    assert_eq!(leave["channel"], "public:room", "{leave}");
+    assert_eq!(leave["identity"], "reader", "{leave}");
+    reader_a
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    push_where(&mut writer_b, "presence.join", |p| {
+        p["connId"] == ra.as_str()
+    })
+    .await;
+    // Leaving by disconnecting on B.
+    writer_b.close().await;
+    let leave = push_where(&mut reader_a, "presence.leave", |p| {
+        p["connId"] == wb.as_str()
+    })
+    .await;
+    assert_eq!(leave["identity"], "writer", "{leave}");
+    let (ok, last) = poll_call(
+        &mut admin_a,
+        WAIT,
+        "presence.get",
+        json!({"channel": "public:room"}),
+        |r| member_ids(&r["result"]) == set(&[&ra]),
+    )
+    .await;
+    assert!(ok, "the B member left the presence set: {last}");
+
+    // Ticks and status count the whole cluster.
+    let _w2 = b.client(WRITER).await;
+    let _w3 = b.client(WRITER).await;
+    let total = 4; // reader_a, admin_a on A; two writers on B
+    let tick = push_where(&mut reader_a, "presence.tick", |p| {
+        p["connections"].as_u64().is_some_and(|n| n >= total)
+    })
+    .await;
+    assert_eq!(tick["instances"], 2, "{tick}");
+    let st = reader_a.call("status", json!({})).await;
+    assert_eq!(
+        instance_ids(&st),
+        [a.app.instance_id.clone(), b.app.instance_id.clone()]
+            .into_iter()
+            .collect(),
+        "{st}"
+    );
+    assert_eq!(st["cluster"]["connections"], total, "{st}");
+    assert_eq!(st["local"]["connections"], 2, "{st}");
+}
+
+// ---------------------------------------------------------------- rate limits
+
+#[tokio::test]
+async fn connect_rate_is_shared() {
+    let (_redis, s) = cluster(2, |c| {
+        c.rate_limits.connect_per_ip = Window::new(3, 60_000);
+    })
+    .await;
+    let (a, b) = (&s[0], &s[1]);
+    let _c1 = a.client(READER).await;
+    let _c2 = a.client(READER).await;
+    let _c3 = b.client(READER).await;
+    let bearer = format!("Bearer {READER}");
+    for server in [a, b] {
+        match Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer)]).await {
+            Err(ConnectError::Http(429, retry)) => {
+                let retry: u64 = retry
+                    .expect("Retry-After")
+                    .parse()
+                    .expect("Retry-After in seconds");
+                assert!(retry > 0 && retry <= 60, "{retry}");
+            }
+            Err(e) => panic!("expected 429, got {e:?}"),
+            Ok(_) => panic!("a 4th upgrade from the IP was accepted"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_failures_are_shared() {
+    let (_redis, s) = cluster(2, |c| {
+        c.rate_limits.auth_failures_per_ip = Window::new(3, 60_000);
+    })
+    .await;
+    let (a, b) = (&s[0], &s[1]);
+    let bad = [("authorization", "Bearer wrong-token-0123456789")];
+    match Ws::connect_with(&a.url("/ws"), &bad).await {
+        Err(ConnectError::Http(401, _)) => {}
+        other => panic!("bad upgrade on A: {:?}", other.err()),
+    }
+    // An in-band failure on B counts too.
+    let mut anon = Ws::connect(&b.url("/ws")).await.expect("connects");
+    assert_eq!(
+        anon.error_code("auth", json!({"token": "wrong-token-0123456789"}))
+            .await,
+        -32000
+    );
+    match Ws::connect_with(&b.url("/ws"), &bad).await {
+        Err(ConnectError::Http(401, _)) => {}
+        other => panic!("bad upgrade on B: {:?}", other.err()),
+    }
+    // Three failures over A and B: the IP is locked out on both.
+    let good = format!("Bearer {ADMIN}");
+    for server in [a, b] {
+        match Ws::connect_with(&server.url("/ws"), &[("authorization", &good)]).await {
+            Err(ConnectError::Http(429, retry)) => {
+                assert!(retry.is_some(), "Retry-After");
+            }
+            other => panic!("expected 429 while locked out: {:?}", other.err()),
+        }
+    }
+    let reply = anon.request("auth", json!({"token": ADMIN})).await;
+    assert_eq!(reply["error"]["code"], -32004, "{reply}");
+    assert!(
+        reply["error"]["data"]["retryAfterMs"]
+            .as_u64()
+            .is_some_and(|r| r > 0),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn identity_message_rate_is_shared() {
+    let (_redis, s) = cluster(2, |c| {
+        c.rate_limits.messages_per_conn = Window::new(100_000, 60_000);
+        c.rate_limits.messages_per_identity = Window::new(10, 60_000);
+    })
+    .await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut on_a = a.client(WRITER).await;
+    let mut on_b = b.client(WRITER).await;
+    let mut outcomes = Vec::new();
+    for i in 0..16 {
+        let ws = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        let reply = ws.request("ping", json!({})).await;
+        if reply["result"]["pong"] == true {
+            outcomes.push(true);
+        } else {
+            assert_eq!(reply["error"]["code"], -32004, "{reply}");
+            assert!(
+                reply["error"]["data"]["retryAfterMs"]
+                    .as_u64()
+                    .is_some_and(|r| r > 0),
+                "{reply}"
+            );
+            outcomes.push(false);
+        }
+    }
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        10,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[..10].iter().all(|ok| *ok),
+        "the first 10 pass: {outcomes:?}"
+    );
+    // Another identity is not affected, on either instance.
+    let mut reader = b.client(READER).await;
+    assert_eq!(reader.call("ping", json!({})).await["pong"], true);
+}
+
+// ---------------------------------------------------------------- notify ingestion
+
+fn publish(redis: &RedisProcess, channel: &str, payload: &str) {
+    let topic = format!("sy:notify:{channel}");
+    let out = redis.cli(&["PUBLISH", &topic, payload]);
+    assert!(out.is_some(), "redis-cli PUBLISH {topic} failed");
+}
+
+#[tokio::test]
+async fn external_notifications_reach_channel_subscribers() {
+    let (redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut sub_a = a.client(READER).await;
+    let mut sub_b = b.client(WRITER).await;
+    let mut other = b.client(READER).await;
+    for ws in [&mut sub_a, &mut sub_b] {
+        ws.call("subscribe", json!({"channels": ["public:n"]}))
+            .await;
+    }
+    publish(&redis, "public:n", r#"{"event":"e","data":{"x":1}}"#);
+    for ws in [&mut sub_a, &mut sub_b] {
+        assert_notify(
+            &notify_on(ws, "public:n").await,
+            "public:n",
+            "e",
+            &json!({"x": 1}),
+        );
+        no_notify_on(ws, "public:n", QUIET).await;
+    }
+    other
+        .expect_no_push("notify", Duration::from_millis(50))
+        .await;
+
+    // A given timestamp is kept.
+    publish(
+        &redis,
+        "public:n",
+        r#"{"event":"t","data":null,"timestamp":123}"#,
+    );
+    let push = notify_on(&mut sub_b, "public:n").await;
+    assert_eq!(push["event"], "t", "{push}");
+    assert_eq!(push["timestamp"], 123, "{push}");
+    notify_on(&mut sub_a, "public:n").await;
+
+    // Malformed payloads are dropped and do not stop the subscriber.
+    let garbage = "g".repeat(100 * 1024);
+    for bad in ["not json", "[]", "{}", r#"{"event":5}"#, garbage.as_str()] {
+        publish(&redis, "public:n", bad);
+    }
+    publish(&redis, "public:n", r#"{"event":"after","data":7}"#);
+    for ws in [&mut sub_a, &mut sub_b] {
+        let push = notify_on(ws, "public:n").await;
+        assert_notify(&push, "public:n", "after", &json!(7));
+        no_notify_on(ws, "public:n", QUIET).await;
+    }
+    let (status, _, body) = http(a.addr, "GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200);
+    let count: f64 = body
+        .lines()
+        .find(|l| l.starts_with("switchyard_notify_malformed_total"))
+        .unwrap_or_else(|| panic!("switchyard_notify_malformed_total in /metrics:\n{body}"))
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    // Both instances saw five bad payloads (metrics are process-wide).
+    assert!(count >= 10.0, "{count}");
+}
+
+#[tokio::test]
+async fn external_notifications_to_implicit_audiences() {
+    let (redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut admin_a = a.client(ADMIN).await;
+    let mut reader_a = a.client(READER).await;
+    let mut approver_b = b.client(APPROVER).await;
+    let mut writer_b = b.client(WRITER).await;
+    let mut anon_b = Ws::connect(&b.url("/ws")).await.expect("connects");
+    conn_id(&mut anon_b).await;
+
+    // global: every authenticated connection on both instances.
+    publish(&redis, "global", r#"{"event":"g","data":1}"#);
+    for ws in [&mut admin_a, &mut reader_a, &mut approver_b, &mut writer_b] {
+        assert_notify(&notify_on(ws, "global").await, "global", "g", &json!(1));
+        no_notify_on(ws, "global", Duration::from_millis(100)).await;
+    }
+    anon_b.expect_no_push("notify", QUIET).await;
+
+    // approval: approvers (and admins), not readers or writers.
+    publish(&redis, "approval", r#"{"event":"ap","data":{"id":9}}"#);
+    for ws in [&mut approver_b, &mut admin_a] {
+        assert_notify(
+            &notify_on(ws, "approval").await,
+            "approval",
+            "ap",
+            &json!({"id": 9}),
+        );
+    }
+    for ws in [&mut reader_a, &mut writer_b] {
+        ws.expect_no_push("notify", QUIET).await;
+    }
+    approver_b
+        .expect_no_push("notify", Duration::from_millis(50))
+        .await;
+
+    // agent:<sessionId>: only the owner's connection.
+    let mut owner_a = a.client(WRITER).await;
+    let mut member_b = as_user(b, "alice").await;
+    owner_a
+        .call("session.create", json!({"sessionId": "ag-1"}))
+        .await;
+    member_b
+        .call("session.join", json!({"sessionId": "ag-1"}))
+        .await;
+    publish(&redis, "agent:ag-1", r#"{"event":"task","data":{"t":1}}"#);
+    assert_notify(
+        &notify_on(&mut owner_a, "agent:ag-1").await,
+        "agent:ag-1",
+        "task",
+        &json!({"t": 1}),
+    );
+    no_notify_on(&mut owner_a, "agent:ag-1", QUIET).await;
+    member_b
+        .expect_no_push("notify", Duration::from_millis(50))
+        .await;
+    writer_b
+        .expect_no_push("notify", Duration::from_millis(50))
+        .await;
+    // Unknown sessions go nowhere.
+    publish(&redis, "agent:nope", r#"{"event":"task"}"#);
+    owner_a.expect_no_push("notify", QUIET).await;
+}
+
+// ---------------------------------------------------------------- outage
+
+/// Time a call and return (reply, elapsed).
+async fn timed(ws: &mut Ws, method: &str, params: Value) -> (Value, Duration) {
+    let started = Instant::now();
+    let reply = ws.request(method, params).await;
+    (reply, started.elapsed())
+}
+
+#[tokio::test]
+async fn redis_outage_is_survived_on_the_same_sockets() {
+    let (mut redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut on_a = a.client(ADMIN).await;
+    let mut on_b = b.client(READER).await;
+    let a_id = conn_id(&mut on_a).await;
+    let b_id = conn_id(&mut on_b).await;
+    for ws in [&mut on_a, &mut on_b] {
+        ws.call("subscribe", json!({"channels": ["public:x"]}))
+            .await;
+    }
+    let r = on_a
+        .call(
+            "publish",
+            json!({"channel": "public:x", "event": "before", "data": 0}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    notify_on(&mut on_b, "public:x").await;
+    notify_on(&mut on_a, "public:x").await;
+
+    redis.kill();
+    assert!(
+        within(Duration::from_secs(5), || async {
+            ready_status(a).await == 503
+        })
+        .await,
+        "A's /ready turns 503 while Redis is down"
+    );
+    let (_, _, body) = http(a.addr, "GET", "/ready", &[], None).await;
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["backend"], false, "{body}");
+    for (method, params) in [
+        (
+            "publish",
+            json!({"channel": "public:x", "event": "down", "data": 0}),
+        ),
+        ("status", json!({})),
+        ("session.create", json!({})),
+    ] {
+        let (reply, took) = timed(&mut on_a, method, params).await;
+        assert_eq!(reply["error"]["code"], -32005, "{method}: {reply}");
+        assert!(took < Duration::from_secs(3), "{method} took {took:?}");
+    }
+    assert_eq!(on_a.call("ping", json!({})).await["pong"], true);
+    assert_eq!(on_b.call("ping", json!({})).await["pong"], true);
+
+    redis.restart();
+    assert!(
+        within(Duration::from_secs(10), || async {
+            ready_status(a).await == 200 && ready_status(b).await == 200
+        })
+        .await,
+        "/ready is 200 on both after Redis is back"
+    );
+    // Presence, instances and subscriptions are re-asserted.
+    let long = Duration::from_secs(10);
+    let (ok, last) = poll_call(&mut on_a, long, "system.presence", json!({}), |r| {
+        r["result"]["clients"].as_array().is_some_and(|c| {
+            [&a_id, &b_id]
+                .iter()
+                .all(|id| c.iter().any(|e| e["connId"] == id.as_str()))
+        })
+    })
+    .await;
+    assert!(ok, "system.presence lists both again: {last}");
+    let (ok, last) = poll_call(&mut on_a, long, "status", json!({}), |r| {
+        r["result"]["cluster"]["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2)
+    })
+    .await;
+    assert!(ok, "status lists both instances again: {last}");
+    assert_eq!(
+        instance_ids(&last["result"]),
+        [a.app.instance_id.clone(), b.app.instance_id.clone()]
+            .into_iter()
+            .collect(),
+        "{last}"
+    );
+    let (ok, last) = poll_call(
+        &mut on_b,
+        long,
+        "presence.get",
+        json!({"channel": "public:x"}),
+        |r| {
+            r["result"]["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2)
+        },
+    )
+    .await;
+    assert!(ok, "presence of public:x lists both again: {last}");
+    let p = on_a
+        .call("presence.get", json!({"channel": "public:x"}))
+        .await;
+    assert_eq!(member_ids(&p), set(&[&a_id, &b_id]), "{p}");
+
+    // Delivery on the same sockets: the subscriber connections come back
+    // on their own schedule, so publish until B hears one (bounded).
+    on_a.pushed.clear();
+    on_b.pushed.clear();
+    let started = Instant::now();
+    let mut heard = None;
+    let mut n = 0;
+    while heard.is_none() && started.elapsed() < Duration::from_secs(10) {
+        n += 1;
+        let r = on_a
+            .call(
+                "publish",
+                json!({"channel": "public:x", "event": format!("retry-{n}"), "data": n}),
+            )
+            .await;
+        assert_eq!(r["delivered"], 2, "{r}");
+        heard = tokio::time::timeout(
+            Duration::from_millis(300),
+            push_where(&mut on_b, "notify", |p| p["channel"] == "public:x"),
+        )
+        .await
+        .ok();
+    }
+    assert!(
+        heard.is_some(),
+        "B never heard a publish from A after the outage"
+    );
+    // From now on: exactly once on each socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    on_a.pushed.clear();
+    on_b.pushed.clear();
+    drain(&mut on_a).await;
+    drain(&mut on_b).await;
+    let r = on_a
+        .call(
+            "publish",
+            json!({"channel": "public:x", "event": "after", "data": 1}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    for ws in [&mut on_b, &mut on_a] {
+        assert_notify(
+            &notify_on(ws, "public:x").await,
+            "public:x",
+            "after",
+            &json!(1),
+        );
+        no_notify_on(ws, "public:x", Duration::from_millis(100)).await;
+    }
+    // Targeted delivery and kicks work again too.
+    let r = on_a
+        .call(
+            "publish",
+            json!({"channel": format!("conn:{b_id}"), "event": "c", "data": 2}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    notify_on(&mut on_b, &format!("conn:{b_id}")).await;
+}
+
+/// Read and drop whatever the socket has pending right now.
+async fn drain(ws: &mut Ws) {
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), ws.next_json()).await {}
+    ws.pushed.clear();
+}
+
+/// `/ready` 200 means the instance delivers again: once both instances
+/// report ready after Redis came back (empty), a publish reaches the
+/// subscribers on both — nothing published after "ready" is lost.
+#[tokio::test]
+async fn ready_after_redis_restart_means_publishes_are_delivered() {
+    let (mut redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut on_a = a.client(WRITER).await;
+    let mut on_b = b.client(READER).await;
+    for ws in [&mut on_a, &mut on_b] {
+        ws.call("subscribe", json!({"channels": ["public:r"]}))
+            .await;
+    }
+    for round in 0..3 {
+        redis.kill();
+        assert!(
+            within(Duration::from_secs(5), || async {
+                ready_status(a).await == 503 && ready_status(b).await == 503
+            })
+            .await,
+            "round {round}: /ready turns 503"
+        );
+        redis.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if ready_status(a).await == 200 && ready_status(b).await == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never ready again"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let event = format!("round-{round}");
+        let r = on_a
+            .call(
+                "publish",
+                json!({"channel": "public:r", "event": event, "data": round}),
+            )
+            .await;
+        for (name, ws) in [("B", &mut on_b), ("A", &mut on_a)] {
+            let got = tokio::time::timeout(
+                Duration::from_secs(2),
+                push_where(ws, "notify", |p| p["event"] == event.as_str()),
+            )
+            .await;
+            assert!(
+                got.is_ok(),
+                "round {round}: a publish made after /ready was 200 on both instances \
+                 never reached the subscriber on {name}"
+            );
+        }
+        assert_eq!(
+            r["delivered"], 2,
+            "round {round}: delivered counts both subscribers once ready: {r}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- generations
+
+#[tokio::test]
+async fn restarted_instance_drops_the_old_runs_connections() {
+    let redis = RedisProcess::start();
+    let base = cluster_config(&redis);
+    let mut fixed = base.clone();
+    fixed.instance_id = Some("gen-a".into());
+    let a1 = TestServer::start_on(fixed.clone()).await;
+    let b = TestServer::start_on(base).await;
+    assert_eq!(a1.app.instance_id, "gen-a");
+
+    let mut old1 = a1.client(READER).await;
+    let mut old2 = a1.client(WRITER).await;
+    let mut watcher = b.client(ADMIN).await;
+    let old1_id = conn_id(&mut old1).await;
+    let old2_id = conn_id(&mut old2).await;
+    let watcher_id = conn_id(&mut watcher).await;
+    for ws in [&mut old1, &mut watcher] {
+        ws.call("subscribe", json!({"channels": ["public:g"]}))
+            .await;
+    }
+    let list = watcher.call("system.presence", json!({})).await;
+    let entries = presence_entries(&list);
+    assert_eq!(entries.len(), 3, "{list}");
+    let old_generation = entry(&entries, &old1_id).expect("old conn listed")["generation"].clone();
+    assert!(old_generation.as_u64().is_some(), "{list}");
+
+    a1.stop().await;
+    // The old sockets were told and closed.
+    for ws in [&mut old1, &mut old2] {
+        assert_eq!(ws.expect_close_code().await, 1012);
+    }
+    let a2 = TestServer::start_on(fixed).await;
+    assert_eq!(a2.app.instance_id, "gen-a");
+    let mut new = a2.client(READER).await;
+    let new_id = conn_id(&mut new).await;
+
+    let expected = set(&[&watcher_id, &new_id]);
+    let (ok, last) = poll_call(&mut watcher, WAIT, "system.presence", json!({}), |r| {
+        let ids: BTreeSet<String> = r["result"]["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["connId"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids == expected
+    })
+    .await;
+    assert!(
+        ok,
+        "presence after the restart is the watcher and the new conn: {last}"
+    );
+    let last = last["result"].clone();
+    let entries = presence_entries(&last);
+    let new_entry = entry(&entries, &new_id).expect("new conn");
+    assert_eq!(new_entry["nodeId"], "gen-a", "{last}");
+    assert_ne!(
+        new_entry["generation"], old_generation,
+        "a restarted instance runs a new generation: {last}"
+    );
+    assert!(entry(&entries, &old2_id).is_none(), "{last}");
+    let p = watcher
+        .call("presence.get", json!({"channel": "public:g"}))
+        .await;
+    assert_eq!(member_ids(&p), set(&[&watcher_id]), "{p}");
+    let st = watcher.call("status", json!({})).await;
+    assert_eq!(
+        instance_ids(&st),
+        ["gen-a".to_owned(), b.app.instance_id.clone()]
+            .into_iter()
+            .collect(),
+        "{st}"
+    );
+    // The restarted instance is reachable by id.
+    let r = watcher
+        .call(
+            "publish",
+            json!({"channel": format!("conn:{new_id}"), "event": "hi", "data": 0}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    notify_on(&mut new, &format!("conn:{new_id}")).await;
+}

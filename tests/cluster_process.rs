@@ -1,0 +1,644 @@
+//! Cluster mode with real processes: several `switchyard` binaries sharing
+//! one `redis-server`. An instance killed with SIGKILL is reaped by the
+//! survivors (presence, channel members, sessions, instance record); the
+//! pub/sub subscriber survives `CLIENT KILL TYPE pubsub`; publish and
+//! `client.kick` cross instances; a SIGTERM drain removes an instance and
+//! its clients from the cluster view.
+//!
+//! Not a behaviour test: it starts its own Redis and processes whatever
+//! `SWITCHYARD_TEST_BACKEND` says.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// Static tokens of every instance (`sub:secret:scopes`).
+const TOKENS: &str = "admin:admin-token-0123456789abcdef:operator.admin,\
+writer:writer-token-0123456789abcdef:operator.read operator.write,\
+bob:bob-token-0123456789abcdef0123:operator.read operator.write";
+const BOB: &str = "bob-token-0123456789abcdef0123";
+
+/// `limits.node_ttl_ms` of every instance.
+const NODE_TTL: Duration = Duration::from_millis(1000);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("sy-cluster-{}-{n}-{name}", std::process::id()))
+}
+
+/// Kills (and reaps) the child when dropped, whatever happened.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One gateway process of the cluster.
+struct Instance {
+    child: Guard,
+    id: String,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Instance {
+    /// Start instance `id` on a free port against `redis`, waiting (bounded)
+    /// for `/health`.
+    async fn start(redis: &RedisProcess, id: &str, env: &[(&str, &str)]) -> Instance {
+        let port = free_port();
+        let stderr = temp_path(&format!("{id}.stderr"));
+        let mut cmd = Command::new(BIN);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHYARD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_PORT", port.to_string())
+            .env("SWITCHYARD_REDIS_URL", redis.url())
+            .env("SWITCHYARD_INSTANCE_ID", id)
+            .env(
+                "SWITCHYARD_LIMITS__NODE_TTL_MS",
+                NODE_TTL.as_millis().to_string(),
+            )
+            .env("SWITCHYARD_LIMITS__PRESENCE_TICK_MS", "60000")
+            .env("SWITCHYARD_TOKENS", TOKENS)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let mut instance = Instance {
+            child: Guard(cmd.spawn().expect("spawn switchyard")),
+            id: id.to_owned(),
+            port,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = instance.child.0.try_wait().unwrap() {
+                panic!("{id} exited early ({status}): {}", instance.stderr_text());
+            }
+            if tokio::net::TcpStream::connect(instance.addr())
+                .await
+                .is_ok()
+            {
+                let (status, _, _) = http(instance.addr(), "GET", "/health", &[], None).await;
+                if status == 200 {
+                    return instance;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: no /health within 10 s: {}",
+                instance.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    async fn client(&self, token: &str) -> Ws {
+        let url = format!("ws://127.0.0.1:{}/ws", self.port);
+        let mut ws = Ws::connect_with(&url, &[("authorization", &format!("Bearer {token}"))])
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e:?}", self.id));
+        let welcome = ws.expect_push("welcome").await;
+        assert_eq!(welcome["nodeId"], self.id.as_str(), "{welcome}");
+        ws
+    }
+
+    async fn ready_status(&self) -> u16 {
+        http(self.addr(), "GET", "/ready", &[], None).await.0
+    }
+
+    /// SIGKILL: nothing is cleaned up by the process itself.
+    fn kill9(&mut self) {
+        self.child.0.kill().expect("kill -9");
+        self.child.0.wait().expect("reap");
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.0.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -TERM {pid}");
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- stderr of {} ---\n{}", self.id, self.stderr_text());
+        }
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// The next push with `method`, or None when `deadline` passes first.
+async fn push_by(ws: &mut Ws, method: &str, deadline: Instant) -> Option<Value> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, ws.expect_push(method))
+        .await
+        .ok()
+}
+
+/// The next push with `method` whose params satisfy `wanted` (others of
+/// that method are skipped), or None when `deadline` passes first.
+async fn push_where(
+    ws: &mut Ws,
+    method: &str,
+    deadline: Instant,
+    wanted: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    loop {
+        let params = push_by(ws, method, deadline).await?;
+        if wanted(&params) {
+            return Some(params);
+        }
+    }
+}
+
+/// `CLIENT KILL TYPE pubsub` on every Redis node (one, or each master of a
+/// test Redis Cluster); the number of connections killed.
+fn kill_pubsub_connections(redis: &RedisProcess) -> u32 {
+    let ports: Vec<String> = if redis_cluster_mode() {
+        let nodes = redis.cli(&["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|addr| addr.split('@').next()?.rsplit(':').next())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        vec![redis.port.to_string()]
+    };
+    ports
+        .iter()
+        .map(|port| {
+            let out = Command::new("redis-cli")
+                .args(["-p", port, "CLIENT", "KILL", "TYPE", "pubsub"])
+                .output()
+                .expect("redis-cli CLIENT KILL");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn conn_ids(presence: &Value) -> Vec<String> {
+    presence["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("system.presence lists clients: {presence}"))
+        .iter()
+        .map(|c| c["connId"].as_str().expect("connId").to_owned())
+        .collect()
+}
+
+fn instance_ids(status: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = status["cluster"]["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status lists cluster.instances: {status}"))
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Call `method` every 50 ms until `done(result)` or `deadline`; returns
+/// whether it got there and the last result.
+async fn poll_call(
+    ws: &mut Ws,
+    method: &str,
+    deadline: Instant,
+    done: impl Fn(&Value) -> bool,
+) -> (bool, Value) {
+    loop {
+        let result = ws.call(method, json!({})).await;
+        if done(&result) {
+            return (true, result);
+        }
+        if Instant::now() >= deadline {
+            return (false, result);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigkilled_instance_is_reaped_by_the_survivors() {
+    let redis = RedisProcess::start();
+    let env = [("SWITCHYARD_LIMITS__RESUME_WINDOW_MS", "500")];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut b = Instance::start(&redis, "b", &env).await;
+    let c = Instance::start(&redis, "c", &env).await;
+
+    let mut watcher = a.client(ADMIN).await;
+    watcher
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    let mut doomed = b.client(WRITER).await;
+    let doomed_id = doomed
+        .call("connect", json!({"client": {"name": "doomed"}}))
+        .await["connId"]
+        .as_str()
+        .expect("connId")
+        .to_owned();
+    doomed
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    let join = push_where(
+        &mut watcher,
+        "presence.join",
+        Instant::now() + Duration::from_secs(5),
+        |p| p["connId"] == doomed_id.as_str(),
+    )
+    .await
+    .expect("the watcher on a sees the b client join");
+    assert_eq!(join["connId"], doomed_id.as_str(), "{join}");
+
+    let session = doomed
+        .call("session.create", json!({"sessionId": "crash-1"}))
+        .await;
+    assert_eq!(session["sessionId"], "crash-1");
+    let mut member = a.client(BOB).await;
+    member
+        .call("session.join", json!({"sessionId": "crash-1"}))
+        .await;
+    let before = watcher.call("system.presence", json!({})).await;
+    assert!(conn_ids(&before).contains(&doomed_id), "{before}");
+    assert_eq!(
+        instance_ids(&watcher.call("status", json!({})).await),
+        ["a", "b", "c"]
+    );
+
+    let killed = Instant::now();
+    b.kill9();
+    let deadline = killed + NODE_TTL + Duration::from_secs(3);
+
+    let leave = push_where(&mut watcher, "presence.leave", deadline, |p| {
+        p["connId"] == doomed_id.as_str()
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no presence.leave for the killed client within {:?}",
+            killed.elapsed()
+        )
+    });
+    assert_eq!(leave["channel"], "public:room", "{leave}");
+    assert_eq!(leave["connId"], doomed_id.as_str(), "{leave}");
+    assert_eq!(leave["identity"], "writer", "{leave}");
+
+    let (gone, last_presence) = poll_call(&mut watcher, "system.presence", deadline, |p| {
+        !conn_ids(p).contains(&doomed_id)
+    })
+    .await;
+    assert!(
+        gone,
+        "system.presence on a still lists the dead connection: {last_presence}"
+    );
+    let members = watcher
+        .call("presence.get", json!({"channel": "public:room"}))
+        .await;
+    assert_eq!(members["count"], 1, "only the watcher is left: {members}");
+
+    let (live, last_status) = poll_call(&mut watcher, "status", deadline, |s| {
+        instance_ids(s) == ["a", "c"]
+    })
+    .await;
+    assert!(live, "status lists only live instances: {last_status}");
+
+    // Resume window 500 ms after the reaper detached it: "owner gone".
+    let closed = push_by(
+        &mut member,
+        "session.closed",
+        deadline + Duration::from_millis(500),
+    )
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no session.closed for the member on a within {:?}",
+            killed.elapsed()
+        )
+    });
+    assert_eq!(closed["sessionId"], "crash-1", "{closed}");
+    assert_eq!(closed["reason"], "owner gone", "{closed}");
+    assert_eq!(
+        member
+            .error_code("session.get", json!({"sessionId": "crash-1"}))
+            .await,
+        -32001,
+        "the closed session is gone"
+    );
+    drop(c);
+}
+
+#[tokio::test]
+async fn delivery_recovers_after_the_subscriber_connections_are_killed() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let mut publisher = a.client(ADMIN).await;
+    let mut subscriber = b.client(ADMIN).await;
+    subscriber
+        .call("subscribe", json!({"channels": ["public:canary"]}))
+        .await;
+    // Works before.
+    publisher
+        .call(
+            "publish",
+            json!({"channel": "public:canary", "event": "before", "data": 0}),
+        )
+        .await;
+    let before = push_by(
+        &mut subscriber,
+        "notify",
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .expect("cross-instance delivery before the kill");
+    assert_eq!(before["event"], "before");
+
+    let killed = kill_pubsub_connections(&redis);
+    assert!(
+        killed >= 2,
+        "every instance has a subscriber connection: killed {killed}"
+    );
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let mut arrived = None;
+    let mut n = 0;
+    while arrived.is_none() && Instant::now() < deadline {
+        n += 1;
+        let reply = publisher
+            .request(
+                "publish",
+                json!({"channel": "public:canary", "event": "after", "data": n}),
+            )
+            .await;
+        if reply.get("error").is_none() {
+            let wait = (Instant::now() + Duration::from_millis(250)).min(deadline);
+            arrived = push_by(&mut subscriber, "notify", wait).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let arrived = arrived.unwrap_or_else(|| {
+        panic!("no cross-instance delivery within 10 s of CLIENT KILL TYPE pubsub ({n} tries)")
+    });
+    assert_eq!(arrived["event"], "after", "{arrived}");
+    assert_eq!(arrived["channel"], "public:canary", "{arrived}");
+
+    for instance in [&a, &b] {
+        let mut status = instance.ready_status().await;
+        while status != 200 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            status = instance.ready_status().await;
+        }
+        assert_eq!(status, 200, "/ready of {} back to 200", instance.id);
+    }
+    // And the other direction too (a's subscriber was killed as well).
+    let mut back = a.client(ADMIN).await;
+    back.call("subscribe", json!({"channels": ["public:back"]}))
+        .await;
+    let mut b_pub = b.client(ADMIN).await;
+    let mut got = None;
+    while got.is_none() && Instant::now() < deadline {
+        b_pub
+            .call(
+                "publish",
+                json!({"channel": "public:back", "event": "b2a", "data": 1}),
+            )
+            .await;
+        let wait = (Instant::now() + Duration::from_millis(250)).min(deadline);
+        got = push_by(&mut back, "notify", wait).await;
+    }
+    assert!(got.is_some(), "b → a delivery after the kill");
+}
+
+#[tokio::test]
+async fn publish_and_kick_cross_instances() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let mut on_a = a.client(ADMIN).await;
+    let mut on_b = b.client(WRITER).await;
+    let b_conn = on_b.call("connect", json!({})).await["connId"]
+        .as_str()
+        .expect("connId")
+        .to_owned();
+    on_b.call("subscribe", json!({"channels": ["public:news"]}))
+        .await;
+
+    let delivered = on_a
+        .call(
+            "publish",
+            json!({"channel": "public:news", "event": "headline", "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(delivered["delivered"], 1, "{delivered}");
+    let notify = push_by(&mut on_b, "notify", Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("publish on a reaches the subscriber on b");
+    assert_eq!(notify["channel"], "public:news");
+    assert_eq!(notify["event"], "headline");
+    assert_eq!(notify["data"], json!({"n": 1}));
+
+    // The connection's own channel reaches it through its instance's inbox.
+    on_a.call(
+        "publish",
+        json!({"channel": format!("conn:{b_conn}"), "event": "direct", "data": 2}),
+    )
+    .await;
+    let direct = push_by(&mut on_b, "notify", Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("conn:<id> published on a reaches b");
+    assert_eq!(direct["event"], "direct", "{direct}");
+
+    let kicked = on_a
+        .call("client.kick", json!({"connId": b_conn, "reason": "test"}))
+        .await;
+    assert_eq!(kicked["kicked"], true, "{kicked}");
+    assert_eq!(on_b.expect_close_code().await, 4003);
+    assert_eq!(
+        on_a.error_code("client.kick", json!({"connId": "no-such-conn"}))
+            .await,
+        -32001
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (gone, presence) = poll_call(&mut on_a, "system.presence", deadline, |p| {
+        !conn_ids(p).contains(&b_conn)
+    })
+    .await;
+    assert!(
+        gone,
+        "the kicked connection leaves system.presence: {presence}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_one_instance_out_of_the_cluster() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(
+        &redis,
+        "b",
+        &[("SWITCHYARD_LIMITS__DRAIN_DEADLINE_MS", "2000")],
+    )
+    .await;
+    let mut observer = a.client(ADMIN).await;
+    let mut leaving = Vec::new();
+    let mut leaving_ids = Vec::new();
+    for token in [WRITER, BOB] {
+        let mut ws = b.client(token).await;
+        let id = ws.call("connect", json!({})).await["connId"]
+            .as_str()
+            .expect("connId")
+            .to_owned();
+        ws.call("subscribe", json!({"channels": ["public:drain"]}))
+            .await;
+        leaving_ids.push(id);
+        leaving.push(ws);
+    }
+    let presence = observer.call("system.presence", json!({})).await;
+    for id in &leaving_ids {
+        assert!(conn_ids(&presence).contains(id), "{presence}");
+    }
+    assert_eq!(
+        instance_ids(&observer.call("status", json!({})).await),
+        ["a", "b"]
+    );
+
+    let started = Instant::now();
+    b.sigterm();
+    for ws in &mut leaving {
+        let shutdown = push_by(ws, "shutdown", started + Duration::from_secs(5))
+            .await
+            .expect("a shutdown push before the close");
+        assert!(shutdown["reason"].is_string(), "{shutdown}");
+        assert!(shutdown["reconnectAfterMs"].is_u64(), "{shutdown}");
+        assert_eq!(ws.expect_close_code().await, 1012);
+    }
+
+    // Drained, not reaped: the cluster view is clean well before node_ttl
+    // would matter, and the instance is gone from status.
+    let deadline = started + Duration::from_secs(4);
+    let (clean, last) = poll_call(&mut observer, "system.presence", deadline, |p| {
+        let listed = conn_ids(p);
+        leaving_ids.iter().all(|id| !listed.contains(id))
+    })
+    .await;
+    assert!(clean, "drained clients still listed on a: {last}");
+    let members = observer
+        .call("presence.get", json!({"channel": "public:drain"}))
+        .await;
+    assert_eq!(members["count"], 0, "{members}");
+    let (gone, status) = poll_call(&mut observer, "status", deadline, |s| {
+        instance_ids(s) == ["a"]
+    })
+    .await;
+    assert!(gone, "status still lists the drained instance: {status}");
+
+    let mut b = b;
+    let exit = loop {
+        if let Some(exit) = b.child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "b exits after draining: {}",
+            b.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{}", b.stderr_text());
+}
+
+/// An instance that crashed and comes back at once under the same id (a new
+/// generation) before `node_ttl` passed: the old run's connections are
+/// reaped, and nothing of it keeps counting as a subscriber.
+#[tokio::test]
+async fn crashed_instance_restarted_under_its_id_leaves_no_phantoms() {
+    let redis = RedisProcess::start();
+    let mut a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let mut old = a.client(WRITER).await;
+    let old_id = old.call("connect", json!({})).await["connId"]
+        .as_str()
+        .expect("connId")
+        .to_owned();
+    old.call("subscribe", json!({"channels": ["public:ghost"]}))
+        .await;
+    let mut on_b = b.client(ADMIN).await;
+    let publish = json!({"channel": "public:ghost", "event": "e", "data": 1});
+    assert_eq!(on_b.call("publish", publish.clone()).await["delivered"], 1);
+
+    a.kill9();
+    drop(old);
+    let restarted = Instant::now();
+    let a2 = Instance::start(&redis, "a", &[]).await;
+    let deadline = restarted + NODE_TTL + Duration::from_secs(3);
+
+    let (gone, presence) = poll_call(&mut on_b, "system.presence", deadline, |p| {
+        !conn_ids(p).contains(&old_id)
+    })
+    .await;
+    assert!(
+        gone,
+        "the old run's connection is reaped although its id is alive again: {presence}"
+    );
+    let members = on_b
+        .call("presence.get", json!({"channel": "public:ghost"}))
+        .await;
+    assert_eq!(members["count"], 0, "{members}");
+
+    let mut delivered = Value::Null;
+    while Instant::now() < deadline {
+        delivered = on_b.call("publish", publish.clone()).await["delivered"].clone();
+        if delivered == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered,
+        0,
+        "publish still counts the crashed run's subscriber after {:?}",
+        restarted.elapsed()
+    );
+    let status = on_b.call("status", json!({})).await;
+    assert_eq!(instance_ids(&status), ["a", "b"], "{status}");
+    drop(a2);
+}
