@@ -20,11 +20,13 @@
 //! - [`backend`] — shared state and cross-instance delivery.
 //! - [`server`] — axum router, upgrade guards, HTTP API, background tasks,
 //!   drain.
-//! - [`config`], [`ratelimit`], [`telemetry`], [`client`] — settings,
-//!   sliding windows, logs and metrics, and a small async client.
+//! - [`config`], [`ratelimit`], [`telemetry`], [`client`], [`bench`] —
+//!   settings, sliding windows, logs and metrics, a small async client and
+//!   the load generator.
 
 pub mod auth;
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod conn;

@@ -34,6 +34,59 @@ enum Command {
     Token(TokenArgs),
     /// Send one JSON-RPC call to a running gateway and print the reply.
     Call(CallArgs),
+    /// Load generator against running instances (see BENCHMARKS.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Instance URLs, comma separated (ws://127.0.0.1:18791/ws,...).
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:18789/ws")]
+    urls: Vec<String>,
+    /// Bearer token with operator.write [env: SWITCHYARD_TOKEN].
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    scenario: BenchScenario,
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// Publish → delivery latency from the first URL to the last.
+    Latency {
+        /// Messages per second, all publishers together.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+    },
+    /// One publisher, many subscribers spread over the URLs.
+    Fanout {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 50)]
+        messages: u64,
+        /// Publications per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+    },
+    /// Idle authenticated connections; memory of the server process.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// PID of the server on the first URL.
+        #[arg(long)]
+        pid: u32,
+    },
+    /// `ping` round trips over many connections.
+    Ping {
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[derive(Args)]
@@ -93,6 +146,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Token(args)) => token(args),
         Some(Command::Call(args)) => runtime.block_on(call(args)),
+        Some(Command::Bench(args)) => runtime.block_on(bench(args)),
     }
 }
 
@@ -245,6 +299,40 @@ async fn call(args: CallArgs) -> ExitCode {
             {
                 eprintln!("{data}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: BenchArgs) -> ExitCode {
+    use switchyard::bench;
+    let (urls, token) = (&args.urls, args.token.as_str());
+    let outcome = match args.scenario {
+        BenchScenario::Latency {
+            rate,
+            seconds,
+            publishers,
+        } => bench::latency(urls, token, rate.max(1), seconds, publishers.max(1)).await,
+        BenchScenario::Fanout {
+            subscribers,
+            messages,
+            rate,
+        } => bench::fanout(urls, token, subscribers, messages, rate.max(1)).await,
+        BenchScenario::Idle { connections, pid } => {
+            bench::idle(&urls[0], token, connections, pid).await
+        }
+        BenchScenario::Ping {
+            connections,
+            seconds,
+        } => bench::ping(&urls[0], token, connections, seconds).await,
+    };
+    match outcome {
+        Ok(result) => {
+            println!("{result}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -983,14 +983,19 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["ready"], false, "{body}");
     assert_eq!(body["backend"], false, "{body}");
-    for (method, params) in [
-        (
-            "publish",
-            json!({"channel": "public:x", "event": "down", "data": 0}),
-        ),
-        ("status", json!({})),
-        ("session.create", json!({})),
-    ] {
+    // Local fan-out keeps working: the subscriber on A gets it, B cannot.
+    let (reply, took) = timed(
+        &mut on_a,
+        "publish",
+        json!({"channel": "public:x", "event": "down", "data": 0}),
+    )
+    .await;
+    assert_eq!(reply["result"]["delivered"], 1, "{reply}");
+    assert!(took < Duration::from_secs(3), "publish took {took:?}");
+    assert_eq!(notify_on(&mut on_a, "public:x").await["event"], "down");
+    on_b.expect_no_push("notify", Duration::from_millis(300))
+        .await;
+    for (method, params) in [("status", json!({})), ("session.create", json!({}))] {
         let (reply, took) = timed(&mut on_a, method, params).await;
         assert_eq!(reply["error"]["code"], -32005, "{method}: {reply}");
         assert!(took < Duration::from_secs(3), "{method} took {took:?}");
@@ -1258,4 +1263,30 @@ async fn restarted_instance_drops_the_old_runs_connections() {
         .await;
     assert_eq!(r["delivered"], 1, "{r}");
     notify_on(&mut new, &format!("conn:{new_id}")).await;
+}
+
+// ---------------------------------------------------------------- internal errors
+
+/// A record another program corrupted in Redis surfaces as -32603 with a
+/// correlation id (never the cause), and the connection keeps working.
+#[tokio::test]
+async fn corrupt_shared_state_is_an_internal_error() {
+    let (redis, s) = cluster(1, |_| {}).await;
+    let mut ws = s[0].client(ADMIN).await;
+    ws.call("session.create", json!({"sessionId": "broken"}))
+        .await;
+    redis
+        .cli(&["HSET", "sy:{sy}:session:broken", "data", "{not json"])
+        .expect("redis-cli HSET");
+    let reply = ws
+        .request("session.get", json!({"sessionId": "broken"}))
+        .await;
+    assert_eq!(reply["error"]["code"], -32603, "{reply}");
+    assert_eq!(reply["error"]["message"], "internal error");
+    let correlation = reply["error"]["data"]["correlationId"]
+        .as_str()
+        .expect("a correlation id");
+    assert_eq!(correlation.len(), 32);
+    assert!(!reply.to_string().contains("not json"), "{reply}");
+    assert_eq!(ws.call("ping", json!({})).await["pong"], true);
 }

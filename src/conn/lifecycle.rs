@@ -37,7 +37,7 @@ pub fn welcome(app: &App, conn: &ConnHandle) -> crate::protocol::Frame {
 /// Attach an identity (first authentication or a refresh) and join the
 /// implicit channels it is entitled to.
 pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
-    let implicit = implicit_channels(conn, &identity);
+    let implicit = implicit_channels(&identity);
     let previous = {
         let mut state = conn.state();
         state.identity = Some(Arc::new(identity));
@@ -54,12 +54,12 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
     publish_presence(app, conn).await;
 }
 
-fn implicit_channels(conn: &ConnHandle, identity: &Identity) -> Vec<String> {
-    let mut channels = vec![
-        "global".to_owned(),
-        format!("user:{}", identity.sub),
-        format!("conn:{}", conn.id()),
-    ];
+/// `global`, `user:<sub>` and, for approvers, `approval`. (`conn:<id>` is
+/// not a subscription: publications to it are routed to the connection's
+/// instance directly, see `channels::publish_event`, which spares a channel
+/// and a Redis subscription per socket.)
+fn implicit_channels(identity: &Identity) -> Vec<String> {
+    let mut channels = vec!["global".to_owned(), format!("user:{}", identity.sub)];
     if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
         channels.push("approval".to_owned());
     }

@@ -51,10 +51,13 @@ async fn run(app: App, socket: WebSocket, setup: ConnSetup) {
     metrics::counter!("switchyard_connections_total").increment(1);
     tracing::debug!("connected");
 
-    lifecycle::open(&app, &conn, setup.identity).await;
+    // The open/close and per-message futures are large (they embed every
+    // handler's state) but short-lived: boxing them keeps the long-lived
+    // connection task small, which is most of an idle socket's memory.
+    Box::pin(lifecycle::open(&app, &conn, setup.identity)).await;
     read_loop(&app, &conn, stream).await;
     conn.close(close_code::NORMAL, "");
-    lifecycle::close(&app, &conn).await;
+    Box::pin(lifecycle::close(&app, &conn)).await;
     drop(setup.ip_slot);
     // The writer sends the close frame and stops; bound the wait.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
@@ -103,7 +106,7 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
                 Ok(Some(Ok(msg))) => {
                     // A closed connection stops waiting for its own calls.
                     let keep = tokio::select! {
-                        keep = on_message(app, conn, msg) => keep,
+                        keep = Box::pin(on_message(app, conn, msg)) => keep,
                         _ = conn.closed().cancelled() => false,
                     };
                     if !keep {

@@ -191,7 +191,12 @@ impl Hub {
     pub fn fanout(&self, channel: &str, frame: &Frame) -> usize {
         let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = index.get(channel) else {
-            return 0;
+            drop(index);
+            // `conn:<id>` has no subscribers; it names one local socket.
+            return channel
+                .strip_prefix("conn:")
+                .and_then(|id| self.get(id))
+                .map_or(0, |conn| usize::from(conn.push(frame.clone())));
         };
         let delivered = subs.values().filter(|c| c.push(frame.clone())).count();
         metrics::counter!("switchyard_deliveries_total").increment(delivered as u64);

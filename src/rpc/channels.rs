@@ -220,6 +220,14 @@ pub async fn publish_event(
         "notify",
         &json!({ "channel": channel, "event": event, "data": data, "timestamp": now_ms() }),
     );
+    if let Some(conn_id) = channel.strip_prefix("conn:") {
+        // One connection: targeted delivery to whichever instance holds it.
+        let envelope = crate::backend::Envelope::Conn {
+            conn_id: conn_id.to_owned(),
+            frame,
+        };
+        return Ok(usize::from(app.backend.send_to_conn(envelope).await?));
+    }
     Ok(app.backend.publish(channel, frame, false).await?)
 }
 

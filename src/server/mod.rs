@@ -153,6 +153,12 @@ pub async fn run(
     let background = tasks::spawn_all(&app);
     let stop = drain_on(app.clone(), shutdown);
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Frames are small and latency-bound: no Nagle delay on any socket.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(stop)
         .await;

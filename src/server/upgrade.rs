@@ -100,12 +100,18 @@ async fn admit(
     Ok((setup, selected_protocol))
 }
 
+/// Initial read buffer of a socket.
+const READ_BUFFER: usize = 4 * 1024;
+
 fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<String>) -> Response {
     let max = app.config.limits.max_payload;
     let mut ws = ws
         .max_message_size(max)
         .max_frame_size(max)
-        // Small write buffer: memory per idle connection stays low.
+        // Memory per idle connection is a first-class number: tungstenite
+        // allocates a 128 KiB read buffer per socket by default; 4 KiB
+        // grows as a large message needs it. Writes go out eagerly.
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);

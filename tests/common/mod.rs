@@ -218,7 +218,7 @@ impl Ws {
                 .headers_mut()
                 .append(name, HeaderValue::from_str(value).expect("header value"));
         }
-        let connect = tokio_tungstenite::connect_async(request);
+        let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
         match tokio::time::timeout(WAIT, connect).await {
             Err(_) => Err(ConnectError::Other("connect timed out".into())),
             Ok(Err(WsError::Http(response))) => {
@@ -487,9 +487,11 @@ fn dechunk(mut rest: &str) -> String {
 }
 
 /// A Redis of a test's own on free ports, killed on drop; it keeps
-/// nothing on disk, so a restart starts empty. One `redis-server`, or with
+/// nothing on disk, so a restart starts empty. One `redis-server`; with
 /// `SWITCHYARD_TEST_REDIS=cluster` a Redis Cluster of three masters
-/// (`--cluster-enabled yes` + `redis-cli --cluster create`).
+/// (`--cluster-enabled yes` + `redis-cli --cluster create`); with
+/// `SWITCHYARD_TEST_REDIS=sentinel` a master watched by a Sentinel, reached
+/// through the Sentinel.
 pub struct RedisProcess {
     children: Vec<std::process::Child>,
     /// The (first) node's port.
@@ -510,9 +512,20 @@ pub fn redis_cluster_mode() -> bool {
     std::env::var("SWITCHYARD_TEST_REDIS").is_ok_and(|t| t == "cluster")
 }
 
+/// Whether test Redis instances are reached through a Sentinel.
+pub fn redis_sentinel_mode() -> bool {
+    std::env::var("SWITCHYARD_TEST_REDIS").is_ok_and(|t| t == "sentinel")
+}
+
 impl RedisProcess {
     pub fn start() -> Self {
-        let nodes = if redis_cluster_mode() { 3 } else { 1 };
+        let nodes = if redis_cluster_mode() {
+            3
+        } else if redis_sentinel_mode() {
+            2
+        } else {
+            1
+        };
         let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("switchyard-redis-{}", ports[0]));
         let mut redis = Self {
@@ -526,6 +539,12 @@ impl RedisProcess {
     }
 
     pub fn url(&self) -> String {
+        if redis_sentinel_mode() {
+            return format!(
+                "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
+                self.ports[1]
+            );
+        }
         match &self.ports[..] {
             [one] => format!("redis://127.0.0.1:{one}"),
             [first, rest @ ..] => {
@@ -540,6 +559,10 @@ impl RedisProcess {
     fn spawn(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).expect("redis dir");
+        if redis_sentinel_mode() {
+            self.spawn_sentinel();
+            return;
+        }
         let clustered = self.ports.len() > 1;
         for &port in &self.ports.clone() {
             let mut cmd = std::process::Command::new("redis-server");
@@ -580,6 +603,41 @@ impl RedisProcess {
         }
     }
 
+    /// A master on `ports[0]` and a Sentinel on `ports[1]` watching it.
+    fn spawn_sentinel(&mut self) {
+        let (master, sentinel) = (self.ports[0], self.ports[1]);
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &master.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.children.push(child);
+        self.wait_for(master, "PONG", &["PING"]);
+        let conf = self.dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master} 1\n"
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        self.children.push(child);
+        self.wait_for(
+            sentinel,
+            &master.to_string(),
+            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+        );
+    }
+
     fn wait_for(&self, port: u16, expect: &str, args: &[&str]) {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while std::time::Instant::now() < deadline {
@@ -600,7 +658,7 @@ impl RedisProcess {
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let mut cmd = std::process::Command::new("redis-cli");
         cmd.args(["-p", &self.port.to_string()]);
-        if self.ports.len() > 1 {
+        if redis_cluster_mode() {
             cmd.arg("-c");
         }
         let out = cmd.args(args).output().ok()?;

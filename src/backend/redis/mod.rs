@@ -91,9 +91,18 @@ impl RedisBackend {
         builder
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = 1 << 16;
+                // fred's event channels preallocate this many slots each;
+                // the message loop drains them continuously, and a lag
+                // (counted in switchyard_pubsub_dropped_total) needs a
+                // burst this large arriving faster than local queueing.
+                p.broadcast_channel_capacity = 1 << 13;
             })
             .with_connection_config(|c| {
+                // Small frames, latency-bound: no Nagle delay.
+                c.tcp = fred::types::config::TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
                 c.connection_timeout = timeout;
                 c.internal_command_timeout = timeout;
                 c.max_command_attempts = 2;

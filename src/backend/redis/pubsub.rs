@@ -199,7 +199,9 @@ pub async fn publish(
     frame: &Frame,
     last: bool,
 ) -> BackendResult<usize> {
-    let client = backend.ready()?;
+    let Ok(client) = backend.ready() else {
+        return publish_locally(backend, channel, frame, last);
+    };
     let shared = backend.shared();
     let payload = format!("{}{}", if last { '1' } else { '0' }, frame.as_str());
     let topic = shared.keys.channel_topic(channel);
@@ -224,6 +226,32 @@ pub async fn publish(
         .await
         .map_err(unavailable)?;
     Ok(count.max(0) as usize)
+}
+
+/// Redis is away: local subscribers still get the frame (local fan-out
+/// keeps working); other instances cannot be reached until it is back.
+fn publish_locally(
+    backend: &RedisBackend,
+    channel: &str,
+    frame: &Frame,
+    last: bool,
+) -> BackendResult<usize> {
+    let attached = backend.attached()?;
+    metrics::counter!("switchyard_publish_local_only_total").increment(1);
+    let local = backend
+        .shared()
+        .interest
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(channel)
+        .copied()
+        .unwrap_or(0);
+    attached.inbox.deliver(Envelope::Channel {
+        channel: channel.to_owned(),
+        frame: frame.clone(),
+        last,
+    });
+    Ok(local)
 }
 
 /// Look the connection's owner up and publish to its inbox, in one round

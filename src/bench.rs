@@ -1,0 +1,320 @@
+//! `switchyard bench`: a load generator against running instances.
+//!
+//! Four scenarios, each printing one JSON line of results:
+//! - `latency`: publishers on the first URL, one subscriber on the last;
+//!   every message carries its send time, the subscriber records
+//!   publish → delivery latency at a fixed total rate.
+//! - `fanout`: N subscribers spread over all URLs, one publisher; counts
+//!   deliveries per second and lost messages.
+//! - `idle`: opens N authenticated connections that stay idle and reports
+//!   the server's resident memory per connection (`--pid`).
+//! - `ping`: N connections calling `ping` in a loop; throughput and latency.
+//!
+//! The bench and the servers share the machine's clock, so one process's
+//! `Instant` timestamps are valid for every measurement.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Errors that stop a bench run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("connect {0}: {1}")]
+    Connect(String, String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Latency percentiles in microseconds.
+fn percentiles(mut samples: Vec<u64>) -> Value {
+    if samples.is_empty() {
+        return json!(null);
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    json!({
+        "count": samples.len(),
+        "p50_us": at(0.50),
+        "p99_us": at(0.99),
+        "p999_us": at(0.999),
+        "max_us": samples[samples.len() - 1],
+    })
+}
+
+async fn connect(url: &str, token: &str) -> Result<Socket, BenchError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
+    request.headers_mut().insert("authorization", value);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        .await
+        .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
+    Ok(socket)
+}
+
+/// Send a call and wait for its reply, skipping pushes.
+async fn call(
+    socket: &mut Socket,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Result<Value, BenchError> {
+    let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .map_err(|e| BenchError::Protocol(e.to_string()))?;
+    while let Some(msg) = socket.next().await {
+        let Ok(Message::Text(text)) = msg else {
+            continue;
+        };
+        let reply: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+        if reply["id"] == id {
+            if let Some(error) = reply.get("error") {
+                return Err(BenchError::Protocol(format!("{method}: {error}")));
+            }
+            return Ok(reply["result"].clone());
+        }
+    }
+    Err(BenchError::Protocol("connection closed".into()))
+}
+
+async fn subscriber(url: &str, token: &str, channel: &str) -> Result<Socket, BenchError> {
+    let mut socket = connect(url, token).await?;
+    call(&mut socket, 1, "subscribe", json!({"channels": [channel]})).await?;
+    Ok(socket)
+}
+
+/// Publish as a JSON-RPC notification: no reply frame to read back.
+fn publish_frame(channel: &str, data: Value) -> Message {
+    let frame = json!({"jsonrpc": "2.0", "method": "publish",
+        "params": {"channel": channel, "event": "bench", "data": data}});
+    Message::Text(frame.to_string().into())
+}
+
+/// Cross-instance delivery latency at `rate` messages per second.
+pub async fn latency(
+    urls: &[String],
+    token: &str,
+    rate: u64,
+    seconds: u64,
+    publishers: usize,
+) -> Result<Value, BenchError> {
+    let channel = format!("public:bench-lat-{}", std::process::id());
+    let first = &urls[0];
+    let last = &urls[urls.len() - 1];
+    let mut sub = subscriber(last, token, &channel).await?;
+    let epoch = Instant::now();
+    let total = rate * seconds;
+    let per_publisher = total / publishers as u64;
+    let expected = per_publisher * publishers as u64;
+    let mut tasks = Vec::new();
+    for _ in 0..publishers {
+        let mut socket = connect(first, token).await?;
+        let channel = channel.clone();
+        let period = Duration::from_secs_f64(publishers as f64 / rate as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            for _ in 0..per_publisher {
+                ticker.tick().await;
+                let sent = epoch.elapsed().as_micros() as u64;
+                if socket
+                    .send(publish_frame(&channel, json!({"t": sent})))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Keep the socket open until the subscriber is done.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }));
+    }
+    let mut samples = Vec::with_capacity(expected as usize);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
+    while (samples.len() as u64) < expected {
+        let next = tokio::time::timeout_at(deadline, sub.next()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = next else {
+            if matches!(next, Ok(Some(Ok(_)))) {
+                continue;
+            }
+            break;
+        };
+        let now = epoch.elapsed().as_micros() as u64;
+        let frame: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+        if let Some(sent) = frame["params"]["data"]["t"].as_u64() {
+            samples.push(now.saturating_sub(sent));
+        }
+    }
+    for task in tasks {
+        task.abort();
+    }
+    let received = samples.len() as u64;
+    Ok(json!({
+        "scenario": "latency",
+        "rate": rate,
+        "seconds": seconds,
+        "publishers": publishers,
+        "sent": expected,
+        "received": received,
+        "lost": expected - received,
+        "latency": percentiles(samples),
+    }))
+}
+
+/// One publisher, `subscribers` spread over `urls`.
+pub async fn fanout(
+    urls: &[String],
+    token: &str,
+    subscribers: usize,
+    messages: u64,
+    rate: u64,
+) -> Result<Value, BenchError> {
+    let channel = format!("public:bench-fan-{}", std::process::id());
+    let received = Arc::new(AtomicU64::new(0));
+    let last_at = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let mut readers = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let url = &urls[i % urls.len()];
+        let mut socket = subscriber(url, token, &channel).await?;
+        let (received, last_at) = (received.clone(), last_at.clone());
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < messages {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) if text.as_str().contains("\"notify\"") => {
+                        got += 1;
+                        received.fetch_add(1, Ordering::Relaxed);
+                        last_at.fetch_max(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let mut publisher = connect(&urls[0], token).await?;
+    let start = epoch.elapsed().as_micros() as u64;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    for n in 0..messages {
+        ticker.tick().await;
+        publisher
+            .send(publish_frame(&channel, json!({"n": n})))
+            .await
+            .map_err(|e| BenchError::Protocol(e.to_string()))?;
+    }
+    let expected = messages * subscribers as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    let got = received.load(Ordering::Relaxed);
+    let span_us = last_at.load(Ordering::Relaxed).saturating_sub(start).max(1);
+    Ok(json!({
+        "scenario": "fanout",
+        "instances": urls.len(),
+        "subscribers": subscribers,
+        "messages": messages,
+        "publish_rate": rate,
+        "expected_deliveries": expected,
+        "deliveries": got,
+        "lost": expected - got,
+        "seconds": span_us as f64 / 1e6,
+        "deliveries_per_second": (got as f64 / (span_us as f64 / 1e6)).round(),
+    }))
+}
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `connections` idle authenticated sockets; memory of server `pid`.
+pub async fn idle(
+    url: &str,
+    token: &str,
+    connections: usize,
+    pid: u32,
+) -> Result<Value, BenchError> {
+    let before = rss_kib(pid).ok_or_else(|| BenchError::Protocol(format!("no process {pid}")))?;
+    let mut sockets = Vec::with_capacity(connections);
+    let started = Instant::now();
+    for _ in 0..connections {
+        let mut socket = connect(url, token).await?;
+        // The welcome proves the server finished opening it.
+        let _ = socket.next().await;
+        sockets.push(socket);
+    }
+    let open_seconds = started.elapsed().as_secs_f64();
+    // Let allocators settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid).unwrap_or(before);
+    let per_conn = (after.saturating_sub(before) as f64 * 1024.0 / connections as f64).round();
+    drop(sockets);
+    Ok(json!({
+        "scenario": "idle",
+        "connections": connections,
+        "open_seconds": open_seconds,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_connection": per_conn,
+    }))
+}
+
+/// `connections` sockets each calling `ping` back to back for `seconds`.
+pub async fn ping(
+    url: &str,
+    token: &str,
+    connections: usize,
+    seconds: u64,
+) -> Result<Value, BenchError> {
+    let mut tasks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    for _ in 0..connections {
+        let mut socket = connect(url, token).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut id = 1;
+            while Instant::now() < until {
+                let t = Instant::now();
+                if call(&mut socket, id, "ping", json!({})).await.is_err() {
+                    break;
+                }
+                samples.push(t.elapsed().as_micros() as u64);
+                id += 1;
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap_or_default());
+    }
+    Ok(json!({
+        "scenario": "ping",
+        "connections": connections,
+        "seconds": seconds,
+        "calls": all.len(),
+        "calls_per_second": (all.len() as f64 / seconds as f64).round(),
+        "latency": percentiles(all),
+    }))
+}
