@@ -7,7 +7,9 @@
 #      own redis-server on a free port);
 #   3. the backend contract, the cross-instance tests and the channel and
 #      session behaviour on a Redis Cluster of three masters (sharded
-#      pub/sub), each test building its own cluster.
+#      pub/sub), each test building its own cluster;
+#   4. the backend contract and the cross-instance tests through a Redis
+#      Sentinel (a master and a sentinel per test).
 # Needs redis-server and redis-cli on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,11 @@ cluster_tests=(--test backend --test channels --test sessions)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
   cargo test "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
+echo "=== through a redis sentinel ==="
+sentinel_tests=(--test backend)
+[ -f tests/cluster.rs ] && sentinel_tests+=(--test cluster)
+SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=sentinel \
+  cargo test "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
 
 echo
 echo "=== summary ==="
