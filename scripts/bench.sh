@@ -22,6 +22,9 @@ export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_CONN__LIMIT=100000000
 export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_IDENTITY__LIMIT=100000000
 export SWITCHYARD_LIMITS__MAX_CONNECTIONS_PER_IP=1000000
 export SWITCHYARD_LIMITS__PRESENCE_TICK_MS=60000
+# Fan-out is measured without presence: with it every subscribe would also
+# announce presence.join to all earlier subscribers (N²/2 deliveries).
+export SWITCHYARD_CHANNELS__PRESENCE=false
 
 bin=${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/switchyard}
 if [[ -z ${SWITCHYARD_BIN:-} ]]; then
