@@ -254,17 +254,7 @@ impl Backend for MemoryBackend {
         base_version: Option<u64>,
     ) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            if let Some(base) = base_version
-                && base != rec.version
-            {
-                return Err(BackendError::Conflict(format!(
-                    "version is {}, not {base}",
-                    rec.version
-                )));
-            }
-            json_patch::merge(&mut rec.meta, patch);
-            rec.version += 1;
-            rec.updated_at = crate::protocol::now_ms();
+            super::patch_meta(rec, patch, base_version)?;
             Ok(rec.clone())
         })
     }

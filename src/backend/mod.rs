@@ -110,6 +110,22 @@ pub struct ChannelMember {
     pub joined_at: u64,
 }
 
+impl ChannelMember {
+    /// The `presence.join` / `presence.leave` push announcing this member.
+    pub fn event_frame(&self, event: &str, channel: &str) -> Frame {
+        crate::protocol::frame::notification(
+            event,
+            &serde_json::json!({
+                "channel": channel,
+                "connId": self.conn_id,
+                "identity": self.identity,
+                "client": self.client,
+                "timestamp": crate::protocol::now_ms(),
+            }),
+        )
+    }
+}
+
 /// A channel with subscribers somewhere in the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -318,4 +334,25 @@ pub(crate) fn remove_member(rec: &mut SessionRecord, conn_id: &str, now_ms: u64)
         rec.detached_at = Some(now_ms);
     }
     rec.updated_at = now_ms;
+}
+
+/// Apply a JSON merge patch to a session's `meta`, checking `base_version`
+/// first (optimistic concurrency).
+pub(crate) fn patch_meta(
+    rec: &mut SessionRecord,
+    patch: &Value,
+    base_version: Option<u64>,
+) -> BackendResult<()> {
+    if let Some(base) = base_version
+        && base != rec.version
+    {
+        return Err(BackendError::Conflict(format!(
+            "version is {}, not {base}",
+            rec.version
+        )));
+    }
+    json_patch::merge(&mut rec.meta, patch);
+    rec.version += 1;
+    rec.updated_at = crate::protocol::now_ms();
+    Ok(())
 }

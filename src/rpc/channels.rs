@@ -125,16 +125,7 @@ fn member_of(conn: &ConnHandle) -> Option<ChannelMember> {
 }
 
 async fn announce(app: &App, channel: &str, event: &str, member: &ChannelMember) {
-    let frame = frame::notification(
-        event,
-        &json!({
-            "channel": channel,
-            "connId": member.conn_id,
-            "identity": member.identity,
-            "client": member.client,
-            "timestamp": now_ms(),
-        }),
-    );
+    let frame = member.event_frame(event, channel);
     if let Err(e) = app.backend.publish(channel, frame, false).await {
         tracing::warn!(%channel, error = %e, "presence event not published");
     }

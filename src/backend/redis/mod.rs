@@ -584,21 +584,26 @@ impl RedisBackend {
     /// id is alive again). A fresh run has no local subscriber yet, so drop
     /// them all before serving.
     async fn forget_previous_run(&self) -> BackendResult<()> {
+        let id = self.attached()?.id.clone();
+        self.drop_interest_of(&id).await
+    }
+
+    /// Remove every interest count `instance` reported.
+    async fn drop_interest_of(&self, instance: &str) -> BackendResult<()> {
         let client = self.ready()?;
         let keys = &self.0.keys;
-        let id = &self.attached()?.id;
         let channels: Vec<String> = client
-            .smembers(keys.instance_channels(id))
+            .smembers(keys.instance_channels(instance))
             .await
             .map_err(unavailable)?;
         for channel in channels {
             client
-                .hdel::<(), _, _>(keys.interest(&channel), id.as_str())
+                .hdel::<(), _, _>(keys.interest(&channel), instance)
                 .await
                 .map_err(unavailable)?;
         }
         client
-            .del::<(), _>(keys.instance_channels(id))
+            .del::<(), _>(keys.instance_channels(instance))
             .await
             .map_err(unavailable)
     }

@@ -10,9 +10,8 @@
 
 use super::{RedisBackend, unavailable};
 use crate::backend::{Backend, BackendResult, PresenceEntry};
-use crate::protocol::{frame, now_ms};
-use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface};
-use serde_json::json;
+use crate::protocol::now_ms;
+use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -102,16 +101,7 @@ impl RedisBackend {
         metrics::counter!("switchyard_reaped_connections_total").increment(1);
         for channel in self.conn_channels(&entry.conn_id).await? {
             if let Some(member) = self.leave_channel(&channel, &entry.conn_id).await? {
-                let leave = frame::notification(
-                    "presence.leave",
-                    &json!({
-                        "channel": channel,
-                        "connId": member.conn_id,
-                        "identity": member.identity,
-                        "client": member.client,
-                        "timestamp": now_ms(),
-                    }),
-                );
+                let leave = member.event_frame("presence.leave", &channel);
                 self.publish(&channel, leave, false).await?;
             }
         }
@@ -140,20 +130,7 @@ impl RedisBackend {
                 continue;
             }
             tracing::info!(instance = %id, "reaping a dead instance");
-            let channels: Vec<String> = client
-                .smembers(keys.instance_channels(id))
-                .await
-                .map_err(unavailable)?;
-            for channel in channels {
-                client
-                    .hdel::<(), _, _>(keys.interest(&channel), id.as_str())
-                    .await
-                    .map_err(unavailable)?;
-            }
-            client
-                .del::<(), _>(keys.instance_channels(id))
-                .await
-                .map_err(unavailable)?;
+            self.drop_interest_of(id).await?;
             client
                 .hdel::<(), _, _>(keys.instances(), id.as_str())
                 .await

@@ -217,17 +217,7 @@ pub async fn patch(
     base_version: Option<u64>,
 ) -> BackendResult<SessionRecord> {
     let updated = update(backend, id, |mut rec| {
-        if let Some(base) = base_version
-            && base != rec.version
-        {
-            return Err(BackendError::Conflict(format!(
-                "version is {}, not {base}",
-                rec.version
-            )));
-        }
-        json_patch::merge(&mut rec.meta, patch);
-        rec.version += 1;
-        rec.updated_at = crate::protocol::now_ms();
+        crate::backend::patch_meta(&mut rec, patch, base_version)?;
         Ok(Change::Write(rec, Vec::new()))
     })
     .await?;
