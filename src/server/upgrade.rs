@@ -101,7 +101,7 @@ async fn admit(
 }
 
 /// Initial read buffer of a socket.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 2 * 1024;
 
 fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<String>) -> Response {
     let max = app.config.limits.max_payload;
@@ -109,7 +109,7 @@ fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<St
         .max_message_size(max)
         .max_frame_size(max)
         // Memory per idle connection is a first-class number: tungstenite
-        // allocates a 128 KiB read buffer per socket by default; 4 KiB
+        // allocates a 128 KiB read buffer per socket by default; 2 KiB
         // grows as a large message needs it. Writes go out eagerly.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
