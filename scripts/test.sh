@@ -26,19 +26,19 @@ done
 
 status=0
 echo "=== memory backend (and everything else) ==="
-cargo test --all-targets 2>&1 | tee -a "$log" || status=1
+cargo test --no-fail-fast --all-targets 2>&1 | tee -a "$log" || status=1
 echo "=== behaviour suite on the redis backend ==="
-SWITCHYARD_TEST_BACKEND=redis cargo test "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
+SWITCHYARD_TEST_BACKEND=redis cargo test --no-fail-fast "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== on a redis cluster (3 masters) ==="
 cluster_tests=(--test backend --test channels --test sessions)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
-  cargo test "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
+  cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== through a redis sentinel ==="
 sentinel_tests=(--test backend)
 [ -f tests/cluster.rs ] && sentinel_tests+=(--test cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=sentinel \
-  cargo test "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
+  cargo test --no-fail-fast "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
 
 echo
 echo "=== summary ==="

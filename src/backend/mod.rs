@@ -13,7 +13,9 @@
 //!   that instance, in publish order per channel. `deliver` never blocks.
 //! - **Interest**: an instance reports through [`Backend::set_interest`]
 //!   how many local sockets subscribe to a channel; channel envelopes only
-//!   reach instances with a count above zero.
+//!   reach instances with a count above zero. Gaining interest is in force
+//!   when the call returns; losing it may let envelopes already in flight
+//!   arrive shortly after (the hub drops them).
 //! - **Ownership**: records written for a connection carry the instance id
 //!   that holds it, so a dead instance's records can be reaped.
 //! - **Failure**: an operation that cannot reach shared state fails with

@@ -372,7 +372,10 @@ async fn confirm(backend: &RedisBackend) -> BackendResult<()> {
     use fred::prelude::ClientLike;
     let shared = backend.shared();
     if shared.clustered {
-        // SSUBSCRIBE / SUNSUBSCRIBE are acknowledged in band already.
+        // SSUBSCRIBE is acknowledged in band (fred follows its redirects).
+        // SUNSUBSCRIBE is not, and a PING would reach an arbitrary node:
+        // after an unsubscribe a few envelopes may still arrive, which the
+        // hub drops (no local subscriber).
         return Ok(());
     }
     shared
