@@ -19,7 +19,7 @@ const QUIET: Duration = Duration::from_millis(300);
 fn cluster_config(redis: &RedisProcess) -> Config {
     let mut c = config();
     c.redis_url = Some(redis.url());
-    c.limits.node_ttl_ms = 1000;
+    c.limits.node_ttl_ms = 3000;
     c.limits.presence_tick_ms = 200;
     c
 }

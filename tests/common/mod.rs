@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Upper bound of every wait in the tests.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 pub const ADMIN: &str = "admin-token-0123456789abcdef";
 pub const READER: &str = "reader-token-0123456789abcdef";
@@ -518,6 +518,9 @@ pub fn redis_sentinel_mode() -> bool {
 }
 
 impl RedisProcess {
+    /// Start on free ports. A port found free can be taken by a parallel
+    /// test before redis-server binds it; then the whole start is retried
+    /// on fresh ports.
     pub fn start() -> Self {
         let nodes = if redis_cluster_mode() {
             3
@@ -526,16 +529,22 @@ impl RedisProcess {
         } else {
             1
         };
-        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let dir = std::env::temp_dir().join(format!("switchyard-redis-{}", ports[0]));
-        let mut redis = Self {
-            children: Vec::new(),
-            port: ports[0],
-            ports,
-            dir,
-        };
-        redis.spawn();
-        redis
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+            let dir = std::env::temp_dir().join(format!("switchyard-redis-{}", ports[0]));
+            let mut redis = Self {
+                children: Vec::new(),
+                port: ports[0],
+                ports,
+                dir,
+            };
+            match redis.try_spawn() {
+                Ok(()) => return redis,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis: {last_error}");
     }
 
     pub fn url(&self) -> String {
@@ -557,11 +566,16 @@ impl RedisProcess {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).expect("redis dir");
         if redis_sentinel_mode() {
-            self.spawn_sentinel();
-            return;
+            return self.spawn_sentinel();
         }
         let clustered = self.ports.len() > 1;
         for &port in &self.ports.clone() {
@@ -580,7 +594,7 @@ impl RedisProcess {
                 cmd.spawn()
                     .expect("redis-server starts (apt-get install redis-server)"),
             );
-            self.wait_for(port, "PONG", &["PING"]);
+            self.wait_for(port, "PONG", &["PING"])?;
         }
         if clustered {
             let mut create = std::process::Command::new("redis-cli");
@@ -592,19 +606,22 @@ impl RedisProcess {
                 .args(["--cluster-replicas", "0", "--cluster-yes"])
                 .output()
                 .expect("redis-cli runs");
-            assert!(
-                out.status.success(),
-                "cluster create: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            if !out.status.success() {
+                self.kill();
+                return Err(format!(
+                    "cluster create: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
             for &port in &self.ports.clone() {
-                self.wait_for(port, "cluster_state:ok", &["CLUSTER", "INFO"]);
+                self.wait_for(port, "cluster_state:ok", &["CLUSTER", "INFO"])?;
             }
         }
+        Ok(())
     }
 
     /// A master on `ports[0]` and a Sentinel on `ports[1]` watching it.
-    fn spawn_sentinel(&mut self) {
+    fn spawn_sentinel(&mut self) -> Result<(), String> {
         let (master, sentinel) = (self.ports[0], self.ports[1]);
         let child = std::process::Command::new("redis-server")
             .args(["--port", &master.to_string(), "--bind", "127.0.0.1"])
@@ -614,7 +631,7 @@ impl RedisProcess {
             .spawn()
             .expect("redis-server starts");
         self.children.push(child);
-        self.wait_for(master, "PONG", &["PING"]);
+        self.wait_for(master, "PONG", &["PING"])?;
         let conf = self.dir.join("sentinel.conf");
         std::fs::write(
             &conf,
@@ -635,10 +652,13 @@ impl RedisProcess {
             sentinel,
             &master.to_string(),
             &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-        );
+        )
     }
 
-    fn wait_for(&self, port: u16, expect: &str, args: &[&str]) {
+    /// Poll `redis-cli -p port args` until its output contains `expect`.
+    /// Gives up early when a node died (its port was taken). On failure
+    /// every node is killed.
+    fn wait_for(&mut self, port: u16, expect: &str, args: &[&str]) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while std::time::Instant::now() < deadline {
             let out = std::process::Command::new("redis-cli")
@@ -646,11 +666,19 @@ impl RedisProcess {
                 .args(args)
                 .output();
             if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
-                return;
+                return Ok(());
+            }
+            if self
+                .children
+                .iter_mut()
+                .any(|c| c.try_wait().ok().flatten().is_some())
+            {
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis on port {port} never answered {expect}");
+        self.kill();
+        Err(format!("redis on port {port} never answered {expect}"))
     }
 
     /// Run `redis-cli` against this Redis (cluster-aware); its stdout when
