@@ -7,9 +7,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchyard::config::Window;
-use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 fn body_json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body:?}"))
@@ -433,47 +430,6 @@ async fn cors_preflight() {
     );
 }
 
-/// A WebSocket that is subscribed to `channel` and then never read, on a
-/// socket with a tiny receive buffer so that it backs up quickly.
-async fn stuck_subscriber(
-    server: &TestServer,
-    channel: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.expect("connect");
-    let mut request = server.url("/ws").into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&bearer(READER)).unwrap(),
-    );
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
-        .await
-        .expect("handshake in time")
-        .expect("handshake");
-    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"channels": [channel]}});
-    ws.send(Message::Text(call.to_string().into()))
-        .await
-        .unwrap();
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("reply")
-            .expect("open")
-            .expect("ok");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["id"] == 1 {
-                assert!(v.get("error").is_none(), "{v}");
-                break;
-            }
-        }
-    }
-    ws
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_order() {
     let mut config = config();
@@ -489,7 +445,13 @@ async fn graceful_shutdown_order() {
         .await;
     // A subscriber that stopped reading with data still queued keeps the
     // drain going until the deadline.
-    let _stuck = stuck_subscriber(&server, "public:stall").await;
+    let _stuck = stuck_subscriber(
+        server.addr,
+        &server.url("/ws"),
+        &bearer(READER),
+        "public:stall",
+    )
+    .await;
     let mut admin = server.client(ADMIN).await;
     let pad = "p".repeat(128 * 1024);
     for i in 0..64 {

@@ -388,51 +388,6 @@ async fn sigterm_drains_and_exits_zero() {
     );
 }
 
-/// A WebSocket with a tiny receive buffer that subscribes to `channel` and
-/// then never reads again.
-async fn stuck_subscriber(
-    url: &str,
-    port: u16,
-    auth: &str,
-    channel: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], port).into())
-        .await
-        .expect("connect");
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", auth.parse().unwrap());
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
-        .await
-        .expect("handshake in time")
-        .expect("handshake");
-    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"channels": [channel]}});
-    ws.send(Message::Text(call.to_string().into()))
-        .await
-        .unwrap();
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("reply")
-            .expect("open")
-            .expect("ok");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["id"] == 1 {
-                assert!(v.get("error").is_none(), "{v}");
-                return ws;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn sigterm_with_a_stuck_client_exits_by_the_deadline() {
     let mut server = Server::start(
@@ -445,7 +400,13 @@ async fn sigterm_with_a_stuck_client_exits_by_the_deadline() {
     .await;
     let token = jwt(json!({"sub": "op", "scopes": ["operator.admin"], "exp": now_secs() + 60}));
     let auth = format!("Bearer {token}");
-    let _stuck = stuck_subscriber(&server.ws_url(), server.port, &auth, "public:stall").await;
+    let _stuck = stuck_subscriber(
+        ([127, 0, 0, 1], server.port).into(),
+        &server.ws_url(),
+        &auth,
+        "public:stall",
+    )
+    .await;
     let mut admin = Ws::connect_with(&server.ws_url(), &[("authorization", &auth)])
         .await
         .expect("connects");

@@ -716,3 +716,46 @@ impl Drop for RedisProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A WebSocket on a socket with a tiny receive buffer that subscribes to
+/// `channel` (with `authorization` as its Authorization header) and then
+/// never reads again, so the server's queue to it backs up quickly.
+pub async fn stuck_subscriber(
+    addr: SocketAddr,
+    url: &str,
+    authorization: &str,
+    channel: &str,
+) -> WebSocketStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let stream = socket.connect(addr).await.expect("connect");
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(authorization).expect("header value"),
+    );
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"channels": [channel]}});
+    ws.send(Message::Text(call.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("reply")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["id"] == 1 {
+                assert!(v.get("error").is_none(), "{v}");
+                return ws;
+            }
+        }
+    }
+}
