@@ -10,7 +10,8 @@
 #      pub/sub), each test building its own cluster;
 #   4. the backend contract and the cross-instance tests through a Redis
 #      Sentinel (a master and a sentinel per test).
-# Needs redis-server and redis-cli on PATH.
+# Needs redis-server and redis-cli on PATH, and python3 with the `openai`
+# package (tests/openai.rs drives the official client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
@@ -20,7 +21,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|cluster_process|process|tls) continue ;; esac
+  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls) continue ;; esac
   behaviour+=(--test "$name")
 done
 
@@ -30,13 +31,15 @@ cargo test --no-fail-fast --all-targets 2>&1 | tee -a "$log" || status=1
 echo "=== behaviour suite on the redis backend ==="
 SWITCHYARD_TEST_BACKEND=redis cargo test --no-fail-fast "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== on a redis cluster (3 masters) ==="
-cluster_tests=(--test backend --test channels --test sessions)
+cluster_tests=(--test backend --test channels --test sessions --test agents)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
+[ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
   cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== through a redis sentinel ==="
 sentinel_tests=(--test backend)
 [ -f tests/cluster.rs ] && sentinel_tests+=(--test cluster)
+[ -f tests/agents_cluster.rs ] && sentinel_tests+=(--test agents_cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=sentinel \
   cargo test --no-fail-fast "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
 

@@ -4,6 +4,12 @@
 //! A background task reads the socket: replies complete the matching
 //! [`Client::call`], everything else (notifications and `srv-…` requests)
 //! goes to [`Client::next_event`] in arrival order.
+//!
+//! An agent is a client that answers requests: [`Client::serve`] runs a
+//! handler per server → client request (`invoke`, `agent.run`,
+//! `chat.send`, …), each in its own task, and answers with what it
+//! returns. The [`Request`] it gets can stream progress and run events and
+//! tells when the caller cancelled. See `examples/echo_agent.rs`.
 
 use crate::protocol::RpcError;
 use futures_util::{SinkExt, StreamExt};
@@ -43,10 +49,17 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>
 
 /// A connected client.
 pub struct Client {
+    handle: ClientHandle,
+    events: mpsc::Receiver<Event>,
+}
+
+/// The sending half of a [`Client`]: calls, notifications and answers. Cheap
+/// to clone into tasks.
+#[derive(Clone)]
+pub struct ClientHandle {
     out: mpsc::Sender<Message>,
     pending: Pending,
-    events: mpsc::Receiver<Event>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     timeout: Duration,
 }
 
@@ -84,20 +97,179 @@ impl Client {
             }
             routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
-        Ok(Self {
+        let handle = ClientHandle {
             out,
             pending,
-            events,
-            next_id: AtomicU64::new(1),
+            next_id: Arc::new(AtomicU64::new(1)),
             timeout: Duration::from_secs(30),
-        })
+        };
+        Ok(Self { handle, events })
     }
 
     /// Change how long [`Client::call`] waits for a reply.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.handle.timeout = timeout;
     }
 
+    /// A sender for use in other tasks.
+    pub fn handle(&self) -> ClientHandle {
+        self.handle.clone()
+    }
+
+    /// Call a method and wait for its result.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        self.handle.call(method, params).await
+    }
+
+    /// Send a notification (no reply).
+    pub async fn notify(&self, method: &str, params: Value) -> Result<(), ClientError> {
+        self.handle.notify(method, params).await
+    }
+
+    /// Answer a server → client request.
+    pub async fn respond(
+        &self,
+        id: &str,
+        outcome: Result<Value, RpcError>,
+    ) -> Result<(), ClientError> {
+        self.handle.respond(id, outcome).await
+    }
+
+    /// The next notification or server request; `None` once closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Answer every server → client request with `handler`, each in its
+    /// own task, until the connection closes. Notifications other than
+    /// cancellations go to `on_notification`.
+    pub async fn serve<H, Fut>(mut self, handler: H, on_notification: impl Fn(Event))
+    where
+        H: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, RpcError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let running: Arc<Mutex<HashMap<String, Running>>> = Arc::default();
+        while let Some(event) = self.events.recv().await {
+            let Some(id) = event.id.clone() else {
+                if !cancel_matching(&running, &event) {
+                    on_notification(event);
+                }
+                continue;
+            };
+            let cancelled = tokio_util::sync::CancellationToken::new();
+            let session_id = event.params["sessionId"].as_str().map(str::to_owned);
+            running.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                id.clone(),
+                Running {
+                    session_id,
+                    cancelled: cancelled.clone(),
+                },
+            );
+            let request = Request {
+                id: id.clone(),
+                method: event.method,
+                params: event.params,
+                handle: self.handle.clone(),
+                cancelled,
+            };
+            let (handler, handle, running) =
+                (handler.clone(), self.handle.clone(), running.clone());
+            tokio::spawn(async move {
+                let outcome = handler(request).await;
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                let _ = handle.respond(&id, outcome).await;
+            });
+        }
+    }
+}
+
+/// A request being served, and how it is cancelled.
+struct Running {
+    session_id: Option<String>,
+    cancelled: tokio_util::sync::CancellationToken,
+}
+
+/// `invoke.cancel {id}` and `agent.cancel {sessionId}` cancel the matching
+/// running requests; returns whether `event` was such a cancellation.
+fn cancel_matching(running: &Mutex<HashMap<String, Running>>, event: &Event) -> bool {
+    let running = running.lock().unwrap_or_else(|p| p.into_inner());
+    match event.method.as_str() {
+        "invoke.cancel" => {
+            if let Some(r) = event.params["id"].as_str().and_then(|id| running.get(id)) {
+                r.cancelled.cancel();
+            }
+            true
+        }
+        "agent.cancel" => {
+            let session = event.params["sessionId"].as_str();
+            for r in running.values() {
+                if r.session_id.as_deref() == session {
+                    r.cancelled.cancel();
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A server → client request handed to [`Client::serve`].
+pub struct Request {
+    /// The `srv-N` id.
+    pub id: String,
+    /// `invoke`, `agent.run`, `chat.send`, …
+    pub method: String,
+    pub params: Value,
+    handle: ClientHandle,
+    cancelled: tokio_util::sync::CancellationToken,
+}
+
+impl Request {
+    /// The session of an `agent.run` / `chat.send` request.
+    pub fn session_id(&self) -> Option<&str> {
+        self.params["sessionId"].as_str()
+    }
+
+    /// Stream a progress update to the caller (`invoke.progress`).
+    pub async fn progress(&self, data: Value) -> Result<(), ClientError> {
+        self.handle
+            .notify("invoke.progress", json!({ "id": self.id, "data": data }))
+            .await
+    }
+
+    /// Stream an event to the members of this request's session
+    /// (`agent.event`).
+    pub async fn event(&self, kind: &str, data: Value) -> Result<(), ClientError> {
+        let session_id = self.session_id().unwrap_or_default();
+        self.handle
+            .notify(
+                "agent.event",
+                json!({ "sessionId": session_id, "type": kind, "data": data }),
+            )
+            .await
+    }
+
+    /// The client side, for calls made while serving (e.g.
+    /// `approval.request`).
+    pub fn client(&self) -> &ClientHandle {
+        &self.handle
+    }
+
+    /// Resolves when the caller cancels this request.
+    pub async fn cancelled(&self) {
+        self.cancelled.cancelled().await
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_cancelled()
+    }
+}
+
+impl ClientHandle {
     /// Call a method and wait for its result.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +287,12 @@ impl Client {
         }
     }
 
+    /// Send a notification (no reply).
+    pub async fn notify(&self, method: &str, params: Value) -> Result<(), ClientError> {
+        self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }))
+            .await
+    }
+
     /// Answer a server → client request.
     pub async fn respond(
         &self,
@@ -126,11 +304,6 @@ impl Client {
             Err(error) => json!({ "jsonrpc": "2.0", "id": id, "error": error }),
         };
         self.send(frame).await
-    }
-
-    /// The next notification or server request; `None` once closed.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
     }
 
     async fn send(&self, frame: Value) -> Result<(), ClientError> {

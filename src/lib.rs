@@ -18,12 +18,15 @@
 //! - [`hub`] — this instance's sockets: registry, local channel index,
 //!   fan-out; the instance's inbox for backend deliveries.
 //! - [`backend`] — shared state and cross-instance delivery.
+//! - [`agents`], [`relay`] — agents registered here, routing policies, and
+//!   calls relayed to a node on whichever instance holds it.
 //! - [`server`] — axum router, upgrade guards, HTTP API, background tasks,
 //!   drain.
-//! - [`config`], [`ratelimit`], [`telemetry`], [`client`], [`bench`] —
-//!   settings, sliding windows, logs and metrics, a small async client and
-//!   the load generator.
+//! - [`config`], [`ratelimit`], [`telemetry`], [`otel`], [`client`],
+//!   [`bench`] — settings, sliding windows, logs and metrics, OpenTelemetry
+//!   traces, a small async client and the load generator.
 
+pub mod agents;
 pub mod auth;
 pub mod backend;
 pub mod bench;
@@ -31,8 +34,10 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod hub;
+pub mod otel;
 pub mod protocol;
 pub mod ratelimit;
+pub mod relay;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;

@@ -163,7 +163,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     switchyard::telemetry::init_logging(&config.log);
-    match start(config).await {
+    let outcome = start(config).await;
+    // Export the spans still batched (blocking HTTP: off the runtime).
+    let _ = tokio::task::spawn_blocking(switchyard::otel::shutdown).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(server::StartError::Config(e)) => {
             eprintln!("switchyard: {e}");

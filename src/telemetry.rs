@@ -111,22 +111,28 @@ impl<S: tracing::Subscriber> Layer<S> for RingLayer {
 /// Install the global subscriber (logs to stderr + the ring). Safe to call
 /// more than once: later calls keep the first subscriber.
 pub fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let ring = RingLayer(log_ring().clone());
-    let registry = tracing_subscriber::registry().with(filter).with(ring);
+    // `log.level` filters the log output only (per-layer filters): spans
+    // exported to OpenTelemetry do not depend on how verbose the logs are.
+    let filter = || EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ring = RingLayer(log_ring().clone()).with_filter(filter());
+    let registry = tracing_subscriber::registry()
+        .with(ring)
+        .with(crate::otel::layer());
     let result = match config.format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter()),
             )
             .try_init(),
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter()),
             )
             .try_init(),
     };
@@ -193,6 +199,22 @@ fn describe() {
         "Rejections by a rate limit, by limit"
     );
     describe_counter!("switchyard_rpc_errors_total", "RPC error replies, by code");
+    describe_gauge!(
+        "switchyard_backend_up",
+        "1 while the shared backend (Redis) is reachable and its pub/sub delivers"
+    );
+    describe_histogram!(
+        "switchyard_backend_roundtrip_seconds",
+        "Duration of the instance heartbeat write to the backend"
+    );
+    describe_counter!(
+        "switchyard_backend_errors_total",
+        "Backend failures seen by callers and the heartbeat, by kind"
+    );
+    describe_gauge!(
+        "switchyard_pubsub_lag_seconds",
+        "Age of the last pub/sub canary seen through this instance's inbox"
+    );
     // Series that exist from the first scrape, so dashboards and alerts
     // see zeros rather than gaps.
     metrics::gauge!("switchyard_connections").set(0.0);
@@ -201,6 +223,10 @@ fn describe() {
         "switchyard_messages_out_total",
         "switchyard_deliveries_total",
         "switchyard_slow_consumer_closes_total",
+        "switchyard_auth_failures_total",
+        "switchyard_rate_limited_total",
+        "switchyard_rpc_errors_total",
+        "switchyard_backend_errors_total",
     ] {
         metrics::counter!(name).increment(0);
     }

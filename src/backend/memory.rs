@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::ratelimit::SlidingLog;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Standalone backend: one instance, state in memory.
@@ -28,6 +28,13 @@ struct State {
     subscribers: BTreeMap<String, BTreeMap<String, Option<ChannelMember>>>,
     sessions: BTreeMap<String, SessionRecord>,
     windows: HashMap<String, SlidingLog>,
+    agents: BTreeMap<String, AgentEntry>,
+    runs: BTreeMap<String, RunRecord>,
+    history: HashMap<String, VecDeque<Value>>,
+    approvals: BTreeMap<String, ApprovalRecord>,
+    audit: VecDeque<ApprovalRecord>,
+    /// key → (state, expires at ms).
+    idempotency: HashMap<String, (Idempotency, u64)>,
 }
 
 impl MemoryBackend {
@@ -182,7 +189,9 @@ impl Backend for MemoryBackend {
 
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool> {
         let conn_id = match &envelope {
-            Envelope::Conn { conn_id, .. } | Envelope::Kick { conn_id, .. } => conn_id,
+            Envelope::Conn { conn_id, .. }
+            | Envelope::Kick { conn_id, .. }
+            | Envelope::Relay { conn_id, .. } => conn_id,
             Envelope::Channel { .. } => {
                 return Err(BackendError::Internal(
                     "channel envelope sent to a conn".into(),
@@ -194,6 +203,13 @@ impl Backend for MemoryBackend {
         }
         self.deliver(envelope);
         Ok(true)
+    }
+
+    async fn send_to_instance(&self, instance_id: &str, envelope: Envelope) -> BackendResult<bool> {
+        if !self.lock().instances.contains_key(instance_id) {
+            return Ok(false);
+        }
+        Ok(self.deliver(envelope) > 0)
     }
 
     async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {
@@ -286,6 +302,197 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
+    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()> {
+        self.lock()
+            .agents
+            .insert(entry.agent_id.clone(), entry.clone());
+        Ok(())
+    }
+
+    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()> {
+        self.lock().agents.remove(agent_id);
+        Ok(())
+    }
+
+    async fn agents(&self) -> BackendResult<Vec<AgentEntry>> {
+        Ok(self.lock().agents.values().cloned().collect())
+    }
+
+    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
+        let mut state = self.lock();
+        if state
+            .runs
+            .get(&run.session_id)
+            .is_some_and(|r| r.status == RunStatus::Running)
+        {
+            return Err(BackendError::Conflict(format!(
+                "session {} already has a run in progress",
+                run.session_id
+            )));
+        }
+        let running = state
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Running && r.caller == run.caller)
+            .count();
+        if running >= max_per_caller {
+            return Err(BackendError::Limit("concurrent runs", max_per_caller));
+        }
+        state.runs.insert(run.session_id.clone(), run.clone());
+        Ok(())
+    }
+
+    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>> {
+        Ok(self.lock().runs.get(session_id).cloned())
+    }
+
+    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
+        let mut state = self.lock();
+        match state.runs.get_mut(&outcome.session_id) {
+            Some(run) if run.run_id == outcome.run_id && run.status == RunStatus::Running => {
+                *run = outcome.clone();
+                Ok(Some(run.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>> {
+        Ok(self
+            .lock()
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Running)
+            .cloned()
+            .collect())
+    }
+
+    async fn append_history(
+        &self,
+        session_id: &str,
+        entries: &[Value],
+        max: usize,
+    ) -> BackendResult<()> {
+        let mut state = self.lock();
+        let list = state.history.entry(session_id.to_owned()).or_default();
+        list.extend(entries.iter().cloned());
+        while list.len() > max {
+            list.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
+        let state = self.lock();
+        let Some(list) = state.history.get(session_id) else {
+            return Ok(Vec::new());
+        };
+        let skip = list.len().saturating_sub(limit);
+        Ok(list.iter().skip(skip).cloned().collect())
+    }
+
+    async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
+        let mut state = self.lock();
+        if state.approvals.contains_key(&record.approval_id) {
+            return Err(BackendError::Conflict("approval id exists".into()));
+        }
+        state
+            .approvals
+            .insert(record.approval_id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn approval(&self, approval_id: &str) -> BackendResult<Option<ApprovalRecord>> {
+        Ok(self.lock().approvals.get(approval_id).cloned())
+    }
+
+    async fn pending_approvals(&self) -> BackendResult<Vec<ApprovalRecord>> {
+        let mut pending: Vec<ApprovalRecord> = self
+            .lock()
+            .approvals
+            .values()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .cloned()
+            .collect();
+        pending.sort_by_key(|a| a.created_at);
+        Ok(pending)
+    }
+
+    async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord> {
+        let mut state = self.lock();
+        let current = state
+            .approvals
+            .get_mut(&decided.approval_id)
+            .ok_or(BackendError::NotFound("approval"))?;
+        if current.status != ApprovalStatus::Pending {
+            return Err(already_resolved(current.status));
+        }
+        *current = decided.clone();
+        state.audit.push_front(decided.clone());
+        state.audit.truncate(AUDIT_MAX);
+        // Decided approvals stay readable (approval.wait, approval.get)
+        // until the map grows; the audit trail keeps the decision.
+        if state.approvals.len() > AUDIT_MAX {
+            state
+                .approvals
+                .retain(|_, a| a.status == ApprovalStatus::Pending);
+        }
+        Ok(decided.clone())
+    }
+
+    async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
+        Ok(self.lock().audit.iter().take(limit).cloned().collect())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<Option<Idempotency>> {
+        let now = crate::protocol::now_ms();
+        let mut state = self.lock();
+        state.idempotency.retain(|_, (_, expires)| *expires > now);
+        if let Some((held, _)) = state.idempotency.get(key) {
+            return Ok(Some(held.clone()));
+        }
+        state
+            .idempotency
+            .insert(key.to_owned(), (Idempotency::Pending, now + ttl_ms));
+        Ok(None)
+    }
+
+    async fn idempotency(&self, key: &str) -> BackendResult<Option<Idempotency>> {
+        let now = crate::protocol::now_ms();
+        Ok(self
+            .lock()
+            .idempotency
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(held, _)| held.clone()))
+    }
+
+    async fn finish_idempotency(
+        &self,
+        key: &str,
+        result: Option<&Value>,
+        ttl_ms: u64,
+    ) -> BackendResult<()> {
+        let mut state = self.lock();
+        match result {
+            Some(result) => {
+                let done = Idempotency::Done {
+                    result: result.clone(),
+                };
+                let expires = crate::protocol::now_ms() + ttl_ms;
+                state.idempotency.insert(key.to_owned(), (done, expires));
+            }
+            None => {
+                state.idempotency.remove(key);
+            }
+        }
+        Ok(())
+    }
+
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
         let mut state = self.lock();
         prune_windows(&mut state.windows, now_ms);
@@ -327,6 +534,9 @@ impl Backend for MemoryBackend {
             .take(window, want, now_ms))
     }
 }
+
+/// Entries kept in the approvals audit trail.
+const AUDIT_MAX: usize = 1000;
 
 /// Keep the window map bounded: once it grows large, drop logs whose newest
 /// hit is older than an hour (longer than any sensible window).

@@ -26,7 +26,12 @@
 //!   across instances.
 
 pub mod memory;
+mod records;
 pub mod redis;
+
+pub use records::{
+    AgentEntry, ApprovalRecord, ApprovalStatus, Idempotency, RunRecord, RunStatus, ToolSpec,
+};
 
 use crate::config::Window;
 use crate::protocol::{Frame, RpcError};
@@ -54,12 +59,29 @@ pub enum BackendError {
 impl BackendError {
     /// The client-facing error; `id` names the object for not-found.
     pub fn into_rpc(self, id: &str) -> RpcError {
+        if let Self::Unavailable(_) | Self::Internal(_) = &self {
+            metrics::counter!("switchyard_backend_errors_total", "kind" => self.kind())
+                .increment(1);
+        }
         match self {
             Self::Unavailable(why) => RpcError::unavailable(why),
             Self::NotFound(what) => RpcError::not_found(what, id),
             Self::Conflict(why) => RpcError::conflict(why),
             Self::Limit(what, max) => RpcError::limit(what, max),
             Self::Internal(why) => RpcError::internal(&why),
+        }
+    }
+}
+
+impl BackendError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Limit(..) => "limit",
+            Self::Internal(_) => "internal",
         }
     }
 }
@@ -190,6 +212,10 @@ pub enum Envelope {
         code: u16,
         reason: String,
     },
+    /// A message of the call relay (`crate::relay`), opaque here. Sent
+    /// with [`Backend::send_to_conn`] to the instance holding `conn_id`, or
+    /// with [`Backend::send_to_instance`] (then `conn_id` is empty).
+    Relay { conn_id: String, body: String },
 }
 
 /// The receiving end of an instance: the hub implements it.
@@ -270,6 +296,10 @@ pub trait Backend: Send + Sync + 'static {
     /// connection. `Ok(false)` when no instance holds it.
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool>;
 
+    /// Deliver a `Relay` envelope to one instance's inbox. `Ok(false)`
+    /// when that instance is not attached (standalone: not this one).
+    async fn send_to_instance(&self, instance_id: &str, envelope: Envelope) -> BackendResult<bool>;
+
     // ---- sessions ----
 
     /// Create a session whose owner (first member) is `record.owner`.
@@ -304,6 +334,69 @@ pub trait Backend: Send + Sync + 'static {
     /// Sessions detached at or before `cutoff_ms`.
     async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>>;
 
+    // ---- agents ----
+
+    /// Insert or replace a registry entry (keyed by `agent_id`).
+    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()>;
+    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()>;
+    /// Every entry, online or not.
+    async fn agents(&self) -> BackendResult<Vec<AgentEntry>>;
+
+    // ---- agent runs ----
+
+    /// Record a run as running. Conflict when the session already has a
+    /// running run; Limit when `run.caller` has `max_per_caller` running.
+    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()>;
+    /// The latest run of a session.
+    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>>;
+    /// Finish run `run_id` of its session with `outcome` (status, result,
+    /// error, finishedAt) if it is still running; `None` when it was not
+    /// (already finished or cancelled: the first finisher wins).
+    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
+    /// Every run still marked running.
+    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>>;
+
+    // ---- chat history ----
+
+    /// Append entries to a session's history, keeping the newest `max`.
+    async fn append_history(
+        &self,
+        session_id: &str,
+        entries: &[Value],
+        max: usize,
+    ) -> BackendResult<()>;
+    /// The newest `limit` entries, oldest first.
+    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>>;
+
+    // ---- approvals ----
+
+    async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()>;
+    async fn approval(&self, approval_id: &str) -> BackendResult<Option<ApprovalRecord>>;
+    /// Pending approvals, oldest first.
+    async fn pending_approvals(&self) -> BackendResult<Vec<ApprovalRecord>>;
+    /// Decide a pending approval: the first decision wins cluster-wide;
+    /// later ones get Conflict, unknown ids NotFound. The decided record
+    /// joins the audit trail.
+    async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord>;
+    /// The audit trail, newest first.
+    async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>>;
+
+    // ---- idempotency ----
+
+    /// Claim `key` for `ttl_ms` if nobody holds it: `None` means the caller
+    /// now runs the call; otherwise what the key holds.
+    async fn claim_idempotency(&self, key: &str, ttl_ms: u64)
+    -> BackendResult<Option<Idempotency>>;
+    async fn idempotency(&self, key: &str) -> BackendResult<Option<Idempotency>>;
+    /// Store the result for `ttl_ms` (`None`: release the key so a retry
+    /// runs again).
+    async fn finish_idempotency(
+        &self,
+        key: &str,
+        result: Option<&Value>,
+        ttl_ms: u64,
+    ) -> BackendResult<()>;
+
     // ---- rate limits ----
 
     /// Exact sliding window: record one hit under `key` if there is room.
@@ -321,6 +414,15 @@ pub trait Backend: Send + Sync + 'static {
         want: u32,
         now_ms: u64,
     ) -> BackendResult<(u32, u64)>;
+}
+
+/// The Conflict answered to a decision on an approval already decided.
+pub(crate) fn already_resolved(status: ApprovalStatus) -> BackendError {
+    let word = serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    BackendError::Conflict(format!("approval already {word}"))
 }
 
 /// Drop a member; the owner leaving detaches ownership.

@@ -593,14 +593,19 @@ fn parse_credential(
         [sub, secret, scopes] => ((*sub).to_owned(), *secret, Some(*scopes)),
         _ => return Err(ConfigError::new(field, "empty credential entry")),
     };
-    let scopes: Vec<String> = scopes
+    let mut scopes: Vec<String> = scopes
         .map(|s| s.split_whitespace().map(str::to_owned).collect())
-        .filter(|s: &Vec<String>| !s.is_empty())
-        .unwrap_or_else(|| vec!["operator.admin".to_owned()]);
+        .unwrap_or_default();
+    // The word `node` makes it an agent's credential (role node).
+    let node = scopes.iter().any(|s| s == "node");
+    scopes.retain(|s| s != "node");
+    if scopes.is_empty() && !node {
+        scopes.push("operator.admin".to_owned());
+    }
     Ok(StaticCredential {
         secret: secret.to_owned(),
         sub,
-        role: "operator".to_owned(),
+        role: if node { "node" } else { "operator" }.to_owned(),
         scopes,
         channels: Vec::new(),
     })
@@ -1160,6 +1165,28 @@ fn validate_lists(c: &Config) -> Result<(), ConfigError> {
             "must not be empty",
         )?;
     }
+    for (i, hook) in c.hooks.iter().enumerate() {
+        let field = format!("hooks[{i}].name");
+        let valid = !hook.name.is_empty()
+            && hook.name.len() <= 64
+            && hook
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+        ensure(valid, &field, "1-64 characters from A-Z a-z 0-9 - _ .")?;
+        ensure(
+            c.hooks[..i].iter().all(|h| h.name != hook.name),
+            &field,
+            format!("{} is configured twice", hook.name),
+        )?;
+        if let Some(secret) = &hook.secret {
+            ensure(
+                secret.len() >= 16,
+                &format!("hooks[{i}].secret"),
+                "must be at least 16 bytes",
+            )?;
+        }
+    }
     let origin_lists = [
         ("allowed_origins", &c.allowed_origins),
         ("cors.allowed_origins", &c.cors.allowed_origins),
@@ -1400,6 +1427,18 @@ mod tests {
         let subs: Vec<&str> = c.auth.tokens.iter().map(|t| t.sub.as_str()).collect();
         assert_eq!(subs, ["token-1", "carol"]);
         assert_eq!(c.effective_auth_modes(), [AuthMode::Token]);
+    }
+
+    #[test]
+    fn the_node_word_makes_an_agent_credential() {
+        let entry = format!("echo:{}:node", secret('n'));
+        let c = load_env(&[("SWITCHYARD_TOKENS", &entry)]).unwrap();
+        assert_eq!(c.auth.tokens[0].role, "node");
+        assert!(c.auth.tokens[0].scopes.is_empty());
+        let entry = format!("ops:{}:operator.read", secret('o'));
+        let c = load_env(&[("SWITCHYARD_TOKENS", &entry)]).unwrap();
+        assert_eq!(c.auth.tokens[0].role, "operator");
+        assert_eq!(c.auth.tokens[0].scopes, ["operator.read"]);
     }
 
     #[test]

@@ -48,6 +48,30 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Webhooks accepted on `POST /hooks/{name}`.
+    pub hooks: Vec<HookConfig>,
+}
+
+/// One webhook: its body is published on channel `hook:<name>`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    pub name: String,
+    /// HMAC-SHA256 key: requests must carry `X-Signature-256:
+    /// sha256=<hex of HMAC(body)>` (GitHub's `X-Hub-Signature-256` works
+    /// too) and then need no API key. Without a secret the hook takes a
+    /// bearer token or API key with `operator.write`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for HookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookConfig")
+            .field("name", &self.name)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -68,6 +92,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }

@@ -32,7 +32,12 @@ pub mod close_code {
 /// Long-running calls one connection may have in flight at once.
 pub const MAX_CALLS_IN_FLIGHT: usize = 32;
 
-type PendingReply = oneshot::Sender<Result<Value, RpcError>>;
+/// A server → client request waiting for the client's answer, and where
+/// its `invoke.progress` notifications go.
+struct PendingRequest {
+    reply: oneshot::Sender<Result<Value, RpcError>>,
+    progress: Option<mpsc::Sender<Value>>,
+}
 
 /// An item of the outbound queue.
 #[derive(Debug)]
@@ -57,6 +62,8 @@ pub struct ConnState {
     pub sessions: HashSet<String>,
     /// Capabilities a node declared in `connect.caps`.
     pub caps: Vec<String>,
+    /// `node.invoke` calls in flight, by invokeId (for `invoke.cancel`).
+    pub invokes: HashMap<String, CancellationToken>,
     pub rate: SlidingCounter,
 }
 
@@ -68,7 +75,7 @@ struct Shared {
     closed: CancellationToken,
     close_frame: Mutex<Option<(u16, String)>>,
     state: Mutex<ConnState>,
-    pending: Mutex<HashMap<String, PendingReply>>,
+    pending: Mutex<HashMap<String, PendingRequest>>,
     next_request: AtomicU64,
     calls: Arc<tokio::sync::Semaphore>,
 }
@@ -196,23 +203,47 @@ impl ConnHandle {
         params: &Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        self.start_request(method, params, None)?
+            .wait(timeout)
+            .await
+    }
+
+    /// Send a server → client request; the answer is awaited on the
+    /// returned [`Outstanding`]. `invoke.progress` notifications the client
+    /// sends for it go to `progress` (dropped when that is full).
+    pub fn start_request(
+        &self,
+        method: &str,
+        params: &Value,
+        progress: Option<mpsc::Sender<Value>>,
+    ) -> Result<Outstanding, RpcError> {
         let n = self.0.next_request.fetch_add(1, Ordering::Relaxed);
         let id = format!("srv-{n}");
-        let (tx, rx) = oneshot::channel();
-        self.pending().insert(id.clone(), tx);
-        if !self.push(frame::request(&id, method, params)) {
-            self.pending().remove(&id);
+        let (reply, rx) = oneshot::channel();
+        self.pending()
+            .insert(id.clone(), PendingRequest { reply, progress });
+        let outstanding = Outstanding {
+            conn: self.clone(),
+            id,
+            rx,
+        };
+        if !self.push(frame::request(&outstanding.id, method, params)) {
             return Err(RpcError::unavailable("connection is closing"));
         }
-        let outcome = tokio::time::timeout(timeout, rx).await;
-        self.pending().remove(&id);
-        match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RpcError::unavailable("connection closed before answering")),
-            Err(_) => Err(RpcError::timeout(format!(
-                "no answer within {} ms",
-                timeout.as_millis()
-            ))),
+        Ok(outstanding)
+    }
+
+    /// Route an `invoke.progress` notification to its request; returns
+    /// whether one was waiting.
+    pub fn progress(&self, id: &str, data: Value) -> bool {
+        match self.pending().get(id).and_then(|p| p.progress.as_ref()) {
+            Some(sink) => {
+                if sink.try_send(data).is_err() {
+                    tracing::debug!(conn = %self.0.id, %id, "progress dropped: sink full");
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -225,7 +256,7 @@ impl ConnHandle {
     /// forged answers) are ignored; returns whether one was waiting.
     pub fn complete(&self, id: &str, outcome: Result<Value, RpcError>) -> bool {
         match self.pending().remove(id) {
-            Some(tx) => tx.send(outcome).is_ok(),
+            Some(pending) => pending.reply.send(outcome).is_ok(),
             None => false,
         }
     }
@@ -235,7 +266,40 @@ impl ConnHandle {
         self.pending().clear();
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, PendingReply>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, PendingRequest>> {
         self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A server → client request in flight; dropping it forgets the request
+/// (a late answer is then ignored).
+pub struct Outstanding {
+    conn: ConnHandle,
+    id: String,
+    rx: oneshot::Receiver<Result<Value, RpcError>>,
+}
+
+impl Outstanding {
+    /// The `srv-N` id the client answers to.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Wait for the answer, at most `timeout`.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Value, RpcError> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RpcError::unavailable("connection closed before answering")),
+            Err(_) => Err(RpcError::timeout(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.conn.pending().remove(&self.id);
     }
 }

@@ -51,6 +51,11 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
             tracing::warn!(%channel, error = %e, "implicit subscription failed");
         }
     }
+    let approvals = crate::rpc::approvals::CHANNEL;
+    if implicit.iter().any(|c| c == approvals) && !previous.iter().any(|c| c == approvals) {
+        // A new approver: what is already pending, then live requests.
+        crate::rpc::approvals::catch_up(app, conn).await;
+    }
     publish_presence(app, conn).await;
 }
 
@@ -61,7 +66,7 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
 fn implicit_channels(identity: &Identity) -> Vec<String> {
     let mut channels = vec!["global".to_owned(), format!("user:{}", identity.sub)];
     if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
-        channels.push("approval".to_owned());
+        channels.push(crate::rpc::approvals::CHANNEL.to_owned());
     }
     channels
 }
@@ -105,6 +110,7 @@ pub async fn close(app: &App, conn: &ConnHandle) {
         app.hub.unsubscribe_local(channel, conn.id()).await;
     }
     crate::rpc::sessions::on_disconnect(app, conn).await;
+    crate::rpc::agents::on_disconnect(app, conn).await;
     app.hub.unregister(conn.id());
     if let Err(e) = app.backend.remove_connection(conn.id()).await {
         tracing::warn!(error = %e, "removing presence failed");

@@ -11,7 +11,9 @@
 mod handle;
 mod lifecycle;
 
-pub use handle::{ConnHandle, ConnOutput, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, close_code};
+pub use handle::{
+    ConnHandle, ConnOutput, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, Outstanding, close_code,
+};
 pub use lifecycle::{authenticated, publish_presence, welcome};
 
 use crate::auth::Identity;

@@ -284,6 +284,8 @@ impl Inbox for Hub {
                 }
                 None => 0,
             },
+            // Relay messages are the relay's (`crate::relay::Inbound`).
+            Envelope::Relay { .. } => 0,
         }
     }
 }

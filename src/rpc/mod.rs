@@ -6,8 +6,11 @@
 //! metrics. Every method declares its [`Requirement`] in [`METHODS`]; a
 //! test checks that each entry has a handler and vice versa.
 
+pub mod agents;
+pub mod approvals;
 pub mod channels;
-pub mod nodes;
+mod idempotent;
+pub mod runs;
 pub mod sessions;
 pub mod system;
 
@@ -28,6 +31,8 @@ use Requirement::{Any, Authenticated};
 const READ: Requirement = Requirement::Scope(Scope::Read);
 const WRITE: Requirement = Requirement::Scope(Scope::Write);
 const ADMIN: Requirement = Requirement::Scope(Scope::Admin);
+const APPROVALS: Requirement = Requirement::Scope(Scope::Approvals);
+const NODE: Requirement = Requirement::Node;
 
 /// Every built-in method and what it requires.
 pub const METHODS: &[(&str, Requirement)] = &[
@@ -54,6 +59,28 @@ pub const METHODS: &[(&str, Requirement)] = &[
     ("session.send", WRITE),
     ("session.close", WRITE),
     ("node.invoke", WRITE),
+    ("invoke.cancel", WRITE),
+    ("invoke.progress", NODE),
+    ("agent.register", NODE),
+    ("agent.status", NODE),
+    ("agent.unregister", NODE),
+    ("agent.event", NODE),
+    ("agents.list", READ),
+    ("agents.get", READ),
+    ("tools.list", READ),
+    ("models.list", READ),
+    ("agent.run", WRITE),
+    ("agent.wait", READ),
+    ("agent.cancel", WRITE),
+    ("chat.send", WRITE),
+    ("chat.history", READ),
+    ("chat.abort", WRITE),
+    ("chat.inject", WRITE),
+    ("approval.request", NODE),
+    ("approval.resolve", APPROVALS),
+    ("approval.wait", Authenticated),
+    ("approval.list", APPROVALS),
+    ("approval.history", APPROVALS),
 ];
 
 /// Alternative names clients may use.
@@ -61,6 +88,10 @@ fn canonical(method: &str) -> &str {
     match method {
         "notify.subscribe" => "subscribe",
         "notify.unsubscribe" => "unsubscribe",
+        "node.list" => "agents.list",
+        "node.describe" => "agents.get",
+        "agent.list" => "agents.list",
+        "agent.get" => "agents.get",
         m => match m.strip_prefix("sessions.") {
             Some(rest) => match rest {
                 "create" => "session.create",
@@ -82,7 +113,16 @@ fn canonical(method: &str) -> &str {
 /// them in their own task so it keeps serving the client meanwhile; every
 /// other call runs in order.
 pub fn is_long_running(method: &str) -> bool {
-    matches!(canonical(method), "node.invoke")
+    match canonical(method) {
+        "node.invoke" | "agent.run" | "agent.wait" | "chat.send" | "approval.wait" => true,
+        // Not built in: possibly served by a node (a method provider).
+        other => lookup(other).is_none(),
+    }
+}
+
+/// Whether `method` (or an alias of it) is built in.
+pub fn is_builtin(method: &str) -> bool {
+    lookup(canonical(method)).is_some()
 }
 
 fn lookup(method: &str) -> Option<(&'static str, Requirement)> {
@@ -108,8 +148,8 @@ impl Ctx<'_> {
 /// Run one call to completion.
 pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, RpcError> {
     let Some((method, requirement)) = lookup(canonical(&call.method)) else {
-        metrics::counter!("switchyard_messages_in_total", "method" => "unknown").increment(1);
-        return Err(RpcError::method_not_found(&call.method));
+        metrics::counter!("switchyard_messages_in_total", "method" => "provided").increment(1);
+        return provided(app, conn, call).await;
     };
     metrics::counter!("switchyard_messages_in_total", "method" => method).increment(1);
     let started = Instant::now();
@@ -141,7 +181,7 @@ async fn checked(
             )));
         }
     }
-    let span = tracing::debug_span!("rpc", %method);
+    let span = crate::otel::rpc_span(method);
     let ctx = Ctx { app, conn };
     let call = tracing::Instrument::instrument(dispatch(&ctx, method, params), span);
     // A bug in one handler must not take the connection (or its
@@ -159,6 +199,27 @@ async fn checked(
             )))
         }
     }
+}
+
+/// A method that is not built in: a node may serve it (see
+/// [`agents::provide`]); otherwise -32601.
+async fn provided(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, RpcError> {
+    if call.method.len() > 128 || call.method.starts_with("rpc.") {
+        return Err(RpcError::method_not_found(&call.method));
+    }
+    rate_check(app, conn).await?;
+    if conn.identity().is_none() {
+        return Err(RpcError::method_not_found(&call.method));
+    }
+    let ctx = Ctx { app, conn };
+    let started = Instant::now();
+    let outcome = agents::provide(&ctx, &call.method, call.params).await;
+    metrics::histogram!("switchyard_rpc_duration_seconds", "method" => "provided")
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &outcome {
+        metrics::counter!("switchyard_rpc_errors_total", "code" => e.code.to_string()).increment(1);
+    }
+    outcome
 }
 
 fn describe(requirement: Requirement) -> String {
@@ -191,8 +252,38 @@ async fn dispatch(ctx: &Ctx<'_>, method: &str, p: Value) -> Result<Value, RpcErr
         "session.list" => sessions::list(ctx).await,
         "session.send" => sessions::send(ctx, params(p)?).await,
         "session.close" => sessions::close(ctx, params(p)?).await,
-        "node.invoke" => nodes::invoke(ctx, params(p)?).await,
+        "node.invoke" => agents::invoke(ctx, params(p)?).await,
+        "invoke.cancel" => agents::cancel(ctx, params(p)?),
+        "invoke.progress" => agents::progress(ctx, params(p)?),
+        "agent.register" => agents::register(ctx, params(p)?).await,
+        "agent.status" => agents::status(ctx, params(p)?).await,
+        "agent.unregister" => agents::unregister(ctx, params_or_default(p)?).await,
+        "agent.event" => runs::event(ctx, params(p)?).await,
+        "agents.list" => agents::list(ctx, params_or_default(p)?).await,
+        "agents.get" => agents::get(ctx, params(p)?).await,
+        "tools.list" => agents::tools(ctx).await,
+        "models.list" => agents::models_list(ctx).await,
+        "agent.run" => runs::run(ctx, params(p)?).await,
+        "agent.wait" => runs::wait(ctx, params(p)?).await,
+        "agent.cancel" | "chat.abort" => runs::cancel(ctx, params(p)?).await,
+        "chat.send" => runs::chat_send(ctx, params(p)?).await,
+        "chat.history" => runs::chat_history(ctx, params(p)?).await,
+        "chat.inject" => runs::chat_inject(ctx, params(p)?).await,
+        "approval.request" => approvals::request(ctx, params(p)?).await,
+        "approval.resolve" => approvals::resolve(ctx, params(p)?).await,
+        "approval.wait" => approvals::wait(ctx, params(p)?).await,
+        "approval.list" => approvals::list(ctx).await,
+        "approval.history" => approvals::history(ctx, params_or_default(p)?).await,
         other => Err(RpcError::method_not_found(other)),
+    }
+}
+
+/// Like [`params`], with absent params meaning the defaults.
+pub fn params_or_default<T: DeserializeOwned + Default>(value: Value) -> Result<T, RpcError> {
+    if value.is_null() {
+        Ok(T::default())
+    } else {
+        params(value)
     }
 }
 

@@ -48,6 +48,53 @@ pub struct CreateParams {
 }
 
 pub async fn create(ctx: &Ctx<'_>, p: CreateParams) -> Result<Value, RpcError> {
+    let (id, token) = open(ctx, p).await?;
+    Ok(json!({ "sessionId": id, "resumeToken": token, "version": 0 }))
+}
+
+/// A session owned by the caller, for an agent run: `session_id` when it
+/// exists and the caller belongs to it, else a new one (under that id, if
+/// given). Returns its id and whether it was created here (then
+/// [`discard`] it if the run does not start).
+pub async fn for_run(ctx: &Ctx<'_>, session_id: Option<&str>) -> Result<(String, bool), RpcError> {
+    if let Some(id) = session_id {
+        validate_id(id)?;
+        if ctx.app.backend.session(id).await?.is_some() {
+            require_member(ctx, id).await?;
+            return Ok((id.to_owned(), false));
+        }
+    }
+    let params = CreateParams {
+        session_id: session_id.map(str::to_owned),
+        meta: None,
+        max_members: None,
+    };
+    Ok((open(ctx, params).await?.0, true))
+}
+
+/// Close a session created for a run that did not start.
+pub async fn discard(app: &App, id: &str) {
+    if let Err(e) = end(app, id, "run not started").await {
+        tracing::debug!(session = %id, error = %e, "discarding a session failed");
+    }
+}
+
+/// The session, if the caller is a member of it (admins may look at any).
+pub async fn require_member(ctx: &Ctx<'_>, id: &str) -> Result<SessionRecord, RpcError> {
+    let identity = ctx.identity()?;
+    let record = load(ctx.app, id).await?;
+    if record.members.iter().any(|m| m == ctx.conn.id())
+        || record.owner_identity == identity.sub
+        || identity.is_admin()
+    {
+        Ok(record)
+    } else {
+        Err(RpcError::forbidden("join the session first"))
+    }
+}
+
+/// Create a session owned by the calling connection; (id, resume token).
+async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcError> {
     let identity = ctx.identity()?;
     let limits = &ctx.app.config.limits;
     let id = match p.session_id {
@@ -90,7 +137,7 @@ pub async fn create(ctx: &Ctx<'_>, p: CreateParams) -> Result<Value, RpcError> {
         .await
         .map_err(backend_err(&id))?;
     attach(ctx.app, ctx.conn, &id).await?;
-    Ok(json!({ "sessionId": id, "resumeToken": token, "version": 0 }))
+    Ok((id, token))
 }
 
 /// Subscribe the connection to the session's delivery channel.

@@ -83,6 +83,7 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
             identity.role
         )));
     }
+    crate::rpc::agents::register_caps(ctx.app, ctx.conn).await;
     hello(ctx, identity).await
 }
 
@@ -107,7 +108,10 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
             "maxBatch": limits.max_batch,
             "heartbeatMs": limits.heartbeat_ms,
         },
-        "features": ["channels", "presence", "sessions", "batch", "server-requests"],
+        "features": [
+            "channels", "presence", "sessions", "batch", "server-requests",
+            "agents", "runs", "approvals", "chat", "idempotency",
+        ],
     }))
 }
 

@@ -47,6 +47,14 @@ impl HttpError {
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn with_message(mut self, message: &str) -> Self {
         self.message = message.to_owned();
         self
@@ -113,7 +121,7 @@ impl From<super::guard::Refusal> for HttpError {
 }
 
 /// Authenticate an API request and check its scope and rate limit.
-async fn api_identity(
+pub(super) async fn api_identity(
     app: &App,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -179,7 +187,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
     }
 }
 
-type Peer = ConnectInfo<SocketAddr>;
+pub(super) type Peer = ConnectInfo<SocketAddr>;
 
 pub async fn status(
     State(app): State<App>,

@@ -9,13 +9,15 @@ mod bootstrap;
 mod drain;
 pub mod guard;
 pub mod http;
+pub mod openai;
 mod state;
 mod tasks;
+pub mod tools;
 mod upgrade;
 
 pub use bootstrap::{StartError, default_dev_token_path, prepare_auth};
 pub use drain::drain;
-pub use state::{App, AppInner};
+pub use state::{App, AppInner, WeakApp};
 
 use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
 use crate::backend::redis::{RedisBackend, RedisSettings};
@@ -69,11 +71,23 @@ pub async fn build_with_backend(
         .clone()
         .unwrap_or_else(|| format!("sy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     let hub = Hub::new(backend.clone());
+    let agents = crate::agents::LocalAgents::new(backend.clone());
+    let relay = crate::relay::Relay::new(
+        instance_id.clone(),
+        backend.clone(),
+        hub.clone(),
+        agents.clone(),
+    );
     let generation = crate::protocol::now_ms();
+    let inbound = crate::relay::Inbound {
+        hub: hub.clone(),
+        relay: relay.clone(),
+    };
     backend
-        .attach(&instance_id, generation, Arc::new(hub.clone()))
+        .attach(&instance_id, generation, Arc::new(inbound))
         .await
         .map_err(|e| StartError::Backend(e.to_string()))?;
+    let runs = Arc::new(crate::rpc::runs::RunBook::default());
     let started_at_ms = generation;
     let app = App::new(AppInner {
         origins: OriginPolicy::new(&config.allowed_origins),
@@ -85,12 +99,18 @@ pub async fn build_with_backend(
         auth,
         backend,
         hub,
+        agents,
+        relay,
+        runs,
+        rotation: Default::default(),
         logs: crate::telemetry::log_ring().clone(),
         draining: AtomicBool::new(false),
         reasserted: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::telemetry::metrics_handle(),
         config,
     });
+    app.runs.bind(&app);
+    app.relay.set_run_hooks(app.runs.clone());
     tasks::register_instance(&app).await;
     Ok(app)
 }
@@ -104,7 +124,15 @@ pub fn router(app: App) -> Router {
         .route("/api/presence/{channel}", get(http::presence))
         .route("/api/channels", get(http::channel_list))
         .route("/api/sessions", get(http::sessions))
-        .route("/status", get(http::status));
+        .route("/status", get(http::status))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/responses", post(openai::responses))
+        .route(
+            "/tools/invoke",
+            post(tools::invoke_post).get(tools::invoke_get),
+        )
+        .route("/hooks/{name}", post(tools::hook));
     let mut router = Router::new()
         .route("/", any(upgrade::ws_handler))
         .route("/ws", any(upgrade::ws_handler))

@@ -24,6 +24,14 @@ pub struct AppInner {
     pub client_ips: ClientIpResolver,
     pub backend: Arc<dyn Backend>,
     pub hub: Hub,
+    /// Agents registered on this instance's connections.
+    pub agents: crate::agents::LocalAgents,
+    /// Calls to nodes on any instance.
+    pub relay: crate::relay::Relay,
+    /// Agent runs served by this instance's nodes.
+    pub runs: Arc<crate::rpc::runs::RunBook>,
+    /// Rotation of the `round_robin` routing policy.
+    pub rotation: crate::agents::select::Rotation,
     pub logs: LogRing,
     pub draining: AtomicBool,
     /// The backend's resync count the last finished re-assert answered.
@@ -38,9 +46,24 @@ impl std::ops::Deref for App {
     }
 }
 
+/// A reference to the application that does not keep it alive (for
+/// parts of it that need to call back into the whole).
+#[derive(Clone)]
+pub struct WeakApp(std::sync::Weak<AppInner>);
+
+impl WeakApp {
+    pub fn upgrade(&self) -> Option<App> {
+        self.0.upgrade().map(App)
+    }
+}
+
 impl App {
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    pub fn downgrade(&self) -> WeakApp {
+        WeakApp(Arc::downgrade(&self.0))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -30,7 +30,8 @@ pub fn spawn_all(app: &App) -> CancellationToken {
         |app| async move { presence_tick(&app).await },
     );
     every(app, &stop, JANITOR, |app| async move {
-        crate::rpc::sessions::close_expired(&app).await
+        crate::rpc::sessions::close_expired(&app).await;
+        crate::rpc::approvals::expire(&app).await;
     });
     spawn_resync(app, &stop);
     stop
@@ -68,6 +69,7 @@ pub async fn reassert(app: &App) {
             tracing::warn!(%channel, error = %e, "re-asserting interest failed");
         }
     }
+    crate::rpc::agents::reassert(app).await;
     for conn in app.hub.all() {
         crate::conn::publish_presence(app, &conn).await;
         crate::rpc::channels::reassert(app, &conn).await;
@@ -106,9 +108,17 @@ pub async fn register_instance(app: &App) {
         connections: app.hub.len(),
         last_seen: now_ms(),
     };
-    if let Err(e) = app.backend.register_instance(info).await {
-        tracing::warn!(error = %e, "instance heartbeat failed");
+    let started = std::time::Instant::now();
+    match app.backend.register_instance(info).await {
+        Ok(()) => metrics::histogram!("switchyard_backend_roundtrip_seconds")
+            .record(started.elapsed().as_secs_f64()),
+        Err(e) => {
+            metrics::counter!("switchyard_backend_errors_total", "kind" => e.kind()).increment(1);
+            tracing::warn!(error = %e, "instance heartbeat failed");
+        }
     }
+    let up = if app.backend.is_available() { 1.0 } else { 0.0 };
+    metrics::gauge!("switchyard_backend_up").set(up);
 }
 
 /// `presence.tick {ts, connections, nodes, instances}` to every local socket.

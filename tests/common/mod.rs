@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod instance;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::VecDeque;

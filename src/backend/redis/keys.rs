@@ -77,6 +77,38 @@ impl Keys {
     pub fn detached(&self) -> String {
         format!("{}:detached", self.stem)
     }
+    /// Hash: agent id → JSON `AgentEntry`.
+    pub fn agents(&self) -> String {
+        format!("{}:agents", self.stem)
+    }
+    /// Hash: session id → JSON `RunRecord` (its latest run).
+    pub fn runs(&self) -> String {
+        format!("{}:runs", self.stem)
+    }
+    /// Set: sessions with a running run started by `caller`.
+    pub fn running(&self, caller: &str) -> String {
+        format!("{}:running:{caller}", self.stem)
+    }
+    /// List with TTL: a session's chat history (JSON entries).
+    pub fn history(&self, session: &str) -> String {
+        format!("{}:history:{{{session}}}", self.prefix)
+    }
+    /// String with TTL: one approval (JSON `ApprovalRecord`).
+    pub fn approval(&self, id: &str) -> String {
+        format!("{}:approval:{id}", self.stem)
+    }
+    /// Sorted set: pending approval id → created-at ms.
+    pub fn approvals_pending(&self) -> String {
+        format!("{}:approvals:pending", self.stem)
+    }
+    /// List: decided approvals, newest first (the audit trail).
+    pub fn approvals_audit(&self) -> String {
+        format!("{}:approvals:audit", self.stem)
+    }
+    /// String with TTL: an idempotency marker or result.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{{{key}}}", self.prefix)
+    }
     /// String with TTL: the reaper lock.
     pub fn reaper_lock(&self) -> String {
         format!("{}:reaper", self.stem)

@@ -17,6 +17,7 @@
 mod keys;
 mod pubsub;
 mod reaper;
+mod records;
 mod scripts;
 mod sessions;
 
@@ -426,6 +427,92 @@ impl Backend for RedisBackend {
 
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool> {
         pubsub::send_to_conn(self, envelope).await
+    }
+
+    async fn send_to_instance(&self, instance_id: &str, envelope: Envelope) -> BackendResult<bool> {
+        pubsub::send_to_instance(self, instance_id, envelope).await
+    }
+
+    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()> {
+        records::put_agent(self, entry).await
+    }
+
+    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()> {
+        records::remove_agent(self, agent_id).await
+    }
+
+    async fn agents(&self) -> BackendResult<Vec<AgentEntry>> {
+        records::agents(self).await
+    }
+
+    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
+        records::start_run(self, run, max_per_caller).await
+    }
+
+    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>> {
+        records::run(self, session_id).await
+    }
+
+    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
+        records::finish_run(self, outcome).await
+    }
+
+    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>> {
+        records::running_runs(self).await
+    }
+
+    async fn append_history(
+        &self,
+        session_id: &str,
+        entries: &[Value],
+        max: usize,
+    ) -> BackendResult<()> {
+        records::append_history(self, session_id, entries, max).await
+    }
+
+    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
+        records::history(self, session_id, limit).await
+    }
+
+    async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
+        records::create_approval(self, record).await
+    }
+
+    async fn approval(&self, approval_id: &str) -> BackendResult<Option<ApprovalRecord>> {
+        records::approval(self, approval_id).await
+    }
+
+    async fn pending_approvals(&self) -> BackendResult<Vec<ApprovalRecord>> {
+        records::pending_approvals(self).await
+    }
+
+    async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord> {
+        records::resolve_approval(self, decided).await
+    }
+
+    async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
+        records::approval_history(self, limit).await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<Option<Idempotency>> {
+        records::claim_idempotency(self, key, ttl_ms).await
+    }
+
+    async fn idempotency(&self, key: &str) -> BackendResult<Option<Idempotency>> {
+        records::idempotency(self, key).await
+    }
+
+    async fn finish_idempotency(
+        &self,
+        key: &str,
+        result: Option<&Value>,
+        ttl_ms: u64,
+    ) -> BackendResult<()> {
+        records::finish_idempotency(self, key, result, ttl_ms).await
     }
 
     async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {

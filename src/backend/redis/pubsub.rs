@@ -163,6 +163,10 @@ fn decode_inbox(text: &str) -> Option<Envelope> {
             conn_id: conn_id.to_owned(),
             frame: Frame::from(rest.to_owned()),
         }),
+        "r" => Some(Envelope::Relay {
+            conn_id: conn_id.to_owned(),
+            body: rest.to_owned(),
+        }),
         "k" => {
             let (code, reason) = rest.split_once('\n')?;
             Some(Envelope::Kick {
@@ -185,6 +189,7 @@ fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
             code,
             reason,
         } => Some((conn_id, format!("k{conn_id}\n{code}\n{reason}"))),
+        Envelope::Relay { conn_id, body } => Some((conn_id, format!("r{conn_id}\n{body}"))),
         Envelope::Channel { .. } => None,
     }
 }
@@ -280,6 +285,30 @@ pub async fn send_to_conn(backend: &RedisBackend, envelope: Envelope) -> Backend
         .await
         .map_err(unavailable)?;
     Ok(found == 1)
+}
+
+/// Publish a relay envelope to one instance's inbox (this instance: no
+/// Redis). `Ok(false)` when no instance listens there.
+pub async fn send_to_instance(
+    backend: &RedisBackend,
+    instance_id: &str,
+    envelope: Envelope,
+) -> BackendResult<bool> {
+    let attached = backend.attached()?;
+    if instance_id == attached.id {
+        return Ok(attached.inbox.deliver(envelope) > 0);
+    }
+    let Some((_, payload)) = encode_inbox(&envelope) else {
+        return Err(BackendError::Internal(
+            "channel envelope sent to an instance".into(),
+        ));
+    };
+    let client = backend.ready()?;
+    let receivers: i64 = client
+        .publish(backend.shared().keys.inbox(instance_id), payload)
+        .await
+        .map_err(unavailable)?;
+    Ok(receivers > 0)
 }
 
 /// Record this instance's local count for a channel and (un)subscribe the

@@ -15,6 +15,10 @@ use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// Offline registry entries are kept this long (for `agents.list
+/// {online: false}`), then dropped.
+const OFFLINE_RETENTION_MS: u64 = 3_600_000;
+
 /// How often the reaper looks: twice per `node_ttl`, at most every 2 s.
 fn period(backend: &RedisBackend) -> Duration {
     (backend.shared().settings.node_ttl / 2)
@@ -34,6 +38,12 @@ pub fn start(backend: &RedisBackend) {
                 Ok(true) => {
                     if let Err(e) = me.reap().await {
                         tracing::warn!(error = %e, "reaping failed");
+                    }
+                    // Free it for the next pass of whichever instance
+                    // comes first (the expiry only covers a holder that
+                    // died mid-pass).
+                    if let Err(e) = me.release_lock().await {
+                        tracing::debug!(error = %e, "releasing the reaper lock");
                     }
                 }
                 Ok(false) => {}
@@ -58,6 +68,21 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         Ok(got.is_some())
+    }
+
+    async fn release_lock(&self) -> BackendResult<()> {
+        let client = self.ready()?;
+        let id = self.attached()?.id.clone();
+        self.shared()
+            .scripts
+            .unlock
+            .evalsha_with_reload::<(), _, _>(
+                client,
+                vec![self.shared().keys.reaper_lock()],
+                vec![id],
+            )
+            .await
+            .map_err(unavailable)
     }
 
     /// One pass: find dead generations and remove what they own.
@@ -93,7 +118,52 @@ impl RedisBackend {
                 self.reap_connection(&entry).await?;
             }
         }
+        self.reap_agents(&mut alive).await?;
         self.reap_instances(&alive).await
+    }
+
+    /// The live generation of `instance` (cached in `alive`).
+    async fn live_generation(
+        &self,
+        alive: &mut HashMap<String, Option<u64>>,
+        instance: &str,
+    ) -> BackendResult<Option<u64>> {
+        if let Some(g) = alive.get(instance) {
+            return Ok(*g);
+        }
+        let client = self.ready()?;
+        let generation: Option<String> = client
+            .get(self.shared().keys.alive(instance))
+            .await
+            .map_err(unavailable)?;
+        let generation = generation.and_then(|g| g.parse().ok());
+        alive.insert(instance.to_owned(), generation);
+        Ok(generation)
+    }
+
+    /// Agents held by dead instances go offline; offline entries older
+    /// than [`OFFLINE_RETENTION_MS`] are dropped.
+    async fn reap_agents(&self, alive: &mut HashMap<String, Option<u64>>) -> BackendResult<()> {
+        let now = now_ms();
+        for mut agent in self.agents().await? {
+            if !agent.online {
+                if agent.updated_at + OFFLINE_RETENTION_MS < now {
+                    self.remove_agent(&agent.agent_id).await?;
+                }
+                continue;
+            }
+            let live = self.live_generation(alive, &agent.instance_id).await?;
+            if live == Some(agent.generation) {
+                continue;
+            }
+            tracing::info!(agent = %agent.agent_id, instance = %agent.instance_id, "agent's instance is gone: offline");
+            agent.online = false;
+            agent.load = 0;
+            agent.status = "offline".into();
+            agent.updated_at = now;
+            self.put_agent(&agent).await?;
+        }
+        Ok(())
     }
 
     async fn reap_connection(&self, entry: &PresenceEntry) -> BackendResult<()> {

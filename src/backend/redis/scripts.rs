@@ -107,6 +107,63 @@ return 1
 "#;
 
 /// All scripts, hashed once.
+/// Start a run. KEYS: runs hash, the caller's running set. ARGV: session,
+/// run JSON, max running per caller. Returns 1, -1 (session busy) or -2
+/// (caller at its limit).
+const START_RUN: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, rec = pcall(cjson.decode, cur)
+  if ok and rec.status == 'running' then return -1 end
+end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// Finish a run if it is still the running one. KEYS: runs hash, the
+/// caller's running set. ARGV: session, run id, final JSON. Returns 1 or 0.
+const FINISH_RUN: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or rec.status ~= 'running' or rec.runId ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// Create an approval. KEYS: record, pending set. ARGV: JSON, id, ttl ms,
+/// created-at. Returns 1, or 0 when the id exists.
+const CREATE_APPROVAL: &str = r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+return 1
+"#;
+
+/// Decide an approval: first decision wins. KEYS: record, pending set,
+/// audit list. ARGV: id, decided JSON, audit length, ttl ms. Returns "ok",
+/// "missing", or the status it already had.
+const RESOLVE_APPROVAL: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 'missing' end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok then return 'corrupt' end
+if rec.status ~= 'pending' then return rec.status end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+return 'ok'
+"#;
+
+/// Release a lock if it is still ours. KEYS: lock. ARGV: holder.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 pub struct Scripts {
     pub rate: Script,
     pub route: Script,
@@ -115,6 +172,11 @@ pub struct Scripts {
     pub leave: Script,
     pub create_session: Script,
     pub cas_session: Script,
+    pub start_run: Script,
+    pub finish_run: Script,
+    pub create_approval: Script,
+    pub resolve_approval: Script,
+    pub unlock: Script,
 }
 
 impl Scripts {
@@ -127,6 +189,11 @@ impl Scripts {
             leave: Script::from_lua(LEAVE),
             create_session: Script::from_lua(CREATE_SESSION),
             cas_session: Script::from_lua(CAS_SESSION),
+            start_run: Script::from_lua(START_RUN),
+            finish_run: Script::from_lua(FINISH_RUN),
+            create_approval: Script::from_lua(CREATE_APPROVAL),
+            resolve_approval: Script::from_lua(RESOLVE_APPROVAL),
+            unlock: Script::from_lua(UNLOCK),
         }
     }
 }

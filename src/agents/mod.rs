@@ -1,0 +1,158 @@
+//! Agents (and other nodes) registered on this instance's connections.
+//!
+//! The registry itself is shared ([`Backend::agents`]); this book holds the
+//! entries whose connection lives here, which makes this instance their only
+//! writer. It counts each agent's calls in flight, so `maxConcurrency` is
+//! exact cluster-wide: every call to an agent passes through the instance
+//! holding its socket, and that instance refuses the call that would exceed
+//! it (the caller then tries the next candidate). The count is mirrored into
+//! the shared entry as `load`, which the `least_loaded` policy reads.
+//!
+//! [`select`] orders candidates by routing policy.
+
+pub mod select;
+
+use crate::backend::{AgentEntry, Backend};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why an agent cannot take a call here.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not registered on this instance (gone, or moved).
+    Unknown,
+    /// At `maxConcurrency`.
+    Busy,
+}
+
+struct Local {
+    entry: AgentEntry,
+    in_flight: u32,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    agents: Mutex<HashMap<String, Local>>,
+    /// Serialises registry writes so the last write carries the latest
+    /// load (held across the backend call on purpose: it is async).
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// This instance's registered agents; cheap to clone.
+#[derive(Clone)]
+pub struct LocalAgents(Arc<Inner>);
+
+impl LocalAgents {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self(Arc::new(Inner {
+            backend,
+            agents: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Local>> {
+        self.0.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add or replace an entry (a re-registration keeps the load count).
+    pub fn insert(&self, mut entry: AgentEntry) -> AgentEntry {
+        let mut agents = self.lock();
+        let in_flight = agents.get(&entry.agent_id).map_or(0, |l| l.in_flight);
+        entry.load = in_flight;
+        agents.insert(
+            entry.agent_id.clone(),
+            Local {
+                entry: entry.clone(),
+                in_flight,
+            },
+        );
+        entry
+    }
+
+    pub fn remove(&self, agent_id: &str) -> Option<AgentEntry> {
+        self.lock().remove(agent_id).map(|l| l.entry)
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<AgentEntry> {
+        self.lock().get(agent_id).map(|l| l.entry.clone())
+    }
+
+    /// Change an entry in place; returns the new state.
+    pub fn update(&self, agent_id: &str, f: impl FnOnce(&mut AgentEntry)) -> Option<AgentEntry> {
+        let mut agents = self.lock();
+        let local = agents.get_mut(agent_id)?;
+        f(&mut local.entry);
+        local.entry.updated_at = crate::protocol::now_ms();
+        Some(local.entry.clone())
+    }
+
+    /// Entries registered on connection `conn_id`.
+    pub fn of_conn(&self, conn_id: &str) -> Vec<AgentEntry> {
+        self.lock()
+            .values()
+            .filter(|l| l.entry.conn_id == conn_id)
+            .map(|l| l.entry.clone())
+            .collect()
+    }
+
+    /// Every entry held here.
+    pub fn all(&self) -> Vec<AgentEntry> {
+        self.lock().values().map(|l| l.entry.clone()).collect()
+    }
+
+    /// Take one of the agent's concurrency slots for a call.
+    pub fn try_acquire(&self, agent_id: &str) -> Result<LoadGuard, Refusal> {
+        {
+            let mut agents = self.lock();
+            let local = agents.get_mut(agent_id).ok_or(Refusal::Unknown)?;
+            if local.in_flight >= local.entry.max_concurrency {
+                return Err(Refusal::Busy);
+            }
+            local.in_flight += 1;
+            local.entry.load = local.in_flight;
+        }
+        self.sync_later(agent_id);
+        Ok(LoadGuard {
+            book: self.clone(),
+            agent_id: agent_id.to_owned(),
+        })
+    }
+
+    fn release(&self, agent_id: &str) {
+        if let Some(local) = self.lock().get_mut(agent_id) {
+            local.in_flight = local.in_flight.saturating_sub(1);
+            local.entry.load = local.in_flight;
+        }
+        self.sync_later(agent_id);
+    }
+
+    /// Write the entry's current state to the shared registry.
+    pub async fn sync(&self, agent_id: &str) {
+        let _order = self.0.writes.lock().await;
+        let Some(entry) = self.get(agent_id) else {
+            return;
+        };
+        if let Err(e) = self.0.backend.put_agent(&entry).await {
+            tracing::debug!(agent = %agent_id, error = %e, "registry write failed");
+        }
+    }
+
+    fn sync_later(&self, agent_id: &str) {
+        let book = self.clone();
+        let agent_id = agent_id.to_owned();
+        tokio::spawn(async move { book.sync(&agent_id).await });
+    }
+}
+
+/// One call's hold on an agent's concurrency slot; released on drop.
+pub struct LoadGuard {
+    book: LocalAgents,
+    agent_id: String,
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.book.release(&self.agent_id);
+    }
+}

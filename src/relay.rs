@@ -1,0 +1,498 @@
+//! The call relay: one instance asks a node connected to another instance
+//! (or to itself) to run a method, and gets the answer back.
+//!
+//! ```text
+//!  caller's instance                         node's instance
+//!  Relay::call ── Call{callId, replyTo} ──▶  (send_to_conn: owner lookup
+//!                                             + publish, one round trip)
+//!                                            serve: take a concurrency slot,
+//!                                            send the node a srv-N request
+//!              ◀── Progress{callId, data} ── invoke.progress from the node
+//!              ◀── Reply{callId, outcome} ── the node's answer (or error)
+//!  caller gone / timed out
+//!              ── Cancel{callId} ──────────▶ node gets invoke.cancel
+//! ```
+//!
+//! Replies and progress go to the caller's instance inbox
+//! ([`Backend::send_to_instance`]). The serving instance enforces the
+//! timeout and answers -32006 itself; the caller waits a little longer so
+//! that a serving instance dying mid-call still ends in -32006 rather than
+//! a hang. A node that is at its `maxConcurrency` refuses with a *busy*
+//! error, on which the caller tries the next candidate.
+
+use crate::agents::{LocalAgents, Refusal};
+use crate::backend::{AgentEntry, Backend, Envelope, Inbox};
+use crate::hub::Hub;
+use crate::protocol::{RpcError, error, frame};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Extra time the caller waits beyond the call's own timeout.
+const GRACE: Duration = Duration::from_secs(2);
+/// Progress updates buffered per call before they are dropped.
+const PROGRESS_BUFFER: usize = 1024;
+
+/// Key of the progress update a run's serving instance sends first: the
+/// agent that accepted the run.
+pub const ACCEPTED: &str = "$accepted";
+
+/// What a routed call is for, beyond a plain request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTicket {
+    pub session_id: String,
+    pub run_id: String,
+}
+
+/// A call for a node, to the instance holding its connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallMsg {
+    call_id: String,
+    reply_to: String,
+    conn_id: String,
+    agent_id: Option<String>,
+    method: String,
+    params: Value,
+    timeout_ms: u64,
+    run: Option<RunTicket>,
+    /// W3C trace context of the caller's span (OpenTelemetry on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<HashMap<String, String>>,
+}
+
+/// Messages between instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+enum RelayMsg {
+    Call(CallMsg),
+    #[serde(rename_all = "camelCase")]
+    Reply {
+        call_id: String,
+        result: Option<Value>,
+        error: Option<RpcError>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Progress {
+        call_id: String,
+        data: Value,
+    },
+    #[serde(rename_all = "camelCase")]
+    Cancel {
+        call_id: String,
+    },
+}
+
+/// Where a call goes: a node's connection (and the agent entry it acts
+/// for, whose concurrency it counts against).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub conn_id: String,
+    pub instance_id: String,
+    pub agent_id: Option<String>,
+}
+
+impl From<&AgentEntry> for Target {
+    fn from(agent: &AgentEntry) -> Self {
+        Self {
+            conn_id: agent.conn_id.clone(),
+            instance_id: agent.instance_id.clone(),
+            agent_id: Some(agent.agent_id.clone()),
+        }
+    }
+}
+
+/// One call's request.
+pub struct CallSpec<'a> {
+    pub method: &'a str,
+    pub params: Value,
+    pub timeout: Duration,
+    /// Where `invoke.progress` data goes, if the caller wants it.
+    pub progress: Option<mpsc::Sender<Value>>,
+    /// For an agent run: the run this call carries.
+    pub run: Option<RunTicket>,
+    /// The call id (an agent run's id, so it can be cancelled by it).
+    pub call_id: Option<String>,
+}
+
+/// Hooks the relay calls on the serving side of agent runs.
+pub trait RunHooks: Send + Sync + 'static {
+    /// The node was sent the run (`agent.started`).
+    fn started(&self, ticket: &RunTicket, target: &Target);
+    /// The node answered or failed; the run is over.
+    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>);
+    /// The run was cancelled: tell the node, drop its later events.
+    fn cancelled(&self, ticket: &RunTicket, conn: &crate::conn::ConnHandle);
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Value, RpcError>>,
+    progress: Option<mpsc::Sender<Value>>,
+}
+
+struct Serving {
+    conn: crate::conn::ConnHandle,
+    request_id: String,
+    run: Option<RunTicket>,
+}
+
+struct Inner {
+    instance_id: String,
+    backend: Arc<dyn Backend>,
+    hub: Hub,
+    agents: LocalAgents,
+    waiting: Mutex<HashMap<String, Waiter>>,
+    serving: Mutex<HashMap<String, Serving>>,
+    hooks: std::sync::OnceLock<Arc<dyn RunHooks>>,
+}
+
+/// The call relay of this instance; cheap to clone.
+#[derive(Clone)]
+pub struct Relay(Arc<Inner>);
+
+impl Relay {
+    pub fn new(
+        instance_id: String,
+        backend: Arc<dyn Backend>,
+        hub: Hub,
+        agents: LocalAgents,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            instance_id,
+            backend,
+            hub,
+            agents,
+            waiting: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
+            hooks: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Install the agent-run hooks (once, at start-up).
+    pub fn set_run_hooks(&self, hooks: Arc<dyn RunHooks>) {
+        let _ = self.0.hooks.set(hooks);
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Waiter>> {
+        self.0.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn serving(&self) -> MutexGuard<'_, HashMap<String, Serving>> {
+        self.0.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call `spec.method` on the node at `target` and wait for its answer.
+    /// Errors: -32005 target gone, -32006 no answer in time, busy (see
+    /// [`is_busy`]), or the node's own error.
+    pub async fn call(&self, target: &Target, spec: CallSpec<'_>) -> Result<Value, RpcError> {
+        let call_id = spec
+            .call_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let (reply, rx) = oneshot::channel();
+        self.waiting().insert(
+            call_id.clone(),
+            Waiter {
+                reply,
+                progress: spec.progress,
+            },
+        );
+        let mut guard = Pending {
+            relay: self.clone(),
+            call_id: call_id.clone(),
+            instance_id: target.instance_id.clone(),
+            answered: false,
+        };
+        let message = RelayMsg::Call(CallMsg {
+            call_id: call_id.clone(),
+            reply_to: self.0.instance_id.clone(),
+            conn_id: target.conn_id.clone(),
+            agent_id: target.agent_id.clone(),
+            method: spec.method.to_owned(),
+            params: spec.params,
+            timeout_ms: spec.timeout.as_millis() as u64,
+            run: spec.run,
+            trace: crate::otel::inject(),
+        });
+        let envelope = Envelope::Relay {
+            conn_id: target.conn_id.clone(),
+            body: encode(&message),
+        };
+        if !self.0.backend.send_to_conn(envelope).await? {
+            guard.answered = true;
+            return Err(RpcError::unavailable(format!(
+                "node {} is not connected",
+                target.conn_id
+            )));
+        }
+        let outcome = match tokio::time::timeout(spec.timeout + GRACE, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(RpcError::unavailable("the relay stopped")),
+            Err(_) => Err(RpcError::timeout(format!(
+                "no answer within {} ms",
+                spec.timeout.as_millis()
+            ))),
+        };
+        guard.answered = outcome.is_ok() || !is_timeout(&outcome);
+        outcome
+    }
+
+    /// Cancel a call this instance started, or one an instance serves
+    /// (`instance_id`): the node gets `invoke.cancel` (or, for a run,
+    /// `agent.cancel`).
+    pub async fn cancel(&self, call_id: &str, instance_id: &str) -> bool {
+        let body = encode(&RelayMsg::Cancel {
+            call_id: call_id.to_owned(),
+        });
+        let envelope = Envelope::Relay {
+            conn_id: String::new(),
+            body,
+        };
+        matches!(
+            self.0.backend.send_to_instance(instance_id, envelope).await,
+            Ok(true)
+        )
+    }
+
+    /// A relay envelope arrived for this instance.
+    fn on_message(&self, body: &str) -> usize {
+        let message: RelayMsg = match serde_json::from_str(body) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
+                tracing::warn!(error = %e, "malformed relay message ignored");
+                return 0;
+            }
+        };
+        match message {
+            RelayMsg::Call(call) => {
+                if self.0.hub.get(&call.conn_id).is_none() {
+                    // From another instance: the node left meanwhile, say
+                    // so rather than let the caller wait out its timeout.
+                    // From this one: the caller routes it to the owner.
+                    if call.reply_to != self.0.instance_id {
+                        let relay = self.clone();
+                        let message = RelayMsg::Reply {
+                            call_id: call.call_id,
+                            result: None,
+                            error: Some(RpcError::unavailable(format!(
+                                "node {} is not connected",
+                                call.conn_id
+                            ))),
+                        };
+                        tokio::spawn(async move { relay.send(&call.reply_to, &message).await });
+                    }
+                    return 0;
+                }
+                let relay = self.clone();
+                tokio::spawn(async move {
+                    let span = crate::otel::serve_span(&call.method, call.trace.as_ref());
+                    tracing::Instrument::instrument(relay.serve(call), span).await
+                });
+                1
+            }
+            RelayMsg::Reply {
+                call_id,
+                result,
+                error,
+            } => {
+                let outcome = match (result, error) {
+                    (_, Some(e)) => Err(e),
+                    (Some(v), None) => Ok(v),
+                    (None, None) => Ok(Value::Null),
+                };
+                match self.waiting().remove(&call_id) {
+                    Some(w) => usize::from(w.reply.send(outcome).is_ok()),
+                    None => 0,
+                }
+            }
+            RelayMsg::Progress { call_id, data } => {
+                let waiting = self.waiting();
+                match waiting.get(&call_id).and_then(|w| w.progress.as_ref()) {
+                    Some(sink) => usize::from(sink.try_send(data).is_ok()),
+                    None => 0,
+                }
+            }
+            RelayMsg::Cancel { call_id } => {
+                let Some(serving) = self.serving().remove(&call_id) else {
+                    return 0;
+                };
+                match &serving.run {
+                    Some(ticket) => {
+                        if let Some(hooks) = self.0.hooks.get() {
+                            hooks.cancelled(ticket, &serving.conn);
+                        }
+                    }
+                    None => {
+                        serving.conn.push(frame::notification(
+                            "invoke.cancel",
+                            &json!({ "id": serving.request_id }),
+                        ));
+                    }
+                }
+                serving.conn.complete(
+                    &serving.request_id,
+                    Err(RpcError::timeout("cancelled by the caller")
+                        .with_data(json!({ "cancelled": true }))),
+                );
+                1
+            }
+        }
+    }
+
+    /// Serving side: run one call against a local node and answer.
+    async fn serve(&self, call: CallMsg) {
+        let outcome = self.run_local(&call).await;
+        self.serving().remove(&call.call_id);
+        if let (Some(ticket), Some(hooks)) = (&call.run, self.0.hooks.get())
+            && !is_busy(&outcome)
+        {
+            hooks.finished(ticket, &outcome);
+        }
+        let (result, error) = match outcome {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        let reply = RelayMsg::Reply {
+            call_id: call.call_id,
+            result,
+            error,
+        };
+        self.send(&call.reply_to, &reply).await;
+    }
+
+    async fn run_local(&self, call: &CallMsg) -> Result<Value, RpcError> {
+        let target = Target {
+            conn_id: call.conn_id.clone(),
+            instance_id: self.0.instance_id.clone(),
+            agent_id: call.agent_id.clone(),
+        };
+        let (call_id, reply_to, run) = (&call.call_id, &call.reply_to, call.run.as_ref());
+        let conn = self.0.hub.get(&target.conn_id).ok_or_else(|| {
+            RpcError::unavailable(format!("node {} is not connected", target.conn_id))
+        })?;
+        let _slot = match &target.agent_id {
+            Some(agent_id) => Some(self.0.agents.try_acquire(agent_id).map_err(|r| match r {
+                Refusal::Busy => busy(agent_id),
+                Refusal::Unknown => {
+                    RpcError::unavailable(format!("agent {agent_id} is not registered"))
+                }
+            })?),
+            None => None,
+        };
+        let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(PROGRESS_BUFFER);
+        let outstanding = conn.start_request(&call.method, &call.params, Some(progress_tx))?;
+        self.serving().insert(
+            call_id.to_owned(),
+            Serving {
+                conn: conn.clone(),
+                request_id: outstanding.id().to_owned(),
+                run: run.cloned(),
+            },
+        );
+        if let Some(ticket) = run {
+            if let Some(hooks) = self.0.hooks.get() {
+                hooks.started(ticket, &target);
+            }
+            let accepted = RelayMsg::Progress {
+                call_id: call_id.to_owned(),
+                data: json!({ ACCEPTED: target.agent_id }),
+            };
+            self.send(reply_to, &accepted).await;
+        }
+        // Forward progress in order while the call runs.
+        let forward = {
+            let relay = self.clone();
+            let call_id = call_id.to_owned();
+            let reply_to = reply_to.to_owned();
+            tokio::spawn(async move {
+                while let Some(data) = progress_rx.recv().await {
+                    let message = RelayMsg::Progress {
+                        call_id: call_id.clone(),
+                        data,
+                    };
+                    relay.send(&reply_to, &message).await;
+                }
+            })
+        };
+        let outcome = outstanding
+            .wait(Duration::from_millis(call.timeout_ms))
+            .await;
+        // The sender is gone with `outstanding`: the forwarder drains what
+        // is left, so every progress update precedes the reply.
+        let _ = forward.await;
+        outcome
+    }
+
+    async fn send(&self, instance_id: &str, message: &RelayMsg) {
+        let envelope = Envelope::Relay {
+            conn_id: String::new(),
+            body: encode(message),
+        };
+        match self.0.backend.send_to_instance(instance_id, envelope).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(instance = %instance_id, "relay: instance gone"),
+            Err(e) => tracing::warn!(instance = %instance_id, error = %e, "relay send failed"),
+        }
+    }
+}
+
+/// Forgets a waiting call when the caller stops waiting; a call that
+/// timed out or whose caller went away is cancelled at the node.
+struct Pending {
+    relay: Relay,
+    call_id: String,
+    instance_id: String,
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.relay.waiting().remove(&self.call_id);
+        if !self.answered {
+            let relay = self.relay.clone();
+            let call_id = std::mem::take(&mut self.call_id);
+            let instance_id = std::mem::take(&mut self.instance_id);
+            tokio::spawn(async move { relay.cancel(&call_id, &instance_id).await });
+        }
+    }
+}
+
+fn encode(message: &RelayMsg) -> String {
+    serde_json::to_string(message).unwrap_or_default()
+}
+
+fn busy(agent_id: &str) -> RpcError {
+    RpcError::new(error::LIMIT_EXCEEDED, "agent at maxConcurrency")
+        .with_data(json!({ "busy": true, "agentId": agent_id }))
+}
+
+/// Whether the target refused because it is at its `maxConcurrency` (try
+/// the next candidate).
+pub fn is_busy<T>(outcome: &Result<T, RpcError>) -> bool {
+    matches!(outcome, Err(e) if e.code == error::LIMIT_EXCEEDED
+        && e.data.as_ref().and_then(|d| d.get("busy")).and_then(Value::as_bool) == Some(true))
+}
+
+fn is_timeout<T>(outcome: &Result<T, RpcError>) -> bool {
+    matches!(outcome, Err(e) if e.code == error::TIMEOUT)
+}
+
+/// The instance's inbox: relay messages to the relay, everything else to
+/// the hub.
+pub struct Inbound {
+    pub hub: Hub,
+    pub relay: Relay,
+}
+
+impl Inbox for Inbound {
+    fn deliver(&self, envelope: Envelope) -> usize {
+        match envelope {
+            Envelope::Relay { body, .. } => self.relay.on_message(&body),
+            other => self.hub.deliver(other),
+        }
+    }
+}

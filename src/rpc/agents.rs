@@ -1,0 +1,689 @@
+//! The agent registry and routed calls: `agent.register`, `agent.status`,
+//! `agent.unregister`, `agents.list`, `agents.get` (`node.list`,
+//! `node.describe`), `tools.list`, `models.list`, `node.invoke`,
+//! `invoke.progress`, `invoke.cancel`, and method providers.
+//!
+//! An entry is written by the instance holding the agent's connection
+//! ([`crate::agents::LocalAgents`]) and goes offline when that connection
+//! closes, or through the reaper when that instance dies. A node that
+//! declares `caps` at `connect` is registered implicitly under its
+//! connection id. Calls pick the matching online agents, order them by
+//! policy ([`crate::agents::select`]) and go through the
+//! [`crate::relay::Relay`] to whichever instance holds each, until one
+//! accepts (agents at `maxConcurrency` refuse).
+
+use super::{Ctx, idempotent};
+use crate::agents::select::{self, Policy};
+use crate::auth::Role;
+use crate::backend::{AgentEntry, ToolSpec};
+use crate::conn::ConnHandle;
+use crate::protocol::{RpcError, frame, now_ms};
+use crate::relay::{CallSpec, Target, is_busy};
+use crate::server::App;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest accepted call timeout.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Default `maxConcurrency`.
+const DEFAULT_CONCURRENCY: u32 = 16;
+/// Bounds of a registration.
+const MAX_NAMES: usize = 256;
+const MAX_NAME_LEN: usize = 128;
+const MAX_TOOLS: usize = 256;
+/// Entries one connection may register.
+const MAX_AGENTS_PER_CONN: usize = 16;
+
+/// Which agents a call may go to.
+#[derive(Debug, Default, Clone)]
+pub struct Selector {
+    /// An agent id, or a node's connection id.
+    pub id: Option<String>,
+    pub capability: Option<String>,
+    pub model: Option<String>,
+    pub tool: Option<String>,
+    pub method: Option<String>,
+}
+
+impl Selector {
+    fn matches(&self, a: &AgentEntry) -> bool {
+        a.online
+            && self
+                .id
+                .as_ref()
+                .is_none_or(|id| &a.agent_id == id || &a.conn_id == id)
+            && self
+                .capability
+                .as_ref()
+                .is_none_or(|c| a.capabilities.contains(c))
+            && self.model.as_ref().is_none_or(|m| a.models.contains(m))
+            && self
+                .tool
+                .as_ref()
+                .is_none_or(|t| a.tools.iter().any(|x| &x.name == t))
+            && self.method.as_ref().is_none_or(|m| a.serves_method(m))
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, value) in [
+            ("id", &self.id),
+            ("capability", &self.capability),
+            ("model", &self.model),
+            ("tool", &self.tool),
+            ("method", &self.method),
+        ] {
+            if let Some(v) = value {
+                parts.push(format!("{name} {v}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// Online agents matching `selector`.
+pub async fn candidates(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
+    Ok(app
+        .backend
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| selector.matches(a))
+        .collect())
+}
+
+/// Send one call to the best matching agent: candidates in policy order
+/// until one accepts. -32005 when none is online, -32002 when all are at
+/// their `maxConcurrency`.
+pub async fn call_agents(
+    app: &App,
+    selector: &Selector,
+    policy: Policy,
+    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
+) -> Result<(AgentEntry, Value), RpcError> {
+    let found = candidates(app, selector).await?;
+    if found.is_empty() {
+        return Err(RpcError::unavailable(format!(
+            "no agent online for {}",
+            selector.describe()
+        )));
+    }
+    let total = found.len();
+    for agent in select::order(found, policy, &app.rotation) {
+        let outcome = app.relay.call(&Target::from(&agent), spec(&agent)).await;
+        if is_busy(&outcome) {
+            continue;
+        }
+        return outcome.map(|v| (agent, v));
+    }
+    Err(RpcError::limit("agents at maxConcurrency", total)
+        .with_data(json!({ "busy": true, "candidates": total })))
+}
+
+/// Validate a caller-supplied timeout, with the configured default.
+pub fn timeout(app: &App, timeout_ms: Option<u64>) -> Result<Duration, RpcError> {
+    let ms = timeout_ms.unwrap_or(app.config.limits.request_timeout_ms);
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(RpcError::invalid_params(
+            "timeoutMs",
+            format!("between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn policy(name: Option<&str>) -> Result<Policy, RpcError> {
+    name.map_or(Ok(Policy::default()), Policy::parse)
+}
+
+/// Who is calling, as a node sees it.
+pub fn caller_info(ctx: &Ctx<'_>) -> Value {
+    let identity = ctx.conn.identity();
+    json!({
+        "connId": ctx.conn.id(),
+        "identity": identity.as_ref().map(|i| i.sub.clone()),
+        "role": identity.as_ref().map(|i| i.role.to_string()),
+        "scopes": identity.as_ref().map(|i| i.scopes.names()),
+    })
+}
+
+// ------------------------------------------------------------ registration
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterParams {
+    agent_id: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    tools: Vec<ToolSpec>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    max_concurrency: Option<u32>,
+    status: Option<String>,
+    #[serde(default)]
+    meta: Option<Value>,
+}
+
+fn check_names(field: &str, names: &[String]) -> Result<(), RpcError> {
+    if names.len() > MAX_NAMES
+        || names
+            .iter()
+            .any(|n| n.is_empty() || n.len() > MAX_NAME_LEN || n.chars().any(char::is_control))
+    {
+        return Err(RpcError::invalid_params(
+            field,
+            format!("at most {MAX_NAMES} names of 1-{MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_registration(p: &RegisterParams) -> Result<(), RpcError> {
+    if let Some(id) = &p.agent_id {
+        check_names("agentId", std::slice::from_ref(id))?;
+    }
+    check_names("capabilities", &p.capabilities)?;
+    check_names("models", &p.models)?;
+    check_names("methods", &p.methods)?;
+    for pattern in &p.methods {
+        let body = pattern.strip_suffix('*').unwrap_or(pattern);
+        if body.contains('*') || super::is_builtin(pattern) {
+            return Err(RpcError::invalid_params(
+                "methods",
+                format!("{pattern}: a method name or prefix ending in * that is not built in"),
+            ));
+        }
+    }
+    if p.tools.len() > MAX_TOOLS {
+        return Err(RpcError::invalid_params(
+            "tools",
+            format!("at most {MAX_TOOLS}"),
+        ));
+    }
+    for (i, tool) in p.tools.iter().enumerate() {
+        check_names(
+            &format!("tools[{i}].name"),
+            std::slice::from_ref(&tool.name),
+        )?;
+        if !tool.parameters.is_object() {
+            return Err(RpcError::invalid_params(
+                &format!("tools[{i}].parameters"),
+                "a JSON Schema object",
+            ));
+        }
+    }
+    if p.max_concurrency == Some(0) {
+        return Err(RpcError::invalid_params("maxConcurrency", "at least 1"));
+    }
+    let _ = &p.meta;
+    Ok(())
+}
+
+pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    check_registration(&p)?;
+    let agent_id = p
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| ctx.conn.id().to_owned());
+    // Another connection's live entry under this id: only the same
+    // identity may take it over (an agent reconnecting).
+    let existing = ctx
+        .app
+        .backend
+        .agents()
+        .await?
+        .into_iter()
+        .find(|a| a.agent_id == agent_id);
+    if let Some(other) = &existing
+        && other.online
+        && other.conn_id != ctx.conn.id()
+        && other.identity != identity.sub
+    {
+        return Err(RpcError::conflict(format!(
+            "agent {agent_id} is registered by another identity"
+        )));
+    }
+    let mine = ctx.app.agents.of_conn(ctx.conn.id());
+    if !mine.iter().any(|a| a.agent_id == agent_id) && mine.len() >= MAX_AGENTS_PER_CONN {
+        return Err(RpcError::limit(
+            "agents per connection",
+            MAX_AGENTS_PER_CONN,
+        ));
+    }
+    let now = now_ms();
+    let entry = AgentEntry {
+        name: p.name.unwrap_or_else(|| agent_id.clone()),
+        kind: p.kind.unwrap_or_else(|| "agent".into()),
+        agent_id: agent_id.clone(),
+        capabilities: p.capabilities,
+        tools: p.tools,
+        models: p.models,
+        methods: p.methods,
+        max_concurrency: p.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        status: p.status.unwrap_or_else(|| "idle".into()),
+        online: true,
+        conn_id: ctx.conn.id().to_owned(),
+        instance_id: ctx.app.instance_id.clone(),
+        generation: ctx.app.generation,
+        identity: identity.sub.clone(),
+        load: 0,
+        registered_at: existing
+            .as_ref()
+            .filter(|e| e.conn_id == ctx.conn.id())
+            .map_or(now, |e| e.registered_at),
+        updated_at: now,
+    };
+    // An explicit registration replaces the implicit one from `caps`.
+    if agent_id != ctx.conn.id() && ctx.app.agents.remove(ctx.conn.id()).is_some() {
+        ctx.app.backend.remove_agent(ctx.conn.id()).await?;
+    }
+    let entry = ctx.app.agents.insert(entry);
+    ctx.app.backend.put_agent(&entry).await?;
+    tracing::info!(agent = %agent_id, conn = %ctx.conn.id(), "agent registered");
+    Ok(serde_json::to_value(&entry).unwrap_or_default())
+}
+
+/// Register a node's `connect.caps` under its connection id.
+pub async fn register_caps(app: &App, conn: &ConnHandle) {
+    let (caps, identity, name) = {
+        let state = conn.state();
+        let name = state
+            .client
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        (state.caps.clone(), state.identity.clone(), name)
+    };
+    let Some(identity) = identity.filter(|i| i.role == Role::Node) else {
+        return;
+    };
+    if caps.is_empty() {
+        return;
+    }
+    let now = now_ms();
+    let entry = app.agents.insert(AgentEntry {
+        agent_id: conn.id().to_owned(),
+        name: name.unwrap_or_else(|| conn.id().to_owned()),
+        kind: "node".into(),
+        capabilities: caps,
+        tools: vec![],
+        models: vec![],
+        methods: vec![],
+        max_concurrency: DEFAULT_CONCURRENCY,
+        status: "idle".into(),
+        online: true,
+        conn_id: conn.id().to_owned(),
+        instance_id: app.instance_id.clone(),
+        generation: app.generation,
+        identity: identity.sub.clone(),
+        load: 0,
+        registered_at: now,
+        updated_at: now,
+    });
+    if let Err(e) = app.backend.put_agent(&entry).await {
+        tracing::warn!(error = %e, "registering node capabilities failed");
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusParams {
+    agent_id: Option<String>,
+    status: String,
+}
+
+pub async fn status(ctx: &Ctx<'_>, p: StatusParams) -> Result<Value, RpcError> {
+    check_names("status", std::slice::from_ref(&p.status))?;
+    let agent_id = own_agent(ctx, p.agent_id.as_deref())?;
+    ctx.app
+        .agents
+        .update(&agent_id, |a| a.status = p.status.clone());
+    ctx.app.agents.sync(&agent_id).await;
+    Ok(json!({ "agentId": agent_id, "status": p.status }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnregisterParams {
+    agent_id: Option<String>,
+}
+
+pub async fn unregister(ctx: &Ctx<'_>, p: UnregisterParams) -> Result<Value, RpcError> {
+    let agent_id = own_agent(ctx, p.agent_id.as_deref())?;
+    ctx.app.agents.remove(&agent_id);
+    ctx.app.backend.remove_agent(&agent_id).await?;
+    Ok(json!({ "agentId": agent_id, "unregistered": true }))
+}
+
+/// The agent id a node means: the given one (registered on this
+/// connection), or its only registration.
+fn own_agent(ctx: &Ctx<'_>, agent_id: Option<&str>) -> Result<String, RpcError> {
+    let mine = ctx.app.agents.of_conn(ctx.conn.id());
+    match agent_id {
+        Some(id) if mine.iter().any(|a| a.agent_id == id) => Ok(id.to_owned()),
+        Some(id) => Err(RpcError::not_found("agent", id)),
+        None if mine.len() == 1 => Ok(mine[0].agent_id.clone()),
+        None if mine.is_empty() => Err(RpcError::not_found("agent", ctx.conn.id())),
+        None => Err(RpcError::invalid_params(
+            "agentId",
+            "this connection registered several agents: name one",
+        )),
+    }
+}
+
+/// The connection closed: its agents go offline.
+pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
+    for mut entry in app.agents.of_conn(conn.id()) {
+        app.agents.remove(&entry.agent_id);
+        // Taken over by a reconnect elsewhere meanwhile? Leave it.
+        let current = app
+            .backend
+            .agents()
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|a| a.agent_id == entry.agent_id));
+        if current.is_some_and(|c| c.conn_id != conn.id()) {
+            continue;
+        }
+        entry.online = false;
+        entry.load = 0;
+        entry.status = "offline".into();
+        entry.updated_at = now_ms();
+        if let Err(e) = app.backend.put_agent(&entry).await {
+            tracing::warn!(agent = %entry.agent_id, error = %e, "marking an agent offline failed");
+        }
+    }
+}
+
+/// Write back every entry held here (after Redis lost its state).
+pub async fn reassert(app: &App) {
+    for entry in app.agents.all() {
+        app.agents.sync(&entry.agent_id).await;
+    }
+}
+
+// ----------------------------------------------------------------- listing
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    capability: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    online: Option<bool>,
+}
+
+pub async fn list(ctx: &Ctx<'_>, p: ListParams) -> Result<Value, RpcError> {
+    let agents: Vec<AgentEntry> = ctx
+        .app
+        .backend
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| {
+            p.capability
+                .as_ref()
+                .is_none_or(|c| a.capabilities.contains(c))
+                && p.kind.as_ref().is_none_or(|k| &a.kind == k)
+                && p.online.is_none_or(|o| a.online == o)
+        })
+        .collect();
+    Ok(json!({ "count": agents.len(), "agents": agents }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetParams {
+    #[serde(alias = "nodeId")]
+    agent_id: String,
+}
+
+pub async fn get(ctx: &Ctx<'_>, p: GetParams) -> Result<Value, RpcError> {
+    ctx.app
+        .backend
+        .agents()
+        .await?
+        .into_iter()
+        .find(|a| a.agent_id == p.agent_id)
+        .map(|a| serde_json::to_value(a).unwrap_or_default())
+        .ok_or_else(|| RpcError::not_found("agent", &p.agent_id))
+}
+
+/// Tools of every online agent, each with the agents offering it.
+pub async fn tools(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let mut tools: Vec<Value> = Vec::new();
+    for agent in ctx
+        .app
+        .backend
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.online)
+    {
+        for tool in agent.tools {
+            match tools.iter_mut().find(|t| t["name"] == tool.name.as_str()) {
+                Some(t) => {
+                    if let Some(list) = t["agents"].as_array_mut() {
+                        list.push(json!(agent.agent_id));
+                    }
+                }
+                None => tools.push(json!({
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                    "agents": [agent.agent_id],
+                })),
+            }
+        }
+    }
+    tools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(json!({ "count": tools.len(), "tools": tools }))
+}
+
+/// Models served by online agents, each with the agents serving it.
+pub async fn models(app: &App) -> Result<Vec<(String, Vec<AgentEntry>)>, RpcError> {
+    let mut models: Vec<(String, Vec<AgentEntry>)> = Vec::new();
+    for agent in app.backend.agents().await?.into_iter().filter(|a| a.online) {
+        for model in &agent.models {
+            match models.iter_mut().find(|(m, _)| m == model) {
+                Some((_, list)) => list.push(agent.clone()),
+                None => models.push((model.clone(), vec![agent.clone()])),
+            }
+        }
+    }
+    models.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(models)
+}
+
+pub async fn models_list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let models: Vec<Value> = models(ctx.app)
+        .await?
+        .into_iter()
+        .map(|(id, agents)| {
+            json!({ "id": id, "agents": agents.iter().map(|a| &a.agent_id).collect::<Vec<_>>() })
+        })
+        .collect();
+    Ok(json!({ "count": models.len(), "models": models }))
+}
+
+// ------------------------------------------------------------------ invoke
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeParams {
+    node_id: Option<String>,
+    capability: Option<String>,
+    command: String,
+    #[serde(default)]
+    params: Value,
+    timeout_ms: Option<u64>,
+    policy: Option<String>,
+    idempotency_key: Option<String>,
+    /// Names this call for `invoke.cancel` and progress notifications.
+    invoke_id: Option<String>,
+}
+
+pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let timeout = timeout(ctx.app, p.timeout_ms)?;
+    let policy = policy(p.policy.as_deref())?;
+    let selector = match (&p.node_id, &p.capability) {
+        (Some(id), _) => Selector {
+            id: Some(id.clone()),
+            ..Default::default()
+        },
+        (None, Some(cap)) => Selector {
+            capability: Some(cap.clone()),
+            ..Default::default()
+        },
+        (None, None) => {
+            return Err(RpcError::invalid_params(
+                "nodeId",
+                "nodeId or capability is required",
+            ));
+        }
+    };
+    let request = json!({
+        "command": p.command,
+        "params": p.params,
+        "caller": caller_info(ctx),
+    });
+    let invoke_id = p
+        .invoke_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    idempotent::once(
+        ctx.app,
+        "node.invoke",
+        &identity.sub,
+        p.idempotency_key.as_deref(),
+        timeout,
+        || async {
+            let (agent, result) = cancellable(ctx, &invoke_id, |progress| {
+                call_agents(ctx.app, &selector, policy, move |_| CallSpec {
+                    method: "invoke",
+                    params: request.clone(),
+                    timeout,
+                    progress: Some(progress.clone()),
+                    run: None,
+                    call_id: None,
+                })
+            })
+            .await?;
+            Ok(json!({
+                "nodeId": agent.agent_id,
+                "connId": agent.conn_id,
+                "invokeId": invoke_id,
+                "result": result,
+            }))
+        },
+    )
+    .await
+}
+
+/// Run a routed call that the caller can cancel with `invoke.cancel
+/// {invokeId}` and that forwards `invoke.progress` to it.
+async fn cancellable<F, Fut, T>(ctx: &Ctx<'_>, invoke_id: &str, call: F) -> Result<T, RpcError>
+where
+    F: FnOnce(mpsc::Sender<Value>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RpcError>>,
+{
+    let token = tokio_util::sync::CancellationToken::new();
+    {
+        let mut state = ctx.conn.state();
+        if state.invokes.contains_key(invoke_id) {
+            return Err(RpcError::conflict(format!(
+                "invokeId {invoke_id} is already in use"
+            )));
+        }
+        state.invokes.insert(invoke_id.to_owned(), token.clone());
+    }
+    let (progress, mut updates) = mpsc::channel::<Value>(64);
+    let forward = {
+        let conn = ctx.conn.clone();
+        let invoke_id = invoke_id.to_owned();
+        tokio::spawn(async move {
+            while let Some(data) = updates.recv().await {
+                conn.push(frame::notification(
+                    "invoke.progress",
+                    &json!({ "invokeId": invoke_id, "data": data }),
+                ));
+            }
+        })
+    };
+    let outcome = tokio::select! {
+        outcome = call(progress) => outcome,
+        _ = token.cancelled() => Err(RpcError::timeout("cancelled by the caller")
+            .with_data(json!({ "cancelled": true, "invokeId": invoke_id }))),
+    };
+    ctx.conn.state().invokes.remove(invoke_id);
+    // Progress sent before the answer reaches the caller before it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), forward).await;
+    outcome
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelParams {
+    invoke_id: String,
+}
+
+/// `invoke.cancel {invokeId}` from the caller.
+pub fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
+    let token = ctx.conn.state().invokes.get(&p.invoke_id).cloned();
+    match token {
+        Some(token) => {
+            token.cancel();
+            Ok(json!({ "cancelled": true, "invokeId": p.invoke_id }))
+        }
+        None => Err(RpcError::not_found("invocation", &p.invoke_id)),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ProgressParams {
+    id: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `invoke.progress {id: "srv-N", data}` from a node working on a request.
+pub fn progress(ctx: &Ctx<'_>, p: ProgressParams) -> Result<Value, RpcError> {
+    if ctx.conn.progress(&p.id, p.data) {
+        Ok(json!({ "forwarded": true }))
+    } else {
+        Err(RpcError::not_found("request", &p.id))
+    }
+}
+
+/// A method that is not built in: route it to a node that serves it.
+pub async fn provide(ctx: &Ctx<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
+    let selector = Selector {
+        method: Some(method.to_owned()),
+        ..Default::default()
+    };
+    if candidates(ctx.app, &selector).await?.is_empty() {
+        return Err(RpcError::method_not_found(method));
+    }
+    let timeout = Duration::from_millis(ctx.app.config.limits.request_timeout_ms);
+    let request = json!({ "command": method, "params": params, "caller": caller_info(ctx) });
+    let (_, result) = call_agents(ctx.app, &selector, Policy::default(), move |_| CallSpec {
+        method: "invoke",
+        params: request.clone(),
+        timeout,
+        progress: None,
+        run: None,
+        call_id: None,
+    })
+    .await?;
+    Ok(result)
+}

@@ -1,0 +1,698 @@
+//! Agent runs and chat: `agent.run`, `agent.wait`, `agent.cancel`,
+//! `agent.event` (from the agent), `chat.send`, `chat.history`,
+//! `chat.abort`, `chat.inject`.
+//!
+//! A run is a relayed call (`agent.run` or `chat.send` sent to the agent)
+//! tied to a session and recorded in the backend ([`RunRecord`]), at most
+//! one at a time per session and `MAX_RUNS_PER_CALLER` per caller. The
+//! instance holding the agent's socket keeps the runs it serves in its
+//! [`RunBook`]: it accepts the agent's `agent.event` notifications for
+//! them (published to the session's members wherever they are), publishes
+//! `agent.started` / `agent.completed` / `agent.error` on `global`, and
+//! finishes the record — first finisher wins, so a cancel racing a
+//! completion ends the run once. The caller's instance also finishes the
+//! record if the serving instance never answers (it died).
+
+use super::agents::{Selector, call_agents, caller_info, timeout};
+use super::{Ctx, idempotent, sessions};
+use crate::agents::select::Policy;
+use crate::backend::{RunRecord, RunStatus};
+use crate::conn::ConnHandle;
+use crate::hub::session_channel;
+use crate::protocol::{RpcError, frame, now_ms};
+use crate::relay::{CallSpec, RunHooks, RunTicket, Target};
+use crate::server::{App, WeakApp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Runs in progress per caller identity.
+pub const MAX_RUNS_PER_CALLER: usize = 5;
+/// Default and longest run.
+const DEFAULT_RUN_MS: u64 = 600_000;
+/// How long `agent.run` waits for an agent to accept.
+const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+/// Chat history kept per session.
+const HISTORY_MAX: usize = 1000;
+/// History entries sent to the agent with each message.
+const HISTORY_CONTEXT: usize = 50;
+/// Longest accepted task or message, in bytes.
+const MAX_TEXT: usize = 256 * 1024;
+/// How often `agent.wait` looks at the record.
+const POLL: Duration = Duration::from_millis(50);
+
+struct Active {
+    run_id: String,
+    conn_id: String,
+    agent_id: Option<String>,
+    cancelled: bool,
+}
+
+/// Runs served by this instance's agents, by session id.
+#[derive(Default)]
+pub struct RunBook {
+    app: OnceLock<WeakApp>,
+    active: Mutex<HashMap<String, Active>>,
+}
+
+impl RunBook {
+    pub fn bind(&self, app: &App) {
+        let _ = self.app.set(app.downgrade());
+    }
+
+    fn app(&self) -> Option<App> {
+        self.app.get().and_then(WeakApp::upgrade)
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RunHooks for RunBook {
+    fn started(&self, ticket: &RunTicket, target: &Target) {
+        self.active().insert(
+            ticket.session_id.clone(),
+            Active {
+                run_id: ticket.run_id.clone(),
+                conn_id: target.conn_id.clone(),
+                agent_id: target.agent_id.clone(),
+                cancelled: false,
+            },
+        );
+        if let Some(app) = self.app() {
+            let data = json!({
+                "sessionId": ticket.session_id,
+                "runId": ticket.run_id,
+                "agentId": target.agent_id,
+            });
+            tokio::spawn(async move { lifecycle(&app, "agent.started", data).await });
+        }
+    }
+
+    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, crate::protocol::RpcError>) {
+        let active = {
+            let mut map = self.active();
+            match map.get(&ticket.session_id) {
+                Some(a) if a.run_id == ticket.run_id => map.remove(&ticket.session_id),
+                _ => None,
+            }
+        };
+        if active.as_ref().is_some_and(|a| a.cancelled) {
+            return;
+        }
+        if let Some(app) = self.app() {
+            let served = active.and_then(|a| a.agent_id).map(|agent_id| Served {
+                agent_id,
+                instance_id: app.instance_id.clone(),
+                generation: app.generation,
+            });
+            let (ticket, outcome) = (ticket.clone(), outcome.clone());
+            tokio::spawn(async move { finish(&app, &ticket, served, outcome).await });
+        }
+    }
+
+    fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle) {
+        if let Some(active) = self.active().get_mut(&ticket.session_id)
+            && active.run_id == ticket.run_id
+        {
+            active.cancelled = true;
+        }
+        conn.push(frame::notification(
+            "agent.cancel",
+            &json!({ "sessionId": ticket.session_id, "runId": ticket.run_id }),
+        ));
+    }
+}
+
+/// Publish a lifecycle event on `global`.
+async fn lifecycle(app: &App, event: &str, data: Value) {
+    let frame = frame::notification(event, &data);
+    if let Err(e) = app.backend.publish("global", frame, false).await {
+        tracing::warn!(%event, error = %e, "publishing a run event failed");
+    }
+}
+
+/// Which agent served a run, on which instance.
+struct Served {
+    agent_id: String,
+    instance_id: String,
+    generation: u64,
+}
+
+/// End a run with the agent's answer, unless it already ended.
+async fn finish(
+    app: &App,
+    ticket: &RunTicket,
+    served: Option<Served>,
+    outcome: Result<Value, RpcError>,
+) {
+    let Ok(Some(mut run)) = app.backend.run(&ticket.session_id).await else {
+        return;
+    };
+    if run.run_id != ticket.run_id || run.status != RunStatus::Running {
+        return;
+    }
+    if let Some(served) = served {
+        run.agent_id = served.agent_id;
+        run.instance_id = served.instance_id;
+        run.generation = served.generation;
+    }
+    run.finished_at = Some(now_ms());
+    match &outcome {
+        Ok(result) => {
+            run.status = RunStatus::Completed;
+            run.result = Some(result.clone());
+        }
+        Err(e) => {
+            run.status = RunStatus::Error;
+            run.error = serde_json::to_value(e).ok();
+        }
+    }
+    match app.backend.finish_run(&run).await {
+        Ok(Some(done)) => {
+            let event = if done.status == RunStatus::Completed {
+                "agent.completed"
+            } else {
+                "agent.error"
+            };
+            lifecycle(app, event, run_summary(&done)).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed"),
+    }
+}
+
+fn run_summary(run: &RunRecord) -> Value {
+    json!({
+        "sessionId": run.session_id,
+        "runId": run.run_id,
+        "agentId": run.agent_id,
+        "status": run.status,
+        "result": run.result,
+        "error": run.error,
+    })
+}
+
+// -------------------------------------------------------------- agent.run
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunParams {
+    agent_id: Option<String>,
+    capability: Option<String>,
+    task: String,
+    #[serde(default)]
+    input: Value,
+    session_id: Option<String>,
+    max_turns: Option<u32>,
+    tier: Option<String>,
+    timeout_ms: Option<u64>,
+    policy: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+/// What starting a run needs.
+struct Dispatch {
+    selector: Selector,
+    policy: Policy,
+    method: &'static str,
+    params: Value,
+    task: String,
+    session_id: String,
+    timeout: Duration,
+}
+
+pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    if p.task.is_empty() || p.task.len() > MAX_TEXT {
+        return Err(RpcError::invalid_params(
+            "task",
+            format!("1-{MAX_TEXT} bytes"),
+        ));
+    }
+    let policy = match &p.policy {
+        Some(name) => Policy::parse(name)?,
+        None => Policy::default(),
+    };
+    let run_timeout = timeout(ctx.app, Some(p.timeout_ms.unwrap_or(DEFAULT_RUN_MS)))?;
+    idempotent::once(
+        ctx.app,
+        "agent.run",
+        &identity.sub,
+        p.idempotency_key.as_deref(),
+        ACCEPT_WAIT + Duration::from_secs(5),
+        || async {
+            let selector = match (&p.agent_id, &p.capability) {
+                (Some(id), _) => Selector {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                },
+                (None, Some(cap)) => Selector {
+                    capability: Some(cap.clone()),
+                    ..Default::default()
+                },
+                (None, None) => Selector {
+                    capability: Some("agent.run".into()),
+                    ..Default::default()
+                },
+            };
+            // No agent: fail before creating anything.
+            if super::agents::candidates(ctx.app, &selector)
+                .await?
+                .is_empty()
+            {
+                return Err(RpcError::unavailable(format!(
+                    "no agent online for {}",
+                    selector.describe()
+                )));
+            }
+            let (session_id, created) = sessions::for_run(ctx, p.session_id.as_deref()).await?;
+            let params = json!({
+                "sessionId": session_id,
+                "task": p.task,
+                "input": p.input,
+                "maxTurns": p.max_turns,
+                "tier": p.tier,
+                "caller": caller_info(ctx),
+            });
+            let dispatch = Dispatch {
+                selector,
+                policy,
+                method: "agent.run",
+                params,
+                task: p.task.clone(),
+                session_id: session_id.clone(),
+                timeout: run_timeout,
+            };
+            let (run, accepted) = match start(ctx, dispatch).await {
+                Ok(started) => started,
+                Err(e) => {
+                    if created {
+                        sessions::discard(ctx.app, &session_id).await;
+                    }
+                    return Err(e);
+                }
+            };
+            Ok(json!({
+                "sessionId": run.session_id,
+                "runId": run.run_id,
+                "agentId": accepted,
+                "status": "running",
+            }))
+        },
+    )
+    .await
+}
+
+/// Record the run, send it to an agent, and return once one accepted it
+/// (or the call ended early, with its error). The call itself goes on in
+/// the background; its end finishes the record.
+async fn start(ctx: &Ctx<'_>, d: Dispatch) -> Result<(RunRecord, String), RpcError> {
+    let (record, receiver) = begin(ctx, &d).await?;
+    let mut receiver = receiver;
+    loop {
+        tokio::select! {
+            update = receiver.progress.recv() => match update {
+                Some(update) => {
+                    if let Some(agent_id) = accepted_by(&update) {
+                        return Ok((record, agent_id));
+                    }
+                }
+                None => {
+                    // The call ended before anyone accepted it.
+                    let outcome = (&mut receiver.done).await.unwrap_or_else(|_| {
+                        Err(RpcError::unavailable("the run ended"))
+                    });
+                    return match outcome {
+                        Ok(_) => Ok((record, String::new())),
+                        Err(e) => Err(e),
+                    };
+                }
+            },
+            _ = tokio::time::sleep(ACCEPT_WAIT) => {
+                return Err(RpcError::timeout("no agent accepted the run"));
+            }
+        }
+    }
+}
+
+struct Receiver {
+    progress: mpsc::Receiver<Value>,
+    done: tokio::sync::oneshot::Receiver<Result<Value, RpcError>>,
+}
+
+/// Record the run and spawn its call; the receiver sees the relay's
+/// acceptance marker, and the call's outcome.
+async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), RpcError> {
+    let identity = ctx.identity()?;
+    let candidates = super::agents::candidates(ctx.app, &d.selector).await?;
+    if candidates.is_empty() {
+        return Err(RpcError::unavailable(format!(
+            "no agent online for {}",
+            d.method
+        )));
+    }
+    let record = RunRecord {
+        run_id: uuid::Uuid::new_v4().simple().to_string(),
+        session_id: d.session_id.clone(),
+        agent_id: String::new(),
+        instance_id: String::new(),
+        generation: 0,
+        caller: identity.sub.clone(),
+        task: d.task.clone(),
+        status: RunStatus::Running,
+        result: None,
+        error: None,
+        started_at: now_ms(),
+        finished_at: None,
+    };
+    ctx.app
+        .backend
+        .start_run(&record, MAX_RUNS_PER_CALLER)
+        .await
+        .map_err(|e| e.into_rpc(&d.session_id))?;
+    let ticket = RunTicket {
+        session_id: record.session_id.clone(),
+        run_id: record.run_id.clone(),
+    };
+    let (progress, updates) = mpsc::channel(64);
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let app = ctx.app.clone();
+    let selector = d.selector.clone();
+    let (method, timeout, policy) = (d.method, d.timeout, d.policy);
+    let mut params = d.params.clone();
+    params["runId"] = json!(record.run_id);
+    tokio::spawn(async move {
+        let outcome = call_agents(&app, &selector, policy, |_| CallSpec {
+            method,
+            params: params.clone(),
+            timeout,
+            progress: Some(progress.clone()),
+            run: Some(ticket.clone()),
+            call_id: Some(ticket.run_id.clone()),
+        })
+        .await;
+        drop(progress);
+        let served = outcome.as_ref().ok().map(|(a, _)| Served {
+            agent_id: a.agent_id.clone(),
+            instance_id: a.instance_id.clone(),
+            generation: a.generation,
+        });
+        let outcome = outcome.map(|(_, v)| v);
+        // The serving instance normally finished the record already; this
+        // covers it dying or never being reached.
+        finish(&app, &ticket, served, outcome.clone()).await;
+        let _ = done_tx.send(outcome);
+    });
+    Ok((
+        record,
+        Receiver {
+            progress: updates,
+            done,
+        },
+    ))
+}
+
+/// The agent id in the relay's acceptance marker, if `update` is one.
+fn accepted_by(update: &Value) -> Option<String> {
+    update
+        .get(crate::relay::ACCEPTED)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+// ------------------------------------------------ wait, cancel, events
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitParams {
+    session_id: String,
+    timeout_ms: Option<u64>,
+}
+
+pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
+    sessions::require_member(ctx, &p.session_id).await?;
+    let limit = timeout(ctx.app, p.timeout_ms)?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let run = ctx
+            .app
+            .backend
+            .run(&p.session_id)
+            .await?
+            .ok_or_else(|| RpcError::not_found("run of session", &p.session_id))?;
+        if run.status != RunStatus::Running {
+            return Ok(serde_json::to_value(&run).unwrap_or_default());
+        }
+        if tokio::time::Instant::now() + POLL > deadline {
+            return Err(RpcError::timeout(format!(
+                "run {} still running after {} ms",
+                run.run_id,
+                limit.as_millis()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelParams {
+    session_id: String,
+}
+
+pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    sessions::require_member(ctx, &p.session_id).await?;
+    let Some(mut run) = ctx.app.backend.run(&p.session_id).await? else {
+        return Err(RpcError::not_found("run of session", &p.session_id));
+    };
+    if run.caller != identity.sub && !identity.is_admin() {
+        return Err(RpcError::forbidden("only the run's caller may cancel it"));
+    }
+    if run.status != RunStatus::Running {
+        return Err(RpcError::conflict(format!(
+            "run {} is not running",
+            run.run_id
+        )));
+    }
+    run.status = RunStatus::Cancelled;
+    run.finished_at = Some(now_ms());
+    run.error = Some(json!({ "message": "cancelled", "by": identity.sub }));
+    let Some(done) = ctx.app.backend.finish_run(&run).await? else {
+        return Err(RpcError::conflict(format!(
+            "run {} already ended",
+            run.run_id
+        )));
+    };
+    // Whichever instance serves it forwards the cancel to the agent.
+    let instances = ctx.app.backend.instances().await?;
+    for instance in instances {
+        ctx.app.relay.cancel(&done.run_id, &instance.id).await;
+    }
+    lifecycle(ctx.app, "agent.error", run_summary(&done)).await;
+    Ok(json!({ "cancelled": true, "sessionId": done.session_id, "runId": done.run_id }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventParams {
+    session_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `agent.event` from an agent working on a run: to the session's members.
+pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
+    let (run_id, agent_id, cancelled) = {
+        let active = ctx.app.runs.active();
+        match active.get(&p.session_id) {
+            Some(a) if a.conn_id == ctx.conn.id() => {
+                (a.run_id.clone(), a.agent_id.clone(), a.cancelled)
+            }
+            _ => return Err(RpcError::not_found("run of session", &p.session_id)),
+        }
+    };
+    if cancelled {
+        return Ok(json!({ "delivered": 0, "dropped": true }));
+    }
+    let frame = frame::notification(
+        "agent.event",
+        &json!({
+            "sessionId": p.session_id,
+            "runId": run_id,
+            "agentId": agent_id,
+            "type": p.kind,
+            "data": p.data,
+            "timestamp": now_ms(),
+        }),
+    );
+    let delivered = ctx
+        .app
+        .backend
+        .publish(&session_channel(&p.session_id), frame, false)
+        .await?;
+    Ok(json!({ "delivered": delivered }))
+}
+
+// -------------------------------------------------------------------- chat
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatParams {
+    session_id: String,
+    message: Value,
+    timeout_ms: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+fn check_message(message: &Value) -> Result<(), RpcError> {
+    let size = serde_json::to_string(message).map_or(usize::MAX, |s| s.len());
+    if message.is_null() || size > MAX_TEXT {
+        return Err(RpcError::invalid_params(
+            "message",
+            format!("a string or object of at most {MAX_TEXT} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn history_entry(role: &str, content: &Value, from: &str) -> Value {
+    json!({ "role": role, "content": content, "from": from, "timestamp": now_ms() })
+}
+
+/// The agent a session talks to: its latest run's agent if online, else
+/// any agent with capability `chat`.
+async fn session_agent(app: &App, session_id: &str) -> Result<Selector, RpcError> {
+    if let Some(run) = app.backend.run(session_id).await?
+        && !run.agent_id.is_empty()
+    {
+        let selector = Selector {
+            id: Some(run.agent_id.clone()),
+            ..Default::default()
+        };
+        if !super::agents::candidates(app, &selector).await?.is_empty() {
+            return Ok(selector);
+        }
+    }
+    Ok(Selector {
+        capability: Some("chat".into()),
+        ..Default::default()
+    })
+}
+
+pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    check_message(&p.message)?;
+    let limit = timeout(ctx.app, p.timeout_ms)?;
+    sessions::require_member(ctx, &p.session_id).await?;
+    idempotent::once(
+        ctx.app,
+        "chat.send",
+        &identity.sub,
+        p.idempotency_key.as_deref(),
+        limit + Duration::from_secs(1),
+        || async {
+            let selector = session_agent(ctx.app, &p.session_id).await?;
+            let history = ctx
+                .app
+                .backend
+                .history(&p.session_id, HISTORY_CONTEXT)
+                .await?;
+            let user = history_entry("user", &p.message, &identity.sub);
+            ctx.app
+                .backend
+                .append_history(&p.session_id, std::slice::from_ref(&user), HISTORY_MAX)
+                .await?;
+            let dispatch = Dispatch {
+                selector,
+                policy: Policy::default(),
+                method: "chat.send",
+                params: json!({
+                    "sessionId": p.session_id,
+                    "message": p.message,
+                    "history": history,
+                    "caller": caller_info(ctx),
+                }),
+                task: "chat".into(),
+                session_id: p.session_id.clone(),
+                timeout: limit,
+            };
+            let (record, receiver) = begin(ctx, &dispatch).await?;
+            let reply = receiver
+                .done
+                .await
+                .unwrap_or_else(|_| Err(RpcError::unavailable("the run ended")))?;
+            let content = reply
+                .get("content")
+                .cloned()
+                .unwrap_or_else(|| reply.clone());
+            let agent = ctx
+                .app
+                .backend
+                .run(&p.session_id)
+                .await?
+                .map(|r| r.agent_id);
+            let answer = history_entry("assistant", &content, agent.as_deref().unwrap_or(""));
+            ctx.app
+                .backend
+                .append_history(&p.session_id, std::slice::from_ref(&answer), HISTORY_MAX)
+                .await?;
+            Ok(json!({
+                "sessionId": p.session_id,
+                "runId": record.run_id,
+                "agentId": agent,
+                "reply": content,
+            }))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryParams {
+    session_id: String,
+    limit: Option<usize>,
+}
+
+pub async fn chat_history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
+    sessions::require_member(ctx, &p.session_id).await?;
+    let limit = p.limit.unwrap_or(100).min(HISTORY_MAX);
+    let messages = ctx.app.backend.history(&p.session_id, limit).await?;
+    Ok(json!({ "sessionId": p.session_id, "count": messages.len(), "messages": messages }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectParams {
+    session_id: String,
+    message: Value,
+    role: Option<String>,
+}
+
+pub async fn chat_inject(ctx: &Ctx<'_>, p: InjectParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    check_message(&p.message)?;
+    let role = p.role.unwrap_or_else(|| "user".into());
+    if !matches!(role.as_str(), "user" | "assistant" | "system") {
+        return Err(RpcError::invalid_params(
+            "role",
+            "user, assistant or system",
+        ));
+    }
+    sessions::require_member(ctx, &p.session_id).await?;
+    let mut entry = history_entry(&role, &p.message, &identity.sub);
+    entry["injected"] = json!(true);
+    ctx.app
+        .backend
+        .append_history(&p.session_id, std::slice::from_ref(&entry), HISTORY_MAX)
+        .await?;
+    Ok(json!({ "sessionId": p.session_id, "injected": true }))
+}

@@ -1,0 +1,100 @@
+//! The OpenAI-compatible façade with the official `openai` Python package
+//! (`pip install openai`), served by the real `examples/echo_agent.rs`
+//! process: models, chat completions plain and streamed, the Responses
+//! API, and clean OpenAI-style errors once no agent is online.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The built echo agent example (cargo builds examples for `cargo test`;
+/// built here if missing).
+fn echo_agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let binary = dir.join("examples").join("echo_agent");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "echo_agent"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the echo agent failed");
+    }
+    binary
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_check(server: &TestServer, mode: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/check.py");
+    let output = Command::new("python3")
+        .args([script, &server.http("/v1"), WRITER, mode])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'openai'"),
+        "the openai package is missing: pip install openai"
+    );
+    assert!(
+        output.status.success() && stdout.contains("ALL PASS"),
+        "check.py {mode} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+async fn echo_online(server: &TestServer, online: bool) -> bool {
+    let mut ws = server.client(ADMIN).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let list = ws.call("agents.list", json!({"online": true})).await;
+        let found = list["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["agentId"] == "echo"));
+        if found == online {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_client_against_the_echo_agent() {
+    let server = TestServer::default().await;
+    let agent = Command::new(echo_agent_binary())
+        .args([&server.url("/ws"), NODE])
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Agent)
+        .expect("echo agent starts");
+    assert!(
+        echo_online(&server, true).await,
+        "the echo agent registered"
+    );
+    let stdout = tokio::task::block_in_place(|| python_check(&server, "served"));
+    assert!(stdout.contains("PASS streamed text"), "{stdout}");
+
+    drop(agent);
+    assert!(
+        echo_online(&server, false).await,
+        "the echo agent went offline"
+    );
+    let stdout = tokio::task::block_in_place(|| python_check(&server, "absent"));
+    assert!(
+        stdout.contains("PASS no agent: model_not_found"),
+        "{stdout}"
+    );
+}
