@@ -256,27 +256,25 @@ impl Backend for RedisBackend {
         let ttl = self.0.settings.node_ttl.as_millis() as i64;
         let keys = &self.0.keys;
         let record = json(&info)?;
-        let (a, b): (BackendResult<()>, BackendResult<()>) = tokio::join!(
-            async {
-                client
-                    .hset::<(), _, _>(keys.instances(), (info.id.as_str(), record))
-                    .await
-                    .map_err(unavailable)
-            },
-            async {
-                client
-                    .set::<(), _, _>(
-                        keys.alive(&info.id),
-                        info.generation.to_string(),
-                        Some(Expiration::PX(ttl)),
-                        None,
-                        false,
-                    )
-                    .await
-                    .map_err(unavailable)
-            }
-        );
-        a.and(b)
+        // The alive key first, then the record, in one pipeline (in order on
+        // one connection): a reaper that sees the record always sees the
+        // instance alive, so a starting instance is never taken for dead.
+        let pipeline = client.pipeline();
+        let _: () = pipeline
+            .set(
+                keys.alive(&info.id),
+                info.generation.to_string(),
+                Some(Expiration::PX(ttl)),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        let _: () = pipeline
+            .hset(keys.instances(), (info.id.as_str(), record))
+            .await
+            .map_err(unavailable)?;
+        pipeline.all::<()>().await.map_err(unavailable)
     }
 
     async fn deregister_instance(&self, instance_id: &str) -> BackendResult<()> {
