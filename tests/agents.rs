@@ -19,138 +19,6 @@ const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------- helpers
 
-/// The connection id from the `welcome` push.
-async fn conn_id(ws: &mut Ws) -> String {
-    let welcome = ws.expect_push("welcome").await;
-    welcome["connId"].as_str().expect("connId").to_owned()
-}
-
-/// The next whole frame with `method` whose params satisfy `pred`; other
-/// frames are kept in `ws.pushed`. Bounded by [`WAIT`].
-async fn frame_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    if let Some(i) = ws
-        .pushed
-        .iter()
-        .position(|f| f["method"] == method && pred(&f["params"]))
-    {
-        return ws.pushed.remove(i).expect("present");
-    }
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = ws
-                .next_json()
-                .await
-                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
-            if frame["method"] == method && pred(&frame["params"]) {
-                return frame;
-            }
-            ws.pushed.push_back(frame);
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no matching {method} within the wait"))
-}
-
-/// Params of the next push with `method` matching `pred`.
-async fn push_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    frame_where(ws, method, pred).await["params"].clone()
-}
-
-/// Assert that no push with `method` matching `pred` arrives within `wait`
-/// (nor is buffered already); other frames are kept.
-async fn no_push_where(ws: &mut Ws, method: &str, wait: Duration, pred: impl Fn(&Value) -> bool) {
-    if let Some(f) = ws
-        .pushed
-        .iter()
-        .find(|f| f["method"] == method && pred(&f["params"]))
-    {
-        panic!("unexpected {method} already buffered: {f}");
-    }
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match tokio::time::timeout(left, ws.next_json()).await {
-            Err(_) => return,
-            Ok(None) => return,
-            Ok(Some(frame)) => {
-                assert!(
-                    !(frame["method"] == method && pred(&frame["params"])),
-                    "unexpected {method}: {frame}"
-                );
-                ws.pushed.push_back(frame);
-            }
-        }
-    }
-}
-
-/// Send a request with a string id without waiting for its reply.
-async fn send(ws: &mut Ws, id: &str, method: &str, params: Value) {
-    ws.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-        .await;
-}
-
-/// The replies to `ids`, in whatever order they come; pushes are kept.
-async fn replies(ws: &mut Ws, ids: &[&str]) -> HashMap<String, Value> {
-    let mut got = HashMap::new();
-    while got.len() < ids.len() {
-        let frame = ws
-            .next_json()
-            .await
-            .expect("connection open while waiting for replies");
-        if frame.get("method").is_some() {
-            ws.pushed.push_back(frame);
-            continue;
-        }
-        match frame["id"].as_str() {
-            Some(id) if ids.contains(&id) => {
-                got.insert(id.to_owned(), frame);
-            }
-            _ => panic!("unexpected frame while waiting for {ids:?}: {frame}"),
-        }
-    }
-    got
-}
-
-/// Call `method` until `pred` holds on the whole reply, bounded by
-/// [`WAIT`]; returns that reply.
-async fn call_until(
-    ws: &mut Ws,
-    method: &str,
-    params: Value,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reply = ws.request(method, params.clone()).await;
-        if pred(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{method} {params}: never as expected; last reply {reply}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A JWT for a second node identity `sub`.
-fn node_jwt(sub: &str) -> String {
-    jwt(json!({"sub": sub, "role": "node", "exp": now_secs() + 600}))
-}
-
-/// A JWT for an operator `sub` with read+write.
-fn writer_jwt(sub: &str) -> String {
-    jwt(json!({
-        "sub": sub,
-        "role": "operator",
-        "scopes": ["operator.read", "operator.write"],
-        "exp": now_secs() + 600,
-    }))
-}
-
 /// A JWT for an operator with operator.approvals only (no read).
 fn approvals_only_jwt() -> String {
     jwt(json!({
@@ -159,20 +27,6 @@ fn approvals_only_jwt() -> String {
         "scopes": ["operator.approvals"],
         "exp": now_secs() + 600,
     }))
-}
-
-/// A node connection (NODE token) that declared `caps` at `connect`.
-async fn caps_node(server: &TestServer, caps: &[&str]) -> (Ws, String) {
-    let mut node = server.client(NODE).await;
-    let hello = node
-        .call(
-            "connect",
-            json!({"client": {"name": "node-app"}, "caps": caps}),
-        )
-        .await;
-    assert_eq!(hello["role"], "node", "{hello}");
-    let id = hello["connId"].as_str().expect("connId").to_owned();
-    (node, id)
 }
 
 /// A node connection with `token` that registered one agent with `params`;
@@ -196,23 +50,6 @@ async fn agent(server: &TestServer, agent_id: &str, caps: &[&str]) -> Ws {
     ws
 }
 
-/// The next server → client request with `method`: (id, params).
-async fn server_request(node: &mut Ws, method: &str) -> (String, Value) {
-    let frame = frame_where(node, method, |_| true).await;
-    let id = frame["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a server request has a string id: {frame}"))
-        .to_owned();
-    assert!(id.starts_with("srv-"), "{frame}");
-    assert_eq!(frame["jsonrpc"], "2.0", "{frame}");
-    (id, frame["params"].clone())
-}
-
-async fn answer(node: &mut Ws, id: &str, result: Value) {
-    node.send_json(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
-        .await;
-}
-
 /// Answer every `invoke` the node gets with `{"by": tag}` until aborted.
 fn responder(mut node: Ws, tag: &'static str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -231,16 +68,7 @@ fn responder(mut node: Ws, tag: &'static str) -> tokio::task::JoinHandle<()> {
 
 /// Agent ids of a list reply, checking `count`.
 fn agent_ids(list: &Value) -> BTreeSet<String> {
-    let agents = list["agents"].as_array().expect("agents");
-    assert_eq!(list["count"].as_u64(), Some(agents.len() as u64), "{list}");
-    agents
-        .iter()
-        .map(|a| a["agentId"].as_str().expect("agentId").to_owned())
-        .collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
+    listed_ids(list, "agents", "agentId")
 }
 
 fn strings(v: &Value) -> BTreeSet<String> {
@@ -938,7 +766,7 @@ async fn max_concurrency_one_refuses_a_second_call_as_busy() {
     let mut c3 = server.client(ADMIN).await;
 
     // c1 occupies mc-a.
-    send(
+    send_request(
         &mut c1,
         "hold-a",
         "node.invoke",
@@ -960,7 +788,7 @@ async fn max_concurrency_one_refuses_a_second_call_as_busy() {
 
     // By capability, it goes to the other matching agent instead, even
     // with policy first (mc-a is the earliest but full).
-    send(
+    send_request(
         &mut c2,
         "hold-b",
         "node.invoke",
@@ -1074,14 +902,14 @@ async fn least_loaded_default_prefers_the_idle_agent() {
     let mut caller = server.client(WRITER).await;
 
     // Two calls outstanding on ll-busy.
-    send(
+    send_request(
         &mut holder,
         "h1",
         "node.invoke",
         json!({"nodeId": "ll-busy", "command": "hold", "timeoutMs": 5000}),
     )
     .await;
-    send(
+    send_request(
         &mut holder,
         "h2",
         "node.invoke",
@@ -1161,7 +989,7 @@ async fn invoke_cancel_by_the_caller() {
     let mut node = agent(&server, "cancellable", &["c"]).await;
     let mut caller = server.client(WRITER).await;
 
-    send(
+    send_request(
         &mut caller,
         "call",
         "node.invoke",
@@ -1170,7 +998,7 @@ async fn invoke_cancel_by_the_caller() {
     .await;
     let (srv_id, _) = server_request(&mut node, "invoke").await;
     let started = Instant::now();
-    send(
+    send_request(
         &mut caller,
         "cancel",
         "invoke.cancel",
@@ -1219,7 +1047,7 @@ async fn caller_disconnecting_cancels_at_the_node() {
     let server = TestServer::default().await;
     let mut node = agent(&server, "abandoned", &["c"]).await;
     let mut caller = server.client(WRITER).await;
-    send(
+    send_request(
         &mut caller,
         "call",
         "node.invoke",
@@ -1243,7 +1071,7 @@ async fn agent_disconnecting_mid_invoke_fails_the_call_with_unavailable() {
     let server = TestServer::default().await;
     let mut node = agent(&server, "vanishing", &["v"]).await;
     let mut caller = server.client(WRITER).await;
-    send(
+    send_request(
         &mut caller,
         "call",
         "node.invoke",
@@ -1307,9 +1135,7 @@ async fn idempotency_key_runs_the_call_once() {
     failing["idempotencyKey"] = json!("key-fail");
     let (reply, ()) = tokio::join!(caller.request("node.invoke", failing.clone()), async {
         let (id, _) = server_request(&mut node, "invoke").await;
-        node.send_json(&json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32050, "message": "transient"}}))
-            .await;
+        answer_error(&mut node, &id, -32050, "transient").await;
     });
     assert_eq!(reply["error"]["code"], -32050, "{reply}");
     let (reply, ()) = tokio::join!(caller.request("node.invoke", failing), async {
@@ -1327,9 +1153,9 @@ async fn idempotency_key_duplicate_joins_the_call_in_flight() {
     let mut b = server.client(WRITER).await;
     let params = json!({"nodeId": "idem2", "command": "slow", "idempotencyKey": "dup",
                         "timeoutMs": 5000});
-    send(&mut a, "first", "node.invoke", params.clone()).await;
+    send_request(&mut a, "first", "node.invoke", params.clone()).await;
     let (srv_id, _) = server_request(&mut node, "invoke").await;
-    send(&mut b, "second", "node.invoke", params.clone()).await;
+    send_request(&mut b, "second", "node.invoke", params.clone()).await;
     // The duplicate does not reach the node.
     node.expect_no_push("invoke", QUIET).await;
     answer(&mut node, &srv_id, json!({"once": true})).await;
@@ -1385,9 +1211,7 @@ async fn method_providers_serve_unknown_methods() {
     // The node's error is passed through.
     let (reply, ()) = tokio::join!(caller.request("skills.fail", json!({})), async {
         let (id, _) = server_request(&mut node, "invoke").await;
-        node.send_json(&json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32051, "message": "no such skill"}}))
-            .await;
+        answer_error(&mut node, &id, -32051, "no such skill").await;
     });
     assert_eq!(reply["error"]["code"], -32051, "{reply}");
 
@@ -2162,7 +1986,7 @@ async fn approval_request_resolve_and_wait() {
     );
 
     // The requester waits; the approver decides.
-    send(
+    send_request(
         &mut node,
         "wait",
         "approval.wait",

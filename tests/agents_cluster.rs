@@ -16,9 +16,7 @@ mod common;
 use common::instance::Instance;
 use common::*;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use switchyard::config::Config;
 
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(400);
@@ -26,27 +24,6 @@ const QUIET: Duration = Duration::from_millis(400);
 const NODE_TTL: Duration = common::instance::NODE_TTL;
 
 // ---------------------------------------------------------------- helpers
-
-/// The shared test config pointed at `redis`, with short cluster timers.
-fn cluster_config(redis: &RedisProcess) -> Config {
-    let mut c = config();
-    c.redis_url = Some(redis.url());
-    c.limits.node_ttl_ms = NODE_TTL.as_millis() as u64;
-    c.limits.presence_tick_ms = 200;
-    c
-}
-
-/// `n` instances on one fresh Redis, all on the same config (after `tweak`).
-async fn cluster(n: usize, tweak: impl Fn(&mut Config)) -> (RedisProcess, Vec<TestServer>) {
-    let redis = RedisProcess::start();
-    let mut c = cluster_config(&redis);
-    tweak(&mut c);
-    let mut servers = Vec::new();
-    for _ in 0..n {
-        servers.push(TestServer::start_on(c.clone()).await);
-    }
-    (redis, servers)
-}
 
 /// (connection id, instance id) from the `welcome` push; the push stays
 /// available.
@@ -60,132 +37,6 @@ async fn welcome(ws: &mut Ws) -> (String, String) {
     )
 }
 
-/// The whole next frame with `method` whose params match `pred`; other
-/// frames are kept in `ws.pushed`. Bounded by [`WAIT`].
-async fn frame_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    if let Some(i) = ws
-        .pushed
-        .iter()
-        .position(|f| f["method"] == method && pred(&f["params"]))
-    {
-        return ws.pushed.remove(i).expect("present");
-    }
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = ws
-                .next_json()
-                .await
-                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
-            if frame["method"] == method && pred(&frame["params"]) {
-                return frame;
-            }
-            ws.pushed.push_back(frame);
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no matching {method} within the wait"))
-}
-
-/// Params of the next push with `method` matching `pred`.
-async fn push_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    frame_where(ws, method, pred).await["params"].clone()
-}
-
-/// Assert no frame with `method` matching `pred` arrives within `wait`
-/// (nor is buffered); other frames are kept.
-async fn no_push_where(ws: &mut Ws, method: &str, wait: Duration, pred: impl Fn(&Value) -> bool) {
-    let hit = |f: &Value| f["method"] == method && pred(&f["params"]);
-    if let Some(f) = ws.pushed.iter().find(|f| hit(f)) {
-        panic!("unexpected {method} buffered: {f}");
-    }
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match tokio::time::timeout(left, ws.next_json()).await {
-            Err(_) => return,
-            Ok(None) => return,
-            Ok(Some(frame)) => {
-                assert!(!hit(&frame), "unexpected {method}: {frame}");
-                ws.pushed.push_back(frame);
-            }
-        }
-    }
-}
-
-/// The next server → client request `method` the agent receives matching
-/// `pred`: (its id, its params).
-async fn srv_request_where(
-    agent: &mut Ws,
-    method: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> (String, Value) {
-    let frame = frame_where(agent, method, |p| pred(p)).await;
-    let id = frame["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a server request has a string id: {frame}"))
-        .to_owned();
-    assert!(id.starts_with("srv-"), "{frame}");
-    assert_eq!(frame["jsonrpc"], "2.0", "{frame}");
-    (id, frame["params"].clone())
-}
-
-async fn srv_request(agent: &mut Ws, method: &str) -> (String, Value) {
-    srv_request_where(agent, method, |_| true).await
-}
-
-async fn answer(agent: &mut Ws, id: &str, result: Value) {
-    agent
-        .send_json(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
-        .await;
-}
-
-async fn answer_error(agent: &mut Ws, id: &str, code: i64, message: &str) {
-    agent
-        .send_json(
-            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-        )
-        .await;
-}
-
-/// Answer the next `invoke` with `{"echo": params}`; returns its params.
-async fn answer_echo(agent: &mut Ws) -> Value {
-    let (id, params) = srv_request(agent, "invoke").await;
-    answer(agent, &id, json!({"echo": params["params"]})).await;
-    params
-}
-
-/// A request sent without waiting for its reply.
-async fn send_request(ws: &mut Ws, id: &str, method: &str, params: Value) {
-    ws.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-        .await;
-}
-
-/// The replies to `ids`, in whatever order they come; pushes are kept.
-async fn replies(ws: &mut Ws, ids: &[&str]) -> HashMap<String, Value> {
-    let mut got = HashMap::new();
-    let all = tokio::time::timeout(WAIT, async {
-        while got.len() < ids.len() {
-            let frame = ws
-                .next_json()
-                .await
-                .expect("open while waiting for replies");
-            if frame.get("method").is_some() {
-                ws.pushed.push_back(frame);
-                continue;
-            }
-            let id = frame["id"].as_str().unwrap_or_default().to_owned();
-            assert!(ids.contains(&id.as_str()), "unexpected reply: {frame}");
-            got.insert(id, frame);
-        }
-    })
-    .await;
-    assert!(all.is_ok(), "replies to {ids:?} within the wait: {got:?}");
-    got
-}
-
 /// A node connection on `server` registering `params`; (socket, entry).
 async fn agent_on(server: &TestServer, params: Value) -> (Ws, Value) {
     let mut ws = server.client(NODE).await;
@@ -194,44 +45,11 @@ async fn agent_on(server: &TestServer, params: Value) -> (Ws, Value) {
     (ws, entry)
 }
 
-/// A JWT connection of operator `sub` with read+write.
-async fn as_user(server: &TestServer, sub: &str) -> Ws {
-    let token = jwt(json!({
-        "sub": sub,
-        "role": "operator",
-        "scopes": ["operator.read", "operator.write"],
-        "exp": now_secs() + 600,
-    }));
-    server.client(&token).await
-}
-
 /// The entry of `agent_id` in an `agents.list` reply.
 fn listed<'a>(list: &'a Value, agent_id: &str) -> Option<&'a Value> {
-    let agents = list["agents"].as_array().expect("agents");
-    assert_eq!(list["count"].as_u64(), Some(agents.len() as u64), "{list}");
-    agents.iter().find(|a| a["agentId"] == agent_id)
-}
-
-/// Repeat `method` on `ws` until its whole reply satisfies `pred` or
-/// `limit` passed; returns whether it did and the last reply.
-async fn poll_call(
-    ws: &mut Ws,
-    limit: Duration,
-    method: &str,
-    params: Value,
-    pred: impl Fn(&Value) -> bool,
-) -> (bool, Value) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let reply = ws.request(method, params.clone()).await;
-        if pred(&reply) {
-            return (true, reply);
-        }
-        if Instant::now() >= deadline {
-            return (false, reply);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    counted(list, "agents")
+        .iter()
+        .find(|a| a["agentId"] == agent_id)
 }
 
 // ---------------------------------------------------------------- node.invoke
@@ -320,7 +138,7 @@ async fn invoke_by_agent_id_and_capability_across_instances() {
             json!({"nodeId": "echo-agent", "command": "fail", "timeoutMs": 5000}),
         ),
         async {
-            let (id, _) = srv_request(&mut agent, "invoke").await;
+            let (id, _) = server_request(&mut agent, "invoke").await;
             answer_error(&mut agent, &id, -32050, "boom").await;
         },
     );
@@ -363,7 +181,7 @@ async fn method_provider_on_another_instance() {
     let (reply, seen) = tokio::join!(
         caller.request("skills.install", json!({"name": "x", "v": 2})),
         async {
-            let (id, params) = srv_request(&mut node, "invoke").await;
+            let (id, params) = server_request(&mut node, "invoke").await;
             answer(&mut node, &id, json!({"installed": "x"})).await;
             params
         },
@@ -375,7 +193,7 @@ async fn method_provider_on_another_instance() {
     assert_eq!(reply["result"], json!({"installed": "x"}), "{reply}");
 
     let (reply, _) = tokio::join!(caller.request("updates.check", json!({})), async {
-        let (id, params) = srv_request(&mut node, "invoke").await;
+        let (id, params) = server_request(&mut node, "invoke").await;
         answer(&mut node, &id, json!("up to date")).await;
         params
     },);
@@ -383,7 +201,7 @@ async fn method_provider_on_another_instance() {
 
     // The provider's error passes through.
     let (reply, ()) = tokio::join!(caller.request("skills.remove", json!({})), async {
-        let (id, _) = srv_request(&mut node, "invoke").await;
+        let (id, _) = server_request(&mut node, "invoke").await;
         answer_error(&mut node, &id, -32050, "no such skill").await;
     });
     assert_eq!(reply["error"]["code"], -32050, "{reply}");
@@ -420,7 +238,7 @@ async fn invoke_timeout_across_instances() {
             "node.invoke",
             json!({"nodeId": "slow", "command": "sleep", "timeoutMs": 600}),
         ),
-        srv_request(&mut agent, "invoke"),
+        server_request(&mut agent, "invoke"),
     );
     let took = started.elapsed();
     assert_eq!(seen["command"], "sleep", "{seen}");
@@ -457,7 +275,7 @@ async fn agent_disconnecting_mid_call_fails_the_remote_caller_promptly() {
         ),
         async move {
             let mut agent = agent;
-            srv_request(&mut agent, "invoke").await;
+            server_request(&mut agent, "invoke").await;
             agent.close().await;
         },
     );
@@ -500,7 +318,7 @@ async fn invoke_progress_crosses_instances_in_order() {
             json!({"nodeId": "prog", "command": "long", "timeoutMs": 5000, "invokeId": "p-1"}),
         ),
         async {
-            let (id, _) = srv_request(&mut agent, "invoke").await;
+            let (id, _) = server_request(&mut agent, "invoke").await;
             for step in 0..8 {
                 agent
                     .send_json(&json!({"jsonrpc": "2.0", "method": "invoke.progress",
@@ -541,7 +359,7 @@ async fn invoke_cancel_crosses_instances() {
         json!({"nodeId": "canc", "command": "long", "timeoutMs": 8000, "invokeId": "c-1"}),
     )
     .await;
-    let (srv_id, _) = srv_request(&mut agent, "invoke").await;
+    let (srv_id, _) = server_request(&mut agent, "invoke").await;
     let started = Instant::now();
     send_request(
         &mut caller,
@@ -596,7 +414,7 @@ async fn caller_disconnecting_cancels_the_remote_call() {
         json!({"nodeId": "hold", "command": "long", "timeoutMs": 8000}),
     )
     .await;
-    let (srv_id, _) = srv_request(&mut agent, "invoke").await;
+    let (srv_id, _) = server_request(&mut agent, "invoke").await;
     let started = Instant::now();
     caller.close().await;
     push_where(&mut agent, "invoke.cancel", |p| p["id"] == srv_id.as_str()).await;
@@ -625,7 +443,7 @@ async fn max_concurrency_one_holds_across_instances() {
         json!({"nodeId": "single", "command": "hold", "timeoutMs": 8000}),
     )
     .await;
-    let (srv_id, _) = srv_request(&mut agent, "invoke").await;
+    let (srv_id, _) = server_request(&mut agent, "invoke").await;
 
     // From instance C, by id and by capability: busy.
     for params in [
@@ -808,7 +626,7 @@ async fn agent_run_streams_to_members_on_every_instance() {
             "agent.run",
             json!({"task": "summarise", "input": {"doc": 1}, "sessionId": "run-s1", "maxTurns": 3}),
         ),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     assert_eq!(started["sessionId"], "run-s1", "{started}");
     assert_eq!(started["agentId"], "runner", "{started}");
@@ -906,7 +724,7 @@ async fn agent_cancel_from_a_reaches_the_agent_on_b() {
     let mut caller = servers[0].client(WRITER).await;
     let (started, (srv_id, _)) = tokio::join!(
         caller.call("agent.run", json!({"agentId": "cx", "task": "long job"})),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     let session = started["sessionId"].as_str().expect("sessionId").to_owned();
     let run_id = started["runId"].as_str().expect("runId").to_owned();
@@ -977,7 +795,7 @@ async fn agent_disconnecting_mid_run_ends_it_with_error() {
     let mut caller = servers[0].client(WRITER).await;
     let (started, _) = tokio::join!(
         caller.call("agent.run", json!({"task": "t"})),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     assert_eq!(started["agentId"], "dies", "{started}");
     let session = started["sessionId"].as_str().expect("sessionId").to_owned();
@@ -1024,7 +842,7 @@ async fn run_limit_of_five_per_caller_is_cluster_wide() {
         let session = format!("lim-{i}");
         let (started, (srv_id, params)) = tokio::join!(
             ws.call("agent.run", json!({"task": "t", "sessionId": session})),
-            srv_request(&mut agent, "agent.run"),
+            server_request(&mut agent, "agent.run"),
         );
         assert_eq!(started["status"], "running", "run {i}: {started}");
         assert_eq!(params["sessionId"], session.as_str(), "{params}");
@@ -1045,7 +863,7 @@ async fn run_limit_of_five_per_caller_is_cluster_wide() {
     let mut bob = as_user(a, "bob").await;
     let (started, (bob_srv, _)) = tokio::join!(
         bob.call("agent.run", json!({"task": "bob's"})),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     assert_eq!(started["status"], "running", "{started}");
 
@@ -1060,7 +878,7 @@ async fn run_limit_of_five_per_caller_is_cluster_wide() {
     assert_eq!(run["status"], "completed", "{run}");
     let (started, _) = tokio::join!(
         on_b.call("agent.run", json!({"task": "t", "sessionId": "lim-7"})),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     assert_eq!(started["status"], "running", "{started}");
     let reply = on_a
@@ -1085,7 +903,7 @@ async fn second_run_on_a_busy_session_from_another_instance_conflicts() {
         .await;
     let (started, _) = tokio::join!(
         caller.call("agent.run", json!({"task": "t", "sessionId": "one-run"})),
-        srv_request(&mut agent, "agent.run"),
+        server_request(&mut agent, "agent.run"),
     );
     assert_eq!(started["status"], "running", "{started}");
     let reply = again
@@ -1367,7 +1185,7 @@ async fn idempotent_invoke_retried_on_another_instance() {
 
     // First on A, retried on B and C: the agent runs it once.
     let (first, _) = tokio::join!(on_a.call("node.invoke", call("k1")), async {
-        let (id, _) = srv_request(&mut agent, "invoke").await;
+        let (id, _) = server_request(&mut agent, "invoke").await;
         answer(&mut agent, &id, json!({"charged": 1})).await;
     });
     assert_eq!(first["result"], json!({"charged": 1}), "{first}");
@@ -1380,14 +1198,14 @@ async fn idempotent_invoke_retried_on_another_instance() {
     // Another identity with the same key is another call.
     let mut admin = c.client(ADMIN).await;
     let (other, _) = tokio::join!(admin.call("node.invoke", call("k1")), async {
-        let (id, _) = srv_request(&mut agent, "invoke").await;
+        let (id, _) = server_request(&mut agent, "invoke").await;
         answer(&mut agent, &id, json!({"charged": 2})).await;
     });
     assert_eq!(other["result"], json!({"charged": 2}), "{other}");
 
     // A retry while the first is in flight joins it.
     send_request(&mut on_a, "k2-a", "node.invoke", call("k2")).await;
-    let (srv_id, _) = srv_request(&mut agent, "invoke").await;
+    let (srv_id, _) = server_request(&mut agent, "invoke").await;
     send_request(&mut on_c, "k2-c", "node.invoke", call("k2")).await;
     no_push_where(&mut agent, "invoke", QUIET, |_| true).await;
     answer(&mut agent, &srv_id, json!({"charged": 3})).await;
@@ -1402,12 +1220,12 @@ async fn idempotent_invoke_retried_on_another_instance() {
 
     // A failed first call does not stick: the retry runs again.
     let (failed, ()) = tokio::join!(on_a.request("node.invoke", call("k3")), async {
-        let (id, _) = srv_request(&mut agent, "invoke").await;
+        let (id, _) = server_request(&mut agent, "invoke").await;
         answer_error(&mut agent, &id, -32050, "card declined").await;
     });
     assert_eq!(failed["error"]["code"], -32050, "{failed}");
     let (retried, _) = tokio::join!(on_b.call("node.invoke", call("k3")), async {
-        let (id, _) = srv_request(&mut agent, "invoke").await;
+        let (id, _) = server_request(&mut agent, "invoke").await;
         answer(&mut agent, &id, json!({"charged": 4})).await;
     });
     assert_eq!(retried["result"], json!({"charged": 4}), "{retried}");
@@ -1434,7 +1252,7 @@ async fn chat_send_on_a_to_agent_on_b_history_on_c() {
             json!({"sessionId": "chat-1", "message": "hello", "timeoutMs": 5000}),
         ),
         async {
-            let (id, params) = srv_request(&mut agent, "chat.send").await;
+            let (id, params) = server_request(&mut agent, "chat.send").await;
             agent
                 .send_json(&json!({"jsonrpc": "2.0", "method": "agent.event",
                                    "params": {"sessionId": "chat-1", "type": "delta", "data": "hi"}}))
@@ -1473,7 +1291,7 @@ async fn chat_send_on_a_to_agent_on_b_history_on_c() {
             json!({"sessionId": "chat-1", "message": "again", "timeoutMs": 5000})
         ),
         async {
-            let (id, params) = srv_request(&mut agent, "chat.send").await;
+            let (id, params) = server_request(&mut agent, "chat.send").await;
             answer(&mut agent, &id, json!("second answer")).await;
             params
         },
@@ -1571,4 +1389,55 @@ async fn agent_on_a_sigkilled_instance_goes_offline_on_the_survivor() {
         begun.elapsed()
     );
     drop(agent);
+}
+
+#[tokio::test]
+async fn registry_is_repopulated_after_redis_restarts_empty() {
+    let (mut redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let (mut agent, _) = agent_on(
+        b,
+        json!({"agentId": "phoenix", "capabilities": ["rebirth"]}),
+    )
+    .await;
+    let (gone, _) = agent_on(b, json!({"agentId": "gone"})).await;
+    gone.close().await;
+    let mut caller = a.client(ADMIN).await;
+    let (ok, offline) = poll_call(&mut caller, WAIT, "agents.list", json!({}), |r| {
+        listed(&r["result"], "gone").is_some_and(|e| e["online"] == false)
+    })
+    .await;
+    assert!(ok, "gone goes offline: {offline}");
+    assert!(listed(&offline["result"], "phoenix").is_some(), "{offline}");
+
+    redis.restart();
+    assert!(
+        within(WAIT, || async {
+            a.ready_status().await == 200 && b.ready_status().await == 200
+        })
+        .await,
+        "both instances ready again after Redis came back empty"
+    );
+    // The live agent is written back by the instance holding its socket; the
+    // one whose connection is gone is not resurrected.
+    let (ok, list) = poll_call(&mut caller, WAIT, "agents.list", json!({}), |r| {
+        listed(&r["result"], "phoenix").is_some_and(|e| e["online"] == true)
+    })
+    .await;
+    assert!(ok, "phoenix is listed online again: {list}");
+    assert!(listed(&list["result"], "gone").is_none(), "{list}");
+    // And calls reach it again on the same sockets.
+    let (reply, seen) = tokio::join!(
+        caller.request(
+            "node.invoke",
+            json!({"capability": "rebirth", "command": "echo", "params": {"n": 7}, "timeoutMs": 3000}),
+        ),
+        answer_echo(&mut agent),
+    );
+    assert_eq!(seen["params"], json!({"n": 7}), "{seen}");
+    assert_eq!(
+        reply["result"]["result"],
+        json!({"echo": {"n": 7}}),
+        "{reply}"
+    );
 }

@@ -71,10 +71,6 @@ fn alg_none_token() -> String {
     format!("{header}.{body}.")
 }
 
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 async fn upgrade(server: &TestServer, headers: &[(&str, &str)]) -> Result<Ws, ConnectError> {
     Ws::connect_with(&server.url("/ws"), headers).await
 }

@@ -12,55 +12,6 @@ use switchyard::config::Window;
 
 const QUIET: Duration = Duration::from_millis(250);
 
-/// The connection id from the `welcome` push.
-async fn conn_id(ws: &mut Ws) -> String {
-    let welcome = ws.expect_push("welcome").await;
-    welcome["connId"].as_str().expect("connId").to_owned()
-}
-
-/// The next whole frame with `method` whose params satisfy `pred`; other
-/// frames are kept in `ws.pushed`. Bounded by [`WAIT`].
-async fn frame_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    if let Some(i) = ws
-        .pushed
-        .iter()
-        .position(|f| f["method"] == method && pred(&f["params"]))
-    {
-        return ws.pushed.remove(i).expect("present");
-    }
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = ws
-                .next_json()
-                .await
-                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
-            if frame["method"] == method && pred(&frame["params"]) {
-                return frame;
-            }
-            ws.pushed.push_back(frame);
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no matching {method} within the wait"))
-}
-
-/// Params of the next push with `method` matching `pred`.
-async fn push_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    frame_where(ws, method, pred).await["params"].clone()
-}
-
-/// A notify push on `channel`.
-async fn notify_on(ws: &mut Ws, channel: &str) -> Value {
-    push_where(ws, "notify", |p| p["channel"] == channel).await
-}
-
-fn assert_notify(push: &Value, channel: &str, event: &str, data: &Value) {
-    assert_eq!(push["channel"], channel, "{push}");
-    assert_eq!(push["event"], event, "{push}");
-    assert_eq!(&push["data"], data, "{push}");
-    assert!(push["timestamp"].as_u64().is_some_and(|t| t > 0), "{push}");
-}
-
 // ---------------------------------------------------------------- channels
 
 #[tokio::test]
@@ -663,44 +614,10 @@ async fn logs_tail_shape_and_level() {
 
 // ---------------------------------------------------------------- node.invoke
 
-/// Connect a node declaring `caps`; returns it and its connection id.
-async fn node(server: &TestServer, caps: &[&str]) -> (Ws, String) {
-    let mut node = server.client(NODE).await;
-    let hello = node
-        .call(
-            "connect",
-            json!({"client": {"name": "node-app"}, "caps": caps}),
-        )
-        .await;
-    assert_eq!(hello["role"], "node", "{hello}");
-    let id = hello["connId"].as_str().expect("connId").to_owned();
-    (node, id)
-}
-
-/// The next server → client request the node receives: (id, params).
-async fn server_request(node: &mut Ws, method: &str) -> (String, Value) {
-    let frame = frame_where(node, method, |_| true).await;
-    let id = frame["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a server request has a string id: {frame}"))
-        .to_owned();
-    assert!(id.starts_with("srv-"), "{frame}");
-    assert_eq!(frame["jsonrpc"], "2.0", "{frame}");
-    (id, frame["params"].clone())
-}
-
-/// Answer every `invoke` with `{"echo": params}` once.
-async fn answer_echo(node: &mut Ws) -> Value {
-    let (id, params) = server_request(node, "invoke").await;
-    node.send_json(&json!({"jsonrpc": "2.0", "id": id, "result": {"echo": params["params"]}}))
-        .await;
-    params
-}
-
 #[tokio::test]
 async fn invoke_by_node_id_and_by_capability() {
     let server = TestServer::default().await;
-    let (mut node, node_id) = node(&server, &["echo"]).await;
+    let (mut node, node_id) = caps_node(&server, &["echo"]).await;
     let mut caller = server.client(WRITER).await;
     let caller_id = conn_id(&mut caller).await;
 
@@ -755,10 +672,7 @@ async fn invoke_by_node_id_and_by_capability() {
             assert_ne!(id1, id2);
             // Answer in reverse order.
             for (id, p) in [(id2, p2), (id1, p1)] {
-                node.send_json(
-                    &json!({"jsonrpc": "2.0", "id": id, "result": {"echo": p["params"]}}),
-                )
-                .await;
+                answer(&mut node, &id, json!({"echo": p["params"]})).await;
             }
         },
     );
@@ -769,7 +683,7 @@ async fn invoke_by_node_id_and_by_capability() {
 #[tokio::test]
 async fn invoke_errors() {
     let server = TestServer::default().await;
-    let (mut node, node_id) = node(&server, &["echo"]).await;
+    let (mut node, node_id) = caps_node(&server, &["echo"]).await;
     let mut caller = server.client(WRITER).await;
     let caller_id = conn_id(&mut caller).await;
 
@@ -781,10 +695,7 @@ async fn invoke_errors() {
         ),
         async {
             let (id, _) = server_request(&mut node, "invoke").await;
-            node.send_json(
-                &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32050, "message": "boom"}}),
-            )
-            .await;
+            answer_error(&mut node, &id, -32050, "boom").await;
         },
     );
     assert_eq!(reply["error"]["code"], -32050, "{reply}");
@@ -846,7 +757,7 @@ async fn invoke_errors() {
 #[tokio::test]
 async fn node_disconnecting_mid_call_fails_the_call_promptly() {
     let server = TestServer::default().await;
-    let (node, node_id) = node(&server, &["echo"]).await;
+    let (node, node_id) = caps_node(&server, &["echo"]).await;
     let mut caller = server.client(WRITER).await;
     let started = Instant::now();
     let (reply, ()) = tokio::join!(
@@ -936,7 +847,7 @@ async fn message_rate_limit_per_identity() {
 #[tokio::test]
 async fn caller_disconnecting_mid_invoke_is_cleaned_up_promptly() {
     let server = TestServer::default().await;
-    let (mut node, node_id) = node(&server, &["echo"]).await;
+    let (mut node, node_id) = caps_node(&server, &["echo"]).await;
     let mut admin = server.client(ADMIN).await;
     let mut caller = server.client(WRITER).await;
     let caller_id = conn_id(&mut caller).await;

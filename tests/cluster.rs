@@ -9,194 +9,24 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use switchyard::config::{Config, Window};
+use switchyard::config::Window;
 
 const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------- helpers
 
-/// The shared test config pointed at `redis`, with short cluster timers.
-fn cluster_config(redis: &RedisProcess) -> Config {
-    let mut c = config();
-    c.redis_url = Some(redis.url());
-    c.limits.node_ttl_ms = 3000;
-    c.limits.presence_tick_ms = 200;
-    c
-}
-
-/// `n` instances on one fresh Redis, all on the same config (after `tweak`).
-async fn cluster(n: usize, tweak: impl Fn(&mut Config)) -> (RedisProcess, Vec<TestServer>) {
-    let redis = RedisProcess::start();
-    let mut c = cluster_config(&redis);
-    tweak(&mut c);
-    let mut servers = Vec::new();
-    for _ in 0..n {
-        servers.push(TestServer::start_on(c.clone()).await);
-    }
-    (redis, servers)
-}
-
-/// The connection id from the `welcome` push.
-async fn conn_id(ws: &mut Ws) -> String {
-    let welcome = ws.expect_push("welcome").await;
-    welcome["connId"].as_str().expect("connId").to_owned()
-}
-
-/// Params of the next push with `method` matching `pred`; other frames
-/// are kept in `ws.pushed`. Bounded by [`WAIT`].
-async fn push_where(ws: &mut Ws, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    if let Some(i) = ws
-        .pushed
-        .iter()
-        .position(|f| f["method"] == method && pred(&f["params"]))
-    {
-        return ws.pushed.remove(i).expect("present")["params"].clone();
-    }
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = ws
-                .next_json()
-                .await
-                .unwrap_or_else(|| panic!("closed while waiting for {method}"));
-            if frame["method"] == method && pred(&frame["params"]) {
-                return frame["params"].clone();
-            }
-            ws.pushed.push_back(frame);
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no matching {method} within the wait"))
-}
-
-/// A notify push on `channel`.
-async fn notify_on(ws: &mut Ws, channel: &str) -> Value {
-    push_where(ws, "notify", |p| p["channel"] == channel).await
-}
-
-/// Assert no notify on `channel` arrives within `wait` (other pushes are
-/// kept, notifies on other channels too).
-async fn no_notify_on(ws: &mut Ws, channel: &str, wait: Duration) {
-    let buffered = |ws: &Ws| {
-        ws.pushed
-            .iter()
-            .any(|f| f["method"] == "notify" && f["params"]["channel"] == channel)
-    };
-    assert!(!buffered(ws), "unexpected notify on {channel} buffered");
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match tokio::time::timeout(left, ws.next_json()).await {
-            Err(_) => return,
-            Ok(None) => panic!("closed while checking for notifies on {channel}"),
-            Ok(Some(frame)) => {
-                assert!(
-                    !(frame["method"] == "notify" && frame["params"]["channel"] == channel),
-                    "unexpected notify: {frame}"
-                );
-                ws.pushed.push_back(frame);
-            }
-        }
-    }
-}
-
-fn assert_notify(push: &Value, channel: &str, event: &str, data: &Value) {
-    assert_eq!(push["channel"], channel, "{push}");
-    assert_eq!(push["event"], event, "{push}");
-    assert_eq!(&push["data"], data, "{push}");
-    assert!(push["timestamp"].as_u64().is_some_and(|t| t > 0), "{push}");
-}
-
-/// A JWT connection of operator `sub` with read+write.
-async fn as_user(server: &TestServer, sub: &str) -> Ws {
-    let token = jwt(json!({
-        "sub": sub,
-        "role": "operator",
-        "scopes": ["operator.read", "operator.write"],
-        "exp": now_secs() + 600,
-    }));
-    server.client(&token).await
-}
-
-/// Poll `f` until it holds or `limit` passed.
-async fn within<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// Repeat `method` on `ws` until its whole reply satisfies `pred` or
-/// `limit` passed; returns whether it did and the last reply.
-async fn poll_call(
-    ws: &mut Ws,
-    limit: Duration,
-    method: &str,
-    params: Value,
-    pred: impl Fn(&Value) -> bool,
-) -> (bool, Value) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let reply = ws.request(method, params.clone()).await;
-        if pred(&reply) {
-            return (true, reply);
-        }
-        if Instant::now() >= deadline {
-            return (false, reply);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn ready_status(server: &TestServer) -> u16 {
-    http(server.addr, "GET", "/ready", &[], None).await.0
-}
-
 /// conn id → entry of `system.presence`.
 fn presence_entries(list: &Value) -> Vec<Value> {
-    let clients = list["clients"].as_array().expect("clients").clone();
-    assert_eq!(list["count"].as_u64(), Some(clients.len() as u64), "{list}");
-    clients
+    counted(list, "clients").clone()
 }
 
 fn entry<'a>(entries: &'a [Value], conn: &str) -> Option<&'a Value> {
     entries.iter().find(|e| e["connId"] == conn)
 }
 
+/// Connection ids of a `presence.get` reply.
 fn member_ids(presence: &Value) -> BTreeSet<String> {
-    let members = presence["members"].as_array().expect("members");
-    assert_eq!(
-        presence["count"].as_u64(),
-        Some(members.len() as u64),
-        "{presence}"
-    );
-    members
-        .iter()
-        .map(|m| m["connId"].as_str().expect("connId").to_owned())
-        .collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-fn instance_ids(status: &Value) -> BTreeSet<String> {
-    status["cluster"]["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("cluster.instances: {status}"))
-        .iter()
-        .map(|i| i["id"].as_str().expect("instance id").to_owned())
-        .collect()
+    listed_ids(presence, "members", "connId")
 }
 
 // ---------------------------------------------------------------- channels
@@ -974,7 +804,7 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     redis.kill();
     assert!(
         within(Duration::from_secs(5), || async {
-            ready_status(a).await == 503
+            a.ready_status().await == 503
         })
         .await,
         "A's /ready turns 503 while Redis is down"
@@ -1006,7 +836,7 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     redis.restart();
     assert!(
         within(Duration::from_secs(10), || async {
-            ready_status(a).await == 200 && ready_status(b).await == 200
+            a.ready_status().await == 200 && b.ready_status().await == 200
         })
         .await,
         "/ready is 200 on both after Redis is back"
@@ -1137,7 +967,7 @@ async fn ready_after_redis_restart_means_publishes_are_delivered() {
         redis.kill();
         assert!(
             within(Duration::from_secs(5), || async {
-                ready_status(a).await == 503 && ready_status(b).await == 503
+                a.ready_status().await == 503 && b.ready_status().await == 503
             })
             .await,
             "round {round}: /ready turns 503"
@@ -1145,7 +975,7 @@ async fn ready_after_redis_restart_means_publishes_are_delivered() {
         redis.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if ready_status(a).await == 200 && ready_status(b).await == 200 {
+            if a.ready_status().await == 200 && b.ready_status().await == 200 {
                 break;
             }
             assert!(

@@ -16,28 +16,16 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The next push with `method`, or None when `deadline` passes first.
-async fn push_by(ws: &mut Ws, method: &str, deadline: Instant) -> Option<Value> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    tokio::time::timeout(left, ws.expect_push(method))
-        .await
-        .ok()
+/// What is left until `deadline` (zero once it passed).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
-/// The next push with `method` whose params satisfy `wanted` (others of
-/// that method are skipped), or None when `deadline` passes first.
-async fn push_where(
-    ws: &mut Ws,
-    method: &str,
-    deadline: Instant,
-    wanted: impl Fn(&Value) -> bool,
-) -> Option<Value> {
-    loop {
-        let params = push_by(ws, method, deadline).await?;
-        if wanted(&params) {
-            return Some(params);
-        }
-    }
+/// The next push with `method`, or None when `deadline` passes first.
+async fn push_by(ws: &mut Ws, method: &str, deadline: Instant) -> Option<Value> {
+    tokio::time::timeout(left(deadline), ws.expect_push(method))
+        .await
+        .ok()
 }
 
 /// `CLIENT KILL TYPE pubsub` on every Redis node (one, or each master of a
@@ -78,37 +66,6 @@ fn conn_ids(presence: &Value) -> Vec<String> {
         .collect()
 }
 
-fn instance_ids(status: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = status["cluster"]["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status lists cluster.instances: {status}"))
-        .iter()
-        .map(|i| i["id"].as_str().expect("id").to_owned())
-        .collect();
-    ids.sort();
-    ids
-}
-
-/// Call `method` every 50 ms until `done(result)` or `deadline`; returns
-/// whether it got there and the last result.
-async fn poll_call(
-    ws: &mut Ws,
-    method: &str,
-    deadline: Instant,
-    done: impl Fn(&Value) -> bool,
-) -> (bool, Value) {
-    loop {
-        let result = ws.call(method, json!({})).await;
-        if done(&result) {
-            return (true, result);
-        }
-        if Instant::now() >= deadline {
-            return (false, result);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigkilled_instance_is_reaped_by_the_survivors() {
     let redis = RedisProcess::start();
@@ -131,11 +88,11 @@ async fn sigkilled_instance_is_reaped_by_the_survivors() {
     doomed
         .call("subscribe", json!({"channels": ["public:room"]}))
         .await;
-    let join = push_where(
-        &mut watcher,
-        "presence.join",
-        Instant::now() + Duration::from_secs(5),
-        |p| p["connId"] == doomed_id.as_str(),
+    let join = tokio::time::timeout(
+        Duration::from_secs(5),
+        push_where(&mut watcher, "presence.join", |p| {
+            p["connId"] == doomed_id.as_str()
+        }),
     )
     .await
     .expect("the watcher on a sees the b client join");
@@ -153,18 +110,21 @@ async fn sigkilled_instance_is_reaped_by_the_survivors() {
     assert!(conn_ids(&before).contains(&doomed_id), "{before}");
     assert_eq!(
         instance_ids(&watcher.call("status", json!({})).await),
-        ["a", "b", "c"]
+        set(&["a", "b", "c"])
     );
 
     let killed = Instant::now();
     b.kill9();
     let deadline = killed + NODE_TTL + Duration::from_secs(3);
 
-    let leave = push_where(&mut watcher, "presence.leave", deadline, |p| {
-        p["connId"] == doomed_id.as_str()
-    })
+    let leave = tokio::time::timeout(
+        left(deadline),
+        push_where(&mut watcher, "presence.leave", |p| {
+            p["connId"] == doomed_id.as_str()
+        }),
+    )
     .await
-    .unwrap_or_else(|| {
+    .unwrap_or_else(|_| {
         panic!(
             "no presence.leave for the killed client within {:?}",
             killed.elapsed()
@@ -174,9 +134,13 @@ async fn sigkilled_instance_is_reaped_by_the_survivors() {
     assert_eq!(leave["connId"], doomed_id.as_str(), "{leave}");
     assert_eq!(leave["identity"], "writer", "{leave}");
 
-    let (gone, last_presence) = poll_call(&mut watcher, "system.presence", deadline, |p| {
-        !conn_ids(p).contains(&doomed_id)
-    })
+    let (gone, last_presence) = poll_call(
+        &mut watcher,
+        left(deadline),
+        "system.presence",
+        json!({}),
+        |r| !conn_ids(&r["result"]).contains(&doomed_id),
+    )
     .await;
     assert!(
         gone,
@@ -187,8 +151,8 @@ async fn sigkilled_instance_is_reaped_by_the_survivors() {
         .await;
     assert_eq!(members["count"], 1, "only the watcher is left: {members}");
 
-    let (live, last_status) = poll_call(&mut watcher, "status", deadline, |s| {
-        instance_ids(s) == ["a", "c"]
+    let (live, last_status) = poll_call(&mut watcher, left(deadline), "status", json!({}), |r| {
+        instance_ids(&r["result"]) == set(&["a", "c"])
     })
     .await;
     assert!(live, "status lists only live instances: {last_status}");
@@ -353,9 +317,13 @@ async fn publish_and_kick_cross_instances() {
         -32001
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (gone, presence) = poll_call(&mut on_a, "system.presence", deadline, |p| {
-        !conn_ids(p).contains(&b_conn)
-    })
+    let (gone, presence) = poll_call(
+        &mut on_a,
+        left(deadline),
+        "system.presence",
+        json!({}),
+        |r| !conn_ids(&r["result"]).contains(&b_conn),
+    )
     .await;
     assert!(
         gone,
@@ -393,7 +361,7 @@ async fn sigterm_drains_one_instance_out_of_the_cluster() {
     }
     assert_eq!(
         instance_ids(&observer.call("status", json!({})).await),
-        ["a", "b"]
+        set(&["a", "b"])
     );
 
     let started = Instant::now();
@@ -410,18 +378,24 @@ async fn sigterm_drains_one_instance_out_of_the_cluster() {
     // Drained, not reaped: the cluster view is clean well before node_ttl
     // would matter, and the instance is gone from status.
     let deadline = started + Duration::from_secs(4);
-    let (clean, last) = poll_call(&mut observer, "system.presence", deadline, |p| {
-        let listed = conn_ids(p);
-        leaving_ids.iter().all(|id| !listed.contains(id))
-    })
+    let (clean, last) = poll_call(
+        &mut observer,
+        left(deadline),
+        "system.presence",
+        json!({}),
+        |r| {
+            let listed = conn_ids(&r["result"]);
+            leaving_ids.iter().all(|id| !listed.contains(id))
+        },
+    )
     .await;
     assert!(clean, "drained clients still listed on a: {last}");
     let members = observer
         .call("presence.get", json!({"channel": "public:drain"}))
         .await;
     assert_eq!(members["count"], 0, "{members}");
-    let (gone, status) = poll_call(&mut observer, "status", deadline, |s| {
-        instance_ids(s) == ["a"]
+    let (gone, status) = poll_call(&mut observer, left(deadline), "status", json!({}), |r| {
+        instance_ids(&r["result"]) == set(&["a"])
     })
     .await;
     assert!(gone, "status still lists the drained instance: {status}");
@@ -466,9 +440,13 @@ async fn crashed_instance_restarted_under_its_id_leaves_no_phantoms() {
     let a2 = Instance::start(&redis, "a", &[]).await;
     let deadline = restarted + NODE_TTL + Duration::from_secs(3);
 
-    let (gone, presence) = poll_call(&mut on_b, "system.presence", deadline, |p| {
-        !conn_ids(p).contains(&old_id)
-    })
+    let (gone, presence) = poll_call(
+        &mut on_b,
+        left(deadline),
+        "system.presence",
+        json!({}),
+        |r| !conn_ids(&r["result"]).contains(&old_id),
+    )
     .await;
     assert!(
         gone,
@@ -494,6 +472,6 @@ async fn crashed_instance_restarted_under_its_id_leaves_no_phantoms() {
         restarted.elapsed()
     );
     let status = on_b.call("status", json!({})).await;
-    assert_eq!(instance_ids(&status), ["a", "b"], "{status}");
+    assert_eq!(instance_ids(&status), set(&["a", "b"]), "{status}");
     drop(a2);
 }

@@ -22,10 +22,6 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     http(server.addr, "GET", path, headers, None).await
 }
@@ -500,4 +496,90 @@ async fn graceful_shutdown_order() {
         elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
         "stopped after {elapsed:?}"
     );
+}
+
+// ---------------------------------------------------------------- webhooks
+
+const HOOK_SECRET: &str = "hook-secret-0123456789abcdef";
+
+fn hooks_config() -> switchyard::config::Config {
+    let mut c = config();
+    c.hooks = vec![
+        switchyard::config::HookConfig {
+            name: "gh".into(),
+            secret: Some(HOOK_SECRET.into()),
+        },
+        switchyard::config::HookConfig {
+            name: "open".into(),
+            secret: None,
+        },
+    ];
+    c
+}
+
+#[tokio::test]
+async fn webhooks_publish_signed_or_authenticated_bodies() {
+    let server = TestServer::start(hooks_config()).await;
+    let mut ws = server.client(ADMIN).await;
+    ws.call("subscribe", json!({"channels": ["hook:gh", "hook:open"]}))
+        .await;
+
+    // A signed body: published as event `hook` on hook:gh.
+    let body = r#"{"action":"opened","number":7}"#;
+    let signature = switchyard::server::tools::sign(HOOK_SECRET, body.as_bytes());
+    let (status, _, reply) = post(
+        &server,
+        "/hooks/gh",
+        &[
+            ("x-hub-signature-256", &signature),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(body_json(&reply)["delivered"], 1, "{reply}");
+    let push = notify_on(&mut ws, "hook:gh").await;
+    assert_notify(
+        &push,
+        "hook:gh",
+        "hook",
+        &json!({"action": "opened", "number": 7}),
+    );
+
+    // Tampered, missing or foreign signatures: 401, nothing published.
+    let tampered = r#"{"action":"closed","number":7}"#;
+    for headers in [
+        vec![("x-signature-256", signature.as_str())],
+        vec![],
+        vec![("authorization", "Bearer admin-token-0123456789abcdef")],
+    ] {
+        let (status, _, reply) = post(&server, "/hooks/gh", &headers, tampered).await;
+        assert_error(status, &reply, 401);
+    }
+    ws.expect_no_push("notify", Duration::from_millis(200))
+        .await;
+
+    // A hook without a secret takes an API credential with write.
+    let (status, _, reply) = post(&server, "/hooks/open", &[], "plain text").await;
+    assert_error(status, &reply, 401);
+    let reader = bearer(READER);
+    let (status, _, reply) = post(&server, "/hooks/open", &[("authorization", &reader)], "x").await;
+    assert_error(status, &reply, 403);
+    let writer = bearer(WRITER);
+    let (status, _, reply) = post(
+        &server,
+        "/hooks/open",
+        &[("authorization", &writer)],
+        "plain text",
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let push = notify_on(&mut ws, "hook:open").await;
+    assert_notify(&push, "hook:open", "hook", &json!("plain text"));
+
+    // Hooks that are not configured do not exist.
+    let (status, _, reply) =
+        post(&server, "/hooks/nope", &[("authorization", &writer)], "{}").await;
+    assert_error(status, &reply, 404);
 }

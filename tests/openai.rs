@@ -1,7 +1,9 @@
-//! The OpenAI-compatible façade with the official `openai` Python package
-//! (`pip install openai`), served by the real `examples/echo_agent.rs`
-//! process: models, chat completions plain and streamed, the Responses
-//! API, and clean OpenAI-style errors once no agent is online.
+//! The HTTP side of agents, served by the real `examples/echo_agent.rs`
+//! process: the OpenAI-compatible façade driven by the official `openai`
+//! Python package (`pip install openai`) — models, chat completions plain
+//! and streamed, the Responses API, clean OpenAI-style errors once no agent
+//! is online — and `/tools/invoke`, including a tool that waits for a
+//! human approval.
 
 mod common;
 
@@ -71,8 +73,8 @@ async fn echo_online(server: &TestServer, online: bool) -> bool {
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_client_against_the_echo_agent() {
+/// A server and the echo agent process connected to it (as a node).
+async fn server_with_echo_agent() -> (TestServer, Agent) {
     let server = TestServer::default().await;
     let agent = Command::new(echo_agent_binary())
         .args([&server.url("/ws"), NODE])
@@ -84,6 +86,12 @@ async fn openai_client_against_the_echo_agent() {
         echo_online(&server, true).await,
         "the echo agent registered"
     );
+    (server, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_client_against_the_echo_agent() {
+    let (server, agent) = server_with_echo_agent().await;
     let stdout = tokio::task::block_in_place(|| python_check(&server, "served"));
     assert!(stdout.contains("PASS streamed text"), "{stdout}");
 
@@ -97,4 +105,60 @@ async fn openai_client_against_the_echo_agent() {
         stdout.contains("PASS no agent: model_not_found"),
         "{stdout}"
     );
+}
+
+/// `POST /tools/invoke` and `GET /tools/invoke` reach the echo agent's
+/// tools; its "dangerous" tool waits for a human decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_http_with_an_approval() {
+    let (server, _agent) = server_with_echo_agent().await;
+    let writer = format!("Bearer {WRITER}");
+    let auth = [
+        ("authorization", writer.as_str()),
+        ("content-type", "application/json"),
+    ];
+
+    let body = json!({"tool": "echo", "args": {"a": 1}}).to_string();
+    let (status, _, reply) = http(server.addr, "POST", "/tools/invoke", &auth, Some(&body)).await;
+    assert_eq!(status, 200, "{reply}");
+    let reply: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["agentId"], "echo", "{reply}");
+    assert_eq!(reply["result"], json!({"a": 1}), "{reply}");
+
+    let path = "/tools/invoke?tool=echo&args=%7B%22b%22%3A2%7D";
+    let (status, _, reply) = http(server.addr, "GET", path, &auth, None).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains(r#""result":{"b":2}"#), "{reply}");
+
+    let body = json!({"tool": "no-such-tool"}).to_string();
+    let (status, _, reply) = http(server.addr, "POST", "/tools/invoke", &auth, Some(&body)).await;
+    assert_eq!(status, 503, "{reply}");
+    let (status, _, _) = http(server.addr, "POST", "/tools/invoke", &[], Some(&body)).await;
+    assert_eq!(status, 401);
+
+    // delete_file asks for an approval: approved, then denied.
+    let mut approver = server.client(APPROVER).await;
+    for (decision, expected) in [("approve", 200), ("deny", 403)] {
+        let body = json!({"tool": "delete_file", "args": {"path": "/tmp/x"}}).to_string();
+        let ((status, _, reply), ()) = tokio::join!(
+            http(server.addr, "POST", "/tools/invoke", &auth, Some(&body)),
+            async {
+                let asked = approver.expect_push("approval.requested").await;
+                assert_eq!(asked["tool"], "delete_file", "{asked}");
+                assert_eq!(asked["args"], json!({"path": "/tmp/x"}), "{asked}");
+                approver
+                    .call(
+                        "approval.resolve",
+                        json!({"approvalId": asked["approvalId"], "decision": decision}),
+                    )
+                    .await;
+            },
+        );
+        assert_eq!(status, expected, "{decision}: {reply}");
+        if decision == "approve" {
+            assert!(reply.contains(r#""deleted":"/tmp/x""#), "{reply}");
+            assert!(reply.contains(r#""approvedBy":"approver""#), "{reply}");
+        }
+    }
 }

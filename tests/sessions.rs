@@ -11,45 +11,13 @@ use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(250);
 
-/// A JWT for an operator `sub` with read+write.
-fn writer_jwt(sub: &str) -> String {
-    jwt(json!({
-        "sub": sub,
-        "role": "operator",
-        "scopes": ["operator.read", "operator.write"],
-        "exp": now_secs() + 600,
-    }))
-}
-
-/// A connection of operator `sub` (read+write), minted as a JWT.
-async fn as_user(server: &TestServer, sub: &str) -> Ws {
-    server.client(&writer_jwt(sub)).await
-}
-
-async fn conn_id(ws: &mut Ws) -> String {
-    let welcome = ws.expect_push("welcome").await;
-    welcome["connId"].as_str().expect("connId").to_owned()
-}
-
 async fn create(ws: &mut Ws, id: &str) -> Value {
     ws.call("session.create", json!({"sessionId": id})).await
 }
 
+/// Session ids of a `session.list` reply.
 fn ids(list: &Value) -> BTreeSet<String> {
-    let sessions = list["sessions"].as_array().expect("sessions");
-    assert_eq!(
-        list["count"].as_u64(),
-        Some(sessions.len() as u64),
-        "{list}"
-    );
-    sessions
-        .iter()
-        .map(|s| s["sessionId"].as_str().expect("sessionId").to_owned())
-        .collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
+    listed_ids(list, "sessions", "sessionId")
 }
 
 /// The next push with `method` for session `id`.

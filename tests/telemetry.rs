@@ -94,24 +94,6 @@ async fn span_of(spans: &Spans, service: &str, name: &str, method: &str) -> Valu
     }
 }
 
-/// The next server → client request `method` on `ws`: (id, params).
-async fn server_request(ws: &mut Ws, method: &str) -> (String, Value) {
-    let frame = tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = ws.next_json().await.expect("open");
-            if frame["method"] == method && frame["id"].is_string() {
-                return frame;
-            }
-        }
-    })
-    .await
-    .expect("a server request in time");
-    (
-        frame["id"].as_str().unwrap_or_default().to_owned(),
-        frame["params"].clone(),
-    )
-}
-
 #[tokio::test]
 async fn one_trace_across_instances() {
     let (endpoint, spans) = collector().await;
@@ -144,8 +126,7 @@ async fn one_trace_across_instances() {
         async {
             let (id, params) = server_request(&mut node, "invoke").await;
             assert_eq!(params["command"], "ping", "{params}");
-            node.send_json(&json!({"jsonrpc": "2.0", "id": id, "result": "pong"}))
-                .await;
+            answer(&mut node, &id, json!("pong")).await;
         },
     );
     assert_eq!(reply["result"]["result"], "pong", "{reply}");

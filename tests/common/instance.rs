@@ -5,7 +5,6 @@
 use super::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -18,19 +17,6 @@ pub const BOB: &str = "bob-token-0123456789abcdef0123";
 
 /// `limits.node_ttl_ms` of every instance.
 pub const NODE_TTL: Duration = Duration::from_millis(3000);
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-pub fn temp_path(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    std::env::temp_dir().join(format!("sy-cluster-{}-{n}-{name}", std::process::id()))
-}
 
 /// Kills (and reaps) the child when dropped, whatever happened.
 pub struct Guard(pub Child);
@@ -115,7 +101,7 @@ impl Instance {
 
     pub async fn client(&self, token: &str) -> Ws {
         let url = format!("ws://127.0.0.1:{}/ws", self.port);
-        let mut ws = Ws::connect_with(&url, &[("authorization", &format!("Bearer {token}"))])
+        let mut ws = Ws::connect_with(&url, &[("authorization", &bearer(token))])
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e:?}", self.id));
         let welcome = ws.expect_push("welcome").await;

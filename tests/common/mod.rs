@@ -4,15 +4,24 @@
 //! `127.0.0.1:0` in this process (the same `server::run` as `main`).
 //! [`Ws`] is a raw JSON WebSocket client that keeps notifications it reads
 //! while waiting for a reply, so tests can assert on both. Every wait is
-//! bounded by [`WAIT`].
+//! bounded by [`WAIT`]. [`frames`] holds the helpers that wait for and
+//! answer particular frames, [`cluster`] the in-process cluster setup.
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod frames;
 pub mod instance;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use cluster::*;
+#[allow(unused_imports)]
+pub use frames::*;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard::config::{AuthMode, Config, StaticCredential};
@@ -146,16 +155,18 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The status code of `GET /ready`.
+    pub async fn ready_status(&self) -> u16 {
+        http(self.addr, "GET", "/ready", &[], None).await.0
+    }
+
     /// Connect to `/ws` with a bearer token, expecting success. Returns once
     /// the server has finished opening the connection (its `welcome`
     /// arrived; it stays available to `expect_push`).
     pub async fn client(&self, token: &str) -> Ws {
-        let mut ws = Ws::connect_with(
-            &self.url("/ws"),
-            &[("authorization", &format!("Bearer {token}"))],
-        )
-        .await
-        .expect("connects");
+        let mut ws = Ws::connect_with(&self.url("/ws"), &[("authorization", &bearer(token))])
+            .await
+            .expect("connects");
         let welcome = ws.expect_push("welcome").await;
         ws.pushed
             .push_front(json!({"jsonrpc": "2.0", "method": "welcome", "params": welcome}));
@@ -288,21 +299,28 @@ impl Ws {
         self.reply_to(json!(id)).await
     }
 
-    /// Wait for the response with `id`, keeping pushes aside.
-    pub async fn reply_to(&mut self, id: Value) -> Value {
+    /// The next response (a frame without `method`), keeping pushes aside.
+    pub async fn next_reply(&mut self) -> Value {
         loop {
             let frame = self
                 .next_json()
                 .await
                 .expect("connection open while waiting for a reply");
-            if frame.get("method").is_some() {
-                self.pushed.push_back(frame);
-            } else if frame["id"] == id {
+            if frame.get("method").is_none() {
                 return frame;
-            } else {
-                panic!("unexpected frame while waiting for {id}: {frame}");
             }
+            self.pushed.push_back(frame);
         }
+    }
+
+    /// Wait for the response with `id`, keeping pushes aside.
+    pub async fn reply_to(&mut self, id: Value) -> Value {
+        let frame = self.next_reply().await;
+        assert!(
+            frame["id"] == id,
+            "unexpected frame while waiting for {id}: {frame}"
+        );
+        frame
     }
 
     /// Call and return `result`, panicking on an error reply.
@@ -403,6 +421,7 @@ pub fn jwt(claims: Value) -> String {
     .expect("encode")
 }
 
+/// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -410,20 +429,93 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// Poll `f` until it returns true or the wait runs out.
-pub async fn eventually<F, Fut>(mut f: F) -> bool
+/// A JWT for operator `sub` with read+write, valid for ten minutes.
+pub fn writer_jwt(sub: &str) -> String {
+    jwt(json!({
+        "sub": sub,
+        "role": "operator",
+        "scopes": ["operator.read", "operator.write"],
+        "exp": now_secs() + 600,
+    }))
+}
+
+/// A JWT for node identity `sub`, valid for ten minutes.
+pub fn node_jwt(sub: &str) -> String {
+    jwt(json!({"sub": sub, "role": "node", "exp": now_secs() + 600}))
+}
+
+/// A connection of operator `sub` (read+write), minted as a JWT.
+pub async fn as_user(server: &TestServer, sub: &str) -> Ws {
+    server.client(&writer_jwt(sub)).await
+}
+
+/// A node connection (NODE token) that declared `caps` at `connect`;
+/// returns it and its connection id.
+pub async fn caps_node(server: &TestServer, caps: &[&str]) -> (Ws, String) {
+    let mut node = server.client(NODE).await;
+    let hello = node
+        .call(
+            "connect",
+            json!({"client": {"name": "node-app"}, "caps": caps}),
+        )
+        .await;
+    assert_eq!(hello["role"], "node", "{hello}");
+    let id = hello["connId"].as_str().expect("connId").to_owned();
+    (node, id)
+}
+
+/// The value of an `Authorization` header carrying `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The strings `items` as a set, to compare with id sets.
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The entries under `key` of a list reply, asserting that its `count`
+/// matches their number.
+pub fn counted<'a>(list: &'a Value, key: &str) -> &'a Vec<Value> {
+    let entries = list[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} listed: {list}"));
+    assert_eq!(list["count"].as_u64(), Some(entries.len() as u64), "{list}");
+    entries
+}
+
+/// The string `field` of every entry under `key` of a list reply (see
+/// [`counted`]).
+pub fn listed_ids(list: &Value, key: &str, field: &str) -> BTreeSet<String> {
+    counted(list, key)
+        .iter()
+        .map(|e| e[field].as_str().expect(field).to_owned())
+        .collect()
+}
+
+/// Poll `f` until it returns true or `limit` passed; whether it did.
+pub async fn within<F, Fut>(limit: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if f().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
     false
+}
+
+/// Poll `f` until it returns true or the wait runs out.
+pub async fn eventually<F, Fut>(f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(WAIT, f).await
 }
 
 /// A tiny HTTP client over a raw TCP stream (no extra dependency):
@@ -502,11 +594,20 @@ pub struct RedisProcess {
     dir: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A fresh path in the temp dir, unique per test process and call.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("sy-test-{}-{n}-{name}", std::process::id()))
 }
 
 /// Whether test Redis instances are Redis Clusters.
