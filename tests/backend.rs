@@ -295,3 +295,215 @@ async fn instances_register_and_leave() {
         assert!(b.instances().await.unwrap().is_empty());
     }
 }
+
+fn run_record(session: &str, run: &str, caller: &str) -> RunRecord {
+    RunRecord {
+        run_id: run.into(),
+        session_id: session.into(),
+        agent_id: String::new(),
+        instance_id: String::new(),
+        generation: 0,
+        caller: caller.into(),
+        task: "t".into(),
+        status: RunStatus::Running,
+        result: None,
+        error: None,
+        started_at: 1,
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn runs_are_limited_and_finished_once() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        for i in 0..2 {
+            b.start_run(&run_record(&format!("s{i}"), &format!("r{i}"), "ann"), 2)
+                .await
+                .unwrap();
+        }
+        // Per caller, and one at a time per session.
+        let third = b.start_run(&run_record("s2", "r2", "ann"), 2).await;
+        assert!(
+            matches!(third, Err(BackendError::Limit(..))),
+            "{kind}: {third:?}"
+        );
+        let again = b.start_run(&run_record("s0", "rx", "bob"), 2).await;
+        assert!(
+            matches!(again, Err(BackendError::Conflict(_))),
+            "{kind}: {again:?}"
+        );
+        assert_eq!(b.running_runs().await.unwrap().len(), 2, "{kind}");
+
+        // The first finisher wins; a stale run id finishes nothing.
+        let mut done = run_record("s0", "r0", "ann");
+        done.status = RunStatus::Completed;
+        done.result = Some(json!({"ok": 1}));
+        assert!(b.finish_run(&done).await.unwrap().is_some(), "{kind}");
+        let mut late = done.clone();
+        late.status = RunStatus::Cancelled;
+        assert!(b.finish_run(&late).await.unwrap().is_none(), "{kind}");
+        let stale = RunRecord {
+            run_id: "other".into(),
+            ..run_record("s1", "other", "ann")
+        };
+        assert!(b.finish_run(&stale).await.unwrap().is_none(), "{kind}");
+        let stored = b.run("s0").await.unwrap().unwrap();
+        assert_eq!(stored.status, RunStatus::Completed, "{kind}");
+        assert_eq!(stored.result, Some(json!({"ok": 1})), "{kind}");
+        // The finished run freed a slot of its caller.
+        b.start_run(&run_record("s2", "r2", "ann"), 2)
+            .await
+            .unwrap();
+
+        // History is bounded and dropped with the session's records.
+        let entries: Vec<_> = (0..5).map(|i| json!({"n": i})).collect();
+        b.append_history("s1", &entries, 3).await.unwrap();
+        assert_eq!(
+            b.history("s1", 10).await.unwrap(),
+            [json!({"n": 2}), json!({"n": 3}), json!({"n": 4})],
+            "{kind}"
+        );
+        assert_eq!(
+            b.history("s1", 1).await.unwrap(),
+            [json!({"n": 4})],
+            "{kind}"
+        );
+        b.forget_session_records("s1").await.unwrap();
+        assert!(b.history("s1", 10).await.unwrap().is_empty(), "{kind}");
+        assert!(b.run("s1").await.unwrap().is_none(), "{kind}");
+        // Its running slot went with it.
+        b.start_run(&run_record("s3", "r3", "ann"), 2)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn approvals_are_decided_once_and_audited() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        let pending = ApprovalRecord {
+            approval_id: "ap1".into(),
+            session_id: None,
+            tool: "rm".into(),
+            args: json!({}),
+            summary: "s".into(),
+            requester_conn: "c1".into(),
+            requester: "node".into(),
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            note: None,
+            created_at: 10,
+            expires_at: 60_000,
+            resolved_at: None,
+        };
+        b.create_approval(&pending).await.unwrap();
+        let twice = b.create_approval(&pending).await;
+        assert!(matches!(twice, Err(BackendError::Conflict(_))), "{kind}");
+        assert_eq!(b.pending_approvals().await.unwrap().len(), 1, "{kind}");
+
+        let decide = |status, by: &str| ApprovalRecord {
+            status,
+            decided_by: Some(by.into()),
+            resolved_at: Some(20),
+            ..pending.clone()
+        };
+        let won = b
+            .resolve_approval(&decide(ApprovalStatus::Approved, "ann"))
+            .await;
+        assert_eq!(won.unwrap().decided_by.as_deref(), Some("ann"), "{kind}");
+        let lost = b
+            .resolve_approval(&decide(ApprovalStatus::Denied, "bob"))
+            .await;
+        assert!(
+            matches!(lost, Err(BackendError::Conflict(_))),
+            "{kind}: {lost:?}"
+        );
+        let unknown = ApprovalRecord {
+            approval_id: "nope".into(),
+            ..decide(ApprovalStatus::Denied, "bob")
+        };
+        let missing = b.resolve_approval(&unknown).await;
+        assert!(matches!(missing, Err(BackendError::NotFound(_))), "{kind}");
+
+        assert!(b.pending_approvals().await.unwrap().is_empty(), "{kind}");
+        let stored = b.approval("ap1").await.unwrap().unwrap();
+        assert_eq!(stored.status, ApprovalStatus::Approved, "{kind}");
+        let audit = b.approval_history(10).await.unwrap();
+        assert_eq!(audit.len(), 1, "{kind}");
+        assert_eq!(audit[0].decided_by.as_deref(), Some("ann"), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_the_agent_registry() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        assert_eq!(
+            b.claim_idempotency("k", 5_000).await.unwrap(),
+            None,
+            "{kind}"
+        );
+        assert_eq!(
+            b.claim_idempotency("k", 5_000).await.unwrap(),
+            Some(Idempotency::Pending),
+            "{kind}"
+        );
+        b.finish_idempotency("k", Some(&json!(42)), 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.idempotency("k").await.unwrap(),
+            Some(Idempotency::Done { result: json!(42) }),
+            "{kind}"
+        );
+        // A failed call releases its key.
+        b.claim_idempotency("f", 5_000).await.unwrap();
+        b.finish_idempotency("f", None, 5_000).await.unwrap();
+        assert_eq!(
+            b.claim_idempotency("f", 5_000).await.unwrap(),
+            None,
+            "{kind}"
+        );
+        // Markers expire.
+        b.claim_idempotency("short", 50).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(b.idempotency("short").await.unwrap(), None, "{kind}");
+
+        let entry = AgentEntry {
+            agent_id: "a1".into(),
+            name: "a".into(),
+            kind: "agent".into(),
+            capabilities: vec!["x".into()],
+            tools: vec![],
+            models: vec![],
+            methods: vec![],
+            max_concurrency: 2,
+            status: "idle".into(),
+            online: true,
+            conn_id: "c".into(),
+            instance_id: "test-instance".into(),
+            generation: 1,
+            identity: "n".into(),
+            load: 0,
+            registered_at: 1,
+            updated_at: 1,
+        };
+        b.put_agent(&entry).await.unwrap();
+        b.put_agent(&AgentEntry {
+            load: 1,
+            ..entry.clone()
+        })
+        .await
+        .unwrap();
+        let all = b.agents().await.unwrap();
+        assert_eq!(all.len(), 1, "{kind}: replaced, not added");
+        assert_eq!(all[0].load, 1, "{kind}");
+        b.remove_agent("a1").await.unwrap();
+        assert!(b.agents().await.unwrap().is_empty(), "{kind}");
+    }
+}

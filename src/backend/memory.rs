@@ -367,6 +367,13 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
+    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
+        let mut state = self.lock();
+        state.runs.remove(session_id);
+        state.history.remove(session_id);
+        Ok(())
+    }
+
     async fn append_history(
         &self,
         session_id: &str,

@@ -355,6 +355,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
     /// Every run still marked running.
     async fn running_runs(&self) -> BackendResult<Vec<RunRecord>>;
+    /// A session closed: drop its run record and chat history.
+    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()>;
 
     // ---- chat history ----
 

@@ -305,6 +305,9 @@ async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
     if app.backend.close_session(id).await?.is_none() {
         return Err(RpcError::not_found("session", id));
     }
+    if let Err(e) = app.backend.forget_session_records(id).await {
+        tracing::warn!(session = %id, error = %e, "dropping a session's run and history failed");
+    }
     let frame = frame::notification(
         "session.closed",
         &json!({ "sessionId": id, "reason": reason }),

@@ -459,6 +459,10 @@ impl Backend for RedisBackend {
         records::running_runs(self).await
     }
 
+    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
+        records::forget_session_records(self, session_id).await
+    }
+
     async fn append_history(
         &self,
         session_id: &str,

@@ -13,7 +13,9 @@ use crate::backend::{
     already_resolved,
 };
 use fred::prelude::SortedSetsInterface;
-use fred::prelude::{Expiration, HashesInterface, KeysInterface, ListInterface, SetOptions};
+use fred::prelude::{
+    Expiration, HashesInterface, KeysInterface, ListInterface, SetOptions, SetsInterface,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -128,6 +130,22 @@ pub async fn running_runs(b: &RedisBackend) -> BackendResult<Vec<RunRecord>> {
         .filter_map(|raw| parse::<RunRecord>(raw).ok())
         .filter(|r| r.status == crate::backend::RunStatus::Running)
         .collect())
+}
+
+pub async fn forget_session_records(b: &RedisBackend, session_id: &str) -> BackendResult<()> {
+    let client = b.ready()?;
+    let keys = &b.shared().keys;
+    if let Some(run) = run(b, session_id).await? {
+        client
+            .srem::<(), _, _>(keys.running(&run.caller), session_id)
+            .await
+            .map_err(unavailable)?;
+    }
+    let (a, h) = tokio::join!(
+        client.hdel::<(), _, _>(keys.runs(), session_id),
+        client.del::<(), _>(keys.history(session_id)),
+    );
+    a.and(h).map_err(unavailable)
 }
 
 pub async fn append_history(
