@@ -4,7 +4,7 @@
 # `switchyard bench` scenarios against it. Prints one JSON line per run.
 #
 #   scripts/bench.sh            all scenarios
-#   scripts/bench.sh latency    one of: latency fanout ping idle
+#   scripts/bench.sh latency    one of: latency fanout ping invoke idle
 #
 # Limits that exist to protect a public gateway are lifted for the load
 # generator's single IP and identity; everything else is the default.
@@ -54,6 +54,10 @@ case $only in all | fanout)
 esac
 case $only in all | ping)
   run --urls "$first" ping --connections 100 --seconds 10
+esac
+case $only in all | invoke)
+  run --urls "$cross" invoke --connections 20 --seconds 10
+  run --urls "$first" invoke --connections 20 --seconds 10
 esac
 case $only in all | idle)
   # One process may hold $(ulimit -n) descriptors; the server needs a few

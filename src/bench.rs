@@ -1,6 +1,6 @@
 //! `switchyard bench`: a load generator against running instances.
 //!
-//! Four scenarios, each printing one JSON line of results:
+//! Five scenarios, each printing one JSON line of results:
 //! - `latency`: publishers on the first URL, one subscriber on the last;
 //!   every message carries its send time, the subscriber records
 //!   publish → delivery latency at a fixed total rate.
@@ -9,6 +9,8 @@
 //! - `idle`: opens N authenticated connections that stay idle and reports
 //!   the server's resident memory per connection (`--pid`).
 //! - `ping`: N connections calling `ping` in a loop; throughput and latency.
+//! - `invoke`: N connections on the first URL calling `node.invoke` on a
+//!   node connected to the last URL; routed-call throughput and latency.
 //!
 //! The bench and the servers share the machine's clock, so one process's
 //! `Instant` timestamps are valid for every measurement.
@@ -280,24 +282,29 @@ pub async fn idle(
     }))
 }
 
-/// `connections` sockets each calling `ping` back to back for `seconds`.
-pub async fn ping(
+/// `connections` sockets each calling `method` back to back for
+/// `seconds`; the latency of every call.
+async fn call_loop(
     url: &str,
     token: &str,
     connections: usize,
     seconds: u64,
-) -> Result<Value, BenchError> {
+    method: &'static str,
+    params: Value,
+) -> Result<Vec<u64>, BenchError> {
     let mut tasks = Vec::new();
     let until = Instant::now() + Duration::from_secs(seconds);
     for _ in 0..connections {
         let mut socket = connect(url, token).await?;
+        let params = params.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut id = 1;
             while Instant::now() < until {
                 let t = Instant::now();
-                if call(&mut socket, id, "ping", json!({})).await.is_err() {
-                    break;
+                match call(&mut socket, id, method, params.clone()).await {
+                    Ok(reply) if reply.get("error").is_none() => {}
+                    _ => break,
                 }
                 samples.push(t.elapsed().as_micros() as u64);
                 id += 1;
@@ -309,10 +316,76 @@ pub async fn ping(
     for task in tasks {
         all.extend(task.await.unwrap_or_default());
     }
+    Ok(all)
+}
+
+/// `connections` sockets each calling `ping` back to back for `seconds`.
+pub async fn ping(
+    url: &str,
+    token: &str,
+    connections: usize,
+    seconds: u64,
+) -> Result<Value, BenchError> {
+    let all = call_loop(url, token, connections, seconds, "ping", json!({})).await?;
     Ok(json!({
         "scenario": "ping",
         "connections": connections,
         "seconds": seconds,
+        "calls": all.len(),
+        "calls_per_second": (all.len() as f64 / seconds as f64).round(),
+        "latency": percentiles(all),
+    }))
+}
+
+/// A node on the last URL answering every `invoke` at once; callers on the
+/// first URL calling `node.invoke` on it back to back for `seconds`: the
+/// routed round trip caller → instance → (Redis) → node's instance → node
+/// and back.
+pub async fn invoke(
+    urls: &[String],
+    token: &str,
+    connections: usize,
+    seconds: u64,
+) -> Result<Value, BenchError> {
+    let last = urls
+        .last()
+        .ok_or_else(|| BenchError::Protocol("no URL".into()))?;
+    let mut node = connect(last, token).await?;
+    let agent_id = format!("bench-{}", std::process::id());
+    let register = json!({
+        "agentId": agent_id,
+        "capabilities": ["bench"],
+        "maxConcurrency": (connections * 2).max(1),
+    });
+    call(&mut node, 1, "agent.register", register).await?;
+    let answering = tokio::spawn(async move {
+        while let Some(Ok(msg)) = node.next().await {
+            let Message::Text(text) = msg else { continue };
+            let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            if frame["method"] == "invoke" && frame["id"].is_string() {
+                let reply = json!({"jsonrpc": "2.0", "id": frame["id"], "result": frame["params"]["params"]});
+                if node
+                    .send(Message::Text(reply.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let params =
+        json!({"nodeId": agent_id, "command": "echo", "params": {"n": 1}, "timeoutMs": 5000});
+    let all = call_loop(&urls[0], token, connections, seconds, "node.invoke", params).await;
+    answering.abort();
+    let all = all?;
+    Ok(json!({
+        "scenario": "invoke",
+        "connections": connections,
+        "seconds": seconds,
+        "cross_instance": urls.len() > 1,
         "calls": all.len(),
         "calls_per_second": (all.len() as f64 / seconds as f64).round(),
         "latency": percentiles(all),

@@ -87,6 +87,13 @@ enum BenchScenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// `node.invoke` from the first URL to a node on the last one.
+    Invoke {
+        #[arg(long, default_value_t = 20)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[derive(Args)]
@@ -328,6 +335,10 @@ async fn bench(args: BenchArgs) -> ExitCode {
             connections,
             seconds,
         } => bench::ping(&urls[0], token, connections, seconds).await,
+        BenchScenario::Invoke {
+            connections,
+            seconds,
+        } => bench::invoke(urls, token, connections.max(1), seconds).await,
     };
     match outcome {
         Ok(result) => {
