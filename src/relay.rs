@@ -15,9 +15,11 @@
 //!
 //! Replies and progress go to the caller's instance inbox
 //! ([`Backend::send_to_instance`]). The serving instance enforces the
-//! timeout and answers -32006 itself; the caller waits a little longer so
-//! that a serving instance dying mid-call still ends in -32006 rather than
-//! a hang. A node that is at its `maxConcurrency` refuses with a *busy*
+//! timeout and answers -32006 itself; the caller waits a little longer, and
+//! ends the call with -32005 as soon as the serving instance drops out of
+//! the live instances (its heartbeat stopped for `node_ttl`), so a serving
+//! instance dying mid-call never leaves the caller waiting out the timeout.
+//! A node that is at its `maxConcurrency` refuses with a *busy*
 //! error, on which the caller tries the next candidate.
 
 use crate::agents::{LocalAgents, Refusal};
@@ -33,6 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Extra time the caller waits beyond the call's own timeout.
 const GRACE: Duration = Duration::from_secs(2);
+/// How often a waiting call looks whether the node's instance still lives
+/// (a local read: the heartbeat refreshes the list).
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Progress updates buffered per call before they are dropped.
 const PROGRESS_BUFFER: usize = 1024;
 
@@ -148,6 +153,16 @@ struct Inner {
     waiting: Mutex<HashMap<String, Waiter>>,
     serving: Mutex<HashMap<String, Serving>>,
     hooks: std::sync::OnceLock<Arc<dyn RunHooks>>,
+    /// Instances seen alive, and since when the missing ones are missing.
+    live: std::sync::RwLock<Live>,
+    /// How long an instance must be missing to be taken for dead.
+    grace: Duration,
+}
+
+#[derive(Default)]
+struct Live {
+    seen: std::collections::HashSet<String>,
+    missing: HashMap<String, std::time::Instant>,
 }
 
 /// The call relay of this instance; cheap to clone.
@@ -155,11 +170,14 @@ struct Inner {
 pub struct Relay(Arc<Inner>);
 
 impl Relay {
+    /// `grace`: how long an instance must be missing from the live list
+    /// before calls waiting on it end (`node_ttl`).
     pub fn new(
         instance_id: String,
         backend: Arc<dyn Backend>,
         hub: Hub,
         agents: LocalAgents,
+        grace: Duration,
     ) -> Self {
         Self(Arc::new(Inner {
             instance_id,
@@ -169,7 +187,47 @@ impl Relay {
             waiting: Mutex::new(HashMap::new()),
             serving: Mutex::new(HashMap::new()),
             hooks: std::sync::OnceLock::new(),
+            live: std::sync::RwLock::new(Live::default()),
+            grace,
         }))
+    }
+
+    /// The live instances, as the last heartbeat saw them.
+    pub fn set_live(&self, instances: impl IntoIterator<Item = String>) {
+        let now = std::time::Instant::now();
+        let ids: std::collections::HashSet<String> = instances.into_iter().collect();
+        let forget = self.0.grace * 10;
+        let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
+        let Live { seen, missing } = &mut *live;
+        for id in seen.iter().filter(|id| !ids.contains(*id)) {
+            missing.entry(id.clone()).or_insert(now);
+        }
+        // Back ones are not missing; long-gone ones are forgotten (bounded).
+        missing.retain(|id, since| !ids.contains(id) && since.elapsed() < forget);
+        *seen = ids;
+    }
+
+    /// False once `instance_id` has been missing from the live instances
+    /// for `node_ttl` (a Redis restarted empty hides everyone until their
+    /// next heartbeat: that is not a death). Unknown instances count as
+    /// live.
+    fn is_live(&self, instance_id: &str) -> bool {
+        let live = self.0.live.read().unwrap_or_else(|p| p.into_inner());
+        live.missing
+            .get(instance_id)
+            .is_none_or(|since| since.elapsed() < self.0.grace)
+    }
+
+    /// Resolves once `instance_id` is no longer among the live instances
+    /// (its heartbeat stopped for `node_ttl`): a call waiting on a node
+    /// there ends then, not at its timeout.
+    async fn gone(&self, instance_id: &str) {
+        loop {
+            tokio::time::sleep(LIVENESS_CHECK).await;
+            if !self.is_live(instance_id) {
+                return;
+            }
+        }
     }
 
     /// Install the agent-run hooks (once, at start-up).
@@ -228,12 +286,19 @@ impl Relay {
                 target.conn_id
             )));
         }
-        let outcome = match tokio::time::timeout(spec.timeout + GRACE, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(RpcError::unavailable("the relay stopped")),
-            Err(_) => Err(RpcError::timeout(format!(
-                "no answer within {} ms",
-                spec.timeout.as_millis()
+        let answer = tokio::time::timeout(spec.timeout + GRACE, rx);
+        let outcome = tokio::select! {
+            answer = answer => match answer {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(RpcError::unavailable("the relay stopped")),
+                Err(_) => Err(RpcError::timeout(format!(
+                    "no answer within {} ms",
+                    spec.timeout.as_millis()
+                ))),
+            },
+            () = self.gone(&target.instance_id) => Err(RpcError::unavailable(format!(
+                "the instance holding node {} went away",
+                target.conn_id
             ))),
         };
         guard.answered = outcome.is_ok() || !is_timeout(&outcome);
@@ -494,5 +559,42 @@ impl Inbox for Inbound {
             Envelope::Relay { body, .. } => self.relay.on_message(&body),
             other => self.hub.deliver(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    fn relay(grace: Duration) -> Relay {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let hub = Hub::new(backend.clone());
+        let agents = LocalAgents::new(backend.clone());
+        Relay::new("me".into(), backend, hub, agents, grace)
+    }
+
+    #[test]
+    fn an_instance_is_dead_after_missing_for_the_grace() {
+        let relay = relay(Duration::from_millis(40));
+        assert!(
+            relay.is_live("never-seen"),
+            "unknown instances count as live"
+        );
+        relay.set_live(["me".to_owned(), "b".to_owned()]);
+        relay.set_live(["me".to_owned()]);
+        assert!(relay.is_live("b"), "missing, but not for long yet");
+        std::thread::sleep(Duration::from_millis(60));
+        relay.set_live(["me".to_owned()]);
+        assert!(!relay.is_live("b"), "missing for longer than the grace");
+        relay.set_live(["me".to_owned(), "b".to_owned()]);
+        assert!(relay.is_live("b"), "back");
+    }
+
+    #[test]
+    fn busy_is_told_apart_from_other_limits() {
+        assert!(is_busy::<()>(&Err(busy("a"))));
+        assert!(!is_busy::<()>(&Err(RpcError::limit("calls", 1))));
+        assert!(!is_busy(&Ok(())));
     }
 }

@@ -1441,3 +1441,59 @@ async fn registry_is_repopulated_after_redis_restarts_empty() {
         "{reply}"
     );
 }
+
+#[tokio::test]
+async fn calls_in_flight_end_when_the_node_instance_dies() {
+    let redis = RedisProcess::start();
+    let jwt_env = [("SWITCHYARD_JWT_SECRET", JWT_SECRET)];
+    let (a, b) = tokio::join!(
+        Instance::start(&redis, "inst-a", &jwt_env),
+        Instance::start(&redis, "inst-b", &jwt_env),
+    );
+    let mut b = b;
+    let node_token = jwt(json!({"sub": "node-z", "role": "node", "exp": now_secs() + 600}));
+    let mut agent = b.client(&node_token).await;
+    agent
+        .call(
+            "agent.register",
+            json!({"agentId": "mortal", "capabilities": ["agent.run", "m"]}),
+        )
+        .await;
+    let mut caller = a.client(WRITER).await;
+    // A routed call and a run, both far from their timeouts, both held by
+    // the agent on B without an answer.
+    send_request(
+        &mut caller,
+        "inv",
+        "node.invoke",
+        json!({"capability": "m", "command": "hang", "timeoutMs": 60_000}),
+    )
+    .await;
+    server_request(&mut agent, "invoke").await;
+    let run = caller
+        .call("agent.run", json!({"task": "hang", "timeoutMs": 60_000}))
+        .await;
+    server_request(&mut agent, "agent.run").await;
+    let session = run["sessionId"].as_str().expect("sessionId").to_owned();
+
+    b.kill9();
+    let killed = Instant::now();
+    // node_ttl until B drops out of the live list, node_ttl of grace, a
+    // heartbeat, and slack for a loaded machine: far below 60 s.
+    let bound = NODE_TTL * 2 + Duration::from_secs(6);
+    let reply = tokio::time::timeout(bound, caller.reply_to(json!("inv")))
+        .await
+        .unwrap_or_else(|_| panic!("node.invoke still waiting {bound:?} after SIGKILL"));
+    assert_eq!(reply["error"]["code"], -32005, "{reply}");
+    eprintln!("node.invoke ended {:?} after SIGKILL", killed.elapsed());
+    let (ended, last) = poll_call(
+        &mut caller,
+        bound.saturating_sub(killed.elapsed()) + Duration::from_secs(1),
+        "agent.wait",
+        json!({"sessionId": session, "timeoutMs": 500}),
+        |r| r["result"]["status"] == "error",
+    )
+    .await;
+    assert!(ended, "the run ends with an error: {last}");
+    assert_eq!(last["result"]["error"]["code"], -32005, "{last}");
+}

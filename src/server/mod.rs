@@ -77,6 +77,7 @@ pub async fn build_with_backend(
         backend.clone(),
         hub.clone(),
         agents.clone(),
+        config.limits.node_ttl(),
     );
     let generation = crate::protocol::now_ms();
     let inbound = crate::relay::Inbound {

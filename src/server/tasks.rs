@@ -119,6 +119,10 @@ pub async fn register_instance(app: &App) {
     }
     let up = if app.backend.is_available() { 1.0 } else { 0.0 };
     metrics::gauge!("switchyard_backend_up").set(up);
+    // Calls waiting on nodes of instances that died end with this list.
+    if let Ok(instances) = app.backend.instances().await {
+        app.relay.set_live(instances.into_iter().map(|i| i.id));
+    }
 }
 
 /// `presence.tick {ts, connections, nodes, instances}` to every local socket.
