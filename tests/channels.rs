@@ -884,3 +884,50 @@ async fn caller_disconnecting_mid_invoke_is_cleaned_up_promptly() {
     );
     assert!(server.app.hub.get(&caller_id).is_none());
 }
+
+#[tokio::test]
+async fn long_running_calls_per_connection_are_bounded() {
+    let server = TestServer::default().await;
+    let (mut node, node_id) = caps_node(&server, &["hold"]).await;
+    // Room for more calls than one connection may have in flight.
+    node.call("agent.register", json!({"maxConcurrency": 64}))
+        .await;
+    let mut caller = server.client(WRITER).await;
+    // 32 calls the node never answers fill the connection's slots...
+    let held: Vec<String> = (0..32).map(|i| format!("h{i}")).collect();
+    for id in &held {
+        send_request(
+            &mut caller,
+            id,
+            "node.invoke",
+            json!({"nodeId": node_id, "command": "hold", "timeoutMs": 60_000}),
+        )
+        .await;
+    }
+    // ...so a 33rd is refused at once, while short calls still run.
+    let reply = caller
+        .request(
+            "node.invoke",
+            json!({"nodeId": node_id, "command": "hold", "timeoutMs": 60_000}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], -32002, "{reply}");
+    assert_eq!(caller.call("ping", json!({})).await["pong"], true);
+    // The node going away ends them all, and the slots are free again.
+    node.close().await;
+    let ids: Vec<&str> = held.iter().map(String::as_str).collect();
+    let ended = replies(&mut caller, &ids).await;
+    assert!(
+        ended.values().all(|r| r["error"]["code"] == -32005),
+        "{ended:?}"
+    );
+    let (mut node, node_id) = caps_node(&server, &["hold"]).await;
+    let (reply, _) = tokio::join!(
+        caller.request(
+            "node.invoke",
+            json!({"nodeId": node_id, "command": "echo", "params": 1, "timeoutMs": 3000}),
+        ),
+        answer_echo(&mut node),
+    );
+    assert_eq!(reply["result"]["result"], json!({"echo": 1}), "{reply}");
+}

@@ -6,6 +6,7 @@
 //! waits: a full queue means the client cannot keep up, and it is closed
 //! with 4008 instead of letting memory grow.
 
+use super::queue::{Queue, Refused};
 use crate::auth::Identity;
 use crate::protocol::{Frame, RpcError, frame};
 use crate::ratelimit::SlidingCounter;
@@ -56,8 +57,6 @@ pub struct ConnState {
     pub client: Value,
     /// Channels subscribed explicitly (they count against the limit).
     pub subscriptions: HashSet<String>,
-    /// Implicit channels (`global`, `user:<sub>`, `conn:<id>`, `approval`).
-    pub implicit: Vec<String>,
     /// Ids of the sessions joined.
     pub sessions: HashSet<String>,
     /// Capabilities a node declared in `connect.caps`.
@@ -71,13 +70,14 @@ struct Shared {
     id: String,
     ip: IpAddr,
     connected_at: u64,
-    tx: mpsc::Sender<Outbound>,
+    queue: Arc<Queue<Outbound>>,
     closed: CancellationToken,
     close_frame: Mutex<Option<(u16, String)>>,
     state: Mutex<ConnState>,
     pending: Mutex<HashMap<String, PendingRequest>>,
     next_request: AtomicU64,
-    calls: Arc<tokio::sync::Semaphore>,
+    /// Long-running calls in flight.
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 /// A cheap, cloneable reference to one live connection.
@@ -86,27 +86,30 @@ pub struct ConnHandle(Arc<Shared>);
 
 /// The receiving side, owned by the connection's writer.
 pub struct ConnOutput {
-    pub frames: mpsc::Receiver<Outbound>,
+    pub frames: Arc<Queue<Outbound>>,
     pub closed: CancellationToken,
 }
 
 impl ConnHandle {
     pub fn new(id: String, ip: IpAddr, queue: usize) -> (Self, ConnOutput) {
-        let (tx, rx) = mpsc::channel(queue);
+        let queue = Arc::new(Queue::new(queue));
         let closed = CancellationToken::new();
         let shared = Shared {
             id,
             ip,
             connected_at: crate::protocol::now_ms(),
-            tx,
+            queue: queue.clone(),
             closed: closed.clone(),
             close_frame: Mutex::new(None),
             state: Mutex::new(ConnState::default()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
-            calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT)),
+            calls: std::sync::atomic::AtomicUsize::new(0),
         };
-        let output = ConnOutput { frames: rx, closed };
+        let output = ConnOutput {
+            frames: queue,
+            closed,
+        };
         (Self(Arc::new(shared)), output)
     }
 
@@ -133,9 +136,9 @@ impl ConnHandle {
     /// Queue a frame without waiting. A full queue closes the connection as
     /// a slow consumer. Returns whether the frame was queued.
     pub fn push(&self, frame: Frame) -> bool {
-        match self.0.tx.try_send(Outbound::Frame(frame)) {
+        match self.0.queue.try_push(Outbound::Frame(frame)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 if !self.is_closed() {
                     metrics::counter!("switchyard_slow_consumer_closes_total").increment(1);
                     tracing::warn!(conn = %self.0.id, "slow consumer: outbound queue full");
@@ -143,7 +146,7 @@ impl ConnHandle {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -151,7 +154,7 @@ impl ConnHandle {
     /// without reading is slowed down rather than dropped.
     pub async fn reply(&self, frame: Frame) {
         tokio::select! {
-            _ = self.0.tx.send(Outbound::Frame(frame)) => {}
+            _ = self.0.queue.push(Outbound::Frame(frame)) => {}
             _ = self.0.closed.cancelled() => {}
         }
     }
@@ -171,8 +174,8 @@ impl ConnHandle {
     pub fn close_after_queue(&self, code: u16, reason: &str) {
         if self
             .0
-            .tx
-            .try_send(Outbound::Close(code, reason.to_owned()))
+            .queue
+            .try_push(Outbound::Close(code, reason.to_owned()))
             .is_err()
         {
             self.close(code, reason);
@@ -248,8 +251,14 @@ impl ConnHandle {
     }
 
     /// A slot for one long-running call, if the connection has one free.
-    pub fn try_start_call(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.0.calls.clone().try_acquire_owned().ok()
+    pub fn try_start_call(&self) -> Option<CallSlot> {
+        self.0
+            .calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CALLS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CallSlot(self.clone()))
     }
 
     /// Route a client's answer to the waiting request. Unknown ids (late or
@@ -268,6 +277,15 @@ impl ConnHandle {
 
     fn pending(&self) -> MutexGuard<'_, HashMap<String, PendingRequest>> {
         self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One of a connection's long-running call slots; freed on drop.
+pub struct CallSlot(ConnHandle);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -40,8 +40,9 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
     let implicit = implicit_channels(&identity);
     let previous = {
         let mut state = conn.state();
+        let previous = state.identity.as_deref().map(implicit_channels);
         state.identity = Some(Arc::new(identity));
-        std::mem::replace(&mut state.implicit, implicit.clone())
+        previous.unwrap_or_default()
     };
     for channel in previous.iter().filter(|c| !implicit.contains(c)) {
         app.hub.unsubscribe_local(channel, conn.id()).await;
@@ -63,7 +64,7 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
 /// not a subscription: publications to it are routed to the connection's
 /// instance directly, see `channels::publish_event`, which spares a channel
 /// and a Redis subscription per socket.)
-fn implicit_channels(identity: &Identity) -> Vec<String> {
+pub fn implicit_channels(identity: &Identity) -> Vec<String> {
     let mut channels = vec!["global".to_owned(), format!("user:{}", identity.sub)];
     if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
         channels.push(crate::rpc::approvals::CHANNEL.to_owned());
@@ -95,14 +96,18 @@ pub async fn publish_presence(app: &App, conn: &ConnHandle) {
 /// Undo everything the connection did to shared state.
 pub async fn close(app: &App, conn: &ConnHandle) {
     conn.fail_pending();
-    let (explicit, implicit, identity) = {
+    let (explicit, identity) = {
         let mut state = conn.state();
         (
             std::mem::take(&mut state.subscriptions),
-            std::mem::take(&mut state.implicit),
             state.identity.clone(),
         )
     };
+    // Derived from the identity rather than stored: nothing per socket.
+    let implicit = identity
+        .as_deref()
+        .map(implicit_channels)
+        .unwrap_or_default();
     for channel in &explicit {
         crate::rpc::channels::leave(app, conn, channel).await;
     }

@@ -10,11 +10,12 @@
 
 mod handle;
 mod lifecycle;
+mod queue;
 
 pub use handle::{
     ConnHandle, ConnOutput, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, Outstanding, close_code,
 };
-pub use lifecycle::{authenticated, publish_presence, welcome};
+pub use lifecycle::{authenticated, implicit_channels, publish_presence, welcome};
 
 use crate::auth::Identity;
 use crate::hub::IpSlot;
@@ -250,7 +251,7 @@ async fn on_item(app: &App, conn: &ConnHandle, message: Message) -> Option<Strin
 /// send the close frame when the connection is closed.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut output: ConnOutput,
+    output: ConnOutput,
     conn: ConnHandle,
     heartbeat: Duration,
 ) {
@@ -260,16 +261,15 @@ async fn write_loop(
         let msg = tokio::select! {
             biased;
             _ = output.closed.cancelled() => break,
-            item = output.frames.recv() => match item {
-                Some(Outbound::Frame(frame)) => {
+            item = output.frames.pop() => match item {
+                Outbound::Frame(frame) => {
                     frames_out.increment(1);
                     WsMessage::Text(frame)
                 }
-                Some(Outbound::Close(code, reason)) => {
+                Outbound::Close(code, reason) => {
                     conn.close(code, &reason);
                     break;
                 }
-                None => break,
             },
             _ = ping.tick() => WsMessage::Ping(Default::default()),
         };
@@ -281,6 +281,8 @@ async fn write_loop(
             break;
         }
     }
+    // Nothing more will be written: producers stop queueing (and waiting).
+    output.frames.close();
     let (code, reason) = conn
         .close_frame()
         .unwrap_or((close_code::NORMAL, String::new()));

@@ -74,6 +74,7 @@ pub async fn subscribe(ctx: &Ctx<'_>, p: ChannelsParams) -> Result<Value, RpcErr
     let identity = ctx.identity()?;
     let config = &ctx.app.config;
     let names = p.names()?;
+    let implicit = crate::conn::implicit_channels(&identity);
     let mut fresh = Vec::new();
     {
         let state = ctx.conn.state();
@@ -83,7 +84,7 @@ pub async fn subscribe(ctx: &Ctx<'_>, p: ChannelsParams) -> Result<Value, RpcErr
             if !identity.check_access(rule.subscribe, name, ctx.conn.id()) {
                 return Err(RpcError::forbidden(format!("may not subscribe to {name}")));
             }
-            if !state.subscriptions.contains(name) && !state.implicit.contains(name) {
+            if !state.subscriptions.contains(name) && !implicit.contains(name) {
                 fresh.push(name.clone());
             }
         }
