@@ -2176,3 +2176,35 @@ async fn late_approver_receives_pending_requests() {
     let mut writer = server.client(WRITER).await;
     writer.expect_no_push("approval.requested", QUIET).await;
 }
+
+#[tokio::test]
+async fn closing_a_session_cancels_its_run() {
+    let server = TestServer::default().await;
+    let mut worker = agent(&server, "closer", &["agent.run"]).await;
+    let mut caller = server.client(WRITER).await;
+    let (started, (_, params)) = tokio::join!(
+        caller.call("agent.run", json!({"task": "long"})),
+        server_request(&mut worker, "agent.run"),
+    );
+    let session = started["sessionId"].as_str().expect("sessionId").to_owned();
+    assert_eq!(params["sessionId"], session.as_str(), "{params}");
+
+    let closed = caller
+        .call("session.close", json!({"sessionId": session}))
+        .await;
+    assert_eq!(closed["closed"], true, "{closed}");
+    // The agent is told to stop, and the run ends as cancelled on global.
+    let cancel = worker.expect_push("agent.cancel").await;
+    assert_eq!(cancel["sessionId"], session.as_str(), "{cancel}");
+    let ended = push_where(&mut caller, "agent.error", |p| {
+        p["sessionId"] == session.as_str()
+    })
+    .await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    // Its slot is free: five new runs fit for this caller.
+    for _ in 0..5 {
+        let reply = caller.request("agent.run", json!({"task": "again"})).await;
+        assert_eq!(reply["result"]["status"], "running", "{reply}");
+        server_request(&mut worker, "agent.run").await;
+    }
+}

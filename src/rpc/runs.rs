@@ -468,7 +468,7 @@ pub struct CancelParams {
 pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     sessions::require_member(ctx, &p.session_id).await?;
-    let Some(mut run) = ctx.app.backend.run(&p.session_id).await? else {
+    let Some(run) = ctx.app.backend.run(&p.session_id).await? else {
         return Err(RpcError::not_found("run of session", &p.session_id));
     };
     if run.caller != identity.sub && !identity.is_admin() {
@@ -480,22 +480,40 @@ pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
             run.run_id
         )));
     }
+    let done = stop(ctx.app, run, &identity.sub)
+        .await?
+        .ok_or_else(|| RpcError::conflict("the run already ended"))?;
+    Ok(json!({ "cancelled": true, "sessionId": done.session_id, "runId": done.run_id }))
+}
+
+/// Cancel a running run for `by`: mark it cancelled (unless it ended
+/// first: `None`), tell whichever instance serves it to forward the cancel
+/// to the agent, and announce `agent.error` with status `cancelled`.
+async fn stop(app: &App, mut run: RunRecord, by: &str) -> Result<Option<RunRecord>, RpcError> {
     run.status = RunStatus::Cancelled;
     run.finished_at = Some(now_ms());
-    run.error = Some(json!({ "message": "cancelled", "by": identity.sub }));
-    let Some(done) = ctx.app.backend.finish_run(&run).await? else {
-        return Err(RpcError::conflict(format!(
-            "run {} already ended",
-            run.run_id
-        )));
+    run.error = Some(json!({ "message": "cancelled", "by": by }));
+    let Some(done) = app.backend.finish_run(&run).await? else {
+        return Ok(None);
     };
-    // Whichever instance serves it forwards the cancel to the agent.
-    let instances = ctx.app.backend.instances().await?;
-    for instance in instances {
-        ctx.app.relay.cancel(&done.run_id, &instance.id).await;
+    for instance in app.backend.instances().await? {
+        app.relay.cancel(&done.run_id, &instance.id).await;
     }
-    lifecycle(ctx.app, "agent.error", run_summary(&done)).await;
-    Ok(json!({ "cancelled": true, "sessionId": done.session_id, "runId": done.run_id }))
+    lifecycle(app, "agent.error", run_summary(&done)).await;
+    Ok(Some(done))
+}
+
+/// A session is closing: a run still in progress on it is cancelled.
+pub async fn session_closing(app: &App, session_id: &str) {
+    match app.backend.run(session_id).await {
+        Ok(Some(run)) if run.status == RunStatus::Running => {
+            if let Err(e) = stop(app, run, "session closed").await {
+                tracing::warn!(session = %session_id, error = %e, "cancelling the run of a closing session failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(session = %session_id, error = %e, "run of a closing session"),
+    }
 }
 
 #[derive(Deserialize)]

@@ -305,6 +305,7 @@ async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
     if app.backend.close_session(id).await?.is_none() {
         return Err(RpcError::not_found("session", id));
     }
+    super::runs::session_closing(app, id).await;
     if let Err(e) = app.backend.forget_session_records(id).await {
         tracing::warn!(session = %id, error = %e, "dropping a session's run and history failed");
     }
