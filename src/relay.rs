@@ -124,6 +124,33 @@ pub struct CallSpec<'a> {
     pub call_id: Option<String>,
 }
 
+impl<'a> CallSpec<'a> {
+    /// A plain request: no progress, not a run.
+    pub fn new(method: &'a str, params: Value, timeout: Duration) -> Self {
+        Self {
+            method,
+            params,
+            timeout,
+            progress: None,
+            run: None,
+            call_id: None,
+        }
+    }
+
+    /// Forward the node's `invoke.progress` to `sink`.
+    pub fn with_progress(mut self, sink: Option<mpsc::Sender<Value>>) -> Self {
+        self.progress = sink;
+        self
+    }
+
+    /// The call carries run `ticket` (and is cancelled by its run id).
+    pub fn for_run(mut self, ticket: RunTicket) -> Self {
+        self.call_id = Some(ticket.run_id.clone());
+        self.run = Some(ticket);
+        self
+    }
+}
+
 /// Hooks the relay calls on the serving side of agent runs.
 pub trait RunHooks: Send + Sync + 'static {
     /// The node was sent the run (`agent.started`).

@@ -2208,3 +2208,82 @@ async fn closing_a_session_cancels_its_run() {
         server_request(&mut worker, "agent.run").await;
     }
 }
+
+/// An agent written with `switchyard::client`: `Client::serve` answers
+/// requests concurrently, streams progress, and sees the caller's cancel.
+#[tokio::test]
+async fn client_library_serves_requests_and_sees_cancels() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use switchyard::client::Client;
+
+    let server = TestServer::default().await;
+    let client = Client::connect(&server.url("/ws"), Some(NODE))
+        .await
+        .expect("connects");
+    client
+        .call(
+            "agent.register",
+            json!({"agentId": "lib", "capabilities": ["lib"]}),
+        )
+        .await
+        .expect("registers");
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let seen = saw_cancel.clone();
+    let serving = tokio::spawn(client.serve(
+        move |request| {
+            let seen = seen.clone();
+            async move {
+                match request.params["command"].as_str() {
+                    Some("echo") => {
+                        request.progress(json!({"step": 1})).await.ok();
+                        Ok(request.params["params"].clone())
+                    }
+                    Some("wait") => {
+                        request.cancelled().await;
+                        seen.store(true, Ordering::SeqCst);
+                        Err(switchyard::protocol::RpcError::timeout("stopped"))
+                    }
+                    _ => Err(switchyard::protocol::RpcError::method_not_found("?")),
+                }
+            }
+        },
+        |_| {},
+    ));
+
+    let mut caller = server.client(WRITER).await;
+    let reply = caller
+        .call(
+            "node.invoke",
+            json!({"nodeId": "lib", "command": "echo", "params": {"x": 1}, "invokeId": "e1"}),
+        )
+        .await;
+    assert_eq!(reply["result"], json!({"x": 1}), "{reply}");
+    let progress = caller.expect_push("invoke.progress").await;
+    assert_eq!(progress["invokeId"], "e1", "{progress}");
+    assert_eq!(progress["data"], json!({"step": 1}), "{progress}");
+
+    // A call the agent waits on, cancelled by the caller: the handler sees it.
+    send_request(
+        &mut caller,
+        "w",
+        "node.invoke",
+        json!({"nodeId": "lib", "command": "wait", "invokeId": "w1", "timeoutMs": 10_000}),
+    )
+    .await;
+    let cancelled = call_until(
+        &mut caller,
+        "invoke.cancel",
+        json!({"invokeId": "w1"}),
+        |r| r["result"]["cancelled"] == true,
+    )
+    .await;
+    assert_eq!(cancelled["result"]["invokeId"], "w1", "{cancelled}");
+    let got = replies(&mut caller, &["w"]).await;
+    assert_eq!(got["w"]["error"]["data"]["cancelled"], true, "{got:?}");
+    assert!(
+        within(WAIT, || async { saw_cancel.load(Ordering::SeqCst) }).await,
+        "the handler's cancelled() resolved"
+    );
+    serving.abort();
+}

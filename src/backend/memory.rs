@@ -357,16 +357,6 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>> {
-        Ok(self
-            .lock()
-            .runs
-            .values()
-            .filter(|r| r.status == RunStatus::Running)
-            .cloned()
-            .collect())
-    }
-
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
         let mut state = self.lock();
         state.runs.remove(session_id);

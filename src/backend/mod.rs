@@ -353,8 +353,6 @@ pub trait Backend: Send + Sync + 'static {
     /// error, finishedAt) if it is still running; `None` when it was not
     /// (already finished or cancelled: the first finisher wins).
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
-    /// Every run still marked running.
-    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>>;
     /// A session closed: drop its run record and chat history.
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()>;
 

@@ -1430,6 +1430,38 @@ mod tests {
     }
 
     #[test]
+    fn hooks_are_validated() {
+        use crate::config::HookConfig;
+        let hook = |name: &str, secret: Option<&str>| HookConfig {
+            name: name.into(),
+            secret: secret.map(str::to_owned),
+        };
+        assert_eq!(
+            invalid_field(|c| c.hooks = vec![hook("a/b", None)]),
+            "hooks[0].name"
+        );
+        assert_eq!(
+            invalid_field(|c| c.hooks = vec![hook("gh", None), hook("gh", None)]),
+            "hooks[1].name"
+        );
+        assert_eq!(
+            invalid_field(|c| c.hooks = vec![hook("gh", Some("short"))]),
+            "hooks[0].secret"
+        );
+        let ok = Config {
+            hooks: vec![
+                hook("gh", Some("a-secret-of-16-bytes")),
+                hook("ci.v2", None),
+            ],
+            ..Config::default()
+        };
+        assert!(ok.validate().is_ok());
+        // Debug output never shows the secret.
+        let shown = format!("{:?}", ok.hooks[0]);
+        assert!(!shown.contains("a-secret"), "{shown}");
+    }
+
+    #[test]
     fn the_node_word_makes_an_agent_credential() {
         let entry = format!("echo:{}:node", secret('n'));
         let c = load_env(&[("SWITCHYARD_TOKENS", &entry)]).unwrap();

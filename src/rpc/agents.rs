@@ -48,6 +48,22 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// By agent (or connection) id if given, else by capability; `None`
+    /// when neither is.
+    pub fn by_id_or_capability(id: Option<&String>, capability: Option<&String>) -> Option<Self> {
+        match (id, capability) {
+            (Some(id), _) => Some(Self {
+                id: Some(id.clone()),
+                ..Default::default()
+            }),
+            (None, Some(capability)) => Some(Self {
+                capability: Some(capability.clone()),
+                ..Default::default()
+            }),
+            (None, None) => None,
+        }
+    }
+
     fn matches(&self, a: &AgentEntry) -> bool {
         a.online
             && self
@@ -94,21 +110,40 @@ pub async fn candidates(app: &App, selector: &Selector) -> Result<Vec<AgentEntry
         .collect())
 }
 
-/// Send one call to the best matching agent: candidates in policy order
-/// until one accepts. -32005 when none is online, -32002 when all are at
-/// their `maxConcurrency`.
-pub async fn call_agents(
-    app: &App,
-    selector: &Selector,
-    policy: Policy,
-    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
-) -> Result<(AgentEntry, Value), RpcError> {
+/// Online agents matching `selector`; -32005 when there are none.
+pub async fn online(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
     let found = candidates(app, selector).await?;
     if found.is_empty() {
         return Err(RpcError::unavailable(format!(
             "no agent online for {}",
             selector.describe()
         )));
+    }
+    Ok(found)
+}
+
+/// Send one call to the best matching agent (see [`call_found`]).
+pub async fn call_agents(
+    app: &App,
+    selector: &Selector,
+    policy: Policy,
+    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
+) -> Result<(AgentEntry, Value), RpcError> {
+    let found = online(app, selector).await?;
+    call_found(app, found, policy, spec).await
+}
+
+/// Send one call to agents already looked up: in policy order until one
+/// accepts. -32005 when there are none, -32002 when all are at their
+/// `maxConcurrency`.
+pub async fn call_found(
+    app: &App,
+    found: Vec<AgentEntry>,
+    policy: Policy,
+    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
+) -> Result<(AgentEntry, Value), RpcError> {
+    if found.is_empty() {
+        return Err(RpcError::unavailable("no agent online"));
     }
     let total = found.len();
     for agent in select::order(found, policy, &app.rotation) {
@@ -168,8 +203,6 @@ pub struct RegisterParams {
     methods: Vec<String>,
     max_concurrency: Option<u32>,
     status: Option<String>,
-    #[serde(default)]
-    meta: Option<Value>,
 }
 
 fn check_names(field: &str, names: &[String]) -> Result<(), RpcError> {
@@ -223,7 +256,6 @@ fn check_registration(p: &RegisterParams) -> Result<(), RpcError> {
     if p.max_concurrency == Some(0) {
         return Err(RpcError::invalid_params("maxConcurrency", "at least 1"));
     }
-    let _ = &p.meta;
     Ok(())
 }
 
@@ -382,16 +414,18 @@ fn own_agent(ctx: &Ctx<'_>, agent_id: Option<&str>) -> Result<String, RpcError> 
 
 /// The connection closed: its agents go offline.
 pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
-    for mut entry in app.agents.of_conn(conn.id()) {
+    let mine = app.agents.of_conn(conn.id());
+    if mine.is_empty() {
+        return;
+    }
+    // Entries taken over by a reconnect elsewhere meanwhile are left alone.
+    let current = app.backend.agents().await.unwrap_or_default();
+    for mut entry in mine {
         app.agents.remove(&entry.agent_id);
-        // Taken over by a reconnect elsewhere meanwhile? Leave it.
-        let current = app
-            .backend
-            .agents()
-            .await
-            .ok()
-            .and_then(|all| all.into_iter().find(|a| a.agent_id == entry.agent_id));
-        if current.is_some_and(|c| c.conn_id != conn.id()) {
+        let taken_over = current
+            .iter()
+            .any(|c| c.agent_id == entry.agent_id && c.conn_id != conn.id());
+        if taken_over {
             continue;
         }
         entry.online = false;
@@ -536,22 +570,8 @@ pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     let timeout = timeout(ctx.app, p.timeout_ms)?;
     let policy = policy(p.policy.as_deref())?;
-    let selector = match (&p.node_id, &p.capability) {
-        (Some(id), _) => Selector {
-            id: Some(id.clone()),
-            ..Default::default()
-        },
-        (None, Some(cap)) => Selector {
-            capability: Some(cap.clone()),
-            ..Default::default()
-        },
-        (None, None) => {
-            return Err(RpcError::invalid_params(
-                "nodeId",
-                "nodeId or capability is required",
-            ));
-        }
-    };
+    let selector = Selector::by_id_or_capability(p.node_id.as_ref(), p.capability.as_ref())
+        .ok_or_else(|| RpcError::invalid_params("nodeId", "nodeId or capability is required"))?;
     let request = json!({
         "command": p.command,
         "params": p.params,
@@ -569,13 +589,9 @@ pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
         timeout,
         || async {
             let (agent, result) = cancellable(ctx, &invoke_id, |progress| {
-                call_agents(ctx.app, &selector, policy, move |_| CallSpec {
-                    method: "invoke",
-                    params: request.clone(),
-                    timeout,
-                    progress: Some(progress.clone()),
-                    run: None,
-                    call_id: None,
+                call_agents(ctx.app, &selector, policy, move |_| {
+                    CallSpec::new("invoke", request.clone(), timeout)
+                        .with_progress(Some(progress.clone()))
                 })
             })
             .await?;
@@ -671,18 +687,14 @@ pub async fn provide(ctx: &Ctx<'_>, method: &str, params: Value) -> Result<Value
         method: Some(method.to_owned()),
         ..Default::default()
     };
-    if candidates(ctx.app, &selector).await?.is_empty() {
+    let found = candidates(ctx.app, &selector).await?;
+    if found.is_empty() {
         return Err(RpcError::method_not_found(method));
     }
     let timeout = Duration::from_millis(ctx.app.config.limits.request_timeout_ms);
     let request = json!({ "command": method, "params": params, "caller": caller_info(ctx) });
-    let (_, result) = call_agents(ctx.app, &selector, Policy::default(), move |_| CallSpec {
-        method: "invoke",
-        params: request.clone(),
-        timeout,
-        progress: None,
-        run: None,
-        call_id: None,
+    let (_, result) = call_found(ctx.app, found, Policy::default(), move |_| {
+        CallSpec::new("invoke", request.clone(), timeout)
     })
     .await?;
     Ok(result)

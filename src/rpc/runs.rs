@@ -13,12 +13,11 @@
 //! completion ends the run once. The caller's instance also finishes the
 //! record if the serving instance never answers (it died).
 
-use super::agents::{Selector, call_agents, caller_info, timeout};
+use super::agents::{Selector, call_found, caller_info, online, timeout};
 use super::{Ctx, idempotent, sessions};
 use crate::agents::select::Policy;
-use crate::backend::{RunRecord, RunStatus};
+use crate::backend::{AgentEntry, RunRecord, RunStatus};
 use crate::conn::ConnHandle;
-use crate::hub::session_channel;
 use crate::protocol::{RpcError, frame, now_ms};
 use crate::relay::{CallSpec, RunHooks, RunTicket, Target};
 use crate::server::{App, WeakApp};
@@ -217,7 +216,8 @@ pub struct RunParams {
 
 /// What starting a run needs.
 struct Dispatch {
-    selector: Selector,
+    /// The online agents it may go to.
+    agents: Vec<AgentEntry>,
     policy: Policy,
     method: &'static str,
     params: Value,
@@ -246,30 +246,14 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
         p.idempotency_key.as_deref(),
         ACCEPT_WAIT + Duration::from_secs(5),
         || async {
-            let selector = match (&p.agent_id, &p.capability) {
-                (Some(id), _) => Selector {
-                    id: Some(id.clone()),
-                    ..Default::default()
-                },
-                (None, Some(cap)) => Selector {
-                    capability: Some(cap.clone()),
-                    ..Default::default()
-                },
-                (None, None) => Selector {
-                    capability: Some("agent.run".into()),
-                    ..Default::default()
-                },
-            };
+            let selector =
+                Selector::by_id_or_capability(p.agent_id.as_ref(), p.capability.as_ref())
+                    .unwrap_or_else(|| Selector {
+                        capability: Some("agent.run".into()),
+                        ..Default::default()
+                    });
             // No agent: fail before creating anything.
-            if super::agents::candidates(ctx.app, &selector)
-                .await?
-                .is_empty()
-            {
-                return Err(RpcError::unavailable(format!(
-                    "no agent online for {}",
-                    selector.describe()
-                )));
-            }
+            let agents = online(ctx.app, &selector).await?;
             let (session_id, created) = sessions::for_run(ctx, p.session_id.as_deref()).await?;
             let params = json!({
                 "sessionId": session_id,
@@ -280,7 +264,7 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
                 "caller": caller_info(ctx),
             });
             let dispatch = Dispatch {
-                selector,
+                agents,
                 policy,
                 method: "agent.run",
                 params,
@@ -349,13 +333,6 @@ struct Receiver {
 /// acceptance marker, and the call's outcome.
 async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), RpcError> {
     let identity = ctx.identity()?;
-    let candidates = super::agents::candidates(ctx.app, &d.selector).await?;
-    if candidates.is_empty() {
-        return Err(RpcError::unavailable(format!(
-            "no agent online for {}",
-            d.method
-        )));
-    }
     let record = RunRecord {
         run_id: uuid::Uuid::new_v4().simple().to_string(),
         session_id: d.session_id.clone(),
@@ -382,18 +359,15 @@ async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), Rpc
     let (progress, updates) = mpsc::channel(64);
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let app = ctx.app.clone();
-    let selector = d.selector.clone();
+    let agents = d.agents.clone();
     let (method, timeout, policy) = (d.method, d.timeout, d.policy);
     let mut params = d.params.clone();
     params["runId"] = json!(record.run_id);
     tokio::spawn(async move {
-        let outcome = call_agents(&app, &selector, policy, |_| CallSpec {
-            method,
-            params: params.clone(),
-            timeout,
-            progress: Some(progress.clone()),
-            run: Some(ticket.clone()),
-            call_id: Some(ticket.run_id.clone()),
+        let outcome = call_found(&app, agents, policy, |_| {
+            CallSpec::new(method, params.clone(), timeout)
+                .with_progress(Some(progress.clone()))
+                .for_run(ticket.clone())
         })
         .await;
         drop(progress);
@@ -540,22 +514,15 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     if cancelled {
         return Ok(json!({ "delivered": 0, "dropped": true }));
     }
-    let frame = frame::notification(
-        "agent.event",
-        &json!({
-            "sessionId": p.session_id,
-            "runId": run_id,
-            "agentId": agent_id,
-            "type": p.kind,
-            "data": p.data,
-            "timestamp": now_ms(),
-        }),
-    );
-    let delivered = ctx
-        .app
-        .backend
-        .publish(&session_channel(&p.session_id), frame, false)
-        .await?;
+    let event = json!({
+        "sessionId": p.session_id,
+        "runId": run_id,
+        "agentId": agent_id,
+        "type": p.kind,
+        "data": p.data,
+        "timestamp": now_ms(),
+    });
+    let delivered = sessions::notify_members(ctx.app, &p.session_id, "agent.event", &event).await?;
     Ok(json!({ "delivered": delivered }))
 }
 
@@ -585,24 +552,26 @@ fn history_entry(role: &str, content: &Value, from: &str) -> Value {
     json!({ "role": role, "content": content, "from": from, "timestamp": now_ms() })
 }
 
-/// The agent a session talks to: its latest run's agent if online, else
-/// any agent with capability `chat`.
-async fn session_agent(app: &App, session_id: &str) -> Result<Selector, RpcError> {
+/// The agents a session talks to: its latest run's agent if online, else
+/// those with capability `chat`; -32005 when there is none.
+async fn session_agents(app: &App, session_id: &str) -> Result<Vec<AgentEntry>, RpcError> {
     if let Some(run) = app.backend.run(session_id).await?
         && !run.agent_id.is_empty()
     {
-        let selector = Selector {
-            id: Some(run.agent_id.clone()),
+        let own = Selector {
+            id: Some(run.agent_id),
             ..Default::default()
         };
-        if !super::agents::candidates(app, &selector).await?.is_empty() {
-            return Ok(selector);
+        let found = super::agents::candidates(app, &own).await?;
+        if !found.is_empty() {
+            return Ok(found);
         }
     }
-    Ok(Selector {
+    let chat = Selector {
         capability: Some("chat".into()),
         ..Default::default()
-    })
+    };
+    online(app, &chat).await
 }
 
 pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> {
@@ -617,7 +586,7 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
         p.idempotency_key.as_deref(),
         limit + Duration::from_secs(1),
         || async {
-            let selector = session_agent(ctx.app, &p.session_id).await?;
+            let agents = session_agents(ctx.app, &p.session_id).await?;
             let history = ctx
                 .app
                 .backend
@@ -629,7 +598,7 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
                 .append_history(&p.session_id, std::slice::from_ref(&user), HISTORY_MAX)
                 .await?;
             let dispatch = Dispatch {
-                selector,
+                agents,
                 policy: Policy::default(),
                 method: "chat.send",
                 params: json!({

@@ -229,14 +229,9 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
         .patch_session(&p.session_id, &p.meta, p.base_version)
         .await
         .map_err(backend_err(&p.session_id))?;
-    let frame = frame::notification(
-        "session.updated",
-        &json!({ "sessionId": p.session_id, "version": updated.version, "meta": updated.meta }),
-    );
-    ctx.app
-        .backend
-        .publish(&session_channel(&p.session_id), frame, false)
-        .await?;
+    let update =
+        json!({ "sessionId": p.session_id, "version": updated.version, "meta": updated.meta });
+    notify_members(ctx.app, &p.session_id, "session.updated", &update).await?;
     Ok(updated.public())
 }
 
@@ -275,22 +270,30 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     if !member && !identity.is_admin() {
         return Err(RpcError::forbidden("join the session before sending to it"));
     }
-    let frame = frame::notification(
-        "session.event",
-        &json!({
-            "sessionId": p.session_id,
-            "event": p.event,
-            "data": p.data,
-            "from": { "connId": ctx.conn.id(), "identity": identity.sub },
-            "timestamp": now_ms(),
-        }),
-    );
-    let delivered = ctx
-        .app
-        .backend
-        .publish(&session_channel(&p.session_id), frame, false)
-        .await?;
+    let event = json!({
+        "sessionId": p.session_id,
+        "event": p.event,
+        "data": p.data,
+        "from": { "connId": ctx.conn.id(), "identity": identity.sub },
+        "timestamp": now_ms(),
+    });
+    let delivered = notify_members(ctx.app, &p.session_id, "session.event", &event).await?;
     Ok(json!({ "delivered": delivered }))
+}
+
+/// Push `method` to the session's members on every instance; returns how
+/// many sockets it was queued to.
+pub async fn notify_members(
+    app: &App,
+    session_id: &str,
+    method: &str,
+    params: &Value,
+) -> Result<usize, RpcError> {
+    let frame = frame::notification(method, params);
+    Ok(app
+        .backend
+        .publish(&session_channel(session_id), frame, false)
+        .await?)
 }
 
 pub async fn close(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {

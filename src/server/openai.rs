@@ -17,9 +17,10 @@ use super::App;
 use super::http::{HttpError, Peer, api_identity};
 use crate::agents::select::Policy;
 use crate::auth::Scope;
+use crate::backend::AgentEntry;
 use crate::protocol::{RpcError, now_ms};
 use crate::relay::CallSpec;
-use crate::rpc::agents::{Selector, call_agents, candidates, models};
+use crate::rpc::agents::{Selector, call_found, candidates, models};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -122,16 +123,43 @@ fn caller(identity: &crate::auth::Identity) -> Value {
 }
 
 /// The agents serving `model`; 404 when there are none.
-async fn serving(app: &App, model: &str) -> Result<Selector, OpenAiError> {
+async fn serving(app: &App, model: &str) -> Result<Vec<AgentEntry>, OpenAiError> {
     let selector = Selector {
         capability: Some(CAPABILITY.into()),
         model: Some(model.to_owned()),
         ..Default::default()
     };
-    if candidates(app, &selector).await?.is_empty() {
+    let found = candidates(app, &selector).await?;
+    if found.is_empty() {
         return Err(OpenAiError::no_model(model));
     }
-    Ok(selector)
+    Ok(found)
+}
+
+/// What both routes start from: an authenticated request with a model.
+struct Accepted {
+    identity: crate::auth::Identity,
+    body: Value,
+    model: String,
+    stream: bool,
+}
+
+async fn accept(
+    app: &App,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, OpenAiError> {
+    let identity = api_identity(app, peer, headers, Scope::Write).await?;
+    let body = parse_body(body)?;
+    let model = model_of(&body)?;
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    Ok(Accepted {
+        identity,
+        body,
+        model,
+        stream,
+    })
 }
 
 /// The assistant text of an agent's answer.
@@ -177,17 +205,13 @@ fn model_of(body: &Value) -> Result<String, OpenAiError> {
 /// One agent call; `progress` receives streamed updates.
 async fn complete(
     app: &App,
-    selector: &Selector,
+    agents: Vec<AgentEntry>,
     params: Value,
     progress: Option<mpsc::Sender<Value>>,
 ) -> Result<Value, RpcError> {
-    let (_, answer) = call_agents(app, selector, Policy::default(), |_| CallSpec {
-        method: "chat.completions",
-        params: params.clone(),
-        timeout: COMPLETION_TIMEOUT,
-        progress: progress.clone(),
-        run: None,
-        call_id: None,
+    let (_, answer) = call_found(app, agents, Policy::default(), |_| {
+        CallSpec::new("chat.completions", params.clone(), COMPLETION_TIMEOUT)
+            .with_progress(progress.clone())
     })
     .await?;
     Ok(answer)
@@ -199,22 +223,24 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OpenAiError> {
-    let identity = api_identity(&app, peer, &headers, Scope::Write).await?;
-    let mut body = parse_body(body)?;
-    let model = model_of(&body)?;
+    let Accepted {
+        identity,
+        mut body,
+        model,
+        stream,
+    } = accept(&app, peer, &headers, body).await?;
     if !body.get("messages").is_some_and(Value::is_array) {
         return Err(OpenAiError::invalid(
             "messages",
             "messages must be an array",
         ));
     }
-    let selector = serving(&app, &model).await?;
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let agents = serving(&app, &model).await?;
     body["caller"] = caller(&identity);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_ms() / 1000;
     if !stream {
-        let answer = complete(&app, &selector, body, None).await?;
+        let answer = complete(&app, agents, body, None).await?;
         return Ok(Json(completion(&answer, &id, created, &model)).into_response());
     }
     let chunk = move |delta: Value, finish: Option<&str>| {
@@ -223,7 +249,7 @@ pub async fn chat_completions(
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
         })
     };
-    let events = stream_events(app, selector, body, move |step| match step {
+    let events = stream_events(app, agents, body, move |step| match step {
         Step::Start => vec![chunk(json!({ "role": "assistant", "content": "" }), None)],
         Step::Delta(text) => vec![chunk(json!({ "content": text }), None)],
         Step::End { rest } => {
@@ -282,7 +308,7 @@ enum Step {
 
 /// Run the agent call in the background and turn its progress into SSE
 /// `data:` events built by `render`, ending with `data: [DONE]`.
-fn stream_events<R>(app: App, selector: Selector, params: Value, render: R) -> Response
+fn stream_events<R>(app: App, agents: Vec<AgentEntry>, params: Value, render: R) -> Response
 where
     R: Fn(Step) -> Vec<Value> + Send + 'static,
 {
@@ -300,7 +326,7 @@ where
             send(event).await;
         }
         let (progress, mut updates) = mpsc::channel::<Value>(1024);
-        let call = complete(&app, &selector, params, Some(progress));
+        let call = complete(&app, agents, params, Some(progress));
         tokio::pin!(call);
         let mut streamed = false;
         let outcome = loop {
@@ -417,12 +443,14 @@ pub async fn responses(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OpenAiError> {
-    let identity = api_identity(&app, peer, &headers, Scope::Write).await?;
-    let body = parse_body(body)?;
-    let model = model_of(&body)?;
+    let Accepted {
+        identity,
+        body,
+        model,
+        stream,
+    } = accept(&app, peer, &headers, body).await?;
     let messages = responses_messages(&body)?;
-    let selector = serving(&app, &model).await?;
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let agents = serving(&app, &model).await?;
     let params = json!({
         "model": model,
         "messages": messages,
@@ -446,7 +474,7 @@ pub async fn responses(
         })
     };
     if !stream {
-        let answer = complete(&app, &selector, params, None).await?;
+        let answer = complete(&app, agents, params, None).await?;
         return Ok(Json(response("completed", &text_of(&answer))).into_response());
     }
     let item_id = item_ref;
@@ -465,7 +493,7 @@ pub async fn responses(
             ])),
         })
     };
-    let events = stream_events(app, selector, params, move |step| {
+    let events = stream_events(app, agents, params, move |step| {
         let out = match step {
             Step::Start => vec![
                 json!({ "type": "response.created", "response": response("in_progress", "") }),

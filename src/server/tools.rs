@@ -93,13 +93,8 @@ async fn invoke(
         "params": body.args,
         "caller": { "connId": null, "identity": identity.sub, "via": "http" },
     });
-    let (agent, result) = call_agents(app, &selector, Policy::default(), |_| CallSpec {
-        method: "invoke",
-        params: request.clone(),
-        timeout,
-        progress: None,
-        run: None,
-        call_id: None,
+    let (agent, result) = call_agents(app, &selector, Policy::default(), |_| {
+        CallSpec::new("invoke", request.clone(), timeout)
     })
     .await?;
     Ok(Json(

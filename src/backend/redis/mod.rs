@@ -455,10 +455,6 @@ impl Backend for RedisBackend {
         records::finish_run(self, outcome).await
     }
 
-    async fn running_runs(&self) -> BackendResult<Vec<RunRecord>> {
-        records::running_runs(self).await
-    }
-
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
         records::forget_session_records(self, session_id).await
     }

@@ -119,19 +119,6 @@ pub async fn finish_run(b: &RedisBackend, outcome: &RunRecord) -> BackendResult<
     Ok((done == 1).then(|| outcome.clone()))
 }
 
-pub async fn running_runs(b: &RedisBackend) -> BackendResult<Vec<RunRecord>> {
-    let client = b.ready()?;
-    let all: HashMap<String, String> = client
-        .hgetall(b.shared().keys.runs())
-        .await
-        .map_err(unavailable)?;
-    Ok(all
-        .values()
-        .filter_map(|raw| parse::<RunRecord>(raw).ok())
-        .filter(|r| r.status == crate::backend::RunStatus::Running)
-        .collect())
-}
-
 pub async fn forget_session_records(b: &RedisBackend, session_id: &str) -> BackendResult<()> {
     let client = b.ready()?;
     let keys = &b.shared().keys;
