@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -53,6 +54,17 @@ fn percentiles(mut samples: Vec<u64>) -> Value {
     })
 }
 
+/// The generator's own socket settings. tungstenite zero-fills its read
+/// buffer before every read: at the default 128 KiB that memset, not the
+/// servers, was most of a fan-out run's CPU (10 000 sockets × one read per
+/// frame). Frames here are a few hundred bytes; the buffer grows for a
+/// larger one.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
 async fn connect(url: &str, token: &str) -> Result<Socket, BenchError> {
     let mut request = url
         .into_client_request()
@@ -60,9 +72,10 @@ async fn connect(url: &str, token: &str) -> Result<Socket, BenchError> {
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
     request.headers_mut().insert("authorization", value);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-        .await
-        .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(client_config()), true)
+            .await
+            .map_err(|e| BenchError::Connect(url.into(), e.to_string()))?;
     Ok(socket)
 }
 
@@ -195,27 +208,35 @@ pub async fn fanout(
         let mut socket = subscriber(url, token, &channel).await?;
         let (received, last_at) = (received.clone(), last_at.clone());
         readers.push(tokio::spawn(async move {
-            let mut got = 0;
-            while got < messages {
+            let mut latencies = Vec::with_capacity(messages as usize);
+            while (latencies.len() as u64) < messages {
                 match socket.next().await {
-                    Some(Ok(Message::Text(text))) if text.as_str().contains("\"notify\"") => {
-                        got += 1;
+                    Some(Ok(Message::Text(text))) => {
+                        // Reading the send time with a scan rather than a
+                        // JSON parse keeps the generator's share small.
+                        let Some(sent) = send_time(text.as_str()) else {
+                            continue;
+                        };
+                        let now = epoch.elapsed().as_micros() as u64;
+                        latencies.push(now.saturating_sub(sent));
                         received.fetch_add(1, Ordering::Relaxed);
-                        last_at.fetch_max(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        last_at.fetch_max(now, Ordering::Relaxed);
                     }
                     Some(Ok(_)) => {}
-                    _ => return,
+                    _ => break,
                 }
             }
+            latencies
         }));
     }
     let mut publisher = connect(&urls[0], token).await?;
     let start = epoch.elapsed().as_micros() as u64;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    for n in 0..messages {
+    for _ in 0..messages {
         ticker.tick().await;
+        let sent = epoch.elapsed().as_micros() as u64;
         publisher
-            .send(publish_frame(&channel, json!({"n": n})))
+            .send(publish_frame(&channel, json!({"t": sent})))
             .await
             .map_err(|e| BenchError::Protocol(e.to_string()))?;
     }
@@ -224,8 +245,14 @@ pub async fn fanout(
     while received.load(Ordering::Relaxed) < expected && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for reader in readers {
-        reader.abort();
+    let mut latencies = Vec::with_capacity(expected as usize);
+    // A reader that has everything returns at once; one still short of it
+    // (a lost message) is stopped.
+    for mut reader in readers {
+        match tokio::time::timeout(Duration::from_millis(100), &mut reader).await {
+            Ok(Ok(mut own)) => latencies.append(&mut own),
+            _ => reader.abort(),
+        }
     }
     let got = received.load(Ordering::Relaxed);
     let span_us = last_at.load(Ordering::Relaxed).saturating_sub(start).max(1);
@@ -240,7 +267,21 @@ pub async fn fanout(
         "lost": expected - got,
         "seconds": span_us as f64 / 1e6,
         "deliveries_per_second": (got as f64 / (span_us as f64 / 1e6)).round(),
+        "latency": percentiles(latencies),
     }))
+}
+
+/// The `"t"` (send time, µs) of a bench publication's `notify` frame.
+fn send_time(frame: &str) -> Option<u64> {
+    if !frame.contains("\"notify\"") {
+        return None;
+    }
+    let at = frame.find("\"t\":")? + 4;
+    let digits = &frame[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 /// Resident memory of a process in KiB.
@@ -390,4 +431,20 @@ pub async fn invoke(
         "calls_per_second": (all.len() as f64 / seconds as f64).round(),
         "latency": percentiles(all),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::send_time;
+
+    #[test]
+    fn send_time_of_a_notify_frame() {
+        let frame = r#"{"jsonrpc":"2.0","method":"notify","params":{"channel":"public:x","event":"bench","data":{"t":1234567},"timestamp":99}}"#;
+        assert_eq!(send_time(frame), Some(1_234_567));
+        assert_eq!(
+            send_time(r#"{"jsonrpc":"2.0","id":1,"result":{"t":5}}"#),
+            None
+        );
+        assert_eq!(send_time(r#"{"method":"notify","params":{}}"#), None);
+    }
 }

@@ -14,6 +14,31 @@ const QUIET: Duration = Duration::from_millis(250);
 
 // ---------------------------------------------------------------- channels
 
+/// A burst queues several frames for one socket; the writer sends them in
+/// one write. Each must still arrive as its own frame, whole and in order.
+#[tokio::test]
+async fn a_burst_arrives_as_separate_frames_in_order() {
+    let server = TestServer::default().await;
+    let mut a = server.client(READER).await;
+    let mut w = server.client(WRITER).await;
+    a.call("subscribe", json!({"channels": ["burst"]})).await;
+    const N: u64 = 400;
+    // Notifications (no id, no reply): nothing paces the publisher.
+    for n in 0..N {
+        let pad = "x".repeat((n as usize * 37) % 600);
+        w.send_json(&json!({"jsonrpc": "2.0", "method": "publish",
+            "params": {"channel": "burst", "event": "b", "data": {"n": n, "pad": pad}}}))
+            .await;
+    }
+    for n in 0..N {
+        let push = a.expect_push("notify").await;
+        assert_eq!(push["data"]["n"], n, "{push}");
+        let pad = push["data"]["pad"].as_str().unwrap_or_default();
+        assert_eq!(pad.len(), (n as usize * 37) % 600);
+    }
+    a.expect_no_push("notify", QUIET).await;
+}
+
 #[tokio::test]
 async fn publish_reaches_each_subscriber_once_until_unsubscribed() {
     let server = TestServer::default().await;

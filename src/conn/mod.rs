@@ -247,6 +247,22 @@ async fn on_item(app: &App, conn: &ConnHandle, message: Message) -> Option<Strin
     }
 }
 
+/// Most bytes of queued frames coalesced into one socket write. Each write
+/// on a socket is a system call that runs the whole TCP stack, which is
+/// most of a fan-out's cost: frames that queued up while the socket was
+/// being written go out together. The bound also caps what the socket's
+/// write buffer keeps allocated after a burst (about twice this).
+pub const WRITE_BATCH: usize = 2 * 1024;
+
+/// What the writer does after a write.
+enum Next {
+    Continue,
+    /// The queue asked to close (after what was queued before).
+    Close(u16, String),
+    /// The socket failed or the connection was closed.
+    Stop,
+}
+
 /// Drain the outbound queue into the socket, ping on the heartbeat, and
 /// send the close frame when the connection is closed.
 async fn write_loop(
@@ -258,27 +274,23 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let frames_out = metrics::counter!("switchyard_messages_out_total");
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = output.closed.cancelled() => break,
-            item = output.frames.pop() => match item {
-                Outbound::Frame(frame) => {
-                    frames_out.increment(1);
-                    WsMessage::Text(frame)
-                }
-                Outbound::Close(code, reason) => {
-                    conn.close(code, &reason);
-                    break;
-                }
-            },
-            _ = ping.tick() => WsMessage::Ping(Default::default()),
+            item = output.frames.pop() => Some(item),
+            _ = ping.tick() => None,
         };
-        let sent = tokio::select! {
-            r = sink.send(msg) => r.is_ok(),
-            _ = output.closed.cancelled() => false,
+        let next = tokio::select! {
+            next = write_batch(&mut sink, &output, first, &frames_out) => next,
+            _ = output.closed.cancelled() => Next::Stop,
         };
-        if !sent {
-            break;
+        match next {
+            Next::Continue => {}
+            Next::Close(code, reason) => {
+                conn.close(code, &reason);
+                break;
+            }
+            Next::Stop => break,
         }
     }
     // Nothing more will be written: producers stop queueing (and waiting).
@@ -292,6 +304,47 @@ async fn write_loop(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// Write `first` and whatever else is queued (up to [`WRITE_BATCH`] bytes)
+/// with one flush; `None` is a heartbeat ping.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    output: &ConnOutput,
+    first: Option<Outbound>,
+    frames_out: &metrics::Counter,
+) -> Next {
+    let mut item = first;
+    let mut bytes = 0;
+    let mut next = Next::Continue;
+    loop {
+        let msg = match item {
+            None => WsMessage::Ping(Default::default()),
+            Some(Outbound::Frame(frame)) => {
+                frames_out.increment(1);
+                bytes += frame.len();
+                WsMessage::Text(frame)
+            }
+            Some(Outbound::Close(code, reason)) => {
+                next = Next::Close(code, reason);
+                break;
+            }
+        };
+        if sink.feed(msg).await.is_err() {
+            return Next::Stop;
+        }
+        if bytes >= WRITE_BATCH {
+            break;
+        }
+        match output.frames.try_pop() {
+            Some(more) => item = Some(more),
+            None => break,
+        }
+    }
+    if sink.flush().await.is_err() {
+        return Next::Stop;
+    }
+    next
 }
 
 /// The close frame to send for a requested close.

@@ -110,9 +110,11 @@ fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<St
         .max_frame_size(max)
         // Memory per idle connection is a first-class number: tungstenite
         // allocates a 128 KiB read buffer per socket by default; 2 KiB
-        // grows as a large message needs it. Writes go out eagerly.
+        // grows as a large message needs it. Frames are written when the
+        // writer flushes, which coalesces what was queued (see
+        // `conn::WRITE_BATCH`).
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0);
+        .write_buffer_size(conn::WRITE_BATCH);
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);
     }

@@ -37,15 +37,6 @@ redis.call('PUBLISH', ARGV[2] .. owner, ARGV[3])
 return 1
 "#;
 
-/// Publish and count. KEYS: interest hash of the channel. ARGV: topic,
-/// payload. Returns the sockets subscribed cluster-wide.
-const PUBLISH: &str = r#"
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-local total = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
-return total
-"#;
-
 /// KEYS: subscribers hash, channel index, conn channels. ARGV: conn,
 /// member JSON or "", channel.
 const JOIN: &str = r#"
@@ -167,7 +158,6 @@ return 0
 pub struct Scripts {
     pub rate: Script,
     pub route: Script,
-    pub publish: Script,
     pub join: Script,
     pub leave: Script,
     pub create_session: Script,
@@ -184,7 +174,6 @@ impl Scripts {
         Self {
             rate: Script::from_lua(RATE),
             route: Script::from_lua(ROUTE),
-            publish: Script::from_lua(PUBLISH),
             join: Script::from_lua(JOIN),
             leave: Script::from_lua(LEAVE),
             create_session: Script::from_lua(CREATE_SESSION),
