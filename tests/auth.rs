@@ -1048,6 +1048,27 @@ async fn jwt_expiry_closes_unless_refreshed() {
     assert!(refreshed.call("status", json!({})).await["nodeId"].is_string());
 }
 
+/// A refresh to a token that expires sooner moves the connection's
+/// deadline forward: it closes at the new `exp`, not the old one.
+#[tokio::test]
+async fn refresh_to_a_shorter_token_closes_at_its_expiry() {
+    let server = TestServer::default().await;
+    let long = jwt(claims("short-after", json!({"exp": now_secs() + 600})));
+    let mut ws = server.client(&long).await;
+    assert!(welcome_authenticated(&mut ws).await);
+    let exp = now_secs() + 2;
+    let short = jwt(claims("short-after", json!({"exp": exp})));
+    let result = ws.call("auth", json!({"token": short})).await;
+    assert_eq!(result["expiresAt"].as_u64(), Some(exp), "{result}");
+    let started = tokio::time::Instant::now();
+    assert_eq!(ws.expect_close_code().await, 4001);
+    assert!(
+        started.elapsed() <= Duration::from_secs(4),
+        "closed at the shorter exp, after {:?}",
+        started.elapsed()
+    );
+}
+
 /// A validly signed JWT with a far-future `exp` (beyond u64 milliseconds)
 /// must not break the connection.
 #[tokio::test]

@@ -25,6 +25,7 @@ use crate::server::App;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
@@ -41,72 +42,123 @@ pub struct ConnSetup {
 }
 
 /// Run one connection to completion.
-pub async fn serve(app: App, socket: WebSocket, setup: ConnSetup) {
+///
+/// Most of an idle connection's memory is this future and the writer's:
+/// the socket is split and the writer spawned before the future is built,
+/// so neither the unsplit socket nor the setup is kept in it.
+pub fn serve(app: App, socket: WebSocket, setup: ConnSetup) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = %setup.id, ip = %setup.ip);
-    run(app, socket, setup).instrument(span).await
-}
-
-async fn run(app: App, socket: WebSocket, setup: ConnSetup) {
     let limits = &app.config.limits;
     let (conn, output) = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, output, conn.clone(), limits.heartbeat()));
     metrics::counter!("switchyard_connections_total").increment(1);
-    tracing::debug!("connected");
-
-    // The open/close and per-message futures are large (they embed every
-    // handler's state) but short-lived: boxing them keeps the long-lived
-    // connection task small, which is most of an idle socket's memory.
-    Box::pin(lifecycle::open(&app, &conn, setup.identity)).await;
-    read_loop(&app, &conn, stream).await;
-    conn.close(close_code::NORMAL, "");
-    Box::pin(lifecycle::close(&app, &conn)).await;
-    drop(setup.ip_slot);
-    // The writer sends the close frame and stops; bound the wait.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    tracing::debug!("disconnected");
+    let identity = setup.identity.map(Box::new);
+    let ip_slot = setup.ip_slot;
+    async move {
+        tracing::debug!("connected");
+        // The open/close and per-message futures are large (they embed
+        // every handler's state) but short-lived: boxing them keeps the
+        // long-lived connection task small.
+        Box::pin(lifecycle::open(&app, &conn, identity.map(|i| *i))).await;
+        read_loop(&app, &conn, stream).await;
+        conn.close(close_code::NORMAL, "");
+        Box::pin(lifecycle::close(&app, &conn)).await;
+        drop(ip_slot);
+        // The writer sends the close frame and stops; bound the wait.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
 }
 
-/// Deadlines the reader enforces.
+/// Why the reader stopped waiting.
+#[derive(Debug, PartialEq, Eq)]
+enum Expired {
+    Handshake,
+    Idle,
+    Credential,
+}
+
+/// The per-connection clocks, watched by one timer: the handshake
+/// deadline (until authenticated), the client timeout (nothing heard, not
+/// even a pong) and the credential's expiry.
 struct Clocks {
     handshake: Instant,
     idle: Duration,
+    heard: Instant,
+}
+
+impl Clocks {
+    /// The earliest moment one of the clocks may run out.
+    fn next(&self, conn: &ConnHandle) -> Instant {
+        let (authed, expiry) = auth_deadlines(conn);
+        let mut at = self.heard + self.idle;
+        if !authed {
+            at = at.min(self.handshake);
+        }
+        expiry.map_or(at, |e| at.min(e))
+    }
+
+    /// Which clock ran out at `now`, if any.
+    fn expired(&self, conn: &ConnHandle, now: Instant) -> Option<Expired> {
+        let (authed, _) = auth_deadlines(conn);
+        if !authed && now >= self.handshake {
+            Some(Expired::Handshake)
+        } else if now >= self.heard + self.idle {
+            Some(Expired::Idle)
+        } else if credential_expired(conn) {
+            Some(Expired::Credential)
+        } else {
+            None
+        }
+    }
 }
 
 async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSocket>) {
     let limits = &app.config.limits;
-    let clocks = Clocks {
-        handshake: Instant::now() + limits.handshake_timeout(),
+    let now = Instant::now();
+    let mut clocks = Clocks {
+        handshake: now + limits.handshake_timeout(),
         idle: limits.client_timeout(),
+        heard: now,
     };
+    // One timer for every clock. A frame only moves it when a clock now
+    // runs out sooner (a shorter credential); a later deadline is picked
+    // up when the timer fires, so busy sockets do not re-arm it per frame.
+    let timer = sleep_until(clocks.next(conn));
+    tokio::pin!(timer);
     loop {
-        let (authed, expiry) = auth_deadlines(conn);
-        let far = Instant::now() + Duration::from_secs(86_400);
-        let handshake_at = if authed { far } else { clocks.handshake };
         tokio::select! {
             _ = conn.closed().cancelled() => return,
-            _ = sleep_until(handshake_at) => {
-                conn.close(close_code::AUTH_TIMEOUT, "authentication timeout");
-                return;
-            }
-            _ = sleep_until(expiry.unwrap_or(far)) => {
-                // The timer may be capped short of a distant expiry.
-                if credential_expired(conn) {
-                    conn.close(close_code::AUTH_TIMEOUT, "token expired");
-                    return;
+            _ = &mut timer => {
+                match clocks.expired(conn, Instant::now()) {
+                    Some(Expired::Handshake) => {
+                        conn.close(close_code::AUTH_TIMEOUT, "authentication timeout");
+                        return;
+                    }
+                    Some(Expired::Idle) => {
+                        conn.close(close_code::GOING_AWAY, "client timeout");
+                        return;
+                    }
+                    Some(Expired::Credential) => {
+                        conn.close(close_code::AUTH_TIMEOUT, "token expired");
+                        return;
+                    }
+                    // Never re-arm in the past: an expiry read a hair
+                    // early would otherwise spin.
+                    None => timer
+                        .as_mut()
+                        .reset(clocks.next(conn).max(Instant::now() + Duration::from_millis(1))),
                 }
             }
-            next = tokio::time::timeout(clocks.idle, stream.next()) => match next {
-                Err(_) => {
-                    conn.close(close_code::GOING_AWAY, "client timeout");
-                    return;
-                }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => {
+            next = stream.next() => match next {
+                None => return,
+                Some(Err(e)) => {
                     on_read_error(conn, &e);
                     return;
                 }
-                Ok(Some(Ok(msg))) => {
+                Some(Ok(msg)) => {
                     // A closed connection stops waiting for its own calls.
                     let keep = tokio::select! {
                         keep = Box::pin(on_message(app, conn, msg)) => keep,
@@ -114,6 +166,11 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
                     };
                     if !keep {
                         return;
+                    }
+                    clocks.heard = Instant::now();
+                    let next = clocks.next(conn);
+                    if next < timer.deadline() {
+                        timer.as_mut().reset(next);
                     }
                 }
             }
@@ -266,19 +323,24 @@ enum Next {
 /// Drain the outbound queue into the socket, ping on the heartbeat, and
 /// send the close frame when the connection is closed.
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
+    sink: SplitSink<WebSocket, WsMessage>,
     output: ConnOutput,
     conn: ConnHandle,
     heartbeat: Duration,
 ) {
-    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut sink = sink;
+    let ping = sleep_until(Instant::now() + heartbeat);
+    tokio::pin!(ping);
     let frames_out = metrics::counter!("switchyard_messages_out_total");
     loop {
         let first = tokio::select! {
             biased;
             _ = output.closed.cancelled() => break,
             item = output.frames.pop() => Some(item),
-            _ = ping.tick() => None,
+            _ = &mut ping => {
+                ping.as_mut().reset(Instant::now() + heartbeat);
+                None
+            }
         };
         let next = tokio::select! {
             next = write_batch(&mut sink, &output, first, &frames_out) => next,
@@ -295,10 +357,17 @@ async fn write_loop(
     }
     // Nothing more will be written: producers stop queueing (and waiting).
     output.frames.close();
+    // Boxed: the goodbye runs once, its timer need not live in every
+    // idle connection's writer.
+    Box::pin(goodbye(sink, &conn)).await;
+}
+
+/// Send the close frame; a peer that stopped reading must not hold the
+/// task, so the close is bounded.
+async fn goodbye(mut sink: SplitSink<WebSocket, WsMessage>, conn: &ConnHandle) {
     let (code, reason) = conn
         .close_frame()
         .unwrap_or((close_code::NORMAL, String::new()));
-    // A peer that stopped reading must not hold the task: bound the close.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = sink.send(close_message(code, &reason)).await;
         let _ = sink.close().await;
