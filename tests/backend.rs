@@ -271,6 +271,42 @@ async fn delivery_reaches_only_interested_instances_and_known_connections() {
 }
 
 #[tokio::test]
+async fn connection_counts_follow_puts_role_changes_and_removals() {
+    for Under { backend: b, .. } in backends().await {
+        let expect = |connections, nodes| {
+            let b = b.clone();
+            async move {
+                let want = ConnectionCounts { connections, nodes };
+                assert_eq!(b.connection_counts().await.unwrap(), want, "{}", b.kind());
+            }
+        };
+        expect(0, 0).await;
+        let node = PresenceEntry {
+            role: Some("node".into()),
+            ..presence("n1")
+        };
+        for entry in [presence("c1"), presence("c2"), node.clone()] {
+            b.put_connection(entry).await.unwrap();
+        }
+        expect(3, 1).await;
+        // Putting it again with another role (re-authentication) un-counts it.
+        let operator = PresenceEntry {
+            role: Some("operator".into()),
+            ..node.clone()
+        };
+        b.put_connection(operator).await.unwrap();
+        expect(3, 0).await;
+        b.remove_connection("c1").await.unwrap();
+        expect(2, 0).await;
+        // Removing a node un-counts it as a node too.
+        b.put_connection(node.clone()).await.unwrap();
+        expect(2, 1).await;
+        b.remove_connection("n1").await.unwrap();
+        expect(1, 0).await;
+    }
+}
+
+#[tokio::test]
 async fn instances_register_and_leave() {
     for Under { backend: b, .. } in backends().await {
         let info = InstanceInfo {

@@ -1120,3 +1120,35 @@ async fn corrupt_shared_state_is_an_internal_error() {
     assert!(!reply.to_string().contains("not json"), "{reply}");
     assert_eq!(ws.call("ping", json!({})).await["pong"], true);
 }
+
+/// The node count of `presence.tick` comes from a set kept beside the
+/// presence entries. An id left there without its entry (a write that
+/// reached one and not the other) is pruned by the reaper's next scan of
+/// the entries, which a change of the instance view (here: an instance
+/// joining) brings about, so the count heals.
+#[tokio::test]
+async fn stray_node_ids_are_pruned_from_the_count() {
+    let redis = RedisProcess::start();
+    let config = cluster_config(&redis);
+    let a = TestServer::start_on(config.clone()).await;
+    let mut watcher = a.client(READER).await;
+    let _node = a.client(NODE).await;
+    push_where(&mut watcher, "presence.tick", |p| p["nodes"] == 1).await;
+
+    redis
+        .cli(&["SADD", "sy:{sy}:nodes", "ghost-conn"])
+        .expect("redis-cli SADD");
+    push_where(&mut watcher, "presence.tick", |p| p["nodes"] == 2).await;
+    watcher.pushed.clear();
+
+    let _b = TestServer::start_on(config).await;
+    let tick = push_where(&mut watcher, "presence.tick", |p| {
+        p["nodes"] == 1 && p["instances"] == 2
+    })
+    .await;
+    assert_eq!(tick["connections"], 2, "{tick}");
+    let members = redis
+        .cli(&["SMEMBERS", "sy:{sy}:nodes"])
+        .unwrap_or_default();
+    assert!(!members.contains("ghost-conn"), "{members}");
+}

@@ -119,6 +119,19 @@ impl Backend for MemoryBackend {
         Ok(self.lock().connections.values().cloned().collect())
     }
 
+    async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
+        let state = self.lock();
+        let nodes = state
+            .connections
+            .values()
+            .filter(|e| e.role.as_deref() == Some("node"))
+            .count();
+        Ok(ConnectionCounts {
+            connections: state.connections.len(),
+            nodes,
+        })
+    }
+
     async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
         let mut state = self.lock();
         if local_subscribers == 0 {

@@ -124,6 +124,14 @@ pub struct PresenceEntry {
     pub last_seen: u64,
 }
 
+/// How many connections the cluster holds, and how many of them are nodes
+/// (presence entries with role `"node"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionCounts {
+    pub connections: usize,
+    pub nodes: usize,
+}
+
 /// A member of a channel's presence set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -265,6 +273,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn remove_connection(&self, conn_id: &str) -> BackendResult<()>;
     async fn connection(&self, conn_id: &str) -> BackendResult<Option<PresenceEntry>>;
     async fn connections(&self) -> BackendResult<Vec<PresenceEntry>>;
+    /// Cluster-wide counts of connections and of those with role `"node"`;
+    /// cheap (never reads the entries), for ticks and status.
+    async fn connection_counts(&self) -> BackendResult<ConnectionCounts>;
 
     // ---- channels ----
 

@@ -90,7 +90,12 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
 async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, RpcError> {
     let app = ctx.app;
     let limits = &app.config.limits;
-    let connections = app.backend.connections().await.map(|c| c.len()).ok();
+    let connections = app
+        .backend
+        .connection_counts()
+        .await
+        .map(|c| c.connections)
+        .ok();
     let instances = app.backend.instances().await.map(|i| i.len()).ok();
     Ok(json!({
         "connId": ctx.conn.id(),
@@ -176,7 +181,7 @@ pub async fn status(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
 /// Shared by the `status` method and `GET /status`.
 pub async fn status_of(app: &App) -> Result<Value, RpcError> {
     let instances = app.backend.instances().await?;
-    let connections = app.backend.connections().await?.len();
+    let connections = app.backend.connection_counts().await?.connections;
     let sessions = app.backend.sessions().await?.len();
     let channels = app.backend.channels().await?.len();
     Ok(json!({

@@ -130,20 +130,16 @@ async fn presence_tick(app: &App) {
     if app.hub.is_empty() {
         return;
     }
-    let Ok(entries) = app.backend.connections().await else {
+    let Ok(counts) = app.backend.connection_counts().await else {
         return;
     };
-    let nodes = entries
-        .iter()
-        .filter(|e| e.role.as_deref() == Some("node"))
-        .count();
     let instances = app.backend.instances().await.map(|i| i.len()).unwrap_or(1);
     let tick = frame::notification(
         "presence.tick",
         &json!({
             "ts": now_ms(),
-            "connections": entries.len(),
-            "nodes": nodes,
+            "connections": counts.connections,
+            "nodes": counts.nodes,
             "instances": instances,
         }),
     );

@@ -33,6 +33,11 @@ impl Keys {
     pub fn conns(&self) -> String {
         format!("{}:conns", self.stem)
     }
+    /// Set: conn ids whose presence entry has role `"node"` (counted with
+    /// `SCARD`, so counts never read `conns`).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.stem)
+    }
     /// Hash: conn id → instance id holding it.
     pub fn owners(&self) -> String {
         format!("{}:owners", self.stem)
@@ -158,6 +163,7 @@ mod tests {
         for key in [
             k.conns(),
             k.owners(),
+            k.nodes(),
             k.session("a"),
             k.owned("c"),
             k.subscribers("x"),

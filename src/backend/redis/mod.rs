@@ -311,25 +311,34 @@ impl Backend for RedisBackend {
         let client = self.ready()?;
         let keys = &self.0.keys;
         let record = json(&entry)?;
-        let (a, b) = tokio::join!(
-            client.hset::<(), _, _>(keys.conns(), (entry.conn_id.as_str(), record)),
-            client.hset::<(), _, _>(
-                keys.owners(),
-                (entry.conn_id.as_str(), entry.node_id.as_str())
-            ),
+        let conn_id = entry.conn_id.as_str();
+        // The role may change (authentication after connecting): keep the
+        // node set in step either way.
+        let node = async {
+            if entry.role.as_deref() == Some("node") {
+                client.sadd::<(), _, _>(keys.nodes(), conn_id).await
+            } else {
+                client.srem::<(), _, _>(keys.nodes(), conn_id).await
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            client.hset::<(), _, _>(keys.conns(), (conn_id, record)),
+            client.hset::<(), _, _>(keys.owners(), (conn_id, entry.node_id.as_str())),
+            node,
         );
-        a.and(b).map_err(unavailable)
+        a.and(b).and(c).map_err(unavailable)
     }
 
     async fn remove_connection(&self, conn_id: &str) -> BackendResult<()> {
         let client = self.ready()?;
         let keys = &self.0.keys;
-        let (a, b, c) = tokio::join!(
+        let (a, b, c, d) = tokio::join!(
             client.hdel::<(), _, _>(keys.owners(), conn_id),
             client.hdel::<(), _, _>(keys.conns(), conn_id),
+            client.srem::<(), _, _>(keys.nodes(), conn_id),
             client.del::<(), _>(keys.conn_channels(conn_id)),
         );
-        a.and(b).and(c).map_err(unavailable)
+        a.and(b).and(c).and(d).map_err(unavailable)
     }
 
     async fn connection(&self, conn_id: &str) -> BackendResult<Option<PresenceEntry>> {
@@ -350,6 +359,20 @@ impl Backend for RedisBackend {
         let mut entries: Vec<PresenceEntry> = all.values().filter_map(|v| parse(v).ok()).collect();
         entries.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
         Ok(entries)
+    }
+
+    async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
+        let client = self.ready()?;
+        let keys = &self.0.keys;
+        // HLEN and SCARD are O(1) and read no entry; pipelined together.
+        let (connections, nodes) = tokio::join!(
+            client.hlen::<u64, _>(keys.conns()),
+            client.scard::<u64, _>(keys.nodes()),
+        );
+        Ok(ConnectionCounts {
+            connections: connections.map_err(unavailable)? as usize,
+            nodes: nodes.map_err(unavailable)? as usize,
+        })
     }
 
     async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {

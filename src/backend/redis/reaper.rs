@@ -7,17 +7,38 @@
 //! had joined, their sessions detached (starting the resume window), and
 //! its interest counts dropped. Records of this instance's own id but an
 //! older generation (a previous run that crashed) are reaped the same way.
+//!
+//! Reading every connection record is the expensive part (at 60 000
+//! connections, megabytes out of Redis per pass), so a pass first reads
+//! the small instance view (each instance and the generation its `alive`
+//! key holds) and scans the connections only when that view shows a dead
+//! instance or differs from the one this reaper saw last (an instance died,
+//! left or restarted under a new generation), on its first pass, and every
+//! [`SWEEP_EVERY`] passes for records whose instance left no trace at all.
 
 use super::{RedisBackend, unavailable};
 use crate::backend::{Backend, BackendResult, PresenceEntry};
 use crate::protocol::now_ms;
-use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions};
-use std::collections::HashMap;
+use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Offline registry entries are kept this long (for `agents.list
 /// {online: false}`), then dropped.
 const OFFLINE_RETENTION_MS: u64 = 3_600_000;
+
+/// Every this many passes the connections are scanned whatever the view.
+const SWEEP_EVERY: u64 = 30;
+
+/// Each instance, and the generation its `alive` key holds (`None`: dead).
+type View = BTreeMap<String, Option<u64>>;
+
+/// What a reaper remembers between its passes.
+#[derive(Default)]
+struct Memory {
+    view: Option<View>,
+    passes: u64,
+}
 
 /// How often the reaper looks: twice per `node_ttl`, at most every 2 s.
 fn period(backend: &RedisBackend) -> Duration {
@@ -29,6 +50,7 @@ pub fn start(backend: &RedisBackend) {
     let me = backend.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period(&me));
+        let mut memory = Memory::default();
         loop {
             ticker.tick().await;
             if me.ready().is_err() {
@@ -36,7 +58,7 @@ pub fn start(backend: &RedisBackend) {
             }
             match me.take_lock().await {
                 Ok(true) => {
-                    if let Err(e) = me.reap().await {
+                    if let Err(e) = me.reap(&mut memory).await {
                         tracing::warn!(error = %e, "reaping failed");
                     }
                     // Free it for the next pass of whichever instance
@@ -86,29 +108,54 @@ impl RedisBackend {
     }
 
     /// One pass: find dead generations and remove what they own.
-    async fn reap(&self) -> BackendResult<()> {
+    async fn reap(&self, memory: &mut Memory) -> BackendResult<()> {
+        let mut alive: HashMap<String, Option<u64>> = HashMap::new();
+        let view = self.view(&mut alive).await?;
+        let sweep = memory.passes.is_multiple_of(SWEEP_EVERY);
+        memory.passes += 1;
+        let changed = memory.view.as_ref() != Some(&view);
+        if sweep || changed || view.values().any(Option::is_none) {
+            self.reap_connections(&mut alive).await?;
+        }
+        // Only remembered once the connections it called for were reaped:
+        // a failed pass scans again.
+        memory.view = Some(view);
+        self.reap_agents(&mut alive).await?;
+        self.reap_instances(&alive).await
+    }
+
+    /// The instance view: every registered instance and its live
+    /// generation (also cached in `alive`).
+    async fn view(&self, alive: &mut HashMap<String, Option<u64>>) -> BackendResult<View> {
+        let client = self.ready()?;
+        let ids: Vec<String> = client
+            .hkeys(self.shared().keys.instances())
+            .await
+            .map_err(unavailable)?;
+        let mut view = View::new();
+        for id in ids {
+            let generation = self.live_generation(alive, &id).await?;
+            view.insert(id, generation);
+        }
+        Ok(view)
+    }
+
+    /// Scan every connection record; reap those of dead generations.
+    async fn reap_connections(
+        &self,
+        alive: &mut HashMap<String, Option<u64>>,
+    ) -> BackendResult<()> {
         let client = self.ready()?;
         let keys = &self.shared().keys;
         let me = self.attached()?;
+        metrics::counter!("switchyard_reaper_scans_total").increment(1);
         let conns: HashMap<String, String> =
             client.hgetall(keys.conns()).await.map_err(unavailable)?;
-        let mut alive: HashMap<String, Option<u64>> = HashMap::new();
         for raw in conns.values() {
             let Ok(entry) = serde_json::from_str::<PresenceEntry>(raw) else {
                 continue;
             };
-            if !alive.contains_key(&entry.node_id) {
-                let generation: Option<String> = client
-                    .get(keys.alive(&entry.node_id))
-                    .await
-                    .map_err(unavailable)?;
-                alive.insert(
-                    entry.node_id.clone(),
-                    generation.and_then(|g| g.parse().ok()),
-                );
-            }
-            let live_generation = alive.get(&entry.node_id).copied().flatten();
-            let dead = match live_generation {
+            let dead = match self.live_generation(alive, &entry.node_id).await? {
                 None => true,
                 Some(g) => g != entry.generation,
             };
@@ -118,8 +165,43 @@ impl RedisBackend {
                 self.reap_connection(&entry).await?;
             }
         }
-        self.reap_agents(&mut alive).await?;
-        self.reap_instances(&alive).await
+        self.prune_nodes().await
+    }
+
+    /// Drop ids from the node set (`connection_counts`) that no longer
+    /// name a node's presence entry: a write that reached the entry but
+    /// not the set must not skew the count for good. Entries are read
+    /// after the set (`put_connection` writes the entry first), so a node
+    /// that connects meanwhile is not taken for stale.
+    async fn prune_nodes(&self) -> BackendResult<()> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let ids: Vec<String> = client.smembers(keys.nodes()).await.map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<Option<String>> = client
+            .hmget(keys.conns(), ids.clone())
+            .await
+            .map_err(unavailable)?;
+        let stale: Vec<String> = ids
+            .into_iter()
+            .zip(entries)
+            .filter(|(_, raw)| {
+                let entry = raw
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<PresenceEntry>(r).ok());
+                entry.is_none_or(|e| e.role.as_deref() != Some("node"))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if !stale.is_empty() {
+            client
+                .srem::<(), _, _>(keys.nodes(), stale)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// The live generation of `instance` (cached in `alive`).
