@@ -63,6 +63,10 @@ case $only in all | invoke)
   run --urls "$first" invoke --connections 20 --seconds 10
 esac
 case $only in all | idle)
+  # Memory per connection is only meaningful on a fresh process: one that
+  # served the runs above keeps their heap.
+  "$repo/scripts/cluster.sh" stop >/dev/null
+  "$repo/scripts/cluster.sh" start >/dev/null
   # One process may hold $(ulimit -n) descriptors; the server needs a few
   # beyond its sockets, so stay under the limit.
   n=$(( $(ulimit -n) - 500 ))
