@@ -949,24 +949,11 @@ async fn progress_is_forwarded_in_order_before_the_reply() {
             "node.invoke",
             json!({"nodeId": "prog", "command": "work", "invokeId": "inv-p", "timeoutMs": 4000}),
         ),
-        async {
-            let (id, _) = server_request(&mut node, "invoke").await;
-            for step in 0..5 {
-                node.send_json(&json!({"jsonrpc": "2.0", "method": "invoke.progress",
-                    "params": {"id": id, "data": {"step": step}}}))
-                    .await;
-            }
-            answer(&mut node, &id, json!({"done": true})).await;
-        },
+        answer_with_progress(&mut node, 5, json!({"done": true})),
     );
     assert_eq!(reply["result"]["result"], json!({"done": true}), "{reply}");
     // Every progress notification was read before the reply, in order.
-    let progress: Vec<Value> = caller
-        .pushed
-        .iter()
-        .filter(|f| f["method"] == "invoke.progress")
-        .map(|f| f["params"].clone())
-        .collect();
+    let progress = progress_pushed(&caller);
     assert_eq!(progress.len(), 5, "{:?}", caller.pushed);
     for (step, p) in progress.iter().enumerate() {
         assert_eq!(p["invokeId"], "inv-p", "{p}");

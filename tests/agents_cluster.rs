@@ -45,6 +45,13 @@ async fn agent_on(server: &TestServer, params: Value) -> (Ws, Value) {
     (ws, entry)
 }
 
+/// The usual layout: an agent registered with `params` on the second
+/// instance and a caller (WRITER) on the first.
+async fn agent_across(servers: &[TestServer], params: Value) -> (Ws, Ws) {
+    let (agent, _) = agent_on(&servers[1], params).await;
+    (agent, servers[0].client(WRITER).await)
+}
+
 /// The entry of `agent_id` in an `agents.list` reply.
 fn listed<'a>(list: &'a Value, agent_id: &str) -> Option<&'a Value> {
     counted(list, "agents")
@@ -73,14 +80,13 @@ async fn invoke_by_agent_id_and_capability_across_instances() {
     assert_ne!(a_id, b_id, "two distinct instances");
 
     // By agent id.
-    let (reply, seen) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": "echo-agent", "command": "echo", "params": {"x": 1},
+    let (reply, seen) = invoke_echoed(
+        &mut caller,
+        &mut agent,
+        json!({"nodeId": "echo-agent", "command": "echo", "params": {"x": 1},
                    "timeoutMs": 5000, "invokeId": "inv-id-1"}),
-        ),
-        answer_echo(&mut agent),
-    );
+    )
+    .await;
     assert_eq!(seen["command"], "echo", "{seen}");
     assert_eq!(seen["params"], json!({"x": 1}), "{seen}");
     assert_eq!(seen["caller"]["connId"], caller_conn.as_str(), "{seen}");
@@ -97,13 +103,12 @@ async fn invoke_by_agent_id_and_capability_across_instances() {
     );
 
     // By capability.
-    let (reply, seen) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"capability": "echo", "command": "echo", "params": [1, 2], "timeoutMs": 5000}),
-        ),
-        answer_echo(&mut agent),
-    );
+    let (reply, seen) = invoke_echoed(
+        &mut caller,
+        &mut agent,
+        json!({"capability": "echo", "command": "echo", "params": [1, 2], "timeoutMs": 5000}),
+    )
+    .await;
     assert_eq!(seen["params"], json!([1, 2]), "{seen}");
     assert_eq!(reply["result"]["nodeId"], "echo-agent", "{reply}");
     assert_eq!(
@@ -121,13 +126,12 @@ async fn invoke_by_agent_id_and_capability_across_instances() {
         )
         .await;
     let node_conn = hello["connId"].as_str().expect("connId").to_owned();
-    let (reply, _) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": node_conn, "command": "snap", "params": "p", "timeoutMs": 5000}),
-        ),
-        answer_echo(&mut node),
-    );
+    let (reply, _) = invoke_echoed(
+        &mut caller,
+        &mut node,
+        json!({"nodeId": node_conn, "command": "snap", "params": "p", "timeoutMs": 5000}),
+    )
+    .await;
     assert_eq!(reply["result"]["nodeId"], node_conn.as_str(), "{reply}");
     assert_eq!(reply["result"]["result"], json!({"echo": "p"}), "{reply}");
 
@@ -226,12 +230,11 @@ async fn method_provider_on_another_instance() {
 #[tokio::test]
 async fn invoke_timeout_across_instances() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
+    let (mut agent, mut caller) = agent_across(
+        &servers,
         json!({"agentId": "slow", "capabilities": ["slow"]}),
     )
     .await;
-    let mut caller = servers[0].client(WRITER).await;
     let started = Instant::now();
     let (reply, (_, seen)) = tokio::join!(
         caller.request(
@@ -248,13 +251,12 @@ async fn invoke_timeout_across_instances() {
         "timeout 600 ms, failed after {took:?}"
     );
     // The agent is still usable afterwards (its slot was released).
-    let (reply, _) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": "slow", "command": "echo", "params": 7, "timeoutMs": 5000}),
-        ),
-        answer_echo(&mut agent),
-    );
+    let (reply, _) = invoke_echoed(
+        &mut caller,
+        &mut agent,
+        json!({"nodeId": "slow", "command": "echo", "params": 7, "timeoutMs": 5000}),
+    )
+    .await;
     assert_eq!(reply["result"]["result"], json!({"echo": 7}), "{reply}");
 }
 
@@ -306,36 +308,18 @@ async fn agent_disconnecting_mid_call_fails_the_remote_caller_promptly() {
 #[tokio::test]
 async fn invoke_progress_crosses_instances_in_order() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
-        json!({"agentId": "prog", "capabilities": ["p"]}),
-    )
-    .await;
-    let mut caller = servers[0].client(WRITER).await;
+    let (mut agent, mut caller) =
+        agent_across(&servers, json!({"agentId": "prog", "capabilities": ["p"]})).await;
     let (reply, ()) = tokio::join!(
         caller.request(
             "node.invoke",
             json!({"nodeId": "prog", "command": "long", "timeoutMs": 5000, "invokeId": "p-1"}),
         ),
-        async {
-            let (id, _) = server_request(&mut agent, "invoke").await;
-            for step in 0..8 {
-                agent
-                    .send_json(&json!({"jsonrpc": "2.0", "method": "invoke.progress",
-                                       "params": {"id": id, "data": {"step": step}}}))
-                    .await;
-            }
-            answer(&mut agent, &id, json!({"done": true})).await;
-        },
+        answer_with_progress(&mut agent, 8, json!({"done": true})),
     );
     assert_eq!(reply["result"]["result"], json!({"done": true}), "{reply}");
     // Every progress notification arrived before the reply, in order.
-    let progress: Vec<Value> = caller
-        .pushed
-        .iter()
-        .filter(|f| f["method"] == "invoke.progress")
-        .map(|f| f["params"].clone())
-        .collect();
+    let progress = progress_pushed(&caller);
     assert_eq!(progress.len(), 8, "{progress:?}");
     for (i, p) in progress.iter().enumerate() {
         assert_eq!(p["invokeId"], "p-1", "{p}");
@@ -346,12 +330,8 @@ async fn invoke_progress_crosses_instances_in_order() {
 #[tokio::test]
 async fn invoke_cancel_crosses_instances() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
-        json!({"agentId": "canc", "capabilities": ["c"]}),
-    )
-    .await;
-    let mut caller = servers[0].client(WRITER).await;
+    let (mut agent, mut caller) =
+        agent_across(&servers, json!({"agentId": "canc", "capabilities": ["c"]})).await;
     send_request(
         &mut caller,
         "inv",
@@ -401,12 +381,8 @@ async fn invoke_cancel_crosses_instances() {
 #[tokio::test]
 async fn caller_disconnecting_cancels_the_remote_call() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
-        json!({"agentId": "hold", "capabilities": ["h"]}),
-    )
-    .await;
-    let mut caller = servers[0].client(WRITER).await;
+    let (mut agent, mut caller) =
+        agent_across(&servers, json!({"agentId": "hold", "capabilities": ["h"]})).await;
     send_request(
         &mut caller,
         "inv",
@@ -471,13 +447,12 @@ async fn max_concurrency_one_holds_across_instances() {
     assert_eq!(done["result"]["result"], "first done", "{done}");
 
     // The slot is free again once the first call ended.
-    let (reply, _) = tokio::join!(
-        second.request(
-            "node.invoke",
-            json!({"nodeId": "single", "command": "echo", "params": 2, "timeoutMs": 5000}),
-        ),
-        answer_echo(&mut agent),
-    );
+    let (reply, _) = invoke_echoed(
+        &mut second,
+        &mut agent,
+        json!({"nodeId": "single", "command": "echo", "params": 2, "timeoutMs": 5000}),
+    )
+    .await;
     assert_eq!(reply["result"]["result"], json!({"echo": 2}), "{reply}");
 }
 
@@ -716,12 +691,11 @@ async fn agent_run_streams_to_members_on_every_instance() {
 #[tokio::test]
 async fn agent_cancel_from_a_reaches_the_agent_on_b() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
+    let (mut agent, mut caller) = agent_across(
+        &servers,
         json!({"agentId": "cx", "capabilities": ["agent.run"]}),
     )
     .await;
-    let mut caller = servers[0].client(WRITER).await;
     let (started, (srv_id, _)) = tokio::join!(
         caller.call("agent.run", json!({"agentId": "cx", "task": "long job"})),
         server_request(&mut agent, "agent.run"),
@@ -787,12 +761,11 @@ async fn agent_cancel_from_a_reaches_the_agent_on_b() {
 #[tokio::test]
 async fn agent_disconnecting_mid_run_ends_it_with_error() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
+    let (mut agent, mut caller) = agent_across(
+        &servers,
         json!({"agentId": "dies", "capabilities": ["agent.run"]}),
     )
     .await;
-    let mut caller = servers[0].client(WRITER).await;
     let (started, _) = tokio::join!(
         caller.call("agent.run", json!({"task": "t"})),
         server_request(&mut agent, "agent.run"),
@@ -891,12 +864,11 @@ async fn run_limit_of_five_per_caller_is_cluster_wide() {
 #[tokio::test]
 async fn second_run_on_a_busy_session_from_another_instance_conflicts() {
     let (_redis, servers) = cluster(2, |_| {}).await;
-    let (mut agent, _) = agent_on(
-        &servers[1],
+    let (mut agent, mut caller) = agent_across(
+        &servers,
         json!({"agentId": "busy", "capabilities": ["agent.run"]}),
     )
     .await;
-    let mut caller = servers[0].client(WRITER).await;
     let mut again = servers[1].client(WRITER).await;
     caller
         .call("session.create", json!({"sessionId": "one-run"}))
@@ -1427,13 +1399,12 @@ async fn registry_is_repopulated_after_redis_restarts_empty() {
     assert!(ok, "phoenix is listed online again: {list}");
     assert!(listed(&list["result"], "gone").is_none(), "{list}");
     // And calls reach it again on the same sockets.
-    let (reply, seen) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"capability": "rebirth", "command": "echo", "params": {"n": 7}, "timeoutMs": 3000}),
-        ),
-        answer_echo(&mut agent),
-    );
+    let (reply, seen) = invoke_echoed(
+        &mut caller,
+        &mut agent,
+        json!({"capability": "rebirth", "command": "echo", "params": {"n": 7}, "timeoutMs": 3000}),
+    )
+    .await;
     assert_eq!(seen["params"], json!({"n": 7}), "{seen}");
     assert_eq!(
         reply["result"]["result"],

@@ -646,13 +646,12 @@ async fn invoke_by_node_id_and_by_capability() {
     let mut caller = server.client(WRITER).await;
     let caller_id = conn_id(&mut caller).await;
 
-    let (reply, seen) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": node_id, "command": "echo", "params": {"x": 1}, "timeoutMs": 2000}),
-        ),
-        answer_echo(&mut node),
-    );
+    let (reply, seen) = invoke_echoed(
+        &mut caller,
+        &mut node,
+        json!({"nodeId": node_id, "command": "echo", "params": {"x": 1}, "timeoutMs": 2000}),
+    )
+    .await;
     assert_eq!(seen["command"], "echo", "{seen}");
     assert_eq!(seen["params"], json!({"x": 1}), "{seen}");
     assert_eq!(seen["caller"]["connId"], caller_id.as_str(), "{seen}");
@@ -667,13 +666,7 @@ async fn invoke_by_node_id_and_by_capability() {
 
     // By capability, from an admin.
     let mut admin = server.client(ADMIN).await;
-    let (reply, _) = tokio::join!(
-        admin.request(
-            "node.invoke",
-            json!({"capability": "echo", "command": "echo", "params": {"y": [1, 2]}, "timeoutMs": 2000}),
-        ),
-        answer_echo(&mut node),
-    );
+    let (reply, _) = invoke_echoed(&mut admin, &mut node, json!({"capability": "echo", "command": "echo", "params": {"y": [1, 2]}, "timeoutMs": 2000})).await;
     assert_eq!(reply["result"]["nodeId"], node_id.as_str(), "{reply}");
     assert_eq!(
         reply["result"]["result"],
@@ -765,13 +758,12 @@ async fn invoke_errors() {
         .await;
     assert_eq!(node.call("ping", json!({})).await["pong"], true);
     // Still answering normally afterwards.
-    let (reply, _) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": node_id, "command": "echo", "params": {"x": 1}, "timeoutMs": 2000}),
-        ),
-        answer_echo(&mut node),
-    );
+    let (reply, _) = invoke_echoed(
+        &mut caller,
+        &mut node,
+        json!({"nodeId": node_id, "command": "echo", "params": {"x": 1}, "timeoutMs": 2000}),
+    )
+    .await;
     assert_eq!(
         reply["result"]["result"],
         json!({"echo": {"x": 1}}),
@@ -947,12 +939,11 @@ async fn long_running_calls_per_connection_are_bounded() {
         "{ended:?}"
     );
     let (mut node, node_id) = caps_node(&server, &["hold"]).await;
-    let (reply, _) = tokio::join!(
-        caller.request(
-            "node.invoke",
-            json!({"nodeId": node_id, "command": "echo", "params": 1, "timeoutMs": 3000}),
-        ),
-        answer_echo(&mut node),
-    );
+    let (reply, _) = invoke_echoed(
+        &mut caller,
+        &mut node,
+        json!({"nodeId": node_id, "command": "echo", "params": 1, "timeoutMs": 3000}),
+    )
+    .await;
     assert_eq!(reply["result"]["result"], json!({"echo": 1}), "{reply}");
 }

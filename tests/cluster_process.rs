@@ -475,3 +475,58 @@ async fn crashed_instance_restarted_under_its_id_leaves_no_phantoms() {
     assert_eq!(instance_ids(&status), set(&["a", "b"]), "{status}");
     drop(a2);
 }
+
+/// `switchyard_reaper_scans_total` of one instance (0 before its first).
+async fn reaper_scans(instance: &Instance) -> u64 {
+    let (status, _, body) = http(instance.addr(), "GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with("switchyard_reaper_scans_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Wait (bounded) until `instance` has scanned at least `n` times.
+async fn scanned_at_least(instance: &Instance, n: u64) -> u64 {
+    let deadline = Instant::now() + NODE_TTL * 4;
+    loop {
+        let scans = reaper_scans(instance).await;
+        if scans >= n || Instant::now() > deadline {
+            return scans;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The reaper reads every presence entry only when the instance view
+/// changes: a quiet cluster is not scanned pass after pass, an instance
+/// that dies is.
+#[tokio::test]
+async fn the_reaper_scans_presence_only_when_the_view_changes() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    assert!(scanned_at_least(&a, 1).await >= 1, "first pass scans");
+    let mut b = Instance::start(&redis, "b", &[]).await;
+    // b's first pass, and a's first pass that sees b.
+    assert!(scanned_at_least(&b, 1).await >= 1, "b's first pass scans");
+    assert!(scanned_at_least(&a, 2).await >= 2, "a scans once b joins");
+
+    let (a_before, b_before) = (reaper_scans(&a).await, reaper_scans(&b).await);
+    // Four reaper periods (node_ttl / 2 each) of a quiet cluster.
+    tokio::time::sleep(NODE_TTL * 2).await;
+    assert_eq!(
+        reaper_scans(&a).await,
+        a_before,
+        "a quiet cluster is not scanned"
+    );
+    assert_eq!(
+        reaper_scans(&b).await,
+        b_before,
+        "a quiet cluster is not scanned"
+    );
+
+    b.kill9();
+    let after = scanned_at_least(&a, a_before + 1).await;
+    assert!(after > a_before, "b's death brings a scan about");
+}

@@ -28,6 +28,11 @@ impl Policy {
             RpcError::invalid_params("policy", "least_loaded, round_robin, random or first")
         })
     }
+
+    /// The policy a call names, or the default when it names none.
+    pub fn named(name: Option<&str>) -> Result<Self, RpcError> {
+        name.map_or(Ok(Self::default()), Self::parse)
+    }
 }
 
 /// Rotation state of `round_robin` (per instance).

@@ -169,10 +169,6 @@ pub fn timeout(app: &App, timeout_ms: Option<u64>) -> Result<Duration, RpcError>
     Ok(Duration::from_millis(ms))
 }
 
-fn policy(name: Option<&str>) -> Result<Policy, RpcError> {
-    name.map_or(Ok(Policy::default()), Policy::parse)
-}
-
 /// Who is calling, as a node sees it.
 pub fn caller_info(ctx: &Ctx<'_>) -> Value {
     let identity = ctx.conn.identity();
@@ -569,7 +565,7 @@ pub struct InvokeParams {
 pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     let timeout = timeout(ctx.app, p.timeout_ms)?;
-    let policy = policy(p.policy.as_deref())?;
+    let policy = Policy::named(p.policy.as_deref())?;
     let selector = Selector::by_id_or_capability(p.node_id.as_ref(), p.capability.as_ref())
         .ok_or_else(|| RpcError::invalid_params("nodeId", "nodeId or capability is required"))?;
     let request = json!({

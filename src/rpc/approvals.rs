@@ -111,17 +111,20 @@ pub async fn resolve(ctx: &Ctx<'_>, p: ResolveParams) -> Result<Value, RpcError>
             format!("at most {MAX_SUMMARY} bytes"),
         ));
     }
-    let current = ctx
-        .app
-        .backend
-        .approval(&p.approval_id)
-        .await?
-        .ok_or_else(|| RpcError::not_found("approval", &p.approval_id))?;
+    let current = find(ctx.app, &p.approval_id).await?;
     let decided = decide(ctx.app, current, status, &identity.sub, p.note).await?;
     Ok(serde_json::to_value(decided).unwrap_or_default())
 }
 
 /// Record a decision (first wins) and tell the requester and approvers.
+/// The approval `id`, or -32001 not found.
+async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
+    app.backend
+        .approval(id)
+        .await?
+        .ok_or_else(|| RpcError::not_found("approval", id))
+}
+
 async fn decide(
     app: &App,
     mut record: ApprovalRecord,
@@ -171,12 +174,7 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
-        let record = ctx
-            .app
-            .backend
-            .approval(&p.approval_id)
-            .await?
-            .ok_or_else(|| RpcError::not_found("approval", &p.approval_id))?;
+        let record = find(ctx.app, &p.approval_id).await?;
         let approver = identity.satisfies(crate::auth::Requirement::Scope(
             crate::auth::Scope::Approvals,
         ));

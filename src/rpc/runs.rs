@@ -234,10 +234,7 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
             format!("1-{MAX_TEXT} bytes"),
         ));
     }
-    let policy = match &p.policy {
-        Some(name) => Policy::parse(name)?,
-        None => Policy::default(),
-    };
+    let policy = Policy::named(p.policy.as_deref())?;
     let run_timeout = timeout(ctx.app, Some(p.timeout_ms.unwrap_or(DEFAULT_RUN_MS)))?;
     idempotent::once(
         ctx.app,

@@ -143,6 +143,33 @@ pub async fn answer_echo(ws: &mut Ws) -> Value {
     params
 }
 
+/// `node.invoke {params}` from `caller` while `node` echoes it: the
+/// caller's whole reply and the `invoke` params the node saw.
+pub async fn invoke_echoed(caller: &mut Ws, node: &mut Ws, params: Value) -> (Value, Value) {
+    tokio::join!(caller.request("node.invoke", params), answer_echo(node))
+}
+
+/// Serve the next `invoke` with `steps` `invoke.progress` notifications
+/// (`data: {step}`), then answer it with `result`.
+pub async fn answer_with_progress(node: &mut Ws, steps: usize, result: Value) {
+    let (id, _) = server_request(node, "invoke").await;
+    for step in 0..steps {
+        node.send_json(&json!({"jsonrpc": "2.0", "method": "invoke.progress",
+            "params": {"id": id, "data": {"step": step}}}))
+            .await;
+    }
+    answer(node, &id, result).await;
+}
+
+/// The `invoke.progress` params pushed to `ws` so far, in order.
+pub fn progress_pushed(ws: &Ws) -> Vec<Value> {
+    ws.pushed
+        .iter()
+        .filter(|f| f["method"] == "invoke.progress")
+        .map(|f| f["params"].clone())
+        .collect()
+}
+
 /// Send a request with a string id without waiting for its reply (see
 /// [`replies`]).
 pub async fn send_request(ws: &mut Ws, id: &str, method: &str, params: Value) {

@@ -117,11 +117,12 @@ impl RedisBackend {
         if sweep || changed || view.values().any(Option::is_none) {
             self.reap_connections(&mut alive).await?;
         }
-        // Only remembered once the connections it called for were reaped:
-        // a failed pass scans again.
-        memory.view = Some(view);
         self.reap_agents(&mut alive).await?;
-        self.reap_instances(&alive).await
+        self.reap_instances(&view).await?;
+        // Only remembered once the pass it called for is done: a failed
+        // pass scans again.
+        memory.view = Some(view);
+        Ok(())
     }
 
     /// The instance view: every registered instance and its live
@@ -262,25 +263,10 @@ impl RedisBackend {
     }
 
     /// Drop instance records and interest counts of instances that are gone.
-    async fn reap_instances(&self, seen: &HashMap<String, Option<u64>>) -> BackendResult<()> {
+    async fn reap_instances(&self, view: &View) -> BackendResult<()> {
         let client = self.ready()?;
         let keys = &self.shared().keys;
-        let instances: HashMap<String, String> = client
-            .hgetall(keys.instances())
-            .await
-            .map_err(unavailable)?;
-        for id in instances.keys() {
-            let generation = match seen.get(id) {
-                Some(g) => *g,
-                None => client
-                    .get::<Option<String>, _>(keys.alive(id))
-                    .await
-                    .map_err(unavailable)?
-                    .and_then(|g| g.parse().ok()),
-            };
-            if generation.is_some() {
-                continue;
-            }
+        for id in view.iter().filter(|(_, g)| g.is_none()).map(|(id, _)| id) {
             tracing::info!(instance = %id, "reaping a dead instance");
             self.drop_interest_of(id).await?;
             client
