@@ -120,6 +120,14 @@ fn publish_frame(channel: &str, data: Value) -> Message {
 }
 
 /// Cross-instance delivery latency at `rate` messages per second.
+///
+/// The publishers run on their own threads and pace with the operating
+/// system's high-resolution sleep, interleaved so the total rate is evenly
+/// spaced: tokio's timer ticks in whole milliseconds, which would send a
+/// 10 000 msg/s schedule as bursts of ten every millisecond and measure the
+/// generator's own bursts. Each message carries the time it was due, not
+/// the time it left, so a generator that falls behind shows up as latency
+/// rather than hiding it.
 pub async fn latency(
     urls: &[String],
     token: &str,
@@ -131,31 +139,43 @@ pub async fn latency(
     let first = &urls[0];
     let last = &urls[urls.len() - 1];
     let mut sub = subscriber(last, token, &channel).await?;
-    let epoch = Instant::now();
     let total = rate * seconds;
     let per_publisher = total / publishers as u64;
     let expected = per_publisher * publishers as u64;
-    let mut tasks = Vec::new();
+    let mut sockets = Vec::with_capacity(publishers);
     for _ in 0..publishers {
-        let mut socket = connect(first, token).await?;
+        let (url, token) = (first.clone(), token.to_owned());
+        sockets.push(
+            tokio::task::spawn_blocking(move || blocking_connect(&url, &token))
+                .await
+                .map_err(|e| BenchError::Protocol(e.to_string()))??,
+        );
+    }
+    let epoch = Instant::now();
+    // The first message is due a little after every thread has started.
+    let start = epoch + Duration::from_millis(20);
+    let spacing = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tasks = Vec::with_capacity(publishers);
+    for (index, mut socket) in sockets.into_iter().enumerate() {
         let channel = channel.clone();
-        let period = Duration::from_secs_f64(publishers as f64 / rate as f64);
-        tasks.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            for _ in 0..per_publisher {
-                ticker.tick().await;
-                let sent = epoch.elapsed().as_micros() as u64;
+        tasks.push(tokio::task::spawn_blocking(move || {
+            for k in 0..per_publisher {
+                let slot = k * publishers as u64 + index as u64;
+                let due = start + spacing.mul_f64(slot as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let sent = due.duration_since(epoch).as_micros() as u64;
                 if socket
                     .send(publish_frame(&channel, json!({"t": sent})))
-                    .await
                     .is_err()
                 {
-                    return;
+                    break;
                 }
             }
-            // Keep the socket open until the subscriber is done.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            // Closed by the caller once the subscriber is done.
+            socket
         }));
     }
     let mut samples = Vec::with_capacity(expected as usize);
@@ -169,13 +189,14 @@ pub async fn latency(
             break;
         };
         let now = epoch.elapsed().as_micros() as u64;
-        let frame: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-        if let Some(sent) = frame["params"]["data"]["t"].as_u64() {
+        if let Some(sent) = send_time(text.as_str()) {
             samples.push(now.saturating_sub(sent));
         }
     }
     for task in tasks {
-        task.abort();
+        if let Ok(mut socket) = task.await {
+            let _ = socket.close(None);
+        }
     }
     let received = samples.len() as u64;
     Ok(json!({
@@ -190,6 +211,42 @@ pub async fn latency(
     }))
 }
 
+type BlockingSocket = tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A socket for a publisher thread: plain blocking I/O, no runtime.
+fn blocking_connect(url: &str, token: &str) -> Result<BlockingSocket, BenchError> {
+    let failed = |e: &dyn std::fmt::Display| BenchError::Connect(url.into(), e.to_string());
+    let mut request = url.into_client_request().map_err(|e| failed(&e))?;
+    let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| failed(&e))?;
+    request.headers_mut().insert("authorization", value);
+    let addr = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or_else(|| failed(&"no host in the URL"))?;
+    let stream = std::net::TcpStream::connect(addr).map_err(|e| failed(&e))?;
+    stream.set_nodelay(true).map_err(|e| failed(&e))?;
+    // A server that stops reading must not hold the thread forever.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| failed(&e))?;
+    let (socket, _) = tokio_tungstenite::tungstenite::client::client_with_config(
+        request,
+        stream,
+        Some(client_config()),
+    )
+    .map_err(|e| failed(&e))?;
+    Ok(socket)
+}
+
+/// What one fan-out reader has received so far.
+#[derive(Default)]
+struct Tally {
+    received: AtomicU64,
+    /// When the latest delivery arrived (µs since the run's epoch).
+    last_at: AtomicU64,
+}
+
 /// One publisher, `subscribers` spread over `urls`.
 pub async fn fanout(
     urls: &[String],
@@ -199,14 +256,17 @@ pub async fn fanout(
     rate: u64,
 ) -> Result<Value, BenchError> {
     let channel = format!("public:bench-fan-{}", std::process::id());
-    let received = Arc::new(AtomicU64::new(0));
-    let last_at = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
     let mut readers = Vec::with_capacity(subscribers);
+    // One tally per reader: counters shared by every reader would bounce
+    // their cache line between the cores on each delivery, and that cost
+    // would be the generator's, not the servers'.
+    let mut tallies = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
         let url = &urls[i % urls.len()];
         let mut socket = subscriber(url, token, &channel).await?;
-        let (received, last_at) = (received.clone(), last_at.clone());
+        let tally = Arc::new(Tally::default());
+        tallies.push(tally.clone());
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(messages as usize);
             while (latencies.len() as u64) < messages {
@@ -219,8 +279,8 @@ pub async fn fanout(
                         };
                         let now = epoch.elapsed().as_micros() as u64;
                         latencies.push(now.saturating_sub(sent));
-                        received.fetch_add(1, Ordering::Relaxed);
-                        last_at.fetch_max(now, Ordering::Relaxed);
+                        tally.received.fetch_add(1, Ordering::Relaxed);
+                        tally.last_at.store(now, Ordering::Relaxed);
                     }
                     Some(Ok(_)) => {}
                     _ => break,
@@ -242,8 +302,14 @@ pub async fn fanout(
     }
     let expected = messages * subscribers as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Relaxed) < expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let received = |tallies: &[Arc<Tally>]| -> u64 {
+        tallies
+            .iter()
+            .map(|t| t.received.load(Ordering::Relaxed))
+            .sum()
+    };
+    while received(&tallies) < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut latencies = Vec::with_capacity(expected as usize);
     // A reader that has everything returns at once; one still short of it
@@ -254,8 +320,13 @@ pub async fn fanout(
             _ => reader.abort(),
         }
     }
-    let got = received.load(Ordering::Relaxed);
-    let span_us = last_at.load(Ordering::Relaxed).saturating_sub(start).max(1);
+    let got = received(&tallies);
+    let last_at = tallies
+        .iter()
+        .map(|t| t.last_at.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let span_us = last_at.saturating_sub(start).max(1);
     Ok(json!({
         "scenario": "fanout",
         "instances": urls.len(),

@@ -104,6 +104,48 @@ async fn channel_delivery_across_instances() {
     no_notify_on(&mut sub_a, "news", Duration::from_millis(50)).await;
 }
 
+/// A `publish` sent as a notification (no id) skips the subscriber count
+/// (there is no reply to carry it) but is delivered the same way: to both
+/// instances, in the order sent, and the publisher gets no frame back.
+#[tokio::test]
+async fn notification_publishes_reach_every_instance_in_order() {
+    let (_redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut sub_a = a.client(READER).await;
+    let mut sub_b = b.client(READER).await;
+    for ws in [&mut sub_a, &mut sub_b] {
+        ws.call("subscribe", json!({"channels": ["feed"]})).await;
+    }
+    let mut w = a.client(WRITER).await;
+    const N: u64 = 50;
+    for n in 0..N {
+        w.send_json(&json!({"jsonrpc": "2.0", "method": "publish",
+            "params": {"channel": "feed", "event": "n", "data": n}}))
+            .await;
+    }
+    for ws in [&mut sub_a, &mut sub_b] {
+        for n in 0..N {
+            assert_notify(&notify_on(ws, "feed").await, "feed", "n", &json!(n));
+        }
+        no_notify_on(ws, "feed", QUIET).await;
+    }
+    // Replies go out in order: had any publish been answered, that answer
+    // would come before the ping's.
+    w.send_json(&json!({"jsonrpc": "2.0", "id": "after", "method": "ping"}))
+        .await;
+    let first = loop {
+        let frame = w.next_json().await.expect("a reply");
+        // Pushes (presence.tick) may come in between.
+        if frame.get("method").is_none() {
+            break frame;
+        }
+    };
+    assert_eq!(
+        first["id"], "after",
+        "a notification gets no reply: {first}"
+    );
+}
+
 #[tokio::test]
 async fn implicit_channels_across_instances() {
     let (_redis, s) = cluster(2, |_| {}).await;

@@ -303,6 +303,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns the number of sockets subscribed to it cluster-wide (the sum
     /// of the instances' interest counts).
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize>;
+    /// [`Backend::publish`] for a publisher that does not use the count
+    /// (events, notifications): a backend may skip reading it.
+    async fn broadcast(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<()> {
+        self.publish(channel, frame, last).await.map(|_| ())
+    }
     /// Deliver a `Conn` or `Kick` envelope to the instance holding the
     /// connection. `Ok(false)` when no instance holds it.
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool>;

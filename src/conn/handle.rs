@@ -70,7 +70,9 @@ struct Shared {
     id: String,
     ip: IpAddr,
     connected_at: u64,
-    queue: Arc<Queue<Outbound>>,
+    /// Inline rather than behind its own `Arc`: the fan-out reaches it
+    /// without one more pointer to chase per socket.
+    queue: Queue<Outbound>,
     closed: CancellationToken,
     close_frame: Mutex<Option<(u16, String)>>,
     state: Mutex<ConnState>,
@@ -84,33 +86,26 @@ struct Shared {
 #[derive(Clone)]
 pub struct ConnHandle(Arc<Shared>);
 
-/// The receiving side, owned by the connection's writer.
-pub struct ConnOutput {
-    pub frames: Arc<Queue<Outbound>>,
-    pub closed: CancellationToken,
-}
-
 impl ConnHandle {
-    pub fn new(id: String, ip: IpAddr, queue: usize) -> (Self, ConnOutput) {
-        let queue = Arc::new(Queue::new(queue));
-        let closed = CancellationToken::new();
+    pub fn new(id: String, ip: IpAddr, queue: usize) -> Self {
         let shared = Shared {
             id,
             ip,
             connected_at: crate::protocol::now_ms(),
-            queue: queue.clone(),
-            closed: closed.clone(),
+            queue: Queue::new(queue),
+            closed: CancellationToken::new(),
             close_frame: Mutex::new(None),
             state: Mutex::new(ConnState::default()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             calls: std::sync::atomic::AtomicUsize::new(0),
         };
-        let output = ConnOutput {
-            frames: queue,
-            closed,
-        };
-        (Self(Arc::new(shared)), output)
+        Self(Arc::new(shared))
+    }
+
+    /// The outbound queue; its one consumer is the connection's writer.
+    pub(super) fn queue(&self) -> &Queue<Outbound> {
+        &self.0.queue
     }
 
     pub fn id(&self) -> &str {
@@ -167,6 +162,8 @@ impl ConnHandle {
         }
         drop(slot);
         self.0.closed.cancel();
+        // The writer waits on its queue alone: the queue tells it.
+        self.0.queue.stop_consumer();
     }
 
     /// Close once the frames queued so far have been sent (graceful

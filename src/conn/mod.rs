@@ -12,9 +12,7 @@ mod handle;
 mod lifecycle;
 mod queue;
 
-pub use handle::{
-    ConnHandle, ConnOutput, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, Outstanding, close_code,
-};
+pub use handle::{ConnHandle, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, Outstanding, close_code};
 pub use lifecycle::{authenticated, implicit_channels, publish_presence, welcome};
 
 use crate::auth::Identity;
@@ -25,8 +23,9 @@ use crate::server::App;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
@@ -49,9 +48,9 @@ pub struct ConnSetup {
 pub fn serve(app: App, socket: WebSocket, setup: ConnSetup) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", id = %setup.id, ip = %setup.ip);
     let limits = &app.config.limits;
-    let (conn, output) = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
+    let conn = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, output, conn.clone(), limits.heartbeat()));
+    let writer = tokio::spawn(write_loop(sink, conn.clone(), limits.heartbeat()));
     metrics::counter!("switchyard_connections_total").increment(1);
     let identity = setup.identity.map(Box::new);
     let ip_slot = setup.ip_slot;
@@ -311,6 +310,13 @@ async fn on_item(app: &App, conn: &ConnHandle, message: Message) -> Option<Strin
 /// write buffer keeps allocated after a burst (about twice this).
 pub const WRITE_BATCH: usize = 2 * 1024;
 
+/// What woke the writer.
+enum Wait {
+    Frame(Outbound),
+    Ping,
+    Closed,
+}
+
 /// What the writer does after a write.
 enum Next {
     Continue,
@@ -322,29 +328,34 @@ enum Next {
 
 /// Drain the outbound queue into the socket, ping on the heartbeat, and
 /// send the close frame when the connection is closed.
-async fn write_loop(
-    sink: SplitSink<WebSocket, WsMessage>,
-    output: ConnOutput,
-    conn: ConnHandle,
-    heartbeat: Duration,
-) {
+async fn write_loop(sink: SplitSink<WebSocket, WsMessage>, conn: ConnHandle, heartbeat: Duration) {
     let mut sink = sink;
     let ping = sleep_until(Instant::now() + heartbeat);
     tokio::pin!(ping);
     let frames_out = metrics::counter!("switchyard_messages_out_total");
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = output.closed.cancelled() => break,
-            item = output.frames.pop() => Some(item),
-            _ = &mut ping => {
+        // The queue carries the close too (`ConnHandle::close` stops its
+        // consumer): waiting registers one waker under the lock the queue
+        // takes anyway, which matters when every socket of a fan-out waits
+        // again after each frame.
+        let first = poll_fn(|cx| match conn.queue().poll_pop(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Wait::Frame(item)),
+            Poll::Ready(None) => Poll::Ready(Wait::Closed),
+            Poll::Pending => ping.as_mut().poll(cx).map(|()| Wait::Ping),
+        })
+        .await;
+        let first = match first {
+            Wait::Closed => break,
+            Wait::Frame(item) => Some(item),
+            Wait::Ping => {
                 ping.as_mut().reset(Instant::now() + heartbeat);
                 None
             }
         };
         let next = tokio::select! {
-            next = write_batch(&mut sink, &output, first, &frames_out) => next,
-            _ = output.closed.cancelled() => Next::Stop,
+            biased;
+            next = write_batch(&mut sink, &conn, first, &frames_out) => next,
+            _ = conn.closed().cancelled() => Next::Stop,
         };
         match next {
             Next::Continue => {}
@@ -356,7 +367,7 @@ async fn write_loop(
         }
     }
     // Nothing more will be written: producers stop queueing (and waiting).
-    output.frames.close();
+    conn.queue().close();
     // Boxed: the goodbye runs once, its timer need not live in every
     // idle connection's writer.
     Box::pin(goodbye(sink, &conn)).await;
@@ -379,18 +390,19 @@ async fn goodbye(mut sink: SplitSink<WebSocket, WsMessage>, conn: &ConnHandle) {
 /// with one flush; `None` is a heartbeat ping.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, WsMessage>,
-    output: &ConnOutput,
+    conn: &ConnHandle,
     first: Option<Outbound>,
     frames_out: &metrics::Counter,
 ) -> Next {
     let mut item = first;
     let mut bytes = 0;
+    let mut frames = 0;
     let mut next = Next::Continue;
     loop {
         let msg = match item {
             None => WsMessage::Ping(Default::default()),
             Some(Outbound::Frame(frame)) => {
-                frames_out.increment(1);
+                frames += 1;
                 bytes += frame.len();
                 WsMessage::Text(frame)
             }
@@ -405,11 +417,13 @@ async fn write_batch(
         if bytes >= WRITE_BATCH {
             break;
         }
-        match output.frames.try_pop() {
+        match conn.queue().try_pop() {
             Some(more) => item = Some(more),
             None => break,
         }
     }
+    // One update per batch: the counter is shared by every writer.
+    frames_out.increment(frames);
     if sink.flush().await.is_err() {
         return Next::Stop;
     }

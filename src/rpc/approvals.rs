@@ -86,7 +86,7 @@ pub async fn request(ctx: &Ctx<'_>, p: RequestParams) -> Result<Value, RpcError>
     };
     ctx.app.backend.create_approval(&record).await?;
     let frame = frame::notification("approval.requested", &record);
-    ctx.app.backend.publish(CHANNEL, frame, false).await?;
+    ctx.app.backend.broadcast(CHANNEL, frame, false).await?;
     Ok(json!({ "approvalId": record.approval_id, "expiresAt": record.expires_at }))
 }
 
@@ -143,7 +143,7 @@ async fn decide(
         .await
         .map_err(|e| e.into_rpc(&id))?;
     let frame = frame::notification("approval.resolved", &decided);
-    app.backend.publish(CHANNEL, frame.clone(), false).await?;
+    app.backend.broadcast(CHANNEL, frame.clone(), false).await?;
     let to_requester = Envelope::Conn {
         conn_id: decided.requester_conn.clone(),
         frame,

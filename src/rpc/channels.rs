@@ -127,7 +127,7 @@ fn member_of(conn: &ConnHandle) -> Option<ChannelMember> {
 
 async fn announce(app: &App, channel: &str, event: &str, member: &ChannelMember) {
     let frame = member.event_frame(event, channel);
-    if let Err(e) = app.backend.publish(channel, frame, false).await {
+    if let Err(e) = app.backend.broadcast(channel, frame, false).await {
         tracing::warn!(%channel, error = %e, "presence event not published");
     }
 }
@@ -197,16 +197,19 @@ pub async fn publish(ctx: &Ctx<'_>, p: PublishParams) -> Result<Value, RpcError>
             p.channel
         )));
     }
-    let delivered = publish_event(ctx.app, &p.channel, &p.event, &p.data).await?;
+    let delivered = publish_event(ctx.app, &p.channel, &p.event, &p.data, ctx.answered).await?;
     Ok(json!({ "delivered": delivered }))
 }
 
 /// Publish a `notify` event; shared by `publish` and the HTTP API.
+/// Returns the sockets reached when `count` is asked for (0 otherwise: the
+/// count costs a read of every instance's interest in the channel).
 pub async fn publish_event(
     app: &App,
     channel: &str,
     event: &str,
     data: &Value,
+    count: bool,
 ) -> Result<usize, RpcError> {
     let frame = frame::notification(
         "notify",
@@ -220,7 +223,12 @@ pub async fn publish_event(
         };
         return Ok(usize::from(app.backend.send_to_conn(envelope).await?));
     }
-    Ok(app.backend.publish(channel, frame, false).await?)
+    if count {
+        Ok(app.backend.publish(channel, frame, false).await?)
+    } else {
+        app.backend.broadcast(channel, frame, false).await?;
+        Ok(0)
+    }
 }
 
 #[derive(Deserialize)]

@@ -133,6 +133,9 @@ fn lookup(method: &str) -> Option<(&'static str, Requirement)> {
 pub struct Ctx<'a> {
     pub app: &'a App,
     pub conn: &'a ConnHandle,
+    /// The call has an id: its result is sent back. A notification's is
+    /// not, so a handler may skip work that only feeds the result.
+    pub answered: bool,
 }
 
 impl Ctx<'_> {
@@ -153,7 +156,12 @@ pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, R
     };
     metrics::counter!("switchyard_messages_in_total", "method" => method).increment(1);
     let started = Instant::now();
-    let outcome = checked(app, conn, method, requirement, call.params).await;
+    let ctx = Ctx {
+        app,
+        conn,
+        answered: call.id.is_some(),
+    };
+    let outcome = checked(&ctx, method, requirement, call.params).await;
     metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method)
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = &outcome {
@@ -163,15 +171,15 @@ pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, R
 }
 
 async fn checked(
-    app: &App,
-    conn: &ConnHandle,
+    ctx: &Ctx<'_>,
     method: &'static str,
     requirement: Requirement,
     params: Value,
 ) -> Result<Value, RpcError> {
-    rate_check(app, conn).await?;
+    rate_check(ctx.app, ctx.conn).await?;
     if requirement != Any {
-        let identity = conn
+        let identity = ctx
+            .conn
             .identity()
             .ok_or_else(|| RpcError::unauthorized("authenticate first (connect or auth)"))?;
         if !identity.satisfies(requirement) {
@@ -182,8 +190,7 @@ async fn checked(
         }
     }
     let span = crate::otel::rpc_span(method);
-    let ctx = Ctx { app, conn };
-    let call = tracing::Instrument::instrument(dispatch(&ctx, method, params), span);
+    let call = tracing::Instrument::instrument(dispatch(ctx, method, params), span);
     // A bug in one handler must not take the connection (or its
     // neighbours) down: a panic becomes -32603 with a correlation id.
     match AssertUnwindSafe(call).catch_unwind().await {
@@ -211,7 +218,11 @@ async fn provided(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, Rpc
     if conn.identity().is_none() {
         return Err(RpcError::method_not_found(&call.method));
     }
-    let ctx = Ctx { app, conn };
+    let ctx = Ctx {
+        app,
+        conn,
+        answered: call.id.is_some(),
+    };
     let started = Instant::now();
     let outcome = agents::provide(&ctx, &call.method, call.params).await;
     metrics::histogram!("switchyard_rpc_duration_seconds", "method" => "provided")

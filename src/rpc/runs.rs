@@ -130,7 +130,7 @@ impl RunHooks for RunBook {
 /// Publish a lifecycle event on `global`.
 async fn lifecycle(app: &App, event: &str, data: Value) {
     let frame = frame::notification(event, &data);
-    if let Err(e) = app.backend.publish("global", frame, false).await {
+    if let Err(e) = app.backend.broadcast("global", frame, false).await {
         tracing::warn!(%event, error = %e, "publishing a run event failed");
     }
 }

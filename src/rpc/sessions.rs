@@ -317,7 +317,7 @@ async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
         &json!({ "sessionId": id, "reason": reason }),
     );
     app.backend
-        .publish(&session_channel(id), frame, true)
+        .broadcast(&session_channel(id), frame, true)
         .await?;
     Ok(())
 }

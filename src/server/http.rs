@@ -220,7 +220,8 @@ pub async fn publish(
     api_identity(&app, peer, &headers, Scope::Write).await?;
     let Json(body) = body.map_err(bad_body)?;
     channels::validate_name("channel", &body.channel)?;
-    let delivered = channels::publish_event(&app, &body.channel, &body.event, &body.data).await?;
+    let delivered =
+        channels::publish_event(&app, &body.channel, &body.event, &body.data, true).await?;
     Ok(Json(json!({ "delivered": delivered })))
 }
 
@@ -254,7 +255,7 @@ pub async fn broadcast(
     }
     let mut delivered = 0;
     for channel in &body.channels {
-        delivered += channels::publish_event(&app, channel, &body.event, &body.data).await?;
+        delivered += channels::publish_event(&app, channel, &body.event, &body.data, true).await?;
     }
     Ok(Json(
         json!({ "delivered": delivered, "channels": body.channels.len() }),

@@ -130,7 +130,8 @@ pub async fn hook(
     let data = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let channel = format!("hook:{name}");
-    let delivered = crate::rpc::channels::publish_event(&app, &channel, "hook", &data).await?;
+    let delivered =
+        crate::rpc::channels::publish_event(&app, &channel, "hook", &data, true).await?;
     Ok(Json(json!({ "delivered": delivered, "channel": channel })))
 }
 

@@ -443,7 +443,13 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize> {
-        pubsub::publish(self, channel, &frame, last).await
+        pubsub::publish(self, channel, &frame, last, true).await
+    }
+
+    async fn broadcast(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<()> {
+        pubsub::publish(self, channel, &frame, last, false)
+            .await
+            .map(|_| ())
     }
 
     async fn send_to_conn(&self, envelope: Envelope) -> BackendResult<bool> {

@@ -194,16 +194,19 @@ fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
     }
 }
 
-/// Publish a frame on a channel; returns the sockets subscribed to it.
-/// `PUBLISH` (`SPUBLISH` on Redis Cluster, where the topic lives on its own
-/// shard) and `HVALS` of the interest counts go out together, so it is one
-/// round trip; as two plain commands they cost Redis a fraction of one Lua
-/// call, which matters on the busiest path there is.
+/// Publish a frame on a channel; with `count`, returns the sockets
+/// subscribed to it (otherwise 0). `PUBLISH` (`SPUBLISH` on Redis Cluster,
+/// where the topic lives on its own shard) and `HVALS` of the interest
+/// counts go out together, so it is one round trip; as two plain commands
+/// they cost Redis a fraction of one Lua call, which matters on the
+/// busiest path there is. Without `count` the `HVALS` is not sent at all:
+/// a notification's publisher gets no reply to put the count in.
 pub async fn publish(
     backend: &RedisBackend,
     channel: &str,
     frame: &Frame,
     last: bool,
+    count: bool,
 ) -> BackendResult<usize> {
     use fred::prelude::{HashesInterface, PubsubInterface};
     let Ok(client) = backend.ready() else {
@@ -212,12 +215,19 @@ pub async fn publish(
     let shared = backend.shared();
     let payload = format!("{}{}", if last { '1' } else { '0' }, frame.as_str());
     let topic = shared.keys.channel_topic(channel);
-    let counts = client.hvals::<Vec<i64>, _>(shared.keys.interest(channel));
-    let (sent, counts) = if shared.clustered {
-        tokio::join!(client.spublish::<i64, _, _>(topic, payload), counts)
-    } else {
-        tokio::join!(client.publish::<i64, _, _>(topic, payload), counts)
+    let sent = async {
+        if shared.clustered {
+            client.spublish::<i64, _, _>(topic, payload).await
+        } else {
+            client.publish::<i64, _, _>(topic, payload).await
+        }
     };
+    if !count {
+        sent.await.map_err(unavailable)?;
+        return Ok(0);
+    }
+    let counts = client.hvals::<Vec<i64>, _>(shared.keys.interest(channel));
+    let (sent, counts) = tokio::join!(sent, counts);
     sent.map_err(unavailable)?;
     let total: i64 = counts.map_err(unavailable)?.iter().sum();
     Ok(total.max(0) as usize)

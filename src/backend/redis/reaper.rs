@@ -255,7 +255,7 @@ impl RedisBackend {
         for channel in self.conn_channels(&entry.conn_id).await? {
             if let Some(member) = self.leave_channel(&channel, &entry.conn_id).await? {
                 let leave = member.event_frame("presence.leave", &channel);
-                self.publish(&channel, leave, false).await?;
+                self.broadcast(&channel, leave, false).await?;
             }
         }
         self.detach_connection(&entry.conn_id, now_ms()).await?;
