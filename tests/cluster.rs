@@ -389,6 +389,53 @@ async fn session_limits_across_instances() {
 
 // ---------------------------------------------------------------- kicks
 
+/// Many sockets subscribing to one channel at once share interest writes
+/// (a caller whose change an earlier write already carried writes nothing).
+/// Every one of them must still be counted and reached, and the last ones
+/// leaving must unsubscribe the instance.
+#[tokio::test]
+async fn concurrent_subscribes_to_one_channel_are_all_counted() {
+    let (_redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    const N: usize = 40;
+    let mut subs = Vec::new();
+    for _ in 0..N {
+        subs.push(a.client(READER).await);
+    }
+    futures_util::future::join_all(
+        subs.iter_mut()
+            .map(|ws| ws.call("subscribe", json!({"channels": ["storm"]}))),
+    )
+    .await;
+    let mut w = b.client(WRITER).await;
+    let r = w
+        .call(
+            "publish",
+            json!({"channel": "storm", "event": "e", "data": 1}),
+        )
+        .await;
+    assert_eq!(r["delivered"], N, "{r}");
+    for ws in &mut subs {
+        assert_notify(&notify_on(ws, "storm").await, "storm", "e", &json!(1));
+    }
+    // All leave at once: the count drops to 0 and nothing is delivered.
+    futures_util::future::join_all(
+        subs.iter_mut()
+            .map(|ws| ws.call("unsubscribe", json!({"channels": ["storm"]}))),
+    )
+    .await;
+    let r = w
+        .call(
+            "publish",
+            json!({"channel": "storm", "event": "e", "data": 2}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 0, "{r}");
+    for ws in &mut subs {
+        no_notify_on(ws, "storm", Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn kick_and_disconnect_across_instances() {
     let (_redis, s) = cluster(3, |_| {}).await;

@@ -5,9 +5,12 @@
 //! it queues the (already serialised) frame to each local target. It also
 //! keeps the backend's view of this instance's interest up to date: the
 //! first local subscriber of a channel subscribes the instance, the last one
-//! leaving unsubscribes it. Interest changes are serialised by one async
+//! leaving unsubscribes it. Interest writes are serialised by one async
 //! mutex so a subscribe and an unsubscribe of the same channel can never
-//! reach the backend in the wrong order.
+//! reach the backend in the wrong order, and each write carries the local
+//! count as it is when the write starts: callers queued behind a write that
+//! already carried their change have nothing left to write, so a thousand
+//! sockets subscribing to one channel at once cost a handful of writes.
 
 use crate::backend::{Backend, Envelope, Inbox};
 use crate::conn::{ConnHandle, close_code};
@@ -35,7 +38,9 @@ struct Inner {
     channels: RwLock<ChannelIndex>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     budgets: Mutex<HashMap<String, IdentityBudget>>,
-    interest: tokio::sync::Mutex<()>,
+    /// The count each channel's interest was last written with; the lock
+    /// orders every interest write.
+    interest: tokio::sync::Mutex<HashMap<String, usize>>,
 }
 
 /// Cheap cloneable handle to this instance's local state.
@@ -129,29 +134,66 @@ impl Hub {
         channel: &str,
         conn: &ConnHandle,
     ) -> crate::backend::BackendResult<()> {
-        let _order = self.0.interest.lock().await;
-        let (added, count) = {
+        let added = {
             let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
             let subs = index.entry(channel.to_owned()).or_default();
-            let added = subs.insert(conn.id().to_owned(), conn.clone()).is_none();
-            (added, subs.len())
+            subs.insert(conn.id().to_owned(), conn.clone()).is_none()
         };
         if !added {
             return Ok(());
         }
-        if let Err(e) = self.0.backend.set_interest(channel, count).await {
+        if let Err(e) = self.write_interest(channel).await {
             self.drop_local(channel, conn.id());
             return Err(e);
         }
         Ok(())
     }
 
+    /// Bring the backend's interest in `channel` up to the local count.
+    /// Returns once a write that includes the caller's change has been
+    /// made — its own, or one that ran while it queued for the lock (then
+    /// the count written already equals the local count).
+    async fn write_interest(&self, channel: &str) -> crate::backend::BackendResult<()> {
+        let mut written = self.0.interest.lock().await;
+        let count = self.local_subscribers(channel);
+        if written.get(channel).copied().unwrap_or(0) == count {
+            return Ok(());
+        }
+        match self.0.backend.set_interest(channel, count).await {
+            Ok(()) if count > 0 => {
+                written.insert(channel.to_owned(), count);
+                Ok(())
+            }
+            outcome => {
+                // Written 0, or unknown after a failed write: the next
+                // caller writes whatever the count is then.
+                written.remove(channel);
+                outcome
+            }
+        }
+    }
+
+    /// Write every channel's local count again (the backend lost its
+    /// state, or may have).
+    pub async fn reassert_interest(&self) {
+        let mut written = self.0.interest.lock().await;
+        for (channel, count) in self.local_interest() {
+            match self.0.backend.set_interest(&channel, count).await {
+                Ok(()) => {
+                    written.insert(channel, count);
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "re-asserting interest failed");
+                }
+            }
+        }
+    }
+
     /// Remove `conn` from `channel`'s local subscribers and report the new
     /// local count (0 unsubscribes the instance).
     pub async fn unsubscribe_local(&self, channel: &str, conn_id: &str) {
-        let _order = self.0.interest.lock().await;
-        if let Some(count) = self.drop_local(channel, conn_id)
-            && let Err(e) = self.0.backend.set_interest(channel, count).await
+        if self.drop_local(channel, conn_id).is_some()
+            && let Err(e) = self.write_interest(channel).await
         {
             // A stale count only costs stray envelopes that find no local
             // subscriber; the instance re-asserts its interest on reconnect.
@@ -229,10 +271,7 @@ impl Hub {
         let hub = self.clone();
         let channel = channel.to_owned();
         tokio::spawn(async move {
-            let _order = hub.0.interest.lock().await;
-            if hub.local_subscribers(&channel) == 0
-                && let Err(e) = hub.0.backend.set_interest(&channel, 0).await
-            {
+            if let Err(e) = hub.write_interest(&channel).await {
                 tracing::warn!(%channel, error = %e, "unsubscribe of an ended channel failed");
             }
         });

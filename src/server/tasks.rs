@@ -64,11 +64,7 @@ fn spawn_resync(app: &App, stop: &CancellationToken) {
 /// session memberships of sessions that still exist.
 pub async fn reassert(app: &App) {
     register_instance(app).await;
-    for (channel, count) in app.hub.local_interest() {
-        if let Err(e) = app.backend.set_interest(&channel, count).await {
-            tracing::warn!(%channel, error = %e, "re-asserting interest failed");
-        }
-    }
+    app.hub.reassert_interest().await;
     crate::rpc::agents::reassert(app).await;
     for conn in app.hub.all() {
         crate::conn::publish_presence(app, &conn).await;
