@@ -239,6 +239,9 @@ fn blocking_connect(url: &str, token: &str) -> Result<BlockingSocket, BenchError
     Ok(socket)
 }
 
+/// Fan-out subscribers connecting and subscribing at the same time.
+const SUBSCRIBING_AT_ONCE: usize = 64;
+
 /// What one fan-out reader has received so far.
 #[derive(Default)]
 struct Tally {
@@ -262,9 +265,18 @@ pub async fn fanout(
     // their cache line between the cores on each delivery, and that cost
     // would be the generator's, not the servers'.
     let mut tallies = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        let url = &urls[i % urls.len()];
-        let mut socket = subscriber(url, token, &channel).await?;
+    // Subscribers join concurrently, as after a deploy or a network blip;
+    // the time it takes is reported (`subscribe_seconds`).
+    let joined = Instant::now();
+    let sockets: Vec<Socket> = futures_util::stream::iter(0..subscribers)
+        .map(|i| subscriber(&urls[i % urls.len()], token, &channel))
+        .buffer_unordered(SUBSCRIBING_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let subscribe_seconds = joined.elapsed().as_secs_f64();
+    for mut socket in sockets {
         let tally = Arc::new(Tally::default());
         tallies.push(tally.clone());
         readers.push(tokio::spawn(async move {
@@ -338,6 +350,7 @@ pub async fn fanout(
         "lost": expected - got,
         "seconds": span_us as f64 / 1e6,
         "deliveries_per_second": (got as f64 / (span_us as f64 / 1e6)).round(),
+        "subscribe_seconds": subscribe_seconds,
         "latency": percentiles(latencies),
     }))
 }
