@@ -105,11 +105,12 @@ async fn channel_delivery_across_instances() {
 }
 
 /// A `publish` sent as a notification (no id) skips the subscriber count
-/// (there is no reply to carry it) but is delivered the same way: to both
-/// instances, in the order sent, and the publisher gets no frame back.
+/// (there is no reply to carry it: no `HVALS` in Redis) but is delivered
+/// the same way: to both instances, in the order sent, and the publisher
+/// gets no frame back.
 #[tokio::test]
 async fn notification_publishes_reach_every_instance_in_order() {
-    let (_redis, s) = cluster(2, |_| {}).await;
+    let (redis, s) = cluster(2, |_| {}).await;
     let (a, b) = (&s[0], &s[1]);
     let mut sub_a = a.client(READER).await;
     let mut sub_b = b.client(READER).await;
@@ -117,6 +118,7 @@ async fn notification_publishes_reach_every_instance_in_order() {
         ws.call("subscribe", json!({"channels": ["feed"]})).await;
     }
     let mut w = a.client(WRITER).await;
+    let counted = redis.command_calls("hvals");
     const N: u64 = 50;
     for n in 0..N {
         w.send_json(&json!({"jsonrpc": "2.0", "method": "publish",
@@ -144,6 +146,20 @@ async fn notification_publishes_reach_every_instance_in_order() {
         first["id"], "after",
         "a notification gets no reply: {first}"
     );
+    assert_eq!(
+        redis.command_calls("hvals"),
+        counted,
+        "no subscriber count is read for a notification"
+    );
+    // A call wants `delivered`: that one reads the count.
+    let r = w
+        .call(
+            "publish",
+            json!({"channel": "feed", "event": "n", "data": N}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    assert!(redis.command_calls("hvals") > counted);
 }
 
 #[tokio::test]

@@ -328,8 +328,11 @@ enum Next {
 
 /// Drain the outbound queue into the socket, ping on the heartbeat, and
 /// send the close frame when the connection is closed.
-async fn write_loop(sink: SplitSink<WebSocket, WsMessage>, conn: ConnHandle, heartbeat: Duration) {
-    let mut sink = sink;
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    conn: ConnHandle,
+    heartbeat: Duration,
+) {
     let ping = sleep_until(Instant::now() + heartbeat);
     tokio::pin!(ping);
     let frames_out = metrics::counter!("switchyard_messages_out_total");

@@ -143,9 +143,8 @@ impl<T> Queue<T> {
             if inner.stopped {
                 return Poll::Ready(None);
             }
-            let was_full = inner.len() >= self.capacity;
-            match inner.pop() {
-                Some(item) => (item, was_full),
+            match self.pop_from(&mut inner) {
+                Some(popped) => popped,
                 None => {
                     if !inner
                         .consumer
@@ -164,13 +163,16 @@ impl<T> Queue<T> {
 
     /// The next item, if one is queued.
     pub fn try_pop(&self) -> Option<T> {
-        let (item, was_full) = {
-            let mut inner = self.lock();
-            let was_full = inner.len() >= self.capacity;
-            (inner.pop()?, was_full)
-        };
+        let (item, was_full) = self.pop_from(&mut self.lock())?;
         self.room_made(was_full);
         Some(item)
+    }
+
+    /// Pop under the lock; also whether the queue was full (producers may
+    /// be waiting for room).
+    fn pop_from(&self, inner: &mut Inner<T>) -> Option<(T, bool)> {
+        let was_full = inner.len() >= self.capacity;
+        inner.pop().map(|item| (item, was_full))
     }
 
     /// Producers only wait on a full queue.

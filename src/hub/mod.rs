@@ -159,18 +159,7 @@ impl Hub {
         if written.get(channel).copied().unwrap_or(0) == count {
             return Ok(());
         }
-        match self.0.backend.set_interest(channel, count).await {
-            Ok(()) if count > 0 => {
-                written.insert(channel.to_owned(), count);
-                Ok(())
-            }
-            outcome => {
-                // Written 0, or unknown after a failed write: the next
-                // caller writes whatever the count is then.
-                written.remove(channel);
-                outcome
-            }
-        }
+        self.set_interest(&mut written, channel, count).await
     }
 
     /// Write every channel's local count again (the backend lost its
@@ -178,15 +167,28 @@ impl Hub {
     pub async fn reassert_interest(&self) {
         let mut written = self.0.interest.lock().await;
         for (channel, count) in self.local_interest() {
-            match self.0.backend.set_interest(&channel, count).await {
-                Ok(()) => {
-                    written.insert(channel, count);
-                }
-                Err(e) => {
-                    tracing::warn!(%channel, error = %e, "re-asserting interest failed");
-                }
+            if let Err(e) = self.set_interest(&mut written, &channel, count).await {
+                tracing::warn!(%channel, error = %e, "re-asserting interest failed");
             }
         }
+    }
+
+    /// Write `count` and remember it; 0, or a failed write (the backend's
+    /// count is then unknown), is forgotten, so the next caller writes
+    /// whatever the count is then.
+    async fn set_interest(
+        &self,
+        written: &mut HashMap<String, usize>,
+        channel: &str,
+        count: usize,
+    ) -> crate::backend::BackendResult<()> {
+        let outcome = self.0.backend.set_interest(channel, count).await;
+        if outcome.is_ok() && count > 0 {
+            written.insert(channel.to_owned(), count);
+        } else {
+            written.remove(channel);
+        }
+        outcome
     }
 
     /// Remove `conn` from `channel`'s local subscribers and report the new
@@ -215,7 +217,7 @@ impl Hub {
 
     /// Every channel with local subscribers and its count (to re-assert
     /// interest after the backend lost it).
-    pub fn local_interest(&self) -> Vec<(String, usize)> {
+    fn local_interest(&self) -> Vec<(String, usize)> {
         let index = self.0.channels.read().unwrap_or_else(|p| p.into_inner());
         index
             .iter()

@@ -116,7 +116,6 @@ pub async fn resolve(ctx: &Ctx<'_>, p: ResolveParams) -> Result<Value, RpcError>
     Ok(serde_json::to_value(decided).unwrap_or_default())
 }
 
-/// Record a decision (first wins) and tell the requester and approvers.
 /// The approval `id`, or -32001 not found.
 async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
     app.backend
@@ -125,6 +124,7 @@ async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
         .ok_or_else(|| RpcError::not_found("approval", id))
 }
 
+/// Record a decision (first wins) and tell the requester and approvers.
 async fn decide(
     app: &App,
     mut record: ApprovalRecord,

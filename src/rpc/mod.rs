@@ -138,7 +138,15 @@ pub struct Ctx<'a> {
     pub answered: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn for_call(app: &'a App, conn: &'a ConnHandle, call: &Call) -> Self {
+        Self {
+            app,
+            conn,
+            answered: call.id.is_some(),
+        }
+    }
+
     /// The caller's identity; handlers that require more than `Any` always
     /// have one.
     pub fn identity(&self) -> Result<Arc<Identity>, RpcError> {
@@ -156,11 +164,7 @@ pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, R
     };
     metrics::counter!("switchyard_messages_in_total", "method" => method).increment(1);
     let started = Instant::now();
-    let ctx = Ctx {
-        app,
-        conn,
-        answered: call.id.is_some(),
-    };
+    let ctx = Ctx::for_call(app, conn, &call);
     let outcome = checked(&ctx, method, requirement, call.params).await;
     metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method)
         .record(started.elapsed().as_secs_f64());
@@ -218,11 +222,7 @@ async fn provided(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, Rpc
     if conn.identity().is_none() {
         return Err(RpcError::method_not_found(&call.method));
     }
-    let ctx = Ctx {
-        app,
-        conn,
-        answered: call.id.is_some(),
-    };
+    let ctx = Ctx::for_call(app, conn, &call);
     let started = Instant::now();
     let outcome = agents::provide(&ctx, &call.method, call.params).await;
     metrics::histogram!("switchyard_rpc_duration_seconds", "method" => "provided")

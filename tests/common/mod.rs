@@ -798,6 +798,24 @@ impl RedisProcess {
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// How often `command` (lower case) ran so far, summed over every node
+    /// (`INFO commandstats`; a node that cannot tell counts 0).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let field = format!("cmdstat_{command}:calls=");
+        self.ports
+            .iter()
+            .filter_map(|port| {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "INFO", "commandstats"])
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let calls = text.lines().find_map(|l| l.strip_prefix(&field))?;
+                calls.split(',').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Kill every node (SIGKILL): the data is gone.
     pub fn kill(&mut self) {
         for mut child in self.children.drain(..) {
