@@ -878,6 +878,35 @@ async fn external_notifications_to_implicit_audiences() {
 // ---------------------------------------------------------------- outage
 
 /// Time a call and return (reply, elapsed).
+/// Kill Redis (its data is gone) and wait until every instance's `/ready`
+/// says 503.
+async fn redis_down(redis: &mut RedisProcess, servers: &[TestServer]) {
+    redis.kill();
+    for (i, server) in servers.iter().enumerate() {
+        assert!(
+            within(Duration::from_secs(5), || async {
+                server.ready_status().await == 503
+            })
+            .await,
+            "instance {i}: /ready turns 503 while Redis is down"
+        );
+    }
+}
+
+/// Start Redis again, empty, and wait until every instance is ready.
+async fn redis_back(redis: &mut RedisProcess, servers: &[TestServer]) {
+    redis.restart();
+    for (i, server) in servers.iter().enumerate() {
+        assert!(
+            within(Duration::from_secs(10), || async {
+                server.ready_status().await == 200
+            })
+            .await,
+            "instance {i}: /ready is 200 after Redis is back"
+        );
+    }
+}
+
 async fn timed(ws: &mut Ws, method: &str, params: Value) -> (Value, Duration) {
     let started = Instant::now();
     let reply = ws.request(method, params).await;
@@ -906,14 +935,7 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     notify_on(&mut on_b, "public:x").await;
     notify_on(&mut on_a, "public:x").await;
 
-    redis.kill();
-    assert!(
-        within(Duration::from_secs(5), || async {
-            a.ready_status().await == 503
-        })
-        .await,
-        "A's /ready turns 503 while Redis is down"
-    );
+    redis_down(&mut redis, &s).await;
     let (_, _, body) = http(a.addr, "GET", "/ready", &[], None).await;
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["ready"], false, "{body}");
@@ -938,14 +960,7 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     assert_eq!(on_a.call("ping", json!({})).await["pong"], true);
     assert_eq!(on_b.call("ping", json!({})).await["pong"], true);
 
-    redis.restart();
-    assert!(
-        within(Duration::from_secs(10), || async {
-            a.ready_status().await == 200 && b.ready_status().await == 200
-        })
-        .await,
-        "/ready is 200 on both after Redis is back"
-    );
+    redis_back(&mut redis, &s).await;
     // Presence, instances and subscriptions are re-asserted.
     let long = Duration::from_secs(10);
     let (ok, last) = poll_call(&mut on_a, long, "system.presence", json!({}), |r| {
@@ -1047,6 +1062,182 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
         .await;
     assert_eq!(r["delivered"], 1, "{r}");
     notify_on(&mut on_b, &format!("conn:{b_id}")).await;
+}
+
+/// Poll `session.get` from `ws` until the session lists exactly `members`.
+async fn session_with_members(ws: &mut Ws, id: &str, members: &[&str]) -> Value {
+    let want = set(members);
+    let (ok, last) = poll_call(
+        ws,
+        Duration::from_secs(10),
+        "session.get",
+        json!({"sessionId": id}),
+        |r| {
+            r["result"]["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<BTreeSet<_>>()
+                    == want
+            })
+        },
+    )
+    .await;
+    assert!(ok, "session {id} is back with members {want:?}: {last}");
+    last["result"].clone()
+}
+
+/// Redis restarted empty: the sessions whose owners are still connected
+/// come back — same id, owner, metadata (including a patch made on
+/// another instance), version and member cap — with every connected
+/// member, and work on the same sockets. A session closed before the
+/// restart stays closed.
+#[tokio::test]
+async fn sessions_come_back_after_an_empty_redis_restart() {
+    let (mut redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut owner = a.client(WRITER).await;
+    let mut owner_on_b = b.client(WRITER).await;
+    let mut alice = as_user(b, "alice").await;
+    let mut bob = as_user(a, "bob").await;
+    let owner_id = conn_id(&mut owner).await;
+    let alice_id = conn_id(&mut alice).await;
+    let bob_id = conn_id(&mut bob).await;
+
+    // x: owned on A, joined from both instances, patched from B.
+    owner
+        .call(
+            "session.create",
+            json!({"sessionId": "x", "meta": {"k": 1}, "maxMembers": 3}),
+        )
+        .await;
+    alice.call("session.join", json!({"sessionId": "x"})).await;
+    bob.call("session.join", json!({"sessionId": "x"})).await;
+    let r = owner_on_b
+        .call(
+            "session.patch",
+            json!({"sessionId": "x", "meta": {"k": 2, "by": "b"}}),
+        )
+        .await;
+    assert_eq!(r["version"], 1, "{r}");
+    // The owner's instance has seen the patch made on B.
+    let push = owner.expect_push("session.updated").await;
+    assert_eq!(push["version"], 1, "{push}");
+    // z: owned on B, joined from A. gone: closed before the restart.
+    alice
+        .call("session.create", json!({"sessionId": "z"}))
+        .await;
+    bob.call("session.join", json!({"sessionId": "z"})).await;
+    alice
+        .call("session.create", json!({"sessionId": "gone"}))
+        .await;
+    alice
+        .call("session.close", json!({"sessionId": "gone"}))
+        .await;
+
+    redis_down(&mut redis, &s).await;
+    redis_back(&mut redis, &s).await;
+
+    let x = session_with_members(&mut alice, "x", &[&owner_id, &alice_id, &bob_id]).await;
+    assert_eq!(x["owner"], owner_id.as_str(), "{x}");
+    assert_eq!(x["ownerIdentity"], "writer", "{x}");
+    assert_eq!(x["meta"], json!({"k": 2, "by": "b"}), "{x}");
+    assert_eq!(x["version"], 1, "{x}");
+    assert_eq!(x["maxMembers"], 3, "{x}");
+    assert_eq!(x["detachedAt"], Value::Null, "{x}");
+    let z = session_with_members(&mut bob, "z", &[&alice_id, &bob_id]).await;
+    assert_eq!(z["owner"], alice_id.as_str(), "{z}");
+    assert_eq!(
+        alice
+            .error_code("session.get", json!({"sessionId": "gone"}))
+            .await,
+        -32001,
+        "a closed session stays closed"
+    );
+
+    // The same sockets use them again: events, versions, the member cap.
+    for ws in [&mut owner, &mut alice, &mut bob] {
+        drain(ws).await;
+    }
+    let r = alice
+        .call(
+            "session.send",
+            json!({"sessionId": "x", "event": "again", "data": 1}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 3, "{r}");
+    for ws in [&mut owner, &mut bob, &mut alice] {
+        let push = push_where(ws, "session.event", |p| p["sessionId"] == "x").await;
+        assert_eq!(push["event"], "again", "{push}");
+    }
+    let r = owner
+        .call(
+            "session.patch",
+            json!({"sessionId": "x", "meta": {"k": 3}, "baseVersion": 1}),
+        )
+        .await;
+    assert_eq!(r["version"], 2, "{r}");
+    let mut carol = as_user(b, "carol").await;
+    assert_eq!(
+        carol
+            .error_code("session.join", json!({"sessionId": "x"}))
+            .await,
+        -32002,
+        "the member cap of 3 came back with the session"
+    );
+    let l = owner.call("session.list", json!({})).await;
+    assert_eq!(listed_ids(&l, "sessions", "sessionId"), set(&["x"]), "{l}");
+}
+
+/// A reconnect that lost nothing restores nothing: a session that
+/// disappeared from Redis while the owner's instance was connected (as if
+/// it was closed while that instance was cut off) is not written back.
+#[tokio::test]
+async fn a_reconnect_without_data_loss_restores_nothing() {
+    let (redis, s) = cluster(1, |_| {}).await;
+    let a = &s[0];
+    let mut owner = a.client(WRITER).await;
+    let owner_id = conn_id(&mut owner).await;
+    owner
+        .call("session.create", json!({"sessionId": "x"}))
+        .await;
+    owner
+        .call("session.create", json!({"sessionId": "kept"}))
+        .await;
+    redis
+        .cli(&["DEL", "sy:{sy}:session:x"])
+        .expect("DEL the session record");
+    redis
+        .cli(&["SREM", "sy:{sy}:sessions", "x"])
+        .expect("SREM the session id");
+    let round = *a.app.backend.resync_events().borrow();
+    assert!(
+        redis.kill_clients("normal") > 0,
+        "killed the command connection"
+    );
+    // Re-asserted after the reconnect, and every connection back (a
+    // Redis Cluster reconnects node by node).
+    assert!(
+        within(Duration::from_secs(10), || async {
+            a.app.reasserted.load(std::sync::atomic::Ordering::SeqCst) > round
+                && a.ready_status().await == 200
+        })
+        .await,
+        "the instance re-asserted after its reconnect"
+    );
+    let (_, got) = poll_call(
+        &mut owner,
+        Duration::from_secs(5),
+        "session.get",
+        json!({"sessionId": "x"}),
+        |r| r["error"]["code"] != -32005,
+    )
+    .await;
+    assert_eq!(got["error"]["code"], -32001, "not brought back: {got}");
+    let kept = owner
+        .call("session.get", json!({"sessionId": "kept"}))
+        .await;
+    assert_eq!(kept["owner"], owner_id.as_str(), "{kept}");
 }
 
 /// Read and drop whatever the socket has pending right now.

@@ -13,7 +13,6 @@ mod common;
 use common::instance::*;
 use common::*;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What is left until `deadline` (zero once it passed).
@@ -26,35 +25,6 @@ async fn push_by(ws: &mut Ws, method: &str, deadline: Instant) -> Option<Value> 
     tokio::time::timeout(left(deadline), ws.expect_push(method))
         .await
         .ok()
-}
-
-/// `CLIENT KILL TYPE pubsub` on every Redis node (one, or each master of a
-/// test Redis Cluster); the number of connections killed.
-fn kill_pubsub_connections(redis: &RedisProcess) -> u32 {
-    let ports: Vec<String> = if redis_cluster_mode() {
-        let nodes = redis.cli(&["CLUSTER", "NODES"]).expect("CLUSTER NODES");
-        nodes
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter_map(|addr| addr.split('@').next()?.rsplit(':').next())
-            .map(str::to_owned)
-            .collect()
-    } else {
-        vec![redis.port.to_string()]
-    };
-    ports
-        .iter()
-        .map(|port| {
-            let out = Command::new("redis-cli")
-                .args(["-p", port, "CLIENT", "KILL", "TYPE", "pubsub"])
-                .output()
-                .expect("redis-cli CLIENT KILL");
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u32>()
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 fn conn_ids(presence: &Value) -> Vec<String> {
@@ -209,7 +179,7 @@ async fn delivery_recovers_after_the_subscriber_connections_are_killed() {
     .expect("cross-instance delivery before the kill");
     assert_eq!(before["event"], "before");
 
-    let killed = kill_pubsub_connections(&redis);
+    let killed = redis.kill_clients("pubsub");
     assert!(
         killed >= 2,
         "every instance has a subscriber connection: killed {killed}"

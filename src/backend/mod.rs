@@ -258,6 +258,16 @@ pub trait Backend: Send + Sync + 'static {
         tokio::sync::watch::channel(0).1
     }
 
+    /// A token of the shared state's lifetime: it changes when the backend
+    /// has lost everything (Redis restarted without persistence, or was
+    /// flushed) and stays the same across a mere reconnect. An instance
+    /// compares it on re-assert to tell whether records only its sockets
+    /// still know (the sessions they own) must be written back. A backend
+    /// that cannot lose its state on its own keeps this constant.
+    async fn epoch(&self) -> BackendResult<String> {
+        Ok(String::from("constant"))
+    }
+
     // ---- instances ----
 
     /// Create or refresh this instance's record (heartbeat).

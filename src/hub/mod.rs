@@ -11,6 +11,13 @@
 //! count as it is when the write starts: callers queued behind a write that
 //! already carried their change have nothing left to write, so a thousand
 //! sockets subscribing to one channel at once cost a handful of writes.
+//!
+//! It also keeps copies of the sessions its sockets own ([`owned`]), to
+//! write them back if the backend loses them.
+
+mod owned;
+
+pub use owned::OwnedSessions;
 
 use crate::backend::{Backend, Envelope, Inbox};
 use crate::conn::{ConnHandle, close_code};
@@ -41,6 +48,7 @@ struct Inner {
     /// The count each channel's interest was last written with; the lock
     /// orders every interest write.
     interest: tokio::sync::Mutex<HashMap<String, usize>>,
+    owned: OwnedSessions,
 }
 
 /// Cheap cloneable handle to this instance's local state.
@@ -78,6 +86,7 @@ impl Hub {
             per_ip: Mutex::default(),
             budgets: Mutex::default(),
             interest: tokio::sync::Mutex::default(),
+            owned: OwnedSessions::default(),
         }))
     }
 
@@ -255,6 +264,10 @@ impl Hub {
     /// A channel has ended (a session closed): drop it from the local index
     /// and from each subscriber's state, then drop the instance's interest.
     fn end_channel(&self, channel: &str) {
+        let session = channel.strip_prefix(SESSION_CHANNEL_PREFIX);
+        if let Some(id) = session {
+            self.0.owned.forget(id);
+        }
         let subs = {
             let mut index = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
             index.remove(channel).unwrap_or_default()
@@ -262,7 +275,6 @@ impl Hub {
         if subs.is_empty() {
             return;
         }
-        let session = channel.strip_prefix(SESSION_CHANNEL_PREFIX);
         for conn in subs.values() {
             let mut state = conn.state();
             if let Some(id) = session {
@@ -277,6 +289,11 @@ impl Hub {
                 tracing::warn!(%channel, error = %e, "unsubscribe of an ended channel failed");
             }
         });
+    }
+
+    /// Copies of the sessions local connections own.
+    pub fn owned(&self) -> &OwnedSessions {
+        &self.0.owned
     }
 
     /// Run `f` on the leased budget of identity `sub`.
@@ -305,6 +322,7 @@ impl Inbox for Hub {
                 frame,
                 last,
             } => {
+                self.0.owned.observe(&channel, &frame);
                 let n = self.fanout(&channel, &frame);
                 if last {
                     self.end_channel(&channel);

@@ -5,6 +5,11 @@
 //! connection subscribes to locally, so `session.send` is one publish that
 //! reaches members on every instance. A session whose owner disconnects is
 //! kept for `resume_window`, then closed by [`close_expired`].
+//!
+//! The owner's instance keeps a copy of each session record
+//! ([`crate::hub::OwnedSessions`]); when the backend loses its state, the
+//! re-assert writes the copies back ([`restore_if_lost`]) and every member
+//! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
 use crate::backend::{BackendError, SessionRecord};
@@ -133,9 +138,10 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
     let token = record.resume_token.clone();
     ctx.app
         .backend
-        .create_session(record, limits.max_sessions_per_client)
+        .create_session(record.clone(), limits.max_sessions_per_client)
         .await
         .map_err(backend_err(&id))?;
+    ctx.app.hub.owned().insert(record);
     attach(ctx.app, ctx.conn, &id).await?;
     Ok((id, token))
 }
@@ -173,6 +179,9 @@ pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
         .leave_session(&p.session_id, ctx.conn.id())
         .await
         .map_err(backend_err(&p.session_id))?;
+    if ctx.app.hub.owned().owns(ctx.conn.id(), &p.session_id) {
+        ctx.app.hub.owned().forget(&p.session_id);
+    }
     let was_member = ctx.conn.state().sessions.remove(&p.session_id);
     if was_member {
         let channel = session_channel(&p.session_id);
@@ -326,6 +335,7 @@ async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
 /// backend drop it from member lists (owned sessions start their resume
 /// window).
 pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
+    app.hub.owned().forget_owner(conn.id());
     let ids: Vec<String> = conn.state().sessions.drain().collect();
     for id in &ids {
         app.hub
@@ -337,24 +347,116 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
     }
 }
 
-/// Re-join the sessions this connection belongs to that still exist.
-/// (Sessions whose records were lost with the backend cannot be rebuilt
-/// from a socket: their members keep the local channel until they leave.)
-pub async fn reassert(app: &App, conn: &ConnHandle) {
-    let Some(identity) = conn.identity() else {
-        return;
+/// When the backend has lost its state since the last look (its epoch
+/// changed), create the sessions local connections own again, each with
+/// its owner as the only member. Returns whether the state was lost: the
+/// members' re-joins then wait for owners on other instances to do the
+/// same ([`rejoin_later`]).
+pub async fn restore_if_lost(app: &App) -> bool {
+    let owned = app.hub.owned();
+    let epoch = match app.backend.epoch().await {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the backend's epoch failed");
+            return false;
+        }
     };
-    let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
-    for id in ids {
-        match app
-            .backend
-            .join_session(&id, conn.id(), &identity.sub)
-            .await
-        {
-            Ok(_) | Err(crate::backend::BackendError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(session = %id, error = %e, "re-joining a session failed"),
+    if !owned.epoch_changed(epoch) {
+        return false;
+    }
+    let records = owned.to_restore();
+    let mut restored = 0;
+    for record in records {
+        let id = record.session_id.clone();
+        // The owner owned it before the loss: its cap does not apply again.
+        match app.backend.create_session(record, usize::MAX).await {
+            Ok(()) => restored += 1,
+            Err(BackendError::Conflict(_)) => {}
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "restoring a session failed");
+                owned.restore_failed();
+            }
         }
     }
+    metrics::counter!("switchyard_sessions_restored_total").increment(restored);
+    tracing::info!(
+        restored,
+        "the backend lost its state; owned sessions written back"
+    );
+    true
+}
+
+/// Re-join the sessions this connection belongs to. Returns the ones the
+/// backend does not know (closed, or lost with the backend's state).
+pub async fn reassert(app: &App, conn: &ConnHandle) -> Vec<String> {
+    let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
+    let mut missing = Vec::new();
+    for id in ids {
+        if let Rejoin::Missing = rejoin(app, conn, &id).await {
+            missing.push(id);
+        }
+    }
+    missing
+}
+
+enum Rejoin {
+    Done,
+    Missing,
+    Failed,
+}
+
+async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> Rejoin {
+    let Some(identity) = conn.identity() else {
+        return Rejoin::Done;
+    };
+    match app.backend.join_session(id, conn.id(), &identity.sub).await {
+        Ok(_) => Rejoin::Done,
+        Err(BackendError::NotFound(_)) => Rejoin::Missing,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "re-joining a session failed");
+            Rejoin::Failed
+        }
+    }
+}
+
+/// How often [`rejoin_later`] tries again.
+const REJOIN_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// After the backend lost its state, sessions owned on other instances
+/// come back when those instances re-assert: keep re-joining `pending`
+/// (connection, session) pairs until each is back, the connection left the
+/// session, or `node_ttl` has passed (an owner's instance that has not
+/// re-asserted by then is dead, and its sessions with it).
+pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
+    if pending.is_empty() {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + app.config.limits.node_ttl();
+        let mut pending = pending;
+        while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(REJOIN_PERIOD).await;
+            let mut left = Vec::new();
+            for (conn, id) in pending {
+                if conn.is_closed() || !conn.state().sessions.contains(&id) {
+                    continue;
+                }
+                // Only a session still missing is waited for; a backend
+                // error ends the wait (the next re-assert tries again).
+                if let Rejoin::Missing = rejoin(&app, &conn, &id).await {
+                    left.push((conn, id));
+                }
+            }
+            pending = left;
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                memberships = pending.len(),
+                "sessions lost with the backend's state did not come back"
+            );
+        }
+    });
 }
 
 /// Close sessions whose owner has been gone longer than the resume window.

@@ -84,6 +84,12 @@ pub async fn build_with_backend(
         hub: hub.clone(),
         relay: relay.clone(),
     };
+    // The epoch the sessions created from now on live in.
+    let epoch = backend
+        .epoch()
+        .await
+        .map_err(|e| StartError::Backend(e.to_string()))?;
+    hub.owned().epoch_changed(epoch);
     backend
         .attach(&instance_id, generation, Arc::new(inbound))
         .await

@@ -60,16 +60,26 @@ fn spawn_resync(app: &App, stop: &CancellationToken) {
 }
 
 /// Write back everything the local sockets prove: the instance record,
-/// each connection's presence, channel interest and memberships, and
-/// session memberships of sessions that still exist.
+/// each connection's presence, channel interest and memberships, the
+/// sessions local connections own (when the backend lost them) and session
+/// memberships.
 pub async fn reassert(app: &App) {
+    use crate::rpc::sessions;
     register_instance(app).await;
     app.hub.reassert_interest().await;
     crate::rpc::agents::reassert(app).await;
+    let lost = sessions::restore_if_lost(app).await;
+    let mut missing = Vec::new();
     for conn in app.hub.all() {
         crate::conn::publish_presence(app, &conn).await;
         crate::rpc::channels::reassert(app, &conn).await;
-        crate::rpc::sessions::reassert(app, &conn).await;
+        for id in sessions::reassert(app, &conn).await {
+            missing.push((conn.clone(), id));
+        }
+    }
+    // Sessions owned on other instances come back when those re-assert.
+    if lost {
+        sessions::rejoin_later(app, missing);
     }
     tracing::info!(connections = app.hub.len(), "state re-asserted");
 }

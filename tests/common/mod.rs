@@ -798,6 +798,38 @@ impl RedisProcess {
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// The port of every node commands go to: the master (single or behind
+    /// the Sentinel), or each master of the Redis Cluster.
+    pub fn data_ports(&self) -> Vec<u16> {
+        if !redis_cluster_mode() {
+            return vec![self.port];
+        }
+        let nodes = self.cli(&["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|addr| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
+            .collect()
+    }
+
+    /// `CLIENT KILL TYPE <kind>` (`normal`, `pubsub`) on every data node;
+    /// the number of connections killed.
+    pub fn kill_clients(&self, kind: &str) -> u32 {
+        self.data_ports()
+            .iter()
+            .map(|port| {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", kind])
+                    .output()
+                    .expect("redis-cli CLIENT KILL");
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     /// How often `command` (lower case) ran so far, summed over every node
     /// (`INFO commandstats`; a node that cannot tell counts 0).
     pub fn command_calls(&self, command: &str) -> u64 {

@@ -29,6 +29,11 @@ impl Keys {
     pub fn alive(&self, instance: &str) -> String {
         format!("{}:alive:{instance}", self.stem)
     }
+    /// String, no TTL: a random token naming the lifetime of the shared
+    /// state; when it is gone or changed, Redis lost everything.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.stem)
+    }
     /// Hash: conn id → JSON `PresenceEntry`.
     pub fn conns(&self) -> String {
         format!("{}:conns", self.stem)

@@ -251,6 +251,29 @@ impl Backend for RedisBackend {
         self.0.resync.subscribe()
     }
 
+    async fn epoch(&self) -> BackendResult<String> {
+        let client = self.ready()?;
+        let key = self.0.keys.epoch();
+        // Claim the key if it is missing (Redis came back empty), then read
+        // whichever token won: in order on one connection, in one round
+        // trip.
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let pipeline = client.pipeline();
+        let _: () = pipeline
+            .set(
+                &key,
+                fresh,
+                None,
+                Some(fred::prelude::SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        let _: () = pipeline.get(&key).await.map_err(unavailable)?;
+        let (_, token): (Option<String>, String) = pipeline.all().await.map_err(unavailable)?;
+        Ok(token)
+    }
+
     async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()> {
         let client = self.ready()?;
         let ttl = self.0.settings.node_ttl.as_millis() as i64;

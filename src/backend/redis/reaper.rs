@@ -49,7 +49,11 @@ fn period(backend: &RedisBackend) -> Duration {
 pub fn start(backend: &RedisBackend) {
     let me = backend.clone();
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period(&me));
+        // The first pass one period after attaching, not at once: by then
+        // this instance has registered itself, so its first view of the
+        // cluster includes it.
+        let every = period(&me);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut memory = Memory::default();
         loop {
             ticker.tick().await;

@@ -1,0 +1,247 @@
+//! Copies of the sessions owned by this instance's connections, so they
+//! can be written back when the backend loses them.
+//!
+//! Redis here keeps nothing on disk: after it restarts empty, presence,
+//! interest and memberships come back from what the local sockets prove,
+//! but a session record (its id, owner, metadata, version, member cap,
+//! resume token) is known only to the backend. So the instance that holds
+//! a session's owner keeps a copy of the record:
+//!
+//! 1. `session.create` on a local connection puts the record here;
+//! 2. every `session.updated` delivered on the session's channel — from a
+//!    patch on any instance, reaching this instance because the owner is a
+//!    local subscriber — moves the copy to the newer version and metadata;
+//! 3. the session ending (`session.closed`, the channel's last frame), its
+//!    owner leaving it, or the owner's socket closing drops the copy.
+//!
+//! On re-assert the instance asks the backend for its [epoch]; when that
+//! differs from the epoch these copies were taken under, the shared state
+//! was lost and each copy is created again with its owner as the only
+//! member; the members then re-join from their own instances (see
+//! `rpc::sessions::reassert`). A mere reconnect keeps the epoch, so a
+//! session closed elsewhere while this instance was cut off is never
+//! brought back.
+//!
+//! [epoch]: crate::backend::Backend::epoch
+
+use crate::backend::SessionRecord;
+use crate::hub::SESSION_CHANNEL_PREFIX;
+use crate::protocol::Frame;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How every `session.updated` frame begins (`frame::notification`).
+const UPDATED_PREFIX: &str = r#"{"jsonrpc":"2.0","method":"session.updated","#;
+
+#[derive(Deserialize)]
+struct Updated {
+    params: UpdatedParams,
+}
+
+#[derive(Deserialize)]
+struct UpdatedParams {
+    version: u64,
+    meta: Value,
+}
+
+/// The session records owned by local connections, by session id, and the
+/// backend epoch they were taken under.
+#[derive(Default)]
+pub struct OwnedSessions {
+    records: Mutex<HashMap<String, SessionRecord>>,
+    epoch: Mutex<Option<String>>,
+}
+
+impl OwnedSessions {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn epoch_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.epoch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep a copy of a session a local connection now owns.
+    pub fn insert(&self, record: SessionRecord) {
+        self.records().insert(record.session_id.clone(), record);
+    }
+
+    /// Forget a session (closed, or its owner left it).
+    pub fn forget(&self, session_id: &str) {
+        self.records().remove(session_id);
+    }
+
+    /// Forget the sessions `conn_id` owned (its socket closed: the backend
+    /// detached them and their resume window runs there).
+    pub fn forget_owner(&self, conn_id: &str) {
+        self.records()
+            .retain(|_, r| r.owner.as_deref() != Some(conn_id));
+    }
+
+    /// Whether `conn_id` owns `session_id` here.
+    pub fn owns(&self, conn_id: &str, session_id: &str) -> bool {
+        self.records()
+            .get(session_id)
+            .is_some_and(|r| r.owner.as_deref() == Some(conn_id))
+    }
+
+    /// Follow a frame delivered on `channel`: a `session.updated` of a
+    /// session owned here moves its copy forward. Cheap for everything
+    /// else (a prefix check, no parsing).
+    pub fn observe(&self, channel: &str, frame: &Frame) {
+        let Some(id) = channel.strip_prefix(SESSION_CHANNEL_PREFIX) else {
+            return;
+        };
+        if !frame.as_str().starts_with(UPDATED_PREFIX) {
+            return;
+        }
+        let mut records = self.records();
+        let Some(record) = records.get_mut(id) else {
+            return;
+        };
+        match serde_json::from_str::<Updated>(frame.as_str()) {
+            Ok(Updated { params }) if params.version > record.version => {
+                record.version = params.version;
+                record.meta = params.meta;
+                record.updated_at = crate::protocol::now_ms();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(session = %id, error = %e, "unreadable session.updated"),
+        }
+    }
+
+    /// Records to create again after the backend lost them: each with its
+    /// owner as the only member (the others re-join themselves).
+    pub fn to_restore(&self) -> Vec<SessionRecord> {
+        self.records()
+            .values()
+            .filter_map(|r| {
+                let owner = r.owner.clone()?;
+                Some(SessionRecord {
+                    members: vec![owner],
+                    member_identities: vec![r.owner_identity.clone()],
+                    detached_at: None,
+                    ..r.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// Note the backend's epoch now; returns whether it differs from the
+    /// one noted before (the shared state was lost in between). The first
+    /// call only notes it.
+    pub fn epoch_changed(&self, epoch: String) -> bool {
+        let mut slot = self.epoch_slot();
+        let changed = slot.as_ref().is_some_and(|known| *known != epoch);
+        *slot = Some(epoch);
+        changed
+    }
+
+    /// Forget the noted epoch's change: the restore it called for did not
+    /// finish, so the next re-assert must try again.
+    pub fn restore_failed(&self) {
+        *self.epoch_slot() = Some(String::new());
+    }
+
+    pub fn len(&self) -> usize {
+        self.records().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame;
+    use serde_json::json;
+
+    fn record(id: &str, owner: &str) -> SessionRecord {
+        SessionRecord {
+            session_id: id.into(),
+            owner: Some(owner.into()),
+            owner_identity: "alice".into(),
+            members: vec![owner.into(), "c2".into()],
+            member_identities: vec!["alice".into(), "bob".into()],
+            meta: json!({"k": 1}),
+            version: 0,
+            max_members: 8,
+            created_at: 1,
+            updated_at: 1,
+            detached_at: None,
+            resume_token: "t".into(),
+        }
+    }
+
+    fn updated(id: &str, version: u64, meta: Value) -> Frame {
+        frame::notification(
+            "session.updated",
+            &json!({"sessionId": id, "version": version, "meta": meta}),
+        )
+    }
+
+    #[test]
+    fn the_prefix_matches_what_the_server_sends() {
+        let f = updated("s", 1, json!({}));
+        assert!(f.as_str().starts_with(UPDATED_PREFIX), "{f}");
+    }
+
+    #[test]
+    fn updates_move_the_copy_forward_never_back() {
+        let owned = OwnedSessions::default();
+        owned.insert(record("s", "c1"));
+        owned.observe("$session:s", &updated("s", 2, json!({"k": 2})));
+        owned.observe("$session:s", &updated("s", 1, json!({"k": 9})));
+        // Other sessions, other channels and other methods are ignored.
+        owned.observe("$session:t", &updated("t", 5, json!({"k": 5})));
+        owned.observe("public:s", &updated("s", 7, json!({"k": 7})));
+        owned.observe(
+            "$session:s",
+            &frame::notification("session.event", &json!({"version": 8, "meta": {}})),
+        );
+        let restored = owned.to_restore();
+        assert_eq!(restored.len(), 1);
+        assert_eq!(restored[0].version, 2);
+        assert_eq!(restored[0].meta, json!({"k": 2}));
+    }
+
+    #[test]
+    fn restored_records_hold_only_their_owner() {
+        let owned = OwnedSessions::default();
+        owned.insert(record("s", "c1"));
+        let r = &owned.to_restore()[0];
+        assert_eq!(r.members, ["c1"]);
+        assert_eq!(r.member_identities, ["alice"]);
+        assert_eq!(r.resume_token, "t");
+        assert_eq!(r.max_members, 8);
+    }
+
+    #[test]
+    fn owners_leaving_drop_their_copies() {
+        let owned = OwnedSessions::default();
+        owned.insert(record("s", "c1"));
+        owned.insert(record("t", "c1"));
+        owned.insert(record("u", "c9"));
+        assert!(owned.owns("c1", "s"));
+        assert!(!owned.owns("c9", "s"));
+        owned.forget("t");
+        owned.forget_owner("c1");
+        assert!(!owned.owns("c1", "s"));
+        assert_eq!(owned.len(), 1);
+    }
+
+    #[test]
+    fn the_epoch_changes_only_when_the_token_does() {
+        let owned = OwnedSessions::default();
+        assert!(!owned.epoch_changed("a".into()), "first note");
+        assert!(!owned.epoch_changed("a".into()), "reconnect");
+        assert!(owned.epoch_changed("b".into()), "lost");
+        assert!(!owned.epoch_changed("b".into()));
+        owned.restore_failed();
+        assert!(owned.epoch_changed("b".into()), "retried after a failure");
+    }
+}
