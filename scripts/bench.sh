@@ -18,8 +18,8 @@ export SY_PORTS=${SY_PORTS:-"28791 28792 28793"}
 export SY_LB_PORT=${SY_LB_PORT:-28789}
 export SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn}
 export SWITCHYARD_RATE_LIMITS__CONNECT_PER_IP__LIMIT=100000000
-# Every credential check holds a slot of the IP's failed-auth window until
-# it proves good, so concurrent handshakes from one IP count against it.
+# Every credential check holds a slot of the IP's failed-auth window while
+# it runs, so concurrent handshakes from one IP count against it.
 export SWITCHYARD_RATE_LIMITS__AUTH_FAILURES_PER_IP__LIMIT=100000000
 export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_CONN__LIMIT=100000000
 export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_IDENTITY__LIMIT=100000000

@@ -10,6 +10,12 @@
 //! Per-identity message limits lease budgets from the backend in batches
 //! ([`IdentityBudget`]) so a frame never waits for a backend round trip
 //! except once per batch.
+//!
+//! Credential checks use a [`CheckLog`]: a sliding log whose entries are
+//! either failures or checks still running, so that a window filled by
+//! concurrent good checks (a burst of clients behind one address) says
+//! "retry in a moment" rather than "retry when the oldest failure ages
+//! out".
 
 use crate::config::Window;
 use std::collections::VecDeque;
@@ -95,14 +101,95 @@ impl SlidingLog {
         }
     }
 
-    /// Forget the most recent hit.
-    pub fn undo(&mut self) {
-        self.hits.pop_back();
-    }
-
     /// Time of the most recent recorded hit.
     pub fn newest(&self) -> Option<u64> {
         self.hits.back().copied()
+    }
+}
+
+/// How long a reserved credential check may stay unsettled before it
+/// counts as a failure (its instance died mid-check). A check settles in
+/// one backend round trip, bounded by the command timeout.
+pub const CHECK_PENDING_MS: u64 = 5_000;
+
+/// What a refusal suggests while the window is full of checks still
+/// running: they settle in milliseconds, and a good one frees its slot.
+pub const CHECK_RETRY_MS: u64 = 1_000;
+
+/// One entry of a [`CheckLog`].
+#[derive(Debug, Clone)]
+struct Check {
+    at: u64,
+    id: String,
+    pending: bool,
+}
+
+/// The failed-authentication window of one address: exact like
+/// [`SlidingLog`], where every credential check first reserves a slot
+/// ([`CheckLog::reserve`]) and then settles it ([`CheckLog::settle`]): a
+/// failure keeps its slot for the window, a good credential frees it. So a
+/// burst of concurrent guesses can never exceed the limit, and a refusal
+/// tells apart a window full of failures (retry when the oldest ages out)
+/// from one that holds checks still running (retry in [`CHECK_RETRY_MS`]).
+/// The Redis backend keeps the same log in a sorted set (`CHECK` script).
+#[derive(Debug, Default)]
+pub struct CheckLog {
+    checks: VecDeque<Check>,
+}
+
+impl CheckLog {
+    /// Reserve a slot for check `id` if the window has room.
+    pub fn reserve(&mut self, window: Window, id: &str, now_ms: u64) -> Decision {
+        if let Some(start) = now_ms.checked_sub(window.window_ms) {
+            while self.checks.front().is_some_and(|c| c.at <= start) {
+                self.checks.pop_front();
+            }
+        }
+        let count = self.checks.len() as u32;
+        if count >= window.limit {
+            let idx = self.checks.len().saturating_sub(window.limit as usize);
+            let oldest = self.checks.get(idx).map_or(now_ms, |c| c.at);
+            let mut retry = (oldest + window.window_ms).saturating_sub(now_ms);
+            let running = self
+                .checks
+                .iter()
+                .any(|c| c.pending && c.at + CHECK_PENDING_MS > now_ms);
+            if running {
+                retry = retry.min(CHECK_RETRY_MS);
+            }
+            return Decision {
+                allowed: false,
+                count,
+                retry_after_ms: retry.max(1),
+            };
+        }
+        self.checks.push_back(Check {
+            at: now_ms,
+            id: id.to_owned(),
+            pending: true,
+        });
+        Decision {
+            allowed: true,
+            count: count + 1,
+            retry_after_ms: 0,
+        }
+    }
+
+    /// Settle check `id`: a failure keeps its slot, a pass frees it.
+    pub fn settle(&mut self, id: &str, failed: bool) {
+        let Some(i) = self.checks.iter().position(|c| c.pending && c.id == id) else {
+            return;
+        };
+        if failed {
+            self.checks[i].pending = false;
+        } else {
+            self.checks.remove(i);
+        }
+    }
+
+    /// Time of the most recent entry.
+    pub fn newest(&self) -> Option<u64> {
+        self.checks.back().map(|c| c.at)
     }
 }
 
@@ -190,6 +277,50 @@ mod tests {
         assert_eq!(d.retry_after_ms, 970);
         assert!(log.hit(w, 1001).allowed, "first hit left the window");
         assert!(!log.hit(w, 1002).allowed);
+    }
+
+    #[test]
+    fn checks_hold_a_slot_until_settled() {
+        let w = Window::new(3, 60_000);
+        let mut log = CheckLog::default();
+        assert!(log.reserve(w, "a", 0).allowed);
+        assert!(log.reserve(w, "b", 1).allowed);
+        assert!(log.reserve(w, "c", 2).allowed);
+        // Full of checks still running: retry in a moment.
+        let d = log.reserve(w, "d", 3);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, CHECK_RETRY_MS);
+        log.settle("b", false);
+        assert!(
+            log.reserve(w, "d", 4).allowed,
+            "a good check freed its slot"
+        );
+        for id in ["a", "c", "d"] {
+            log.settle(id, true);
+        }
+        // Full of failures: retry when the oldest ages out.
+        let d = log.reserve(w, "e", 10);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 60_000 - 10);
+        assert!(
+            log.reserve(w, "e", 60_001).allowed,
+            "the oldest failure left"
+        );
+    }
+
+    #[test]
+    fn a_check_never_settled_counts_as_a_failure() {
+        let w = Window::new(1, 60_000);
+        let mut log = CheckLog::default();
+        assert!(log.reserve(w, "lost", 0).allowed);
+        assert_eq!(log.reserve(w, "x", 100).retry_after_ms, CHECK_RETRY_MS);
+        let later = CHECK_PENDING_MS + 1;
+        assert_eq!(log.reserve(w, "x", later).retry_after_ms, 60_000 - later);
+        // Settling an unknown or settled check changes nothing.
+        log.settle("nobody", false);
+        log.settle("lost", true);
+        log.settle("lost", false);
+        assert!(!log.reserve(w, "x", later).allowed);
     }
 
     #[test]

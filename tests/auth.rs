@@ -834,6 +834,61 @@ async fn concurrent_bad_upgrades_cannot_exceed_the_lockout() {
     );
 }
 
+/// Many good clients behind one address connecting at once: each check
+/// holds a slot only while it runs, so one refused because the others are
+/// mid-check hears "retry in a second", not the window's length, and the
+/// burst leaves no trace: afterwards the address still has its whole
+/// allowance of failures.
+#[tokio::test]
+async fn concurrent_good_upgrades_are_refused_only_for_a_moment() {
+    let mut c = config();
+    c.rate_limits.auth_failures_per_ip = Window::new(2, 60_000);
+    let server = TestServer::start(c).await;
+    let url = server.url("/ws");
+    let auth = bearer(ADMIN);
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, auth) = (url.clone(), auth.clone());
+            tokio::spawn(async move {
+                match Ws::connect_with(&url, &[("authorization", &auth)]).await {
+                    Ok(ws) => (101, None, Some(ws)),
+                    Err(ConnectError::Http(status, retry)) => (status, retry, None),
+                    Err(ConnectError::Other(e)) => panic!("upgrade failed: {e}"),
+                }
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for attempt in attempts {
+        let (status, retry, ws) = attempt.await.expect("attempt task");
+        match status {
+            101 => opened.extend(ws),
+            429 => assert_eq!(
+                retry.as_deref(),
+                Some("1"),
+                "refused while good checks ran: retry in a second"
+            ),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(!opened.is_empty(), "some of the burst got through");
+    // Both failures of the allowance are still there, then the lock-out.
+    for i in 0..2 {
+        let (status, _) = refused(
+            upgrade(&server, &[("authorization", &bearer("wrong-token"))]).await,
+            "bad",
+        );
+        assert_eq!(status, 401, "bad attempt {i} is evaluated");
+    }
+    let (status, retry) = refused(
+        upgrade(&server, &[("authorization", &auth)]).await,
+        "locked",
+    );
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!(retry > 50, "locked out by failures: Retry-After {retry}");
+}
+
 #[tokio::test]
 async fn failed_in_band_auth_locks_the_ip_out() {
     let mut c = config();

@@ -188,6 +188,55 @@ async fn rate_windows_are_exact() {
     }
 }
 
+/// Credential checks hold a slot of the failure window from their start:
+/// a good one gives it back, a failure keeps it. A refusal while checks
+/// still run says "in a second", one from failures alone waits for the
+/// oldest to leave; a check never settled counts as a failure once stale.
+#[tokio::test]
+async fn credential_checks_reserve_and_settle() {
+    use switchyard::ratelimit::{CHECK_PENDING_MS, CHECK_RETRY_MS};
+    for Under { backend: b, .. } in backends().await {
+        let kind = b.kind();
+        let w = Window::new(3, 60_000);
+        for (id, t) in [("a", 0), ("b", 1), ("c", 2)] {
+            assert!(b.check_reserve("ip", w, id, t).await.unwrap().allowed);
+        }
+        let full = b.check_reserve("ip", w, "d", 3).await.unwrap();
+        assert!(!full.allowed, "{kind}");
+        assert_eq!(
+            full.retry_after_ms, CHECK_RETRY_MS,
+            "{kind}: checks still run"
+        );
+        b.check_settle("ip", "b", false).await.unwrap();
+        assert!(
+            b.check_reserve("ip", w, "d", 4).await.unwrap().allowed,
+            "{kind}: a good check gave its slot back"
+        );
+        for id in ["a", "c", "d"] {
+            b.check_settle("ip", id, true).await.unwrap();
+        }
+        // Settling twice, or an unknown check, changes nothing.
+        b.check_settle("ip", "a", false).await.unwrap();
+        b.check_settle("ip", "zz", false).await.unwrap();
+        let locked = b.check_reserve("ip", w, "e", 10).await.unwrap();
+        assert!(!locked.allowed, "{kind}");
+        assert_eq!(locked.retry_after_ms, 60_000 - 10, "{kind}: failures only");
+        assert!(
+            b.check_reserve("other", w, "e", 10).await.unwrap().allowed,
+            "{kind}: per key"
+        );
+
+        // A check whose instance died before settling it.
+        let one = Window::new(1, 60_000);
+        assert!(b.check_reserve("lost", one, "x", 0).await.unwrap().allowed);
+        let soon = b.check_reserve("lost", one, "y", 100).await.unwrap();
+        assert_eq!(soon.retry_after_ms, CHECK_RETRY_MS, "{kind}");
+        let stale = CHECK_PENDING_MS + 1;
+        let later = b.check_reserve("lost", one, "y", stale).await.unwrap();
+        assert_eq!(later.retry_after_ms, 60_000 - stale, "{kind}: stale");
+    }
+}
+
 #[tokio::test]
 async fn channels_count_subscribers_and_presence() {
     for Under { backend: b, .. } in backends().await {

@@ -7,7 +7,7 @@
 //! attached instance's inbox.
 
 use super::*;
-use crate::ratelimit::SlidingLog;
+use crate::ratelimit::{CheckLog, SlidingLog};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -28,6 +28,7 @@ struct State {
     subscribers: BTreeMap<String, BTreeMap<String, Option<ChannelMember>>>,
     sessions: BTreeMap<String, SessionRecord>,
     windows: HashMap<String, SlidingLog>,
+    checks: HashMap<String, CheckLog>,
     agents: BTreeMap<String, AgentEntry>,
     runs: BTreeMap<String, RunRecord>,
     history: HashMap<String, VecDeque<Value>>,
@@ -505,7 +506,7 @@ impl Backend for MemoryBackend {
 
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
         let mut state = self.lock();
-        prune_windows(&mut state.windows, now_ms);
+        prune_logs(&mut state.windows, now_ms, SlidingLog::newest);
         Ok(state
             .windows
             .entry(key.to_owned())
@@ -513,9 +514,25 @@ impl Backend for MemoryBackend {
             .hit(window, now_ms))
     }
 
-    async fn rate_undo(&self, key: &str) -> BackendResult<()> {
-        if let Some(log) = self.lock().windows.get_mut(key) {
-            log.undo();
+    async fn check_reserve(
+        &self,
+        key: &str,
+        window: Window,
+        check: &str,
+        now_ms: u64,
+    ) -> BackendResult<Decision> {
+        let mut state = self.lock();
+        prune_logs(&mut state.checks, now_ms, CheckLog::newest);
+        Ok(state
+            .checks
+            .entry(key.to_owned())
+            .or_default()
+            .reserve(window, check, now_ms))
+    }
+
+    async fn check_settle(&self, key: &str, check: &str, failed: bool) -> BackendResult<()> {
+        if let Some(log) = self.lock().checks.get_mut(key) {
+            log.settle(check, failed);
         }
         Ok(())
     }
@@ -536,7 +553,7 @@ impl Backend for MemoryBackend {
         now_ms: u64,
     ) -> BackendResult<(u32, u64)> {
         let mut state = self.lock();
-        prune_windows(&mut state.windows, now_ms);
+        prune_logs(&mut state.windows, now_ms, SlidingLog::newest);
         Ok(state
             .windows
             .entry(key.to_owned())
@@ -550,10 +567,11 @@ const AUDIT_MAX: usize = 1000;
 
 /// Keep the window map bounded: once it grows large, drop logs whose newest
 /// hit is older than an hour (longer than any sensible window).
-fn prune_windows(windows: &mut HashMap<String, SlidingLog>, now_ms: u64) {
+/// Past a soft cap of keys, drop the logs idle for an hour.
+fn prune_logs<L>(logs: &mut HashMap<String, L>, now_ms: u64, newest: fn(&L) -> Option<u64>) {
     const SOFT_CAP: usize = 100_000;
     const STALE_MS: u64 = 3_600_000;
-    if windows.len() > SOFT_CAP {
-        windows.retain(|_, log| log.newest().is_some_and(|t| t + STALE_MS > now_ms));
+    if logs.len() > SOFT_CAP {
+        logs.retain(|_, log| newest(log).is_some_and(|t| t + STALE_MS > now_ms));
     }
 }

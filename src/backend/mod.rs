@@ -427,9 +427,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Exact sliding window: record one hit under `key` if there is room.
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
-    /// Give back the most recent hit under `key` (a reserved slot that
-    /// turned out not to count).
-    async fn rate_undo(&self, key: &str) -> BackendResult<()>;
+    /// Reserve a slot for credential check `check` in `key`'s failure
+    /// window (a [`crate::ratelimit::CheckLog`]): refused when failures and
+    /// checks still running fill it.
+    async fn check_reserve(
+        &self,
+        key: &str,
+        window: Window,
+        check: &str,
+        now_ms: u64,
+    ) -> BackendResult<Decision>;
+    /// Settle a reserved check: a failure keeps its slot for the window, a
+    /// good credential frees it.
+    async fn check_settle(&self, key: &str, check: &str, failed: bool) -> BackendResult<()>;
     /// Exact sliding window: look without recording.
     async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision>;
     /// Lease up to `want` hits at once; returns (granted, retry_after_ms).

@@ -2,11 +2,15 @@
 //! API, in-band `connect` / `auth`).
 //!
 //! Each attempt first *reserves* a slot in the client IP's failed-auth
-//! window, atomically in the backend, and gives it back when the credential
-//! turns out good. So a burst of concurrent bad attempts can never exceed
-//! the window (a check-then-record scheme would let a whole burst through),
-//! and once the window is full every attempt is refused before the
-//! credential is even looked at — a good one included — until it slides.
+//! window, atomically in the backend, then settles it: a failure keeps the
+//! slot for the window, a good credential gives it back. So a burst of
+//! concurrent bad attempts can never exceed the window (a check-then-record
+//! scheme would let a whole burst through), and once the window is full
+//! every attempt is refused before the credential is even looked at — a
+//! good one included. The refusal's retry says when a slot frees: when the
+//! oldest failure leaves the window, or in a second when the window holds
+//! checks still running (many clients behind one address connecting at
+//! once), whose good ones free their slots in milliseconds.
 
 use super::App;
 use crate::auth::{AuthError, Credential, Identity};
@@ -42,25 +46,28 @@ pub async fn verify(
 ) -> Result<Identity, Refusal> {
     let key = format!("authfail:{ip}");
     let window = app.config.rate_limits.auth_failures_per_ip;
+    let check = uuid::Uuid::new_v4().simple().to_string();
     let slot = app
         .backend
-        .rate_hit(&key, window, now_ms())
+        .check_reserve(&key, window, &check, now_ms())
         .await
         .map_err(Refusal::Backend)?;
     if !slot.allowed {
         metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
         return Err(Refusal::Locked(slot.retry_after_ms));
     }
-    match app.auth.authenticate(credential) {
-        Ok(identity) => {
-            if let Err(e) = app.backend.rate_undo(&key).await {
-                tracing::warn!(error = %e, "releasing an auth slot failed");
-            }
-            Ok(identity)
-        }
-        Err(e) => {
-            metrics::counter!("switchyard_auth_failures_total", "carrier" => carrier).increment(1);
-            Err(Refusal::Rejected(e))
-        }
+    let outcome = app.auth.authenticate(credential);
+    if let Err(e) = app
+        .backend
+        .check_settle(&key, &check, outcome.is_err())
+        .await
+    {
+        // Unsettled, the slot counts as a failure once its check is older
+        // than `CHECK_PENDING_MS`, and leaves with the window.
+        tracing::warn!(error = %e, "settling an auth slot failed");
     }
+    outcome.map_err(|e| {
+        metrics::counter!("switchyard_auth_failures_total", "carrier" => carrier).increment(1);
+        Refusal::Rejected(e)
+    })
 }

@@ -620,13 +620,32 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn rate_undo(&self, key: &str) -> BackendResult<()> {
-        use fred::prelude::SortedSetsInterface;
-        let client = self.ready()?;
-        client
-            .zpopmax::<(), _>(self.0.keys.rate(key), None)
-            .await
-            .map_err(unavailable)
+    async fn check_reserve(
+        &self,
+        key: &str,
+        window: Window,
+        check: &str,
+        now_ms: u64,
+    ) -> BackendResult<Decision> {
+        use crate::ratelimit::{CHECK_PENDING_MS, CHECK_RETRY_MS};
+        let args = [
+            now_ms,
+            window.window_ms,
+            u64::from(window.limit),
+            CHECK_PENDING_MS,
+            CHECK_RETRY_MS,
+        ];
+        let (allowed, count, retry) = self.check(key, "reserve", check, &args).await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            count: count.max(0) as u32,
+            retry_after_ms: if allowed == 1 { 0 } else { retry.max(1) as u64 },
+        })
+    }
+
+    async fn check_settle(&self, key: &str, check: &str, failed: bool) -> BackendResult<()> {
+        let op = if failed { "fail" } else { "pass" };
+        self.check(key, op, check, &[]).await.map(|_| ())
     }
 
     async fn rate_peek(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
@@ -684,6 +703,25 @@ impl RedisBackend {
             count.max(0) as u32,
             retry.max(0) as u64,
         ))
+    }
+
+    /// One `CHECK` script call: (allowed, count, retry_after_ms).
+    async fn check(
+        &self,
+        key: &str,
+        op: &str,
+        check: &str,
+        args: &[u64],
+    ) -> BackendResult<(i64, i64, i64)> {
+        let client = self.ready()?;
+        let mut argv = vec![op.to_owned(), check.to_owned()];
+        argv.extend(args.iter().map(u64::to_string));
+        self.0
+            .scripts
+            .check
+            .evalsha_with_reload(client, vec![self.0.keys.rate(key)], argv)
+            .await
+            .map_err(unavailable)
     }
 
     /// Leave a channel; returns the presence member that was removed.

@@ -28,6 +28,46 @@ end
 return {granted, count + granted, retry}
 "#;
 
+/// Credential checks of one address (`ratelimit::CheckLog`): members
+/// `p:<id>` (running) and `f:<id>` (failed), score = ms. KEYS: the zset.
+/// ARGV: op (reserve|fail|pass), check id; reserve adds now, window_ms,
+/// limit, pending_ms, retry_ms. reserve → {allowed, count, retry_after_ms}:
+/// retry is when the oldest counted entry leaves the window, or retry_ms
+/// when a check younger than pending_ms still runs. fail keeps the slot as
+/// a failure, pass frees it; both → {1, 0, 0}.
+const CHECK: &str = r#"
+local key, op, id = KEYS[1], ARGV[1], ARGV[2]
+if op == 'reserve' then
+  local now, win = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local limit, pending, short = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+  local count = redis.call('ZCARD', key)
+  if count < limit then
+    redis.call('ZADD', key, now, 'p:' .. id)
+    redis.call('PEXPIRE', key, win)
+    return {1, count + 1, 0}
+  end
+  local idx = math.max(0, count - limit)
+  local oldest = redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')
+  local t = now
+  if oldest[2] then t = tonumber(oldest[2]) end
+  local retry = t + win - now
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. (now - pending), '+inf')) do
+    if string.sub(m, 1, 2) == 'p:' then
+      retry = math.min(retry, short)
+      break
+    end
+  end
+  return {0, count, math.max(1, retry)}
+end
+local score = redis.call('ZSCORE', key, 'p:' .. id)
+if score then
+  redis.call('ZREM', key, 'p:' .. id)
+  if op == 'fail' then redis.call('ZADD', key, score, 'f:' .. id) end
+end
+return {1, 0, 0}
+"#;
+
 /// Targeted delivery in one round trip. KEYS: owners hash. ARGV: conn id,
 /// inbox prefix, payload. Returns 1 when an owner was found.
 const ROUTE: &str = r#"
@@ -157,6 +197,7 @@ return 0
 
 pub struct Scripts {
     pub rate: Script,
+    pub check: Script,
     pub route: Script,
     pub join: Script,
     pub leave: Script,
@@ -173,6 +214,7 @@ impl Scripts {
     pub fn new() -> Self {
         Self {
             rate: Script::from_lua(RATE),
+            check: Script::from_lua(CHECK),
             route: Script::from_lua(ROUTE),
             join: Script::from_lua(JOIN),
             leave: Script::from_lua(LEAVE),
