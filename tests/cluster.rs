@@ -1190,17 +1190,21 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
 }
 
 /// A reconnect that lost nothing restores nothing: a session that
-/// disappeared from Redis while the owner's instance was connected (as if
-/// it was closed while that instance was cut off) is not written back.
+/// disappeared from Redis while its instance was connected (as if it was
+/// closed while that instance was cut off and missed `session.closed`) is
+/// not written back; its local members are told it is gone, and a later
+/// real loss does not bring it back either.
 #[tokio::test]
 async fn a_reconnect_without_data_loss_restores_nothing() {
-    let (redis, s) = cluster(1, |_| {}).await;
+    let (mut redis, s) = cluster(1, |_| {}).await;
     let a = &s[0];
     let mut owner = a.client(WRITER).await;
+    let mut bob = as_user(a, "bob").await;
     let owner_id = conn_id(&mut owner).await;
     owner
         .call("session.create", json!({"sessionId": "x"}))
         .await;
+    bob.call("session.join", json!({"sessionId": "x"})).await;
     owner
         .call("session.create", json!({"sessionId": "kept"}))
         .await;
@@ -1215,6 +1219,10 @@ async fn a_reconnect_without_data_loss_restores_nothing() {
         redis.kill_clients("normal") > 0,
         "killed the command connection"
     );
+    for ws in [&mut owner, &mut bob] {
+        let push = push_where(ws, "session.closed", |p| p["sessionId"] == "x").await;
+        assert_eq!(push["reason"], "gone", "{push}");
+    }
     // Re-asserted after the reconnect, and every connection back (a
     // Redis Cluster reconnects node by node).
     assert!(
@@ -1234,10 +1242,21 @@ async fn a_reconnect_without_data_loss_restores_nothing() {
     )
     .await;
     assert_eq!(got["error"]["code"], -32001, "not brought back: {got}");
-    let kept = owner
-        .call("session.get", json!({"sessionId": "kept"}))
-        .await;
+
+    // Redis restarted empty: only the session that still existed returns.
+    redis_down(&mut redis, &s).await;
+    redis_back(&mut redis, &s).await;
+    let kept = session_with_members(&mut owner, "kept", &[&owner_id]).await;
     assert_eq!(kept["owner"], owner_id.as_str(), "{kept}");
+    assert_eq!(
+        owner
+            .error_code("session.get", json!({"sessionId": "x"}))
+            .await,
+        -32001,
+        "a session known gone stays gone"
+    );
+    bob.expect_no_push("session.closed", Duration::from_millis(200))
+        .await;
 }
 
 /// Read and drop whatever the socket has pending right now.

@@ -17,7 +17,7 @@
 
 mod owned;
 
-pub use owned::OwnedSessions;
+pub use owned::{Loss, OwnedSessions};
 
 use crate::backend::{Backend, Envelope, Inbox};
 use crate::conn::{ConnHandle, close_code};

@@ -20,7 +20,7 @@
 //! member; the members then re-join from their own instances (see
 //! `rpc::sessions::reassert`). A mere reconnect keeps the epoch, so a
 //! session closed elsewhere while this instance was cut off is never
-//! brought back.
+//! brought back: its local members are told it is gone instead.
 //!
 //! [epoch]: crate::backend::Backend::epoch
 
@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How every `session.updated` frame begins (`frame::notification`).
 const UPDATED_PREFIX: &str = r#"{"jsonrpc":"2.0","method":"session.updated","#;
@@ -46,12 +47,30 @@ struct UpdatedParams {
     meta: Value,
 }
 
+/// What a look at the backend's epoch says about its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Lost since the last look: write the copies back.
+    Now,
+    /// Lost a moment ago (within the `recent` span given): owners on
+    /// other instances may still be writing their sessions back.
+    Recent,
+    /// Not lost: a session the backend does not know was closed.
+    No,
+}
+
+#[derive(Default)]
+struct Epoch {
+    token: Option<String>,
+    lost_at: Option<Instant>,
+}
+
 /// The session records owned by local connections, by session id, and the
 /// backend epoch they were taken under.
 #[derive(Default)]
 pub struct OwnedSessions {
     records: Mutex<HashMap<String, SessionRecord>>,
-    epoch: Mutex<Option<String>>,
+    epoch: Mutex<Epoch>,
 }
 
 impl OwnedSessions {
@@ -59,7 +78,7 @@ impl OwnedSessions {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn epoch_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn epoch_slot(&self) -> std::sync::MutexGuard<'_, Epoch> {
         self.epoch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -129,20 +148,27 @@ impl OwnedSessions {
             .collect()
     }
 
-    /// Note the backend's epoch now; returns whether it differs from the
-    /// one noted before (the shared state was lost in between). The first
-    /// call only notes it.
-    pub fn epoch_changed(&self, epoch: String) -> bool {
+    /// Note the backend's epoch `token`: [`Loss::Now`] when it differs
+    /// from the one noted before, [`Loss::Recent`] when that happened less
+    /// than `recent` ago. The first call only notes it.
+    pub fn note_epoch(&self, token: String, recent: Duration) -> Loss {
         let mut slot = self.epoch_slot();
-        let changed = slot.as_ref().is_some_and(|known| *known != epoch);
-        *slot = Some(epoch);
-        changed
+        let changed = slot.token.as_ref().is_some_and(|known| *known != token);
+        slot.token = Some(token);
+        if changed {
+            slot.lost_at = Some(Instant::now());
+            Loss::Now
+        } else if slot.lost_at.is_some_and(|at| at.elapsed() < recent) {
+            Loss::Recent
+        } else {
+            Loss::No
+        }
     }
 
-    /// Forget the noted epoch's change: the restore it called for did not
-    /// finish, so the next re-assert must try again.
+    /// The restore a [`Loss::Now`] called for did not finish: the next
+    /// look must answer `Now` again.
     pub fn restore_failed(&self) {
-        *self.epoch_slot() = Some(String::new());
+        self.epoch_slot().token = Some(String::new());
     }
 
     pub fn len(&self) -> usize {
@@ -237,11 +263,13 @@ mod tests {
     #[test]
     fn the_epoch_changes_only_when_the_token_does() {
         let owned = OwnedSessions::default();
-        assert!(!owned.epoch_changed("a".into()), "first note");
-        assert!(!owned.epoch_changed("a".into()), "reconnect");
-        assert!(owned.epoch_changed("b".into()), "lost");
-        assert!(!owned.epoch_changed("b".into()));
+        let recent = Duration::from_secs(60);
+        assert_eq!(owned.note_epoch("a".into(), recent), Loss::No, "first");
+        assert_eq!(owned.note_epoch("a".into(), recent), Loss::No, "reconnect");
+        assert_eq!(owned.note_epoch("b".into(), recent), Loss::Now, "lost");
+        assert_eq!(owned.note_epoch("b".into(), recent), Loss::Recent);
         owned.restore_failed();
-        assert!(owned.epoch_changed("b".into()), "retried after a failure");
+        assert_eq!(owned.note_epoch("b".into(), recent), Loss::Now, "retry");
+        assert_eq!(owned.note_epoch("b".into(), Duration::ZERO), Loss::No);
     }
 }

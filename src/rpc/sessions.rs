@@ -14,7 +14,7 @@
 use super::Ctx;
 use crate::backend::{BackendError, SessionRecord};
 use crate::conn::ConnHandle;
-use crate::hub::session_channel;
+use crate::hub::{Loss, session_channel};
 use crate::protocol::{RpcError, frame, now_ms};
 use crate::server::App;
 use serde::Deserialize;
@@ -349,20 +349,23 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
 
 /// When the backend has lost its state since the last look (its epoch
 /// changed), create the sessions local connections own again, each with
-/// its owner as the only member. Returns whether the state was lost: the
-/// members' re-joins then wait for owners on other instances to do the
-/// same ([`rejoin_later`]).
-pub async fn restore_if_lost(app: &App) -> bool {
+/// its owner as the only member. Returns what the epoch said (`None` when
+/// it could not be read): after a loss, now or a moment ago, members wait
+/// for owners on other instances to write theirs back ([`rejoin_later`]);
+/// without one, a session the backend does not know was closed while this
+/// instance was cut off ([`closed_while_away`]).
+pub async fn restore_if_lost(app: &App) -> Option<Loss> {
     let owned = app.hub.owned();
     let epoch = match app.backend.epoch().await {
         Ok(epoch) => epoch,
         Err(e) => {
             tracing::warn!(error = %e, "reading the backend's epoch failed");
-            return false;
+            return None;
         }
     };
-    if !owned.epoch_changed(epoch) {
-        return false;
+    let loss = owned.note_epoch(epoch, app.config.limits.node_ttl());
+    if loss != Loss::Now {
+        return Some(loss);
     }
     let records = owned.to_restore();
     let mut restored = 0;
@@ -383,7 +386,7 @@ pub async fn restore_if_lost(app: &App) -> bool {
         restored,
         "the backend lost its state; owned sessions written back"
     );
-    true
+    Some(loss)
 }
 
 /// Re-join the sessions this connection belongs to. Returns the ones the
@@ -457,6 +460,24 @@ pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
             );
         }
     });
+}
+
+/// Sessions closed while this instance was cut off from the backend (their
+/// `session.closed` never reached it): tell each local member, as the
+/// close would have, and drop the local membership and any owner's copy.
+pub async fn closed_while_away(app: &App, gone: Vec<(ConnHandle, String)>) {
+    for (conn, id) in gone {
+        // A close that did reach it since has done all this already.
+        if !conn.state().sessions.remove(&id) {
+            continue;
+        }
+        app.hub.owned().forget(&id);
+        app.hub
+            .unsubscribe_local(&session_channel(&id), conn.id())
+            .await;
+        let closed = json!({ "sessionId": id, "reason": "gone" });
+        conn.push(frame::notification("session.closed", &closed));
+    }
 }
 
 /// Close sessions whose owner has been gone longer than the resume window.

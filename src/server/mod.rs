@@ -89,7 +89,7 @@ pub async fn build_with_backend(
         .epoch()
         .await
         .map_err(|e| StartError::Backend(e.to_string()))?;
-    hub.owned().epoch_changed(epoch);
+    hub.owned().note_epoch(epoch, config.limits.node_ttl());
     backend
         .attach(&instance_id, generation, Arc::new(inbound))
         .await

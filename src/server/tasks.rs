@@ -64,6 +64,7 @@ fn spawn_resync(app: &App, stop: &CancellationToken) {
 /// sessions local connections own (when the backend lost them) and session
 /// memberships.
 pub async fn reassert(app: &App) {
+    use crate::hub::Loss;
     use crate::rpc::sessions;
     register_instance(app).await;
     app.hub.reassert_interest().await;
@@ -77,9 +78,11 @@ pub async fn reassert(app: &App) {
             missing.push((conn.clone(), id));
         }
     }
-    // Sessions owned on other instances come back when those re-assert.
-    if lost {
-        sessions::rejoin_later(app, missing);
+    match lost {
+        // Sessions owned on other instances come back when those re-assert.
+        Some(Loss::Now | Loss::Recent) => sessions::rejoin_later(app, missing),
+        Some(Loss::No) => sessions::closed_while_away(app, missing).await,
+        None => {}
     }
     tracing::info!(connections = app.hub.len(), "state re-asserted");
 }
