@@ -166,6 +166,42 @@ async fn detaching_an_owner_starts_its_resume_window() {
     }
 }
 
+/// An owner taken for gone (reaped while its instance was cut off) takes
+/// its session back: owner and first member again, out of the resume
+/// window, counted as its session; nobody else can.
+#[tokio::test]
+async fn an_owner_reclaims_a_detached_session() {
+    for Under { backend: b, .. } in backends().await {
+        let kind = b.kind();
+        b.create_session(session("s1", "c1"), 5).await.unwrap();
+        b.join_session("s1", "c2", "user-c2").await.unwrap();
+        b.detach_connection("c1", 1000).await.unwrap();
+        let other = b.reclaim_session("s1", "c2", "user-c2").await;
+        assert!(matches!(other, Err(BackendError::Conflict(_))), "{kind}");
+        let rec = b.reclaim_session("s1", "c1", "user-c1").await.unwrap();
+        assert_eq!(rec.owner.as_deref(), Some("c1"), "{kind}");
+        assert_eq!(rec.detached_at, None, "{kind}");
+        assert_eq!(rec.members, ["c1", "c2"], "{kind}");
+        assert_eq!(rec.member_identities, ["user-c1", "user-c2"], "{kind}");
+        assert!(
+            b.expired_sessions(u64::MAX).await.unwrap().is_empty(),
+            "{kind}"
+        );
+        // Owned again: it counts against the owner's cap.
+        let over = b.create_session(session("s2", "c1"), 1).await;
+        assert!(matches!(over, Err(BackendError::Limit(..))), "{kind}");
+        // Again is a no-op; a session owned by someone else is refused.
+        assert_eq!(b.reclaim_session("s1", "c1", "user-c1").await.unwrap(), rec);
+        let taken = b.reclaim_session("s1", "c9", "user-c1").await;
+        assert!(matches!(taken, Err(BackendError::Conflict(_))), "{kind}");
+        let missing = b.reclaim_session("nope", "c1", "user-c1").await;
+        assert!(matches!(missing, Err(BackendError::NotFound(_))), "{kind}");
+        // Closing it clears every index the reclaim wrote.
+        b.close_session("s1").await.unwrap();
+        b.create_session(session("s3", "c1"), 1).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn rate_windows_are_exact() {
     for Under { backend: b, .. } in backends().await {

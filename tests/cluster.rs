@@ -1064,6 +1064,26 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     notify_on(&mut on_b, &format!("conn:{b_id}")).await;
 }
 
+/// Kill every command connection to Redis (it keeps its data) and wait
+/// until `server` has reconnected and re-asserted, with every connection
+/// back (a Redis Cluster reconnects node by node).
+async fn reconnect(redis: &RedisProcess, server: &TestServer) {
+    let round = *server.app.backend.resync_events().borrow();
+    assert!(redis.kill_clients("normal") > 0, "killed the connections");
+    assert!(
+        within(Duration::from_secs(10), || async {
+            server
+                .app
+                .reasserted
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > round
+                && server.ready_status().await == 200
+        })
+        .await,
+        "re-asserted after the reconnect"
+    );
+}
+
 /// Poll `session.get` from `ws` until the session lists exactly `members`.
 async fn session_with_members(ws: &mut Ws, id: &str, members: &[&str]) -> Value {
     let want = set(members);
@@ -1214,25 +1234,11 @@ async fn a_reconnect_without_data_loss_restores_nothing() {
     redis
         .cli(&["SREM", "sy:{sy}:sessions", "x"])
         .expect("SREM the session id");
-    let round = *a.app.backend.resync_events().borrow();
-    assert!(
-        redis.kill_clients("normal") > 0,
-        "killed the command connection"
-    );
+    reconnect(&redis, a).await;
     for ws in [&mut owner, &mut bob] {
         let push = push_where(ws, "session.closed", |p| p["sessionId"] == "x").await;
         assert_eq!(push["reason"], "gone", "{push}");
     }
-    // Re-asserted after the reconnect, and every connection back (a
-    // Redis Cluster reconnects node by node).
-    assert!(
-        within(Duration::from_secs(10), || async {
-            a.app.reasserted.load(std::sync::atomic::Ordering::SeqCst) > round
-                && a.ready_status().await == 200
-        })
-        .await,
-        "the instance re-asserted after its reconnect"
-    );
     let (_, got) = poll_call(
         &mut owner,
         Duration::from_secs(5),
@@ -1256,6 +1262,56 @@ async fn a_reconnect_without_data_loss_restores_nothing() {
         "a session known gone stays gone"
     );
     bob.expect_no_push("session.closed", Duration::from_millis(200))
+        .await;
+}
+
+/// An instance cut off from Redis for longer than `node_ttl` is reaped:
+/// the sessions its clients own are detached (owner gone, resume window
+/// running). When it reconnects, owners still on its sockets take their
+/// sessions back, so the window does not close them under a live owner.
+#[tokio::test]
+async fn owners_take_back_sessions_detached_while_cut_off() {
+    let (redis, s) = cluster(2, |c| c.limits.resume_window_ms = 3_000).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut owner = a.client(WRITER).await;
+    let mut alice = as_user(b, "alice").await;
+    let owner_id = conn_id(&mut owner).await;
+    let alice_id = conn_id(&mut alice).await;
+    owner
+        .call("session.create", json!({"sessionId": "x"}))
+        .await;
+    alice.call("session.join", json!({"sessionId": "x"})).await;
+    // What a reaper on B does to the connections of an instance it takes
+    // for dead.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    b.app
+        .backend
+        .detach_connection(&owner_id, now)
+        .await
+        .expect("detach");
+    let g = alice.call("session.get", json!({"sessionId": "x"})).await;
+    assert_eq!(g["owner"], Value::Null, "{g}");
+
+    reconnect(&redis, a).await;
+    let x = session_with_members(&mut alice, "x", &[&owner_id, &alice_id]).await;
+    assert_eq!(x["owner"], owner_id.as_str(), "{x}");
+    assert_eq!(x["detachedAt"], Value::Null, "{x}");
+    // Past the resume window it is still open, and delivers.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let r = alice
+        .call(
+            "session.send",
+            json!({"sessionId": "x", "event": "still", "data": 1}),
+        )
+        .await;
+    assert_eq!(r["delivered"], 2, "{r}");
+    let push = push_where(&mut owner, "session.event", |p| p["sessionId"] == "x").await;
+    assert_eq!(push["event"], "still", "{push}");
+    owner
+        .expect_no_push("session.closed", Duration::from_millis(50))
         .await;
 }
 

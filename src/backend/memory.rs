@@ -289,6 +289,18 @@ impl Backend for MemoryBackend {
         })
     }
 
+    async fn reclaim_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord> {
+        self.with_session(session_id, |rec| {
+            super::reclaim_owner(rec, conn_id, identity)?;
+            Ok(rec.clone())
+        })
+    }
+
     async fn close_session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>> {
         Ok(self.lock().sessions.remove(session_id))
     }

@@ -344,6 +344,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<SessionRecord>;
     /// Remove a member (the owner leaving detaches ownership).
     async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord>;
+    /// Give a session back to `conn_id`, its owner, after the owner was
+    /// taken for gone (its instance was reaped while cut off from the
+    /// backend): the resume window stops and the owner is a member again.
+    /// A no-op when it already owns it; Conflict when another connection
+    /// does, or the session belongs to another identity; NotFound if
+    /// unknown.
+    async fn reclaim_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord>;
     /// Apply a JSON merge patch to `meta`. Conflict when `base_version` is
     /// given and differs from the current version.
     async fn patch_session(
@@ -474,6 +486,33 @@ pub(crate) fn remove_member(rec: &mut SessionRecord, conn_id: &str, now_ms: u64)
         rec.detached_at = Some(now_ms);
     }
     rec.updated_at = now_ms;
+}
+
+/// Make `conn_id` the owner of `rec` again (see
+/// [`Backend::reclaim_session`]); whether anything changed.
+pub(crate) fn reclaim_owner(
+    rec: &mut SessionRecord,
+    conn_id: &str,
+    identity: &str,
+) -> BackendResult<bool> {
+    match rec.owner.as_deref() {
+        Some(owner) if owner == conn_id => return Ok(false),
+        Some(_) => return Err(BackendError::Conflict("session has another owner".into())),
+        None if rec.owner_identity != identity => {
+            return Err(BackendError::Conflict(
+                "session belongs to another identity".into(),
+            ));
+        }
+        None => {}
+    }
+    rec.owner = Some(conn_id.to_owned());
+    rec.detached_at = None;
+    if !rec.members.iter().any(|m| m == conn_id) {
+        rec.members.insert(0, conn_id.to_owned());
+        rec.member_identities.insert(0, identity.to_owned());
+    }
+    rec.updated_at = crate::protocol::now_ms();
+    Ok(true)
 }
 
 /// Apply a JSON merge patch to a session's `meta`, checking `base_version`

@@ -389,8 +389,9 @@ pub async fn restore_if_lost(app: &App) -> Option<Loss> {
     Some(loss)
 }
 
-/// Re-join the sessions this connection belongs to. Returns the ones the
-/// backend does not know (closed, or lost with the backend's state).
+/// Re-join the sessions this connection belongs to (taking back those it
+/// owns). Returns the ones the backend does not know (closed, or lost with
+/// the backend's state).
 pub async fn reassert(app: &App, conn: &ConnHandle) -> Vec<String> {
     let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
     let mut missing = Vec::new();
@@ -408,11 +409,28 @@ enum Rejoin {
     Failed,
 }
 
+/// Join again; an owner (by this instance's copy) also takes its session
+/// back, should a reaper have taken it for gone while this instance was
+/// cut off (its resume window would otherwise close it under a live
+/// owner).
 async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> Rejoin {
     let Some(identity) = conn.identity() else {
         return Rejoin::Done;
     };
-    match app.backend.join_session(id, conn.id(), &identity.sub).await {
+    let backend = &app.backend;
+    let outcome = if app.hub.owned().owns(conn.id(), id) {
+        match backend.reclaim_session(id, conn.id(), &identity.sub).await {
+            Err(BackendError::Conflict(why)) => {
+                tracing::info!(session = %id, %why, "a session owned here has another owner");
+                app.hub.owned().forget(id);
+                backend.join_session(id, conn.id(), &identity.sub).await
+            }
+            other => other,
+        }
+    } else {
+        backend.join_session(id, conn.id(), &identity.sub).await
+    };
+    match outcome {
         Ok(_) => Rejoin::Done,
         Err(BackendError::NotFound(_)) => Rejoin::Missing,
         Err(e) => {

@@ -590,6 +590,15 @@ impl Backend for RedisBackend {
         sessions::leave(self, session_id, conn_id, crate::protocol::now_ms()).await
     }
 
+    async fn reclaim_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord> {
+        sessions::reclaim(self, session_id, conn_id, identity).await
+    }
+
     async fn patch_session(
         &self,
         session_id: &str,

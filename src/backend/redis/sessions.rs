@@ -210,6 +210,28 @@ pub async fn leave(
     updated.ok_or(BackendError::NotFound("session"))
 }
 
+pub async fn reclaim(
+    backend: &RedisBackend,
+    id: &str,
+    conn_id: &str,
+    identity: &str,
+) -> BackendResult<SessionRecord> {
+    let keys = backend.shared().keys.clone();
+    let updated = update(backend, id, |mut rec| {
+        if !crate::backend::reclaim_owner(&mut rec, conn_id, identity)? {
+            return Ok(Change::Keep(rec));
+        }
+        let sides = vec![
+            Side::Attached(id.to_owned()),
+            Side::Add(keys.owned(conn_id), id.to_owned()),
+            Side::Add(keys.member_of(conn_id), id.to_owned()),
+        ];
+        Ok(Change::Write(rec, sides))
+    })
+    .await?;
+    updated.ok_or(BackendError::NotFound("session"))
+}
+
 pub async fn patch(
     backend: &RedisBackend,
     id: &str,
