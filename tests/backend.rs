@@ -355,6 +355,50 @@ async fn delivery_reaches_only_interested_instances_and_known_connections() {
     }
 }
 
+/// Listing presence a page at a time: every entry over the walk (exactly
+/// once in memory), pages of about the asked size, the last page says so.
+#[tokio::test]
+async fn presence_pages_walk_every_entry() {
+    for Under { backend: b, .. } in backends().await {
+        let kind = b.kind();
+        let (page, next) = b.connections_page(None, 10).await.unwrap();
+        assert!(page.is_empty() && next.is_none(), "{kind}: empty");
+        // More than Redis keeps in a listpack, so HSCAN really pages.
+        let all: std::collections::BTreeSet<String> =
+            (0..300).map(|i| format!("c{i:03}")).collect();
+        for id in &all {
+            b.put_connection(presence(id)).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = b.connections_page(cursor.as_deref(), 50).await.unwrap();
+            pages += 1;
+            assert!(page.len() <= 150, "{kind}: a page of {}", page.len());
+            seen.extend(page.into_iter().map(|e| e.conn_id));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 100, "{kind}: the walk ends");
+        }
+        assert!(pages >= 3, "{kind}: {pages} pages");
+        let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique, all, "{kind}");
+        if kind == "memory" {
+            // Redis's HSCAN may repeat an entry when the hash is rehashed.
+            assert_eq!(seen.len(), all.len(), "{kind}: each once");
+        } else {
+            let bad = b.connections_page(Some("not-a-cursor"), 10).await;
+            assert!(
+                matches!(bad, Err(BackendError::Invalid("cursor", _))),
+                "{bad:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn connection_counts_follow_puts_role_changes_and_removals() {
     for Under { backend: b, .. } in backends().await {

@@ -947,3 +947,66 @@ async fn long_running_calls_per_connection_are_bounded() {
     .await;
     assert_eq!(reply["result"]["result"], json!({"echo": 1}), "{reply}");
 }
+
+/// `system.presence` / `clients.list` answer a page at a time: `limit`
+/// entries at most (default and maximum 1000), `total` connections,
+/// `nextCursor` until the last page; a bad limit or cursor is -32602.
+#[tokio::test]
+async fn presence_lists_come_in_pages() {
+    let server = TestServer::default().await;
+    let mut admin = server.client(ADMIN).await;
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(server.client(READER).await);
+    }
+    let mut ids = Vec::new();
+    for ws in &mut others {
+        ids.push(conn_id(ws).await);
+    }
+    ids.push(conn_id(&mut admin).await);
+    let whole = admin.call("clients.list", json!({})).await;
+    assert_eq!(whole["count"], 5, "{whole}");
+    assert_eq!(whole["total"], 5, "{whole}");
+    assert_eq!(whole["nextCursor"], Value::Null, "{whole}");
+
+    let mut seen = std::collections::BTreeSet::new();
+    let mut params = json!({"limit": 2});
+    for page in 0.. {
+        assert!(page < 10, "the walk ends");
+        let r = admin.call("system.presence", params.clone()).await;
+        assert_eq!(r["total"], 5, "{r}");
+        let clients = r["clients"].as_array().expect("clients");
+        assert_eq!(r["count"], clients.len(), "{r}");
+        // Redis pages by a hint (a small hash comes back whole).
+        assert!(clients.len() <= 5, "{r}");
+        seen.extend(
+            clients
+                .iter()
+                .map(|c| c["connId"].as_str().unwrap().to_owned()),
+        );
+        match r["nextCursor"].as_str() {
+            Some(cursor) => params = json!({"limit": 2, "cursor": cursor}),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ids.iter().cloned().collect(),
+        "every client, once walked"
+    );
+
+    for bad in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"limit": "x"}),
+    ] {
+        let code = admin.error_code("system.presence", bad.clone()).await;
+        assert_eq!(code, -32602, "{bad}");
+    }
+    if redis_mode() {
+        let code = admin
+            .error_code("system.presence", json!({"cursor": "nonsense"}))
+            .await;
+        assert_eq!(code, -32602, "a cursor the server did not give");
+    }
+}

@@ -120,6 +120,27 @@ impl Backend for MemoryBackend {
         Ok(self.lock().connections.values().cloned().collect())
     }
 
+    async fn connections_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<PresenceEntry>, Option<String>)> {
+        use std::ops::Bound;
+        // The cursor is the last connection id of the previous page.
+        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let state = self.lock();
+        let mut rest = state
+            .connections
+            .range::<str, _>((after, Bound::Unbounded))
+            .map(|(_, e)| e);
+        let page: Vec<PresenceEntry> = rest.by_ref().take(limit.max(1)).cloned().collect();
+        let next = match (rest.next(), page.last()) {
+            (Some(_), Some(last)) => Some(last.conn_id.clone()),
+            _ => None,
+        };
+        Ok((page, next))
+    }
+
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
         let state = self.lock();
         let nodes = state

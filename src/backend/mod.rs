@@ -54,6 +54,9 @@ pub enum BackendError {
     Limit(&'static str, usize),
     #[error("backend failure: {0}")]
     Internal(String),
+    /// A value the caller gave (`field`) that the backend cannot use.
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 impl BackendError {
@@ -69,6 +72,7 @@ impl BackendError {
             Self::Conflict(why) => RpcError::conflict(why),
             Self::Limit(what, max) => RpcError::limit(what, max),
             Self::Internal(why) => RpcError::internal(&why),
+            Self::Invalid(field, why) => RpcError::invalid_params(field, why),
         }
     }
 }
@@ -82,6 +86,7 @@ impl BackendError {
             Self::Conflict(_) => "conflict",
             Self::Limit(..) => "limit",
             Self::Internal(_) => "internal",
+            Self::Invalid(..) => "invalid",
         }
     }
 }
@@ -283,6 +288,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn remove_connection(&self, conn_id: &str) -> BackendResult<()>;
     async fn connection(&self, conn_id: &str) -> BackendResult<Option<PresenceEntry>>;
     async fn connections(&self) -> BackendResult<Vec<PresenceEntry>>;
+    /// One page of presence entries: about `limit` of them from `cursor`
+    /// (`None`: the start), and the cursor of the next page (`None`: this
+    /// was the last). Cursors are opaque; an entry present for the whole
+    /// walk is listed at least once. Invalid for a cursor it did not give.
+    async fn connections_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<PresenceEntry>, Option<String>)>;
     /// Cluster-wide counts of connections and of those with role `"node"`;
     /// cheap (never reads the entries), for ticks and status.
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts>;

@@ -248,7 +248,7 @@ async fn dispatch(ctx: &Ctx<'_>, method: &str, p: Value) -> Result<Value, RpcErr
         "auth" => system::auth(ctx, p).await,
         "health" => system::health(ctx).await,
         "status" => system::status(ctx).await,
-        "system.presence" | "clients.list" => system::presence(ctx).await,
+        "system.presence" | "clients.list" => system::presence(ctx, params_or_default(p)?).await,
         "client.kick" => system::kick(ctx, params(p)?).await,
         "logs.tail" => system::logs_tail(ctx, params(p)?),
         "subscribe" => channels::subscribe(ctx, params(p)?).await,

@@ -202,9 +202,37 @@ pub async fn status_of(app: &App) -> Result<Value, RpcError> {
 }
 
 /// Connected clients cluster-wide.
-pub async fn presence(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
-    let clients = ctx.app.backend.connections().await?;
-    Ok(json!({ "count": clients.len(), "clients": clients }))
+/// Most presence entries one `system.presence` / `clients.list` reply
+/// carries (and its default page size).
+pub const PRESENCE_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct PresenceParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Connected clients cluster-wide, a page at a time: `count` entries in
+/// this page, `total` connections, `nextCursor` for the next page (null on
+/// the last).
+pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcError> {
+    let limit = p.limit.unwrap_or(PRESENCE_PAGE_MAX);
+    if limit == 0 || limit > PRESENCE_PAGE_MAX {
+        return Err(RpcError::invalid_params(
+            "limit",
+            format!("between 1 and {PRESENCE_PAGE_MAX}"),
+        ));
+    }
+    let backend = &ctx.app.backend;
+    let (clients, next) = backend.connections_page(p.cursor.as_deref(), limit).await?;
+    let total = backend.connection_counts().await?.connections;
+    Ok(json!({
+        "count": clients.len(),
+        "total": total,
+        "clients": clients,
+        "nextCursor": next,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -384,6 +384,38 @@ impl Backend for RedisBackend {
         Ok(entries)
     }
 
+    async fn connections_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<PresenceEntry>, Option<String>)> {
+        use fred::types::{ClusterHash, CustomCommand};
+        let client = self.ready()?;
+        // HSCAN's own cursor: COUNT is a hint, and a small hash (listpack)
+        // comes back whole.
+        let start: u64 = match cursor {
+            None => 0,
+            Some(c) => c.parse().map_err(|_| {
+                BackendError::Invalid("cursor", "not a cursor this server gave".into())
+            })?,
+        };
+        let hscan = CustomCommand::new_static("HSCAN", ClusterHash::FirstKey, false);
+        let args = vec![
+            self.0.keys.conns(),
+            start.to_string(),
+            "COUNT".to_owned(),
+            limit.max(1).to_string(),
+        ];
+        let (next, flat): (String, Vec<String>) =
+            client.custom(hscan, args).await.map_err(unavailable)?;
+        let mut entries: Vec<PresenceEntry> = flat
+            .chunks_exact(2)
+            .filter_map(|pair| parse(&pair[1]).ok())
+            .collect();
+        entries.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
+        Ok((entries, (next != "0").then_some(next)))
+    }
+
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
         let client = self.ready()?;
         let keys = &self.0.keys;
