@@ -948,9 +948,10 @@ async fn long_running_calls_per_connection_are_bounded() {
     assert_eq!(reply["result"]["result"], json!({"echo": 1}), "{reply}");
 }
 
-/// `system.presence` / `clients.list` answer a page at a time: `limit`
-/// entries at most (default and maximum 1000), `total` connections,
-/// `nextCursor` until the last page; a bad limit or cursor is -32602.
+/// `system.presence` / `clients.list` and `presence.get` answer a page at
+/// a time: `limit` entries at most (default and maximum 1000), `total`
+/// connections, `nextCursor` until the last page; a bad limit or cursor
+/// is -32602.
 #[tokio::test]
 async fn presence_lists_come_in_pages() {
     let server = TestServer::default().await;
@@ -1003,6 +1004,31 @@ async fn presence_lists_come_in_pages() {
         let code = admin.error_code("system.presence", bad.clone()).await;
         assert_eq!(code, -32602, "{bad}");
     }
+
+    // presence.get pages a channel's members the same way.
+    for ws in others.iter_mut().chain([&mut admin]) {
+        ws.call("subscribe", json!({"channels": ["public:p"]}))
+            .await;
+    }
+    let mut members = std::collections::BTreeSet::new();
+    let mut params = json!({"channel": "public:p", "limit": 2});
+    for page in 0.. {
+        assert!(page < 10, "the walk ends");
+        let r = admin.call("presence.get", params.clone()).await;
+        let list = r["members"].as_array().expect("members");
+        assert_eq!(r["count"], list.len(), "{r}");
+        members.extend(
+            list.iter()
+                .map(|m| m["connId"].as_str().unwrap().to_owned()),
+        );
+        match r["nextCursor"].as_str() {
+            Some(cursor) => params = json!({"channel": "public:p", "limit": 2, "cursor": cursor}),
+            None => break,
+        }
+    }
+    assert_eq!(members, ids.iter().cloned().collect(), "every member");
+    let bad = json!({"channel": "public:p", "limit": 0});
+    assert_eq!(admin.error_code("presence.get", bad).await, -32602);
     if redis_mode() {
         let code = admin
             .error_code("system.presence", json!({"cursor": "nonsense"}))

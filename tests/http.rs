@@ -305,6 +305,32 @@ async fn api_presence_channels_and_sessions() {
         identities.contains(&"reader") && identities.contains(&"writer"),
         "{body}"
     );
+    assert_eq!(v["nextCursor"], Value::Null, "{body}");
+    // A page at a time: ?limit= and ?cursor=, as presence.get.
+    let mut walked = Vec::new();
+    let mut path = "/api/presence/public:x?limit=1".to_owned();
+    for _ in 0..5 {
+        let (status, _, body) = get(&server, &path, &h).await;
+        assert_eq!(status, 200, "{body}");
+        let v = body_json(&body);
+        walked.extend(
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["connId"].as_str().unwrap().to_owned()),
+        );
+        match v["nextCursor"].as_str() {
+            Some(c) => path = format!("/api/presence/public:x?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    walked.sort_unstable();
+    assert_eq!(walked, expected, "every member over the pages");
+    for bad in ["limit=0", "limit=many"] {
+        let (status, _, body) = get(&server, &format!("/api/presence/public:x?{bad}"), &h).await;
+        assert_error(status, &body, 400);
+    }
 
     let (status, _, body) = get(&server, "/api/channels", &h).await;
     assert_eq!(status, 200, "{body}");

@@ -125,20 +125,7 @@ impl Backend for MemoryBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> BackendResult<(Vec<PresenceEntry>, Option<String>)> {
-        use std::ops::Bound;
-        // The cursor is the last connection id of the previous page.
-        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let state = self.lock();
-        let mut rest = state
-            .connections
-            .range::<str, _>((after, Bound::Unbounded))
-            .map(|(_, e)| e);
-        let page: Vec<PresenceEntry> = rest.by_ref().take(limit.max(1)).cloned().collect();
-        let next = match (rest.next(), page.last()) {
-            (Some(_), Some(last)) => Some(last.conn_id.clone()),
-            _ => None,
-        };
-        Ok((page, next))
+        Ok(page_after(&self.lock().connections, cursor, limit))
     }
 
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
@@ -189,13 +176,18 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn channel_members(&self, channel: &str) -> BackendResult<Vec<ChannelMember>> {
+    async fn channel_members(
+        &self,
+        channel: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<ChannelMember>, Option<String>)> {
         let state = self.lock();
-        Ok(state
-            .subscribers
-            .get(channel)
-            .map(|subs| subs.values().flatten().cloned().collect())
-            .unwrap_or_default())
+        let Some(subs) = state.subscribers.get(channel) else {
+            return Ok((Vec::new(), None));
+        };
+        let (page, next) = page_after(subs, cursor, limit);
+        Ok((page.into_iter().flatten().collect(), next))
     }
 
     async fn channels(&self) -> BackendResult<Vec<ChannelInfo>> {
@@ -600,6 +592,24 @@ const AUDIT_MAX: usize = 1000;
 
 /// Keep the window map bounded: once it grows large, drop logs whose newest
 /// hit is older than an hour (longer than any sensible window).
+/// Up to `limit` values after key `cursor` (the last key of the previous
+/// page), and the cursor of the next page when more follow.
+fn page_after<V: Clone>(
+    map: &BTreeMap<String, V>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> (Vec<V>, Option<String>) {
+    use std::ops::Bound;
+    let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut rest = map.range::<str, _>((after, Bound::Unbounded));
+    let page: Vec<(&String, &V)> = rest.by_ref().take(limit.max(1)).collect();
+    let next = match (rest.next(), page.last()) {
+        (Some(_), Some((last, _))) => Some((*last).clone()),
+        _ => None,
+    };
+    (page.into_iter().map(|(_, v)| v.clone()).collect(), next)
+}
+
 /// Past a soft cap of keys, drop the logs idle for an hour.
 fn prune_logs<L>(logs: &mut HashMap<String, L>, now_ms: u64, newest: fn(&L) -> Option<u64>) {
     const SOFT_CAP: usize = 100_000;

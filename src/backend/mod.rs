@@ -316,8 +316,14 @@ pub trait Backend: Send + Sync + 'static {
         member: Option<ChannelMember>,
     ) -> BackendResult<()>;
     async fn channel_leave(&self, channel: &str, conn_id: &str) -> BackendResult<()>;
-    /// Presence members of a channel.
-    async fn channel_members(&self, channel: &str) -> BackendResult<Vec<ChannelMember>>;
+    /// One page of a channel's presence members, paged like
+    /// [`Backend::connections_page`].
+    async fn channel_members(
+        &self,
+        channel: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<ChannelMember>, Option<String>)>;
     /// Channels with at least one subscriber, with counts.
     async fn channels(&self) -> BackendResult<Vec<ChannelInfo>>;
 

@@ -7,6 +7,7 @@
 //! announce `presence.join` / `presence.leave` to the channel.
 
 use super::Ctx;
+use super::page::Page;
 use crate::backend::ChannelMember;
 use crate::config::{ChannelAccess, ChannelConfig};
 use crate::conn::ConnHandle;
@@ -234,6 +235,8 @@ pub async fn publish_event(
 #[derive(Deserialize)]
 pub struct PresenceParams {
     channel: String,
+    #[serde(flatten)]
+    page: Page,
 }
 
 pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcError> {
@@ -246,8 +249,22 @@ pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcErro
             p.channel
         )));
     }
-    let members = ctx.app.backend.channel_members(&p.channel).await?;
-    Ok(json!({ "channel": p.channel, "count": members.len(), "members": members }))
+    members_page(ctx.app, &p.channel, &p.page).await
+}
+
+/// One page of a channel's presence members (`presence.get` and
+/// `GET /api/presence/{channel}`).
+pub async fn members_page(app: &App, channel: &str, page: &Page) -> Result<Value, RpcError> {
+    let (members, next) = app
+        .backend
+        .channel_members(channel, page.cursor(), page.limit()?)
+        .await?;
+    Ok(json!({
+        "channel": channel,
+        "count": members.len(),
+        "members": members,
+        "nextCursor": next,
+    }))
 }
 
 #[cfg(test)]

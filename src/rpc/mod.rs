@@ -10,6 +10,7 @@ pub mod agents;
 pub mod approvals;
 pub mod channels;
 mod idempotent;
+pub mod page;
 pub mod runs;
 pub mod sessions;
 pub mod system;

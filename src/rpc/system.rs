@@ -2,6 +2,7 @@
 //! presence, kick and logs.
 
 use super::Ctx;
+use super::page::Page;
 use crate::auth::{Credential, Identity, credentials};
 use crate::backend::Envelope;
 use crate::conn::{self, ConnHandle, close_code};
@@ -202,30 +203,12 @@ pub async fn status_of(app: &App) -> Result<Value, RpcError> {
 }
 
 /// Connected clients cluster-wide.
-/// Most presence entries one `system.presence` / `clients.list` reply
-/// carries (and its default page size).
-pub const PRESENCE_PAGE_MAX: usize = 1000;
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct PresenceParams {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 /// Connected clients cluster-wide, a page at a time: `count` entries in
 /// this page, `total` connections, `nextCursor` for the next page (null on
 /// the last).
-pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcError> {
-    let limit = p.limit.unwrap_or(PRESENCE_PAGE_MAX);
-    if limit == 0 || limit > PRESENCE_PAGE_MAX {
-        return Err(RpcError::invalid_params(
-            "limit",
-            format!("between 1 and {PRESENCE_PAGE_MAX}"),
-        ));
-    }
+pub async fn presence(ctx: &Ctx<'_>, p: Page) -> Result<Value, RpcError> {
     let backend = &ctx.app.backend;
-    let (clients, next) = backend.connections_page(p.cursor.as_deref(), limit).await?;
+    let (clients, next) = backend.connections_page(p.cursor(), p.limit()?).await?;
     let total = backend.connection_counts().await?.connections;
     Ok(json!({
         "count": clients.len(),

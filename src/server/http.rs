@@ -12,11 +12,12 @@ use crate::backend::BackendError;
 use crate::protocol::{RpcError, now_ms};
 use crate::rpc::{channels, system};
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// An HTTP error answer.
@@ -311,13 +312,12 @@ pub async fn presence(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(channel): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, HttpError> {
     api_identity(&app, peer, &headers, Scope::Read).await?;
     channels::validate_name("channel", &channel)?;
-    let members = app.backend.channel_members(&channel).await?;
-    Ok(Json(
-        json!({ "channel": channel, "count": members.len(), "members": members }),
-    ))
+    let page = crate::rpc::page::Page::from_query(&query)?;
+    Ok(Json(channels::members_page(&app, &channel, &page).await?))
 }
 
 pub async fn channel_list(

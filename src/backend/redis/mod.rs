@@ -389,31 +389,10 @@ impl Backend for RedisBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> BackendResult<(Vec<PresenceEntry>, Option<String>)> {
-        use fred::types::{ClusterHash, CustomCommand};
-        let client = self.ready()?;
-        // HSCAN's own cursor: COUNT is a hint, and a small hash (listpack)
-        // comes back whole.
-        let start: u64 = match cursor {
-            None => 0,
-            Some(c) => c.parse().map_err(|_| {
-                BackendError::Invalid("cursor", "not a cursor this server gave".into())
-            })?,
-        };
-        let hscan = CustomCommand::new_static("HSCAN", ClusterHash::FirstKey, false);
-        let args = vec![
-            self.0.keys.conns(),
-            start.to_string(),
-            "COUNT".to_owned(),
-            limit.max(1).to_string(),
-        ];
-        let (next, flat): (String, Vec<String>) =
-            client.custom(hscan, args).await.map_err(unavailable)?;
-        let mut entries: Vec<PresenceEntry> = flat
-            .chunks_exact(2)
-            .filter_map(|pair| parse(&pair[1]).ok())
-            .collect();
+        let (values, next) = self.hscan(self.0.keys.conns(), cursor, limit).await?;
+        let mut entries: Vec<PresenceEntry> = values.iter().filter_map(|v| parse(v).ok()).collect();
         entries.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
-        Ok((entries, (next != "0").then_some(next)))
+        Ok((entries, next))
     }
 
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts> {
@@ -464,19 +443,21 @@ impl Backend for RedisBackend {
         self.leave_channel(channel, conn_id).await.map(|_| ())
     }
 
-    async fn channel_members(&self, channel: &str) -> BackendResult<Vec<ChannelMember>> {
-        let client = self.ready()?;
-        let all: HashMap<String, String> = client
-            .hgetall(self.0.keys.subscribers(channel))
-            .await
-            .map_err(unavailable)?;
-        let mut members: Vec<ChannelMember> = all
-            .values()
+    async fn channel_members(
+        &self,
+        channel: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<ChannelMember>, Option<String>)> {
+        let key = self.0.keys.subscribers(channel);
+        let (values, next) = self.hscan(key, cursor, limit).await?;
+        let mut members: Vec<ChannelMember> = values
+            .iter()
             .filter(|v| !v.is_empty())
             .filter_map(|v| parse(v).ok())
             .collect();
         members.sort_by_key(|m| m.joined_at);
-        Ok(members)
+        Ok((members, next))
     }
 
     async fn channels(&self) -> BackendResult<Vec<ChannelInfo>> {
@@ -744,6 +725,36 @@ impl RedisBackend {
             count.max(0) as u32,
             retry.max(0) as u64,
         ))
+    }
+
+    /// One `HSCAN` step over hash `key` from `cursor` (`None`: the start):
+    /// the values found and the next cursor (`None` once the walk ends).
+    /// COUNT is a hint; a small hash (listpack) comes back whole.
+    async fn hscan(
+        &self,
+        key: String,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<String>, Option<String>)> {
+        use fred::types::{ClusterHash, CustomCommand};
+        let client = self.ready()?;
+        let start: u64 = match cursor {
+            None => 0,
+            Some(c) => c.parse().map_err(|_| {
+                BackendError::Invalid("cursor", "not a cursor this server gave".into())
+            })?,
+        };
+        let hscan = CustomCommand::new_static("HSCAN", ClusterHash::FirstKey, false);
+        let args = vec![
+            key,
+            start.to_string(),
+            "COUNT".to_owned(),
+            limit.max(1).to_string(),
+        ];
+        let (next, flat): (String, Vec<String>) =
+            client.custom(hscan, args).await.map_err(unavailable)?;
+        let values = flat.chunks_exact(2).map(|pair| pair[1].clone()).collect();
+        Ok((values, (next != "0").then_some(next)))
     }
 
     /// One `CHECK` script call: (allowed, count, retry_after_ms).
