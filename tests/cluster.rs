@@ -1209,6 +1209,49 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     assert_eq!(listed_ids(&l, "sessions", "sessionId"), set(&["x"]), "{l}");
 }
 
+/// A session nobody can write back after an empty restart (its owner had
+/// already gone, so no instance holds its record): once `node_ttl` has
+/// passed without it coming back, its members hear it is gone.
+#[tokio::test]
+async fn members_hear_of_sessions_that_did_not_come_back() {
+    let (mut redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut owner = a.client(WRITER).await;
+    let mut alice = as_user(b, "alice").await;
+    owner
+        .call("session.create", json!({"sessionId": "orphan"}))
+        .await;
+    alice
+        .call("session.join", json!({"sessionId": "orphan"}))
+        .await;
+    owner.close().await;
+    let (ok, last) = poll_call(
+        &mut alice,
+        Duration::from_secs(5),
+        "session.get",
+        json!({"sessionId": "orphan"}),
+        |r| r["result"]["owner"].is_null() && r["result"]["detachedAt"].is_u64(),
+    )
+    .await;
+    assert!(ok, "the owner's departure detached it: {last}");
+
+    redis_down(&mut redis, &s).await;
+    redis_back(&mut redis, &s).await;
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        push_where(&mut alice, "session.closed", |p| p["sessionId"] == "orphan"),
+    )
+    .await
+    .expect("session.closed within node_ttl and a margin");
+    assert_eq!(closed["reason"], "gone", "{closed}");
+    assert_eq!(
+        alice
+            .error_code("session.get", json!({"sessionId": "orphan"}))
+            .await,
+        -32001
+    );
+}
+
 /// A reconnect that lost nothing restores nothing: a session that
 /// disappeared from Redis while its instance was connected (as if it was
 /// closed while that instance was cut off and missed `session.closed`) is

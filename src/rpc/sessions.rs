@@ -447,7 +447,9 @@ const REJOIN_PERIOD: std::time::Duration = std::time::Duration::from_millis(250)
 /// come back when those instances re-assert: keep re-joining `pending`
 /// (connection, session) pairs until each is back, the connection left the
 /// session, or `node_ttl` has passed (an owner's instance that has not
-/// re-asserted by then is dead, and its sessions with it).
+/// re-asserted by then is dead, and its sessions with it). Members of a
+/// session that did not come back are told it is gone, as after a close
+/// they missed ([`closed_while_away`]).
 pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
     if pending.is_empty() {
         return;
@@ -476,12 +478,15 @@ pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
                 memberships = pending.len(),
                 "sessions lost with the backend's state did not come back"
             );
+            // Nobody will write them back: their members hear they are gone.
+            closed_while_away(&app, pending).await;
         }
     });
 }
 
-/// Sessions closed while this instance was cut off from the backend (their
-/// `session.closed` never reached it): tell each local member, as the
+/// Sessions gone without their `session.closed` reaching this instance
+/// (closed while it was cut off from the backend, or lost with the
+/// backend's state and not written back): tell each local member, as the
 /// close would have, and drop the local membership and any owner's copy.
 pub async fn closed_while_away(app: &App, gone: Vec<(ConnHandle, String)>) {
     for (conn, id) in gone {
