@@ -1154,6 +1154,13 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     alice
         .call("session.close", json!({"sessionId": "gone"}))
         .await;
+    // left: its owner left it, so the owner's instance keeps no copy.
+    owner
+        .call("session.create", json!({"sessionId": "left"}))
+        .await;
+    owner
+        .call("session.leave", json!({"sessionId": "left"}))
+        .await;
 
     redis_down(&mut redis, &s).await;
     redis_back(&mut redis, &s).await;
@@ -1173,6 +1180,13 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
             .await,
         -32001,
         "a closed session stays closed"
+    );
+    assert_eq!(
+        owner
+            .error_code("session.get", json!({"sessionId": "left"}))
+            .await,
+        -32001,
+        "a session its owner left is not written back by the owner's instance"
     );
 
     // The same sockets use them again: events, versions, the member cap.

@@ -590,8 +590,6 @@ impl Backend for MemoryBackend {
 /// Entries kept in the approvals audit trail.
 const AUDIT_MAX: usize = 1000;
 
-/// Keep the window map bounded: once it grows large, drop logs whose newest
-/// hit is older than an hour (longer than any sensible window).
 /// Up to `limit` values after key `cursor` (the last key of the previous
 /// page), and the cursor of the next page when more follow.
 fn page_after<V: Clone>(
@@ -610,7 +608,8 @@ fn page_after<V: Clone>(
     (page.into_iter().map(|(_, v)| v.clone()).collect(), next)
 }
 
-/// Past a soft cap of keys, drop the logs idle for an hour.
+/// Keep a map of rate logs bounded: once it grows large, drop logs whose
+/// newest entry is older than an hour (longer than any sensible window).
 fn prune_logs<L>(logs: &mut HashMap<String, L>, now_ms: u64, newest: fn(&L) -> Option<u64>) {
     const SOFT_CAP: usize = 100_000;
     const STALE_MS: u64 = 3_600_000;

@@ -99,6 +99,17 @@ impl OwnedSessions {
             .retain(|_, r| r.owner.as_deref() != Some(conn_id));
     }
 
+    /// Forget `session_id` if `conn_id` owns it (the owner left it).
+    pub fn release(&self, conn_id: &str, session_id: &str) {
+        let mut records = self.records();
+        if records
+            .get(session_id)
+            .is_some_and(|r| r.owner.as_deref() == Some(conn_id))
+        {
+            records.remove(session_id);
+        }
+    }
+
     /// Whether `conn_id` owns `session_id` here.
     pub fn owns(&self, conn_id: &str, session_id: &str) -> bool {
         self.records()
@@ -169,14 +180,6 @@ impl OwnedSessions {
     /// look must answer `Now` again.
     pub fn restore_failed(&self) {
         self.epoch_slot().token = Some(String::new());
-    }
-
-    pub fn len(&self) -> usize {
-        self.records().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -255,9 +258,19 @@ mod tests {
         assert!(owned.owns("c1", "s"));
         assert!(!owned.owns("c9", "s"));
         owned.forget("t");
+        owned.release("c9", "s");
+        assert!(owned.owns("c1", "s"), "only its owner releases it");
+        owned.release("c1", "s");
+        assert!(!owned.owns("c1", "s"));
+        owned.insert(record("s", "c1"));
         owned.forget_owner("c1");
         assert!(!owned.owns("c1", "s"));
-        assert_eq!(owned.len(), 1);
+        let left: Vec<String> = owned
+            .to_restore()
+            .into_iter()
+            .map(|r| r.session_id)
+            .collect();
+        assert_eq!(left, ["u"]);
     }
 
     #[test]

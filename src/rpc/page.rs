@@ -12,8 +12,8 @@ pub const MAX: usize = 1000;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Page {
-    pub limit: Option<usize>,
-    pub cursor: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 impl Page {

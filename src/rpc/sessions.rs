@@ -179,9 +179,7 @@ pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
         .leave_session(&p.session_id, ctx.conn.id())
         .await
         .map_err(backend_err(&p.session_id))?;
-    if ctx.app.hub.owned().owns(ctx.conn.id(), &p.session_id) {
-        ctx.app.hub.owned().forget(&p.session_id);
-    }
+    ctx.app.hub.owned().release(ctx.conn.id(), &p.session_id);
     let was_member = ctx.conn.state().sessions.remove(&p.session_id);
     if was_member {
         let channel = session_channel(&p.session_id);
@@ -396,26 +394,21 @@ pub async fn reassert(app: &App, conn: &ConnHandle) -> Vec<String> {
     let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
     let mut missing = Vec::new();
     for id in ids {
-        if let Rejoin::Missing = rejoin(app, conn, &id).await {
+        if rejoin(app, conn, &id).await {
             missing.push(id);
         }
     }
     missing
 }
 
-enum Rejoin {
-    Done,
-    Missing,
-    Failed,
-}
-
 /// Join again; an owner (by this instance's copy) also takes its session
 /// back, should a reaper have taken it for gone while this instance was
 /// cut off (its resume window would otherwise close it under a live
-/// owner).
-async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> Rejoin {
+/// owner). Returns whether the backend does not know the session; other
+/// failures are logged (the next re-assert tries again).
+async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> bool {
     let Some(identity) = conn.identity() else {
-        return Rejoin::Done;
+        return false;
     };
     let backend = &app.backend;
     let outcome = if app.hub.owned().owns(conn.id(), id) {
@@ -431,11 +424,11 @@ async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> Rejoin {
         backend.join_session(id, conn.id(), &identity.sub).await
     };
     match outcome {
-        Ok(_) => Rejoin::Done,
-        Err(BackendError::NotFound(_)) => Rejoin::Missing,
+        Ok(_) => false,
+        Err(BackendError::NotFound(_)) => true,
         Err(e) => {
             tracing::warn!(session = %id, error = %e, "re-joining a session failed");
-            Rejoin::Failed
+            false
         }
     }
 }
@@ -467,7 +460,7 @@ pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
                 }
                 // Only a session still missing is waited for; a backend
                 // error ends the wait (the next re-assert tries again).
-                if let Rejoin::Missing = rejoin(&app, &conn, &id).await {
+                if rejoin(&app, &conn, &id).await {
                     left.push((conn, id));
                 }
             }

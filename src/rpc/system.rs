@@ -202,14 +202,16 @@ pub async fn status_of(app: &App) -> Result<Value, RpcError> {
     }))
 }
 
-/// Connected clients cluster-wide.
 /// Connected clients cluster-wide, a page at a time: `count` entries in
 /// this page, `total` connections, `nextCursor` for the next page (null on
 /// the last).
 pub async fn presence(ctx: &Ctx<'_>, p: Page) -> Result<Value, RpcError> {
     let backend = &ctx.app.backend;
-    let (clients, next) = backend.connections_page(p.cursor(), p.limit()?).await?;
-    let total = backend.connection_counts().await?.connections;
+    let (page, counts) = tokio::join!(
+        backend.connections_page(p.cursor(), p.limit()?),
+        backend.connection_counts(),
+    );
+    let ((clients, next), total) = (page?, counts?.connections);
     Ok(json!({
         "count": clients.len(),
         "total": total,
