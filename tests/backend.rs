@@ -176,9 +176,12 @@ async fn an_owner_reclaims_a_detached_session() {
         b.create_session(session("s1", "c1"), 5).await.unwrap();
         b.join_session("s1", "c2", "user-c2").await.unwrap();
         b.detach_connection("c1", 1000).await.unwrap();
-        let other = b.reclaim_session("s1", "c2", "user-c2").await;
+        let other = b.reclaim_session("s1", "c2", "user-c2", false).await;
         assert!(matches!(other, Err(BackendError::Conflict(_))), "{kind}");
-        let rec = b.reclaim_session("s1", "c1", "user-c1").await.unwrap();
+        let rec = b
+            .reclaim_session("s1", "c1", "user-c1", false)
+            .await
+            .unwrap();
         assert_eq!(rec.owner.as_deref(), Some("c1"), "{kind}");
         assert_eq!(rec.detached_at, None, "{kind}");
         assert_eq!(rec.members, ["c1", "c2"], "{kind}");
@@ -191,14 +194,105 @@ async fn an_owner_reclaims_a_detached_session() {
         let over = b.create_session(session("s2", "c1"), 1).await;
         assert!(matches!(over, Err(BackendError::Limit(..))), "{kind}");
         // Again is a no-op; a session owned by someone else is refused.
-        assert_eq!(b.reclaim_session("s1", "c1", "user-c1").await.unwrap(), rec);
-        let taken = b.reclaim_session("s1", "c9", "user-c1").await;
+        assert_eq!(
+            b.reclaim_session("s1", "c1", "user-c1", false)
+                .await
+                .unwrap(),
+            rec
+        );
+        let taken = b.reclaim_session("s1", "c9", "user-c1", false).await;
         assert!(matches!(taken, Err(BackendError::Conflict(_))), "{kind}");
-        let missing = b.reclaim_session("nope", "c1", "user-c1").await;
+        let missing = b.reclaim_session("nope", "c1", "user-c1", false).await;
         assert!(matches!(missing, Err(BackendError::NotFound(_))), "{kind}");
+        // A takeover (a resume from a new connection) moves ownership from
+        // a still attached owner, which stays a member; not across identities.
+        let stolen = b.reclaim_session("s1", "c9", "user-c2", true).await;
+        assert!(matches!(stolen, Err(BackendError::Conflict(_))), "{kind}");
+        let rec = b
+            .reclaim_session("s1", "c9", "user-c1", true)
+            .await
+            .unwrap();
+        assert_eq!(rec.owner.as_deref(), Some("c9"), "{kind}");
+        assert_eq!(rec.members, ["c9", "c1", "c2"], "{kind}");
+        // c1 no longer owns it: its cap is free, its disconnect detaches nothing.
+        b.create_session(session("s2", "c1"), 1).await.unwrap();
+        b.close_session("s2").await.unwrap();
+        b.detach_connection("c1", 2000).await.unwrap();
+        let rec = b.session("s1").await.unwrap().unwrap();
+        assert_eq!(
+            (rec.owner.as_deref(), rec.detached_at),
+            (Some("c9"), None),
+            "{kind}"
+        );
         // Closing it clears every index the reclaim wrote.
         b.close_session("s1").await.unwrap();
         b.create_session(session("s3", "c1"), 1).await.unwrap();
+        b.create_session(session("s4", "c9"), 1).await.unwrap();
+    }
+}
+
+/// Session events: numbered from 1 in one step with their delivery, the
+/// newest `keep` kept, read back after any offset; the numbering can be
+/// moved forward (a restore) and a closed session's log is dropped.
+#[tokio::test]
+async fn session_events_are_numbered_logged_and_delivered() {
+    for Under {
+        backend: b, inbox, ..
+    } in backends().await
+    {
+        let kind = b.kind();
+        let channel = "$session:s1";
+        b.create_session(session("s1", "c1"), 5).await.unwrap();
+        b.set_interest(channel, 2).await.unwrap();
+        let event = |n: u64| SessionEvent::new(&json!({"sessionId": "s1", "n": n}));
+        for n in 1..=5 {
+            let (offset, count) = b.session_event("s1", &event(n), 3).await.unwrap();
+            assert_eq!((offset, count), (n, 2), "{kind}");
+        }
+        let delivered: Vec<u64> = received(&inbox, 5)
+            .await
+            .into_iter()
+            .filter_map(|e| match e {
+                Envelope::Channel {
+                    channel: c,
+                    frame,
+                    last,
+                } if c == channel && !last => event_offset(frame.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered, [1, 2, 3, 4, 5], "{kind}");
+
+        let offsets = |page: &EventPage| page.events.iter().map(|e| e.0).collect::<Vec<_>>();
+        let all = b.session_events("s1", 0, 100).await.unwrap();
+        assert_eq!((offsets(&all), all.latest), (vec![3, 4, 5], 5), "{kind}");
+        assert!(!all.continues(0), "1 and 2 were trimmed ({kind})");
+        assert_eq!(event_offset(all.events[0].1.as_str()), Some(3), "{kind}");
+        assert_eq!(all.params()[2]["n"], 5, "{kind}");
+        let after = b.session_events("s1", 3, 1).await.unwrap();
+        assert_eq!(offsets(&after), [4], "{kind}");
+        assert!(after.continues(3), "{kind}");
+        let none = b.session_events("s1", 5, 100).await.unwrap();
+        assert!(none.events.is_empty() && none.continues(5), "{kind}");
+        let unknown = b.session_events("nope", 0, 10).await.unwrap();
+        assert_eq!((unknown.latest, unknown.events.len()), (0, 0), "{kind}");
+
+        // Moving the numbering forward drops a log that no longer lines up;
+        // moving it back does nothing.
+        b.advance_session_offset("s1", 40).await.unwrap();
+        b.advance_session_offset("s1", 7).await.unwrap();
+        let (offset, _) = b.session_event("s1", &event(41), 3).await.unwrap();
+        assert_eq!(offset, 41, "{kind}");
+        let page = b.session_events("s1", 0, 100).await.unwrap();
+        assert_eq!(offsets(&page), [41], "{kind}");
+
+        b.close_session("s1").await.unwrap();
+        b.forget_session_records("s1").await.unwrap();
+        assert_eq!(
+            b.session_events("s1", 0, 10).await.unwrap().latest,
+            0,
+            "{kind}"
+        );
     }
 }
 

@@ -1143,6 +1143,17 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     // The owner's instance has seen the patch made on B.
     let push = owner.expect_push("session.updated").await;
     assert_eq!(push["version"], 1, "{push}");
+    // Two events, numbered 1 and 2; the owner's instance sees the second.
+    for n in 1..=2 {
+        let r = bob
+            .call(
+                "session.send",
+                json!({"sessionId": "x", "event": "before", "data": n}),
+            )
+            .await;
+        assert_eq!(r["offset"], n, "{r}");
+    }
+    push_where(&mut owner, "session.event", |p| p["offset"] == 2).await;
     // z: owned on B, joined from A. gone: closed before the restart.
     alice
         .call("session.create", json!({"sessionId": "z"}))
@@ -1200,10 +1211,25 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
         )
         .await;
     assert_eq!(r["delivered"], 3, "{r}");
+    assert_eq!(
+        r["offset"], 3,
+        "numbering goes on where members left off: {r}"
+    );
     for ws in [&mut owner, &mut bob, &mut alice] {
         let push = push_where(ws, "session.event", |p| p["sessionId"] == "x").await;
         assert_eq!(push["event"], "again", "{push}");
     }
+    // The events from before the restart are gone, and history says so.
+    let h = bob.call("session.history", json!({"sessionId": "x"})).await;
+    assert_eq!(h["events"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(
+        (h["latest"].clone(), h["complete"].clone()),
+        (json!(3), json!(false))
+    );
+    let h = bob
+        .call("session.history", json!({"sessionId": "x", "since": 2}))
+        .await;
+    assert_eq!(h["complete"], true, "{h}");
     let r = owner
         .call(
             "session.patch",
@@ -1370,6 +1396,72 @@ async fn owners_take_back_sessions_detached_while_cut_off() {
     owner
         .expect_no_push("session.closed", Duration::from_millis(50))
         .await;
+}
+
+/// The owner comes back on another instance while a member on a third
+/// keeps sending: it gets every event exactly once, in order — those it
+/// missed replayed, the rest live, none lost or doubled at the seam.
+#[tokio::test]
+async fn the_owner_resumes_on_another_instance_without_gap_or_duplicate() {
+    const EVENTS: u64 = 400;
+    let (_redis, s) = cluster(3, |c| c.limits.resume_window_ms = 30_000).await;
+    let mut owner = s[0].client(WRITER).await;
+    let mut alice = as_user(&s[2], "alice").await;
+    let created = owner
+        .call("session.create", json!({"sessionId": "seam"}))
+        .await;
+    let token = created["resumeToken"].as_str().expect("token").to_owned();
+    alice
+        .call("session.join", json!({"sessionId": "seam"}))
+        .await;
+    owner.close().await;
+    assert!(
+        detached(&s[2], "seam").await,
+        "the owner's disconnect detaches the session"
+    );
+
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = sent.clone();
+    let sender = tokio::spawn(async move {
+        for n in 1..=EVENTS {
+            let r = alice
+                .call(
+                    "session.send",
+                    json!({"sessionId": "seam", "event": "n", "data": n}),
+                )
+                .await;
+            assert_eq!(r["offset"], n, "{r}");
+            progress.store(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let started = within(WAIT, || {
+        let n = sent.load(std::sync::atomic::Ordering::SeqCst);
+        async move { n >= 20 }
+    })
+    .await;
+    assert!(started, "the member sends");
+    let mut back = s[1].client(WRITER).await;
+    let hello = back
+        .call(
+            "connect",
+            json!({"resume": {"sessionId": "seam", "resumeToken": token}}),
+        )
+        .await;
+    assert_eq!(hello["resume"]["resumed"], true, "{hello}");
+    assert_eq!(hello["resume"]["complete"], true, "{hello}");
+    let replayed = hello["resume"]["replayed"].as_u64().expect("replayed");
+    assert!(replayed >= 20, "{hello}");
+    let mut offsets = Vec::new();
+    while offsets.len() < EVENTS as usize {
+        let push = push_where(&mut back, "session.event", |p| p["sessionId"] == "seam").await;
+        offsets.push(push["offset"].as_u64().expect("offset"));
+        assert_eq!(push["data"], push["offset"], "{push}");
+    }
+    sender.await.expect("sender");
+    let expected: Vec<u64> = (1..=EVENTS).collect();
+    assert_eq!(offsets, expected, "replayed {replayed}, then live");
+    back.expect_no_push("session.event", QUIET).await;
+    println!("replayed {replayed} of {EVENTS}, the rest live");
 }
 
 /// Read and drop whatever the socket has pending right now.

@@ -636,3 +636,257 @@ async fn sessions_whose_owner_stays_are_not_closed() {
     let g = w.call("session.get", json!({"sessionId": "stay"})).await;
     assert!(g["detachedAt"].is_null(), "{g}");
 }
+
+/// The offsets of `session.event` pushes for session `id`, in arrival
+/// order, until `n` have arrived.
+async fn event_offsets(ws: &mut Ws, id: &str, n: usize) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    while offsets.len() < n {
+        let push = push_for(ws, "session.event", id).await;
+        offsets.push(push["offset"].as_u64().expect("offset"));
+    }
+    offsets
+}
+
+async fn send(ws: &mut Ws, id: &str, n: u64) -> Value {
+    ws.call(
+        "session.send",
+        json!({"sessionId": id, "event": "e", "data": {"n": n}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn events_are_numbered_and_kept() {
+    let mut config = config();
+    config.limits.session_history = 4;
+    let server = TestServer::start(config).await;
+    let mut w = server.client(WRITER).await;
+    let mut alice = as_user(&server, "alice").await;
+    let mut bob = as_user(&server, "bob").await;
+    create(&mut w, "log").await;
+    alice
+        .call("session.join", json!({"sessionId": "log"}))
+        .await;
+    for n in 1..=3 {
+        let r = send(&mut w, "log", n).await;
+        assert_eq!(r["offset"], n, "{r}");
+    }
+    assert_eq!(event_offsets(&mut alice, "log", 3).await, [1, 2, 3]);
+
+    let h = alice
+        .call("session.history", json!({"sessionId": "log"}))
+        .await;
+    assert_eq!(h["latest"], 3, "{h}");
+    assert_eq!(h["complete"], true, "{h}");
+    assert_eq!(h["more"], false, "{h}");
+    let events = h["events"].as_array().expect("events");
+    let offsets: Vec<_> = events.iter().map(|e| e["offset"].clone()).collect();
+    assert_eq!(offsets, [json!(1), json!(2), json!(3)], "{h}");
+    assert_eq!(events[1]["data"], json!({"n": 2}), "{h}");
+    assert_eq!(events[1]["from"]["identity"], "writer", "{h}");
+    // A page after an offset, and a short page that says more follow.
+    let h = alice
+        .call(
+            "session.history",
+            json!({"sessionId": "log", "since": 1, "limit": 1}),
+        )
+        .await;
+    assert_eq!(h["events"][0]["offset"], 2, "{h}");
+    assert_eq!(h["events"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(
+        (h["complete"].clone(), h["more"].clone()),
+        (json!(true), json!(true))
+    );
+
+    // The log keeps the newest 4: a reader from before them hears of the hole.
+    for n in 4..=6 {
+        send(&mut w, "log", n).await;
+    }
+    let h = w.call("session.history", json!({"sessionId": "log"})).await;
+    let offsets: Vec<_> = h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, [3, 4, 5, 6], "{h}");
+    assert_eq!(h["complete"], false, "1 and 2 were trimmed: {h}");
+    let h = w
+        .call("session.history", json!({"sessionId": "log", "since": 2}))
+        .await;
+    assert_eq!(h["complete"], true, "{h}");
+
+    // Members only; bad limits are refused.
+    assert_eq!(
+        bob.error_code("session.history", json!({"sessionId": "log"}))
+            .await,
+        -32003
+    );
+    assert_eq!(
+        alice
+            .error_code("session.history", json!({"sessionId": "log", "limit": 0}))
+            .await,
+        -32602
+    );
+    assert_eq!(
+        alice
+            .error_code("session.history", json!({"sessionId": "nope"}))
+            .await,
+        -32001
+    );
+}
+
+#[tokio::test]
+async fn the_owner_resumes_on_a_new_connection_with_what_it_missed() {
+    let server = TestServer::default().await;
+    let mut w = server.client(WRITER).await;
+    let mut alice = as_user(&server, "alice").await;
+    let created = create(&mut w, "r").await;
+    let token = created["resumeToken"].as_str().expect("token").to_owned();
+    alice.call("session.join", json!({"sessionId": "r"})).await;
+    send(&mut alice, "r", 1).await;
+    assert_eq!(event_offsets(&mut w, "r", 1).await, [1]);
+    w.close().await;
+    // Detached; the member carries on.
+    assert!(
+        detached(&server, "r").await,
+        "the owner's disconnect detaches the session"
+    );
+    for n in 2..=3 {
+        send(&mut alice, "r", n).await;
+    }
+
+    let mut back = server.client(WRITER).await;
+    let back_id = conn_id(&mut back).await;
+    let hello = back
+        .call(
+            "connect",
+            json!({"resume": {"sessionId": "r", "resumeToken": token, "offset": 1}}),
+        )
+        .await;
+    let resume = &hello["resume"];
+    assert_eq!(resume["resumed"], true, "{hello}");
+    assert_eq!(resume["replayed"], 2, "{hello}");
+    assert_eq!(resume["latest"], 3, "{hello}");
+    assert_eq!(resume["complete"], true, "{hello}");
+    assert_eq!(resume["session"]["owner"], back_id.as_str(), "{hello}");
+    assert!(resume["session"]["detachedAt"].is_null(), "{hello}");
+    assert!(resume["session"].get("resumeToken").is_none(), "{hello}");
+    // The missed events came first, in order, and live ones follow.
+    assert_eq!(event_offsets(&mut back, "r", 2).await, [2, 3]);
+    send(&mut alice, "r", 4).await;
+    assert_eq!(event_offsets(&mut back, "r", 1).await, [4]);
+    back.expect_no_push("session.event", QUIET).await;
+    let g = alice.call("session.get", json!({"sessionId": "r"})).await;
+    assert_eq!(g["owner"], back_id.as_str(), "{g}");
+    assert!(
+        g["members"]
+            .as_array()
+            .is_some_and(|m| m.contains(&json!(back_id)))
+    );
+
+    // Resuming again from the same socket is a no-op with nothing missed.
+    let again = back
+        .call(
+            "session.resume",
+            json!({"sessionId": "r", "resumeToken": token, "offset": 4}),
+        )
+        .await;
+    assert_eq!(
+        (again["replayed"].clone(), again["complete"].clone()),
+        (json!(0), json!(true))
+    );
+    back.expect_no_push("session.event", QUIET).await;
+}
+
+#[tokio::test]
+async fn resume_needs_the_token_and_the_owner_identity() {
+    let server = TestServer::default().await;
+    let mut w = server.client(WRITER).await;
+    let w_id = conn_id(&mut w).await;
+    let created = create(&mut w, "t").await;
+    let token = created["resumeToken"].as_str().expect("token").to_owned();
+
+    // A wrong token: the handshake succeeds, the resume does not.
+    let mut other = server.client(WRITER).await;
+    let hello = other
+        .call(
+            "connect",
+            json!({"resume": {"sessionId": "t", "resumeToken": "guess"}}),
+        )
+        .await;
+    assert_eq!(hello["authenticated"], true, "{hello}");
+    assert_eq!(hello["resume"]["resumed"], false, "{hello}");
+    assert_eq!(hello["resume"]["error"]["code"], -32003, "{hello}");
+    // Another identity with the right token.
+    let mut mallory = as_user(&server, "mallory").await;
+    let params = json!({"sessionId": "t", "resumeToken": token});
+    assert_eq!(
+        mallory.error_code("session.resume", params.clone()).await,
+        -32003
+    );
+    // A reader may not take ownership.
+    let mut reader = server.client(READER).await;
+    let hello = reader
+        .call("connect", json!({"resume": params.clone()}))
+        .await;
+    assert_eq!(hello["resume"]["error"]["code"], -32003, "{hello}");
+    // Unknown sessions, missing fields.
+    assert_eq!(
+        other
+            .error_code(
+                "session.resume",
+                json!({"sessionId": "none", "resumeToken": token})
+            )
+            .await,
+        -32001
+    );
+    assert_eq!(
+        other
+            .error_code("session.resume", json!({"sessionId": "t"}))
+            .await,
+        -32602
+    );
+    let g = w.call("session.get", json!({"sessionId": "t"})).await;
+    assert_eq!(g["owner"], w_id.as_str(), "nothing changed hands: {g}");
+}
+
+#[tokio::test]
+async fn resume_takes_over_from_an_owner_socket_still_attached() {
+    let server = TestServer::default().await;
+    let mut old = server.client(WRITER).await;
+    let old_id = conn_id(&mut old).await;
+    let created = create(&mut old, "h").await;
+    let token = created["resumeToken"].as_str().expect("token").to_owned();
+    let mut new = server.client(WRITER).await;
+    let new_id = conn_id(&mut new).await;
+    let r = new
+        .call(
+            "session.resume",
+            json!({"sessionId": "h", "resumeToken": token}),
+        )
+        .await;
+    assert_eq!(r["resumed"], true, "{r}");
+    let g = new.call("session.get", json!({"sessionId": "h"})).await;
+    assert_eq!(g["owner"], new_id.as_str(), "{g}");
+    let members: BTreeSet<String> = g["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        members,
+        set(&[&old_id, &new_id]),
+        "the old socket stays a member"
+    );
+    // Both hear events; the old socket closing no longer detaches it.
+    send(&mut new, "h", 1).await;
+    assert_eq!(event_offsets(&mut old, "h", 1).await, [1]);
+    old.close().await;
+    tokio::time::sleep(QUIET).await;
+    let g = new.call("session.get", json!({"sessionId": "h"})).await;
+    assert_eq!(g["owner"], new_id.as_str(), "{g}");
+    assert!(g["detachedAt"].is_null(), "{g}");
+}

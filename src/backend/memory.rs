@@ -5,6 +5,11 @@
 //! across an `.await` nor while delivering (envelopes are handed to the
 //! inbox after the lock is released). Delivery is a direct call into the
 //! attached instance's inbox.
+//!
+//! Session event logs have a lock of their own, which *is* held while the
+//! event is delivered: numbering and delivery then happen in one step, so
+//! two senders can never hand members their events out of offset order.
+//! (Delivery only queues frames and never calls back into the backend.)
 
 use super::*;
 use crate::ratelimit::{CheckLog, SlidingLog};
@@ -15,7 +20,17 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 #[derive(Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
+    /// Session id → its event log (see the module docs).
+    events: Mutex<HashMap<String, EventLog>>,
     inbox: OnceLock<Arc<dyn Inbox>>,
+}
+
+/// One session's numbered events, the newest kept.
+#[derive(Default)]
+struct EventLog {
+    /// The newest offset given.
+    latest: u64,
+    frames: VecDeque<Frame>,
 }
 
 #[derive(Default)]
@@ -47,6 +62,10 @@ impl MemoryBackend {
         // A panic while holding the lock cannot leave State half-updated in
         // a way that matters more than losing the process; keep serving.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn event_logs(&self) -> MutexGuard<'_, HashMap<String, EventLog>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deliver(&self, envelope: Envelope) -> usize {
@@ -307,9 +326,10 @@ impl Backend for MemoryBackend {
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        takeover: bool,
     ) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            super::reclaim_owner(rec, conn_id, identity)?;
+            super::reclaim_owner(rec, conn_id, identity, takeover)?;
             Ok(rec.clone())
         })
     }
@@ -400,6 +420,75 @@ impl Backend for MemoryBackend {
         let mut state = self.lock();
         state.runs.remove(session_id);
         state.history.remove(session_id);
+        drop(state);
+        self.event_logs().remove(session_id);
+        Ok(())
+    }
+
+    async fn session_event(
+        &self,
+        session_id: &str,
+        event: &SessionEvent,
+        keep: usize,
+    ) -> BackendResult<(u64, usize)> {
+        let channel = crate::hub::session_channel(session_id);
+        let count = {
+            let state = self.lock();
+            if !state.sessions.contains_key(session_id) {
+                return Err(BackendError::NotFound("session"));
+            }
+            state.interest.get(&channel).copied().unwrap_or(0)
+        };
+        let mut logs = self.event_logs();
+        let log = logs.entry(session_id.to_owned()).or_default();
+        log.latest += 1;
+        let frame = event.frame(log.latest);
+        log.frames.push_back(frame.clone());
+        while log.frames.len() > keep {
+            log.frames.pop_front();
+        }
+        let offset = log.latest;
+        if count > 0 {
+            self.deliver(Envelope::Channel {
+                channel,
+                frame,
+                last: false,
+            });
+        }
+        Ok((offset, count))
+    }
+
+    async fn session_events(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> BackendResult<EventPage> {
+        let logs = self.event_logs();
+        let Some(log) = logs.get(session_id) else {
+            return Ok(EventPage::default());
+        };
+        let first = log.latest + 1 - log.frames.len() as u64;
+        let range = super::events::window(log.frames.len(), first, after, limit);
+        Ok(EventPage {
+            events: log
+                .frames
+                .range(range.clone())
+                .zip(range.start as u64..)
+                .map(|(frame, i)| (first + i, frame.clone()))
+                .collect(),
+            latest: log.latest,
+        })
+    }
+
+    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()> {
+        let mut logs = self.event_logs();
+        let log = logs.entry(session_id.to_owned()).or_default();
+        if offset > log.latest {
+            // The kept frames would no longer be numbered consecutively.
+            log.frames.clear();
+            log.latest = offset;
+        }
         Ok(())
     }
 

@@ -25,10 +25,12 @@
 //!   `join_session`, `patch_session`, `rate_hit`, `rate_take`) are atomic
 //!   across instances.
 
+mod events;
 pub mod memory;
 mod records;
 pub mod redis;
 
+pub use events::{EventPage, SessionEvent, event_offset};
 pub use records::{
     AgentEntry, ApprovalRecord, ApprovalStatus, Idempotency, RunRecord, RunStatus, ToolSpec,
 };
@@ -364,17 +366,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<SessionRecord>;
     /// Remove a member (the owner leaving detaches ownership).
     async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord>;
-    /// Give a session back to `conn_id`, its owner, after the owner was
-    /// taken for gone (its instance was reaped while cut off from the
-    /// backend): the resume window stops and the owner is a member again.
-    /// A no-op when it already owns it; Conflict when another connection
-    /// does, or the session belongs to another identity; NotFound if
-    /// unknown.
+    /// Give a session back to `conn_id` of its owner's identity: after the
+    /// owner was taken for gone (its instance was reaped while cut off
+    /// from the backend), or when the owner resumes from a new connection.
+    /// The resume window stops and the owner is a member again. A no-op
+    /// when it already owns it; NotFound if unknown; Conflict when the
+    /// session belongs to another identity, or another connection owns it
+    /// and `takeover` is off (with it, that connection stays a member).
     async fn reclaim_session(
         &self,
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        takeover: bool,
     ) -> BackendResult<SessionRecord>;
     /// Apply a JSON merge patch to `meta`. Conflict when `base_version` is
     /// given and differs from the current version.
@@ -411,7 +415,7 @@ pub trait Backend: Send + Sync + 'static {
     /// error, finishedAt) if it is still running; `None` when it was not
     /// (already finished or cancelled: the first finisher wins).
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
-    /// A session closed: drop its run record and chat history.
+    /// A session closed: drop its run record, chat history and event log.
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()>;
 
     // ---- chat history ----
@@ -425,6 +429,33 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<()>;
     /// The newest `limit` entries, oldest first.
     async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>>;
+
+    // ---- session events (see `events`) ----
+
+    /// Number `event` with the session's next offset, append it to the
+    /// session's log (keeping the newest `keep`) and deliver it on the
+    /// session's channel to every instance, in one atomic step: members
+    /// everywhere see offsets in increasing order, and an event is in the
+    /// log before anyone can see it live. Returns the offset and the
+    /// sockets subscribed to the session cluster-wide.
+    async fn session_event(
+        &self,
+        session_id: &str,
+        event: &SessionEvent,
+        keep: usize,
+    ) -> BackendResult<(u64, usize)>;
+    /// The logged events after offset `after`, oldest first, at most
+    /// `limit`, and the newest offset given.
+    async fn session_events(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> BackendResult<EventPage>;
+    /// Make the session's next offset come after `offset` (a session
+    /// written back after the backend lost its state keeps numbering
+    /// where its members left off).
+    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()>;
 
     // ---- approvals ----
 
@@ -514,16 +545,19 @@ pub(crate) fn reclaim_owner(
     rec: &mut SessionRecord,
     conn_id: &str,
     identity: &str,
+    takeover: bool,
 ) -> BackendResult<bool> {
     match rec.owner.as_deref() {
         Some(owner) if owner == conn_id => return Ok(false),
-        Some(_) => return Err(BackendError::Conflict("session has another owner".into())),
-        None if rec.owner_identity != identity => {
+        Some(_) if !takeover => {
+            return Err(BackendError::Conflict("session has another owner".into()));
+        }
+        _ if rec.owner_identity != identity => {
             return Err(BackendError::Conflict(
                 "session belongs to another identity".into(),
             ));
         }
-        None => {}
+        _ => {}
     }
     rec.owner = Some(conn_id.to_owned());
     rec.detached_at = None;

@@ -899,6 +899,7 @@ fn validate_sizes(l: &super::Limits) -> Result<(), ConfigError> {
             "limits.max_sessions_per_client",
         ),
         (l.max_subscriptions, 1, u64::MAX, "limits.max_subscriptions"),
+        (l.session_history, 1, 100_000, "limits.session_history"),
         (l.max_connections, 1, u64::MAX, "limits.max_connections"),
         (
             l.max_connections_per_ip,

@@ -165,6 +165,8 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     pub max_sessions_per_client: usize,
     pub max_session_members: usize,
+    /// Events kept per session for `session.history` and resume replay.
+    pub session_history: usize,
     pub max_subscriptions: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -190,6 +192,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             max_sessions_per_client: 5,
             max_session_members: 100,
+            session_history: 1000,
             max_subscriptions: 128,
             max_connections: 100_000,
             max_connections_per_ip: 1_000,

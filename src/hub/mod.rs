@@ -13,18 +13,21 @@
 //! sockets subscribing to one channel at once cost a handful of writes.
 //!
 //! It also keeps copies of the sessions its sockets own ([`owned`]), to
-//! write them back if the backend loses them.
+//! write them back if the backend loses them, and holds back a channel's
+//! frames from a socket while that socket is replayed what it missed
+//! ([`Hub::hold`]).
 
 mod owned;
 
 pub use owned::{Loss, OwnedSessions};
 
-use crate::backend::{Backend, Envelope, Inbox};
+use crate::backend::{Backend, Envelope, Inbox, event_offset};
 use crate::conn::{ConnHandle, close_code};
 use crate::protocol::Frame;
 use crate::ratelimit::IdentityBudget;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Internal channel carrying a session's events to its members. Client
@@ -39,6 +42,9 @@ pub fn session_channel(id: &str) -> String {
 
 type ChannelIndex = HashMap<String, HashMap<String, ConnHandle>>;
 
+/// Frames a held socket may collect before it counts as a slow consumer.
+const HOLD_CAP: usize = 1024;
+
 struct Inner {
     backend: Arc<dyn Backend>,
     conns: RwLock<HashMap<String, ConnHandle>>,
@@ -49,6 +55,10 @@ struct Inner {
     /// orders every interest write.
     interest: tokio::sync::Mutex<HashMap<String, usize>>,
     owned: OwnedSessions,
+    /// channel → held conn id → frames held back (see [`Hub::hold`]).
+    holds: Mutex<HashMap<String, HashMap<String, Vec<Frame>>>>,
+    /// How many holds exist: fan-out looks at `holds` only when some do.
+    held: AtomicUsize,
 }
 
 /// Cheap cloneable handle to this instance's local state.
@@ -87,6 +97,8 @@ impl Hub {
             budgets: Mutex::default(),
             interest: tokio::sync::Mutex::default(),
             owned: OwnedSessions::default(),
+            holds: Mutex::default(),
+            held: AtomicUsize::new(0),
         }))
     }
 
@@ -251,9 +263,83 @@ impl Hub {
                 .and_then(|id| self.get(id))
                 .map_or(0, |conn| usize::from(conn.push(frame.clone())));
         };
-        let delivered = subs.values().filter(|c| c.push(frame.clone())).count();
+        let delivered = if self.0.held.load(Ordering::Acquire) > 0 {
+            self.fanout_holding(channel, subs.values(), frame)
+        } else {
+            subs.values().filter(|c| c.push(frame.clone())).count()
+        };
         metrics::counter!("switchyard_deliveries_total").increment(delivered as u64);
         delivered
+    }
+
+    /// Fan-out while some socket is held: a held subscriber of `channel`
+    /// collects the frame instead of getting it.
+    fn fanout_holding<'a>(
+        &self,
+        channel: &str,
+        subs: impl Iterator<Item = &'a ConnHandle>,
+        frame: &Frame,
+    ) -> usize {
+        let mut holds = lock(&self.0.holds);
+        let mut held = holds.get_mut(channel);
+        subs.filter(|c| match held.as_mut().and_then(|h| h.get_mut(c.id())) {
+            Some(frames) if frames.len() < HOLD_CAP => {
+                frames.push(frame.clone());
+                true
+            }
+            Some(_) => {
+                c.close(close_code::SLOW_CONSUMER, "slow consumer");
+                false
+            }
+            None => c.push(frame.clone()),
+        })
+        .count()
+    }
+
+    /// Hold back `channel`'s frames from `conn` until the returned
+    /// [`Hold`] is released: the way to replay a socket what it missed
+    /// while live frames keep coming. Take the hold before subscribing the
+    /// socket, read and queue what it missed, then release with the newest
+    /// offset replayed — held events at or below it are dropped as
+    /// duplicates, the rest follow in order. Dropping the hold unreleased
+    /// discards what it held.
+    pub fn hold(&self, channel: &str, conn: &ConnHandle) -> Hold {
+        let mut holds = lock(&self.0.holds);
+        let slot = holds.entry(channel.to_owned()).or_default();
+        if !slot.contains_key(conn.id()) {
+            slot.insert(conn.id().to_owned(), Vec::new());
+            self.0.held.fetch_add(1, Ordering::AcqRel);
+        }
+        Hold {
+            hub: self.clone(),
+            channel: channel.to_owned(),
+            conn: conn.clone(),
+            released: false,
+        }
+    }
+
+    /// End a hold; with `after`, queue what it held (events past that
+    /// offset) to the socket first, under the lock fan-out takes while
+    /// holds exist, so nothing overtakes them.
+    fn unhold(&self, channel: &str, conn: &ConnHandle, after: Option<u64>) {
+        let mut holds = lock(&self.0.holds);
+        let Some(slot) = holds.get_mut(channel) else {
+            return;
+        };
+        let Some(frames) = slot.remove(conn.id()) else {
+            return;
+        };
+        if slot.is_empty() {
+            holds.remove(channel);
+        }
+        if let Some(after) = after {
+            for frame in frames {
+                if event_offset(frame.as_str()).is_none_or(|o| o > after) {
+                    conn.push(frame);
+                }
+            }
+        }
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Queue `frame` to every local connection.
@@ -345,6 +431,30 @@ impl Inbox for Hub {
             },
             // Relay messages are the relay's (`crate::relay::Inbound`).
             Envelope::Relay { .. } => 0,
+        }
+    }
+}
+
+/// A socket held back from a channel's frames (see [`Hub::hold`]).
+pub struct Hold {
+    hub: Hub,
+    channel: String,
+    conn: ConnHandle,
+    released: bool,
+}
+
+impl Hold {
+    /// Queue what was held past offset `after` and let frames flow again.
+    pub fn release(mut self, after: u64) {
+        self.hub.unhold(&self.channel, &self.conn, Some(after));
+        self.released = true;
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.released {
+            self.hub.unhold(&self.channel, &self.conn, None);
         }
     }
 }

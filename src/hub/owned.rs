@@ -10,7 +10,9 @@
 //! 1. `session.create` on a local connection puts the record here;
 //! 2. every `session.updated` delivered on the session's channel — from a
 //!    patch on any instance, reaching this instance because the owner is a
-//!    local subscriber — moves the copy to the newer version and metadata;
+//!    local subscriber — moves the copy to the newer version and metadata,
+//!    and every `session.event` to its offset (so a session written back
+//!    numbers on from where its members left off);
 //! 3. the session ending (`session.closed`, the channel's last frame), its
 //!    owner leaving it, or the owner's socket closing drops the copy.
 //!
@@ -24,7 +26,7 @@
 //!
 //! [epoch]: crate::backend::Backend::epoch
 
-use crate::backend::SessionRecord;
+use crate::backend::{SessionRecord, event_offset};
 use crate::hub::SESSION_CHANNEL_PREFIX;
 use crate::protocol::Frame;
 use serde::Deserialize;
@@ -65,16 +67,22 @@ struct Epoch {
     lost_at: Option<Instant>,
 }
 
+/// One owned session: its record and the newest event offset seen.
+struct Copy {
+    record: SessionRecord,
+    offset: u64,
+}
+
 /// The session records owned by local connections, by session id, and the
 /// backend epoch they were taken under.
 #[derive(Default)]
 pub struct OwnedSessions {
-    records: Mutex<HashMap<String, SessionRecord>>,
+    records: Mutex<HashMap<String, Copy>>,
     epoch: Mutex<Epoch>,
 }
 
 impl OwnedSessions {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, Copy>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -82,9 +90,11 @@ impl OwnedSessions {
         self.epoch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keep a copy of a session a local connection now owns.
-    pub fn insert(&self, record: SessionRecord) {
-        self.records().insert(record.session_id.clone(), record);
+    /// Keep a copy of a session a local connection now owns, whose newest
+    /// event is `offset` (0 for a new session).
+    pub fn insert(&self, record: SessionRecord, offset: u64) {
+        let id = record.session_id.clone();
+        self.records().insert(id, Copy { record, offset });
     }
 
     /// Forget a session (closed, or its owner left it).
@@ -96,7 +106,7 @@ impl OwnedSessions {
     /// detached them and their resume window runs there).
     pub fn forget_owner(&self, conn_id: &str) {
         self.records()
-            .retain(|_, r| r.owner.as_deref() != Some(conn_id));
+            .retain(|_, c| c.record.owner.as_deref() != Some(conn_id));
     }
 
     /// Forget `session_id` if `conn_id` owns it (the owner left it).
@@ -104,31 +114,45 @@ impl OwnedSessions {
         let mut records = self.records();
         if records
             .get(session_id)
-            .is_some_and(|r| r.owner.as_deref() == Some(conn_id))
+            .is_some_and(|c| c.record.owner.as_deref() == Some(conn_id))
         {
             records.remove(session_id);
         }
+    }
+
+    /// How many sessions `conn_id` owns.
+    pub fn owned_by(&self, conn_id: &str) -> usize {
+        self.records()
+            .values()
+            .filter(|c| c.record.owner.as_deref() == Some(conn_id))
+            .count()
     }
 
     /// Whether `conn_id` owns `session_id` here.
     pub fn owns(&self, conn_id: &str, session_id: &str) -> bool {
         self.records()
             .get(session_id)
-            .is_some_and(|r| r.owner.as_deref() == Some(conn_id))
+            .is_some_and(|c| c.record.owner.as_deref() == Some(conn_id))
     }
 
-    /// Follow a frame delivered on `channel`: a `session.updated` of a
-    /// session owned here moves its copy forward. Cheap for everything
-    /// else (a prefix check, no parsing).
+    /// Follow a frame delivered on `channel`: a `session.updated` or a
+    /// `session.event` of a session owned here moves its copy forward.
+    /// Cheap for everything else (a prefix check, no parsing).
     pub fn observe(&self, channel: &str, frame: &Frame) {
         let Some(id) = channel.strip_prefix(SESSION_CHANNEL_PREFIX) else {
             return;
         };
+        if let Some(offset) = event_offset(frame.as_str()) {
+            if let Some(copy) = self.records().get_mut(id) {
+                copy.offset = copy.offset.max(offset);
+            }
+            return;
+        }
         if !frame.as_str().starts_with(UPDATED_PREFIX) {
             return;
         }
         let mut records = self.records();
-        let Some(record) = records.get_mut(id) else {
+        let Some(Copy { record, .. }) = records.get_mut(id) else {
             return;
         };
         match serde_json::from_str::<Updated>(frame.as_str()) {
@@ -142,19 +166,21 @@ impl OwnedSessions {
         }
     }
 
-    /// Records to create again after the backend lost them: each with its
-    /// owner as the only member (the others re-join themselves).
-    pub fn to_restore(&self) -> Vec<SessionRecord> {
+    /// Records to create again after the backend lost them, with their
+    /// newest event offsets: each with its owner as the only member (the
+    /// others re-join themselves).
+    pub fn to_restore(&self) -> Vec<(SessionRecord, u64)> {
         self.records()
             .values()
-            .filter_map(|r| {
+            .filter_map(|Copy { record: r, offset }| {
                 let owner = r.owner.clone()?;
-                Some(SessionRecord {
+                let record = SessionRecord {
                     members: vec![owner],
                     member_identities: vec![r.owner_identity.clone()],
                     detached_at: None,
                     ..r.clone()
-                })
+                };
+                Some((record, *offset))
             })
             .collect()
     }
@@ -222,7 +248,7 @@ mod tests {
     #[test]
     fn updates_move_the_copy_forward_never_back() {
         let owned = OwnedSessions::default();
-        owned.insert(record("s", "c1"));
+        owned.insert(record("s", "c1"), 0);
         owned.observe("$session:s", &updated("s", 2, json!({"k": 2})));
         owned.observe("$session:s", &updated("s", 1, json!({"k": 9})));
         // Other sessions, other channels and other methods are ignored.
@@ -232,17 +258,22 @@ mod tests {
             "$session:s",
             &frame::notification("session.event", &json!({"version": 8, "meta": {}})),
         );
+        let event =
+            |offset| crate::backend::SessionEvent::new(&json!({"sessionId": "s"})).frame(offset);
+        owned.observe("$session:s", &event(4));
+        owned.observe("$session:s", &event(3));
         let restored = owned.to_restore();
         assert_eq!(restored.len(), 1);
-        assert_eq!(restored[0].version, 2);
-        assert_eq!(restored[0].meta, json!({"k": 2}));
+        assert_eq!(restored[0].0.version, 2);
+        assert_eq!(restored[0].0.meta, json!({"k": 2}));
+        assert_eq!(restored[0].1, 4, "the newest offset seen");
     }
 
     #[test]
     fn restored_records_hold_only_their_owner() {
         let owned = OwnedSessions::default();
-        owned.insert(record("s", "c1"));
-        let r = &owned.to_restore()[0];
+        owned.insert(record("s", "c1"), 0);
+        let r = &owned.to_restore()[0].0;
         assert_eq!(r.members, ["c1"]);
         assert_eq!(r.member_identities, ["alice"]);
         assert_eq!(r.resume_token, "t");
@@ -252,9 +283,9 @@ mod tests {
     #[test]
     fn owners_leaving_drop_their_copies() {
         let owned = OwnedSessions::default();
-        owned.insert(record("s", "c1"));
-        owned.insert(record("t", "c1"));
-        owned.insert(record("u", "c9"));
+        owned.insert(record("s", "c1"), 0);
+        owned.insert(record("t", "c1"), 0);
+        owned.insert(record("u", "c9"), 0);
         assert!(owned.owns("c1", "s"));
         assert!(!owned.owns("c9", "s"));
         owned.forget("t");
@@ -262,13 +293,13 @@ mod tests {
         assert!(owned.owns("c1", "s"), "only its owner releases it");
         owned.release("c1", "s");
         assert!(!owned.owns("c1", "s"));
-        owned.insert(record("s", "c1"));
+        owned.insert(record("s", "c1"), 0);
         owned.forget_owner("c1");
         assert!(!owned.owns("c1", "s"));
         let left: Vec<String> = owned
             .to_restore()
             .into_iter()
-            .map(|r| r.session_id)
+            .map(|(r, _)| r.session_id)
             .collect();
         assert_eq!(left, ["u"]);
     }

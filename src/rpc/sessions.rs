@@ -1,10 +1,15 @@
-//! Sessions: create, join, leave, get, patch, list, send and close.
+//! Sessions: create, join, leave, get, patch, list, send, history, resume
+//! and close.
 //!
 //! Membership and metadata live in the backend; delivery to members rides
 //! on an internal channel per session (`$session:<id>`) that each member
 //! connection subscribes to locally, so `session.send` is one publish that
-//! reaches members on every instance. A session whose owner disconnects is
-//! kept for `resume_window`, then closed by [`close_expired`].
+//! reaches members on every instance. Each `session.event` is numbered
+//! (`offset`) and kept in the session's log as it is published
+//! ([`crate::backend::SessionEvent`]). A session whose owner disconnects
+//! is kept for `resume_window`: the owner may come back on any instance
+//! with its resume token ([`resume`]) and is replayed the events it
+//! missed; otherwise [`close_expired`] closes it.
 //!
 //! The owner's instance keeps a copy of each session record
 //! ([`crate::hub::OwnedSessions`]); when the backend loses its state, the
@@ -12,6 +17,7 @@
 //! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
+use crate::backend::SessionEvent;
 use crate::backend::{BackendError, SessionRecord};
 use crate::conn::ConnHandle;
 use crate::hub::{Loss, session_channel};
@@ -141,7 +147,7 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
         .create_session(record.clone(), limits.max_sessions_per_client)
         .await
         .map_err(backend_err(&id))?;
-    ctx.app.hub.owned().insert(record);
+    ctx.app.hub.owned().insert(record, 0);
     attach(ctx.app, ctx.conn, &id).await?;
     Ok((id, token))
 }
@@ -277,15 +283,139 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     if !member && !identity.is_admin() {
         return Err(RpcError::forbidden("join the session before sending to it"));
     }
-    let event = json!({
+    let event = SessionEvent::new(&json!({
         "sessionId": p.session_id,
         "event": p.event,
         "data": p.data,
         "from": { "connId": ctx.conn.id(), "identity": identity.sub },
         "timestamp": now_ms(),
-    });
-    let delivered = notify_members(ctx.app, &p.session_id, "session.event", &event).await?;
-    Ok(json!({ "delivered": delivered }))
+    }));
+    let keep = ctx.app.config.limits.session_history;
+    let (offset, delivered) = ctx
+        .app
+        .backend
+        .session_event(&p.session_id, &event, keep)
+        .await
+        .map_err(backend_err(&p.session_id))?;
+    Ok(json!({ "delivered": delivered, "offset": offset }))
+}
+
+/// Most events one `session.history` call returns.
+const HISTORY_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HistoryParams {
+    session_id: String,
+    /// Events after this offset (0: from the oldest kept).
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// The session's logged events after `since`, oldest first. `complete`
+/// says nothing between `since` and the first event returned is missing
+/// (trimmed from the log, or lost with the backend's state).
+pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
+    validate_id(&p.session_id)?;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > HISTORY_PAGE {
+        return Err(RpcError::invalid_params(
+            "limit",
+            format!("between 1 and {HISTORY_PAGE}"),
+        ));
+    }
+    require_member(ctx, &p.session_id).await?;
+    let page = ctx
+        .app
+        .backend
+        .session_events(&p.session_id, p.since, limit)
+        .await?;
+    let last = page.events.last().map(|(offset, _)| *offset);
+    Ok(json!({
+        "sessionId": p.session_id,
+        "events": page.params(),
+        "latest": page.latest,
+        "complete": page.continues(p.since),
+        "more": last.is_some_and(|o| o < page.latest),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResumeParams {
+    session_id: String,
+    resume_token: String,
+    /// The newest event offset the client has (0: none).
+    #[serde(default)]
+    offset: u64,
+}
+
+impl ResumeParams {
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}
+
+/// Take ownership of a session back with its resume token — from any
+/// connection of the owner's identity on any instance, within the resume
+/// window — and be replayed every logged event after `offset`, in order,
+/// before this call's reply; live events follow without gap or duplicate
+/// (the socket is held back from the session's channel meanwhile, see
+/// [`crate::hub::Hub::hold`]). An owner connection still attached (a
+/// socket not yet known dead) stays a member but no longer owns it.
+pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let app = ctx.app;
+    let id = p.session_id.as_str();
+    let record = load(app, id).await?;
+    let token_ok: bool =
+        subtle::ConstantTimeEq::ct_eq(record.resume_token.as_bytes(), p.resume_token.as_bytes())
+            .into();
+    if !token_ok {
+        return Err(RpcError::forbidden("resume token does not match"));
+    }
+    if record.owner_identity != identity.sub {
+        return Err(RpcError::forbidden("session belongs to another identity"));
+    }
+    let owned = app.hub.owned();
+    let max = app.config.limits.max_sessions_per_client;
+    if !owned.owns(ctx.conn.id(), id) && owned.owned_by(ctx.conn.id()) >= max {
+        return Err(RpcError::limit("sessions per connection", max));
+    }
+    let record = app
+        .backend
+        .reclaim_session(id, ctx.conn.id(), &identity.sub, true)
+        .await
+        .map_err(backend_err(id))?;
+    let hold = app.hub.hold(&session_channel(id), ctx.conn);
+    attach(app, ctx.conn, id).await?;
+    let keep = app.config.limits.session_history;
+    let page = match app.backend.session_events(id, p.offset, keep).await {
+        Ok(page) => page,
+        Err(e) => {
+            // Owner again but not replayed: live events flow on, and a
+            // retry replays what is missing.
+            hold.release(0);
+            return Err(e.into_rpc(id));
+        }
+    };
+    let complete = page.continues(p.offset);
+    let replayed = page.events.len();
+    for (_, frame) in page.events {
+        ctx.conn.reply(frame).await;
+    }
+    hold.release(page.latest);
+    owned.insert(record.clone(), page.latest);
+    metrics::counter!("switchyard_sessions_resumed_total").increment(1);
+    Ok(json!({
+        "sessionId": id,
+        "resumed": true,
+        "session": record.public(),
+        "replayed": replayed,
+        "latest": page.latest,
+        "complete": complete,
+    }))
 }
 
 /// Push `method` to the session's members on every instance; returns how
@@ -367,10 +497,16 @@ pub async fn restore_if_lost(app: &App) -> Option<Loss> {
     }
     let records = owned.to_restore();
     let mut restored = 0;
-    for record in records {
+    for (record, offset) in records {
         let id = record.session_id.clone();
         // The owner owned it before the loss: its cap does not apply again.
-        match app.backend.create_session(record, usize::MAX).await {
+        let created = match app.backend.create_session(record, usize::MAX).await {
+            // Its events are lost; its numbering goes on (a member's next
+            // `session.history` or resume then reports the gap).
+            Ok(()) if offset > 0 => app.backend.advance_session_offset(&id, offset).await,
+            other => other,
+        };
+        match created {
             Ok(()) => restored += 1,
             Err(BackendError::Conflict(_)) => {}
             Err(e) => {
@@ -412,7 +548,10 @@ async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> bool {
     };
     let backend = &app.backend;
     let outcome = if app.hub.owned().owns(conn.id(), id) {
-        match backend.reclaim_session(id, conn.id(), &identity.sub).await {
+        match backend
+            .reclaim_session(id, conn.id(), &identity.sub, false)
+            .await
+        {
             Err(BackendError::Conflict(why)) => {
                 tracing::info!(session = %id, %why, "a session owned here has another owner");
                 app.hub.owned().forget(id);

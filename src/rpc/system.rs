@@ -29,6 +29,8 @@ pub struct ConnectParams {
     auth: Option<Value>,
     min_protocol: Option<u64>,
     max_protocol: Option<u64>,
+    /// Take a session back (`session.resume`) as part of the handshake.
+    resume: Option<crate::rpc::sessions::ResumeParams>,
 }
 
 /// `connect.client`; kept verbatim in presence entries.
@@ -85,7 +87,29 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
         )));
     }
     crate::rpc::agents::register_caps(ctx.app, ctx.conn).await;
-    hello(ctx, identity).await
+    let mut reply = hello(ctx, identity).await?;
+    if let Some(resume) = p.resume {
+        reply["resume"] = resume_at_connect(ctx, resume).await;
+    }
+    Ok(reply)
+}
+
+/// `connect.resume`: the handshake succeeds either way; the reply's
+/// `resume` says whether the session came back (as `session.resume`
+/// answers) or why not (`resumed: false` and the error).
+async fn resume_at_connect(ctx: &Ctx<'_>, p: crate::rpc::sessions::ResumeParams) -> Value {
+    let session_id = p.session_id().to_owned();
+    let write = crate::auth::Requirement::Scope(crate::auth::Scope::Write);
+    let outcome = match ctx.conn.identity() {
+        None => Err(RpcError::unauthorized("resume needs credentials")),
+        Some(identity) if !identity.satisfies(write) => {
+            Err(RpcError::forbidden("resume requires scope write"))
+        }
+        Some(_) => crate::rpc::sessions::resume(ctx, p).await,
+    };
+    outcome.unwrap_or_else(
+        |error| json!({ "sessionId": session_id, "resumed": false, "error": error }),
+    )
 }
 
 async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, RpcError> {
@@ -116,7 +140,8 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
         },
         "features": [
             "channels", "presence", "sessions", "batch", "server-requests",
-            "agents", "runs", "approvals", "chat", "idempotency",
+            "agents", "runs", "approvals", "chat", "idempotency", "resume",
+            "session-history",
         ],
     }))
 }

@@ -518,6 +518,23 @@ where
     within(WAIT, f).await
 }
 
+/// Wait until session `id` has no owner (its owner's socket closed);
+/// whether that happened within the wait.
+pub async fn detached(server: &TestServer, id: &str) -> bool {
+    eventually(|| {
+        let app = server.app.clone();
+        async move {
+            app.backend
+                .session(id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.owner.is_none())
+        }
+    })
+    .await
+}
+
 /// A tiny HTTP client over a raw TCP stream (no extra dependency):
 /// returns (status, headers text, body).
 pub async fn http(

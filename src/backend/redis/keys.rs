@@ -103,6 +103,18 @@ impl Keys {
     pub fn history(&self, session: &str) -> String {
         format!("{}:history:{{{session}}}", self.prefix)
     }
+    /// String: a session's newest event offset. Tagged like the session's
+    /// channel topic, so one script numbers, logs and publishes an event
+    /// on one Redis Cluster shard.
+    pub fn session_offset(&self, session: &str) -> String {
+        let channel = crate::hub::session_channel(session);
+        format!("{}:soffset:{{{channel}}}", self.prefix)
+    }
+    /// List: a session's newest events (whole `session.event` frames).
+    pub fn session_log(&self, session: &str) -> String {
+        let channel = crate::hub::session_channel(session);
+        format!("{}:slog:{{{channel}}}", self.prefix)
+    }
     /// String with TTL: one approval (JSON `ApprovalRecord`).
     pub fn approval(&self, id: &str) -> String {
         format!("{}:approval:{id}", self.stem)
@@ -180,5 +192,10 @@ mod tests {
         assert_eq!(k.channel_of_topic("sy:ch:{a{b}c}"), Some("a{b}c"));
         assert_eq!(k.channel_of_topic("sy:inbox:x"), None);
         assert_eq!(k.notify_pattern(), "sy:notify:*");
+        // A session's log and offset share its topic's hash tag.
+        let topic = k.channel_topic(&crate::hub::session_channel("s1"));
+        let tag = |key: &str| key[key.find('{').unwrap()..].to_owned();
+        assert_eq!(tag(&k.session_log("s1")), tag(&topic));
+        assert_eq!(tag(&k.session_offset("s1")), tag(&topic));
     }
 }

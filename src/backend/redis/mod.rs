@@ -14,6 +14,7 @@
 //! is empty). A reaper, one instance at a time under a lock, removes what
 //! dead instances left behind.
 
+mod events;
 mod keys;
 mod pubsub;
 mod reaper;
@@ -537,6 +538,28 @@ impl Backend for RedisBackend {
         records::history(self, session_id, limit).await
     }
 
+    async fn session_event(
+        &self,
+        session_id: &str,
+        event: &SessionEvent,
+        keep: usize,
+    ) -> BackendResult<(u64, usize)> {
+        events::append(self, session_id, event, keep).await
+    }
+
+    async fn session_events(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> BackendResult<EventPage> {
+        events::read(self, session_id, after, limit).await
+    }
+
+    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()> {
+        events::advance(self, session_id, offset).await
+    }
+
     async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
         records::create_approval(self, record).await
     }
@@ -608,8 +631,9 @@ impl Backend for RedisBackend {
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        takeover: bool,
     ) -> BackendResult<SessionRecord> {
-        sessions::reclaim(self, session_id, conn_id, identity).await
+        sessions::reclaim(self, session_id, conn_id, identity, takeover).await
     }
 
     async fn patch_session(

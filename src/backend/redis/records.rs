@@ -128,11 +128,16 @@ pub async fn forget_session_records(b: &RedisBackend, session_id: &str) -> Backe
             .await
             .map_err(unavailable)?;
     }
-    let (a, h) = tokio::join!(
+    // The event log's two keys share a slot; the others have their own.
+    let (a, h, e) = tokio::join!(
         client.hdel::<(), _, _>(keys.runs(), session_id),
         client.del::<(), _>(keys.history(session_id)),
+        client.del::<(), _>(vec![
+            keys.session_log(session_id),
+            keys.session_offset(session_id)
+        ]),
     );
-    a.and(h).map_err(unavailable)
+    a.and(h).and(e).map_err(unavailable)
 }
 
 pub async fn append_history(

@@ -195,6 +195,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// Number, log and publish a session event (`backend::events`). KEYS:
+/// offset, log — tagged like the topic, which on Redis Cluster must sit on
+/// the same shard for `SPUBLISH` here. ARGV: head, tail, keep, ttl_ms,
+/// topic, `publish` or `spublish`. Returns the offset.
+const SESSION_EVENT: &str = r#"
+local offset = redis.call('INCR', KEYS[1])
+local frame = ARGV[1] .. offset .. ARGV[2]
+redis.call('RPUSH', KEYS[2], frame)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call(ARGV[6], ARGV[5], '0' .. frame)
+return offset
+"#;
+
+/// Read a session's log after an offset. KEYS: offset, log. ARGV: after,
+/// limit. Returns {latest, first kept offset, frames...}.
+const SESSION_EVENTS: &str = r#"
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local len = redis.call('LLEN', KEYS[2])
+local first = latest - len + 1
+local start = math.max(0, tonumber(ARGV[1]) + 1 - first)
+local out = {latest, first}
+if start < len then
+  local frames = redis.call('LRANGE', KEYS[2], start, start + tonumber(ARGV[2]) - 1)
+  for _, f in ipairs(frames) do out[#out + 1] = f end
+end
+return out
+"#;
+
+/// Move a session's offset forward to at least ARGV[1]; a log numbered
+/// under the old offset no longer lines up and is dropped. KEYS: offset,
+/// log. ARGV: offset, ttl_ms.
+const ADVANCE_OFFSET: &str = r#"
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+if latest < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"#;
+
 pub struct Scripts {
     pub rate: Script,
     pub check: Script,
@@ -208,6 +250,9 @@ pub struct Scripts {
     pub create_approval: Script,
     pub resolve_approval: Script,
     pub unlock: Script,
+    pub session_event: Script,
+    pub session_events: Script,
+    pub advance_offset: Script,
 }
 
 impl Scripts {
@@ -225,6 +270,9 @@ impl Scripts {
             create_approval: Script::from_lua(CREATE_APPROVAL),
             resolve_approval: Script::from_lua(RESOLVE_APPROVAL),
             unlock: Script::from_lua(UNLOCK),
+            session_event: Script::from_lua(SESSION_EVENT),
+            session_events: Script::from_lua(SESSION_EVENTS),
+            advance_offset: Script::from_lua(ADVANCE_OFFSET),
         }
     }
 }

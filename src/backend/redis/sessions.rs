@@ -215,17 +215,22 @@ pub async fn reclaim(
     id: &str,
     conn_id: &str,
     identity: &str,
+    takeover: bool,
 ) -> BackendResult<SessionRecord> {
     let keys = backend.shared().keys.clone();
     let updated = update(backend, id, |mut rec| {
-        if !crate::backend::reclaim_owner(&mut rec, conn_id, identity)? {
+        let previous = rec.owner.clone();
+        if !crate::backend::reclaim_owner(&mut rec, conn_id, identity, takeover)? {
             return Ok(Change::Keep(rec));
         }
-        let sides = vec![
+        let mut sides = vec![
             Side::Attached(id.to_owned()),
             Side::Add(keys.owned(conn_id), id.to_owned()),
             Side::Add(keys.member_of(conn_id), id.to_owned()),
         ];
+        if let Some(previous) = previous {
+            sides.push(Side::Remove(keys.owned(&previous), id.to_owned()));
+        }
         Ok(Change::Write(rec, sides))
     })
     .await?;

@@ -1,0 +1,174 @@
+//! A session's numbered event log: what `session.send` delivers, what
+//! `session.history` reads and what a resuming owner is replayed.
+//!
+//! Every `session.event` carries an `offset`: 1, 2, 3… per session, given
+//! by the backend in the same atomic step that appends the event to the
+//! session's log (the newest `keep` are kept) and publishes it to the
+//! members, so members on every instance see offsets in increasing order
+//! and a reader of the log never finds a hole that was delivered live.
+//!
+//! The backend numbers the frame without parsing JSON: the caller builds
+//! [`SessionEvent`], whose frame is `head` + offset + `tail` (the offset
+//! is the params' last field), and a Lua script splices the number in.
+//! [`event_offset`] reads it back from a frame the same way.
+
+use crate::protocol::Frame;
+use serde_json::Value;
+
+/// How every `session.event` frame begins.
+const EVENT_PREFIX: &str = r#"{"jsonrpc":"2.0","method":"session.event","params":"#;
+/// The params' last field.
+const OFFSET_FIELD: &str = r#""offset":"#;
+
+/// A `session.event` frame waiting for its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// Everything before the offset's digits.
+    pub head: String,
+    /// Everything after them.
+    pub tail: &'static str,
+}
+
+impl SessionEvent {
+    /// The frame for `params` (an object without `offset`; anything else
+    /// is wrapped as `{"data": params}`).
+    pub fn new(params: &Value) -> Self {
+        let params = match params {
+            Value::Object(map) if !map.contains_key("offset") => params.clone(),
+            Value::Object(map) => {
+                let mut map = map.clone();
+                map.remove("offset");
+                Value::Object(map)
+            }
+            other => serde_json::json!({ "data": other }),
+        };
+        let mut body = params.to_string();
+        body.pop(); // the closing brace; the offset goes last
+        let comma = if body.len() > 1 { "," } else { "" };
+        Self {
+            head: format!("{EVENT_PREFIX}{body}{comma}{OFFSET_FIELD}"),
+            tail: "}}",
+        }
+    }
+
+    /// The frame numbered `offset`.
+    pub fn frame(&self, offset: u64) -> Frame {
+        format!("{}{offset}{}", self.head, self.tail).into()
+    }
+}
+
+/// The offset of a `session.event` frame built by [`SessionEvent`];
+/// `None` for any other frame.
+pub fn event_offset(frame: &str) -> Option<u64> {
+    if !frame.starts_with(EVENT_PREFIX) {
+        return None;
+    }
+    let (_, digits) = frame.strip_suffix("}}")?.rsplit_once(OFFSET_FIELD)?;
+    digits.parse().ok()
+}
+
+/// A stretch of a session's log: the events after some offset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    /// `(offset, frame)`, oldest first, consecutive.
+    pub events: Vec<(u64, Frame)>,
+    /// The newest offset given so far (0: none yet).
+    pub latest: u64,
+}
+
+impl EventPage {
+    /// Whether the page starts right after `after`: nothing between was
+    /// trimmed from the log (or lost with the backend's state), and
+    /// `after` is not from a numbering the log no longer has.
+    pub fn continues(&self, after: u64) -> bool {
+        after <= self.latest
+            && match self.events.first() {
+                Some((first, _)) => *first == after + 1,
+                None => after == self.latest,
+            }
+    }
+
+    /// The params of each event, for `session.history`.
+    pub fn params(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter_map(|(_, frame)| {
+                let mut value: Value = serde_json::from_str(frame.as_str()).ok()?;
+                Some(value.get_mut("params")?.take())
+            })
+            .collect()
+    }
+}
+
+/// Take the log's `(offset, frame)` entries after `after`, at most
+/// `limit`, from a log whose oldest kept entry is `first` (memory and
+/// Redis share this arithmetic).
+pub fn window(len: usize, first: u64, after: u64, limit: usize) -> std::ops::Range<usize> {
+    let start = (after + 1).saturating_sub(first).min(len as u64) as usize;
+    start..(start + limit).min(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame;
+    use serde_json::json;
+
+    #[test]
+    fn the_frame_is_the_notification_with_the_offset_last() {
+        let params = json!({"sessionId": "s", "event": "e", "data": {"offset": 9}});
+        let event = SessionEvent::new(&params);
+        let framed = event.frame(42);
+        let value: Value = serde_json::from_str(framed.as_str()).unwrap();
+        let mut expected = params.clone();
+        expected["offset"] = json!(42);
+        assert_eq!(value["params"], expected);
+        assert_eq!(value["method"], "session.event");
+        assert!(
+            frame::notification("session.event", &params)
+                .as_str()
+                .starts_with(EVENT_PREFIX)
+        );
+        // The data's own "offset" is not the event's.
+        assert_eq!(event_offset(framed.as_str()), Some(42));
+    }
+
+    #[test]
+    fn odd_params_still_make_valid_frames() {
+        for params in [json!({}), json!("text"), json!({"offset": 3, "a": 1})] {
+            let framed = SessionEvent::new(&params).frame(7);
+            let value: Value = serde_json::from_str(framed.as_str()).unwrap();
+            assert_eq!(value["params"]["offset"], 7, "{params}");
+            assert_eq!(event_offset(framed.as_str()), Some(7));
+        }
+        let other = frame::notification("session.updated", &json!({"offset": 1}));
+        assert_eq!(event_offset(other.as_str()), None);
+    }
+
+    #[test]
+    fn a_page_continues_only_without_a_hole() {
+        let page = |offsets: &[u64], latest| EventPage {
+            events: offsets
+                .iter()
+                .map(|o| (*o, Frame::from(String::new())))
+                .collect(),
+            latest,
+        };
+        assert!(page(&[4, 5], 5).continues(3));
+        assert!(!page(&[5], 5).continues(3), "4 was trimmed");
+        assert!(page(&[], 5).continues(5));
+        assert!(!page(&[], 5).continues(2), "3..5 were trimmed");
+        assert!(!page(&[], 0).continues(8), "numbering restarted");
+    }
+
+    #[test]
+    fn windows_follow_the_kept_entries() {
+        // Entries 11..=20 kept (len 10, first 11).
+        assert_eq!(window(10, 11, 0, 100), 0..10);
+        assert_eq!(window(10, 11, 14, 100), 4..10);
+        assert_eq!(window(10, 11, 14, 3), 4..7);
+        assert_eq!(window(10, 11, 20, 100), 10..10);
+        assert_eq!(window(10, 11, 99, 100), 10..10);
+        assert_eq!(window(0, 1, 0, 100), 0..0);
+    }
+}
