@@ -716,6 +716,17 @@ async fn events_are_numbered_and_kept() {
         .call("session.history", json!({"sessionId": "log", "since": 2}))
         .await;
     assert_eq!(h["complete"], true, "{h}");
+    // An offset from nowhere is answered, not choked on.
+    let h = w
+        .call(
+            "session.history",
+            json!({"sessionId": "log", "since": u64::MAX}),
+        )
+        .await;
+    assert_eq!(
+        (h["events"].clone(), h["complete"].clone()),
+        (json!([]), json!(false))
+    );
 
     // Members only; bad limits are refused.
     assert_eq!(

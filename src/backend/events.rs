@@ -83,7 +83,7 @@ impl EventPage {
     pub fn continues(&self, after: u64) -> bool {
         after <= self.latest
             && match self.events.first() {
-                Some((first, _)) => *first == after + 1,
+                Some((first, _)) => *first == after.saturating_add(1),
                 None => after == self.latest,
             }
     }
@@ -104,7 +104,10 @@ impl EventPage {
 /// `limit`, from a log whose oldest kept entry is `first` (memory and
 /// Redis share this arithmetic).
 pub fn window(len: usize, first: u64, after: u64, limit: usize) -> std::ops::Range<usize> {
-    let start = (after + 1).saturating_sub(first).min(len as u64) as usize;
+    let start = after
+        .saturating_add(1)
+        .saturating_sub(first)
+        .min(len as u64) as usize;
     start..(start + limit).min(len)
 }
 
@@ -159,6 +162,7 @@ mod tests {
         assert!(page(&[], 5).continues(5));
         assert!(!page(&[], 5).continues(2), "3..5 were trimmed");
         assert!(!page(&[], 0).continues(8), "numbering restarted");
+        assert!(!page(&[], 5).continues(u64::MAX));
     }
 
     #[test]
@@ -170,5 +174,7 @@ mod tests {
         assert_eq!(window(10, 11, 20, 100), 10..10);
         assert_eq!(window(10, 11, 99, 100), 10..10);
         assert_eq!(window(0, 1, 0, 100), 0..0);
+        // Any offset a client sends is safe.
+        assert_eq!(window(10, 11, u64::MAX, 100), 10..10);
     }
 }

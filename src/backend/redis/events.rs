@@ -74,7 +74,7 @@ pub async fn read(
     let number = |v: Option<RedisValue>| v.and_then(|v| v.as_i64()).unwrap_or(0);
     let latest = number(items.next()).max(0) as u64;
     let first = number(items.next()).max(1) as u64;
-    let start = first.max(after + 1);
+    let start = first.max(after.saturating_add(1));
     let mut events = Vec::new();
     for (value, offset) in items.zip(start..) {
         let Some(text) = value.as_str() else {
