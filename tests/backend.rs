@@ -231,11 +231,12 @@ async fn an_owner_reclaims_a_detached_session() {
     }
 }
 
-/// Session events: numbered from 1 in one step with their delivery, the
-/// newest `keep` kept, read back after any offset; the numbering can be
-/// moved forward (a restore) and a closed session's log is dropped.
+/// Channel logs (here a session's channel): frames numbered from 1 in one
+/// step with their delivery, the newest `keep` kept, read back after any
+/// offset; the numbering can be moved forward (a restore) and a closed
+/// session's log is dropped.
 #[tokio::test]
-async fn session_events_are_numbered_logged_and_delivered() {
+async fn channel_logs_are_numbered_kept_and_delivered() {
     for Under {
         backend: b, inbox, ..
     } in backends().await
@@ -244,9 +245,9 @@ async fn session_events_are_numbered_logged_and_delivered() {
         let channel = "$session:s1";
         b.create_session(session("s1", "c1"), 5).await.unwrap();
         b.set_interest(channel, 2).await.unwrap();
-        let event = |n: u64| SessionEvent::new(&json!({"sessionId": "s1", "n": n}));
+        let event = |n: u64| LoggedFrame::new("session.event", &json!({"sessionId": "s1", "n": n}));
         for n in 1..=5 {
-            let (offset, count) = b.session_event("s1", &event(n), 3).await.unwrap();
+            let (offset, count) = b.log_publish(channel, &event(n), 3).await.unwrap();
             assert_eq!((offset, count), (n, 2), "{kind}");
         }
         let delivered: Vec<u64> = received(&inbox, 5)
@@ -257,39 +258,39 @@ async fn session_events_are_numbered_logged_and_delivered() {
                     channel: c,
                     frame,
                     last,
-                } if c == channel && !last => event_offset(frame.as_str()),
+                } if c == channel && !last => logged_offset(frame.as_str()),
                 _ => None,
             })
             .collect();
         assert_eq!(delivered, [1, 2, 3, 4, 5], "{kind}");
 
         let offsets = |page: &EventPage| page.events.iter().map(|e| e.0).collect::<Vec<_>>();
-        let all = b.session_events("s1", 0, 100).await.unwrap();
+        let all = b.channel_log(channel, 0, 100).await.unwrap();
         assert_eq!((offsets(&all), all.latest), (vec![3, 4, 5], 5), "{kind}");
         assert!(!all.continues(0), "1 and 2 were trimmed ({kind})");
-        assert_eq!(event_offset(all.events[0].1.as_str()), Some(3), "{kind}");
+        assert_eq!(logged_offset(all.events[0].1.as_str()), Some(3), "{kind}");
         assert_eq!(all.params()[2]["n"], 5, "{kind}");
-        let after = b.session_events("s1", 3, 1).await.unwrap();
+        let after = b.channel_log(channel, 3, 1).await.unwrap();
         assert_eq!(offsets(&after), [4], "{kind}");
         assert!(after.continues(3), "{kind}");
-        let none = b.session_events("s1", 5, 100).await.unwrap();
+        let none = b.channel_log(channel, 5, 100).await.unwrap();
         assert!(none.events.is_empty() && none.continues(5), "{kind}");
-        let unknown = b.session_events("nope", 0, 10).await.unwrap();
+        let unknown = b.channel_log("$session:nope", 0, 10).await.unwrap();
         assert_eq!((unknown.latest, unknown.events.len()), (0, 0), "{kind}");
 
         // Moving the numbering forward drops a log that no longer lines up;
         // moving it back does nothing.
-        b.advance_session_offset("s1", 40).await.unwrap();
-        b.advance_session_offset("s1", 7).await.unwrap();
-        let (offset, _) = b.session_event("s1", &event(41), 3).await.unwrap();
+        b.advance_log(channel, 40).await.unwrap();
+        b.advance_log(channel, 7).await.unwrap();
+        let (offset, _) = b.log_publish(channel, &event(41), 3).await.unwrap();
         assert_eq!(offset, 41, "{kind}");
-        let page = b.session_events("s1", 0, 100).await.unwrap();
+        let page = b.channel_log(channel, 0, 100).await.unwrap();
         assert_eq!(offsets(&page), [41], "{kind}");
 
         b.close_session("s1").await.unwrap();
         b.forget_session_records("s1").await.unwrap();
         assert_eq!(
-            b.session_events("s1", 0, 10).await.unwrap().latest,
+            b.channel_log(channel, 0, 10).await.unwrap().latest,
             0,
             "{kind}"
         );

@@ -1036,3 +1036,122 @@ async fn presence_lists_come_in_pages() {
         assert_eq!(code, -32602, "a cursor the server did not give");
     }
 }
+
+// ---------------------------------------------------------------- history
+
+/// Publish `n` on `channel`; the reply.
+async fn publish_n(ws: &mut Ws, channel: &str, n: u64) -> Value {
+    ws.call(
+        "publish",
+        json!({"channel": channel, "event": "n", "data": n}),
+    )
+    .await
+}
+
+/// The offsets of the next `n` `notify` pushes on `channel`.
+async fn notify_offsets(ws: &mut Ws, channel: &str, n: usize) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    while offsets.len() < n {
+        let push = notify_on(ws, channel).await;
+        assert_eq!(push["data"], push["offset"], "{push}");
+        offsets.push(push["offset"].as_u64().expect("offset"));
+    }
+    offsets
+}
+
+#[tokio::test]
+async fn channels_with_history_number_keep_and_recover() {
+    let mut config = config();
+    keep_history(&mut config, 3);
+    let server = TestServer::start(config).await;
+    let mut w = server.client(WRITER).await;
+    for n in 1..=2 {
+        let r = publish_n(&mut w, "hist:a", n).await;
+        assert_eq!(r["offset"], n, "{r}");
+    }
+    let mut alice = as_user(&server, "alice").await;
+    alice
+        .call("subscribe", json!({"channels": ["hist:a"]}))
+        .await;
+    publish_n(&mut w, "hist:a", 3).await;
+    assert_eq!(notify_offsets(&mut alice, "hist:a", 1).await, [3]);
+    alice.close().await;
+    for n in 4..=5 {
+        publish_n(&mut w, "hist:a", n).await;
+    }
+
+    // Back with the newest offset it had: the two it missed, then live.
+    let mut back = as_user(&server, "alice").await;
+    let r = back
+        .call(
+            "subscribe",
+            json!({"channels": ["hist:a"], "recover": {"hist:a": 3}}),
+        )
+        .await;
+    assert_eq!(
+        r["recovered"]["hist:a"],
+        json!({"replayed": 2, "latest": 5, "complete": true}),
+        "{r}"
+    );
+    publish_n(&mut w, "hist:a", 6).await;
+    assert_eq!(notify_offsets(&mut back, "hist:a", 3).await, [4, 5, 6]);
+    back.expect_no_push("notify", QUIET).await;
+
+    // Only the newest 3 are kept: recovering from further back says so.
+    let mut late = as_user(&server, "bob").await;
+    let r = late
+        .call(
+            "subscribe",
+            json!({"channels": ["hist:a"], "recover": {"hist:a": 1}}),
+        )
+        .await;
+    assert_eq!(r["recovered"]["hist:a"]["complete"], false, "{r}");
+    assert_eq!(notify_offsets(&mut late, "hist:a", 3).await, [4, 5, 6]);
+    let h = late.call("history", json!({"channel": "hist:a"})).await;
+    assert_eq!(
+        (h["latest"].clone(), h["complete"].clone()),
+        (json!(6), json!(false))
+    );
+    assert_eq!(offsets_of(&h), [4, 5, 6], "{h}");
+    assert_eq!(h["events"][0]["channel"], "hist:a", "{h}");
+    let h = late
+        .call(
+            "history",
+            json!({"channel": "hist:a", "since": 4, "limit": 1}),
+        )
+        .await;
+    assert_eq!(h["events"][0]["offset"], 5, "{h}");
+    assert_eq!(
+        (h["complete"].clone(), h["more"].clone()),
+        (json!(true), json!(true))
+    );
+
+    // Channels without history: no offset, no history, nothing to recover.
+    let r = publish_n(&mut w, "public:plain", 1).await;
+    assert!(r.get("offset").is_none(), "{r}");
+    assert_eq!(
+        late.error_code("history", json!({"channel": "public:plain"}))
+            .await,
+        -32602
+    );
+    let code = late
+        .error_code(
+            "subscribe",
+            json!({"channels": ["public:plain"], "recover": {"public:plain": 0}}),
+        )
+        .await;
+    assert_eq!(code, -32602);
+    let code = late
+        .error_code(
+            "subscribe",
+            json!({"channels": ["hist:b"], "recover": {"hist:a": 0}}),
+        )
+        .await;
+    assert_eq!(code, -32602, "recover names a channel not subscribed");
+    // Reading history takes the right to subscribe.
+    let mut reader = server.client(READER).await;
+    let code = reader
+        .error_code("history", json!({"channel": "user:alice"}))
+        .await;
+    assert_eq!(code, -32003);
+}

@@ -1398,12 +1398,64 @@ async fn owners_take_back_sessions_detached_while_cut_off() {
         .await;
 }
 
+/// Calls `method` with `params(n)` for n = 1..=[`SEAM_EVENTS`] from `ws`
+/// in a task of its own, each reply carrying offset n; returns once 20
+/// have gone out, with the task.
+async fn number_in_background(
+    mut ws: Ws,
+    method: &'static str,
+    params: impl Fn(u64) -> Value + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let progress = sent.clone();
+    let task = tokio::spawn(async move {
+        for n in 1..=SEAM_EVENTS {
+            let r = ws.call(method, params(n)).await;
+            assert_eq!(r["offset"], n, "{r}");
+            progress.store(n, Ordering::SeqCst);
+        }
+    });
+    let started = within(WAIT, || {
+        let n = sent.load(Ordering::SeqCst);
+        async move { n >= 20 }
+    })
+    .await;
+    assert!(started, "{method} goes on in the background");
+    task
+}
+
+/// How many numbered frames a seam test streams.
+const SEAM_EVENTS: u64 = 400;
+
+/// The offsets of the next [`SEAM_EVENTS`] pushes `method` that `pred`
+/// picks, each carrying its own offset as data; then nothing more.
+async fn seam_offsets(
+    ws: &mut Ws,
+    method: &str,
+    pred: impl Fn(&Value) -> bool + Copy,
+    replayed: u64,
+) {
+    let mut offsets = Vec::new();
+    while offsets.len() < SEAM_EVENTS as usize {
+        let push = push_where(ws, method, pred).await;
+        assert_eq!(push["data"], push["offset"], "{push}");
+        offsets.push(push["offset"].as_u64().expect("offset"));
+    }
+    let expected: Vec<u64> = (1..=SEAM_EVENTS).collect();
+    assert_eq!(offsets, expected, "replayed {replayed}, then live");
+    assert!(
+        no_push_where(ws, method, QUIET, pred).await,
+        "the socket stays open"
+    );
+    println!("replayed {replayed} of {SEAM_EVENTS}, the rest live");
+}
+
 /// The owner comes back on another instance while a member on a third
 /// keeps sending: it gets every event exactly once, in order — those it
 /// missed replayed, the rest live, none lost or doubled at the seam.
 #[tokio::test]
 async fn the_owner_resumes_on_another_instance_without_gap_or_duplicate() {
-    const EVENTS: u64 = 400;
     let (_redis, s) = cluster(3, |c| c.limits.resume_window_ms = 30_000).await;
     let mut owner = s[0].client(WRITER).await;
     let mut alice = as_user(&s[2], "alice").await;
@@ -1419,27 +1471,12 @@ async fn the_owner_resumes_on_another_instance_without_gap_or_duplicate() {
         detached(&s[2], "seam").await,
         "the owner's disconnect detaches the session"
     );
-
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let progress = sent.clone();
-    let sender = tokio::spawn(async move {
-        for n in 1..=EVENTS {
-            let r = alice
-                .call(
-                    "session.send",
-                    json!({"sessionId": "seam", "event": "n", "data": n}),
-                )
-                .await;
-            assert_eq!(r["offset"], n, "{r}");
-            progress.store(n, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
-    let started = within(WAIT, || {
-        let n = sent.load(std::sync::atomic::Ordering::SeqCst);
-        async move { n >= 20 }
-    })
+    let sender = number_in_background(
+        alice,
+        "session.send",
+        |n| json!({"sessionId": "seam", "event": "n", "data": n}),
+    )
     .await;
-    assert!(started, "the member sends");
     let mut back = s[1].client(WRITER).await;
     let hello = back
         .call(
@@ -1451,17 +1488,39 @@ async fn the_owner_resumes_on_another_instance_without_gap_or_duplicate() {
     assert_eq!(hello["resume"]["complete"], true, "{hello}");
     let replayed = hello["resume"]["replayed"].as_u64().expect("replayed");
     assert!(replayed >= 20, "{hello}");
-    let mut offsets = Vec::new();
-    while offsets.len() < EVENTS as usize {
-        let push = push_where(&mut back, "session.event", |p| p["sessionId"] == "seam").await;
-        offsets.push(push["offset"].as_u64().expect("offset"));
-        assert_eq!(push["data"], push["offset"], "{push}");
-    }
+    let seam = |p: &Value| p["sessionId"] == "seam";
+    seam_offsets(&mut back, "session.event", seam, replayed).await;
     sender.await.expect("sender");
-    let expected: Vec<u64> = (1..=EVENTS).collect();
-    assert_eq!(offsets, expected, "replayed {replayed}, then live");
-    back.expect_no_push("session.event", QUIET).await;
-    println!("replayed {replayed} of {EVENTS}, the rest live");
+}
+
+/// A subscriber of a channel with history comes back on another instance
+/// while a publisher on a third keeps publishing: `recover` gives it every
+/// publication exactly once, in order — the missed ones replayed, the rest
+/// live.
+#[tokio::test]
+async fn a_subscriber_recovers_on_another_instance_without_gap_or_duplicate() {
+    let (_redis, s) = cluster(3, |c| keep_history(c, 1000)).await;
+    let w = s[2].client(WRITER).await;
+    let publisher = number_in_background(
+        w,
+        "publish",
+        |n| json!({"channel": "hist:seam", "event": "n", "data": n}),
+    )
+    .await;
+    let mut back = as_user(&s[1], "alice").await;
+    let r = back
+        .call(
+            "subscribe",
+            json!({"channels": ["hist:seam"], "recover": {"hist:seam": 0}}),
+        )
+        .await;
+    let recovered = &r["recovered"]["hist:seam"];
+    assert_eq!(recovered["complete"], true, "{r}");
+    let replayed = recovered["replayed"].as_u64().expect("replayed");
+    assert!(replayed >= 20, "{r}");
+    let seam = |p: &Value| p["channel"] == "hist:seam";
+    seam_offsets(&mut back, "notify", seam, replayed).await;
+    publisher.await.expect("publisher");
 }
 
 /// Read and drop whatever the socket has pending right now.

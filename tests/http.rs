@@ -113,6 +113,21 @@ async fn status_needs_credentials() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// On a channel with history the HTTP publish is numbered like any other.
+#[tokio::test]
+async fn api_publish_on_a_channel_with_history_answers_its_offset() {
+    let mut config = config();
+    keep_history(&mut config, 10);
+    let server = TestServer::start(config).await;
+    let key = [("x-api-key", API_KEY)];
+    for n in 1..=2 {
+        let body = json!({"channel": "hist:h", "event": "e", "data": n}).to_string();
+        let (status, _, reply) = post(&server, "/api/publish", &key, &body).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(body_json(&reply)["offset"], n, "{reply}");
+    }
+}
+
 #[tokio::test]
 async fn api_publish() {
     let server = TestServer::default().await;
@@ -124,6 +139,10 @@ async fn api_publish() {
     let (status, _, reply) = post(&server, "/api/publish", &[("x-api-key", API_KEY)], body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(body_json(&reply)["delivered"], 1, "{reply}");
+    assert!(
+        body_json(&reply).get("offset").is_none(),
+        "no history: {reply}"
+    );
     let push = sub.expect_push("notify").await;
     assert_eq!(push["channel"], "public:x");
     assert_eq!(push["event"], "deploy");

@@ -1,38 +1,46 @@
-//! A session's numbered event log: what `session.send` delivers, what
-//! `session.history` reads and what a resuming owner is replayed.
+//! A channel's numbered log: what a session's `session.send` delivers (on
+//! its channel `$session:<id>`) and what `publish` delivers on a channel
+//! with history, what `session.history` / `history` read, and what a
+//! resuming owner or a recovering subscriber is replayed.
 //!
-//! Every `session.event` carries an `offset`: 1, 2, 3… per session, given
-//! by the backend in the same atomic step that appends the event to the
-//! session's log (the newest `keep` are kept) and publishes it to the
-//! members, so members on every instance see offsets in increasing order
-//! and a reader of the log never finds a hole that was delivered live.
+//! Every logged frame carries an `offset`: 1, 2, 3… per channel, given by
+//! the backend in the same atomic step that appends the frame to the
+//! channel's log (the newest `keep` are kept) and publishes it, so
+//! receivers on every instance see offsets in increasing order and a
+//! reader of the log never finds a hole that was delivered live.
 //!
 //! The backend numbers the frame without parsing JSON: the caller builds
-//! [`SessionEvent`], whose frame is `head` + offset + `tail` (the offset
-//! is the params' last field), and a Lua script splices the number in.
-//! [`event_offset`] reads it back from a frame the same way.
+//! [`LoggedFrame`], whose frame is `head` + offset + `tail` (the offset is
+//! the params' last field), and a Lua script splices the number in.
+//! [`logged_offset`] reads it back from a frame the same way.
 
 use crate::protocol::Frame;
 use serde_json::Value;
 
-/// How every `session.event` frame begins.
-const EVENT_PREFIX: &str = r#"{"jsonrpc":"2.0","method":"session.event","params":"#;
+/// The notifications that are logged, by method.
+pub const LOGGED_METHODS: [&str; 2] = ["session.event", "notify"];
 /// The params' last field.
 const OFFSET_FIELD: &str = r#""offset":"#;
 
-/// A `session.event` frame waiting for its offset.
+/// How a notification frame for `method` begins (`frame::notification`).
+fn prefix(method: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":"#)
+}
+
+/// A logged notification waiting for its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionEvent {
+pub struct LoggedFrame {
     /// Everything before the offset's digits.
     pub head: String,
     /// Everything after them.
     pub tail: &'static str,
 }
 
-impl SessionEvent {
-    /// The frame for `params` (an object without `offset`; anything else
-    /// is wrapped as `{"data": params}`).
-    pub fn new(params: &Value) -> Self {
+impl LoggedFrame {
+    /// The notification `method` (one of [`LOGGED_METHODS`]) for `params`
+    /// (an object; its own `offset`, if any, is replaced; anything else is
+    /// wrapped as `{"data": params}`).
+    pub fn new(method: &str, params: &Value) -> Self {
         let params = match params {
             Value::Object(map) if !map.contains_key("offset") => params.clone(),
             Value::Object(map) => {
@@ -46,7 +54,7 @@ impl SessionEvent {
         body.pop(); // the closing brace; the offset goes last
         let comma = if body.len() > 1 { "," } else { "" };
         Self {
-            head: format!("{EVENT_PREFIX}{body}{comma}{OFFSET_FIELD}"),
+            head: format!("{}{body}{comma}{OFFSET_FIELD}", prefix(method)),
             tail: "}}",
         }
     }
@@ -57,10 +65,10 @@ impl SessionEvent {
     }
 }
 
-/// The offset of a `session.event` frame built by [`SessionEvent`];
-/// `None` for any other frame.
-pub fn event_offset(frame: &str) -> Option<u64> {
-    if !frame.starts_with(EVENT_PREFIX) {
+/// The offset of a frame built by [`LoggedFrame`]; `None` for any other
+/// frame (a frame of a logged method without an offset included).
+pub fn logged_offset(frame: &str) -> Option<u64> {
+    if !LOGGED_METHODS.iter().any(|m| frame.starts_with(&prefix(m))) {
         return None;
     }
     let (_, digits) = frame.strip_suffix("}}")?.rsplit_once(OFFSET_FIELD)?;
@@ -88,7 +96,7 @@ impl EventPage {
             }
     }
 
-    /// The params of each event, for `session.history`.
+    /// The params of each event, for `session.history` and `history`.
     pub fn params(&self) -> Vec<Value> {
         self.events
             .iter()
@@ -120,32 +128,40 @@ mod tests {
     #[test]
     fn the_frame_is_the_notification_with_the_offset_last() {
         let params = json!({"sessionId": "s", "event": "e", "data": {"offset": 9}});
-        let event = SessionEvent::new(&params);
+        let event = LoggedFrame::new("session.event", &params);
         let framed = event.frame(42);
         let value: Value = serde_json::from_str(framed.as_str()).unwrap();
         let mut expected = params.clone();
         expected["offset"] = json!(42);
         assert_eq!(value["params"], expected);
         assert_eq!(value["method"], "session.event");
-        assert!(
-            frame::notification("session.event", &params)
-                .as_str()
-                .starts_with(EVENT_PREFIX)
-        );
+        for method in LOGGED_METHODS {
+            assert!(
+                frame::notification(method, &params)
+                    .as_str()
+                    .starts_with(&prefix(method))
+            );
+        }
         // The data's own "offset" is not the event's.
-        assert_eq!(event_offset(framed.as_str()), Some(42));
+        assert_eq!(logged_offset(framed.as_str()), Some(42));
     }
 
     #[test]
     fn odd_params_still_make_valid_frames() {
         for params in [json!({}), json!("text"), json!({"offset": 3, "a": 1})] {
-            let framed = SessionEvent::new(&params).frame(7);
+            let framed = LoggedFrame::new("notify", &params).frame(7);
             let value: Value = serde_json::from_str(framed.as_str()).unwrap();
             assert_eq!(value["params"]["offset"], 7, "{params}");
-            assert_eq!(event_offset(framed.as_str()), Some(7));
+            assert_eq!(logged_offset(framed.as_str()), Some(7));
         }
         let other = frame::notification("session.updated", &json!({"offset": 1}));
-        assert_eq!(event_offset(other.as_str()), None);
+        assert_eq!(logged_offset(other.as_str()), None);
+        // A notification without an offset, whatever its data holds.
+        let plain = frame::notification(
+            "notify",
+            &json!({"channel": "c", "data": {"offset": 5}, "event": "e"}),
+        );
+        assert_eq!(logged_offset(plain.as_str()), None);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! inbox after the lock is released). Delivery is a direct call into the
 //! attached instance's inbox.
 //!
-//! Session event logs have a lock of their own, which *is* held while the
-//! event is delivered: numbering and delivery then happen in one step, so
-//! two senders can never hand members their events out of offset order.
+//! Channel logs have a lock of their own, which *is* held while a logged
+//! frame is delivered: numbering and delivery then happen in one step, so
+//! two publishers can never hand receivers frames out of offset order.
 //! (Delivery only queues frames and never calls back into the backend.)
 
 use super::*;
@@ -20,12 +20,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 #[derive(Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
-    /// Session id → its event log (see the module docs).
-    events: Mutex<HashMap<String, EventLog>>,
+    /// Channel → its log (see the module docs).
+    logs: Mutex<HashMap<String, EventLog>>,
     inbox: OnceLock<Arc<dyn Inbox>>,
 }
 
-/// One session's numbered events, the newest kept.
+/// One channel's numbered frames, the newest kept.
 #[derive(Default)]
 struct EventLog {
     /// The newest offset given.
@@ -64,8 +64,8 @@ impl MemoryBackend {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn event_logs(&self) -> MutexGuard<'_, HashMap<String, EventLog>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    fn logs(&self) -> MutexGuard<'_, HashMap<String, EventLog>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deliver(&self, envelope: Envelope) -> usize {
@@ -421,28 +421,21 @@ impl Backend for MemoryBackend {
         state.runs.remove(session_id);
         state.history.remove(session_id);
         drop(state);
-        self.event_logs().remove(session_id);
+        self.logs().remove(&crate::hub::session_channel(session_id));
         Ok(())
     }
 
-    async fn session_event(
+    async fn log_publish(
         &self,
-        session_id: &str,
-        event: &SessionEvent,
+        channel: &str,
+        frame: &LoggedFrame,
         keep: usize,
     ) -> BackendResult<(u64, usize)> {
-        let channel = crate::hub::session_channel(session_id);
-        let count = {
-            let state = self.lock();
-            if !state.sessions.contains_key(session_id) {
-                return Err(BackendError::NotFound("session"));
-            }
-            state.interest.get(&channel).copied().unwrap_or(0)
-        };
-        let mut logs = self.event_logs();
-        let log = logs.entry(session_id.to_owned()).or_default();
+        let count = self.lock().interest.get(channel).copied().unwrap_or(0);
+        let mut logs = self.logs();
+        let log = logs.entry(channel.to_owned()).or_default();
         log.latest += 1;
-        let frame = event.frame(log.latest);
+        let frame = frame.frame(log.latest);
         log.frames.push_back(frame.clone());
         while log.frames.len() > keep {
             log.frames.pop_front();
@@ -450,7 +443,7 @@ impl Backend for MemoryBackend {
         let offset = log.latest;
         if count > 0 {
             self.deliver(Envelope::Channel {
-                channel,
+                channel: channel.to_owned(),
                 frame,
                 last: false,
             });
@@ -458,14 +451,14 @@ impl Backend for MemoryBackend {
         Ok((offset, count))
     }
 
-    async fn session_events(
+    async fn channel_log(
         &self,
-        session_id: &str,
+        channel: &str,
         after: u64,
         limit: usize,
     ) -> BackendResult<EventPage> {
-        let logs = self.event_logs();
-        let Some(log) = logs.get(session_id) else {
+        let logs = self.logs();
+        let Some(log) = logs.get(channel) else {
             return Ok(EventPage::default());
         };
         let first = log.latest + 1 - log.frames.len() as u64;
@@ -481,9 +474,9 @@ impl Backend for MemoryBackend {
         })
     }
 
-    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()> {
-        let mut logs = self.event_logs();
-        let log = logs.entry(session_id.to_owned()).or_default();
+    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()> {
+        let mut logs = self.logs();
+        let log = logs.entry(channel.to_owned()).or_default();
         if offset > log.latest {
             // The kept frames would no longer be numbered consecutively.
             log.frames.clear();

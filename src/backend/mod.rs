@@ -30,7 +30,7 @@ pub mod memory;
 mod records;
 pub mod redis;
 
-pub use events::{EventPage, SessionEvent, event_offset};
+pub use events::{EventPage, LOGGED_METHODS, LoggedFrame, logged_offset};
 pub use records::{
     AgentEntry, ApprovalRecord, ApprovalStatus, Idempotency, RunRecord, RunStatus, ToolSpec,
 };
@@ -415,7 +415,8 @@ pub trait Backend: Send + Sync + 'static {
     /// error, finishedAt) if it is still running; `None` when it was not
     /// (already finished or cancelled: the first finisher wins).
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
-    /// A session closed: drop its run record, chat history and event log.
+    /// A session closed: drop its run record, chat history and the log of
+    /// its channel.
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()>;
 
     // ---- chat history ----
@@ -430,32 +431,32 @@ pub trait Backend: Send + Sync + 'static {
     /// The newest `limit` entries, oldest first.
     async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>>;
 
-    // ---- session events (see `events`) ----
+    // ---- channel logs (see `events`): history, resume, recovery ----
 
-    /// Number `event` with the session's next offset, append it to the
-    /// session's log (keeping the newest `keep`) and deliver it on the
-    /// session's channel to every instance, in one atomic step: members
-    /// everywhere see offsets in increasing order, and an event is in the
-    /// log before anyone can see it live. Returns the offset and the
-    /// sockets subscribed to the session cluster-wide.
-    async fn session_event(
+    /// Number `frame` with `channel`'s next offset, append it to the
+    /// channel's log (keeping the newest `keep`) and deliver it on the
+    /// channel to every instance, in one atomic step: receivers everywhere
+    /// see offsets in increasing order, and a frame is in the log before
+    /// anyone can see it live. Returns the offset and the sockets
+    /// subscribed to the channel cluster-wide.
+    async fn log_publish(
         &self,
-        session_id: &str,
-        event: &SessionEvent,
+        channel: &str,
+        frame: &LoggedFrame,
         keep: usize,
     ) -> BackendResult<(u64, usize)>;
-    /// The logged events after offset `after`, oldest first, at most
-    /// `limit`, and the newest offset given.
-    async fn session_events(
+    /// The logged frames of `channel` after offset `after`, oldest first,
+    /// at most `limit`, and the newest offset given.
+    async fn channel_log(
         &self,
-        session_id: &str,
+        channel: &str,
         after: u64,
         limit: usize,
     ) -> BackendResult<EventPage>;
-    /// Make the session's next offset come after `offset` (a session
-    /// written back after the backend lost its state keeps numbering
-    /// where its members left off).
-    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()>;
+    /// Make `channel`'s next offset come after `offset` (a session written
+    /// back after the backend lost its state keeps numbering where its
+    /// members left off).
+    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()>;
 
     // ---- approvals ----
 

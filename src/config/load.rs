@@ -1165,7 +1165,19 @@ fn validate_lists(c: &Config) -> Result<(), ConfigError> {
             &format!("channels.rules[{i}].prefix"),
             "must not be empty",
         )?;
+        in_range(
+            rule.access.history as u64,
+            0,
+            100_000,
+            &format!("channels.rules[{i}].history"),
+        )?;
     }
+    in_range(
+        c.channels.default.history as u64,
+        0,
+        100_000,
+        "channels.default.history",
+    )?;
     for (i, hook) in c.hooks.iter().enumerate() {
         let field = format!("hooks[{i}].name");
         let valid = !hook.name.is_empty()

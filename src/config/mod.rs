@@ -390,6 +390,7 @@ impl Default for ChannelConfig {
                 subscribe: Access::Authenticated,
                 publish: Access::Write,
                 presence: true,
+                history: 0,
             },
             presence: true,
         }
@@ -413,6 +414,7 @@ impl ChannelRule {
                 subscribe,
                 publish,
                 presence,
+                history: 0,
             },
         }
     }
@@ -425,6 +427,10 @@ pub struct ChannelAccess {
     pub publish: Access,
     #[serde(default = "yes")]
     pub presence: bool,
+    /// Publications kept for `history` and `subscribe` with `recover`
+    /// (0: none, and publications carry no offset).
+    #[serde(default)]
+    pub history: usize,
 }
 
 fn yes() -> bool {

@@ -21,7 +21,7 @@ mod owned;
 
 pub use owned::{Loss, OwnedSessions};
 
-use crate::backend::{Backend, Envelope, Inbox, event_offset};
+use crate::backend::{Backend, Envelope, Inbox, logged_offset};
 use crate::conn::{ConnHandle, close_code};
 use crate::protocol::Frame;
 use crate::ratelimit::IdentityBudget;
@@ -334,7 +334,7 @@ impl Hub {
         }
         if let Some(after) = after {
             for frame in frames {
-                if event_offset(frame.as_str()).is_none_or(|o| o > after) {
+                if logged_offset(frame.as_str()).is_none_or(|o| o > after) {
                     conn.push(frame);
                 }
             }

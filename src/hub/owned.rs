@@ -26,7 +26,7 @@
 //!
 //! [epoch]: crate::backend::Backend::epoch
 
-use crate::backend::{SessionRecord, event_offset};
+use crate::backend::{SessionRecord, logged_offset};
 use crate::hub::SESSION_CHANNEL_PREFIX;
 use crate::protocol::Frame;
 use serde::Deserialize;
@@ -142,7 +142,7 @@ impl OwnedSessions {
         let Some(id) = channel.strip_prefix(SESSION_CHANNEL_PREFIX) else {
             return;
         };
-        if let Some(offset) = event_offset(frame.as_str()) {
+        if let Some(offset) = logged_offset(frame.as_str()) {
             if let Some(copy) = self.records().get_mut(id) {
                 copy.offset = copy.offset.max(offset);
             }
@@ -258,8 +258,10 @@ mod tests {
             "$session:s",
             &frame::notification("session.event", &json!({"version": 8, "meta": {}})),
         );
-        let event =
-            |offset| crate::backend::SessionEvent::new(&json!({"sessionId": "s"})).frame(offset);
+        let event = |offset| {
+            crate::backend::LoggedFrame::new("session.event", &json!({"sessionId": "s"}))
+                .frame(offset)
+        };
         owned.observe("$session:s", &event(4));
         owned.observe("$session:s", &event(3));
         let restored = owned.to_restore();

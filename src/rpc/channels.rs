@@ -1,14 +1,19 @@
-//! Channels: subscribe, unsubscribe, publish and presence.
+//! Channels: subscribe, unsubscribe, publish, presence and history.
 //!
 //! Rights come from the configured prefix rules ([`access_for`]). A
 //! subscription is local first (the hub's index, which subscribes the
 //! instance on the backend when it is the first), then counted in the
 //! backend, where channels with presence also record the member and
 //! announce `presence.join` / `presence.leave` to the channel.
+//!
+//! A rule with `history = N` logs the channel's publications: each
+//! `notify` carries an `offset`, `history` reads the newest N, and
+//! `subscribe` with `recover {channel: offset}` replays what a returning
+//! subscriber missed before live delivery resumes (`rpc::replay`).
 
 use super::Ctx;
 use super::page::Page;
-use crate::backend::ChannelMember;
+use crate::backend::{ChannelMember, LoggedFrame};
 use crate::config::{ChannelAccess, ChannelConfig};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, now_ms};
@@ -56,6 +61,9 @@ pub struct ChannelsParams {
     channels: Vec<String>,
     #[serde(default)]
     channel: Option<String>,
+    /// Channel → the newest offset the client has: replay what it missed.
+    #[serde(default)]
+    recover: std::collections::BTreeMap<String, u64>,
 }
 
 impl ChannelsParams {
@@ -71,10 +79,20 @@ impl ChannelsParams {
     }
 }
 
-pub async fn subscribe(ctx: &Ctx<'_>, p: ChannelsParams) -> Result<Value, RpcError> {
+pub async fn subscribe(ctx: &Ctx<'_>, mut p: ChannelsParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     let config = &ctx.app.config;
+    let recover = std::mem::take(&mut p.recover);
     let names = p.names()?;
+    for channel in recover.keys() {
+        if !names.contains(channel) {
+            return Err(RpcError::invalid_params(
+                "recover",
+                format!("{channel} is not among the channels subscribed"),
+            ));
+        }
+        history_of(config, channel)?;
+    }
     let implicit = crate::conn::implicit_channels(&identity);
     let mut fresh = Vec::new();
     {
@@ -94,10 +112,41 @@ pub async fn subscribe(ctx: &Ctx<'_>, p: ChannelsParams) -> Result<Value, RpcErr
             return Err(RpcError::limit("subscriptions per connection", max));
         }
     }
-    for name in &fresh {
-        join(ctx.app, ctx.conn, name).await?;
+    let mut recovered = serde_json::Map::new();
+    for name in &names {
+        let is_fresh = fresh.contains(name);
+        match recover.get(name) {
+            Some(&after) => {
+                let keep = history_of(config, name)?;
+                let joined = async {
+                    if is_fresh {
+                        join(ctx.app, ctx.conn, name).await?;
+                    }
+                    Ok(())
+                };
+                let done =
+                    super::replay::replay(ctx.app, ctx.conn, name, after, keep, joined).await?;
+                recovered.insert(name.clone(), done.to_json());
+            }
+            None if is_fresh => join(ctx.app, ctx.conn, name).await?,
+            None => {}
+        }
     }
-    Ok(json!({ "subscribed": names }))
+    if recovered.is_empty() {
+        return Ok(json!({ "subscribed": names }));
+    }
+    Ok(json!({ "subscribed": names, "recovered": recovered }))
+}
+
+/// How many publications `channel` keeps; -32602 when it keeps none.
+fn history_of(config: &crate::config::Config, channel: &str) -> Result<usize, RpcError> {
+    match access_for(&config.channels, channel).history {
+        0 => Err(RpcError::invalid_params(
+            "channel",
+            format!("{channel} keeps no history"),
+        )),
+        keep => Ok(keep),
+    }
 }
 
 async fn join(app: &App, conn: &ConnHandle, channel: &str) -> Result<(), RpcError> {
@@ -198,38 +247,129 @@ pub async fn publish(ctx: &Ctx<'_>, p: PublishParams) -> Result<Value, RpcError>
             p.channel
         )));
     }
-    let delivered = publish_event(ctx.app, &p.channel, &p.event, &p.data, ctx.answered).await?;
-    Ok(json!({ "delivered": delivered }))
+    let published = publish_event(ctx.app, &p.channel, &p.event, &p.data, ctx.answered).await?;
+    Ok(published.to_json())
+}
+
+/// What a publication reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// Sockets subscribed (0 when not counted).
+    pub delivered: usize,
+    /// Its offset, on a channel with history.
+    pub offset: Option<u64>,
+}
+
+impl Published {
+    /// `{delivered, offset?}`.
+    pub fn to_json(self) -> Value {
+        let mut reply = json!({ "delivered": self.delivered });
+        if let Some(offset) = self.offset {
+            reply["offset"] = json!(offset);
+        }
+        reply
+    }
 }
 
 /// Publish a `notify` event; shared by `publish` and the HTTP API.
-/// Returns the sockets reached when `count` is asked for (0 otherwise: the
-/// count costs a read of every instance's interest in the channel).
+/// Counts the sockets reached when `count` is asked for (0 otherwise: the
+/// count costs a read of every instance's interest in the channel). On a
+/// channel with history the event is numbered and logged as it is
+/// published.
 pub async fn publish_event(
     app: &App,
     channel: &str,
     event: &str,
     data: &Value,
     count: bool,
-) -> Result<usize, RpcError> {
-    let frame = frame::notification(
-        "notify",
-        &json!({ "channel": channel, "event": event, "data": data, "timestamp": now_ms() }),
-    );
+) -> Result<Published, RpcError> {
+    let params = json!({ "channel": channel, "event": event, "data": data, "timestamp": now_ms() });
+    let plain = |delivered| Published {
+        delivered,
+        offset: None,
+    };
     if let Some(conn_id) = channel.strip_prefix("conn:") {
         // One connection: targeted delivery to whichever instance holds it.
         let envelope = crate::backend::Envelope::Conn {
             conn_id: conn_id.to_owned(),
-            frame,
+            frame: frame::notification("notify", &params),
         };
-        return Ok(usize::from(app.backend.send_to_conn(envelope).await?));
+        let reached = app.backend.send_to_conn(envelope).await?;
+        return Ok(plain(usize::from(reached)));
     }
+    let keep = access_for(&app.config.channels, channel).history;
+    if keep > 0 {
+        let logged = LoggedFrame::new("notify", &params);
+        let (offset, delivered) = app.backend.log_publish(channel, &logged, keep).await?;
+        return Ok(Published {
+            delivered,
+            offset: Some(offset),
+        });
+    }
+    let frame = frame::notification("notify", &params);
     if count {
-        Ok(app.backend.publish(channel, frame, false).await?)
+        Ok(plain(app.backend.publish(channel, frame, false).await?))
     } else {
         app.backend.broadcast(channel, frame, false).await?;
-        Ok(0)
+        Ok(plain(0))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HistoryParams {
+    channel: String,
+    /// Publications after this offset (0: from the oldest kept).
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// The channel's logged publications after `since`, oldest first (as
+/// their `notify` params). `complete` says nothing between `since` and
+/// the first one returned is missing.
+pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    validate_name("channel", &p.channel)?;
+    let rule = access_for(&ctx.app.config.channels, &p.channel);
+    if !identity.check_access(rule.subscribe, &p.channel, ctx.conn.id()) {
+        return Err(RpcError::forbidden(format!(
+            "may not read the history of {}",
+            p.channel
+        )));
+    }
+    let keep = history_of(&ctx.app.config, &p.channel)?;
+    let limit = history_limit(p.limit)?.min(keep);
+    let page = ctx
+        .app
+        .backend
+        .channel_log(&p.channel, p.since, limit)
+        .await?;
+    Ok(log_page(json!({ "channel": p.channel }), &page, p.since))
+}
+
+/// Most entries one history call returns.
+const HISTORY_PAGE: usize = 1000;
+
+/// A history call's `limit`: 1-1000, 100 when not given.
+pub fn history_limit(limit: Option<usize>) -> Result<usize, RpcError> {
+    match limit.unwrap_or(100) {
+        n @ 1..=HISTORY_PAGE => Ok(n),
+        _ => Err(RpcError::invalid_params(
+            "limit",
+            format!("between 1 and {HISTORY_PAGE}"),
+        )),
+    }
+}
+
+/// A history reply: `head` plus `{events, latest, complete, more}`.
+pub fn log_page(mut head: Value, page: &crate::backend::EventPage, since: u64) -> Value {
+    let last = page.events.last().map(|(offset, _)| *offset);
+    head["events"] = Value::Array(page.params());
+    head["latest"] = json!(page.latest);
+    head["complete"] = json!(page.continues(since));
+    head["more"] = json!(last.is_some_and(|o| o < page.latest));
+    head
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod channels;
 mod idempotent;
 pub mod page;
+mod replay;
 pub mod runs;
 pub mod sessions;
 pub mod system;
@@ -51,6 +52,7 @@ pub const METHODS: &[(&str, Requirement)] = &[
     ("unsubscribe", Authenticated),
     ("publish", WRITE),
     ("presence.get", Authenticated),
+    ("history", Authenticated),
     ("session.create", WRITE),
     ("session.join", WRITE),
     ("session.leave", WRITE),
@@ -260,6 +262,7 @@ async fn dispatch(ctx: &Ctx<'_>, method: &str, p: Value) -> Result<Value, RpcErr
         "unsubscribe" => channels::unsubscribe(ctx, params(p)?).await,
         "publish" => channels::publish(ctx, params(p)?).await,
         "presence.get" => channels::presence(ctx, params(p)?).await,
+        "history" => channels::history(ctx, params(p)?).await,
         "session.create" => sessions::create(ctx, params(p)?).await,
         "session.join" => sessions::join(ctx, params(p)?).await,
         "session.leave" => sessions::leave(ctx, params(p)?).await,

@@ -6,7 +6,7 @@
 //! connection subscribes to locally, so `session.send` is one publish that
 //! reaches members on every instance. Each `session.event` is numbered
 //! (`offset`) and kept in the session's log as it is published
-//! ([`crate::backend::SessionEvent`]). A session whose owner disconnects
+//! ([`crate::backend::LoggedFrame`]). A session whose owner disconnects
 //! is kept for `resume_window`: the owner may come back on any instance
 //! with its resume token ([`resume`]) and is replayed the events it
 //! missed; otherwise [`close_expired`] closes it.
@@ -17,7 +17,7 @@
 //! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
-use crate::backend::SessionEvent;
+use crate::backend::LoggedFrame;
 use crate::backend::{BackendError, SessionRecord};
 use crate::conn::ConnHandle;
 use crate::hub::{Loss, session_channel};
@@ -283,25 +283,25 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     if !member && !identity.is_admin() {
         return Err(RpcError::forbidden("join the session before sending to it"));
     }
-    let event = SessionEvent::new(&json!({
-        "sessionId": p.session_id,
-        "event": p.event,
-        "data": p.data,
-        "from": { "connId": ctx.conn.id(), "identity": identity.sub },
-        "timestamp": now_ms(),
-    }));
+    let event = LoggedFrame::new(
+        "session.event",
+        &json!({
+            "sessionId": p.session_id,
+            "event": p.event,
+            "data": p.data,
+            "from": { "connId": ctx.conn.id(), "identity": identity.sub },
+            "timestamp": now_ms(),
+        }),
+    );
     let keep = ctx.app.config.limits.session_history;
     let (offset, delivered) = ctx
         .app
         .backend
-        .session_event(&p.session_id, &event, keep)
+        .log_publish(&session_channel(&p.session_id), &event, keep)
         .await
         .map_err(backend_err(&p.session_id))?;
     Ok(json!({ "delivered": delivered, "offset": offset }))
 }
-
-/// Most events one `session.history` call returns.
-const HISTORY_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -318,27 +318,15 @@ pub struct HistoryParams {
 /// (trimmed from the log, or lost with the backend's state).
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     validate_id(&p.session_id)?;
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > HISTORY_PAGE {
-        return Err(RpcError::invalid_params(
-            "limit",
-            format!("between 1 and {HISTORY_PAGE}"),
-        ));
-    }
+    let limit = super::channels::history_limit(p.limit)?;
     require_member(ctx, &p.session_id).await?;
     let page = ctx
         .app
         .backend
-        .session_events(&p.session_id, p.since, limit)
+        .channel_log(&session_channel(&p.session_id), p.since, limit)
         .await?;
-    let last = page.events.last().map(|(offset, _)| *offset);
-    Ok(json!({
-        "sessionId": p.session_id,
-        "events": page.params(),
-        "latest": page.latest,
-        "complete": page.continues(p.since),
-        "more": last.is_some_and(|o| o < page.latest),
-    }))
+    let head = json!({ "sessionId": p.session_id });
+    Ok(super::channels::log_page(head, &page, p.since))
 }
 
 #[derive(Deserialize)]
@@ -388,34 +376,17 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
         .reclaim_session(id, ctx.conn.id(), &identity.sub, true)
         .await
         .map_err(backend_err(id))?;
-    let hold = app.hub.hold(&session_channel(id), ctx.conn);
-    attach(app, ctx.conn, id).await?;
     let keep = app.config.limits.session_history;
-    let page = match app.backend.session_events(id, p.offset, keep).await {
-        Ok(page) => page,
-        Err(e) => {
-            // Owner again but not replayed: live events flow on, and a
-            // retry replays what is missing.
-            hold.release(0);
-            return Err(e.into_rpc(id));
-        }
-    };
-    let complete = page.continues(p.offset);
-    let replayed = page.events.len();
-    for (_, frame) in page.events {
-        ctx.conn.reply(frame).await;
-    }
-    hold.release(page.latest);
-    owned.insert(record.clone(), page.latest);
+    let channel = session_channel(id);
+    let attached = attach(app, ctx.conn, id);
+    let done = super::replay::replay(app, ctx.conn, &channel, p.offset, keep, attached).await?;
+    owned.insert(record.clone(), done.latest);
     metrics::counter!("switchyard_sessions_resumed_total").increment(1);
-    Ok(json!({
-        "sessionId": id,
-        "resumed": true,
-        "session": record.public(),
-        "replayed": replayed,
-        "latest": page.latest,
-        "complete": complete,
-    }))
+    let mut reply = done.to_json();
+    reply["sessionId"] = json!(id);
+    reply["resumed"] = json!(true);
+    reply["session"] = record.public();
+    Ok(reply)
 }
 
 /// Push `method` to the session's members on every instance; returns how
@@ -503,7 +474,10 @@ pub async fn restore_if_lost(app: &App) -> Option<Loss> {
         let created = match app.backend.create_session(record, usize::MAX).await {
             // Its events are lost; its numbering goes on (a member's next
             // `session.history` or resume then reports the gap).
-            Ok(()) if offset > 0 => app.backend.advance_session_offset(&id, offset).await,
+            Ok(()) if offset > 0 => {
+                let channel = session_channel(&id);
+                app.backend.advance_log(&channel, offset).await
+            }
             other => other,
         };
         match created {

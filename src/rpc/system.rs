@@ -141,7 +141,7 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
         "features": [
             "channels", "presence", "sessions", "batch", "server-requests",
             "agents", "runs", "approvals", "chat", "idempotency", "resume",
-            "session-history",
+            "session-history", "history", "recover",
         ],
     }))
 }

@@ -221,9 +221,9 @@ pub async fn publish(
     api_identity(&app, peer, &headers, Scope::Write).await?;
     let Json(body) = body.map_err(bad_body)?;
     channels::validate_name("channel", &body.channel)?;
-    let delivered =
+    let published =
         channels::publish_event(&app, &body.channel, &body.event, &body.data, true).await?;
-    Ok(Json(json!({ "delivered": delivered })))
+    Ok(Json(published.to_json()))
 }
 
 #[derive(Deserialize)]
@@ -256,7 +256,9 @@ pub async fn broadcast(
     }
     let mut delivered = 0;
     for channel in &body.channels {
-        delivered += channels::publish_event(&app, channel, &body.event, &body.data, true).await?;
+        delivered += channels::publish_event(&app, channel, &body.event, &body.data, true)
+            .await?
+            .delivered;
     }
     Ok(Json(
         json!({ "delivered": delivered, "channels": body.channels.len() }),

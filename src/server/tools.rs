@@ -130,9 +130,11 @@ pub async fn hook(
     let data = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let channel = format!("hook:{name}");
-    let delivered =
+    let published =
         crate::rpc::channels::publish_event(&app, &channel, "hook", &data, true).await?;
-    Ok(Json(json!({ "delivered": delivered, "channel": channel })))
+    let mut reply = published.to_json();
+    reply["channel"] = json!(channel);
+    Ok(Json(reply))
 }
 
 /// Check `X-Signature-256` (or `X-Hub-Signature-256`): `sha256=<hex>` of

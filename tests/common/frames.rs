@@ -80,6 +80,16 @@ pub async fn no_push_where(
     }
 }
 
+/// The `offset` of each entry of a history reply's `events`.
+pub fn offsets_of(history: &Value) -> Vec<u64> {
+    history["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a history reply: {history}"))
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("offset"))
+        .collect()
+}
+
 /// Params of the next `notify` push on `channel`.
 pub async fn notify_on(ws: &mut Ws, channel: &str) -> Value {
     push_where(ws, "notify", |p| p["channel"] == channel).await

@@ -518,6 +518,15 @@ where
     within(WAIT, f).await
 }
 
+/// Make `hist:` channels keep their newest `keep` publications (no
+/// presence on them, so only `notify` frames arrive).
+pub fn keep_history(c: &mut Config, keep: usize) {
+    use switchyard::config::{Access, ChannelRule};
+    let mut rule = ChannelRule::new("hist:", Access::Authenticated, Access::Write, false);
+    rule.access.history = keep;
+    c.channels.rules.insert(0, rule);
+}
+
 /// Wait until session `id` has no owner (its owner's socket closed);
 /// whether that happened within the wait.
 pub async fn detached(server: &TestServer, id: &str) -> bool {

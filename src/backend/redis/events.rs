@@ -1,50 +1,45 @@
-//! Session event logs on Redis (see `backend::events`): a counter and a
-//! capped list per session, hash-tagged like the session's channel topic,
-//! so numbering, logging and publishing an event is one script on one
-//! shard — and members on every instance see offsets in order.
+//! Channel logs on Redis (see `backend::events`): a counter and a capped
+//! list per channel, hash-tagged like the channel's topic, so numbering,
+//! logging and publishing a frame is one script on one shard — and
+//! receivers on every instance see offsets in order.
 
 use super::{RedisBackend, unavailable};
-use crate::backend::{BackendError, BackendResult, EventPage, SessionEvent};
-use crate::hub::session_channel;
+use crate::backend::{BackendError, BackendResult, EventPage, LoggedFrame};
 use fred::prelude::HashesInterface;
 use fred::types::Value as RedisValue;
 
-/// Idle time after which a session's log and offset expire (like its chat
-/// history): a session silent that long numbers from 1 again, which
-/// readers see as a page that does not continue.
+/// Idle time after which a channel's log and offset expire (like a
+/// session's chat history): a channel silent that long numbers from 1
+/// again, which readers see as a page that does not continue.
 const LOG_TTL_MS: u64 = 7 * 24 * 3_600_000;
 
 pub async fn append(
     backend: &RedisBackend,
-    id: &str,
-    event: &SessionEvent,
+    channel: &str,
+    frame: &LoggedFrame,
     keep: usize,
 ) -> BackendResult<(u64, usize)> {
     let client = backend.ready()?;
     let shared = backend.shared();
     let keys = &shared.keys;
-    let channel = session_channel(id);
     let publish = if shared.clustered {
         "spublish"
     } else {
         "publish"
     };
-    let logged = shared
-        .scripts
-        .session_event
-        .evalsha_with_reload::<i64, _, _>(
-            client,
-            vec![keys.session_offset(id), keys.session_log(id)],
-            vec![
-                event.head.clone(),
-                event.tail.to_owned(),
-                keep.max(1).to_string(),
-                LOG_TTL_MS.to_string(),
-                keys.channel_topic(&channel),
-                publish.to_owned(),
-            ],
-        );
-    let counts = client.hvals::<Vec<i64>, _>(keys.interest(&channel));
+    let logged = shared.scripts.log_publish.evalsha_with_reload::<i64, _, _>(
+        client,
+        vec![keys.log_offset(channel), keys.log(channel)],
+        vec![
+            frame.head.clone(),
+            frame.tail.to_owned(),
+            keep.max(1).to_string(),
+            LOG_TTL_MS.to_string(),
+            keys.channel_topic(channel),
+            publish.to_owned(),
+        ],
+    );
+    let counts = client.hvals::<Vec<i64>, _>(keys.interest(channel));
     let (offset, counts) = tokio::join!(logged, counts);
     let offset = offset.map_err(unavailable)?;
     let total: i64 = counts.map_err(unavailable)?.iter().sum();
@@ -53,7 +48,7 @@ pub async fn append(
 
 pub async fn read(
     backend: &RedisBackend,
-    id: &str,
+    channel: &str,
     after: u64,
     limit: usize,
 ) -> BackendResult<EventPage> {
@@ -62,10 +57,10 @@ pub async fn read(
     let reply: Vec<RedisValue> = backend
         .shared()
         .scripts
-        .session_events
+        .log_read
         .evalsha_with_reload(
             client,
-            vec![keys.session_offset(id), keys.session_log(id)],
+            vec![keys.log_offset(channel), keys.log(channel)],
             vec![after.to_string(), limit.to_string()],
         )
         .await
@@ -78,25 +73,23 @@ pub async fn read(
     let mut events = Vec::new();
     for (value, offset) in items.zip(start..) {
         let Some(text) = value.as_str() else {
-            return Err(BackendError::Internal(
-                "session log entry is not text".into(),
-            ));
+            return Err(BackendError::Internal("log entry is not text".into()));
         };
         events.push((offset, text.to_string().into()));
     }
     Ok(EventPage { events, latest })
 }
 
-pub async fn advance(backend: &RedisBackend, id: &str, offset: u64) -> BackendResult<()> {
+pub async fn advance(backend: &RedisBackend, channel: &str, offset: u64) -> BackendResult<()> {
     let client = backend.ready()?;
     let keys = &backend.shared().keys;
     backend
         .shared()
         .scripts
-        .advance_offset
+        .log_advance
         .evalsha_with_reload::<i64, _, _>(
             client,
-            vec![keys.session_offset(id), keys.session_log(id)],
+            vec![keys.log_offset(channel), keys.log(channel)],
             vec![offset.to_string(), LOG_TTL_MS.to_string()],
         )
         .await

@@ -103,17 +103,15 @@ impl Keys {
     pub fn history(&self, session: &str) -> String {
         format!("{}:history:{{{session}}}", self.prefix)
     }
-    /// String: a session's newest event offset. Tagged like the session's
-    /// channel topic, so one script numbers, logs and publishes an event
-    /// on one Redis Cluster shard.
-    pub fn session_offset(&self, session: &str) -> String {
-        let channel = crate::hub::session_channel(session);
-        format!("{}:soffset:{{{channel}}}", self.prefix)
+    /// String: a channel's newest log offset. Tagged like the channel's
+    /// topic, so one script numbers, logs and publishes a frame on one
+    /// Redis Cluster shard.
+    pub fn log_offset(&self, channel: &str) -> String {
+        format!("{}:offset:{{{channel}}}", self.prefix)
     }
-    /// List: a session's newest events (whole `session.event` frames).
-    pub fn session_log(&self, session: &str) -> String {
-        let channel = crate::hub::session_channel(session);
-        format!("{}:slog:{{{channel}}}", self.prefix)
+    /// List: a channel's newest logged frames (whole notifications).
+    pub fn log(&self, channel: &str) -> String {
+        format!("{}:log:{{{channel}}}", self.prefix)
     }
     /// String with TTL: one approval (JSON `ApprovalRecord`).
     pub fn approval(&self, id: &str) -> String {
@@ -192,10 +190,12 @@ mod tests {
         assert_eq!(k.channel_of_topic("sy:ch:{a{b}c}"), Some("a{b}c"));
         assert_eq!(k.channel_of_topic("sy:inbox:x"), None);
         assert_eq!(k.notify_pattern(), "sy:notify:*");
-        // A session's log and offset share its topic's hash tag.
-        let topic = k.channel_topic(&crate::hub::session_channel("s1"));
+        // A channel's log and offset share its topic's hash tag.
         let tag = |key: &str| key[key.find('{').unwrap()..].to_owned();
-        assert_eq!(tag(&k.session_log("s1")), tag(&topic));
-        assert_eq!(tag(&k.session_offset("s1")), tag(&topic));
+        for channel in ["$session:s1", "public:a"] {
+            let topic = k.channel_topic(channel);
+            assert_eq!(tag(&k.log(channel)), tag(&topic));
+            assert_eq!(tag(&k.log_offset(channel)), tag(&topic));
+        }
     }
 }

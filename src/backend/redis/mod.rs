@@ -538,26 +538,26 @@ impl Backend for RedisBackend {
         records::history(self, session_id, limit).await
     }
 
-    async fn session_event(
+    async fn log_publish(
         &self,
-        session_id: &str,
-        event: &SessionEvent,
+        channel: &str,
+        frame: &LoggedFrame,
         keep: usize,
     ) -> BackendResult<(u64, usize)> {
-        events::append(self, session_id, event, keep).await
+        events::append(self, channel, frame, keep).await
     }
 
-    async fn session_events(
+    async fn channel_log(
         &self,
-        session_id: &str,
+        channel: &str,
         after: u64,
         limit: usize,
     ) -> BackendResult<EventPage> {
-        events::read(self, session_id, after, limit).await
+        events::read(self, channel, after, limit).await
     }
 
-    async fn advance_session_offset(&self, session_id: &str, offset: u64) -> BackendResult<()> {
-        events::advance(self, session_id, offset).await
+    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()> {
+        events::advance(self, channel, offset).await
     }
 
     async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {

@@ -132,10 +132,10 @@ pub async fn forget_session_records(b: &RedisBackend, session_id: &str) -> Backe
     let (a, h, e) = tokio::join!(
         client.hdel::<(), _, _>(keys.runs(), session_id),
         client.del::<(), _>(keys.history(session_id)),
-        client.del::<(), _>(vec![
-            keys.session_log(session_id),
-            keys.session_offset(session_id)
-        ]),
+        client.del::<(), _>({
+            let channel = crate::hub::session_channel(session_id);
+            vec![keys.log(&channel), keys.log_offset(&channel)]
+        }),
     );
     a.and(h).and(e).map_err(unavailable)
 }

@@ -195,11 +195,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// Number, log and publish a session event (`backend::events`). KEYS:
+/// Number, log and publish a frame on a channel (`backend::events`). KEYS:
 /// offset, log — tagged like the topic, which on Redis Cluster must sit on
 /// the same shard for `SPUBLISH` here. ARGV: head, tail, keep, ttl_ms,
 /// topic, `publish` or `spublish`. Returns the offset.
-const SESSION_EVENT: &str = r#"
+const LOG_PUBLISH: &str = r#"
 local offset = redis.call('INCR', KEYS[1])
 local frame = ARGV[1] .. offset .. ARGV[2]
 redis.call('RPUSH', KEYS[2], frame)
@@ -210,9 +210,9 @@ redis.call(ARGV[6], ARGV[5], '0' .. frame)
 return offset
 "#;
 
-/// Read a session's log after an offset. KEYS: offset, log. ARGV: after,
+/// Read a channel's log after an offset. KEYS: offset, log. ARGV: after,
 /// limit. Returns {latest, first kept offset, frames...}.
-const SESSION_EVENTS: &str = r#"
+const LOG_READ: &str = r#"
 local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
 local len = redis.call('LLEN', KEYS[2])
 local first = latest - len + 1
@@ -225,10 +225,10 @@ end
 return out
 "#;
 
-/// Move a session's offset forward to at least ARGV[1]; a log numbered
+/// Move a channel's offset forward to at least ARGV[1]; a log numbered
 /// under the old offset no longer lines up and is dropped. KEYS: offset,
 /// log. ARGV: offset, ttl_ms.
-const ADVANCE_OFFSET: &str = r#"
+const LOG_ADVANCE: &str = r#"
 local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
 if latest < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -250,9 +250,9 @@ pub struct Scripts {
     pub create_approval: Script,
     pub resolve_approval: Script,
     pub unlock: Script,
-    pub session_event: Script,
-    pub session_events: Script,
-    pub advance_offset: Script,
+    pub log_publish: Script,
+    pub log_read: Script,
+    pub log_advance: Script,
 }
 
 impl Scripts {
@@ -270,9 +270,9 @@ impl Scripts {
             create_approval: Script::from_lua(CREATE_APPROVAL),
             resolve_approval: Script::from_lua(RESOLVE_APPROVAL),
             unlock: Script::from_lua(UNLOCK),
-            session_event: Script::from_lua(SESSION_EVENT),
-            session_events: Script::from_lua(SESSION_EVENTS),
-            advance_offset: Script::from_lua(ADVANCE_OFFSET),
+            log_publish: Script::from_lua(LOG_PUBLISH),
+            log_read: Script::from_lua(LOG_READ),
+            log_advance: Script::from_lua(LOG_ADVANCE),
         }
     }
 }
