@@ -145,6 +145,17 @@ impl ConnHandle {
         }
     }
 
+    /// Take the frames queued so far (tests of what reaches a socket).
+    #[cfg(test)]
+    pub fn take_frames(&self) -> Vec<Frame> {
+        std::iter::from_fn(|| self.0.queue.try_pop())
+            .filter_map(|item| match item {
+                Outbound::Frame(frame) => Some(frame),
+                Outbound::Close(..) => None,
+            })
+            .collect()
+    }
+
     /// Queue a reply, waiting for room: a client that floods requests
     /// without reading is slowed down rather than dropped.
     pub async fn reply(&self, frame: Frame) {

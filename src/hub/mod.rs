@@ -461,3 +461,79 @@ impl Drop for Hold {
 
 /// Close code for an administrative kick.
 pub const KICK_CODE: u16 = close_code::KICKED;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LoggedFrame;
+    use crate::backend::memory::MemoryBackend;
+    use serde_json::json;
+
+    fn logged(offset: u64) -> Frame {
+        LoggedFrame::new("notify", &json!({"channel": "h"})).frame(offset)
+    }
+
+    fn channel(frame: Frame) -> Envelope {
+        Envelope::Channel {
+            channel: "h".into(),
+            frame,
+            last: false,
+        }
+    }
+
+    /// What the socket got, as offsets (0 for a frame without one).
+    fn offsets(conn: &ConnHandle) -> Vec<u64> {
+        conn.take_frames()
+            .iter()
+            .map(|f| logged_offset(f.as_str()).unwrap_or(0))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_held_socket_gets_what_arrived_after_its_replay_once_in_order() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let held = ConnHandle::new("held".into(), ip, 64);
+        let other = ConnHandle::new("other".into(), ip, 64);
+        hub.subscribe_local("h", &other).await.unwrap();
+        let hold = hub.hold("h", &held);
+        hub.subscribe_local("h", &held).await.unwrap();
+        let unnumbered = crate::protocol::frame::notification("presence.join", &json!({}));
+        for frame in [logged(1), logged(2), unnumbered] {
+            hub.deliver(channel(frame));
+        }
+        assert_eq!(offsets(&other), [1, 2, 0], "others are not held");
+        assert!(held.take_frames().is_empty());
+        // The replay carried offset 1; the held copy of it is a duplicate.
+        held.push(logged(1));
+        hold.release(1);
+        hub.deliver(channel(logged(3)));
+        assert_eq!(offsets(&held), [1, 2, 0, 3]);
+
+        // A hold dropped without a release discards what it held.
+        let hold = hub.hold("h", &held);
+        hub.deliver(channel(logged(4)));
+        drop(hold);
+        hub.deliver(channel(logged(5)));
+        assert_eq!(offsets(&held), [5]);
+        assert_eq!(hub.0.held.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_held_socket_that_collects_too_much_is_a_slow_consumer() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        let held = ConnHandle::new("held".into(), IpAddr::from([127, 0, 0, 1]), 64);
+        let _hold = hub.hold("h", &held);
+        hub.subscribe_local("h", &held).await.unwrap();
+        for n in 1..=HOLD_CAP as u64 {
+            hub.deliver(channel(logged(n)));
+        }
+        assert!(!held.is_closed());
+        hub.deliver(channel(logged(HOLD_CAP as u64 + 1)));
+        assert!(held.is_closed());
+        assert_eq!(
+            held.close_frame().map(|(code, _)| code),
+            Some(close_code::SLOW_CONSUMER)
+        );
+    }
+}
