@@ -1303,9 +1303,14 @@ async fn agent_run_streams_events_to_session_members() {
         ("token", json!("b")),
         ("tool", json!({"name": "grep"})),
     ];
+    assert_eq!(
+        ack["result"]["offset"], 4,
+        "numbered on the session's log: {ack}"
+    );
     for ws in [&mut owner, &mut alice] {
-        for (kind, data) in &expected {
+        for (offset, (kind, data)) in (1..).zip(&expected) {
             let e = ws.expect_push("agent.event").await;
+            assert_eq!(e["offset"], offset, "{e}");
             assert_eq!(e["sessionId"], session.as_str(), "{e}");
             assert_eq!(e["runId"], run_id.as_str(), "{e}");
             assert_eq!(e["agentId"], "runner", "{e}");
@@ -1400,6 +1405,70 @@ async fn agent_run_streams_events_to_session_members() {
         .await;
     assert_eq!(record["runId"], run2["runId"], "{record}");
     assert_eq!(record["result"], "ok", "{record}");
+}
+
+/// The caller of a run drops off mid-stream and comes back on a new
+/// connection with the run's resume token: the events it missed are
+/// replayed, then the stream goes on live; the session's history holds
+/// the run's events too.
+#[tokio::test]
+async fn a_caller_catches_up_on_a_run_stream_after_a_reconnect() {
+    let server = TestServer::default().await;
+    let mut runner = agent(&server, "runner", &["agent.run"]).await;
+    let mut owner = server.client(WRITER).await;
+    let (run, (srv_id, _)) = tokio::join!(
+        owner.call("agent.run", json!({"task": "write"})),
+        server_request(&mut runner, "agent.run"),
+    );
+    let session = run["sessionId"].as_str().expect("sessionId").to_owned();
+    let token = run["resumeToken"].as_str().expect("resumeToken").to_owned();
+    let token_event = |data: &str| json!({"sessionId": session, "type": "token", "data": data});
+    runner.call("agent.event", token_event("a")).await;
+    assert_eq!(owner.expect_push("agent.event").await["offset"], 1);
+    owner.close().await;
+    assert!(
+        detached(&server, &session).await,
+        "the caller's session detaches"
+    );
+    for (offset, data) in [(2, "b"), (3, "c")] {
+        let r = runner.call("agent.event", token_event(data)).await;
+        assert_eq!(r["offset"], offset, "{r}");
+    }
+
+    let mut back = server.client(WRITER).await;
+    let hello = back
+        .call(
+            "connect",
+            json!({"resume": {"sessionId": session, "resumeToken": token, "offset": 1}}),
+        )
+        .await;
+    assert_eq!(hello["resume"]["replayed"], 2, "{hello}");
+    runner.call("agent.event", token_event("d")).await;
+    for (offset, data) in [(2, "b"), (3, "c"), (4, "d")] {
+        let e = back.expect_push("agent.event").await;
+        assert_eq!(
+            (e["offset"].clone(), e["data"].clone()),
+            (json!(offset), json!(data))
+        );
+    }
+    let h = back
+        .call("session.history", json!({"sessionId": session}))
+        .await;
+    assert_eq!(offsets_of(&h), [1, 2, 3, 4], "{h}");
+    assert_eq!(h["events"][0]["method"], "agent.event", "{h}");
+    assert_eq!(h["events"][0]["type"], "token", "{h}");
+    // Once it is over, a run on the existing session hands out no token.
+    answer(&mut runner, &srv_id, json!({"text": "abcd"})).await;
+    push_where(&mut back, "agent.completed", |c| {
+        c["sessionId"] == session.as_str()
+    })
+    .await;
+    let (again, _) = tokio::join!(
+        back.call("agent.run", json!({"task": "more", "sessionId": session})),
+        server_request(&mut runner, "agent.run"),
+    );
+    assert_eq!(again["sessionId"], session.as_str(), "{again}");
+    assert!(again.get("resumeToken").is_none(), "{again}");
 }
 
 #[tokio::test]

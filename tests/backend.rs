@@ -269,7 +269,8 @@ async fn channel_logs_are_numbered_kept_and_delivered() {
         assert_eq!((offsets(&all), all.latest), (vec![3, 4, 5], 5), "{kind}");
         assert!(!all.continues(0), "1 and 2 were trimmed ({kind})");
         assert_eq!(logged_offset(all.events[0].1.as_str()), Some(3), "{kind}");
-        assert_eq!(all.params()[2]["n"], 5, "{kind}");
+        assert_eq!(all.params(false)[2]["n"], 5, "{kind}");
+        assert_eq!(all.params(true)[2]["method"], "session.event", "{kind}");
         let after = b.channel_log(channel, 3, 1).await.unwrap();
         assert_eq!(offsets(&after), [4], "{kind}");
         assert!(after.continues(3), "{kind}");

@@ -17,8 +17,10 @@
 use crate::protocol::Frame;
 use serde_json::Value;
 
-/// The notifications that are logged, by method.
-pub const LOGGED_METHODS: [&str; 2] = ["session.event", "notify"];
+/// The notifications that are logged, by method: a session's own events
+/// and its agent's run events (both on the session's log), and channel
+/// publications.
+pub const LOGGED_METHODS: [&str; 3] = ["session.event", "agent.event", "notify"];
 /// The params' last field.
 const OFFSET_FIELD: &str = r#""offset":"#;
 
@@ -96,13 +98,19 @@ impl EventPage {
             }
     }
 
-    /// The params of each event, for `session.history` and `history`.
-    pub fn params(&self) -> Vec<Value> {
+    /// The params of each event, for `session.history` and `history`;
+    /// `with_method` adds the notification's `method` to each (a session's
+    /// log holds `session.event`s and `agent.event`s).
+    pub fn params(&self, with_method: bool) -> Vec<Value> {
         self.events
             .iter()
             .filter_map(|(_, frame)| {
                 let mut value: Value = serde_json::from_str(frame.as_str()).ok()?;
-                Some(value.get_mut("params")?.take())
+                let mut params = value.get_mut("params")?.take();
+                if with_method {
+                    params["method"] = value.get_mut("method")?.take();
+                }
+                Some(params)
             })
             .collect()
     }

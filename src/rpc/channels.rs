@@ -345,7 +345,12 @@ pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError>
         .backend
         .channel_log(&p.channel, p.since, limit)
         .await?;
-    Ok(log_page(json!({ "channel": p.channel }), &page, p.since))
+    Ok(log_page(
+        json!({ "channel": p.channel }),
+        &page,
+        p.since,
+        false,
+    ))
 }
 
 /// Most entries one history call returns.
@@ -362,10 +367,16 @@ pub fn history_limit(limit: Option<usize>) -> Result<usize, RpcError> {
     }
 }
 
-/// A history reply: `head` plus `{events, latest, complete, more}`.
-pub fn log_page(mut head: Value, page: &crate::backend::EventPage, since: u64) -> Value {
+/// A history reply: `head` plus `{events, latest, complete, more}`
+/// (`with_method`: each event names its notification method).
+pub fn log_page(
+    mut head: Value,
+    page: &crate::backend::EventPage,
+    since: u64,
+    with_method: bool,
+) -> Value {
     let last = page.events.last().map(|(offset, _)| *offset);
-    head["events"] = Value::Array(page.params());
+    head["events"] = Value::Array(page.params(with_method));
     head["latest"] = json!(page.latest);
     head["complete"] = json!(page.continues(since));
     head["more"] = json!(last.is_some_and(|o| o < page.latest));

@@ -251,7 +251,7 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
                     });
             // No agent: fail before creating anything.
             let agents = online(ctx.app, &selector).await?;
-            let (session_id, created) = sessions::for_run(ctx, p.session_id.as_deref()).await?;
+            let (session_id, token) = sessions::for_run(ctx, p.session_id.as_deref()).await?;
             let params = json!({
                 "sessionId": session_id,
                 "task": p.task,
@@ -272,18 +272,24 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
             let (run, accepted) = match start(ctx, dispatch).await {
                 Ok(started) => started,
                 Err(e) => {
-                    if created {
+                    if token.is_some() {
                         sessions::discard(ctx.app, &session_id).await;
                     }
                     return Err(e);
                 }
             };
-            Ok(json!({
+            let mut reply = json!({
                 "sessionId": run.session_id,
                 "runId": run.run_id,
                 "agentId": accepted,
                 "status": "running",
-            }))
+            });
+            if let Some(token) = token {
+                // The session is the caller's: it may resume it (and the
+                // run's stream) from another connection.
+                reply["resumeToken"] = json!(token);
+            }
+            Ok(reply)
         },
     )
     .await
@@ -511,16 +517,23 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     if cancelled {
         return Ok(json!({ "delivered": 0, "dropped": true }));
     }
-    let event = json!({
-        "sessionId": p.session_id,
-        "runId": run_id,
-        "agentId": agent_id,
-        "type": p.kind,
-        "data": p.data,
-        "timestamp": now_ms(),
-    });
-    let delivered = sessions::notify_members(ctx.app, &p.session_id, "agent.event", &event).await?;
-    Ok(json!({ "delivered": delivered }))
+    let event = crate::backend::LoggedFrame::new(
+        "agent.event",
+        &json!({
+            "sessionId": p.session_id,
+            "runId": run_id,
+            "agentId": agent_id,
+            "type": p.kind,
+            "data": p.data,
+            "timestamp": now_ms(),
+        }),
+    );
+    // On the session's log, numbered with its session events: a member
+    // that resumes or reads the history gets the run's stream too.
+    let channel = crate::hub::session_channel(&p.session_id);
+    let keep = ctx.app.config.limits.session_history;
+    let (offset, delivered) = ctx.app.backend.log_publish(&channel, &event, keep).await?;
+    Ok(json!({ "delivered": delivered, "offset": offset }))
 }
 
 // -------------------------------------------------------------------- chat

@@ -65,14 +65,17 @@ pub async fn create(ctx: &Ctx<'_>, p: CreateParams) -> Result<Value, RpcError> {
 
 /// A session owned by the caller, for an agent run: `session_id` when it
 /// exists and the caller belongs to it, else a new one (under that id, if
-/// given). Returns its id and whether it was created here (then
-/// [`discard`] it if the run does not start).
-pub async fn for_run(ctx: &Ctx<'_>, session_id: Option<&str>) -> Result<(String, bool), RpcError> {
+/// given). Returns its id and, when it was created here, its resume token
+/// (then [`discard`] it if the run does not start).
+pub async fn for_run(
+    ctx: &Ctx<'_>,
+    session_id: Option<&str>,
+) -> Result<(String, Option<String>), RpcError> {
     if let Some(id) = session_id {
         validate_id(id)?;
         if ctx.app.backend.session(id).await?.is_some() {
             require_member(ctx, id).await?;
-            return Ok((id.to_owned(), false));
+            return Ok((id.to_owned(), None));
         }
     }
     let params = CreateParams {
@@ -80,7 +83,8 @@ pub async fn for_run(ctx: &Ctx<'_>, session_id: Option<&str>) -> Result<(String,
         meta: None,
         max_members: None,
     };
-    Ok((open(ctx, params).await?.0, true))
+    let (id, token) = open(ctx, params).await?;
+    Ok((id, Some(token)))
 }
 
 /// Close a session created for a run that did not start.
@@ -326,7 +330,7 @@ pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError>
         .channel_log(&session_channel(&p.session_id), p.since, limit)
         .await?;
     let head = json!({ "sessionId": p.session_id });
-    Ok(super::channels::log_page(head, &page, p.since))
+    Ok(super::channels::log_page(head, &page, p.since, true))
 }
 
 #[derive(Deserialize)]
@@ -391,7 +395,7 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
 
 /// Push `method` to the session's members on every instance; returns how
 /// many sockets it was queued to.
-pub async fn notify_members(
+async fn notify_members(
     app: &App,
     session_id: &str,
     method: &str,
