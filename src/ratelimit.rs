@@ -30,6 +30,41 @@ pub struct Decision {
     pub retry_after_ms: u64,
 }
 
+/// An entry of an exact sliding window: something that happened at a time.
+trait Stamped {
+    fn at(&self) -> u64;
+}
+
+impl Stamped for u64 {
+    fn at(&self) -> u64 {
+        *self
+    }
+}
+
+/// Drop the entries that left the window (oldest first in `entries`).
+fn expire<T: Stamped>(entries: &mut VecDeque<T>, window: Window, now_ms: u64) {
+    // The window is (now - window_ms, now]; nothing can have left it
+    // before a full window has elapsed since time zero.
+    let Some(start) = now_ms.checked_sub(window.window_ms) else {
+        return;
+    };
+    while entries.front().is_some_and(|e| e.at() <= start) {
+        entries.pop_front();
+    }
+}
+
+/// The refusal of a full window: retry when the oldest entry that must
+/// leave for one slot to free up does.
+fn refusal<T: Stamped>(entries: &VecDeque<T>, window: Window, now_ms: u64) -> Decision {
+    let idx = entries.len().saturating_sub(window.limit as usize);
+    let oldest = entries.get(idx).map_or(now_ms, Stamped::at);
+    Decision {
+        allowed: false,
+        count: entries.len() as u32,
+        retry_after_ms: (oldest + window.window_ms).saturating_sub(now_ms).max(1),
+    }
+}
+
 /// Exact sliding window over recorded timestamps.
 #[derive(Debug, Default)]
 pub struct SlidingLog {
@@ -37,22 +72,11 @@ pub struct SlidingLog {
 }
 
 impl SlidingLog {
-    fn expire(&mut self, window: Window, now_ms: u64) {
-        // The window is (now - window_ms, now]; nothing can have left it
-        // before a full window has elapsed since time zero.
-        let Some(start) = now_ms.checked_sub(window.window_ms) else {
-            return;
-        };
-        while self.hits.front().is_some_and(|&t| t <= start) {
-            self.hits.pop_front();
-        }
-    }
-
     /// Record a hit if the window has room.
     pub fn hit(&mut self, window: Window, now_ms: u64) -> Decision {
-        self.expire(window, now_ms);
+        expire(&mut self.hits, window, now_ms);
         if self.hits.len() as u32 >= window.limit {
-            return self.rejected(window, now_ms);
+            return refusal(&self.hits, window, now_ms);
         }
         self.hits.push_back(now_ms);
         Decision {
@@ -64,13 +88,13 @@ impl SlidingLog {
 
     /// Record `want` hits at most, returning how many fitted.
     pub fn take(&mut self, window: Window, want: u32, now_ms: u64) -> (u32, u64) {
-        self.expire(window, now_ms);
+        expire(&mut self.hits, window, now_ms);
         let room = window.limit.saturating_sub(self.hits.len() as u32);
         let granted = room.min(want);
         self.hits
             .extend(std::iter::repeat_n(now_ms, granted as usize));
         let retry = if granted == 0 {
-            self.rejected(window, now_ms).retry_after_ms
+            refusal(&self.hits, window, now_ms).retry_after_ms
         } else {
             0
         };
@@ -79,25 +103,14 @@ impl SlidingLog {
 
     /// Look without recording: would a hit be rejected?
     pub fn peek(&mut self, window: Window, now_ms: u64) -> Decision {
-        self.expire(window, now_ms);
+        expire(&mut self.hits, window, now_ms);
         if self.hits.len() as u32 >= window.limit {
-            return self.rejected(window, now_ms);
+            return refusal(&self.hits, window, now_ms);
         }
         Decision {
             allowed: true,
             count: self.hits.len() as u32,
             retry_after_ms: 0,
-        }
-    }
-
-    fn rejected(&self, window: Window, now_ms: u64) -> Decision {
-        // The oldest hit that must leave for one slot to free up.
-        let idx = self.hits.len().saturating_sub(window.limit as usize);
-        let oldest = self.hits.get(idx).copied().unwrap_or(now_ms);
-        Decision {
-            allowed: false,
-            count: self.hits.len() as u32,
-            retry_after_ms: (oldest + window.window_ms).saturating_sub(now_ms).max(1),
         }
     }
 
@@ -124,6 +137,12 @@ struct Check {
     pending: bool,
 }
 
+impl Stamped for Check {
+    fn at(&self) -> u64 {
+        self.at
+    }
+}
+
 /// The failed-authentication window of one address: exact like
 /// [`SlidingLog`], where every credential check first reserves a slot
 /// ([`CheckLog::reserve`]) and then settles it ([`CheckLog::settle`]): a
@@ -140,28 +159,18 @@ pub struct CheckLog {
 impl CheckLog {
     /// Reserve a slot for check `id` if the window has room.
     pub fn reserve(&mut self, window: Window, id: &str, now_ms: u64) -> Decision {
-        if let Some(start) = now_ms.checked_sub(window.window_ms) {
-            while self.checks.front().is_some_and(|c| c.at <= start) {
-                self.checks.pop_front();
-            }
-        }
+        expire(&mut self.checks, window, now_ms);
         let count = self.checks.len() as u32;
         if count >= window.limit {
-            let idx = self.checks.len().saturating_sub(window.limit as usize);
-            let oldest = self.checks.get(idx).map_or(now_ms, |c| c.at);
-            let mut retry = (oldest + window.window_ms).saturating_sub(now_ms);
+            let mut refused = refusal(&self.checks, window, now_ms);
             let running = self
                 .checks
                 .iter()
                 .any(|c| c.pending && c.at + CHECK_PENDING_MS > now_ms);
             if running {
-                retry = retry.min(CHECK_RETRY_MS);
+                refused.retry_after_ms = refused.retry_after_ms.min(CHECK_RETRY_MS);
             }
-            return Decision {
-                allowed: false,
-                count,
-                retry_after_ms: retry.max(1),
-            };
+            return refused;
         }
         self.checks.push_back(Check {
             at: now_ms,

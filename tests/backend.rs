@@ -245,7 +245,7 @@ async fn channel_logs_are_numbered_kept_and_delivered() {
         let channel = "$session:s1";
         b.create_session(session("s1", "c1"), 5).await.unwrap();
         b.set_interest(channel, 2).await.unwrap();
-        let event = |n: u64| LoggedFrame::new("session.event", &json!({"sessionId": "s1", "n": n}));
+        let event = |n: u64| LoggedFrame::new("session.event", json!({"sessionId": "s1", "n": n}));
         for n in 1..=5 {
             let (offset, count) = b.log_publish(channel, &event(n), 3).await.unwrap();
             assert_eq!((offset, count), (n, 2), "{kind}");

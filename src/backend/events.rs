@@ -20,14 +20,13 @@ use serde_json::Value;
 /// The notifications that are logged, by method: a session's own events
 /// and its agent's run events (both on the session's log), and channel
 /// publications.
-pub const LOGGED_METHODS: [&str; 3] = ["session.event", "agent.event", "notify"];
+const LOGGED_METHODS: [&str; 3] = ["session.event", "agent.event", "notify"];
 /// The params' last field.
 const OFFSET_FIELD: &str = r#""offset":"#;
-
-/// How a notification frame for `method` begins (`frame::notification`).
-fn prefix(method: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":"#)
-}
+/// How every notification frame begins (`frame::notification`), up to its
+/// method's name; `","params":` follows the name.
+const FRAME_START: &str = r#"{"jsonrpc":"2.0","method":""#;
+const PARAMS_START: &str = r#"","params":"#;
 
 /// A logged notification waiting for its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +41,17 @@ impl LoggedFrame {
     /// The notification `method` (one of [`LOGGED_METHODS`]) for `params`
     /// (an object; its own `offset`, if any, is replaced; anything else is
     /// wrapped as `{"data": params}`).
-    pub fn new(method: &str, params: &Value) -> Self {
-        let params = match params {
-            Value::Object(map) if !map.contains_key("offset") => params.clone(),
-            Value::Object(map) => {
-                let mut map = map.clone();
-                map.remove("offset");
-                Value::Object(map)
-            }
-            other => serde_json::json!({ "data": other }),
+    pub fn new(method: &str, params: Value) -> Self {
+        let mut params = match params {
+            Value::Object(map) => map,
+            other => serde_json::Map::from_iter([("data".to_owned(), other)]),
         };
-        let mut body = params.to_string();
+        params.remove("offset");
+        let mut body = Value::Object(params).to_string();
         body.pop(); // the closing brace; the offset goes last
         let comma = if body.len() > 1 { "," } else { "" };
         Self {
-            head: format!("{}{body}{comma}{OFFSET_FIELD}", prefix(method)),
+            head: format!("{FRAME_START}{method}{PARAMS_START}{body}{comma}{OFFSET_FIELD}"),
             tail: "}}",
         }
     }
@@ -70,7 +65,8 @@ impl LoggedFrame {
 /// The offset of a frame built by [`LoggedFrame`]; `None` for any other
 /// frame (a frame of a logged method without an offset included).
 pub fn logged_offset(frame: &str) -> Option<u64> {
-    if !LOGGED_METHODS.iter().any(|m| frame.starts_with(&prefix(m))) {
+    let (method, _) = frame.strip_prefix(FRAME_START)?.split_once(PARAMS_START)?;
+    if !LOGGED_METHODS.contains(&method) {
         return None;
     }
     let (_, digits) = frame.strip_suffix("}}")?.rsplit_once(OFFSET_FIELD)?;
@@ -136,7 +132,7 @@ mod tests {
     #[test]
     fn the_frame_is_the_notification_with_the_offset_last() {
         let params = json!({"sessionId": "s", "event": "e", "data": {"offset": 9}});
-        let event = LoggedFrame::new("session.event", &params);
+        let event = LoggedFrame::new("session.event", params.clone());
         let framed = event.frame(42);
         let value: Value = serde_json::from_str(framed.as_str()).unwrap();
         let mut expected = params.clone();
@@ -144,11 +140,11 @@ mod tests {
         assert_eq!(value["params"], expected);
         assert_eq!(value["method"], "session.event");
         for method in LOGGED_METHODS {
-            assert!(
-                frame::notification(method, &params)
-                    .as_str()
-                    .starts_with(&prefix(method))
-            );
+            let plain = frame::notification(method, &params);
+            let (named, _) = plain.as_str()[FRAME_START.len()..]
+                .split_once(PARAMS_START)
+                .unwrap();
+            assert_eq!(named, method, "{plain}");
         }
         // The data's own "offset" is not the event's.
         assert_eq!(logged_offset(framed.as_str()), Some(42));
@@ -157,7 +153,7 @@ mod tests {
     #[test]
     fn odd_params_still_make_valid_frames() {
         for params in [json!({}), json!("text"), json!({"offset": 3, "a": 1})] {
-            let framed = LoggedFrame::new("notify", &params).frame(7);
+            let framed = LoggedFrame::new("notify", params.clone()).frame(7);
             let value: Value = serde_json::from_str(framed.as_str()).unwrap();
             assert_eq!(value["params"]["offset"], 7, "{params}");
             assert_eq!(logged_offset(framed.as_str()), Some(7));

@@ -30,7 +30,7 @@ pub mod memory;
 mod records;
 pub mod redis;
 
-pub use events::{EventPage, LOGGED_METHODS, LoggedFrame, logged_offset};
+pub use events::{EventPage, LoggedFrame, logged_offset};
 pub use records::{
     AgentEntry, ApprovalRecord, ApprovalStatus, Idempotency, RunRecord, RunStatus, ToolSpec,
 };

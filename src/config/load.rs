@@ -1564,6 +1564,13 @@ mod tests {
         assert_eq!(c.channels.rules.len(), 1);
         assert_eq!(c.channels.rules[0].prefix, "team:");
         assert!(c.channels.rules[0].access.presence);
+        assert_eq!(
+            c.channels.rules[0].access.history, 0,
+            "no history unless asked"
+        );
+        let file = "[[channels.rules]]\nprefix = \"log:\"\nsubscribe = \"read\"\npublish = \"write\"\nhistory = 50\n";
+        let c = load(&with_file(file), &env(&[])).unwrap();
+        assert_eq!(c.channels.rules[0].access.history, 50);
     }
 
     #[test]
@@ -1694,6 +1701,18 @@ mod tests {
         assert_eq!(
             invalid_field(|c| c.limits.drain_deadline_ms = 600_001),
             "limits.drain_deadline_ms"
+        );
+        assert_eq!(
+            invalid_field(|c| c.limits.session_history = 0),
+            "limits.session_history"
+        );
+        assert_eq!(
+            invalid_field(|c| c.channels.rules[0].access.history = 100_001),
+            "channels.rules[0].history"
+        );
+        assert_eq!(
+            invalid_field(|c| c.channels.default.history = 100_001),
+            "channels.default.history"
         );
         assert_eq!(
             invalid_field(|c| c.rate_limits.connect_per_ip.limit = 0),

@@ -470,7 +470,7 @@ mod tests {
     use serde_json::json;
 
     fn logged(offset: u64) -> Frame {
-        LoggedFrame::new("notify", &json!({"channel": "h"})).frame(offset)
+        LoggedFrame::new("notify", json!({"channel": "h"})).frame(offset)
     }
 
     fn channel(frame: Frame) -> Envelope {

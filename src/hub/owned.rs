@@ -68,7 +68,7 @@ struct Epoch {
 }
 
 /// One owned session: its record and the newest event offset seen.
-struct Copy {
+struct OwnedCopy {
     record: SessionRecord,
     offset: u64,
 }
@@ -77,12 +77,12 @@ struct Copy {
 /// backend epoch they were taken under.
 #[derive(Default)]
 pub struct OwnedSessions {
-    records: Mutex<HashMap<String, Copy>>,
+    records: Mutex<HashMap<String, OwnedCopy>>,
     epoch: Mutex<Epoch>,
 }
 
 impl OwnedSessions {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, Copy>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnedCopy>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -94,7 +94,7 @@ impl OwnedSessions {
     /// event is `offset` (0 for a new session).
     pub fn insert(&self, record: SessionRecord, offset: u64) {
         let id = record.session_id.clone();
-        self.records().insert(id, Copy { record, offset });
+        self.records().insert(id, OwnedCopy { record, offset });
     }
 
     /// Forget a session (closed, or its owner left it).
@@ -152,7 +152,7 @@ impl OwnedSessions {
             return;
         }
         let mut records = self.records();
-        let Some(Copy { record, .. }) = records.get_mut(id) else {
+        let Some(OwnedCopy { record, .. }) = records.get_mut(id) else {
             return;
         };
         match serde_json::from_str::<Updated>(frame.as_str()) {
@@ -172,7 +172,7 @@ impl OwnedSessions {
     pub fn to_restore(&self) -> Vec<(SessionRecord, u64)> {
         self.records()
             .values()
-            .filter_map(|Copy { record: r, offset }| {
+            .filter_map(|OwnedCopy { record: r, offset }| {
                 let owner = r.owner.clone()?;
                 let record = SessionRecord {
                     members: vec![owner],
@@ -259,7 +259,7 @@ mod tests {
             &frame::notification("session.event", &json!({"version": 8, "meta": {}})),
         );
         let event = |offset| {
-            crate::backend::LoggedFrame::new("session.event", &json!({"sessionId": "s"}))
+            crate::backend::LoggedFrame::new("session.event", json!({"sessionId": "s"}))
                 .frame(offset)
         };
         owned.observe("$session:s", &event(4));

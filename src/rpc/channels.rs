@@ -299,7 +299,7 @@ pub async fn publish_event(
     }
     let keep = access_for(&app.config.channels, channel).history;
     if keep > 0 {
-        let logged = LoggedFrame::new("notify", &params);
+        let logged = LoggedFrame::new("notify", params);
         let (offset, delivered) = app.backend.log_publish(channel, &logged, keep).await?;
         return Ok(Published {
             delivered,
@@ -329,58 +329,22 @@ pub struct HistoryParams {
 /// their `notify` params). `complete` says nothing between `since` and
 /// the first one returned is missing.
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
-    let identity = ctx.identity()?;
-    validate_name("channel", &p.channel)?;
-    let rule = access_for(&ctx.app.config.channels, &p.channel);
-    if !identity.check_access(rule.subscribe, &p.channel, ctx.conn.id()) {
-        return Err(RpcError::forbidden(format!(
-            "may not read the history of {}",
-            p.channel
-        )));
-    }
+    may_subscribe(ctx, &p.channel, "read the history of")?;
     let keep = history_of(&ctx.app.config, &p.channel)?;
-    let limit = history_limit(p.limit)?.min(keep);
-    let page = ctx
-        .app
-        .backend
-        .channel_log(&p.channel, p.since, limit)
-        .await?;
-    Ok(log_page(
-        json!({ "channel": p.channel }),
-        &page,
-        p.since,
-        false,
-    ))
+    let head = json!({ "channel": p.channel });
+    super::replay::history(ctx.app, head, &p.channel, p.since, p.limit, keep, false).await
 }
 
-/// Most entries one history call returns.
-const HISTORY_PAGE: usize = 1000;
-
-/// A history call's `limit`: 1-1000, 100 when not given.
-pub fn history_limit(limit: Option<usize>) -> Result<usize, RpcError> {
-    match limit.unwrap_or(100) {
-        n @ 1..=HISTORY_PAGE => Ok(n),
-        _ => Err(RpcError::invalid_params(
-            "limit",
-            format!("between 1 and {HISTORY_PAGE}"),
-        )),
+/// The caller's right to subscribe to `channel`, which reading it any
+/// other way (presence, history) takes too; `action` words the refusal.
+fn may_subscribe(ctx: &Ctx<'_>, channel: &str, action: &str) -> Result<(), RpcError> {
+    let identity = ctx.identity()?;
+    validate_name("channel", channel)?;
+    let rule = access_for(&ctx.app.config.channels, channel);
+    if !identity.check_access(rule.subscribe, channel, ctx.conn.id()) {
+        return Err(RpcError::forbidden(format!("may not {action} {channel}")));
     }
-}
-
-/// A history reply: `head` plus `{events, latest, complete, more}`
-/// (`with_method`: each event names its notification method).
-pub fn log_page(
-    mut head: Value,
-    page: &crate::backend::EventPage,
-    since: u64,
-    with_method: bool,
-) -> Value {
-    let last = page.events.last().map(|(offset, _)| *offset);
-    head["events"] = Value::Array(page.params(with_method));
-    head["latest"] = json!(page.latest);
-    head["complete"] = json!(page.continues(since));
-    head["more"] = json!(last.is_some_and(|o| o < page.latest));
-    head
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -391,15 +355,7 @@ pub struct PresenceParams {
 }
 
 pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcError> {
-    let identity = ctx.identity()?;
-    validate_name("channel", &p.channel)?;
-    let rule = access_for(&ctx.app.config.channels, &p.channel);
-    if !identity.check_access(rule.subscribe, &p.channel, ctx.conn.id()) {
-        return Err(RpcError::forbidden(format!(
-            "may not see presence of {}",
-            p.channel
-        )));
-    }
+    may_subscribe(ctx, &p.channel, "see presence of")?;
     members_page(ctx.app, &p.channel, &p.page).await
 }
 

@@ -188,18 +188,7 @@ async fn checked(
     params: Value,
 ) -> Result<Value, RpcError> {
     rate_check(ctx.app, ctx.conn).await?;
-    if requirement != Any {
-        let identity = ctx
-            .conn
-            .identity()
-            .ok_or_else(|| RpcError::unauthorized("authenticate first (connect or auth)"))?;
-        if !identity.satisfies(requirement) {
-            return Err(RpcError::forbidden(format!(
-                "{method} requires {}",
-                describe(requirement)
-            )));
-        }
-    }
+    authorize(ctx.conn, method, requirement)?;
     let span = crate::otel::rpc_span(method);
     let call = tracing::Instrument::instrument(dispatch(ctx, method, params), span);
     // A bug in one handler must not take the connection (or its
@@ -238,6 +227,32 @@ async fn provided(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, Rpc
         metrics::counter!("switchyard_rpc_errors_total", "code" => e.code.to_string()).increment(1);
     }
     outcome
+}
+
+/// Whether the connection may call `method`, which requires `requirement`
+/// (-32000 unauthenticated, -32003 lacking the scope or role).
+fn authorize(conn: &ConnHandle, method: &str, requirement: Requirement) -> Result<(), RpcError> {
+    if requirement == Any {
+        return Ok(());
+    }
+    let identity = conn
+        .identity()
+        .ok_or_else(|| RpcError::unauthorized("authenticate first (connect or auth)"))?;
+    if !identity.satisfies(requirement) {
+        return Err(RpcError::forbidden(format!(
+            "{method} requires {}",
+            describe(requirement)
+        )));
+    }
+    Ok(())
+}
+
+/// [`authorize`] by the method table, for a method run on behalf of
+/// another (`connect {resume}` runs `session.resume`).
+pub fn authorize_as(conn: &ConnHandle, method: &'static str) -> Result<(), RpcError> {
+    let (_, requirement) = lookup(method)
+        .ok_or_else(|| RpcError::internal(&format!("{method} is not in the method table")))?;
+    authorize(conn, method, requirement)
 }
 
 fn describe(requirement: Requirement) -> String {

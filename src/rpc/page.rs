@@ -16,16 +16,21 @@ pub struct Page {
     cursor: Option<String>,
 }
 
+/// A `limit` asked for (`default` when not given): 1..=[`MAX`].
+pub fn bounded(limit: Option<usize>, default: usize) -> Result<usize, RpcError> {
+    match limit.unwrap_or(default) {
+        n @ 1..=MAX => Ok(n),
+        _ => Err(RpcError::invalid_params(
+            "limit",
+            format!("between 1 and {MAX}"),
+        )),
+    }
+}
+
 impl Page {
     /// The page size asked for (default [`MAX`]); 1..=MAX.
     pub fn limit(&self) -> Result<usize, RpcError> {
-        match self.limit.unwrap_or(MAX) {
-            n @ 1..=MAX => Ok(n),
-            _ => Err(RpcError::invalid_params(
-                "limit",
-                format!("between 1 and {MAX}"),
-            )),
-        }
+        bounded(self.limit, MAX)
     }
 
     pub fn cursor(&self) -> Option<&str> {
@@ -62,6 +67,8 @@ mod tests {
         assert_eq!(page(Some(1)).limit().unwrap(), 1);
         assert!(page(Some(0)).limit().is_err());
         assert!(page(Some(MAX + 1)).limit().is_err());
+        assert_eq!(bounded(None, 100).unwrap(), 100);
+        assert!(bounded(Some(0), 100).is_err());
         let query = [("limit".to_owned(), "x".to_owned())].into_iter().collect();
         assert!(Page::from_query(&query).is_err());
     }

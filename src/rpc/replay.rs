@@ -1,8 +1,9 @@
-//! Replaying a channel's log to one socket: what a resuming session owner
-//! (`session.resume`) and a recovering subscriber (`subscribe` with
-//! `recover`) missed.
+//! Reading a channel's log (`backend::events`): a page of it for
+//! `history` and `session.history`, or a replay to one socket of what a
+//! resuming session owner (`session.resume`) or a recovering subscriber
+//! (`subscribe` with `recover`) missed.
 //!
-//! The socket is held back from the channel's live frames
+//! For a replay, the socket is held back from the channel's live frames
 //! ([`crate::hub::Hub::hold`]) while it is subscribed, the log is read and
 //! the missed frames are queued; releasing the hold then queues the live
 //! frames that arrived meanwhile, minus those the replay already carried.
@@ -14,6 +15,29 @@ use crate::protocol::RpcError;
 use crate::server::App;
 use serde_json::{Value, json};
 use std::future::Future;
+
+/// A history reply: `head` plus `{events, latest, complete, more}` for
+/// the logged frames of `channel` after `since`, at most `limit` (1-1000,
+/// default 100) and never more than the log keeps (`keep`); `with_method`:
+/// each event names its notification method.
+pub async fn history(
+    app: &App,
+    mut head: Value,
+    channel: &str,
+    since: u64,
+    limit: Option<usize>,
+    keep: usize,
+    with_method: bool,
+) -> Result<Value, RpcError> {
+    let limit = super::page::bounded(limit, 100)?.min(keep);
+    let page = app.backend.channel_log(channel, since, limit).await?;
+    let last = page.events.last().map(|(offset, _)| *offset);
+    head["events"] = Value::Array(page.params(with_method));
+    head["latest"] = json!(page.latest);
+    head["complete"] = json!(page.continues(since));
+    head["more"] = json!(last.is_some_and(|o| o < page.latest));
+    Ok(head)
+}
 
 /// What a replay did.
 #[derive(Debug, Clone, Copy)]

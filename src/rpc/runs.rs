@@ -519,7 +519,7 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     }
     let event = crate::backend::LoggedFrame::new(
         "agent.event",
-        &json!({
+        json!({
             "sessionId": p.session_id,
             "runId": run_id,
             "agentId": agent_id,

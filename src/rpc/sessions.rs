@@ -17,8 +17,7 @@
 //! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
-use crate::backend::LoggedFrame;
-use crate::backend::{BackendError, SessionRecord};
+use crate::backend::{BackendError, LoggedFrame, SessionRecord};
 use crate::conn::ConnHandle;
 use crate::hub::{Loss, session_channel};
 use crate::protocol::{RpcError, frame, now_ms};
@@ -289,7 +288,7 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     }
     let event = LoggedFrame::new(
         "session.event",
-        &json!({
+        json!({
             "sessionId": p.session_id,
             "event": p.event,
             "data": p.data,
@@ -321,16 +320,11 @@ pub struct HistoryParams {
 /// says nothing between `since` and the first event returned is missing
 /// (trimmed from the log, or lost with the backend's state).
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
-    validate_id(&p.session_id)?;
-    let limit = super::channels::history_limit(p.limit)?;
     require_member(ctx, &p.session_id).await?;
-    let page = ctx
-        .app
-        .backend
-        .channel_log(&session_channel(&p.session_id), p.since, limit)
-        .await?;
+    let channel = session_channel(&p.session_id);
+    let keep = ctx.app.config.limits.session_history;
     let head = json!({ "sessionId": p.session_id });
-    Ok(super::channels::log_page(head, &page, p.since, true))
+    super::replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
 }
 
 #[derive(Deserialize)]

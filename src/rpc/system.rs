@@ -99,13 +99,9 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
 /// answers) or why not (`resumed: false` and the error).
 async fn resume_at_connect(ctx: &Ctx<'_>, p: crate::rpc::sessions::ResumeParams) -> Value {
     let session_id = p.session_id().to_owned();
-    let write = crate::auth::Requirement::Scope(crate::auth::Scope::Write);
-    let outcome = match ctx.conn.identity() {
-        None => Err(RpcError::unauthorized("resume needs credentials")),
-        Some(identity) if !identity.satisfies(write) => {
-            Err(RpcError::forbidden("resume requires scope write"))
-        }
-        Some(_) => crate::rpc::sessions::resume(ctx, p).await,
+    let outcome = match super::authorize_as(ctx.conn, "session.resume") {
+        Ok(()) => crate::rpc::sessions::resume(ctx, p).await,
+        Err(e) => Err(e),
     };
     outcome.unwrap_or_else(
         |error| json!({ "sessionId": session_id, "resumed": false, "error": error }),
