@@ -6,27 +6,34 @@
 //! memory and everything shared lives behind the [`backend::Backend`] seam
 //! (in-process memory in standalone mode, Redis in cluster mode).
 //!
-//! Follow a frame through the crate in this order:
+//! The crate reads bottom-up; no module imports one above it:
 //!
-//! - [`protocol`] — wire types only: JSON-RPC frames, error codes.
-//! - [`conn`] — one connection: reader loop, writer task, heartbeat,
-//!   bounded outbound queue, deadlines.
-//! - [`rpc`] — the method table and one module per namespace
-//!   (system, channels, sessions, nodes); scope checks and rate limits.
-//! - [`auth`] — credentials, JWT, static tokens, scopes, origin and proxy
+//! - [`protocol`] — wire types only: JSON-RPC frames, error codes, the
+//!   channel names the server reserves.
+//! - [`config`], [`ratelimit`], [`telemetry`], [`otel`] — settings, sliding
+//!   windows, logs and metrics, OpenTelemetry traces.
+//! - [`auth`] — identities and scopes, credentials, JWT, origin and proxy
 //!   guards.
+//! - [`backend`] — shared state and cross-instance delivery (memory or
+//!   Redis).
+//! - [`conn`] — one connection: reader loop, writer task, heartbeat,
+//!   bounded outbound queue, deadlines; generic over a `ConnService`, it
+//!   knows no method.
 //! - [`hub`] — this instance's sockets: registry, local channel index,
-//!   fan-out; the instance's inbox for backend deliveries.
-//! - [`backend`] — shared state and cross-instance delivery.
-//! - [`agents`], [`relay`] — agents registered here, routing policies, and
-//!   calls relayed to a node on whichever instance holds it.
-//! - [`server`] — axum router, upgrade guards, HTTP API, background tasks,
-//!   drain.
-//! - [`config`], [`ratelimit`], [`telemetry`], [`otel`], [`client`],
-//!   [`bench`] — settings, sliding windows, logs and metrics, OpenTelemetry
-//!   traces, a small async client and the load generator.
+//!   fan-out.
+//! - [`agents`], [`relay`] — agents registered here, routing policies, run
+//!   bookkeeping, and calls relayed to a node on whichever instance holds
+//!   it.
+//! - [`app`] — the infrastructure handles every handler shares.
+//! - [`services`] — the domain rules (channels, sessions, agents, runs,
+//!   approvals, connections), shared by every entry point.
+//! - [`rpc`] — the method table: params → service → JSON.
+//! - [`server`] — axum router, upgrade, the connection service, HTTP API,
+//!   background tasks, drain.
+//! - [`client`], [`bench`] — a small async client and the load generator.
 
 pub mod agents;
+pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod bench;
@@ -40,4 +47,5 @@ pub mod ratelimit;
 pub mod relay;
 pub mod rpc;
 pub mod server;
+pub mod services;
 pub mod telemetry;

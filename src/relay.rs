@@ -22,8 +22,9 @@
 //! A node that is at its `maxConcurrency` refuses with a *busy*
 //! error, on which the caller tries the next candidate.
 
+use crate::agents::runs::{RunHooks, RunTicket, Target};
 use crate::agents::{LocalAgents, Refusal};
-use crate::backend::{AgentEntry, Backend, Envelope, Inbox};
+use crate::backend::{Backend, Envelope, Inbox};
 use crate::hub::Hub;
 use crate::protocol::{RpcError, error, frame};
 use serde::{Deserialize, Serialize};
@@ -44,14 +45,6 @@ const PROGRESS_BUFFER: usize = 1024;
 /// Key of the progress update a run's serving instance sends first: the
 /// agent that accepted the run.
 pub const ACCEPTED: &str = "$accepted";
-
-/// What a routed call is for, beyond a plain request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunTicket {
-    pub session_id: String,
-    pub run_id: String,
-}
 
 /// A call for a node, to the instance holding its connection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,25 +85,6 @@ enum RelayMsg {
     },
 }
 
-/// Where a call goes: a node's connection (and the agent entry it acts
-/// for, whose concurrency it counts against).
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub conn_id: String,
-    pub instance_id: String,
-    pub agent_id: Option<String>,
-}
-
-impl From<&AgentEntry> for Target {
-    fn from(agent: &AgentEntry) -> Self {
-        Self {
-            conn_id: agent.conn_id.clone(),
-            instance_id: agent.instance_id.clone(),
-            agent_id: Some(agent.agent_id.clone()),
-        }
-    }
-}
-
 /// One call's request.
 pub struct CallSpec<'a> {
     pub method: &'a str,
@@ -149,16 +123,6 @@ impl<'a> CallSpec<'a> {
         self.run = Some(ticket);
         self
     }
-}
-
-/// Hooks the relay calls on the serving side of agent runs.
-pub trait RunHooks: Send + Sync + 'static {
-    /// The node was sent the run (`agent.started`).
-    fn started(&self, ticket: &RunTicket, target: &Target);
-    /// The node answered or failed; the run is over.
-    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>);
-    /// The run was cancelled: tell the node, drop its later events.
-    fn cancelled(&self, ticket: &RunTicket, conn: &crate::conn::ConnHandle);
 }
 
 struct Waiter {

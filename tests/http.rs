@@ -377,7 +377,21 @@ async fn api_presence_channels_and_sessions() {
     assert_eq!(x["subscribers"], 2, "{body}");
     assert_eq!(v["count"], names.len(), "{body}");
 
+    // Sessions are listed as `session.list` lists them: an outsider (the
+    // reader) does not see the writer's session, its owner does.
     let (status, _, body) = get(&server, "/api/sessions", &h).await;
+    assert_eq!(status, 200, "{body}");
+    let v = body_json(&body);
+    assert!(
+        !v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["sessionId"] == "http-s1"),
+        "an outsider sees the session: {body}"
+    );
+    let owner = bearer(WRITER);
+    let (status, _, body) = get(&server, "/api/sessions", &[("authorization", &owner)]).await;
     assert_eq!(status, 200, "{body}");
     let v = body_json(&body);
     let s = v["sessions"]
@@ -627,4 +641,125 @@ async fn webhooks_publish_signed_or_authenticated_bodies() {
     let (status, _, reply) =
         post(&server, "/hooks/nope", &[("authorization", &writer)], "{}").await;
     assert_error(status, &reply, 404);
+}
+
+/// Every HTTP route that acts on a channel decides as its WebSocket method
+/// does, for the same credential: `POST /api/publish` and
+/// `POST /api/broadcast` as `publish`, `GET /api/presence/{channel}` as
+/// `presence.get`; `GET /api/channels` lists only what the caller may
+/// subscribe to.
+#[tokio::test]
+async fn http_routes_authorize_as_their_websocket_methods() {
+    let server = TestServer::default().await;
+    // Someone else's connection, for `conn:<id>`.
+    let mut other = server.client(ADMIN).await;
+    let other_id = other.expect_push("welcome").await["connId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    other
+        .call(
+            "subscribe",
+            json!({"channels": ["private:board", "private:team-red", "public:m"]}),
+        )
+        .await;
+    let conn_channel = format!("conn:{other_id}");
+    let channels = [
+        "public:m",
+        "plain",
+        "global",
+        "approval",
+        "user:writer",
+        "user:admin",
+        conn_channel.as_str(),
+        "private:team-red",
+        "private:board",
+    ];
+    let mut refusals = 0;
+    for token in [READER, WRITER, ADMIN] {
+        let mut ws = server.client(token).await;
+        let auth = bearer(token);
+        let h = [("authorization", auth.as_str())];
+        for channel in channels {
+            let ws_publish = ws
+                .request(
+                    "publish",
+                    json!({"channel": channel, "event": "probe", "data": {}}),
+                )
+                .await;
+            let ws_allowed = ws_publish.get("error").is_none();
+            if !ws_allowed {
+                assert_eq!(ws_publish["error"]["code"], -32003, "{ws_publish}");
+                refusals += 1;
+            }
+            let body = json!({"channel": channel, "event": "probe", "data": {}}).to_string();
+            let (status, _, reply) = post(&server, "/api/publish", &h, &body).await;
+            let expected = if ws_allowed { 200 } else { 403 };
+            assert_eq!(
+                status, expected,
+                "POST /api/publish {channel} as {token}: {reply} (publish: {ws_publish})"
+            );
+            let body = json!({"channels": [channel], "event": "probe"}).to_string();
+            let (status, _, reply) = post(&server, "/api/broadcast", &h, &body).await;
+            assert_eq!(
+                status, expected,
+                "POST /api/broadcast {channel} as {token}: {reply}"
+            );
+
+            let ws_presence = ws
+                .request("presence.get", json!({"channel": channel}))
+                .await;
+            let ws_allowed = ws_presence.get("error").is_none();
+            if !ws_allowed {
+                assert_eq!(ws_presence["error"]["code"], -32003, "{ws_presence}");
+            }
+            let (status, _, reply) = get(&server, &format!("/api/presence/{channel}"), &h).await;
+            let expected = if ws_allowed { 200 } else { 403 };
+            assert_eq!(
+                status, expected,
+                "GET /api/presence/{channel} as {token}: {reply} (presence.get: {ws_presence})"
+            );
+        }
+        ws.close().await;
+    }
+    assert!(refusals >= 10, "the matrix refused only {refusals} times");
+
+    // A broadcast naming one forbidden channel publishes nothing.
+    let mut listener = server.client(READER).await;
+    listener
+        .call("subscribe", json!({"channels": ["public:m"]}))
+        .await;
+    let auth = bearer(WRITER);
+    let body = json!({"channels": ["public:m", "approval"], "event": "forged"}).to_string();
+    let (status, _, reply) = post(
+        &server,
+        "/api/broadcast",
+        &[("authorization", &auth)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403, "{reply}");
+    listener
+        .expect_no_push("notify", Duration::from_millis(300))
+        .await;
+
+    // The listing shows a reader neither private channels nor other users'.
+    let auth = bearer(READER);
+    let (status, _, body) = get(&server, "/api/channels", &[("authorization", &auth)]).await;
+    assert_eq!(status, 200, "{body}");
+    let v = body_json(&body);
+    let names: Vec<&str> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"public:m"), "{body}");
+    assert!(names.contains(&"private:team-red"), "its claim: {body}");
+    for hidden in ["private:board", "user:admin"] {
+        assert!(!names.contains(&hidden), "{hidden} listed: {body}");
+    }
+    let auth = bearer(ADMIN);
+    let (_, _, body) = get(&server, "/api/channels", &[("authorization", &auth)]).await;
+    assert!(body.contains("private:board"), "an admin sees all: {body}");
 }

@@ -125,12 +125,18 @@ async fn join_leave_and_get() {
         .await;
     assert_eq!(r["members"], json!([w_id, a_id]), "{r}");
 
-    // A reader may look.
-    let g = reader
+    // Members look; an outsider is told there is no such session.
+    let g = alice
         .call("session.get", json!({"sessionId": "room"}))
         .await;
     assert_eq!(g["members"], json!([w_id, a_id]), "{g}");
     assert_eq!(g["owner"], w_id.as_str(), "{g}");
+    assert_eq!(
+        reader
+            .error_code("session.get", json!({"sessionId": "room"}))
+            .await,
+        -32001
+    );
     assert_eq!(
         reader
             .error_code("session.join", json!({"sessionId": "room"}))

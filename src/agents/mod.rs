@@ -8,8 +8,10 @@
 //! it (the caller then tries the next candidate). The count is mirrored into
 //! the shared entry as `load`, which the `least_loaded` policy reads.
 //!
-//! [`select`] orders candidates by routing policy.
+//! [`select`] orders candidates by routing policy; [`runs`] keeps the runs
+//! this instance's agents serve.
 
+pub mod runs;
 pub mod select;
 
 use crate::backend::{AgentEntry, Backend};

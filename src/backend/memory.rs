@@ -421,7 +421,8 @@ impl Backend for MemoryBackend {
         state.runs.remove(session_id);
         state.history.remove(session_id);
         drop(state);
-        self.logs().remove(&crate::hub::session_channel(session_id));
+        self.logs()
+            .remove(&crate::protocol::names::session_channel(session_id));
         Ok(())
     }
 

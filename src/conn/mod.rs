@@ -2,24 +2,21 @@
 //!
 //! [`serve`] splits the socket: a writer task drains the connection's
 //! bounded queue into the socket and sends heartbeat pings; the reader loop
-//! (this task) parses frames, hands calls to [`crate::rpc`] and routes the
-//! client's answers to server → client requests. The loop also enforces
+//! (this task) parses frames, hands calls to the [`ConnService`] and routes
+//! the client's answers to server → client requests. The loop also enforces
 //! the per-connection clocks: the handshake deadline (close 4001 if still
 //! unauthenticated), the client timeout (nothing heard, not even a pong)
 //! and the expiry of a JWT that was not refreshed.
 
 mod handle;
-mod lifecycle;
 mod queue;
 
 pub use handle::{ConnHandle, ConnState, MAX_CALLS_IN_FLIGHT, Outbound, Outstanding, close_code};
-pub use lifecycle::{authenticated, implicit_channels, publish_presence, welcome};
 
 use crate::auth::Identity;
-use crate::hub::IpSlot;
+use crate::config::Limits;
 use crate::protocol::frame::{self, Incoming, Message};
-use crate::protocol::{Frame, RpcError};
-use crate::server::App;
+use crate::protocol::{Call, Frame, RpcError};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -30,14 +27,42 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
+/// What a connection needs from the application above it: the handler of
+/// its calls and what happens when it opens and closes. This layer knows
+/// frames, clocks and queues, no method and no domain.
+pub trait ConnService: Clone + Send + Sync + 'static {
+    /// The connection's limits and clocks.
+    fn limits(&self) -> &Limits;
+    /// Calls that wait on another party (a node's answer): the connection
+    /// runs them in their own task and keeps serving the client meanwhile;
+    /// every other call runs in order.
+    fn is_long_running(&self, method: &str) -> bool;
+    /// Run one call to completion.
+    fn call(
+        &self,
+        conn: &ConnHandle,
+        call: Call,
+    ) -> impl Future<Output = Result<serde_json::Value, RpcError>> + Send;
+    /// The connection is open (and authenticated at upgrade with
+    /// `identity`, if any): register and greet it.
+    fn opened(
+        &self,
+        conn: &ConnHandle,
+        identity: Option<Identity>,
+    ) -> impl Future<Output = ()> + Send;
+    /// The connection is over: undo what it did to shared state.
+    fn closed(&self, conn: &ConnHandle) -> impl Future<Output = ()> + Send;
+}
+
 /// What the upgrade decided about a new connection.
-pub struct ConnSetup {
+pub struct ConnSetup<G> {
     pub id: String,
     pub ip: IpAddr,
     /// Authenticated at upgrade (credentials or mode `none`).
     pub identity: Option<Identity>,
-    /// Held for the connection's lifetime (per-IP cap).
-    pub ip_slot: IpSlot,
+    /// Held for the connection's lifetime and released once its clean-up
+    /// ran (the per-IP slot).
+    pub guard: G,
 }
 
 /// Run one connection to completion.
@@ -45,25 +70,29 @@ pub struct ConnSetup {
 /// Most of an idle connection's memory is this future and the writer's:
 /// the socket is split and the writer spawned before the future is built,
 /// so neither the unsplit socket nor the setup is kept in it.
-pub fn serve(app: App, socket: WebSocket, setup: ConnSetup) -> impl Future<Output = ()> {
+pub fn serve<S: ConnService, G: Send + 'static>(
+    svc: S,
+    socket: WebSocket,
+    setup: ConnSetup<G>,
+) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", id = %setup.id, ip = %setup.ip);
-    let limits = &app.config.limits;
+    let limits = svc.limits();
     let conn = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, conn.clone(), limits.heartbeat()));
     metrics::counter!("switchyard_connections_total").increment(1);
     let identity = setup.identity.map(Box::new);
-    let ip_slot = setup.ip_slot;
+    let guard = setup.guard;
     async move {
         tracing::debug!("connected");
         // The open/close and per-message futures are large (they embed
         // every handler's state) but short-lived: boxing them keeps the
         // long-lived connection task small.
-        Box::pin(lifecycle::open(&app, &conn, identity.map(|i| *i))).await;
-        read_loop(&app, &conn, stream).await;
+        Box::pin(svc.opened(&conn, identity.map(|i| *i))).await;
+        read_loop(&svc, &conn, stream).await;
         conn.close(close_code::NORMAL, "");
-        Box::pin(lifecycle::close(&app, &conn)).await;
-        drop(ip_slot);
+        Box::pin(svc.closed(&conn)).await;
+        drop(guard);
         // The writer sends the close frame and stops; bound the wait.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         tracing::debug!("disconnected");
@@ -114,8 +143,8 @@ impl Clocks {
     }
 }
 
-async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSocket>) {
-    let limits = &app.config.limits;
+async fn read_loop<S: ConnService>(svc: &S, conn: &ConnHandle, mut stream: SplitStream<WebSocket>) {
+    let limits = svc.limits();
     let now = Instant::now();
     let mut clocks = Clocks {
         handshake: now + limits.handshake_timeout(),
@@ -160,7 +189,7 @@ async fn read_loop(app: &App, conn: &ConnHandle, mut stream: SplitStream<WebSock
                 Some(Ok(msg)) => {
                     // A closed connection stops waiting for its own calls.
                     let keep = tokio::select! {
-                        keep = Box::pin(on_message(app, conn, msg)) => keep,
+                        keep = Box::pin(on_message(svc, conn, msg)) => keep,
                         _ = conn.closed().cancelled() => false,
                     };
                     if !keep {
@@ -211,10 +240,10 @@ fn on_read_error(conn: &ConnHandle, e: &axum::Error) {
 }
 
 /// Handle one WebSocket message; false ends the connection.
-async fn on_message(app: &App, conn: &ConnHandle, msg: WsMessage) -> bool {
+async fn on_message<S: ConnService>(svc: &S, conn: &ConnHandle, msg: WsMessage) -> bool {
     match msg {
         WsMessage::Text(text) => {
-            on_text(app, conn, text.as_str()).await;
+            on_text(svc, conn, text.as_str()).await;
             true
         }
         WsMessage::Binary(_) => {
@@ -228,25 +257,25 @@ async fn on_message(app: &App, conn: &ConnHandle, msg: WsMessage) -> bool {
     }
 }
 
-async fn on_text(app: &App, conn: &ConnHandle, text: &str) {
-    let limits = &app.config.limits;
+async fn on_text<S: ConnService>(svc: &S, conn: &ConnHandle, text: &str) {
+    let limits = svc.limits();
     match frame::parse_text(text, limits.max_batch, limits.max_json_depth) {
         Incoming::Reject(err) => {
             conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
                 .await;
         }
-        Incoming::Single(Message::Call(call)) if crate::rpc::is_long_running(&call.method) => {
-            spawn_call(app, conn, call).await;
+        Incoming::Single(Message::Call(call)) if svc.is_long_running(&call.method) => {
+            spawn_call(svc, conn, call).await;
         }
         Incoming::Single(message) => {
-            if let Some(reply) = on_item(app, conn, message).await {
+            if let Some(reply) = on_item(svc, conn, message).await {
                 conn.reply(reply.into()).await;
             }
         }
         Incoming::Batch(messages) => {
             let mut replies = Vec::new();
             for message in messages {
-                if let Some(reply) = on_item(app, conn, message).await {
+                if let Some(reply) = on_item(svc, conn, message).await {
                     replies.push(reply);
                 }
             }
@@ -262,7 +291,7 @@ async fn on_text(app: &App, conn: &ConnHandle, text: &str) {
 /// task, so the connection keeps reading — and answering other calls —
 /// meanwhile. At most [`MAX_CALLS_IN_FLIGHT`] such calls per connection;
 /// they end with the connection.
-async fn spawn_call(app: &App, conn: &ConnHandle, call: crate::protocol::Call) {
+async fn spawn_call<S: ConnService>(svc: &S, conn: &ConnHandle, call: Call) {
     let Some(permit) = conn.try_start_call() else {
         let err = RpcError::limit("calls in flight per connection", MAX_CALLS_IN_FLIGHT);
         if let Some(id) = &call.id {
@@ -270,12 +299,12 @@ async fn spawn_call(app: &App, conn: &ConnHandle, call: crate::protocol::Call) {
         }
         return;
     };
-    let (app, conn) = (app.clone(), conn.clone());
+    let (svc, conn) = (svc.clone(), conn.clone());
     tokio::spawn(async move {
         let _permit = permit;
         let id = call.id.clone();
         tokio::select! {
-            outcome = crate::rpc::handle(&app, &conn, call) => {
+            outcome = svc.call(&conn, call) => {
                 if let Some(id) = id {
                     conn.reply(frame::response_json(&id, &outcome).into()).await;
                 }
@@ -286,11 +315,11 @@ async fn spawn_call(app: &App, conn: &ConnHandle, call: crate::protocol::Call) {
 }
 
 /// One element of a frame; returns the reply's JSON, if one is due.
-async fn on_item(app: &App, conn: &ConnHandle, message: Message) -> Option<String> {
+async fn on_item<S: ConnService>(svc: &S, conn: &ConnHandle, message: Message) -> Option<String> {
     match message {
         Message::Call(call) => {
             let id = call.id.clone();
-            let outcome = crate::rpc::handle(app, conn, call).await;
+            let outcome = svc.call(conn, call).await;
             id.map(|id| frame::response_json(&id, &outcome))
         }
         Message::Reply(reply) => {

@@ -24,21 +24,12 @@ pub use owned::{Loss, OwnedSessions};
 use crate::backend::{Backend, Envelope, Inbox, logged_offset};
 use crate::conn::{ConnHandle, close_code};
 use crate::protocol::Frame;
+use crate::protocol::names::SESSION_CHANNEL_PREFIX;
 use crate::ratelimit::IdentityBudget;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-/// Internal channel carrying a session's events to its members. Client
-/// channel names may not start with `$`, so these cannot be subscribed to
-/// directly.
-pub const SESSION_CHANNEL_PREFIX: &str = "$session:";
-
-/// The internal channel of session `id`.
-pub fn session_channel(id: &str) -> String {
-    format!("{SESSION_CHANNEL_PREFIX}{id}")
-}
 
 type ChannelIndex = HashMap<String, HashMap<String, ConnHandle>>;
 

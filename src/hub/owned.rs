@@ -27,8 +27,8 @@
 //! [epoch]: crate::backend::Backend::epoch
 
 use crate::backend::{SessionRecord, logged_offset};
-use crate::hub::SESSION_CHANNEL_PREFIX;
 use crate::protocol::Frame;
+use crate::protocol::names::SESSION_CHANNEL_PREFIX;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;

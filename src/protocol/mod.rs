@@ -1,8 +1,9 @@
-//! Wire types only: JSON-RPC frames, error codes and the events the server
-//! pushes. Nothing here does I/O.
+//! Wire types only: JSON-RPC frames, error codes, the events the server
+//! pushes and the channel names it reserves. Nothing here does I/O.
 
 pub mod error;
 pub mod frame;
+pub mod names;
 
 pub use error::RpcError;
 pub use frame::{Call, ClientReply, Frame, Incoming, Message};

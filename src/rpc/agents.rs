@@ -12,21 +12,21 @@
 //! [`crate::relay::Relay`] to whichever instance holds each, until one
 //! accepts (agents at `maxConcurrency` refuse).
 
-use super::{Ctx, idempotent};
-use crate::agents::select::{self, Policy};
+use super::Ctx;
+use crate::agents::select::Policy;
+use crate::app::App;
 use crate::auth::Role;
 use crate::backend::{AgentEntry, ToolSpec};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, now_ms};
-use crate::relay::{CallSpec, Target, is_busy};
-use crate::server::App;
+use crate::relay::CallSpec;
+use crate::services::agents::{Selector, call_agents, call_found, candidates, models, timeout};
+use crate::services::idempotent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Longest accepted call timeout.
-pub const MAX_TIMEOUT_MS: u64 = 600_000;
 /// Default `maxConcurrency`.
 const DEFAULT_CONCURRENCY: u32 = 16;
 /// Bounds of a registration.
@@ -35,139 +35,6 @@ const MAX_NAME_LEN: usize = 128;
 const MAX_TOOLS: usize = 256;
 /// Entries one connection may register.
 const MAX_AGENTS_PER_CONN: usize = 16;
-
-/// Which agents a call may go to.
-#[derive(Debug, Default, Clone)]
-pub struct Selector {
-    /// An agent id, or a node's connection id.
-    pub id: Option<String>,
-    pub capability: Option<String>,
-    pub model: Option<String>,
-    pub tool: Option<String>,
-    pub method: Option<String>,
-}
-
-impl Selector {
-    /// By agent (or connection) id if given, else by capability; `None`
-    /// when neither is.
-    pub fn by_id_or_capability(id: Option<&String>, capability: Option<&String>) -> Option<Self> {
-        match (id, capability) {
-            (Some(id), _) => Some(Self {
-                id: Some(id.clone()),
-                ..Default::default()
-            }),
-            (None, Some(capability)) => Some(Self {
-                capability: Some(capability.clone()),
-                ..Default::default()
-            }),
-            (None, None) => None,
-        }
-    }
-
-    fn matches(&self, a: &AgentEntry) -> bool {
-        a.online
-            && self
-                .id
-                .as_ref()
-                .is_none_or(|id| &a.agent_id == id || &a.conn_id == id)
-            && self
-                .capability
-                .as_ref()
-                .is_none_or(|c| a.capabilities.contains(c))
-            && self.model.as_ref().is_none_or(|m| a.models.contains(m))
-            && self
-                .tool
-                .as_ref()
-                .is_none_or(|t| a.tools.iter().any(|x| &x.name == t))
-            && self.method.as_ref().is_none_or(|m| a.serves_method(m))
-    }
-
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        for (name, value) in [
-            ("id", &self.id),
-            ("capability", &self.capability),
-            ("model", &self.model),
-            ("tool", &self.tool),
-            ("method", &self.method),
-        ] {
-            if let Some(v) = value {
-                parts.push(format!("{name} {v}"));
-            }
-        }
-        parts.join(", ")
-    }
-}
-
-/// Online agents matching `selector`.
-pub async fn candidates(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
-    Ok(app
-        .backend
-        .agents()
-        .await?
-        .into_iter()
-        .filter(|a| selector.matches(a))
-        .collect())
-}
-
-/// Online agents matching `selector`; -32005 when there are none.
-pub async fn online(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
-    let found = candidates(app, selector).await?;
-    if found.is_empty() {
-        return Err(RpcError::unavailable(format!(
-            "no agent online for {}",
-            selector.describe()
-        )));
-    }
-    Ok(found)
-}
-
-/// Send one call to the best matching agent (see [`call_found`]).
-pub async fn call_agents(
-    app: &App,
-    selector: &Selector,
-    policy: Policy,
-    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
-) -> Result<(AgentEntry, Value), RpcError> {
-    let found = online(app, selector).await?;
-    call_found(app, found, policy, spec).await
-}
-
-/// Send one call to agents already looked up: in policy order until one
-/// accepts. -32005 when there are none, -32002 when all are at their
-/// `maxConcurrency`.
-pub async fn call_found(
-    app: &App,
-    found: Vec<AgentEntry>,
-    policy: Policy,
-    spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
-) -> Result<(AgentEntry, Value), RpcError> {
-    if found.is_empty() {
-        return Err(RpcError::unavailable("no agent online"));
-    }
-    let total = found.len();
-    for agent in select::order(found, policy, &app.rotation) {
-        let outcome = app.relay.call(&Target::from(&agent), spec(&agent)).await;
-        if is_busy(&outcome) {
-            continue;
-        }
-        return outcome.map(|v| (agent, v));
-    }
-    Err(RpcError::limit("agents at maxConcurrency", total)
-        .with_data(json!({ "busy": true, "candidates": total })))
-}
-
-/// Validate a caller-supplied timeout, with the configured default.
-pub fn timeout(app: &App, timeout_ms: Option<u64>) -> Result<Duration, RpcError> {
-    let ms = timeout_ms.unwrap_or(app.config.limits.request_timeout_ms);
-    if ms == 0 || ms > MAX_TIMEOUT_MS {
-        return Err(RpcError::invalid_params(
-            "timeoutMs",
-            format!("between 1 and {MAX_TIMEOUT_MS}"),
-        ));
-    }
-    Ok(Duration::from_millis(ms))
-}
 
 /// Who is calling, as a node sees it.
 pub fn caller_info(ctx: &Ctx<'_>) -> Value {
@@ -408,39 +275,6 @@ fn own_agent(ctx: &Ctx<'_>, agent_id: Option<&str>) -> Result<String, RpcError> 
     }
 }
 
-/// The connection closed: its agents go offline.
-pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
-    let mine = app.agents.of_conn(conn.id());
-    if mine.is_empty() {
-        return;
-    }
-    // Entries taken over by a reconnect elsewhere meanwhile are left alone.
-    let current = app.backend.agents().await.unwrap_or_default();
-    for mut entry in mine {
-        app.agents.remove(&entry.agent_id);
-        let taken_over = current
-            .iter()
-            .any(|c| c.agent_id == entry.agent_id && c.conn_id != conn.id());
-        if taken_over {
-            continue;
-        }
-        entry.online = false;
-        entry.load = 0;
-        entry.status = "offline".into();
-        entry.updated_at = now_ms();
-        if let Err(e) = app.backend.put_agent(&entry).await {
-            tracing::warn!(agent = %entry.agent_id, error = %e, "marking an agent offline failed");
-        }
-    }
-}
-
-/// Write back every entry held here (after Redis lost its state).
-pub async fn reassert(app: &App) {
-    for entry in app.agents.all() {
-        app.agents.sync(&entry.agent_id).await;
-    }
-}
-
 // ----------------------------------------------------------------- listing
 
 #[derive(Deserialize, Default)]
@@ -517,21 +351,6 @@ pub async fn tools(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     }
     tools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(json!({ "count": tools.len(), "tools": tools }))
-}
-
-/// Models served by online agents, each with the agents serving it.
-pub async fn models(app: &App) -> Result<Vec<(String, Vec<AgentEntry>)>, RpcError> {
-    let mut models: Vec<(String, Vec<AgentEntry>)> = Vec::new();
-    for agent in app.backend.agents().await?.into_iter().filter(|a| a.online) {
-        for model in &agent.models {
-            match models.iter_mut().find(|(m, _)| m == model) {
-                Some((_, list)) => list.push(agent.clone()),
-                None => models.push((model.clone(), vec![agent.clone()])),
-            }
-        }
-    }
-    models.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(models)
 }
 
 pub async fn models_list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {

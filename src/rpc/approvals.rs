@@ -11,17 +11,15 @@
 //! janitor; the same check-and-set makes exactly one of them announce it).
 
 use super::Ctx;
-use super::agents::MAX_TIMEOUT_MS;
-use crate::backend::{ApprovalRecord, ApprovalStatus, Envelope};
-use crate::conn::ConnHandle;
+use crate::backend::{ApprovalRecord, ApprovalStatus};
+use crate::protocol::names::APPROVALS as CHANNEL;
 use crate::protocol::{RpcError, frame, now_ms};
-use crate::server::App;
+use crate::services::agents::MAX_TIMEOUT_MS;
+use crate::services::approvals::{decide, find};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// The channel approvers receive.
-pub const CHANNEL: &str = "approval";
 /// Default time an approval stays open.
 const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 /// Longest an approval may stay open.
@@ -116,44 +114,6 @@ pub async fn resolve(ctx: &Ctx<'_>, p: ResolveParams) -> Result<Value, RpcError>
     Ok(serde_json::to_value(decided).unwrap_or_default())
 }
 
-/// The approval `id`, or -32001 not found.
-async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
-    app.backend
-        .approval(id)
-        .await?
-        .ok_or_else(|| RpcError::not_found("approval", id))
-}
-
-/// Record a decision (first wins) and tell the requester and approvers.
-async fn decide(
-    app: &App,
-    mut record: ApprovalRecord,
-    status: ApprovalStatus,
-    by: &str,
-    note: Option<String>,
-) -> Result<ApprovalRecord, RpcError> {
-    let id = record.approval_id.clone();
-    record.status = status;
-    record.decided_by = Some(by.to_owned());
-    record.note = note;
-    record.resolved_at = Some(now_ms());
-    let decided = app
-        .backend
-        .resolve_approval(&record)
-        .await
-        .map_err(|e| e.into_rpc(&id))?;
-    let frame = frame::notification("approval.resolved", &decided);
-    app.backend.broadcast(CHANNEL, frame.clone(), false).await?;
-    let to_requester = Envelope::Conn {
-        conn_id: decided.requester_conn.clone(),
-        frame,
-    };
-    if let Err(e) = app.backend.send_to_conn(to_requester).await {
-        tracing::debug!(error = %e, "telling the requester failed");
-    }
-    Ok(decided)
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitParams {
@@ -208,33 +168,4 @@ pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError>
     let limit = p.limit.unwrap_or(100).min(1000);
     let entries = ctx.app.backend.approval_history(limit).await?;
     Ok(json!({ "count": entries.len(), "entries": entries }))
-}
-
-/// An approver just connected (or gained the scope): send it what is
-/// pending, oldest first.
-pub async fn catch_up(app: &App, conn: &ConnHandle) {
-    match app.backend.pending_approvals().await {
-        Ok(pending) => {
-            for record in pending {
-                conn.push(frame::notification("approval.requested", &record));
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "pending approvals unavailable"),
-    }
-}
-
-/// Expire what is past its time (the janitor calls this every second).
-pub async fn expire(app: &App) {
-    let Ok(pending) = app.backend.pending_approvals().await else {
-        return;
-    };
-    let now = now_ms();
-    for record in pending.into_iter().filter(|r| r.expires_at <= now) {
-        match decide(app, record, ApprovalStatus::Expired, "system", None).await {
-            Ok(_) => {}
-            // Another instance expired or someone resolved it first.
-            Err(e) if e.code == crate::protocol::error::CONFLICT => {}
-            Err(e) => tracing::debug!(error = %e, "expiring an approval failed"),
-        }
-    }
 }

@@ -9,18 +9,15 @@
 pub mod agents;
 pub mod approvals;
 pub mod channels;
-mod idempotent;
-pub mod page;
-mod replay;
 pub mod runs;
 pub mod sessions;
 pub mod system;
 
+use crate::app::App;
 use crate::auth::{Identity, Requirement, Scope};
 use crate::conn::ConnHandle;
 use crate::protocol::{Call, RpcError, now_ms};
 use crate::ratelimit::lease_size;
-use crate::server::App;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -6,25 +6,26 @@
 //! tied to a session and recorded in the backend ([`RunRecord`]), at most
 //! one at a time per session and `MAX_RUNS_PER_CALLER` per caller. The
 //! instance holding the agent's socket keeps the runs it serves in its
-//! [`RunBook`]: it accepts the agent's `agent.event` notifications for
+//! [`RunBook`](crate::agents::runs::RunBook): it accepts the agent's `agent.event` notifications for
 //! them (published to the session's members wherever they are), publishes
 //! `agent.started` / `agent.completed` / `agent.error` on `global`, and
 //! finishes the record — first finisher wins, so a cancel racing a
 //! completion ends the run once. The caller's instance also finishes the
 //! record if the serving instance never answers (it died).
 
-use super::agents::{Selector, call_found, caller_info, online, timeout};
-use super::{Ctx, idempotent, sessions};
+use super::agents::caller_info;
+use super::{Ctx, sessions};
+use crate::agents::runs::{RunTicket, Served, finish};
 use crate::agents::select::Policy;
+use crate::app::App;
 use crate::backend::{AgentEntry, RunRecord, RunStatus};
-use crate::conn::ConnHandle;
-use crate::protocol::{RpcError, frame, now_ms};
-use crate::relay::{CallSpec, RunHooks, RunTicket, Target};
-use crate::server::{App, WeakApp};
+use crate::protocol::{RpcError, now_ms};
+use crate::relay::CallSpec;
+use crate::services::agents::{Selector, call_found, online, timeout};
+use crate::services::idempotent;
+use crate::services::runs::stop;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -42,159 +43,6 @@ const HISTORY_CONTEXT: usize = 50;
 const MAX_TEXT: usize = 256 * 1024;
 /// How often `agent.wait` looks at the record.
 const POLL: Duration = Duration::from_millis(50);
-
-struct Active {
-    run_id: String,
-    conn_id: String,
-    agent_id: Option<String>,
-    cancelled: bool,
-}
-
-/// Runs served by this instance's agents, by session id.
-#[derive(Default)]
-pub struct RunBook {
-    app: OnceLock<WeakApp>,
-    active: Mutex<HashMap<String, Active>>,
-}
-
-impl RunBook {
-    pub fn bind(&self, app: &App) {
-        let _ = self.app.set(app.downgrade());
-    }
-
-    fn app(&self) -> Option<App> {
-        self.app.get().and_then(WeakApp::upgrade)
-    }
-
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl RunHooks for RunBook {
-    fn started(&self, ticket: &RunTicket, target: &Target) {
-        self.active().insert(
-            ticket.session_id.clone(),
-            Active {
-                run_id: ticket.run_id.clone(),
-                conn_id: target.conn_id.clone(),
-                agent_id: target.agent_id.clone(),
-                cancelled: false,
-            },
-        );
-        if let Some(app) = self.app() {
-            let data = json!({
-                "sessionId": ticket.session_id,
-                "runId": ticket.run_id,
-                "agentId": target.agent_id,
-            });
-            tokio::spawn(async move { lifecycle(&app, "agent.started", data).await });
-        }
-    }
-
-    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, crate::protocol::RpcError>) {
-        let active = {
-            let mut map = self.active();
-            match map.get(&ticket.session_id) {
-                Some(a) if a.run_id == ticket.run_id => map.remove(&ticket.session_id),
-                _ => None,
-            }
-        };
-        if active.as_ref().is_some_and(|a| a.cancelled) {
-            return;
-        }
-        if let Some(app) = self.app() {
-            let served = active.and_then(|a| a.agent_id).map(|agent_id| Served {
-                agent_id,
-                instance_id: app.instance_id.clone(),
-                generation: app.generation,
-            });
-            let (ticket, outcome) = (ticket.clone(), outcome.clone());
-            tokio::spawn(async move { finish(&app, &ticket, served, outcome).await });
-        }
-    }
-
-    fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle) {
-        if let Some(active) = self.active().get_mut(&ticket.session_id)
-            && active.run_id == ticket.run_id
-        {
-            active.cancelled = true;
-        }
-        conn.push(frame::notification(
-            "agent.cancel",
-            &json!({ "sessionId": ticket.session_id, "runId": ticket.run_id }),
-        ));
-    }
-}
-
-/// Publish a lifecycle event on `global`.
-async fn lifecycle(app: &App, event: &str, data: Value) {
-    let frame = frame::notification(event, &data);
-    if let Err(e) = app.backend.broadcast("global", frame, false).await {
-        tracing::warn!(%event, error = %e, "publishing a run event failed");
-    }
-}
-
-/// Which agent served a run, on which instance.
-struct Served {
-    agent_id: String,
-    instance_id: String,
-    generation: u64,
-}
-
-/// End a run with the agent's answer, unless it already ended.
-async fn finish(
-    app: &App,
-    ticket: &RunTicket,
-    served: Option<Served>,
-    outcome: Result<Value, RpcError>,
-) {
-    let Ok(Some(mut run)) = app.backend.run(&ticket.session_id).await else {
-        return;
-    };
-    if run.run_id != ticket.run_id || run.status != RunStatus::Running {
-        return;
-    }
-    if let Some(served) = served {
-        run.agent_id = served.agent_id;
-        run.instance_id = served.instance_id;
-        run.generation = served.generation;
-    }
-    run.finished_at = Some(now_ms());
-    match &outcome {
-        Ok(result) => {
-            run.status = RunStatus::Completed;
-            run.result = Some(result.clone());
-        }
-        Err(e) => {
-            run.status = RunStatus::Error;
-            run.error = serde_json::to_value(e).ok();
-        }
-    }
-    match app.backend.finish_run(&run).await {
-        Ok(Some(done)) => {
-            let event = if done.status == RunStatus::Completed {
-                "agent.completed"
-            } else {
-                "agent.error"
-            };
-            lifecycle(app, event, run_summary(&done)).await;
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed"),
-    }
-}
-
-fn run_summary(run: &RunRecord) -> Value {
-    json!({
-        "sessionId": run.session_id,
-        "runId": run.run_id,
-        "agentId": run.agent_id,
-        "status": run.status,
-        "result": run.result,
-        "error": run.error,
-    })
-}
 
 // -------------------------------------------------------------- agent.run
 
@@ -273,7 +121,7 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
                 Ok(started) => started,
                 Err(e) => {
                     if token.is_some() {
-                        sessions::discard(ctx.app, &session_id).await;
+                        crate::services::sessions::discard(ctx.app, &session_id).await;
                     }
                     return Err(e);
                 }
@@ -382,7 +230,7 @@ async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), Rpc
         let outcome = outcome.map(|(_, v)| v);
         // The serving instance normally finished the record already; this
         // covers it dying or never being reached.
-        finish(&app, &ticket, served, outcome.clone()).await;
+        finish(&*app.backend, &ticket, served, outcome.clone()).await;
         let _ = done_tx.send(outcome);
     });
     Ok((
@@ -463,36 +311,6 @@ pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
     Ok(json!({ "cancelled": true, "sessionId": done.session_id, "runId": done.run_id }))
 }
 
-/// Cancel a running run for `by`: mark it cancelled (unless it ended
-/// first: `None`), tell whichever instance serves it to forward the cancel
-/// to the agent, and announce `agent.error` with status `cancelled`.
-async fn stop(app: &App, mut run: RunRecord, by: &str) -> Result<Option<RunRecord>, RpcError> {
-    run.status = RunStatus::Cancelled;
-    run.finished_at = Some(now_ms());
-    run.error = Some(json!({ "message": "cancelled", "by": by }));
-    let Some(done) = app.backend.finish_run(&run).await? else {
-        return Ok(None);
-    };
-    for instance in app.backend.instances().await? {
-        app.relay.cancel(&done.run_id, &instance.id).await;
-    }
-    lifecycle(app, "agent.error", run_summary(&done)).await;
-    Ok(Some(done))
-}
-
-/// A session is closing: a run still in progress on it is cancelled.
-pub async fn session_closing(app: &App, session_id: &str) {
-    match app.backend.run(session_id).await {
-        Ok(Some(run)) if run.status == RunStatus::Running => {
-            if let Err(e) = stop(app, run, "session closed").await {
-                tracing::warn!(session = %session_id, error = %e, "cancelling the run of a closing session failed");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::debug!(session = %session_id, error = %e, "run of a closing session"),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventParams {
@@ -530,7 +348,7 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     );
     // On the session's log, numbered with its session events: a member
     // that resumes or reads the history gets the run's stream too.
-    let channel = crate::hub::session_channel(&p.session_id);
+    let channel = crate::protocol::names::session_channel(&p.session_id);
     let keep = ctx.app.config.limits.session_history;
     let (offset, delivered) = ctx.app.backend.log_publish(&channel, &event, keep).await?;
     Ok(json!({ "delivered": delivered, "offset": offset }))
@@ -572,7 +390,7 @@ async fn session_agents(app: &App, session_id: &str) -> Result<Vec<AgentEntry>, 
             id: Some(run.agent_id),
             ..Default::default()
         };
-        let found = super::agents::candidates(app, &own).await?;
+        let found = crate::services::agents::candidates(app, &own).await?;
         if !found.is_empty() {
             return Ok(found);
         }

@@ -17,36 +17,16 @@
 //! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
-use crate::backend::{BackendError, LoggedFrame, SessionRecord};
-use crate::conn::ConnHandle;
-use crate::hub::{Loss, session_channel};
-use crate::protocol::{RpcError, frame, now_ms};
-use crate::server::App;
+use crate::backend::{LoggedFrame, SessionRecord};
+use crate::protocol::names::session_channel;
+use crate::protocol::{RpcError, now_ms};
+use crate::services::replay;
+use crate::services::sessions::{
+    attach, backend_err, end, load, notify_members, require_owner, validate_id, visible,
+    visible_one,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-/// Longest accepted session id.
-const MAX_ID_LEN: usize = 128;
-
-fn validate_id(id: &str) -> Result<(), RpcError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RpcError::invalid_params(
-            "sessionId",
-            "1-128 characters from A-Z a-z 0-9 - _ . :",
-        ))
-    }
-}
-
-fn backend_err(id: &str) -> impl FnOnce(BackendError) -> RpcError + '_ {
-    move |e| e.into_rpc(id)
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,25 +66,11 @@ pub async fn for_run(
     Ok((id, Some(token)))
 }
 
-/// Close a session created for a run that did not start.
-pub async fn discard(app: &App, id: &str) {
-    if let Err(e) = end(app, id, "run not started").await {
-        tracing::debug!(session = %id, error = %e, "discarding a session failed");
-    }
-}
-
-/// The session, if the caller is a member of it (admins may look at any).
+/// The session, if the calling connection is a member of it (see
+/// [`crate::services::sessions::require_member`]).
 pub async fn require_member(ctx: &Ctx<'_>, id: &str) -> Result<SessionRecord, RpcError> {
     let identity = ctx.identity()?;
-    let record = load(ctx.app, id).await?;
-    if record.members.iter().any(|m| m == ctx.conn.id())
-        || record.owner_identity == identity.sub
-        || identity.is_admin()
-    {
-        Ok(record)
-    } else {
-        Err(RpcError::forbidden("join the session first"))
-    }
+    crate::services::sessions::require_member(ctx.app, &identity, ctx.conn.id(), id).await
 }
 
 /// Create a session owned by the calling connection; (id, resume token).
@@ -155,13 +121,6 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
     Ok((id, token))
 }
 
-/// Subscribe the connection to the session's delivery channel.
-async fn attach(app: &App, conn: &ConnHandle, id: &str) -> Result<(), RpcError> {
-    app.hub.subscribe_local(&session_channel(id), conn).await?;
-    conn.state().sessions.insert(id.to_owned());
-    Ok(())
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdParams {
@@ -197,27 +156,10 @@ pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     Ok(json!({ "left": was_member, "sessionId": p.session_id }))
 }
 
-async fn load(app: &App, id: &str) -> Result<SessionRecord, RpcError> {
-    validate_id(id)?;
-    app.backend
-        .session(id)
-        .await?
-        .ok_or_else(|| RpcError::not_found("session", id))
-}
-
 pub async fn get(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
-    let record = load(ctx.app, &p.session_id).await?;
-    Ok(record.public())
-}
-
-/// Only the owner's identity (or an admin) may change or close a session.
-fn require_owner(ctx: &Ctx<'_>, record: &SessionRecord) -> Result<(), RpcError> {
     let identity = ctx.identity()?;
-    if identity.is_admin() || identity.sub == record.owner_identity {
-        Ok(())
-    } else {
-        Err(RpcError::forbidden("only the session's owner may do this"))
-    }
+    let record = visible_one(ctx.app, &identity, ctx.conn.id(), &p.session_id).await?;
+    Ok(record.public())
 }
 
 #[derive(Deserialize)]
@@ -238,7 +180,7 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
         ));
     }
     let record = load(ctx.app, &p.session_id).await?;
-    require_owner(ctx, &record)?;
+    require_owner(&*ctx.identity()?, &record)?;
     let updated = ctx
         .app
         .backend
@@ -253,20 +195,7 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
 
 /// Sessions the caller owns or belongs to (all of them for admins).
 pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
-    let identity = ctx.identity()?;
-    let sessions: Vec<Value> = ctx
-        .app
-        .backend
-        .sessions()
-        .await?
-        .into_iter()
-        .filter(|s| {
-            identity.is_admin()
-                || s.owner_identity == identity.sub
-                || s.member_identities.contains(&identity.sub)
-        })
-        .map(|s| s.public())
-        .collect();
+    let sessions = visible(ctx.app, &*ctx.identity()?).await?;
     Ok(json!({ "count": sessions.len(), "sessions": sessions }))
 }
 
@@ -324,7 +253,7 @@ pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError>
     let channel = session_channel(&p.session_id);
     let keep = ctx.app.config.limits.session_history;
     let head = json!({ "sessionId": p.session_id });
-    super::replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
+    replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
 }
 
 #[derive(Deserialize)]
@@ -377,7 +306,7 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
     let keep = app.config.limits.session_history;
     let channel = session_channel(id);
     let attached = attach(app, ctx.conn, id);
-    let done = super::replay::replay(app, ctx.conn, &channel, p.offset, keep, attached).await?;
+    let done = replay::replay(app, ctx.conn, &channel, p.offset, keep, attached).await?;
     owned.insert(record.clone(), done.latest);
     metrics::counter!("switchyard_sessions_resumed_total").increment(1);
     let mut reply = done.to_json();
@@ -387,236 +316,9 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
     Ok(reply)
 }
 
-/// Push `method` to the session's members on every instance; returns how
-/// many sockets it was queued to.
-async fn notify_members(
-    app: &App,
-    session_id: &str,
-    method: &str,
-    params: &Value,
-) -> Result<usize, RpcError> {
-    let frame = frame::notification(method, params);
-    Ok(app
-        .backend
-        .publish(&session_channel(session_id), frame, false)
-        .await?)
-}
-
 pub async fn close(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     let record = load(ctx.app, &p.session_id).await?;
-    require_owner(ctx, &record)?;
+    require_owner(&*ctx.identity()?, &record)?;
     end(ctx.app, &p.session_id, "closed").await?;
     Ok(json!({ "closed": true, "sessionId": p.session_id }))
-}
-
-/// Remove a session and tell its members with `session.closed`.
-async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
-    if app.backend.close_session(id).await?.is_none() {
-        return Err(RpcError::not_found("session", id));
-    }
-    super::runs::session_closing(app, id).await;
-    if let Err(e) = app.backend.forget_session_records(id).await {
-        tracing::warn!(session = %id, error = %e, "dropping a session's run and history failed");
-    }
-    let frame = frame::notification(
-        "session.closed",
-        &json!({ "sessionId": id, "reason": reason }),
-    );
-    app.backend
-        .broadcast(&session_channel(id), frame, true)
-        .await?;
-    Ok(())
-}
-
-/// A connection went away: leave its sessions' channels and let the
-/// backend drop it from member lists (owned sessions start their resume
-/// window).
-pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
-    app.hub.owned().forget_owner(conn.id());
-    let ids: Vec<String> = conn.state().sessions.drain().collect();
-    for id in &ids {
-        app.hub
-            .unsubscribe_local(&session_channel(id), conn.id())
-            .await;
-    }
-    if let Err(e) = app.backend.detach_connection(conn.id(), now_ms()).await {
-        tracing::warn!(error = %e, "detaching sessions failed");
-    }
-}
-
-/// When the backend has lost its state since the last look (its epoch
-/// changed), create the sessions local connections own again, each with
-/// its owner as the only member. Returns what the epoch said (`None` when
-/// it could not be read): after a loss, now or a moment ago, members wait
-/// for owners on other instances to write theirs back ([`rejoin_later`]);
-/// without one, a session the backend does not know was closed while this
-/// instance was cut off ([`closed_while_away`]).
-pub async fn restore_if_lost(app: &App) -> Option<Loss> {
-    let owned = app.hub.owned();
-    let epoch = match app.backend.epoch().await {
-        Ok(epoch) => epoch,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the backend's epoch failed");
-            return None;
-        }
-    };
-    let loss = owned.note_epoch(epoch, app.config.limits.node_ttl());
-    if loss != Loss::Now {
-        return Some(loss);
-    }
-    let records = owned.to_restore();
-    let mut restored = 0;
-    for (record, offset) in records {
-        let id = record.session_id.clone();
-        // The owner owned it before the loss: its cap does not apply again.
-        let created = match app.backend.create_session(record, usize::MAX).await {
-            // Its events are lost; its numbering goes on (a member's next
-            // `session.history` or resume then reports the gap).
-            Ok(()) if offset > 0 => {
-                let channel = session_channel(&id);
-                app.backend.advance_log(&channel, offset).await
-            }
-            other => other,
-        };
-        match created {
-            Ok(()) => restored += 1,
-            Err(BackendError::Conflict(_)) => {}
-            Err(e) => {
-                tracing::warn!(session = %id, error = %e, "restoring a session failed");
-                owned.restore_failed();
-            }
-        }
-    }
-    metrics::counter!("switchyard_sessions_restored_total").increment(restored);
-    tracing::info!(
-        restored,
-        "the backend lost its state; owned sessions written back"
-    );
-    Some(loss)
-}
-
-/// Re-join the sessions this connection belongs to (taking back those it
-/// owns). Returns the ones the backend does not know (closed, or lost with
-/// the backend's state).
-pub async fn reassert(app: &App, conn: &ConnHandle) -> Vec<String> {
-    let ids: Vec<String> = conn.state().sessions.iter().cloned().collect();
-    let mut missing = Vec::new();
-    for id in ids {
-        if rejoin(app, conn, &id).await {
-            missing.push(id);
-        }
-    }
-    missing
-}
-
-/// Join again; an owner (by this instance's copy) also takes its session
-/// back, should a reaper have taken it for gone while this instance was
-/// cut off (its resume window would otherwise close it under a live
-/// owner). Returns whether the backend does not know the session; other
-/// failures are logged (the next re-assert tries again).
-async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> bool {
-    let Some(identity) = conn.identity() else {
-        return false;
-    };
-    let backend = &app.backend;
-    let outcome = if app.hub.owned().owns(conn.id(), id) {
-        match backend
-            .reclaim_session(id, conn.id(), &identity.sub, false)
-            .await
-        {
-            Err(BackendError::Conflict(why)) => {
-                tracing::info!(session = %id, %why, "a session owned here has another owner");
-                app.hub.owned().forget(id);
-                backend.join_session(id, conn.id(), &identity.sub).await
-            }
-            other => other,
-        }
-    } else {
-        backend.join_session(id, conn.id(), &identity.sub).await
-    };
-    match outcome {
-        Ok(_) => false,
-        Err(BackendError::NotFound(_)) => true,
-        Err(e) => {
-            tracing::warn!(session = %id, error = %e, "re-joining a session failed");
-            false
-        }
-    }
-}
-
-/// How often [`rejoin_later`] tries again.
-const REJOIN_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// After the backend lost its state, sessions owned on other instances
-/// come back when those instances re-assert: keep re-joining `pending`
-/// (connection, session) pairs until each is back, the connection left the
-/// session, or `node_ttl` has passed (an owner's instance that has not
-/// re-asserted by then is dead, and its sessions with it). Members of a
-/// session that did not come back are told it is gone, as after a close
-/// they missed ([`closed_while_away`]).
-pub fn rejoin_later(app: &App, pending: Vec<(ConnHandle, String)>) {
-    if pending.is_empty() {
-        return;
-    }
-    let app = app.clone();
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + app.config.limits.node_ttl();
-        let mut pending = pending;
-        while !pending.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(REJOIN_PERIOD).await;
-            let mut left = Vec::new();
-            for (conn, id) in pending {
-                if conn.is_closed() || !conn.state().sessions.contains(&id) {
-                    continue;
-                }
-                // Only a session still missing is waited for; a backend
-                // error ends the wait (the next re-assert tries again).
-                if rejoin(&app, &conn, &id).await {
-                    left.push((conn, id));
-                }
-            }
-            pending = left;
-        }
-        if !pending.is_empty() {
-            tracing::info!(
-                memberships = pending.len(),
-                "sessions lost with the backend's state did not come back"
-            );
-            // Nobody will write them back: their members hear they are gone.
-            closed_while_away(&app, pending).await;
-        }
-    });
-}
-
-/// Sessions gone without their `session.closed` reaching this instance
-/// (closed while it was cut off from the backend, or lost with the
-/// backend's state and not written back): tell each local member, as the
-/// close would have, and drop the local membership and any owner's copy.
-pub async fn closed_while_away(app: &App, gone: Vec<(ConnHandle, String)>) {
-    for (conn, id) in gone {
-        // A close that did reach it since has done all this already.
-        if !conn.state().sessions.remove(&id) {
-            continue;
-        }
-        app.hub.owned().forget(&id);
-        app.hub
-            .unsubscribe_local(&session_channel(&id), conn.id())
-            .await;
-        let closed = json!({ "sessionId": id, "reason": "gone" });
-        conn.push(frame::notification("session.closed", &closed));
-    }
-}
-
-/// Close sessions whose owner has been gone longer than the resume window.
-pub async fn close_expired(app: &App) {
-    let window = app.config.limits.resume_window_ms;
-    let cutoff = now_ms().saturating_sub(window);
-    let Ok(ids) = app.backend.expired_sessions(cutoff).await else {
-        return;
-    };
-    for id in ids {
-        if let Err(e) = end(app, &id, "owner gone").await {
-            tracing::debug!(session = %id, error = %e, "closing an expired session failed");
-        }
-    }
 }

@@ -2,17 +2,14 @@
 //! presence, kick and logs.
 
 use super::Ctx;
-use super::page::Page;
-use crate::auth::{Credential, Identity, credentials};
-use crate::backend::Envelope;
-use crate::conn::{self, ConnHandle, close_code};
+use crate::auth::{Identity, credentials};
 use crate::protocol::{PROTOCOL_VERSION, RpcError, now_ms};
-use crate::server::App;
+use crate::services::connections::{authenticate, publish_presence};
+use crate::services::page::Page;
+use crate::services::system::{VERSION, kick_conn, status_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn ping() -> Value {
     json!({ "pong": true, "ts": now_ms() })
@@ -75,7 +72,7 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
             .map_err(|e| RpcError::invalid_params("auth", e.to_string()))?;
         authenticate(ctx.app, ctx.conn, credential, p.role.as_deref()).await?;
     } else {
-        conn::publish_presence(ctx.app, ctx.conn).await;
+        publish_presence(ctx.app, ctx.conn).await;
     }
     let identity = ctx.conn.identity();
     if let (Some(want), Some(identity)) = (&p.role, &identity)
@@ -156,33 +153,6 @@ pub async fn auth(ctx: &Ctx<'_>, p: Value) -> Result<Value, RpcError> {
     }))
 }
 
-/// Check credentials (under the IP's failed-auth window) and attach the
-/// identity to the connection, unless `role` names a different role.
-pub async fn authenticate(
-    app: &App,
-    conn: &ConnHandle,
-    credential: Credential,
-    role: Option<&str>,
-) -> Result<Arc<Identity>, RpcError> {
-    let identity = crate::server::guard::verify(app, conn.ip(), &credential, "in_band").await?;
-    if let Some(current) = conn.identity()
-        && current.sub != identity.sub
-    {
-        return Err(RpcError::forbidden("a connection cannot change identity"));
-    }
-    if let Some(want) = role
-        && want != identity.role.as_str()
-    {
-        return Err(RpcError::forbidden(format!(
-            "credentials are for role {}, not {want}",
-            identity.role
-        )));
-    }
-    conn::authenticated(app, conn, identity).await;
-    conn.identity()
-        .ok_or_else(|| RpcError::internal(&"identity vanished after authentication"))
-}
-
 pub async fn health(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     let app = ctx.app;
     Ok(json!({
@@ -198,29 +168,6 @@ pub async fn health(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
 /// This instance and the cluster.
 pub async fn status(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     status_of(ctx.app).await
-}
-
-/// Shared by the `status` method and `GET /status`.
-pub async fn status_of(app: &App) -> Result<Value, RpcError> {
-    let instances = app.backend.instances().await?;
-    let connections = app.backend.connection_counts().await?.connections;
-    let sessions = app.backend.sessions().await?.len();
-    let channels = app.backend.channels().await?.len();
-    Ok(json!({
-        "nodeId": app.instance_id,
-        "version": VERSION,
-        "uptimeMs": app.uptime_ms(),
-        "draining": app.is_draining(),
-        "ready": app.is_ready(),
-        "backend": { "kind": app.backend.kind(), "available": app.backend.is_available() },
-        "local": { "connections": app.hub.len() },
-        "cluster": {
-            "instances": instances,
-            "connections": connections,
-            "sessions": sessions,
-            "channels": channels,
-        },
-    }))
 }
 
 /// Connected clients cluster-wide, a page at a time: `count` entries in
@@ -254,20 +201,6 @@ pub async fn kick(ctx: &Ctx<'_>, p: KickParams) -> Result<Value, RpcError> {
     let reason = p.reason.unwrap_or_else(|| "kicked".into());
     kick_conn(ctx.app, &p.conn_id, &reason).await?;
     Ok(json!({ "kicked": true, "connId": p.conn_id }))
-}
-
-/// Shared by `client.kick` and `POST /api/disconnect`.
-pub async fn kick_conn(app: &App, conn_id: &str, reason: &str) -> Result<(), RpcError> {
-    let envelope = Envelope::Kick {
-        conn_id: conn_id.to_owned(),
-        code: close_code::KICKED,
-        reason: reason.chars().take(100).collect(),
-    };
-    if app.backend.send_to_conn(envelope).await? {
-        Ok(())
-    } else {
-        Err(RpcError::not_found("connection", conn_id))
-    }
 }
 
 #[derive(Deserialize, Default)]

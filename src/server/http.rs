@@ -10,7 +10,7 @@ use super::App;
 use crate::auth::{self, Identity, Requirement, Scope};
 use crate::backend::BackendError;
 use crate::protocol::{RpcError, now_ms};
-use crate::rpc::{channels, system};
+use crate::services::{channels, system};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -110,9 +110,9 @@ impl IntoResponse for HttpError {
     }
 }
 
-impl From<super::guard::Refusal> for HttpError {
-    fn from(r: super::guard::Refusal) -> Self {
-        use super::guard::Refusal;
+impl From<crate::services::credentials::Refusal> for HttpError {
+    fn from(r: crate::services::credentials::Refusal) -> Self {
+        use crate::services::credentials::Refusal;
         match r {
             Refusal::Locked(retry) => Self::rate_limited(retry),
             Refusal::Rejected(e) => Self::unauthorized(&e.to_string()),
@@ -132,7 +132,9 @@ pub(super) async fn api_identity(
     let extracted =
         auth::extract(headers, None).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
     let identity = match extracted.credential {
-        Some(credential) => super::guard::verify(app, ip, &credential, "http").await?,
+        Some(credential) => {
+            crate::services::credentials::verify(app, ip, &credential, "http").await?
+        }
         None => app.auth.none_identity().ok_or_else(|| {
             HttpError::unauthorized("credentials required (Bearer token or X-API-Key)")
         })?,
@@ -190,6 +192,9 @@ pub async fn metrics(State(app): State<App>) -> Response {
 
 pub(super) type Peer = ConnectInfo<SocketAddr>;
 
+/// An HTTP request has no connection: no `conn:<id>` channel is its own.
+const NO_CONN: &str = "";
+
 pub async fn status(
     State(app): State<App>,
     ConnectInfo(peer): Peer,
@@ -218,9 +223,9 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, HttpError> {
-    api_identity(&app, peer, &headers, Scope::Write).await?;
+    let identity = api_identity(&app, peer, &headers, Scope::Write).await?;
     let Json(body) = body.map_err(bad_body)?;
-    channels::validate_name("channel", &body.channel)?;
+    channels::may_publish(&app, &identity, NO_CONN, &body.channel)?;
     let published =
         channels::publish_event(&app, &body.channel, &body.event, &body.data, true).await?;
     Ok(Json(published.to_json()))
@@ -244,15 +249,17 @@ pub async fn broadcast(
     headers: HeaderMap,
     body: Result<Json<BroadcastBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, HttpError> {
-    api_identity(&app, peer, &headers, Scope::Write).await?;
+    let identity = api_identity(&app, peer, &headers, Scope::Write).await?;
     let Json(body) = body.map_err(bad_body)?;
     if body.channels.is_empty() || body.channels.len() > MAX_BROADCAST {
         return Err(
             RpcError::invalid_params("channels", format!("1 to {MAX_BROADCAST} channels")).into(),
         );
     }
+    // Every channel is checked before anything is published.
     for (i, channel) in body.channels.iter().enumerate() {
         channels::validate_name(&format!("channels[{i}]"), channel)?;
+        channels::may_publish(&app, &identity, NO_CONN, channel)?;
     }
     let mut delivered = 0;
     for channel in &body.channels {
@@ -316,9 +323,9 @@ pub async fn presence(
     Path(channel): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, HttpError> {
-    api_identity(&app, peer, &headers, Scope::Read).await?;
-    channels::validate_name("channel", &channel)?;
-    let page = crate::rpc::page::Page::from_query(&query)?;
+    let identity = api_identity(&app, peer, &headers, Scope::Read).await?;
+    channels::may_subscribe(&app, &identity, NO_CONN, &channel, "see presence of")?;
+    let page = crate::services::page::Page::from_query(&query)?;
     Ok(Json(channels::members_page(&app, &channel, &page).await?))
 }
 
@@ -327,14 +334,8 @@ pub async fn channel_list(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    api_identity(&app, peer, &headers, Scope::Read).await?;
-    let list: Vec<_> = app
-        .backend
-        .channels()
-        .await?
-        .into_iter()
-        .filter(|c| !c.channel.starts_with('$'))
-        .collect();
+    let identity = api_identity(&app, peer, &headers, Scope::Read).await?;
+    let list = channels::visible(&app, &identity, app.backend.channels().await?);
     Ok(Json(json!({ "count": list.len(), "channels": list })))
 }
 
@@ -343,14 +344,8 @@ pub async fn sessions(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    api_identity(&app, peer, &headers, Scope::Read).await?;
-    let list: Vec<Value> = app
-        .backend
-        .sessions()
-        .await?
-        .iter()
-        .map(|s| s.public())
-        .collect();
+    let identity = api_identity(&app, peer, &headers, Scope::Read).await?;
+    let list = crate::services::sessions::visible(&app, &identity).await?;
     Ok(Json(json!({ "count": list.len(), "sessions": list })))
 }
 

@@ -7,17 +7,16 @@
 
 mod bootstrap;
 mod drain;
-pub mod guard;
 pub mod http;
+mod lifecycle;
 pub mod openai;
-mod state;
 mod tasks;
 pub mod tools;
 mod upgrade;
 
+pub use crate::app::{App, AppInner};
 pub use bootstrap::{StartError, default_dev_token_path, prepare_auth};
 pub use drain::drain;
-pub use state::{App, AppInner, WeakApp};
 
 use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
 use crate::backend::redis::{RedisBackend, RedisSettings};
@@ -94,7 +93,11 @@ pub async fn build_with_backend(
         .attach(&instance_id, generation, Arc::new(inbound))
         .await
         .map_err(|e| StartError::Backend(e.to_string()))?;
-    let runs = Arc::new(crate::rpc::runs::RunBook::default());
+    let runs = Arc::new(crate::agents::runs::RunBook::new(
+        backend.clone(),
+        instance_id.clone(),
+        generation,
+    ));
     let started_at_ms = generation;
     let app = App::new(AppInner {
         origins: OriginPolicy::new(&config.allowed_origins),
@@ -116,7 +119,6 @@ pub async fn build_with_backend(
         metrics: crate::telemetry::metrics_handle(),
         config,
     });
-    app.runs.bind(&app);
     app.relay.set_run_hooks(app.runs.clone());
     tasks::register_instance(&app).await;
     Ok(app)

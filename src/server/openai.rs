@@ -20,7 +20,7 @@ use crate::auth::Scope;
 use crate::backend::AgentEntry;
 use crate::protocol::{RpcError, now_ms};
 use crate::relay::CallSpec;
-use crate::rpc::agents::{Selector, call_found, candidates, models};
+use crate::services::agents::{Selector, call_found, candidates, models};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -4,7 +4,7 @@
 use super::App;
 use crate::backend::InstanceInfo;
 use crate::protocol::{frame, now_ms};
-use crate::rpc::system::VERSION;
+use crate::services::system::VERSION;
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +30,8 @@ pub fn spawn_all(app: &App) -> CancellationToken {
         |app| async move { presence_tick(&app).await },
     );
     every(app, &stop, JANITOR, |app| async move {
-        crate::rpc::sessions::close_expired(&app).await;
-        crate::rpc::approvals::expire(&app).await;
+        crate::services::sessions::close_expired(&app).await;
+        crate::services::approvals::expire(&app).await;
     });
     spawn_resync(app, &stop);
     stop
@@ -65,15 +65,15 @@ fn spawn_resync(app: &App, stop: &CancellationToken) {
 /// memberships.
 pub async fn reassert(app: &App) {
     use crate::hub::Loss;
-    use crate::rpc::sessions;
+    use crate::services::sessions;
     register_instance(app).await;
     app.hub.reassert_interest().await;
-    crate::rpc::agents::reassert(app).await;
+    crate::services::agents::reassert(app).await;
     let lost = sessions::restore_if_lost(app).await;
     let mut missing = Vec::new();
     for conn in app.hub.all() {
-        crate::conn::publish_presence(app, &conn).await;
-        crate::rpc::channels::reassert(app, &conn).await;
+        crate::services::connections::publish_presence(app, &conn).await;
+        crate::services::channels::reassert(app, &conn).await;
         for id in sessions::reassert(app, &conn).await {
             missing.push((conn.clone(), id));
         }

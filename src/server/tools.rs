@@ -14,7 +14,7 @@ use crate::agents::select::Policy;
 use crate::auth::Scope;
 use crate::protocol::RpcError;
 use crate::relay::CallSpec;
-use crate::rpc::agents::{Selector, call_agents};
+use crate::services::agents::{Selector, call_agents};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -82,7 +82,7 @@ async fn invoke(
     if body.tool.is_empty() || body.tool.len() > 128 {
         return Err(RpcError::invalid_params("tool", "1-128 bytes").into());
     }
-    let timeout = crate::rpc::agents::timeout(app, body.timeout_ms)?;
+    let timeout = crate::services::agents::timeout(app, body.timeout_ms)?;
     let selector = Selector {
         id: body.agent_id,
         tool: Some(body.tool.clone()),
@@ -131,7 +131,7 @@ pub async fn hook(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let channel = format!("hook:{name}");
     let published =
-        crate::rpc::channels::publish_event(&app, &channel, "hook", &data, true).await?;
+        crate::services::channels::publish_event(&app, &channel, "hook", &data, true).await?;
     let mut reply = published.to_json();
     reply["channel"] = json!(channel);
     Ok(Json(reply))

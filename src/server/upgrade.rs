@@ -9,6 +9,7 @@ use super::App;
 use super::http::HttpError;
 use crate::auth::{self, Extracted};
 use crate::conn::{self, ConnSetup};
+use crate::hub::IpSlot;
 use crate::protocol::now_ms;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, State};
@@ -49,7 +50,7 @@ async fn admit(
     peer: IpAddr,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(ConnSetup, Option<String>), HttpError> {
+) -> Result<(ConnSetup<IpSlot>, Option<String>), HttpError> {
     if app.is_draining() {
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -76,7 +77,9 @@ async fn admit(
         selected_protocol,
     } = auth::extract(headers, query).map_err(|e| HttpError::unauthorized(&e.to_string()))?;
     let identity = match credential {
-        Some(credential) => Some(super::guard::verify(app, ip, &credential, "upgrade").await?),
+        Some(credential) => {
+            Some(crate::services::credentials::verify(app, ip, &credential, "upgrade").await?)
+        }
         None => app.auth.none_identity(),
     };
     let ip_slot = app
@@ -95,7 +98,7 @@ async fn admit(
         id: uuid::Uuid::new_v4().simple().to_string(),
         ip,
         identity,
-        ip_slot,
+        guard: ip_slot,
     };
     Ok((setup, selected_protocol))
 }
@@ -103,7 +106,12 @@ async fn admit(
 /// Initial read buffer of a socket.
 const READ_BUFFER: usize = 2 * 1024;
 
-fn upgrade(app: App, ws: WebSocketUpgrade, setup: ConnSetup, protocol: Option<String>) -> Response {
+fn upgrade(
+    app: App,
+    ws: WebSocketUpgrade,
+    setup: ConnSetup<IpSlot>,
+    protocol: Option<String>,
+) -> Response {
     let max = app.config.limits.max_payload;
     let mut ws = ws
         .max_message_size(max)

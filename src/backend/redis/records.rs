@@ -133,7 +133,7 @@ pub async fn forget_session_records(b: &RedisBackend, session_id: &str) -> Backe
         client.hdel::<(), _, _>(keys.runs(), session_id),
         client.del::<(), _>(keys.history(session_id)),
         client.del::<(), _>({
-            let channel = crate::hub::session_channel(session_id);
+            let channel = crate::protocol::names::session_channel(session_id);
             vec![keys.log(&channel), keys.log_offset(&channel)]
         }),
     );

@@ -10,9 +10,9 @@
 //! Offsets are given atomically with publishing (see `backend::events`),
 //! so the socket sees every logged frame once, in order.
 
+use crate::app::App;
 use crate::conn::ConnHandle;
 use crate::protocol::RpcError;
-use crate::server::App;
 use serde_json::{Value, json};
 use std::future::Future;
 

@@ -1,4 +1,7 @@
-//! The application state shared by every connection and HTTP handler.
+//! The application state shared by every connection and HTTP handler:
+//! infrastructure handles only (configuration, the backend, this
+//! instance's hub, agents and relay, authentication). The domain rules that
+//! use them live in `services`; nothing here knows a method or a route.
 
 use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
 use crate::backend::Backend;
@@ -29,7 +32,7 @@ pub struct AppInner {
     /// Calls to nodes on any instance.
     pub relay: crate::relay::Relay,
     /// Agent runs served by this instance's nodes.
-    pub runs: Arc<crate::rpc::runs::RunBook>,
+    pub runs: Arc<crate::agents::runs::RunBook>,
     /// Rotation of the `round_robin` routing policy.
     pub rotation: crate::agents::select::Rotation,
     pub logs: LogRing,
@@ -46,24 +49,9 @@ impl std::ops::Deref for App {
     }
 }
 
-/// A reference to the application that does not keep it alive (for
-/// parts of it that need to call back into the whole).
-#[derive(Clone)]
-pub struct WeakApp(std::sync::Weak<AppInner>);
-
-impl WeakApp {
-    pub fn upgrade(&self) -> Option<App> {
-        self.0.upgrade().map(App)
-    }
-}
-
 impl App {
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
-    }
-
-    pub fn downgrade(&self) -> WeakApp {
-        WeakApp(Arc::downgrade(&self.0))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,12 +1,15 @@
 //! What happens when a connection opens, authenticates and closes: the
 //! hub's registry, the backend's presence entry, implicit channels and the
-//! clean-up of subscriptions and sessions.
+//! clean-up of subscriptions, sessions and agents (each domain's own
+//! disconnect hook). `server` wires [`open`] and [`close`] into the
+//! connection layer as its `ConnService`.
 
-use super::ConnHandle;
-use crate::auth::{Identity, Scope};
+use crate::app::App;
+use crate::auth::{Credential, Identity, Scope};
 use crate::backend::PresenceEntry;
-use crate::protocol::{PROTOCOL_VERSION, frame, now_ms};
-use crate::server::App;
+use crate::conn::ConnHandle;
+use crate::protocol::{PROTOCOL_VERSION, RpcError, frame, names, now_ms};
+use crate::services::{agents, approvals, channels, credentials, sessions};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -52,10 +55,10 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
             tracing::warn!(%channel, error = %e, "implicit subscription failed");
         }
     }
-    let approvals = crate::rpc::approvals::CHANNEL;
-    if implicit.iter().any(|c| c == approvals) && !previous.iter().any(|c| c == approvals) {
+    let approver = names::APPROVALS;
+    if implicit.iter().any(|c| c == approver) && !previous.iter().any(|c| c == approver) {
         // A new approver: what is already pending, then live requests.
-        crate::rpc::approvals::catch_up(app, conn).await;
+        approvals::catch_up(app, conn).await;
     }
     publish_presence(app, conn).await;
 }
@@ -65,11 +68,11 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
 /// instance directly, see `channels::publish_event`, which spares a channel
 /// and a Redis subscription per socket.)
 pub fn implicit_channels(identity: &Identity) -> Vec<String> {
-    let mut channels = vec!["global".to_owned(), format!("user:{}", identity.sub)];
+    let mut implicit = vec![names::GLOBAL.to_owned(), names::user_channel(&identity.sub)];
     if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
-        channels.push(crate::rpc::approvals::CHANNEL.to_owned());
+        implicit.push(names::APPROVALS.to_owned());
     }
-    channels
+    implicit
 }
 
 /// Write this connection's presence entry to the backend.
@@ -109,13 +112,13 @@ pub async fn close(app: &App, conn: &ConnHandle) {
         .map(implicit_channels)
         .unwrap_or_default();
     for channel in &explicit {
-        crate::rpc::channels::leave(app, conn, channel).await;
+        channels::leave(app, conn, channel).await;
     }
     for channel in &implicit {
         app.hub.unsubscribe_local(channel, conn.id()).await;
     }
-    crate::rpc::sessions::on_disconnect(app, conn).await;
-    crate::rpc::agents::on_disconnect(app, conn).await;
+    sessions::on_disconnect(app, conn).await;
+    agents::on_disconnect(app, conn).await;
     app.hub.unregister(conn.id());
     if let Err(e) = app.backend.remove_connection(conn.id()).await {
         tracing::warn!(error = %e, "removing presence failed");
@@ -123,4 +126,31 @@ pub async fn close(app: &App, conn: &ConnHandle) {
     if let Some(identity) = identity {
         app.hub.forget_budget(&identity.sub);
     }
+}
+
+/// Check credentials (under the IP's failed-auth window) and attach the
+/// identity to the connection, unless `role` names a different role.
+pub async fn authenticate(
+    app: &App,
+    conn: &ConnHandle,
+    credential: Credential,
+    role: Option<&str>,
+) -> Result<Arc<Identity>, RpcError> {
+    let identity = credentials::verify(app, conn.ip(), &credential, "in_band").await?;
+    if let Some(current) = conn.identity()
+        && current.sub != identity.sub
+    {
+        return Err(RpcError::forbidden("a connection cannot change identity"));
+    }
+    if let Some(want) = role
+        && want != identity.role.as_str()
+    {
+        return Err(RpcError::forbidden(format!(
+            "credentials are for role {}, not {want}",
+            identity.role
+        )));
+    }
+    authenticated(app, conn, identity).await;
+    conn.identity()
+        .ok_or_else(|| RpcError::internal(&"identity vanished after authentication"))
 }

@@ -12,7 +12,7 @@
 //! checks still running (many clients behind one address connecting at
 //! once), whose good ones free their slots in milliseconds.
 
-use super::App;
+use crate::app::App;
 use crate::auth::{AuthError, Credential, Identity};
 use crate::backend::BackendError;
 use crate::protocol::{RpcError, now_ms};

@@ -8,8 +8,8 @@
 //! Keys are scoped by method and caller identity: nobody reads another
 //! identity's results.
 
+use crate::app::App;
 use crate::protocol::RpcError;
-use crate::server::App;
 use serde_json::Value;
 use std::future::Future;
 use std::time::Duration;

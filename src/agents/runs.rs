@@ -1,0 +1,213 @@
+//! Run bookkeeping on the serving side: the runs this instance's agents
+//! are working on.
+//!
+//! A run is a relayed call tied to a session ([`RunTicket`]). The relay
+//! tells the [`RunHooks`] of the instance holding the agent's socket when
+//! the agent was sent the run, when it answered and when the run was
+//! cancelled; the [`RunBook`] is that instance's implementation. It
+//! remembers which connection serves which session's run (so only that
+//! agent's `agent.event`s are accepted, and none after a cancel), publishes
+//! `agent.started` / `agent.completed` / `agent.error` on `global`, and
+//! finishes the shared [`RunRecord`] — first finisher wins, so a cancel
+//! racing a completion ends the run once.
+
+use crate::backend::{AgentEntry, Backend, RunRecord, RunStatus};
+use crate::conn::ConnHandle;
+use crate::protocol::{RpcError, frame, names, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a routed call is for, beyond a plain request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTicket {
+    pub session_id: String,
+    pub run_id: String,
+}
+
+/// Where a call goes: a node's connection (and the agent entry it acts
+/// for, whose concurrency it counts against).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub conn_id: String,
+    pub instance_id: String,
+    pub agent_id: Option<String>,
+}
+
+impl From<&AgentEntry> for Target {
+    fn from(agent: &AgentEntry) -> Self {
+        Self {
+            conn_id: agent.conn_id.clone(),
+            instance_id: agent.instance_id.clone(),
+            agent_id: Some(agent.agent_id.clone()),
+        }
+    }
+}
+
+/// Hooks the relay calls on the serving side of agent runs.
+pub trait RunHooks: Send + Sync + 'static {
+    /// The node was sent the run (`agent.started`).
+    fn started(&self, ticket: &RunTicket, target: &Target);
+    /// The node answered or failed; the run is over.
+    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>);
+    /// The run was cancelled: tell the node, drop its later events.
+    fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle);
+}
+
+/// A run one of this instance's agents is working on.
+pub struct Active {
+    pub run_id: String,
+    pub conn_id: String,
+    pub agent_id: Option<String>,
+    pub cancelled: bool,
+}
+
+/// Runs served by this instance's agents, by session id.
+pub struct RunBook {
+    backend: Arc<dyn Backend>,
+    instance_id: String,
+    generation: u64,
+    active: Mutex<HashMap<String, Active>>,
+}
+
+impl RunBook {
+    pub fn new(backend: Arc<dyn Backend>, instance_id: String, generation: u64) -> Self {
+        Self {
+            backend,
+            instance_id,
+            generation,
+            active: Mutex::default(),
+        }
+    }
+
+    /// The runs in progress here, by session id.
+    pub fn active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RunHooks for RunBook {
+    fn started(&self, ticket: &RunTicket, target: &Target) {
+        self.active().insert(
+            ticket.session_id.clone(),
+            Active {
+                run_id: ticket.run_id.clone(),
+                conn_id: target.conn_id.clone(),
+                agent_id: target.agent_id.clone(),
+                cancelled: false,
+            },
+        );
+        let data = json!({
+            "sessionId": ticket.session_id,
+            "runId": ticket.run_id,
+            "agentId": target.agent_id,
+        });
+        let backend = self.backend.clone();
+        tokio::spawn(async move { announce(&*backend, "agent.started", data).await });
+    }
+
+    fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>) {
+        let active = {
+            let mut map = self.active();
+            match map.get(&ticket.session_id) {
+                Some(a) if a.run_id == ticket.run_id => map.remove(&ticket.session_id),
+                _ => None,
+            }
+        };
+        if active.as_ref().is_some_and(|a| a.cancelled) {
+            return;
+        }
+        let served = active.and_then(|a| a.agent_id).map(|agent_id| Served {
+            agent_id,
+            instance_id: self.instance_id.clone(),
+            generation: self.generation,
+        });
+        let backend = self.backend.clone();
+        let (ticket, outcome) = (ticket.clone(), outcome.clone());
+        tokio::spawn(async move { finish(&*backend, &ticket, served, outcome).await });
+    }
+
+    fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle) {
+        if let Some(active) = self.active().get_mut(&ticket.session_id)
+            && active.run_id == ticket.run_id
+        {
+            active.cancelled = true;
+        }
+        conn.push(frame::notification(
+            "agent.cancel",
+            &json!({ "sessionId": ticket.session_id, "runId": ticket.run_id }),
+        ));
+    }
+}
+
+/// Publish a run's lifecycle event on `global`.
+pub async fn announce(backend: &dyn Backend, event: &str, data: Value) {
+    let frame = frame::notification(event, &data);
+    if let Err(e) = backend.broadcast(names::GLOBAL, frame, false).await {
+        tracing::warn!(%event, error = %e, "publishing a run event failed");
+    }
+}
+
+/// Which agent served a run, on which instance.
+pub struct Served {
+    pub agent_id: String,
+    pub instance_id: String,
+    pub generation: u64,
+}
+
+/// End a run with the agent's answer, unless it already ended.
+pub async fn finish(
+    backend: &dyn Backend,
+    ticket: &RunTicket,
+    served: Option<Served>,
+    outcome: Result<Value, RpcError>,
+) {
+    let Ok(Some(mut run)) = backend.run(&ticket.session_id).await else {
+        return;
+    };
+    if run.run_id != ticket.run_id || run.status != RunStatus::Running {
+        return;
+    }
+    if let Some(served) = served {
+        run.agent_id = served.agent_id;
+        run.instance_id = served.instance_id;
+        run.generation = served.generation;
+    }
+    run.finished_at = Some(now_ms());
+    match &outcome {
+        Ok(result) => {
+            run.status = RunStatus::Completed;
+            run.result = Some(result.clone());
+        }
+        Err(e) => {
+            run.status = RunStatus::Error;
+            run.error = serde_json::to_value(e).ok();
+        }
+    }
+    match backend.finish_run(&run).await {
+        Ok(Some(done)) => {
+            let event = if done.status == RunStatus::Completed {
+                "agent.completed"
+            } else {
+                "agent.error"
+            };
+            announce(backend, event, summary(&done)).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed"),
+    }
+}
+
+/// The data of a run's lifecycle event.
+pub fn summary(run: &RunRecord) -> Value {
+    json!({
+        "sessionId": run.session_id,
+        "runId": run.run_id,
+        "agentId": run.agent_id,
+        "status": run.status,
+        "result": run.result,
+        "error": run.error,
+    })
+}

@@ -1,0 +1,78 @@
+//! Approval rules: recording a decision (the first wins cluster-wide, an
+//! atomic check-and-set in the backend) and telling the requester and the
+//! approvers, catching up an approver that connects later, and expiring
+//! what nobody answered (every instance's janitor runs [`expire`]; the same
+//! check-and-set makes exactly one of them announce it).
+
+use crate::app::App;
+use crate::backend::{ApprovalRecord, ApprovalStatus, Envelope};
+use crate::conn::ConnHandle;
+use crate::protocol::names::APPROVALS as CHANNEL;
+use crate::protocol::{RpcError, frame, now_ms};
+
+/// The approval `id`, or a not-found error.
+pub async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
+    app.backend
+        .approval(id)
+        .await?
+        .ok_or_else(|| RpcError::not_found("approval", id))
+}
+
+/// Record a decision (first wins) and tell the requester and approvers.
+pub async fn decide(
+    app: &App,
+    mut record: ApprovalRecord,
+    status: ApprovalStatus,
+    by: &str,
+    note: Option<String>,
+) -> Result<ApprovalRecord, RpcError> {
+    let id = record.approval_id.clone();
+    record.status = status;
+    record.decided_by = Some(by.to_owned());
+    record.note = note;
+    record.resolved_at = Some(now_ms());
+    let decided = app
+        .backend
+        .resolve_approval(&record)
+        .await
+        .map_err(|e| e.into_rpc(&id))?;
+    let frame = frame::notification("approval.resolved", &decided);
+    app.backend.broadcast(CHANNEL, frame.clone(), false).await?;
+    let to_requester = Envelope::Conn {
+        conn_id: decided.requester_conn.clone(),
+        frame,
+    };
+    if let Err(e) = app.backend.send_to_conn(to_requester).await {
+        tracing::debug!(error = %e, "telling the requester failed");
+    }
+    Ok(decided)
+}
+
+/// An approver just connected (or gained the scope): send it what is
+/// pending, oldest first.
+pub async fn catch_up(app: &App, conn: &ConnHandle) {
+    match app.backend.pending_approvals().await {
+        Ok(pending) => {
+            for record in pending {
+                conn.push(frame::notification("approval.requested", &record));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "pending approvals unavailable"),
+    }
+}
+
+/// Expire what is past its time (the janitor calls this every second).
+pub async fn expire(app: &App) {
+    let Ok(pending) = app.backend.pending_approvals().await else {
+        return;
+    };
+    let now = now_ms();
+    for record in pending.into_iter().filter(|r| r.expires_at <= now) {
+        match decide(app, record, ApprovalStatus::Expired, "system", None).await {
+            Ok(_) => {}
+            // Another instance expired or someone resolved it first.
+            Err(e) if e.code == crate::protocol::error::CONFLICT => {}
+            Err(e) => tracing::debug!(error = %e, "expiring an approval failed"),
+        }
+    }
+}
