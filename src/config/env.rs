@@ -450,4 +450,39 @@ mod tests {
         let err = load_env(&[("SWITCHYARD_METRICS_PORT", "70000")]).unwrap_err();
         assert_eq!(err.field, "metrics_port");
     }
+
+    /// The `Env: SWITCHYARD_…` in each flag's help is what users read, so
+    /// every flag names a variable and every variable named is one this
+    /// layer (or `SWITCHYARD_CONFIG`) reads.
+    #[test]
+    fn every_flag_help_names_a_variable_that_is_read() {
+        use clap::Args;
+        let command = crate::config::ServeArgs::augment_args(clap::Command::new("serve"));
+        let defaults = toml::Value::try_from(crate::config::Config::default()).unwrap();
+        for arg in command.get_arguments() {
+            let flag = arg.get_long().unwrap_or_default();
+            let help = [arg.get_help(), arg.get_long_help()]
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let names: Vec<&str> = help
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with(ENV_PREFIX))
+                .collect();
+            assert!(!names.is_empty(), "--{flag} names no variable: {help}");
+            for name in names {
+                let suffix = &name[ENV_PREFIX.len()..];
+                if suffix == "CONFIG" || shortcut(suffix).is_some() {
+                    continue;
+                }
+                let path = generic_path(name, suffix).unwrap();
+                let found = path
+                    .iter()
+                    .try_fold(&defaults, |value, key| value.get(key.as_str()));
+                assert!(found.is_some(), "--{flag} names {name}, which is not read");
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! needs a rule of its own (one flag may complete a `[tls]` section, but
 //! alone it is an error). A flag is declared and applied in this file only:
 //! a field of [`ServeArgs`] and one line in the `apply_*_flags` function of
-//! its section. Its help states the default and the environment variable.
+//! its section. Its help states the default and the environment variable;
+//! a test in `env.rs` checks that the variable named is one that is read.
 
 use super::auth::{normalize_mode, parse_credentials};
 use super::env::normalize_cidr;

@@ -38,7 +38,8 @@
 //!    `Default`. Nothing else is needed for the file (`[limits] x = 1`) or
 //!    the environment (`SWITCHYARD_LIMITS__X=1`, the value read as TOML when
 //!    it parses as TOML, else as a string).
-//! 2. If the value has bounds, check them in `validate.rs`.
+//! 2. If the value has bounds, check them in `validate.rs`: a size or
+//!    timing under `[limits]` is one row of `LIMIT_RANGES`.
 //! 3. Only for a short variable name (`SWITCHYARD_PORT` rather than a `__`
 //!    path): one row of `SHORTCUTS` in `env.rs`, whose `Kind` picks the
 //!    parser (string, lower-cased, port, bool, comma list, CIDRs, auth
@@ -46,7 +47,7 @@
 //! 4. Only for a flag: a field of [`ServeArgs`] and its line in the
 //!    `apply_*_flags` function of its section, both in `flags.rs`. Its help
 //!    text states the default and the variable (`--help` is the reference
-//!    users read).
+//!    users read); a test checks that every variable it names is read.
 
 mod auth;
 mod bind;

@@ -58,61 +58,36 @@ fn ensure(ok: bool, field: &str, message: impl Into<String>) -> Result<(), Confi
     }
 }
 
+/// Where "no upper bound" is meant in [`LIMIT_RANGES`].
+const NO_MAX: u64 = u64::MAX;
+
+/// One bounded `[limits]` value: field, how to read it, lowest, highest.
+type LimitRange = (&'static str, fn(&Limits) -> u64, u64, u64);
+
+/// Bounds of the `[limits]` values, checked in this order. Sizes are
+/// `usize`, and `usize` → `u64` is lossless on every supported target.
+#[rustfmt::skip]
+const LIMIT_RANGES: &[LimitRange] = &[
+    ("limits.max_payload", |l| l.max_payload as u64, 1024, MAX_PAYLOAD_CAP),
+    ("limits.max_batch", |l| l.max_batch as u64, 1, 10_000),
+    ("limits.outbound_queue", |l| l.outbound_queue as u64, 1, 1_000_000),
+    ("limits.max_json_depth", |l| l.max_json_depth as u64, 2, 1024),
+    ("limits.max_sessions_per_client", |l| l.max_sessions_per_client as u64, 1, NO_MAX),
+    ("limits.max_subscriptions", |l| l.max_subscriptions as u64, 1, NO_MAX),
+    ("limits.session_history", |l| l.session_history as u64, 1, 100_000),
+    ("limits.max_connections", |l| l.max_connections as u64, 1, NO_MAX),
+    ("limits.max_connections_per_ip", |l| l.max_connections_per_ip as u64, 1, NO_MAX),
+    ("limits.heartbeat_ms", |l| l.heartbeat_ms, 100, NO_MAX),
+    ("limits.handshake_timeout_ms", |l| l.handshake_timeout_ms, 100, NO_MAX),
+    ("limits.presence_tick_ms", |l| l.presence_tick_ms, 100, NO_MAX),
+    ("limits.node_ttl_ms", |l| l.node_ttl_ms, 300, 600_000),
+    ("limits.drain_deadline_ms", |l| l.drain_deadline_ms, 0, 600_000),
+];
+
 fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
-    validate_sizes(l)?;
-    validate_timings(l)
-}
-
-/// `Err` naming `field` unless `lo <= value <= hi`.
-fn in_range(value: u64, lo: u64, hi: u64, field: &str) -> Result<(), ConfigError> {
-    let message = if hi == u64::MAX {
-        format!("must be at least {lo}, got {value}")
-    } else {
-        format!("must be in {lo}..={hi}, got {value}")
-    };
-    ensure((lo..=hi).contains(&value), field, message)
-}
-
-fn validate_sizes(l: &Limits) -> Result<(), ConfigError> {
-    // usize → u64 is lossless on every supported target.
-    let checks = [
-        (l.max_payload, 1024, MAX_PAYLOAD_CAP, "limits.max_payload"),
-        (l.max_batch, 1, 10_000, "limits.max_batch"),
-        (l.outbound_queue, 1, 1_000_000, "limits.outbound_queue"),
-        (l.max_json_depth, 2, 1024, "limits.max_json_depth"),
-        (
-            l.max_sessions_per_client,
-            1,
-            u64::MAX,
-            "limits.max_sessions_per_client",
-        ),
-        (l.max_subscriptions, 1, u64::MAX, "limits.max_subscriptions"),
-        (l.session_history, 1, 100_000, "limits.session_history"),
-        (l.max_connections, 1, u64::MAX, "limits.max_connections"),
-        (
-            l.max_connections_per_ip,
-            1,
-            u64::MAX,
-            "limits.max_connections_per_ip",
-        ),
-    ];
-    for (value, lo, hi, field) in checks {
-        in_range(value as u64, lo, hi, field)?;
+    for &(field, value, lo, hi) in LIMIT_RANGES {
+        in_range(value(l), lo, hi, field)?;
     }
-    Ok(())
-}
-
-fn validate_timings(l: &Limits) -> Result<(), ConfigError> {
-    in_range(l.heartbeat_ms, 100, u64::MAX, "limits.heartbeat_ms")?;
-    in_range(
-        l.handshake_timeout_ms,
-        100,
-        u64::MAX,
-        "limits.handshake_timeout_ms",
-    )?;
-    in_range(l.presence_tick_ms, 100, u64::MAX, "limits.presence_tick_ms")?;
-    in_range(l.node_ttl_ms, 300, 600_000, "limits.node_ttl_ms")?;
-    in_range(l.drain_deadline_ms, 0, 600_000, "limits.drain_deadline_ms")?;
     ensure(
         l.client_timeout_ms > l.heartbeat_ms,
         "limits.client_timeout_ms",
@@ -121,6 +96,16 @@ fn validate_timings(l: &Limits) -> Result<(), ConfigError> {
             l.heartbeat_ms, l.client_timeout_ms
         ),
     )
+}
+
+/// `Err` naming `field` unless `lo <= value <= hi`.
+fn in_range(value: u64, lo: u64, hi: u64, field: &str) -> Result<(), ConfigError> {
+    let message = if hi == NO_MAX {
+        format!("must be at least {lo}, got {value}")
+    } else {
+        format!("must be in {lo}..={hi}, got {value}")
+    };
+    ensure((lo..=hi).contains(&value), field, message)
 }
 
 fn validate_rate_limits(r: &RateLimits) -> Result<(), ConfigError> {
