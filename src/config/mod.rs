@@ -1,23 +1,106 @@
-//! Typed configuration.
+//! Typed configuration: the settings of one instance and how they are read.
 //!
-//! Settings come from three layers, each overriding the previous one:
-//! a TOML file (`--config` / `SWITCHYARD_CONFIG`), `SWITCHYARD_*` environment
-//! variables, then command-line flags. [`load`] merges the layers and
-//! [`Config::validate`] rejects anything inconsistent with an error that names
-//! the offending field; `main` turns that into exit code 64.
+//! # Flow
+//!
+//! [`load`] merges three layers, each overriding the previous one, then
+//! validates. Each step has its own module:
+//!
+//! 1. `file.rs`: the TOML file named by `--config` or `SWITCHYARD_CONFIG`
+//!    is parsed into a [`toml::Table`] (no file: an empty table, so the
+//!    built-in defaults).
+//! 2. `env.rs`: `SWITCHYARD_*` variables are written into that same table
+//!    *before* it is deserialized, so the file and the environment go
+//!    through one serde pass with one set of defaults and one
+//!    `deny_unknown_fields` check. Named shortcuts (`SWITCHYARD_PORT`,
+//!    `SWITCHYARD_JWT_SECRET`, …) map to fixed keys; any other variable with
+//!    a `__` in its name addresses a dotted path
+//!    (`SWITCHYARD_LIMITS__MAX_PAYLOAD` → `limits.max_payload`). `file.rs`
+//!    then deserializes the table and turns serde's errors into ones naming
+//!    the key path.
+//! 3. `flags.rs`: [`ServeArgs`] given on the command line are applied to
+//!    the deserialized struct. A given flag replaces the value; repeatable
+//!    flags replace the whole list.
+//! 4. `validate.rs`: [`Config::validate`] rejects anything inconsistent.
+//!
+//! Every error is a [`ConfigError`] naming the dotted field it is about;
+//! `main` turns it into exit code 64. Beside the layers, `auth.rs` and
+//! `channels.rs` hold those sections' types (and the credential entry
+//! format that env and flags share), and `bind.rs` resolves the listen
+//! address.
 //!
 //! Durations are plain integers with an `_ms` suffix so that every layer
 //! (TOML, env, flags) spells them the same way.
+//!
+//! # Adding a setting
+//!
+//! 1. Add the field, with a `///` line, to its struct (here, or in
+//!    `auth.rs` / `channels.rs`) and its default to that struct's
+//!    `Default`. Nothing else is needed for the file (`[limits] x = 1`) or
+//!    the environment (`SWITCHYARD_LIMITS__X=1`, the value read as TOML when
+//!    it parses as TOML, else as a string).
+//! 2. If the value has bounds, check them in `validate.rs`: a size or
+//!    timing under `[limits]` is one row of `LIMIT_RANGES`.
+//! 3. Only for a short variable name (`SWITCHYARD_PORT` rather than a `__`
+//!    path): one row of `SHORTCUTS` in `env.rs`, whose `Kind` picks the
+//!    parser (string, lower-cased, port, bool, comma list, CIDRs, auth
+//!    modes, credentials).
+//! 4. Only for a flag: a field of [`ServeArgs`] and its line in the
+//!    `apply_*_flags` function of its section, both in `flags.rs`. Its help
+//!    text states the default and the variable (`--help` is the reference
+//!    users read); a test checks that every variable it names is read.
 
-mod load;
+mod auth;
+mod bind;
+mod channels;
+mod env;
+mod file;
+mod flags;
+mod validate;
 
-pub use load::{ConfigError, EnvSource, ProcessEnv, ServeArgs, load};
+#[cfg(test)]
+mod test_support;
+
+pub use auth::{AuthConfig, AuthMode, JwtConfig, StaticCredential};
+pub use channels::{Access, ChannelAccess, ChannelConfig, ChannelRule};
+pub use env::{EnvSource, ProcessEnv};
+pub use flags::ServeArgs;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// A configuration problem, naming the dotted field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Merges file → `SWITCHYARD_*` env → flags, then validates.
+pub fn load(args: &ServeArgs, source: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let vars = env::switchyard_vars(source);
+    let mut table = match file::config_path(args, &vars) {
+        Some(path) => file::read(&path)?,
+        None => toml::Table::new(),
+    };
+    env::apply(&mut table, &vars)?;
+    let mut config = file::deserialize(table)?;
+    args.apply(&mut config)?;
+    config.validate()?;
+    Ok(config)
+}
 
 /// The whole configuration of one instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,195 +358,35 @@ impl Default for RateLimits {
     }
 }
 
-/// Authentication modes; several may be enabled together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    Jwt,
-    Token,
-    ApiKey,
-    Password,
-    None,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Enabled modes. Empty means "derive from what is configured" (a JWT
-    /// key enables `jwt`, tokens enable `token`, …); if nothing is
-    /// configured at all and the bind is loopback, a random development
-    /// token is generated and written to `dev_token_file`.
-    pub modes: Vec<AuthMode>,
-    /// Allow mode `none` on a non-loopback bind (logged loudly).
-    pub allow_insecure_none: bool,
-    /// Scopes given to everyone in mode `none`.
-    pub none_scopes: Vec<String>,
-    pub jwt: JwtConfig,
-    /// Static bearer tokens.
-    pub tokens: Vec<StaticCredential>,
-    /// API keys (`X-API-Key`, `connect.auth.apiKey`, HTTP server API).
-    pub api_keys: Vec<StaticCredential>,
-    /// One shared secret that authenticates as an operator.
-    pub password: Option<String>,
-    /// Scopes of a password login.
-    pub password_scopes: Vec<String>,
-    /// Where the generated development token is written (loopback only).
-    pub dev_token_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HMAC secret (HS256).
-    pub secret: Option<String>,
-    /// PEM file with an RSA, EC (P-256) or Ed25519 public key.
-    pub public_key: Option<PathBuf>,
-    /// PEM file with the matching private key; only `switchyard token` uses it.
-    pub private_key: Option<PathBuf>,
-    /// Accepted algorithms; empty means every algorithm the key supports.
-    pub algorithms: Vec<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` / `nbf`, in seconds.
-    pub leeway_secs: u64,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            secret: None,
-            public_key: None,
-            private_key: None,
-            algorithms: Vec::new(),
-            issuer: None,
-            audience: None,
-            leeway_secs: 5,
-        }
-    }
-}
-
-/// A static token or API key and the identity it stands for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticCredential {
-    /// The secret itself.
-    pub secret: String,
-    /// Identity (`sub`).
-    pub sub: String,
-    /// `operator` or `node`.
-    #[serde(default = "default_role")]
-    pub role: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Extra channels this identity may use (like the JWT `channels` claim).
-    #[serde(default)]
-    pub channels: Vec<String>,
-}
-
-fn default_role() -> String {
-    "operator".into()
-}
-
-/// Who may do what on channels, by name prefix.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChannelConfig {
-    /// First matching rule wins; channels no rule matches use `default`.
-    pub rules: Vec<ChannelRule>,
-    pub default: ChannelAccess,
-    /// Channels with presence tracking (join/leave events) by default.
-    pub presence: bool,
-}
-
-impl Default for ChannelConfig {
-    fn default() -> Self {
-        Self {
-            rules: vec![
-                ChannelRule::new("public:", Access::Authenticated, Access::Write, true),
-                ChannelRule::new("user:", Access::Owner, Access::Admin, false),
-                ChannelRule::new("conn:", Access::Owner, Access::Admin, false),
-                ChannelRule::new("private:", Access::Claim, Access::Claim, true),
-                ChannelRule::new("global", Access::Authenticated, Access::Admin, false),
-                ChannelRule::new("approval", Access::Approvals, Access::Admin, false),
-            ],
-            default: ChannelAccess {
-                subscribe: Access::Authenticated,
-                publish: Access::Write,
-                presence: true,
-                history: 0,
-            },
-            presence: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelRule {
-    /// Channel name prefix (`public:`), or an exact name (`global`).
-    pub prefix: String,
-    #[serde(flatten)]
-    pub access: ChannelAccess,
-}
-
-impl ChannelRule {
-    pub fn new(prefix: &str, subscribe: Access, publish: Access, presence: bool) -> Self {
-        Self {
-            prefix: prefix.into(),
-            access: ChannelAccess {
-                subscribe,
-                publish,
-                presence,
-                history: 0,
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelAccess {
-    pub subscribe: Access,
-    pub publish: Access,
-    #[serde(default = "yes")]
-    pub presence: bool,
-    /// Publications kept for `history` and `subscribe` with `recover`
-    /// (0: none, and publications carry no offset).
-    #[serde(default)]
-    pub history: usize,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A right on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    /// Any authenticated connection.
-    Authenticated,
-    /// `operator.read` (or admin).
-    Read,
-    /// `operator.write` (or admin).
-    Write,
-    /// `operator.approvals` (or admin).
-    Approvals,
-    /// `operator.admin` only.
-    Admin,
-    /// The channel's suffix is the caller's own `sub` (`user:`) or
-    /// connection id (`conn:`); admins may use any.
-    Owner,
-    /// The caller's `channels` claim lists the channel (or a `*` pattern
-    /// matching it); admins may use any.
-    Claim,
-    /// Nobody.
-    Deny,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins for HTTP (`*` allows any); empty disables CORS headers.
     pub allowed_origins: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn defaults_load_with_empty_env() {
+        let config = load_env(&[]).unwrap();
+        assert_eq!(config.port, 18789);
+        assert_eq!(config.bind, BindMode::Loopback);
+        assert_eq!(config.redis_prefix, "sy");
+        assert!(config.is_loopback());
+        assert!(config.effective_auth_modes().is_empty());
+    }
+
+    #[test]
+    fn file_then_env_then_flags_for_port() {
+        let mut args = with_file("port = 1000\n");
+        assert_eq!(load(&args, &env(&[])).unwrap().port, 1000);
+        let e = env(&[("SWITCHYARD_PORT", "2000")]);
+        assert_eq!(load(&args, &e).unwrap().port, 2000);
+        args.port = Some(3000);
+        assert_eq!(load(&args, &e).unwrap().port, 3000);
+    }
 }
