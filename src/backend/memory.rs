@@ -11,10 +11,17 @@
 //! two publishers can never hand receivers frames out of offset order.
 //! (Delivery only queues frames and never calls back into the backend.)
 
+use super::approvals::{AUDIT_MAX, already_resolved};
+use super::channel_log::window;
+use super::sessions::{patch_meta, reclaim_owner, remove_member};
 use super::*;
-use crate::ratelimit::{CheckLog, SlidingLog};
+use crate::config::Window;
+use crate::protocol::Frame;
+use crate::ratelimit::{CheckLog, Decision, SlidingLog};
+use async_trait::async_trait;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Standalone backend: one instance, state in memory.
 #[derive(Default)]
@@ -87,26 +94,18 @@ impl MemoryBackend {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
+impl Health for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
-    }
-
-    async fn attach(
-        &self,
-        _instance_id: &str,
-        _generation: u64,
-        inbox: Arc<dyn Inbox>,
-    ) -> BackendResult<()> {
-        self.inbox
-            .set(inbox)
-            .map_err(|_| BackendError::Internal("memory backend attached twice".into()))
     }
 
     fn is_available(&self) -> bool {
         true
     }
+}
 
+#[async_trait]
+impl InstanceStore for MemoryBackend {
     async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()> {
         self.lock().instances.insert(info.id.clone(), info);
         Ok(())
@@ -120,7 +119,10 @@ impl Backend for MemoryBackend {
     async fn instances(&self) -> BackendResult<Vec<InstanceInfo>> {
         Ok(self.lock().instances.values().cloned().collect())
     }
+}
 
+#[async_trait]
+impl Presence for MemoryBackend {
     async fn put_connection(&self, entry: PresenceEntry) -> BackendResult<()> {
         self.lock().connections.insert(entry.conn_id.clone(), entry);
         Ok(())
@@ -159,17 +161,10 @@ impl Backend for MemoryBackend {
             nodes,
         })
     }
+}
 
-    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
-        let mut state = self.lock();
-        if local_subscribers == 0 {
-            state.interest.remove(channel);
-        } else {
-            state.interest.insert(channel.to_owned(), local_subscribers);
-        }
-        Ok(())
-    }
-
+#[async_trait]
+impl ChannelStore for MemoryBackend {
     async fn channel_join(
         &self,
         channel: &str,
@@ -220,6 +215,30 @@ impl Backend for MemoryBackend {
             })
             .collect())
     }
+}
+
+#[async_trait]
+impl Bus for MemoryBackend {
+    async fn attach(
+        &self,
+        _instance_id: &str,
+        _generation: u64,
+        inbox: Arc<dyn Inbox>,
+    ) -> BackendResult<()> {
+        self.inbox
+            .set(inbox)
+            .map_err(|_| BackendError::Internal("memory backend attached twice".into()))
+    }
+
+    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
+        let mut state = self.lock();
+        if local_subscribers == 0 {
+            state.interest.remove(channel);
+        } else {
+            state.interest.insert(channel.to_owned(), local_subscribers);
+        }
+        Ok(())
+    }
 
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize> {
         let Some(count) = self.lock().interest.get(channel).copied() else {
@@ -257,7 +276,10 @@ impl Backend for MemoryBackend {
         }
         Ok(self.deliver(envelope) > 0)
     }
+}
 
+#[async_trait]
+impl SessionStore for MemoryBackend {
     async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {
         let mut state = self.lock();
         if state.sessions.contains_key(&record.session_id) {
@@ -304,7 +326,7 @@ impl Backend for MemoryBackend {
 
     async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            super::remove_member(rec, conn_id, crate::protocol::now_ms());
+            remove_member(rec, conn_id, crate::protocol::now_ms());
             Ok(rec.clone())
         })
     }
@@ -316,7 +338,7 @@ impl Backend for MemoryBackend {
         base_version: Option<u64>,
     ) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            super::patch_meta(rec, patch, base_version)?;
+            patch_meta(rec, patch, base_version)?;
             Ok(rec.clone())
         })
     }
@@ -329,7 +351,7 @@ impl Backend for MemoryBackend {
         takeover: bool,
     ) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            super::reclaim_owner(rec, conn_id, identity, takeover)?;
+            reclaim_owner(rec, conn_id, identity, takeover)?;
             Ok(rec.clone())
         })
     }
@@ -344,7 +366,7 @@ impl Backend for MemoryBackend {
         for rec in state.sessions.values_mut() {
             let member = rec.members.iter().any(|m| m == conn_id);
             if member || rec.owner.as_deref() == Some(conn_id) {
-                super::remove_member(rec, conn_id, now_ms);
+                remove_member(rec, conn_id, now_ms);
                 touched.push(rec.session_id.clone());
             }
         }
@@ -360,7 +382,10 @@ impl Backend for MemoryBackend {
             .map(|s| s.session_id.clone())
             .collect())
     }
+}
 
+#[async_trait]
+impl AgentStore for MemoryBackend {
     async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()> {
         self.lock()
             .agents
@@ -376,7 +401,10 @@ impl Backend for MemoryBackend {
     async fn agents(&self) -> BackendResult<Vec<AgentEntry>> {
         Ok(self.lock().agents.values().cloned().collect())
     }
+}
 
+#[async_trait]
+impl RunStore for MemoryBackend {
     async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
         let mut state = self.lock();
         if state
@@ -424,7 +452,37 @@ impl Backend for MemoryBackend {
         self.logs().remove(&crate::hub::session_channel(session_id));
         Ok(())
     }
+}
 
+#[async_trait]
+impl ChatHistory for MemoryBackend {
+    async fn append_history(
+        &self,
+        session_id: &str,
+        entries: &[Value],
+        max: usize,
+    ) -> BackendResult<()> {
+        let mut state = self.lock();
+        let list = state.history.entry(session_id.to_owned()).or_default();
+        list.extend(entries.iter().cloned());
+        while list.len() > max {
+            list.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
+        let state = self.lock();
+        let Some(list) = state.history.get(session_id) else {
+            return Ok(Vec::new());
+        };
+        let skip = list.len().saturating_sub(limit);
+        Ok(list.iter().skip(skip).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl ChannelLog for MemoryBackend {
     async fn log_publish(
         &self,
         channel: &str,
@@ -462,7 +520,7 @@ impl Backend for MemoryBackend {
             return Ok(EventPage::default());
         };
         let first = log.latest + 1 - log.frames.len() as u64;
-        let range = super::events::window(log.frames.len(), first, after, limit);
+        let range = window(log.frames.len(), first, after, limit);
         Ok(EventPage {
             events: log
                 .frames
@@ -484,31 +542,10 @@ impl Backend for MemoryBackend {
         }
         Ok(())
     }
+}
 
-    async fn append_history(
-        &self,
-        session_id: &str,
-        entries: &[Value],
-        max: usize,
-    ) -> BackendResult<()> {
-        let mut state = self.lock();
-        let list = state.history.entry(session_id.to_owned()).or_default();
-        list.extend(entries.iter().cloned());
-        while list.len() > max {
-            list.pop_front();
-        }
-        Ok(())
-    }
-
-    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
-        let state = self.lock();
-        let Some(list) = state.history.get(session_id) else {
-            return Ok(Vec::new());
-        };
-        let skip = list.len().saturating_sub(limit);
-        Ok(list.iter().skip(skip).cloned().collect())
-    }
-
+#[async_trait]
+impl ApprovalStore for MemoryBackend {
     async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
         let mut state = self.lock();
         if state.approvals.contains_key(&record.approval_id) {
@@ -561,7 +598,10 @@ impl Backend for MemoryBackend {
     async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
         Ok(self.lock().audit.iter().take(limit).cloned().collect())
     }
+}
 
+#[async_trait]
+impl IdempotencyStore for MemoryBackend {
     async fn claim_idempotency(
         &self,
         key: &str,
@@ -610,7 +650,10 @@ impl Backend for MemoryBackend {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl RateStore for MemoryBackend {
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
         let mut state = self.lock();
         prune_logs(&mut state.windows, now_ms, SlidingLog::newest);
@@ -668,9 +711,6 @@ impl Backend for MemoryBackend {
             .take(window, want, now_ms))
     }
 }
-
-/// Entries kept in the approvals audit trail.
-const AUDIT_MAX: usize = 1000;
 
 /// Up to `limit` values after key `cursor` (the last key of the previous
 /// page), and the cursor of the next page when more follow.

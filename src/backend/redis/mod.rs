@@ -9,7 +9,7 @@
 //! with `Unavailable` (the availability flag is driven by fred's connection
 //! events and by the pub/sub canary), so callers answer -32005 instead of
 //! waiting; local sockets keep working. Every reconnect bumps
-//! [`Backend::resync_events`], on which the instance re-asserts what its
+//! [`Health::resync_events`], on which the instance re-asserts what its
 //! sockets prove (Redis here keeps nothing on disk, so after a restart it
 //! is empty). A reaper, one instance at a time under a lock, removes what
 //! dead instances left behind.
@@ -25,16 +25,20 @@ mod sessions;
 pub use keys::Keys;
 
 use super::*;
+use crate::config::Window;
+use crate::protocol::Frame;
 use crate::ratelimit::Decision;
+use async_trait::async_trait;
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, EventInterface, Expiration, HashesInterface,
     KeysInterface, ReconnectPolicy, SetsInterface,
 };
 use scripts::Scripts;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -216,32 +220,9 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> BackendResult<T> {
 }
 
 #[async_trait]
-impl Backend for RedisBackend {
+impl Health for RedisBackend {
     fn kind(&self) -> &'static str {
         "redis"
-    }
-
-    async fn attach(
-        &self,
-        instance_id: &str,
-        generation: u64,
-        inbox: Arc<dyn Inbox>,
-    ) -> BackendResult<()> {
-        let attached = Attached {
-            id: instance_id.to_owned(),
-            generation,
-            inbox,
-        };
-        if self.0.attached.set(attached).is_err() {
-            return Err(BackendError::Internal(
-                "redis backend attached twice".into(),
-            ));
-        }
-        self.watch_connection();
-        self.forget_previous_run().await?;
-        pubsub::start(self).await?;
-        reaper::start(self);
-        Ok(())
     }
 
     fn is_available(&self) -> bool {
@@ -274,7 +255,10 @@ impl Backend for RedisBackend {
         let (_, token): (Option<String>, String) = pipeline.all().await.map_err(unavailable)?;
         Ok(token)
     }
+}
 
+#[async_trait]
+impl InstanceStore for RedisBackend {
     async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()> {
         let client = self.ready()?;
         let ttl = self.0.settings.node_ttl.as_millis() as i64;
@@ -330,7 +314,10 @@ impl Backend for RedisBackend {
         live.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(live)
     }
+}
 
+#[async_trait]
+impl Presence for RedisBackend {
     async fn put_connection(&self, entry: PresenceEntry) -> BackendResult<()> {
         let client = self.ready()?;
         let keys = &self.0.keys;
@@ -409,11 +396,10 @@ impl Backend for RedisBackend {
             nodes: nodes.map_err(unavailable)? as usize,
         })
     }
+}
 
-    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
-        pubsub::set_interest(self, channel, local_subscribers).await
-    }
-
+#[async_trait]
+impl ChannelStore for RedisBackend {
     async fn channel_join(
         &self,
         channel: &str,
@@ -478,6 +464,36 @@ impl Backend for RedisBackend {
         list.sort_by(|a, b| a.channel.cmp(&b.channel));
         Ok(list)
     }
+}
+
+#[async_trait]
+impl Bus for RedisBackend {
+    async fn attach(
+        &self,
+        instance_id: &str,
+        generation: u64,
+        inbox: Arc<dyn Inbox>,
+    ) -> BackendResult<()> {
+        let attached = Attached {
+            id: instance_id.to_owned(),
+            generation,
+            inbox,
+        };
+        if self.0.attached.set(attached).is_err() {
+            return Err(BackendError::Internal(
+                "redis backend attached twice".into(),
+            ));
+        }
+        self.watch_connection();
+        self.forget_previous_run().await?;
+        pubsub::start(self).await?;
+        reaper::start(self);
+        Ok(())
+    }
+
+    async fn set_interest(&self, channel: &str, local_subscribers: usize) -> BackendResult<()> {
+        pubsub::set_interest(self, channel, local_subscribers).await
+    }
 
     async fn publish(&self, channel: &str, frame: Frame, last: bool) -> BackendResult<usize> {
         pubsub::publish(self, channel, &frame, last, true).await
@@ -496,111 +512,10 @@ impl Backend for RedisBackend {
     async fn send_to_instance(&self, instance_id: &str, envelope: Envelope) -> BackendResult<bool> {
         pubsub::send_to_instance(self, instance_id, envelope).await
     }
+}
 
-    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()> {
-        records::put_agent(self, entry).await
-    }
-
-    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()> {
-        records::remove_agent(self, agent_id).await
-    }
-
-    async fn agents(&self) -> BackendResult<Vec<AgentEntry>> {
-        records::agents(self).await
-    }
-
-    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
-        records::start_run(self, run, max_per_caller).await
-    }
-
-    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>> {
-        records::run(self, session_id).await
-    }
-
-    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
-        records::finish_run(self, outcome).await
-    }
-
-    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
-        records::forget_session_records(self, session_id).await
-    }
-
-    async fn append_history(
-        &self,
-        session_id: &str,
-        entries: &[Value],
-        max: usize,
-    ) -> BackendResult<()> {
-        records::append_history(self, session_id, entries, max).await
-    }
-
-    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
-        records::history(self, session_id, limit).await
-    }
-
-    async fn log_publish(
-        &self,
-        channel: &str,
-        frame: &LoggedFrame,
-        keep: usize,
-    ) -> BackendResult<(u64, usize)> {
-        events::append(self, channel, frame, keep).await
-    }
-
-    async fn channel_log(
-        &self,
-        channel: &str,
-        after: u64,
-        limit: usize,
-    ) -> BackendResult<EventPage> {
-        events::read(self, channel, after, limit).await
-    }
-
-    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()> {
-        events::advance(self, channel, offset).await
-    }
-
-    async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
-        records::create_approval(self, record).await
-    }
-
-    async fn approval(&self, approval_id: &str) -> BackendResult<Option<ApprovalRecord>> {
-        records::approval(self, approval_id).await
-    }
-
-    async fn pending_approvals(&self) -> BackendResult<Vec<ApprovalRecord>> {
-        records::pending_approvals(self).await
-    }
-
-    async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord> {
-        records::resolve_approval(self, decided).await
-    }
-
-    async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
-        records::approval_history(self, limit).await
-    }
-
-    async fn claim_idempotency(
-        &self,
-        key: &str,
-        ttl_ms: u64,
-    ) -> BackendResult<Option<Idempotency>> {
-        records::claim_idempotency(self, key, ttl_ms).await
-    }
-
-    async fn idempotency(&self, key: &str) -> BackendResult<Option<Idempotency>> {
-        records::idempotency(self, key).await
-    }
-
-    async fn finish_idempotency(
-        &self,
-        key: &str,
-        result: Option<&Value>,
-        ttl_ms: u64,
-    ) -> BackendResult<()> {
-        records::finish_idempotency(self, key, result, ttl_ms).await
-    }
-
+#[async_trait]
+impl SessionStore for RedisBackend {
     async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {
         sessions::create(self, record, max_owned).await
     }
@@ -656,7 +571,132 @@ impl Backend for RedisBackend {
     async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>> {
         sessions::expired(self, cutoff_ms).await
     }
+}
 
+#[async_trait]
+impl AgentStore for RedisBackend {
+    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()> {
+        records::put_agent(self, entry).await
+    }
+
+    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()> {
+        records::remove_agent(self, agent_id).await
+    }
+
+    async fn agents(&self) -> BackendResult<Vec<AgentEntry>> {
+        records::agents(self).await
+    }
+}
+
+#[async_trait]
+impl RunStore for RedisBackend {
+    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
+        records::start_run(self, run, max_per_caller).await
+    }
+
+    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>> {
+        records::run(self, session_id).await
+    }
+
+    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
+        records::finish_run(self, outcome).await
+    }
+
+    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
+        records::forget_session_records(self, session_id).await
+    }
+}
+
+#[async_trait]
+impl ChatHistory for RedisBackend {
+    async fn append_history(
+        &self,
+        session_id: &str,
+        entries: &[Value],
+        max: usize,
+    ) -> BackendResult<()> {
+        records::append_history(self, session_id, entries, max).await
+    }
+
+    async fn history(&self, session_id: &str, limit: usize) -> BackendResult<Vec<Value>> {
+        records::history(self, session_id, limit).await
+    }
+}
+
+#[async_trait]
+impl ChannelLog for RedisBackend {
+    async fn log_publish(
+        &self,
+        channel: &str,
+        frame: &LoggedFrame,
+        keep: usize,
+    ) -> BackendResult<(u64, usize)> {
+        events::append(self, channel, frame, keep).await
+    }
+
+    async fn channel_log(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+    ) -> BackendResult<EventPage> {
+        events::read(self, channel, after, limit).await
+    }
+
+    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()> {
+        events::advance(self, channel, offset).await
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for RedisBackend {
+    async fn create_approval(&self, record: &ApprovalRecord) -> BackendResult<()> {
+        records::create_approval(self, record).await
+    }
+
+    async fn approval(&self, approval_id: &str) -> BackendResult<Option<ApprovalRecord>> {
+        records::approval(self, approval_id).await
+    }
+
+    async fn pending_approvals(&self) -> BackendResult<Vec<ApprovalRecord>> {
+        records::pending_approvals(self).await
+    }
+
+    async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord> {
+        records::resolve_approval(self, decided).await
+    }
+
+    async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
+        records::approval_history(self, limit).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisBackend {
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<Option<Idempotency>> {
+        records::claim_idempotency(self, key, ttl_ms).await
+    }
+
+    async fn idempotency(&self, key: &str) -> BackendResult<Option<Idempotency>> {
+        records::idempotency(self, key).await
+    }
+
+    async fn finish_idempotency(
+        &self,
+        key: &str,
+        result: Option<&Value>,
+        ttl_ms: u64,
+    ) -> BackendResult<()> {
+        records::finish_idempotency(self, key, result, ttl_ms).await
+    }
+}
+
+#[async_trait]
+impl RateStore for RedisBackend {
     async fn rate_hit(&self, key: &str, window: Window, now_ms: u64) -> BackendResult<Decision> {
         let (granted, count, retry) = self.rate(key, window, 1, now_ms).await?;
         Ok(Decision {

@@ -8,9 +8,9 @@
 //! across instances.
 
 use super::{RedisBackend, json, parse, unavailable};
+use crate::backend::approvals::{AUDIT_MAX, already_resolved};
 use crate::backend::{
-    AgentEntry, ApprovalRecord, BackendError, BackendResult, Idempotency, RunRecord,
-    already_resolved,
+    AgentEntry, ApprovalRecord, ApprovalStatus, BackendError, BackendResult, Idempotency, RunRecord,
 };
 use fred::prelude::SortedSetsInterface;
 use fred::prelude::{
@@ -21,8 +21,6 @@ use std::collections::HashMap;
 
 /// Decided approvals stay readable this long.
 const DECIDED_TTL_MS: u64 = 24 * 3_600_000;
-/// Entries kept in the approvals audit trail.
-const AUDIT_MAX: usize = 1000;
 /// Chat history lives this long after its last append.
 const HISTORY_TTL_MS: i64 = 7 * 24 * 3_600_000;
 
@@ -229,7 +227,7 @@ pub async fn pending_approvals(b: &RedisBackend) -> BackendResult<Vec<ApprovalRe
     let mut pending = Vec::with_capacity(ids.len());
     for id in ids {
         match approval(b, &id).await? {
-            Some(rec) if rec.status == crate::backend::ApprovalStatus::Pending => pending.push(rec),
+            Some(rec) if rec.status == ApprovalStatus::Pending => pending.push(rec),
             // Its record expired or was decided: drop the stale index entry.
             _ => client
                 .zrem::<(), _, _>(keys.approvals_pending(), id.as_str())

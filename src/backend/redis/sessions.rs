@@ -9,6 +9,7 @@
 //! (id uniqueness and the owner's session count).
 
 use super::{RedisBackend, json, parse, unavailable};
+use crate::backend::sessions::{patch_meta, reclaim_owner, remove_member};
 use crate::backend::{BackendError, BackendResult, SessionRecord};
 use fred::prelude::{HashesInterface, SetsInterface, SortedSetsInterface};
 use serde_json::Value;
@@ -203,7 +204,7 @@ pub async fn leave(
             sides.push(Side::Remove(keys.owned(conn_id), id.to_owned()));
             sides.push(Side::Detached(id.to_owned(), now_ms));
         }
-        crate::backend::remove_member(&mut rec, conn_id, now_ms);
+        remove_member(&mut rec, conn_id, now_ms);
         Ok(Change::Write(rec, sides))
     })
     .await?;
@@ -220,7 +221,7 @@ pub async fn reclaim(
     let keys = backend.shared().keys.clone();
     let updated = update(backend, id, |mut rec| {
         let previous = rec.owner.clone();
-        if !crate::backend::reclaim_owner(&mut rec, conn_id, identity, takeover)? {
+        if !reclaim_owner(&mut rec, conn_id, identity, takeover)? {
             return Ok(Change::Keep(rec));
         }
         let mut sides = vec![
@@ -244,7 +245,7 @@ pub async fn patch(
     base_version: Option<u64>,
 ) -> BackendResult<SessionRecord> {
     let updated = update(backend, id, |mut rec| {
-        crate::backend::patch_meta(&mut rec, patch, base_version)?;
+        patch_meta(&mut rec, patch, base_version)?;
         Ok(Change::Write(rec, Vec::new()))
     })
     .await?;
