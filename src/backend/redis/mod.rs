@@ -8,8 +8,8 @@
 //! Each store trait is implemented in full in the file of its family
 //! (`sessions.rs` holds `impl SessionStore for RedisBackend`, and so on);
 //! this module holds the connections, their failure handling and the
-//! helpers those files share. [`pubsub`] is the receiving side of the bus
-//! and [`reaper`] cleans up after dead instances.
+//! helpers those files share. `pubsub.rs` is the receiving side of the bus
+//! and `reaper.rs` cleans up after dead instances.
 //!
 //! Failure model: while Redis is unreachable every operation fails at once
 //! with `Unavailable` (the availability flag is driven by fred's connection
@@ -19,6 +19,8 @@
 //! sockets prove (Redis here keeps nothing on disk, so after a restart it
 //! is empty). A reaper, one instance at a time under a lock, removes what
 //! dead instances left behind.
+//!
+//! [`Health::resync_events`]: crate::backend::Health::resync_events
 
 mod agents;
 mod approvals;
