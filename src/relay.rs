@@ -14,13 +14,15 @@
 //! ```
 //!
 //! Replies and progress go to the caller's instance inbox
-//! ([`Backend::send_to_instance`]). The serving instance enforces the
+//! ([`Bus::send_to_instance`]). The serving instance enforces the
 //! timeout and answers -32006 itself; the caller waits a little longer, and
 //! ends the call with -32005 as soon as the serving instance drops out of
 //! the live instances (its heartbeat stopped for `node_ttl`), so a serving
 //! instance dying mid-call never leaves the caller waiting out the timeout.
 //! A node that is at its `maxConcurrency` refuses with a *busy*
 //! error, on which the caller tries the next candidate.
+//!
+//! [`Bus::send_to_instance`]: crate::backend::Bus::send_to_instance
 
 use crate::agents::runs::{RunHooks, RunTicket, Target};
 use crate::agents::{LocalAgents, Refusal};

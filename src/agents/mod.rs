@@ -1,6 +1,6 @@
 //! Agents (and other nodes) registered on this instance's connections.
 //!
-//! The registry itself is shared ([`Backend::agents`]); this book holds the
+//! The registry itself is shared ([`AgentStore::agents`]); this book holds the
 //! entries whose connection lives here, which makes this instance their only
 //! writer. It counts each agent's calls in flight, so `maxConcurrency` is
 //! exact cluster-wide: every call to an agent passes through the instance
@@ -10,6 +10,8 @@
 //!
 //! [`select`] orders candidates by routing policy; [`runs`] keeps the runs
 //! this instance's agents serve.
+//!
+//! [`AgentStore::agents`]: crate::backend::AgentStore::agents
 
 pub mod runs;
 pub mod select;

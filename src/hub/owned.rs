@@ -24,7 +24,7 @@
 //! session closed elsewhere while this instance was cut off is never
 //! brought back: its local members are told it is gone instead.
 //!
-//! [epoch]: crate::backend::Backend::epoch
+//! [epoch]: crate::backend::Health::epoch
 
 use crate::backend::{SessionRecord, logged_offset};
 use crate::protocol::Frame;

@@ -1,4 +1,4 @@
-//! Reading a channel's log (`backend::events`): a page of it for
+//! Reading a channel's log (`backend::channel_log`): a page of it for
 //! `history` and `session.history`, or a replay to one socket of what a
 //! resuming session owner (`session.resume`) or a recovering subscriber
 //! (`subscribe` with `recover`) missed.
@@ -7,7 +7,7 @@
 //! ([`crate::hub::Hub::hold`]) while it is subscribed, the log is read and
 //! the missed frames are queued; releasing the hold then queues the live
 //! frames that arrived meanwhile, minus those the replay already carried.
-//! Offsets are given atomically with publishing (see `backend::events`),
+//! Offsets are given atomically with publishing (see `backend::channel_log`),
 //! so the socket sees every logged frame once, in order.
 
 use crate::app::App;

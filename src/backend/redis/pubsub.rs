@@ -1,5 +1,8 @@
-//! Pub/sub: channel fan-out, instance inboxes, external notifications and
-//! the canary that proves the subscriber connection delivers.
+//! Pub/sub, the receiving side: the subscriber connection's subscriptions,
+//! the message loop that hands channel and inbox messages to the
+//! instance's inbox, external notifications, and the canary that proves
+//! the subscriber delivers. The sending side is [`Bus`](crate::backend::Bus)'s
+//! impl in [`bus`](super::bus).
 //!
 //! Payloads are plain text so a message is parsed once:
 //! - channel topic `<p>:ch:<channel>`: `0<frame>` or `1<frame>` (1 = the
@@ -10,7 +13,7 @@
 //!   any process (see [`notify_frame`]).
 
 use super::{RedisBackend, unavailable};
-use crate::backend::{BackendError, BackendResult, Envelope};
+use crate::backend::{BackendResult, Envelope, SessionStore};
 use crate::protocol::{Frame, frame, now_ms};
 use fred::prelude::{EventInterface, PubsubInterface};
 use fred::types::Message;
@@ -123,10 +126,6 @@ impl RedisBackend {
             last: false,
         });
     }
-
-    async fn session(&self, id: &str) -> BackendResult<Option<crate::backend::SessionRecord>> {
-        Ok(super::sessions::load(self, id).await?.map(|(r, _)| r))
-    }
 }
 
 /// The `notify` frame of an external notification, if it is well formed.
@@ -179,7 +178,7 @@ fn decode_inbox(text: &str) -> Option<Envelope> {
     }
 }
 
-fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
+pub(super) fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
     match envelope {
         Envelope::Conn { conn_id, frame } => {
             Some((conn_id, format!("c{conn_id}\n{}", frame.as_str())))
@@ -192,179 +191,6 @@ fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
         Envelope::Relay { conn_id, body } => Some((conn_id, format!("r{conn_id}\n{body}"))),
         Envelope::Channel { .. } => None,
     }
-}
-
-/// Publish a frame on a channel; with `count`, returns the sockets
-/// subscribed to it (otherwise 0). `PUBLISH` (`SPUBLISH` on Redis Cluster,
-/// where the topic lives on its own shard) and `HVALS` of the interest
-/// counts go out together, so it is one round trip; as two plain commands
-/// they cost Redis a fraction of one Lua call, which matters on the
-/// busiest path there is. Without `count` the `HVALS` is not sent at all:
-/// a notification's publisher gets no reply to put the count in.
-pub async fn publish(
-    backend: &RedisBackend,
-    channel: &str,
-    frame: &Frame,
-    last: bool,
-    count: bool,
-) -> BackendResult<usize> {
-    use fred::prelude::{HashesInterface, PubsubInterface};
-    let Ok(client) = backend.ready() else {
-        return publish_locally(backend, channel, frame, last);
-    };
-    let shared = backend.shared();
-    let payload = format!("{}{}", if last { '1' } else { '0' }, frame.as_str());
-    let topic = shared.keys.channel_topic(channel);
-    let sent = async {
-        if shared.clustered {
-            client.spublish::<i64, _, _>(topic, payload).await
-        } else {
-            client.publish::<i64, _, _>(topic, payload).await
-        }
-    };
-    if !count {
-        sent.await.map_err(unavailable)?;
-        return Ok(0);
-    }
-    let counts = client.hvals::<Vec<i64>, _>(shared.keys.interest(channel));
-    let (sent, counts) = tokio::join!(sent, counts);
-    sent.map_err(unavailable)?;
-    let total: i64 = counts.map_err(unavailable)?.iter().sum();
-    Ok(total.max(0) as usize)
-}
-
-/// Redis is away: local subscribers still get the frame (local fan-out
-/// keeps working); other instances cannot be reached until it is back.
-fn publish_locally(
-    backend: &RedisBackend,
-    channel: &str,
-    frame: &Frame,
-    last: bool,
-) -> BackendResult<usize> {
-    let attached = backend.attached()?;
-    metrics::counter!("switchyard_publish_local_only_total").increment(1);
-    let local = backend
-        .shared()
-        .interest
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(channel)
-        .copied()
-        .unwrap_or(0);
-    attached.inbox.deliver(Envelope::Channel {
-        channel: channel.to_owned(),
-        frame: frame.clone(),
-        last,
-    });
-    Ok(local)
-}
-
-/// Look the connection's owner up and publish to its inbox, in one round
-/// trip (Lua). A connection held here is served without Redis.
-pub async fn send_to_conn(backend: &RedisBackend, envelope: Envelope) -> BackendResult<bool> {
-    let shared = backend.shared();
-    let attached = backend.attached()?;
-    let Some((conn_id, payload)) = encode_inbox(&envelope) else {
-        return Err(BackendError::Internal(
-            "channel envelope sent to a conn".into(),
-        ));
-    };
-    let conn_id = conn_id.to_owned();
-    if attached.inbox.deliver(envelope) > 0 {
-        return Ok(true);
-    }
-    let client = backend.ready()?;
-    let found: i64 = shared
-        .scripts
-        .route
-        .evalsha_with_reload(
-            client,
-            vec![shared.keys.owners()],
-            vec![conn_id, shared.keys.inbox_prefix(), payload],
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(found == 1)
-}
-
-/// Publish a relay envelope to one instance's inbox (this instance: no
-/// Redis). `Ok(false)` when no instance listens there.
-pub async fn send_to_instance(
-    backend: &RedisBackend,
-    instance_id: &str,
-    envelope: Envelope,
-) -> BackendResult<bool> {
-    let attached = backend.attached()?;
-    if instance_id == attached.id {
-        return Ok(attached.inbox.deliver(envelope) > 0);
-    }
-    let Some((_, payload)) = encode_inbox(&envelope) else {
-        return Err(BackendError::Internal(
-            "channel envelope sent to an instance".into(),
-        ));
-    };
-    let client = backend.ready()?;
-    let receivers: i64 = client
-        .publish(backend.shared().keys.inbox(instance_id), payload)
-        .await
-        .map_err(unavailable)?;
-    Ok(receivers > 0)
-}
-
-/// Record this instance's local count for a channel and (un)subscribe the
-/// channel topic on the 0 ↔ 1 transitions.
-pub async fn set_interest(
-    backend: &RedisBackend,
-    channel: &str,
-    count: usize,
-) -> BackendResult<()> {
-    use fred::prelude::{HashesInterface, SetsInterface};
-    let client = backend.ready()?;
-    let shared = backend.shared();
-    let instance = &backend.attached()?.id;
-    let topic = shared.keys.channel_topic(channel);
-    let was = {
-        let mut interest = shared.interest.lock().unwrap_or_else(|p| p.into_inner());
-        if count == 0 {
-            interest.remove(channel)
-        } else {
-            interest.insert(channel.to_owned(), count)
-        }
-    };
-    if count == 0 {
-        let (a, b) = tokio::join!(
-            client.hdel::<(), _, _>(shared.keys.interest(channel), instance.as_str()),
-            client.srem::<(), _, _>(shared.keys.instance_channels(instance), channel),
-        );
-        a.and(b).map_err(unavailable)?;
-        if was.is_some() {
-            if shared.clustered {
-                shared.subscriber.sunsubscribe(topic).await
-            } else {
-                shared.subscriber.unsubscribe(topic).await
-            }
-            .map_err(unavailable)?;
-            confirm(backend).await?;
-        }
-        return Ok(());
-    }
-    if was.is_none() {
-        if shared.clustered {
-            shared.subscriber.ssubscribe(topic).await
-        } else {
-            shared.subscriber.subscribe(topic).await
-        }
-        .map_err(unavailable)?;
-        confirm(backend).await?;
-    }
-    let (a, b) = tokio::join!(
-        client.hset::<(), _, _>(
-            shared.keys.interest(channel),
-            (instance.as_str(), count as i64)
-        ),
-        client.sadd::<(), _, _>(shared.keys.instance_channels(instance), channel),
-    );
-    a.and(b).map_err(unavailable)
 }
 
 /// Re-issue every subscription of the subscriber client (after its
@@ -397,7 +223,7 @@ pub async fn resubscribe(backend: &RedisBackend) {
 /// out of band), so without this a publication right after a `subscribe`
 /// reply could reach Redis before the subscription does. A PING on the same
 /// connection is answered only after everything before it.
-async fn confirm(backend: &RedisBackend) -> BackendResult<()> {
+pub(super) async fn confirm(backend: &RedisBackend) -> BackendResult<()> {
     use fred::prelude::ClientLike;
     let shared = backend.shared();
     if shared.clustered {

@@ -17,7 +17,7 @@
 //! [`SWEEP_EVERY`] passes for records whose instance left no trace at all.
 
 use super::{RedisBackend, unavailable};
-use crate::backend::{Backend, BackendResult, PresenceEntry};
+use crate::backend::{AgentStore, BackendResult, Bus, Presence, PresenceEntry, SessionStore};
 use crate::protocol::now_ms;
 use fred::prelude::{Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface};
 use std::collections::{BTreeMap, HashMap};

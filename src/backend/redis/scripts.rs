@@ -195,7 +195,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// Number, log and publish a frame on a channel (`backend::events`). KEYS:
+/// Number, log and publish a frame on a channel (`backend::channel_log`). KEYS:
 /// offset, log — tagged like the topic, which on Redis Cluster must sit on
 /// the same shard for `SPUBLISH` here. ARGV: head, tail, keep, ttl_ms,
 /// topic, `publish` or `spublish`. Returns the offset.

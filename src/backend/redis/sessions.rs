@@ -9,53 +9,202 @@
 //! (id uniqueness and the owner's session count).
 
 use super::{RedisBackend, json, parse, unavailable};
-use crate::backend::{BackendError, BackendResult, SessionRecord};
+use crate::backend::sessions::{patch_meta, reclaim_owner, remove_member};
+use crate::backend::{BackendError, BackendResult, SessionRecord, SessionStore};
+use async_trait::async_trait;
 use fred::prelude::{HashesInterface, SetsInterface, SortedSetsInterface};
 use serde_json::Value;
 
 /// Attempts before a contended change gives up.
 const CAS_ATTEMPTS: usize = 32;
 
-pub async fn create(
-    backend: &RedisBackend,
-    record: SessionRecord,
-    max_owned: usize,
-) -> BackendResult<()> {
-    let client = backend.ready()?;
-    let keys = &backend.shared().keys;
-    let owner = record.owner.clone().unwrap_or_default();
-    let outcome: i64 = backend
-        .shared()
-        .scripts
-        .create_session
-        .evalsha_with_reload(
-            client,
-            vec![
-                keys.session(&record.session_id),
-                keys.owned(&owner),
-                keys.session_index(),
-                keys.member_of(&owner),
-            ],
-            vec![
-                json(&record)?,
-                max_owned.to_string(),
-                record.session_id.clone(),
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-    match outcome {
-        1 => Ok(()),
-        -1 => Err(BackendError::Conflict("session already exists".into())),
-        _ => Err(BackendError::Limit("sessions per connection", max_owned)),
+#[async_trait]
+impl SessionStore for RedisBackend {
+    async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let owner = record.owner.clone().unwrap_or_default();
+        let outcome: i64 = self
+            .shared()
+            .scripts
+            .create_session
+            .evalsha_with_reload(
+                client,
+                vec![
+                    keys.session(&record.session_id),
+                    keys.owned(&owner),
+                    keys.session_index(),
+                    keys.member_of(&owner),
+                ],
+                vec![
+                    json(&record)?,
+                    max_owned.to_string(),
+                    record.session_id.clone(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        match outcome {
+            1 => Ok(()),
+            -1 => Err(BackendError::Conflict("session already exists".into())),
+            _ => Err(BackendError::Limit("sessions per connection", max_owned)),
+        }
+    }
+
+    async fn session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>> {
+        Ok(load(self, session_id).await?.map(|(r, _)| r))
+    }
+
+    async fn sessions(&self) -> BackendResult<Vec<SessionRecord>> {
+        let client = self.ready()?;
+        let ids: Vec<String> = client
+            .smembers(self.shared().keys.session_index())
+            .await
+            .map_err(unavailable)?;
+        let loads = ids.iter().map(|id| load(self, id));
+        let mut records: Vec<SessionRecord> = futures_util::future::try_join_all(loads)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(r, _)| r)
+            .collect();
+        records.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.session_id.cmp(&b.session_id))
+        });
+        Ok(records)
+    }
+
+    async fn join_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+    ) -> BackendResult<SessionRecord> {
+        let member_of = self.shared().keys.member_of(conn_id);
+        let updated = update(self, session_id, |mut rec| {
+            if rec.members.iter().any(|m| m == conn_id) {
+                return Ok(Change::Keep(rec));
+            }
+            if rec.members.len() >= rec.max_members {
+                return Err(BackendError::Limit("session members", rec.max_members));
+            }
+            rec.members.push(conn_id.to_owned());
+            rec.member_identities.push(identity.to_owned());
+            rec.updated_at = crate::protocol::now_ms();
+            Ok(Change::Write(
+                rec,
+                vec![Side::Add(member_of.clone(), session_id.to_owned())],
+            ))
+        })
+        .await?;
+        updated.ok_or(BackendError::NotFound("session"))
+    }
+
+    async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord> {
+        leave(self, session_id, conn_id, crate::protocol::now_ms()).await
+    }
+
+    async fn reclaim_session(
+        &self,
+        session_id: &str,
+        conn_id: &str,
+        identity: &str,
+        takeover: bool,
+    ) -> BackendResult<SessionRecord> {
+        let keys = self.shared().keys.clone();
+        let updated = update(self, session_id, |mut rec| {
+            let previous = rec.owner.clone();
+            if !reclaim_owner(&mut rec, conn_id, identity, takeover)? {
+                return Ok(Change::Keep(rec));
+            }
+            let mut sides = vec![
+                Side::Attached(session_id.to_owned()),
+                Side::Add(keys.owned(conn_id), session_id.to_owned()),
+                Side::Add(keys.member_of(conn_id), session_id.to_owned()),
+            ];
+            if let Some(previous) = previous {
+                sides.push(Side::Remove(keys.owned(&previous), session_id.to_owned()));
+            }
+            Ok(Change::Write(rec, sides))
+        })
+        .await?;
+        updated.ok_or(BackendError::NotFound("session"))
+    }
+
+    async fn patch_session(
+        &self,
+        session_id: &str,
+        patch: &Value,
+        base_version: Option<u64>,
+    ) -> BackendResult<SessionRecord> {
+        let updated = update(self, session_id, |mut rec| {
+            patch_meta(&mut rec, patch, base_version)?;
+            Ok(Change::Write(rec, Vec::new()))
+        })
+        .await?;
+        updated.ok_or(BackendError::NotFound("session"))
+    }
+
+    async fn close_session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>> {
+        let keys = self.shared().keys.clone();
+        let outcome = update(self, session_id, |rec| {
+            let mut sides = vec![
+                Side::Remove(keys.session_index(), session_id.to_owned()),
+                Side::Attached(session_id.to_owned()),
+            ];
+            if let Some(owner) = &rec.owner {
+                sides.push(Side::Remove(keys.owned(owner), session_id.to_owned()));
+            }
+            for member in &rec.members {
+                sides.push(Side::Remove(keys.member_of(member), session_id.to_owned()));
+            }
+            Ok(Change::Delete(sides))
+        })
+        .await;
+        match outcome {
+            Err(BackendError::NotFound(_)) => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn detach_connection(&self, conn_id: &str, now_ms: u64) -> BackendResult<Vec<String>> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let mut ids: Vec<String> = client
+            .sunion(vec![keys.member_of(conn_id), keys.owned(conn_id)])
+            .await
+            .map_err(unavailable)?;
+        ids.sort();
+        let mut touched = Vec::new();
+        for id in ids {
+            match leave(self, &id, conn_id, now_ms).await {
+                Ok(_) => touched.push(id),
+                Err(BackendError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(touched)
+    }
+
+    async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>> {
+        let client = self.ready()?;
+        client
+            .zrangebyscore(
+                self.shared().keys.detached(),
+                "-inf",
+                cutoff_ms as f64,
+                false,
+                None,
+            )
+            .await
+            .map_err(unavailable)
     }
 }
 
 /// The record and its revision.
-pub async fn load(
-    backend: &RedisBackend,
-    id: &str,
-) -> BackendResult<Option<(SessionRecord, String)>> {
+async fn load(backend: &RedisBackend, id: &str) -> BackendResult<Option<(SessionRecord, String)>> {
     let client = backend.ready()?;
     let (data, rev): (Option<String>, Option<String>) = client
         .hmget(backend.shared().keys.session(id), vec!["data", "rev"])
@@ -67,25 +216,27 @@ pub async fn load(
     }
 }
 
-pub async fn all(backend: &RedisBackend) -> BackendResult<Vec<SessionRecord>> {
-    let client = backend.ready()?;
-    let ids: Vec<String> = client
-        .smembers(backend.shared().keys.session_index())
-        .await
-        .map_err(unavailable)?;
-    let loads = ids.iter().map(|id| load(backend, id));
-    let mut records: Vec<SessionRecord> = futures_util::future::try_join_all(loads)
-        .await?
-        .into_iter()
-        .flatten()
-        .map(|(r, _)| r)
-        .collect();
-    records.sort_by(|a, b| {
-        a.created_at
-            .cmp(&b.created_at)
-            .then(a.session_id.cmp(&b.session_id))
-    });
-    Ok(records)
+/// Drop `conn_id` from a session's members at `now_ms` (the owner leaving
+/// detaches it): `leave_session`, and `detach_connection` for each session
+/// the connection was in.
+async fn leave(
+    backend: &RedisBackend,
+    id: &str,
+    conn_id: &str,
+    now_ms: u64,
+) -> BackendResult<SessionRecord> {
+    let keys = backend.shared().keys.clone();
+    let updated = update(backend, id, |mut rec| {
+        let mut sides = vec![Side::Remove(keys.member_of(conn_id), id.to_owned())];
+        if rec.owner.as_deref() == Some(conn_id) {
+            sides.push(Side::Remove(keys.owned(conn_id), id.to_owned()));
+            sides.push(Side::Detached(id.to_owned(), now_ms));
+        }
+        remove_member(&mut rec, conn_id, now_ms);
+        Ok(Change::Write(rec, sides))
+    })
+    .await?;
+    updated.ok_or(BackendError::NotFound("session"))
 }
 
 /// A side-index change applied together with a CAS.
@@ -160,152 +311,6 @@ async fn cas(
         .scripts
         .cas_session
         .evalsha_with_reload(client, key_list, args)
-        .await
-        .map_err(unavailable)
-}
-
-pub async fn join(
-    backend: &RedisBackend,
-    id: &str,
-    conn_id: &str,
-    identity: &str,
-) -> BackendResult<SessionRecord> {
-    let member_of = backend.shared().keys.member_of(conn_id);
-    let updated = update(backend, id, |mut rec| {
-        if rec.members.iter().any(|m| m == conn_id) {
-            return Ok(Change::Keep(rec));
-        }
-        if rec.members.len() >= rec.max_members {
-            return Err(BackendError::Limit("session members", rec.max_members));
-        }
-        rec.members.push(conn_id.to_owned());
-        rec.member_identities.push(identity.to_owned());
-        rec.updated_at = crate::protocol::now_ms();
-        Ok(Change::Write(
-            rec,
-            vec![Side::Add(member_of.clone(), id.to_owned())],
-        ))
-    })
-    .await?;
-    updated.ok_or(BackendError::NotFound("session"))
-}
-
-pub async fn leave(
-    backend: &RedisBackend,
-    id: &str,
-    conn_id: &str,
-    now_ms: u64,
-) -> BackendResult<SessionRecord> {
-    let keys = backend.shared().keys.clone();
-    let updated = update(backend, id, |mut rec| {
-        let mut sides = vec![Side::Remove(keys.member_of(conn_id), id.to_owned())];
-        if rec.owner.as_deref() == Some(conn_id) {
-            sides.push(Side::Remove(keys.owned(conn_id), id.to_owned()));
-            sides.push(Side::Detached(id.to_owned(), now_ms));
-        }
-        crate::backend::remove_member(&mut rec, conn_id, now_ms);
-        Ok(Change::Write(rec, sides))
-    })
-    .await?;
-    updated.ok_or(BackendError::NotFound("session"))
-}
-
-pub async fn reclaim(
-    backend: &RedisBackend,
-    id: &str,
-    conn_id: &str,
-    identity: &str,
-    takeover: bool,
-) -> BackendResult<SessionRecord> {
-    let keys = backend.shared().keys.clone();
-    let updated = update(backend, id, |mut rec| {
-        let previous = rec.owner.clone();
-        if !crate::backend::reclaim_owner(&mut rec, conn_id, identity, takeover)? {
-            return Ok(Change::Keep(rec));
-        }
-        let mut sides = vec![
-            Side::Attached(id.to_owned()),
-            Side::Add(keys.owned(conn_id), id.to_owned()),
-            Side::Add(keys.member_of(conn_id), id.to_owned()),
-        ];
-        if let Some(previous) = previous {
-            sides.push(Side::Remove(keys.owned(&previous), id.to_owned()));
-        }
-        Ok(Change::Write(rec, sides))
-    })
-    .await?;
-    updated.ok_or(BackendError::NotFound("session"))
-}
-
-pub async fn patch(
-    backend: &RedisBackend,
-    id: &str,
-    patch: &Value,
-    base_version: Option<u64>,
-) -> BackendResult<SessionRecord> {
-    let updated = update(backend, id, |mut rec| {
-        crate::backend::patch_meta(&mut rec, patch, base_version)?;
-        Ok(Change::Write(rec, Vec::new()))
-    })
-    .await?;
-    updated.ok_or(BackendError::NotFound("session"))
-}
-
-pub async fn close(backend: &RedisBackend, id: &str) -> BackendResult<Option<SessionRecord>> {
-    let keys = backend.shared().keys.clone();
-    let outcome = update(backend, id, |rec| {
-        let mut sides = vec![
-            Side::Remove(keys.session_index(), id.to_owned()),
-            Side::Attached(id.to_owned()),
-        ];
-        if let Some(owner) = &rec.owner {
-            sides.push(Side::Remove(keys.owned(owner), id.to_owned()));
-        }
-        for member in &rec.members {
-            sides.push(Side::Remove(keys.member_of(member), id.to_owned()));
-        }
-        Ok(Change::Delete(sides))
-    })
-    .await;
-    match outcome {
-        Err(BackendError::NotFound(_)) => Ok(None),
-        other => other,
-    }
-}
-
-pub async fn detach_connection(
-    backend: &RedisBackend,
-    conn_id: &str,
-    now_ms: u64,
-) -> BackendResult<Vec<String>> {
-    let client = backend.ready()?;
-    let keys = &backend.shared().keys;
-    let mut ids: Vec<String> = client
-        .sunion(vec![keys.member_of(conn_id), keys.owned(conn_id)])
-        .await
-        .map_err(unavailable)?;
-    ids.sort();
-    let mut touched = Vec::new();
-    for id in ids {
-        match leave(backend, &id, conn_id, now_ms).await {
-            Ok(_) => touched.push(id),
-            Err(BackendError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(touched)
-}
-
-pub async fn expired(backend: &RedisBackend, cutoff_ms: u64) -> BackendResult<Vec<String>> {
-    let client = backend.ready()?;
-    client
-        .zrangebyscore(
-            backend.shared().keys.detached(),
-            "-inf",
-            cutoff_ms as f64,
-            false,
-            None,
-        )
         .await
         .map_err(unavailable)
 }

@@ -1,11 +1,14 @@
-//! Records of the agent layer kept in the backend: the agent registry,
-//! agent runs, approvals and idempotency markers.
+//! The agent registry: every registered agent (or tool runner, or device),
+//! what it can do and where it is connected.
 //!
-//! These are plain data; the rules that decide how they change (who may
-//! register, which agent a call goes to, who resolves an approval) live in
-//! `rpc::agents`, `rpc::runs` and `rpc::approvals`. The backend only keeps
-//! them and makes the check-and-set steps atomic across instances.
+//! The entries are plain data; the rules that decide how they change (who
+//! may register, which agent a call goes to) live in `rpc::agents` and
+//! `crate::agents`. The instance holding an agent's connection is the only
+//! writer of its entry while it lives; the reaper takes it offline once
+//! that instance is dead.
 
+use super::BackendResult;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -67,81 +70,14 @@ impl AgentEntry {
     }
 }
 
-/// The state of an agent run.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Completed,
-    Error,
-    Cancelled,
-}
-
-/// One `agent.run`: which agent works on which session for whom.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRecord {
-    pub run_id: String,
-    pub session_id: String,
-    pub agent_id: String,
-    /// The instance holding the agent's connection, and its generation.
-    pub instance_id: String,
-    pub generation: u64,
-    /// `sub` of the caller (the concurrency limit counts per caller).
-    pub caller: String,
-    pub task: String,
-    pub status: RunStatus,
-    #[serde(default)]
-    pub result: Option<Value>,
-    #[serde(default)]
-    pub error: Option<Value>,
-    pub started_at: u64,
-    #[serde(default)]
-    pub finished_at: Option<u64>,
-}
-
-/// The state of an approval.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ApprovalStatus {
-    Pending,
-    Approved,
-    Denied,
-    Expired,
-}
-
-/// A human-in-the-loop approval request and, once decided, its decision.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRecord {
-    pub approval_id: String,
-    #[serde(default)]
-    pub session_id: Option<String>,
-    pub tool: String,
-    pub args: Value,
-    pub summary: String,
-    /// The requesting connection and its identity.
-    pub requester_conn: String,
-    pub requester: String,
-    pub status: ApprovalStatus,
-    #[serde(default)]
-    pub decided_by: Option<String>,
-    #[serde(default)]
-    pub note: Option<String>,
-    pub created_at: u64,
-    pub expires_at: u64,
-    #[serde(default)]
-    pub resolved_at: Option<u64>,
-}
-
-/// What an idempotency key holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", tag = "state")]
-pub enum Idempotency {
-    /// A call with this key is running somewhere.
-    Pending,
-    /// It finished with this result.
-    Done { result: Value },
+/// The agent registry.
+#[async_trait]
+pub trait AgentStore: Send + Sync + 'static {
+    /// Insert or replace a registry entry (keyed by `agent_id`).
+    async fn put_agent(&self, entry: &AgentEntry) -> BackendResult<()>;
+    async fn remove_agent(&self, agent_id: &str) -> BackendResult<()>;
+    /// Every entry, online or not.
+    async fn agents(&self) -> BackendResult<Vec<AgentEntry>>;
 }
 
 #[cfg(test)]

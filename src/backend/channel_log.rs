@@ -14,7 +14,9 @@
 //! the params' last field), and a Lua script splices the number in.
 //! [`logged_offset`] reads it back from a frame the same way.
 
+use super::BackendResult;
 use crate::protocol::Frame;
+use async_trait::async_trait;
 use serde_json::Value;
 
 /// The notifications that are logged, by method: a session's own events
@@ -27,6 +29,35 @@ const OFFSET_FIELD: &str = r#""offset":"#;
 /// method's name; `","params":` follows the name.
 const FRAME_START: &str = r#"{"jsonrpc":"2.0","method":""#;
 const PARAMS_START: &str = r#"","params":"#;
+
+/// Numbered channel logs: history, resume, recovery.
+#[async_trait]
+pub trait ChannelLog: Send + Sync + 'static {
+    /// Number `frame` with `channel`'s next offset, append it to the
+    /// channel's log (keeping the newest `keep`) and deliver it on the
+    /// channel to every instance, in one atomic step: receivers everywhere
+    /// see offsets in increasing order, and a frame is in the log before
+    /// anyone can see it live. Returns the offset and the sockets
+    /// subscribed to the channel cluster-wide.
+    async fn log_publish(
+        &self,
+        channel: &str,
+        frame: &LoggedFrame,
+        keep: usize,
+    ) -> BackendResult<(u64, usize)>;
+    /// The logged frames of `channel` after offset `after`, oldest first,
+    /// at most `limit`, and the newest offset given.
+    async fn channel_log(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+    ) -> BackendResult<EventPage>;
+    /// Make `channel`'s next offset come after `offset` (a session written
+    /// back after the backend lost its state keeps numbering where its
+    /// members left off).
+    async fn advance_log(&self, channel: &str, offset: u64) -> BackendResult<()>;
+}
 
 /// A logged notification waiting for its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,31 @@
+//! Live gateway instances: each one refreshes its record on every
+//! heartbeat; an instance whose record goes stale is dead, and what it
+//! owned is reaped (Redis) or never existed elsewhere (memory).
+
+use super::BackendResult;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A live gateway instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceInfo {
+    pub id: String,
+    /// Chosen at start; records written by an older run of the same id
+    /// carry an older generation.
+    pub generation: u64,
+    pub version: String,
+    pub started_at: u64,
+    pub connections: usize,
+    pub last_seen: u64,
+}
+
+/// The registry of instances.
+#[async_trait]
+pub trait InstanceStore: Send + Sync + 'static {
+    /// Create or refresh this instance's record (heartbeat).
+    async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()>;
+    async fn deregister_instance(&self, instance_id: &str) -> BackendResult<()>;
+    /// Live instances.
+    async fn instances(&self) -> BackendResult<Vec<InstanceInfo>>;
+}

@@ -1,0 +1,58 @@
+//! Agent runs in memory: each session's latest run; the running checks
+//! scan them under the state lock.
+
+use super::MemoryBackend;
+use crate::backend::{BackendError, BackendResult, RunRecord, RunStatus, RunStore};
+use async_trait::async_trait;
+
+#[async_trait]
+impl RunStore for MemoryBackend {
+    async fn start_run(&self, run: &RunRecord, max_per_caller: usize) -> BackendResult<()> {
+        let mut state = self.lock();
+        if state
+            .runs
+            .get(&run.session_id)
+            .is_some_and(|r| r.status == RunStatus::Running)
+        {
+            return Err(BackendError::Conflict(format!(
+                "session {} already has a run in progress",
+                run.session_id
+            )));
+        }
+        let running = state
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Running && r.caller == run.caller)
+            .count();
+        if running >= max_per_caller {
+            return Err(BackendError::Limit("concurrent runs", max_per_caller));
+        }
+        state.runs.insert(run.session_id.clone(), run.clone());
+        Ok(())
+    }
+
+    async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>> {
+        Ok(self.lock().runs.get(session_id).cloned())
+    }
+
+    async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
+        let mut state = self.lock();
+        match state.runs.get_mut(&outcome.session_id) {
+            Some(run) if run.run_id == outcome.run_id && run.status == RunStatus::Running => {
+                *run = outcome.clone();
+                Ok(Some(run.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
+        let mut state = self.lock();
+        state.runs.remove(session_id);
+        state.history.remove(session_id);
+        drop(state);
+        self.logs()
+            .remove(&crate::protocol::names::session_channel(session_id));
+        Ok(())
+    }
+}
