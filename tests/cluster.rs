@@ -395,8 +395,14 @@ async fn session_limits_across_instances() {
         .request("session.join", json!({"sessionId": "pair"}))
         .await;
     assert_eq!(reply["error"]["code"], -32002, "{reply}");
-    let g = bob.call("session.get", json!({"sessionId": "pair"})).await;
+    let g = w_a2.call("session.get", json!({"sessionId": "pair"})).await;
     assert_eq!(g["members"].as_array().map(Vec::len), Some(2), "{g}");
+    // Refused, bob stays an outsider: the session is not shown to him.
+    assert_eq!(
+        bob.error_code("session.get", json!({"sessionId": "pair"}))
+            .await,
+        -32001
+    );
     w_a2.call("session.send", json!({"sessionId": "pair", "event": "e"}))
         .await;
     alice.expect_push("session.event").await;

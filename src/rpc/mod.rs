@@ -3,8 +3,9 @@
 //! [`handle`] takes a parsed call through the same steps every time:
 //! resolve aliases → look the method up (-32601) → rate limits (-32004) →
 //! authentication (-32000) and scope (-32003) → the namespace's handler →
-//! metrics. Every method declares its [`Requirement`] in [`METHODS`]; a
-//! test checks that each entry has a handler and vice versa.
+//! metrics. Every method is one row of the table (`table.rs`): its name,
+//! aliases, [`Requirement`], whether it waits on another party, and its
+//! handler.
 
 pub mod agents;
 pub mod approvals;
@@ -12,9 +13,10 @@ pub mod channels;
 pub mod runs;
 pub mod sessions;
 pub mod system;
+mod table;
 
 use crate::app::App;
-use crate::auth::{Identity, Requirement, Scope};
+use crate::auth::{Identity, Requirement};
 use crate::conn::ConnHandle;
 use crate::protocol::{Call, RpcError, now_ms};
 use crate::ratelimit::lease_size;
@@ -25,112 +27,21 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use table::{METHODS, Method, lookup};
+
 use Requirement::{Any, Authenticated};
-
-const READ: Requirement = Requirement::Scope(Scope::Read);
-const WRITE: Requirement = Requirement::Scope(Scope::Write);
-const ADMIN: Requirement = Requirement::Scope(Scope::Admin);
-const APPROVALS: Requirement = Requirement::Scope(Scope::Approvals);
-const NODE: Requirement = Requirement::Node;
-
-/// Every built-in method and what it requires.
-pub const METHODS: &[(&str, Requirement)] = &[
-    ("ping", Any),
-    ("system.ping", Any),
-    ("connect", Any),
-    ("auth", Any),
-    ("health", READ),
-    ("status", READ),
-    ("system.presence", READ),
-    ("clients.list", ADMIN),
-    ("client.kick", ADMIN),
-    ("logs.tail", ADMIN),
-    ("subscribe", Authenticated),
-    ("unsubscribe", Authenticated),
-    ("publish", WRITE),
-    ("presence.get", Authenticated),
-    ("history", Authenticated),
-    ("session.create", WRITE),
-    ("session.join", WRITE),
-    ("session.leave", WRITE),
-    ("session.get", READ),
-    ("session.patch", WRITE),
-    ("session.list", READ),
-    ("session.send", WRITE),
-    ("session.history", READ),
-    ("session.resume", WRITE),
-    ("session.close", WRITE),
-    ("node.invoke", WRITE),
-    ("invoke.cancel", WRITE),
-    ("invoke.progress", NODE),
-    ("agent.register", NODE),
-    ("agent.status", NODE),
-    ("agent.unregister", NODE),
-    ("agent.event", NODE),
-    ("agents.list", READ),
-    ("agents.get", READ),
-    ("tools.list", READ),
-    ("models.list", READ),
-    ("agent.run", WRITE),
-    ("agent.wait", READ),
-    ("agent.cancel", WRITE),
-    ("chat.send", WRITE),
-    ("chat.history", READ),
-    ("chat.abort", WRITE),
-    ("chat.inject", WRITE),
-    ("approval.request", NODE),
-    ("approval.resolve", APPROVALS),
-    ("approval.wait", Authenticated),
-    ("approval.list", APPROVALS),
-    ("approval.history", APPROVALS),
-];
-
-/// Alternative names clients may use.
-fn canonical(method: &str) -> &str {
-    match method {
-        "notify.subscribe" => "subscribe",
-        "notify.unsubscribe" => "unsubscribe",
-        "node.list" => "agents.list",
-        "node.describe" => "agents.get",
-        "agent.list" => "agents.list",
-        "agent.get" => "agents.get",
-        m => match m.strip_prefix("sessions.") {
-            Some(rest) => match rest {
-                "create" => "session.create",
-                "join" => "session.join",
-                "leave" => "session.leave",
-                "get" => "session.get",
-                "patch" => "session.patch",
-                "list" => "session.list",
-                "send" => "session.send",
-                "history" => "session.history",
-                "resume" => "session.resume",
-                "close" => "session.close",
-                _ => m,
-            },
-            None => m,
-        },
-    }
-}
 
 /// Calls that wait on another party (a node's answer). The connection runs
 /// them in their own task so it keeps serving the client meanwhile; every
-/// other call runs in order.
+/// other call runs in order. A name that is not built in may be served by
+/// a node (a method provider), so it waits too.
 pub fn is_long_running(method: &str) -> bool {
-    match canonical(method) {
-        "node.invoke" | "agent.run" | "agent.wait" | "chat.send" | "approval.wait" => true,
-        // Not built in: possibly served by a node (a method provider).
-        other => lookup(other).is_none(),
-    }
+    lookup(method).is_none_or(|m| m.long_running)
 }
 
 /// Whether `method` (or an alias of it) is built in.
 pub fn is_builtin(method: &str) -> bool {
-    lookup(canonical(method)).is_some()
-}
-
-fn lookup(method: &str) -> Option<(&'static str, Requirement)> {
-    METHODS.iter().find(|(name, _)| *name == method).copied()
+    lookup(method).is_some()
 }
 
 /// The context a handler runs in.
@@ -162,15 +73,15 @@ impl<'a> Ctx<'a> {
 
 /// Run one call to completion.
 pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, RpcError> {
-    let Some((method, requirement)) = lookup(canonical(&call.method)) else {
+    let Some(method) = lookup(&call.method) else {
         metrics::counter!("switchyard_messages_in_total", "method" => "provided").increment(1);
         return provided(app, conn, call).await;
     };
-    metrics::counter!("switchyard_messages_in_total", "method" => method).increment(1);
+    metrics::counter!("switchyard_messages_in_total", "method" => method.name).increment(1);
     let started = Instant::now();
     let ctx = Ctx::for_call(app, conn, &call);
-    let outcome = checked(&ctx, method, requirement, call.params).await;
-    metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method)
+    let outcome = checked(&ctx, method, call.params).await;
+    metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method.name)
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = &outcome {
         metrics::counter!("switchyard_rpc_errors_total", "code" => e.code.to_string()).increment(1);
@@ -178,16 +89,11 @@ pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, R
     outcome
 }
 
-async fn checked(
-    ctx: &Ctx<'_>,
-    method: &'static str,
-    requirement: Requirement,
-    params: Value,
-) -> Result<Value, RpcError> {
+async fn checked(ctx: &Ctx<'_>, method: &'static Method, params: Value) -> Result<Value, RpcError> {
     rate_check(ctx.app, ctx.conn).await?;
-    authorize(ctx.conn, method, requirement)?;
-    let span = crate::otel::rpc_span(method);
-    let call = tracing::Instrument::instrument(dispatch(ctx, method, params), span);
+    authorize(ctx.conn, method.name, method.requirement)?;
+    let span = crate::otel::rpc_span(method.name);
+    let call = tracing::Instrument::instrument((method.handler)(ctx, params), span);
     // A bug in one handler must not take the connection (or its
     // neighbours) down: a panic becomes -32603 with a correlation id.
     match AssertUnwindSafe(call).catch_unwind().await {
@@ -199,7 +105,8 @@ async fn checked(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             Err(RpcError::internal(&format!(
-                "handler {method} panicked: {what}"
+                "handler {} panicked: {what}",
+                method.name
             )))
         }
     }
@@ -247,9 +154,9 @@ fn authorize(conn: &ConnHandle, method: &str, requirement: Requirement) -> Resul
 /// [`authorize`] by the method table, for a method run on behalf of
 /// another (`connect {resume}` runs `session.resume`).
 pub fn authorize_as(conn: &ConnHandle, method: &'static str) -> Result<(), RpcError> {
-    let (_, requirement) = lookup(method)
+    let row = lookup(method)
         .ok_or_else(|| RpcError::internal(&format!("{method} is not in the method table")))?;
-    authorize(conn, method, requirement)
+    authorize(conn, method, row.requirement)
 }
 
 fn describe(requirement: Requirement) -> String {
@@ -257,57 +164,6 @@ fn describe(requirement: Requirement) -> String {
         Any | Authenticated => "authentication".into(),
         Requirement::Scope(scope) => format!("scope {scope}"),
         Requirement::Node => "role node".into(),
-    }
-}
-
-async fn dispatch(ctx: &Ctx<'_>, method: &str, p: Value) -> Result<Value, RpcError> {
-    match method {
-        "ping" | "system.ping" => Ok(system::ping()),
-        "connect" => system::connect(ctx, params(p)?).await,
-        "auth" => system::auth(ctx, p).await,
-        "health" => system::health(ctx).await,
-        "status" => system::status(ctx).await,
-        "system.presence" | "clients.list" => system::presence(ctx, params_or_default(p)?).await,
-        "client.kick" => system::kick(ctx, params(p)?).await,
-        "logs.tail" => system::logs_tail(ctx, params(p)?),
-        "subscribe" => channels::subscribe(ctx, params(p)?).await,
-        "unsubscribe" => channels::unsubscribe(ctx, params(p)?).await,
-        "publish" => channels::publish(ctx, params(p)?).await,
-        "presence.get" => channels::presence(ctx, params(p)?).await,
-        "history" => channels::history(ctx, params(p)?).await,
-        "session.create" => sessions::create(ctx, params(p)?).await,
-        "session.join" => sessions::join(ctx, params(p)?).await,
-        "session.leave" => sessions::leave(ctx, params(p)?).await,
-        "session.get" => sessions::get(ctx, params(p)?).await,
-        "session.patch" => sessions::patch(ctx, params(p)?).await,
-        "session.list" => sessions::list(ctx).await,
-        "session.send" => sessions::send(ctx, params(p)?).await,
-        "session.history" => sessions::history(ctx, params(p)?).await,
-        "session.resume" => sessions::resume(ctx, params(p)?).await,
-        "session.close" => sessions::close(ctx, params(p)?).await,
-        "node.invoke" => agents::invoke(ctx, params(p)?).await,
-        "invoke.cancel" => agents::cancel(ctx, params(p)?),
-        "invoke.progress" => agents::progress(ctx, params(p)?),
-        "agent.register" => agents::register(ctx, params(p)?).await,
-        "agent.status" => agents::status(ctx, params(p)?).await,
-        "agent.unregister" => agents::unregister(ctx, params_or_default(p)?).await,
-        "agent.event" => runs::event(ctx, params(p)?).await,
-        "agents.list" => agents::list(ctx, params_or_default(p)?).await,
-        "agents.get" => agents::get(ctx, params(p)?).await,
-        "tools.list" => agents::tools(ctx).await,
-        "models.list" => agents::models_list(ctx).await,
-        "agent.run" => runs::run(ctx, params(p)?).await,
-        "agent.wait" => runs::wait(ctx, params(p)?).await,
-        "agent.cancel" | "chat.abort" => runs::cancel(ctx, params(p)?).await,
-        "chat.send" => runs::chat_send(ctx, params(p)?).await,
-        "chat.history" => runs::chat_history(ctx, params(p)?).await,
-        "chat.inject" => runs::chat_inject(ctx, params(p)?).await,
-        "approval.request" => approvals::request(ctx, params(p)?).await,
-        "approval.resolve" => approvals::resolve(ctx, params(p)?).await,
-        "approval.wait" => approvals::wait(ctx, params(p)?).await,
-        "approval.list" => approvals::list(ctx).await,
-        "approval.history" => approvals::history(ctx, params_or_default(p)?).await,
-        other => Err(RpcError::method_not_found(other)),
     }
 }
 
@@ -379,31 +235,4 @@ async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError>
     };
     metrics::counter!("switchyard_rate_limited_total", "limit" => "identity").increment(1);
     Err(RpcError::rate_limited(retry))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aliases_resolve_to_table_entries() {
-        for alias in [
-            "notify.subscribe",
-            "notify.unsubscribe",
-            "sessions.list",
-            "sessions.send",
-            "sessions.create",
-        ] {
-            assert!(lookup(canonical(alias)).is_some(), "{alias}");
-        }
-        assert!(lookup(canonical("sessions.nope")).is_none());
-    }
-
-    #[test]
-    fn table_has_no_duplicates() {
-        let mut names: Vec<_> = METHODS.iter().map(|(n, _)| *n).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), METHODS.len());
-    }
 }
