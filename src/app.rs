@@ -4,7 +4,10 @@
 //! use them live in `services`; nothing here knows a method or a route.
 
 use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
-use crate::backend::Backend;
+use crate::backend::{
+    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, Health,
+    IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
+};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::telemetry::LogRing;
@@ -25,6 +28,8 @@ pub struct AppInner {
     pub auth: Authenticator,
     pub origins: OriginPolicy,
     pub client_ips: ClientIpResolver,
+    /// Shared state as a whole, for wiring lower layers; handlers use the
+    /// narrow store they need ([`App::session_store`], [`App::bus`], …).
     pub backend: Arc<dyn Backend>,
     pub hub: Hub,
     /// Agents registered on this instance's connections.
@@ -50,6 +55,71 @@ impl std::ops::Deref for App {
 }
 
 impl App {
+    /// The store of liveness and epoch of shared state.
+    pub fn health(&self) -> &dyn Health {
+        &*self.backend
+    }
+
+    /// The store of the live instances.
+    pub fn instance_store(&self) -> &dyn InstanceStore {
+        &*self.backend
+    }
+
+    /// The store of connections cluster-wide.
+    pub fn presence(&self) -> &dyn Presence {
+        &*self.backend
+    }
+
+    /// The store of channel members and counts.
+    pub fn channel_store(&self) -> &dyn ChannelStore {
+        &*self.backend
+    }
+
+    /// The store of delivery to channels, connections and instances.
+    pub fn bus(&self) -> &dyn Bus {
+        &*self.backend
+    }
+
+    /// The store of session records.
+    pub fn session_store(&self) -> &dyn SessionStore {
+        &*self.backend
+    }
+
+    /// The store of the agent registry.
+    pub fn agent_store(&self) -> &dyn AgentStore {
+        &*self.backend
+    }
+
+    /// The store of agent run records.
+    pub fn run_store(&self) -> &dyn RunStore {
+        &*self.backend
+    }
+
+    /// The store of chat histories.
+    pub fn chat_history(&self) -> &dyn ChatHistory {
+        &*self.backend
+    }
+
+    /// The store of numbered channel and session logs.
+    pub fn channel_log(&self) -> &dyn ChannelLog {
+        &*self.backend
+    }
+
+    /// The store of approvals and their audit trail.
+    pub fn approval_store(&self) -> &dyn ApprovalStore {
+        &*self.backend
+    }
+
+    /// The store of idempotency keys and results.
+    pub fn idempotency_store(&self) -> &dyn IdempotencyStore {
+        &*self.backend
+    }
+
+    /// The store of shared rate-limit windows.
+    pub fn rate_store(&self) -> &dyn RateStore {
+        &*self.backend
+    }
+
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
     }

@@ -11,7 +11,7 @@
 //! finishes the shared [`RunRecord`] — first finisher wins, so a cancel
 //! racing a completion ends the run once.
 
-use crate::backend::{AgentEntry, Backend, RunRecord, RunStatus};
+use crate::backend::{AgentEntry, Backend, Bus, RunRecord, RunStatus, RunStore};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, names, now_ms};
 use serde::{Deserialize, Serialize};
@@ -126,7 +126,7 @@ impl RunHooks for RunBook {
         });
         let backend = self.backend.clone();
         let (ticket, outcome) = (ticket.clone(), outcome.clone());
-        tokio::spawn(async move { finish(&*backend, &ticket, served, outcome).await });
+        tokio::spawn(async move { finish(&*backend, &*backend, &ticket, served, outcome).await });
     }
 
     fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle) {
@@ -143,9 +143,9 @@ impl RunHooks for RunBook {
 }
 
 /// Publish a run's lifecycle event on `global`.
-pub async fn announce(backend: &dyn Backend, event: &str, data: Value) {
+pub async fn announce(bus: &dyn Bus, event: &str, data: Value) {
     let frame = frame::notification(event, &data);
-    if let Err(e) = backend.broadcast(names::GLOBAL, frame, false).await {
+    if let Err(e) = bus.broadcast(names::GLOBAL, frame, false).await {
         tracing::warn!(%event, error = %e, "publishing a run event failed");
     }
 }
@@ -159,12 +159,13 @@ pub struct Served {
 
 /// End a run with the agent's answer, unless it already ended.
 pub async fn finish(
-    backend: &dyn Backend,
+    runs: &dyn RunStore,
+    bus: &dyn Bus,
     ticket: &RunTicket,
     served: Option<Served>,
     outcome: Result<Value, RpcError>,
 ) {
-    let Ok(Some(mut run)) = backend.run(&ticket.session_id).await else {
+    let Ok(Some(mut run)) = runs.run(&ticket.session_id).await else {
         return;
     };
     if run.run_id != ticket.run_id || run.status != RunStatus::Running {
@@ -186,14 +187,14 @@ pub async fn finish(
             run.error = serde_json::to_value(e).ok();
         }
     }
-    match backend.finish_run(&run).await {
+    match runs.finish_run(&run).await {
         Ok(Some(done)) => {
             let event = if done.status == RunStatus::Completed {
                 "agent.completed"
             } else {
                 "agent.error"
             };
-            announce(backend, event, summary(&done)).await;
+            announce(bus, event, summary(&done)).await;
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed"),

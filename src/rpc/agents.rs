@@ -133,7 +133,7 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
     // identity may take it over (an agent reconnecting).
     let existing = ctx
         .app
-        .backend
+        .agent_store()
         .agents()
         .await?
         .into_iter()
@@ -179,10 +179,10 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
     };
     // An explicit registration replaces the implicit one from `caps`.
     if agent_id != ctx.conn.id() && ctx.app.agents.remove(ctx.conn.id()).is_some() {
-        ctx.app.backend.remove_agent(ctx.conn.id()).await?;
+        ctx.app.agent_store().remove_agent(ctx.conn.id()).await?;
     }
     let entry = ctx.app.agents.insert(entry);
-    ctx.app.backend.put_agent(&entry).await?;
+    ctx.app.agent_store().put_agent(&entry).await?;
     tracing::info!(agent = %agent_id, conn = %ctx.conn.id(), "agent registered");
     Ok(serde_json::to_value(&entry).unwrap_or_default())
 }
@@ -224,7 +224,7 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
         registered_at: now,
         updated_at: now,
     });
-    if let Err(e) = app.backend.put_agent(&entry).await {
+    if let Err(e) = app.agent_store().put_agent(&entry).await {
         tracing::warn!(error = %e, "registering node capabilities failed");
     }
 }
@@ -255,7 +255,7 @@ pub struct UnregisterParams {
 pub async fn unregister(ctx: &Ctx<'_>, p: UnregisterParams) -> Result<Value, RpcError> {
     let agent_id = own_agent(ctx, p.agent_id.as_deref())?;
     ctx.app.agents.remove(&agent_id);
-    ctx.app.backend.remove_agent(&agent_id).await?;
+    ctx.app.agent_store().remove_agent(&agent_id).await?;
     Ok(json!({ "agentId": agent_id, "unregistered": true }))
 }
 
@@ -289,7 +289,7 @@ pub struct ListParams {
 pub async fn list(ctx: &Ctx<'_>, p: ListParams) -> Result<Value, RpcError> {
     let agents: Vec<AgentEntry> = ctx
         .app
-        .backend
+        .agent_store()
         .agents()
         .await?
         .into_iter()
@@ -313,7 +313,7 @@ pub struct GetParams {
 
 pub async fn get(ctx: &Ctx<'_>, p: GetParams) -> Result<Value, RpcError> {
     ctx.app
-        .backend
+        .agent_store()
         .agents()
         .await?
         .into_iter()
@@ -327,7 +327,7 @@ pub async fn tools(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     let mut tools: Vec<Value> = Vec::new();
     for agent in ctx
         .app
-        .backend
+        .agent_store()
         .agents()
         .await?
         .into_iter()

@@ -82,9 +82,9 @@ pub async fn request(ctx: &Ctx<'_>, p: RequestParams) -> Result<Value, RpcError>
         expires_at: now + open_ms,
         resolved_at: None,
     };
-    ctx.app.backend.create_approval(&record).await?;
+    ctx.app.approval_store().create_approval(&record).await?;
     let frame = frame::notification("approval.requested", &record);
-    ctx.app.backend.broadcast(CHANNEL, frame, false).await?;
+    ctx.app.bus().broadcast(CHANNEL, frame, false).await?;
     Ok(json!({ "approvalId": record.approval_id, "expiresAt": record.expires_at }))
 }
 
@@ -155,7 +155,7 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
 }
 
 pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
-    let pending = ctx.app.backend.pending_approvals().await?;
+    let pending = ctx.app.approval_store().pending_approvals().await?;
     Ok(json!({ "count": pending.len(), "approvals": pending }))
 }
 
@@ -166,6 +166,6 @@ pub struct HistoryParams {
 
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     let limit = p.limit.unwrap_or(100).min(1000);
-    let entries = ctx.app.backend.approval_history(limit).await?;
+    let entries = ctx.app.approval_store().approval_history(limit).await?;
     Ok(json!({ "count": entries.len(), "entries": entries }))
 }

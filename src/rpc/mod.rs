@@ -218,7 +218,7 @@ async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError>
         None => {
             let key = format!("msg:{sub}");
             let (granted, retry) = app
-                .backend
+                .rate_store()
                 .rate_take(&key, window, lease_size(window), now)
                 .await?;
             app.hub.with_budget(sub, |b| {

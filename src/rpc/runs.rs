@@ -199,7 +199,7 @@ async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), Rpc
         finished_at: None,
     };
     ctx.app
-        .backend
+        .run_store()
         .start_run(&record, MAX_RUNS_PER_CALLER)
         .await
         .map_err(|e| e.into_rpc(&d.session_id))?;
@@ -230,7 +230,7 @@ async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), Rpc
         let outcome = outcome.map(|(_, v)| v);
         // The serving instance normally finished the record already; this
         // covers it dying or never being reached.
-        finish(&*app.backend, &ticket, served, outcome.clone()).await;
+        finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
         let _ = done_tx.send(outcome);
     });
     Ok((
@@ -266,7 +266,7 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
     loop {
         let run = ctx
             .app
-            .backend
+            .run_store()
             .run(&p.session_id)
             .await?
             .ok_or_else(|| RpcError::not_found("run of session", &p.session_id))?;
@@ -293,7 +293,7 @@ pub struct CancelParams {
 pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     sessions::require_member(ctx, &p.session_id).await?;
-    let Some(run) = ctx.app.backend.run(&p.session_id).await? else {
+    let Some(run) = ctx.app.run_store().run(&p.session_id).await? else {
         return Err(RpcError::not_found("run of session", &p.session_id));
     };
     if run.caller != identity.sub && !identity.is_admin() {
@@ -350,7 +350,11 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     // that resumes or reads the history gets the run's stream too.
     let channel = crate::protocol::names::session_channel(&p.session_id);
     let keep = ctx.app.config.limits.session_history;
-    let (offset, delivered) = ctx.app.backend.log_publish(&channel, &event, keep).await?;
+    let (offset, delivered) = ctx
+        .app
+        .channel_log()
+        .log_publish(&channel, &event, keep)
+        .await?;
     Ok(json!({ "delivered": delivered, "offset": offset }))
 }
 
@@ -383,7 +387,7 @@ fn history_entry(role: &str, content: &Value, from: &str) -> Value {
 /// The agents a session talks to: its latest run's agent if online, else
 /// those with capability `chat`; -32005 when there is none.
 async fn session_agents(app: &App, session_id: &str) -> Result<Vec<AgentEntry>, RpcError> {
-    if let Some(run) = app.backend.run(session_id).await?
+    if let Some(run) = app.run_store().run(session_id).await?
         && !run.agent_id.is_empty()
     {
         let own = Selector {
@@ -417,12 +421,12 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
             let agents = session_agents(ctx.app, &p.session_id).await?;
             let history = ctx
                 .app
-                .backend
+                .chat_history()
                 .history(&p.session_id, HISTORY_CONTEXT)
                 .await?;
             let user = history_entry("user", &p.message, &identity.sub);
             ctx.app
-                .backend
+                .chat_history()
                 .append_history(&p.session_id, std::slice::from_ref(&user), HISTORY_MAX)
                 .await?;
             let dispatch = Dispatch {
@@ -450,13 +454,13 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
                 .unwrap_or_else(|| reply.clone());
             let agent = ctx
                 .app
-                .backend
+                .run_store()
                 .run(&p.session_id)
                 .await?
                 .map(|r| r.agent_id);
             let answer = history_entry("assistant", &content, agent.as_deref().unwrap_or(""));
             ctx.app
-                .backend
+                .chat_history()
                 .append_history(&p.session_id, std::slice::from_ref(&answer), HISTORY_MAX)
                 .await?;
             Ok(json!({
@@ -480,7 +484,7 @@ pub struct HistoryParams {
 pub async fn chat_history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     sessions::require_member(ctx, &p.session_id).await?;
     let limit = p.limit.unwrap_or(100).min(HISTORY_MAX);
-    let messages = ctx.app.backend.history(&p.session_id, limit).await?;
+    let messages = ctx.app.chat_history().history(&p.session_id, limit).await?;
     Ok(json!({ "sessionId": p.session_id, "count": messages.len(), "messages": messages }))
 }
 
@@ -506,7 +510,7 @@ pub async fn chat_inject(ctx: &Ctx<'_>, p: InjectParams) -> Result<Value, RpcErr
     let mut entry = history_entry(&role, &p.message, &identity.sub);
     entry["injected"] = json!(true);
     ctx.app
-        .backend
+        .chat_history()
         .append_history(&p.session_id, std::slice::from_ref(&entry), HISTORY_MAX)
         .await?;
     Ok(json!({ "sessionId": p.session_id, "injected": true }))

@@ -52,7 +52,7 @@ pub async fn for_run(
 ) -> Result<(String, Option<String>), RpcError> {
     if let Some(id) = session_id {
         validate_id(id)?;
-        if ctx.app.backend.session(id).await?.is_some() {
+        if ctx.app.session_store().session(id).await?.is_some() {
             require_member(ctx, id).await?;
             return Ok((id.to_owned(), None));
         }
@@ -112,7 +112,7 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
     };
     let token = record.resume_token.clone();
     ctx.app
-        .backend
+        .session_store()
         .create_session(record.clone(), limits.max_sessions_per_client)
         .await
         .map_err(backend_err(&id))?;
@@ -132,7 +132,7 @@ pub async fn join(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     validate_id(&p.session_id)?;
     let record = ctx
         .app
-        .backend
+        .session_store()
         .join_session(&p.session_id, ctx.conn.id(), &identity.sub)
         .await
         .map_err(backend_err(&p.session_id))?;
@@ -143,7 +143,7 @@ pub async fn join(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
 pub async fn leave(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     validate_id(&p.session_id)?;
     ctx.app
-        .backend
+        .session_store()
         .leave_session(&p.session_id, ctx.conn.id())
         .await
         .map_err(backend_err(&p.session_id))?;
@@ -183,7 +183,7 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
     require_owner(&*ctx.identity()?, &record)?;
     let updated = ctx
         .app
-        .backend
+        .session_store()
         .patch_session(&p.session_id, &p.meta, p.base_version)
         .await
         .map_err(backend_err(&p.session_id))?;
@@ -228,7 +228,7 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     let keep = ctx.app.config.limits.session_history;
     let (offset, delivered) = ctx
         .app
-        .backend
+        .channel_log()
         .log_publish(&session_channel(&p.session_id), &event, keep)
         .await
         .map_err(backend_err(&p.session_id))?;
@@ -299,7 +299,7 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
         return Err(RpcError::limit("sessions per connection", max));
     }
     let record = app
-        .backend
+        .session_store()
         .reclaim_session(id, ctx.conn.id(), &identity.sub, true)
         .await
         .map_err(backend_err(id))?;

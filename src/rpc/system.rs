@@ -109,12 +109,12 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
     let app = ctx.app;
     let limits = &app.config.limits;
     let connections = app
-        .backend
+        .presence()
         .connection_counts()
         .await
         .map(|c| c.connections)
         .ok();
-    let instances = app.backend.instances().await.map(|i| i.len()).ok();
+    let instances = app.instance_store().instances().await.map(|i| i.len()).ok();
     Ok(json!({
         "connId": ctx.conn.id(),
         "nodeId": app.instance_id,
@@ -160,7 +160,7 @@ pub async fn health(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
         "nodeId": app.instance_id,
         "uptimeMs": app.uptime_ms(),
         "draining": app.is_draining(),
-        "backend": { "kind": app.backend.kind(), "available": app.backend.is_available() },
+        "backend": { "kind": app.health().kind(), "available": app.health().is_available() },
         "connections": app.hub.len(),
     }))
 }
@@ -174,7 +174,7 @@ pub async fn status(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
 /// this page, `total` connections, `nextCursor` for the next page (null on
 /// the last).
 pub async fn presence(ctx: &Ctx<'_>, p: Page) -> Result<Value, RpcError> {
-    let backend = &ctx.app.backend;
+    let backend = ctx.app.presence();
     let (page, counts) = tokio::join!(
         backend.connections_page(p.cursor(), p.limit()?),
         backend.connection_counts(),

@@ -35,7 +35,11 @@ pub async fn drain(app: &App) {
     if !app.hub.is_empty() {
         tracing::warn!(left = app.hub.len(), "drain deadline reached");
     }
-    if let Err(e) = app.backend.deregister_instance(&app.instance_id).await {
+    if let Err(e) = app
+        .instance_store()
+        .deregister_instance(&app.instance_id)
+        .await
+    {
         tracing::warn!(error = %e, "deregistering the instance failed");
     }
     tracing::info!("drained");

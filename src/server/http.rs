@@ -147,7 +147,7 @@ pub(super) async fn api_identity(
     }
     let window = app.config.rate_limits.http_per_key;
     let hit = app
-        .backend
+        .rate_store()
         .rate_hit(&format!("http:{}", identity.sub), window, now_ms())
         .await?;
     if !hit.allowed {
@@ -165,7 +165,7 @@ pub async fn ready(State(app): State<App>) -> Response {
     let body = json!({
         "ready": app.is_ready(),
         "draining": app.is_draining(),
-        "backend": app.backend.is_available(),
+        "backend": app.health().is_available(),
     });
     let status = if app.is_ready() {
         StatusCode::OK
@@ -296,7 +296,7 @@ pub async fn disconnect(
     let targets: Vec<String> = match (body.conn_id, body.user) {
         (Some(id), _) => vec![id],
         (None, Some(user)) => app
-            .backend
+            .presence()
             .connections()
             .await?
             .into_iter()
@@ -335,7 +335,7 @@ pub async fn channel_list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
     let identity = api_identity(&app, peer, &headers, Scope::Read).await?;
-    let list = channels::visible(&app, &identity, app.backend.channels().await?);
+    let list = channels::visible(&app, &identity, app.channel_store().channels().await?);
     Ok(Json(json!({ "count": list.len(), "channels": list })))
 }
 

@@ -41,7 +41,7 @@ pub fn spawn_all(app: &App) -> CancellationToken {
 fn spawn_resync(app: &App, stop: &CancellationToken) {
     let app = app.clone();
     let stop = stop.clone();
-    let mut events = app.backend.resync_events();
+    let mut events = app.health().resync_events();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -118,7 +118,7 @@ pub async fn register_instance(app: &App) {
         last_seen: now_ms(),
     };
     let started = std::time::Instant::now();
-    match app.backend.register_instance(info).await {
+    match app.instance_store().register_instance(info).await {
         Ok(()) => metrics::histogram!("switchyard_backend_roundtrip_seconds")
             .record(started.elapsed().as_secs_f64()),
         Err(e) => {
@@ -126,10 +126,14 @@ pub async fn register_instance(app: &App) {
             tracing::warn!(error = %e, "instance heartbeat failed");
         }
     }
-    let up = if app.backend.is_available() { 1.0 } else { 0.0 };
+    let up = if app.health().is_available() {
+        1.0
+    } else {
+        0.0
+    };
     metrics::gauge!("switchyard_backend_up").set(up);
     // Calls waiting on nodes of instances that died end with this list.
-    if let Ok(instances) = app.backend.instances().await {
+    if let Ok(instances) = app.instance_store().instances().await {
         app.relay.set_live(instances.into_iter().map(|i| i.id));
     }
 }
@@ -139,10 +143,15 @@ async fn presence_tick(app: &App) {
     if app.hub.is_empty() {
         return;
     }
-    let Ok(counts) = app.backend.connection_counts().await else {
+    let Ok(counts) = app.presence().connection_counts().await else {
         return;
     };
-    let instances = app.backend.instances().await.map(|i| i.len()).unwrap_or(1);
+    let instances = app
+        .instance_store()
+        .instances()
+        .await
+        .map(|i| i.len())
+        .unwrap_or(1);
     let tick = frame::notification(
         "presence.tick",
         &json!({

@@ -65,7 +65,7 @@ async fn admit(
     }
     let limits = &app.config.rate_limits;
     let attempt = app
-        .backend
+        .rate_store()
         .rate_hit(&format!("connect:{ip}"), limits.connect_per_ip, now_ms())
         .await?;
     if !attempt.allowed {

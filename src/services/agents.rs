@@ -87,7 +87,7 @@ impl Selector {
 /// Online agents matching `selector`.
 pub async fn candidates(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
     Ok(app
-        .backend
+        .agent_store()
         .agents()
         .await?
         .into_iter()
@@ -161,7 +161,7 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
         return;
     }
     // Entries taken over by a reconnect elsewhere meanwhile are left alone.
-    let current = app.backend.agents().await.unwrap_or_default();
+    let current = app.agent_store().agents().await.unwrap_or_default();
     for mut entry in mine {
         app.agents.remove(&entry.agent_id);
         let taken_over = current
@@ -174,7 +174,7 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
         entry.load = 0;
         entry.status = "offline".into();
         entry.updated_at = now_ms();
-        if let Err(e) = app.backend.put_agent(&entry).await {
+        if let Err(e) = app.agent_store().put_agent(&entry).await {
             tracing::warn!(agent = %entry.agent_id, error = %e, "marking an agent offline failed");
         }
     }
@@ -190,7 +190,13 @@ pub async fn reassert(app: &App) {
 /// Models served by online agents, each with the agents serving it.
 pub async fn models(app: &App) -> Result<Vec<(String, Vec<AgentEntry>)>, RpcError> {
     let mut models: Vec<(String, Vec<AgentEntry>)> = Vec::new();
-    for agent in app.backend.agents().await?.into_iter().filter(|a| a.online) {
+    for agent in app
+        .agent_store()
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.online)
+    {
         for model in &agent.models {
             match models.iter_mut().find(|(m, _)| m == model) {
                 Some((_, list)) => list.push(agent.clone()),

@@ -12,7 +12,7 @@ use crate::protocol::{RpcError, frame, now_ms};
 
 /// The approval `id`, or a not-found error.
 pub async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
-    app.backend
+    app.approval_store()
         .approval(id)
         .await?
         .ok_or_else(|| RpcError::not_found("approval", id))
@@ -32,17 +32,17 @@ pub async fn decide(
     record.note = note;
     record.resolved_at = Some(now_ms());
     let decided = app
-        .backend
+        .approval_store()
         .resolve_approval(&record)
         .await
         .map_err(|e| e.into_rpc(&id))?;
     let frame = frame::notification("approval.resolved", &decided);
-    app.backend.broadcast(CHANNEL, frame.clone(), false).await?;
+    app.bus().broadcast(CHANNEL, frame.clone(), false).await?;
     let to_requester = Envelope::Conn {
         conn_id: decided.requester_conn.clone(),
         frame,
     };
-    if let Err(e) = app.backend.send_to_conn(to_requester).await {
+    if let Err(e) = app.bus().send_to_conn(to_requester).await {
         tracing::debug!(error = %e, "telling the requester failed");
     }
     Ok(decided)
@@ -51,7 +51,7 @@ pub async fn decide(
 /// An approver just connected (or gained the scope): send it what is
 /// pending, oldest first.
 pub async fn catch_up(app: &App, conn: &ConnHandle) {
-    match app.backend.pending_approvals().await {
+    match app.approval_store().pending_approvals().await {
         Ok(pending) => {
             for record in pending {
                 conn.push(frame::notification("approval.requested", &record));
@@ -63,7 +63,7 @@ pub async fn catch_up(app: &App, conn: &ConnHandle) {
 
 /// Expire what is past its time (the janitor calls this every second).
 pub async fn expire(app: &App) {
-    let Ok(pending) = app.backend.pending_approvals().await else {
+    let Ok(pending) = app.approval_store().pending_approvals().await else {
         return;
     };
     let now = now_ms();

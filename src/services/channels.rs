@@ -70,7 +70,7 @@ pub async fn join(app: &App, conn: &ConnHandle, channel: &str) -> Result<(), Rpc
     let presence =
         access_for(&app.config.channels, channel).presence && app.config.channels.presence;
     let member = presence.then(|| member_of(conn)).flatten();
-    app.backend
+    app.channel_store()
         .channel_join(channel, conn.id(), member.clone())
         .await?;
     if let Some(member) = member {
@@ -92,7 +92,7 @@ fn member_of(conn: &ConnHandle) -> Option<ChannelMember> {
 
 async fn announce(app: &App, channel: &str, event: &str, member: &ChannelMember) {
     let frame = member.event_frame(event, channel);
-    if let Err(e) = app.backend.broadcast(channel, frame, false).await {
+    if let Err(e) = app.bus().broadcast(channel, frame, false).await {
         tracing::warn!(%channel, error = %e, "presence event not published");
     }
 }
@@ -101,7 +101,7 @@ async fn announce(app: &App, channel: &str, event: &str, member: &ChannelMember)
 /// connection's state).
 pub async fn leave(app: &App, conn: &ConnHandle, channel: &str) {
     app.hub.unsubscribe_local(channel, conn.id()).await;
-    if let Err(e) = app.backend.channel_leave(channel, conn.id()).await {
+    if let Err(e) = app.channel_store().channel_leave(channel, conn.id()).await {
         tracing::warn!(%channel, error = %e, "channel leave failed");
     }
     let presence =
@@ -120,7 +120,11 @@ pub async fn reassert(app: &App, conn: &ConnHandle) {
         let presence =
             access_for(&app.config.channels, &channel).presence && app.config.channels.presence;
         let member = presence.then(|| member_of(conn)).flatten();
-        if let Err(e) = app.backend.channel_join(&channel, conn.id(), member).await {
+        if let Err(e) = app
+            .channel_store()
+            .channel_join(&channel, conn.id(), member)
+            .await
+        {
             tracing::warn!(%channel, error = %e, "re-asserting a subscription failed");
         }
     }
@@ -174,13 +178,16 @@ pub async fn publish_event(
             conn_id: conn_id.to_owned(),
             frame: frame::notification("notify", &params),
         };
-        let reached = app.backend.send_to_conn(envelope).await?;
+        let reached = app.bus().send_to_conn(envelope).await?;
         return Ok(plain(usize::from(reached)));
     }
     let keep = access_for(&app.config.channels, channel).history;
     if keep > 0 {
         let logged = LoggedFrame::new("notify", params);
-        let (offset, delivered) = app.backend.log_publish(channel, &logged, keep).await?;
+        let (offset, delivered) = app
+            .channel_log()
+            .log_publish(channel, &logged, keep)
+            .await?;
         return Ok(Published {
             delivered,
             offset: Some(offset),
@@ -188,9 +195,9 @@ pub async fn publish_event(
     }
     let frame = frame::notification("notify", &params);
     if count {
-        Ok(plain(app.backend.publish(channel, frame, false).await?))
+        Ok(plain(app.bus().publish(channel, frame, false).await?))
     } else {
-        app.backend.broadcast(channel, frame, false).await?;
+        app.bus().broadcast(channel, frame, false).await?;
         Ok(plain(0))
     }
 }
@@ -232,7 +239,7 @@ pub fn may_publish(
 /// `GET /api/presence/{channel}`).
 pub async fn members_page(app: &App, channel: &str, page: &Page) -> Result<Value, RpcError> {
     let (members, next) = app
-        .backend
+        .channel_store()
         .channel_members(channel, page.cursor(), page.limit()?)
         .await?;
     Ok(json!({

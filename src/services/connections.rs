@@ -91,7 +91,7 @@ pub async fn publish_presence(app: &App, conn: &ConnHandle) {
         connected_at: conn.connected_at(),
         last_seen: now_ms(),
     };
-    if let Err(e) = app.backend.put_connection(entry).await {
+    if let Err(e) = app.presence().put_connection(entry).await {
         tracing::warn!(error = %e, "presence update failed");
     }
 }
@@ -120,7 +120,7 @@ pub async fn close(app: &App, conn: &ConnHandle) {
     sessions::on_disconnect(app, conn).await;
     agents::on_disconnect(app, conn).await;
     app.hub.unregister(conn.id());
-    if let Err(e) = app.backend.remove_connection(conn.id()).await {
+    if let Err(e) = app.presence().remove_connection(conn.id()).await {
         tracing::warn!(error = %e, "removing presence failed");
     }
     if let Some(identity) = identity {

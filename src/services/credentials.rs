@@ -48,7 +48,7 @@ pub async fn verify(
     let window = app.config.rate_limits.auth_failures_per_ip;
     let check = uuid::Uuid::new_v4().simple().to_string();
     let slot = app
-        .backend
+        .rate_store()
         .check_reserve(&key, window, &check, now_ms())
         .await
         .map_err(Refusal::Backend)?;
@@ -58,7 +58,7 @@ pub async fn verify(
     }
     let outcome = app.auth.authenticate(credential);
     if let Err(e) = app
-        .backend
+        .rate_store()
         .check_settle(&key, &check, outcome.is_err())
         .await
     {

@@ -50,12 +50,20 @@ where
     let claim_ttl = (timeout + Duration::from_secs(30)).as_millis() as u64;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match app.backend.claim_idempotency(&full, claim_ttl).await? {
+        match app
+            .idempotency_store()
+            .claim_idempotency(&full, claim_ttl)
+            .await?
+        {
             None => {
                 let outcome = call().await;
                 let stored = outcome.as_ref().ok();
                 let ttl = RESULT_TTL.as_millis() as u64;
-                if let Err(e) = app.backend.finish_idempotency(&full, stored, ttl).await {
+                if let Err(e) = app
+                    .idempotency_store()
+                    .finish_idempotency(&full, stored, ttl)
+                    .await
+                {
                     tracing::warn!(error = %e, "storing an idempotent result failed");
                 }
                 return outcome;
@@ -71,7 +79,7 @@ where
                         ));
                     }
                     tokio::time::sleep(POLL).await;
-                    match app.backend.idempotency(&full).await? {
+                    match app.idempotency_store().idempotency(&full).await? {
                         Some(Idempotency::Done { result }) => return Ok(result),
                         Some(Idempotency::Pending) => continue,
                         None => break,

@@ -30,7 +30,7 @@ pub async fn history(
     with_method: bool,
 ) -> Result<Value, RpcError> {
     let limit = super::page::bounded(limit, 100)?.min(keep);
-    let page = app.backend.channel_log(channel, since, limit).await?;
+    let page = app.channel_log().channel_log(channel, since, limit).await?;
     let last = page.events.last().map(|(offset, _)| *offset);
     head["events"] = Value::Array(page.params(with_method));
     head["latest"] = json!(page.latest);
@@ -72,7 +72,7 @@ pub async fn replay(
         hold.release(0);
         return Err(e);
     }
-    let page = match app.backend.channel_log(channel, after, limit).await {
+    let page = match app.channel_log().channel_log(channel, after, limit).await {
         Ok(page) => page,
         Err(e) => {
             // Subscribed but not replayed: live frames flow on, and a

@@ -14,19 +14,19 @@ pub async fn stop(app: &App, mut run: RunRecord, by: &str) -> Result<Option<RunR
     run.status = RunStatus::Cancelled;
     run.finished_at = Some(now_ms());
     run.error = Some(json!({ "message": "cancelled", "by": by }));
-    let Some(done) = app.backend.finish_run(&run).await? else {
+    let Some(done) = app.run_store().finish_run(&run).await? else {
         return Ok(None);
     };
-    for instance in app.backend.instances().await? {
+    for instance in app.instance_store().instances().await? {
         app.relay.cancel(&done.run_id, &instance.id).await;
     }
-    announce(&*app.backend, "agent.error", summary(&done)).await;
+    announce(app.bus(), "agent.error", summary(&done)).await;
     Ok(Some(done))
 }
 
 /// A session is closing: a run still in progress on it is cancelled.
 pub async fn session_closing(app: &App, session_id: &str) {
-    match app.backend.run(session_id).await {
+    match app.run_store().run(session_id).await {
         Ok(Some(run)) if run.status == RunStatus::Running => {
             if let Err(e) = stop(app, run, "session closed").await {
                 tracing::warn!(session = %session_id, error = %e, "cancelling the run of a closing session failed");

@@ -73,7 +73,7 @@ pub async fn require_member(
 /// The session `id`, or a not-found error.
 pub async fn load(app: &App, id: &str) -> Result<SessionRecord, RpcError> {
     validate_id(id)?;
-    app.backend
+    app.session_store()
         .session(id)
         .await?
         .ok_or_else(|| RpcError::not_found("session", id))
@@ -105,25 +105,25 @@ pub async fn notify_members(
 ) -> Result<usize, RpcError> {
     let frame = frame::notification(method, params);
     Ok(app
-        .backend
+        .bus()
         .publish(&session_channel(session_id), frame, false)
         .await?)
 }
 
 /// Remove a session and tell its members with `session.closed`.
 pub async fn end(app: &App, id: &str, reason: &str) -> Result<(), RpcError> {
-    if app.backend.close_session(id).await?.is_none() {
+    if app.session_store().close_session(id).await?.is_none() {
         return Err(RpcError::not_found("session", id));
     }
     super::runs::session_closing(app, id).await;
-    if let Err(e) = app.backend.forget_session_records(id).await {
+    if let Err(e) = app.run_store().forget_session_records(id).await {
         tracing::warn!(session = %id, error = %e, "dropping a session's run and history failed");
     }
     let frame = frame::notification(
         "session.closed",
         &json!({ "sessionId": id, "reason": reason }),
     );
-    app.backend
+    app.bus()
         .broadcast(&session_channel(id), frame, true)
         .await?;
     Ok(())
@@ -140,7 +140,11 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
             .unsubscribe_local(&session_channel(id), conn.id())
             .await;
     }
-    if let Err(e) = app.backend.detach_connection(conn.id(), now_ms()).await {
+    if let Err(e) = app
+        .session_store()
+        .detach_connection(conn.id(), now_ms())
+        .await
+    {
         tracing::warn!(error = %e, "detaching sessions failed");
     }
 }
@@ -154,7 +158,7 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
 /// instance was cut off ([`closed_while_away`]).
 pub async fn restore_if_lost(app: &App) -> Option<Loss> {
     let owned = app.hub.owned();
-    let epoch = match app.backend.epoch().await {
+    let epoch = match app.health().epoch().await {
         Ok(epoch) => epoch,
         Err(e) => {
             tracing::warn!(error = %e, "reading the backend's epoch failed");
@@ -170,12 +174,12 @@ pub async fn restore_if_lost(app: &App) -> Option<Loss> {
     for (record, offset) in records {
         let id = record.session_id.clone();
         // The owner owned it before the loss: its cap does not apply again.
-        let created = match app.backend.create_session(record, usize::MAX).await {
+        let created = match app.session_store().create_session(record, usize::MAX).await {
             // Its events are lost; its numbering goes on (a member's next
             // `session.history` or resume then reports the gap).
             Ok(()) if offset > 0 => {
                 let channel = session_channel(&id);
-                app.backend.advance_log(&channel, offset).await
+                app.channel_log().advance_log(&channel, offset).await
             }
             other => other,
         };
@@ -219,7 +223,7 @@ async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> bool {
     let Some(identity) = conn.identity() else {
         return false;
     };
-    let backend = &app.backend;
+    let backend = app.session_store();
     let outcome = if app.hub.owned().owns(conn.id(), id) {
         match backend
             .reclaim_session(id, conn.id(), &identity.sub, false)
@@ -312,7 +316,7 @@ pub async fn closed_while_away(app: &App, gone: Vec<(ConnHandle, String)>) {
 pub async fn close_expired(app: &App) {
     let window = app.config.limits.resume_window_ms;
     let cutoff = now_ms().saturating_sub(window);
-    let Ok(ids) = app.backend.expired_sessions(cutoff).await else {
+    let Ok(ids) = app.session_store().expired_sessions(cutoff).await else {
         return;
     };
     for id in ids {
@@ -352,7 +356,7 @@ pub async fn visible_one(
 /// them: `session.list` and `GET /api/sessions`.
 pub async fn visible(app: &App, identity: &Identity) -> Result<Vec<Value>, RpcError> {
     Ok(app
-        .backend
+        .session_store()
         .sessions()
         .await?
         .into_iter()

@@ -11,17 +11,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// This instance and the cluster (the `status` method and `GET /status`).
 pub async fn status_of(app: &App) -> Result<Value, RpcError> {
-    let instances = app.backend.instances().await?;
-    let connections = app.backend.connection_counts().await?.connections;
-    let sessions = app.backend.sessions().await?.len();
-    let channels = app.backend.channels().await?.len();
+    let instances = app.instance_store().instances().await?;
+    let connections = app.presence().connection_counts().await?.connections;
+    let sessions = app.session_store().sessions().await?.len();
+    let channels = app.channel_store().channels().await?.len();
     Ok(json!({
         "nodeId": app.instance_id,
         "version": VERSION,
         "uptimeMs": app.uptime_ms(),
         "draining": app.is_draining(),
         "ready": app.is_ready(),
-        "backend": { "kind": app.backend.kind(), "available": app.backend.is_available() },
+        "backend": { "kind": app.health().kind(), "available": app.health().is_available() },
         "local": { "connections": app.hub.len() },
         "cluster": {
             "instances": instances,
@@ -39,7 +39,7 @@ pub async fn kick_conn(app: &App, conn_id: &str, reason: &str) -> Result<(), Rpc
         code: close_code::KICKED,
         reason: reason.chars().take(100).collect(),
     };
-    if app.backend.send_to_conn(envelope).await? {
+    if app.bus().send_to_conn(envelope).await? {
         Ok(())
     } else {
         Err(RpcError::not_found("connection", conn_id))
