@@ -75,6 +75,10 @@ enum RelayMsg {
         call_id: String,
         result: Option<Value>,
         error: Option<RpcError>,
+        /// The agent refused at its `maxConcurrency`: the caller tries the
+        /// next candidate (the error says so to clients too).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
     },
     #[serde(rename_all = "camelCase")]
     Progress {
@@ -85,6 +89,38 @@ enum RelayMsg {
     Cancel {
         call_id: String,
     },
+}
+
+/// Why a relayed call ended without the node's result. Decided where it
+/// happens (or decoded once from the relay message's `busy` flag), so
+/// callers match on a variant instead of reading error JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The agent is at its `maxConcurrency`: try the next candidate. (The
+    /// error is what a client would be told.)
+    Busy(RpcError),
+    /// The node, its instance or the backend is gone (-32005).
+    Gone(String),
+    /// No answer in time (-32006).
+    Timeout(String),
+    /// The node (or the serving instance for it) answered with an error.
+    Remote(RpcError),
+}
+
+impl From<CallError> for RpcError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Busy(e) | CallError::Remote(e) => e,
+            CallError::Gone(why) => RpcError::unavailable(why),
+            CallError::Timeout(why) => RpcError::timeout(why),
+        }
+    }
+}
+
+impl From<crate::backend::BackendError> for CallError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        CallError::Remote(e.into())
+    }
 }
 
 /// One call's request.
@@ -128,7 +164,7 @@ impl<'a> CallSpec<'a> {
 }
 
 struct Waiter {
-    reply: oneshot::Sender<Result<Value, RpcError>>,
+    reply: oneshot::Sender<Result<Value, CallError>>,
     progress: Option<mpsc::Sender<Value>>,
 }
 
@@ -237,9 +273,7 @@ impl Relay {
     }
 
     /// Call `spec.method` on the node at `target` and wait for its answer.
-    /// Errors: -32005 target gone, -32006 no answer in time, busy (see
-    /// [`is_busy`]), or the node's own error.
-    pub async fn call(&self, target: &Target, spec: CallSpec<'_>) -> Result<Value, RpcError> {
+    pub async fn call(&self, target: &Target, spec: CallSpec<'_>) -> Result<Value, CallError> {
         let call_id = spec
             .call_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -274,7 +308,7 @@ impl Relay {
         };
         if !self.0.backend.send_to_conn(envelope).await? {
             guard.answered = true;
-            return Err(RpcError::unavailable(format!(
+            return Err(CallError::Gone(format!(
                 "node {} is not connected",
                 target.conn_id
             )));
@@ -283,18 +317,18 @@ impl Relay {
         let outcome = tokio::select! {
             answer = answer => match answer {
                 Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(RpcError::unavailable("the relay stopped")),
-                Err(_) => Err(RpcError::timeout(format!(
+                Ok(Err(_)) => Err(CallError::Gone("the relay stopped".into())),
+                Err(_) => Err(CallError::Timeout(format!(
                     "no answer within {} ms",
                     spec.timeout.as_millis()
                 ))),
             },
-            () = self.gone(&target.instance_id) => Err(RpcError::unavailable(format!(
+            () = self.gone(&target.instance_id) => Err(CallError::Gone(format!(
                 "the instance holding node {} went away",
                 target.conn_id
             ))),
         };
-        guard.answered = outcome.is_ok() || !is_timeout(&outcome);
+        guard.answered = !matches!(outcome, Err(CallError::Timeout(_)));
         outcome
     }
 
@@ -340,6 +374,7 @@ impl Relay {
                                 "node {} is not connected",
                                 call.conn_id
                             ))),
+                            busy: false,
                         };
                         tokio::spawn(async move { relay.send(&call.reply_to, &message).await });
                     }
@@ -356,9 +391,11 @@ impl Relay {
                 call_id,
                 result,
                 error,
+                busy,
             } => {
                 let outcome = match (result, error) {
-                    (_, Some(e)) => Err(e),
+                    (_, Some(e)) if busy => Err(CallError::Busy(e)),
+                    (_, Some(e)) => Err(CallError::Remote(e)),
                     (Some(v), None) => Ok(v),
                     (None, None) => Ok(Value::Null),
                 };
@@ -405,8 +442,10 @@ impl Relay {
     async fn serve(&self, call: CallMsg) {
         let outcome = self.run_local(&call).await;
         self.serving().remove(&call.call_id);
+        let busy = matches!(outcome, Err(CallError::Busy(_)));
+        let outcome = outcome.map_err(RpcError::from);
         if let (Some(ticket), Some(hooks)) = (&call.run, self.0.hooks.get())
-            && !is_busy(&outcome)
+            && !busy
         {
             hooks.finished(ticket, &outcome);
         }
@@ -418,31 +457,33 @@ impl Relay {
             call_id: call.call_id,
             result,
             error,
+            busy,
         };
         self.send(&call.reply_to, &reply).await;
     }
 
-    async fn run_local(&self, call: &CallMsg) -> Result<Value, RpcError> {
+    async fn run_local(&self, call: &CallMsg) -> Result<Value, CallError> {
         let target = Target {
             conn_id: call.conn_id.clone(),
             instance_id: self.0.instance_id.clone(),
             agent_id: call.agent_id.clone(),
         };
         let (call_id, reply_to, run) = (&call.call_id, &call.reply_to, call.run.as_ref());
-        let conn = self.0.hub.get(&target.conn_id).ok_or_else(|| {
-            RpcError::unavailable(format!("node {} is not connected", target.conn_id))
-        })?;
+        let conn =
+            self.0.hub.get(&target.conn_id).ok_or_else(|| {
+                CallError::Gone(format!("node {} is not connected", target.conn_id))
+            })?;
         let _slot = match &target.agent_id {
             Some(agent_id) => Some(self.0.agents.try_acquire(agent_id).map_err(|r| match r {
-                Refusal::Busy => busy(agent_id),
-                Refusal::Unknown => {
-                    RpcError::unavailable(format!("agent {agent_id} is not registered"))
-                }
+                Refusal::Busy => CallError::Busy(busy(agent_id)),
+                Refusal::Unknown => CallError::Gone(format!("agent {agent_id} is not registered")),
             })?),
             None => None,
         };
         let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(PROGRESS_BUFFER);
-        let outstanding = conn.start_request(&call.method, &call.params, Some(progress_tx))?;
+        let outstanding = conn
+            .start_request(&call.method, &call.params, Some(progress_tx))
+            .map_err(CallError::Remote)?;
         self.serving().insert(
             call_id.to_owned(),
             Serving {
@@ -482,7 +523,7 @@ impl Relay {
         // The sender is gone with `outstanding`: the forwarder drains what
         // is left, so every progress update precedes the reply.
         let _ = forward.await;
-        outcome
+        outcome.map_err(CallError::Remote)
     }
 
     async fn send(&self, instance_id: &str, message: &RelayMsg) {
@@ -526,17 +567,6 @@ fn encode(message: &RelayMsg) -> String {
 fn busy(agent_id: &str) -> RpcError {
     RpcError::new(error::LIMIT_EXCEEDED, "agent at maxConcurrency")
         .with_data(json!({ "busy": true, "agentId": agent_id }))
-}
-
-/// Whether the target refused because it is at its `maxConcurrency` (try
-/// the next candidate).
-pub fn is_busy<T>(outcome: &Result<T, RpcError>) -> bool {
-    matches!(outcome, Err(e) if e.code == error::LIMIT_EXCEEDED
-        && e.data.as_ref().and_then(|d| d.get("busy")).and_then(Value::as_bool) == Some(true))
-}
-
-fn is_timeout<T>(outcome: &Result<T, RpcError>) -> bool {
-    matches!(outcome, Err(e) if e.code == error::TIMEOUT)
 }
 
 /// The instance's inbox: relay messages to the relay, everything else to
@@ -584,10 +614,33 @@ mod tests {
         assert!(relay.is_live("b"), "back");
     }
 
+    fn reply(error: RpcError, busy: bool) -> RelayMsg {
+        RelayMsg::Reply {
+            call_id: "c".into(),
+            result: None,
+            error: Some(error),
+            busy,
+        }
+    }
+
     #[test]
-    fn busy_is_told_apart_from_other_limits() {
-        assert!(is_busy::<()>(&Err(busy("a"))));
-        assert!(!is_busy::<()>(&Err(RpcError::limit("calls", 1))));
-        assert!(!is_busy(&Ok(())));
+    fn a_busy_refusal_travels_as_a_flag_not_in_the_error() {
+        let back: RelayMsg = serde_json::from_str(&encode(&reply(busy("a"), true))).unwrap();
+        assert!(matches!(back, RelayMsg::Reply { busy: true, .. }));
+        // Another limit is an ordinary error: no flag on the wire.
+        let plain = encode(&reply(RpcError::limit("calls", 1), false));
+        assert!(!plain.contains("busy"), "{plain}");
+        let back: RelayMsg = serde_json::from_str(&plain).unwrap();
+        assert!(matches!(back, RelayMsg::Reply { busy: false, .. }));
+        // What a client is told is the error itself.
+        assert_eq!(RpcError::from(CallError::Busy(busy("a"))), busy("a"));
+        assert_eq!(
+            RpcError::from(CallError::Gone("gone".into())).code,
+            error::UNAVAILABLE
+        );
+        assert_eq!(
+            RpcError::from(CallError::Timeout("late".into())).code,
+            error::TIMEOUT
+        );
     }
 }

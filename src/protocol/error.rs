@@ -101,6 +101,14 @@ impl RpcError {
         Self::new(RATE_LIMITED, "rate limited").with_data(json!({ "retryAfterMs": retry_after_ms }))
     }
 
+    /// How long a rate-limited caller should wait ([`Self::rate_limited`]).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        if self.code != RATE_LIMITED {
+            return None;
+        }
+        self.data.as_ref()?.get("retryAfterMs")?.as_u64()
+    }
+
     pub fn unavailable(reason: impl Into<String>) -> Self {
         Self::new(UNAVAILABLE, "unavailable").with_data(json!({ "reason": reason.into() }))
     }

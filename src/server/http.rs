@@ -80,7 +80,7 @@ impl From<RpcError> for HttpError {
             code::NOT_FOUND => StatusCode::NOT_FOUND,
             code::CONFLICT => StatusCode::CONFLICT,
             code::RATE_LIMITED => {
-                let retry = e.data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
+                let retry = e.retry_after_ms();
                 return Self::rate_limited(retry.unwrap_or(1000));
             }
             code::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::backend::AgentEntry;
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, now_ms};
-use crate::relay::{CallSpec, is_busy};
+use crate::relay::{CallError, CallSpec};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -132,11 +132,10 @@ pub async fn call_found(
     }
     let total = found.len();
     for agent in select::order(found, policy, &app.rotation) {
-        let outcome = app.relay.call(&Target::from(&agent), spec(&agent)).await;
-        if is_busy(&outcome) {
-            continue;
+        match app.relay.call(&Target::from(&agent), spec(&agent)).await {
+            Err(CallError::Busy(_)) => continue,
+            outcome => return outcome.map(|v| (agent, v)).map_err(RpcError::from),
         }
-        return outcome.map(|v| (agent, v));
     }
     Err(RpcError::limit("agents at maxConcurrency", total)
         .with_data(json!({ "busy": true, "candidates": total })))
