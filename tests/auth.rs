@@ -1178,3 +1178,30 @@ async fn a_connection_cannot_switch_identity() {
     );
     assert_eq!(ws.error_code("clients.list", json!({})).await, FORBIDDEN);
 }
+
+/// Identities have one name space: a JWT that names a configured
+/// credential (`sub: "writer"`, the static token's name) is refused rather
+/// than acting as it, and so is a `sub` with control characters; the
+/// credential's own sessions stay its own.
+#[tokio::test]
+async fn jwts_cannot_take_a_configured_credentials_name() {
+    let server = TestServer::start(lenient()).await;
+    let mut owner = server.client(WRITER).await;
+    owner
+        .call("session.create", json!({"sessionId": "writers-own"}))
+        .await;
+    for sub in ["writer", "admin", "service", "password"] {
+        assert_token_rejected(&server, &writer_jwt(sub), &format!("jwt sub {sub}")).await;
+    }
+    for sub in ["alice\nwriter", "alice\u{0}", "\u{1b}[31mred"] {
+        assert_token_rejected(&server, &writer_jwt(sub), &format!("jwt sub {sub:?}")).await;
+    }
+    // An honest JWT user is still welcome, and sees nothing of the writer's.
+    let mut alice = as_user(&server, "alice").await;
+    assert_eq!(
+        alice
+            .error_code("session.get", json!({"sessionId": "writers-own"}))
+            .await,
+        -32001
+    );
+}

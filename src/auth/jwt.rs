@@ -266,6 +266,9 @@ fn identity_from_claims(claims: &Map<String, Value>) -> Result<Identity, AuthErr
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(claims_error("sub must be a non-empty string")),
     };
+    if let Err(why) = super::validate_sub(&sub) {
+        return Err(claims_error(&format!("sub {why}")));
+    }
     let role = match claims.get("role") {
         None | Some(Value::Null) => Role::Operator,
         Some(Value::String(s)) => s
@@ -340,6 +343,9 @@ pub struct MintClaims {
 pub fn mint(cfg: &JwtConfig, claims: &MintClaims) -> Result<String, AuthError> {
     if claims.sub.is_empty() {
         return Err(claims_error("sub must not be empty"));
+    }
+    if let Err(why) = super::validate_sub(&claims.sub) {
+        return Err(claims_error(&format!("sub {why}")));
     }
     ScopeSet::from_names(&claims.scopes)?;
     let payload = mint_payload(cfg, claims, unix_now());
@@ -759,7 +765,15 @@ mod tests {
 
     #[test]
     fn sub_required() {
-        for bad in [json!({"sub": ""}), json!({"sub": 7})] {
+        let long = "x".repeat(257);
+        for bad in [
+            json!({"sub": ""}),
+            json!({"sub": 7}),
+            json!({"sub": "alice\nadmin"}),
+            json!({"sub": "a\u{0}b"}),
+            json!({"sub": "bell\u{7}"}),
+            json!({"sub": long}),
+        ] {
             let token = hs(&claims(bad));
             assert!(matches!(
                 verify(&hs_config(), &token),

@@ -38,6 +38,7 @@ pub use jwt::{JwtVerifier, MintClaims, mint};
 
 use crate::config::{Access, AuthConfig, AuthMode, StaticCredential};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -401,8 +402,8 @@ impl StaticEntry {
         if cred.secret.is_empty() {
             return Err(setup("secret is empty", None));
         }
-        if cred.sub.is_empty() {
-            return Err(setup("sub is empty", None));
+        if let Err(why) = validate_sub(&cred.sub) {
+            return Err(setup(&format!("sub {why}"), None));
         }
         Ok(Self {
             secret: cred.secret.as_bytes().to_vec(),
@@ -437,8 +438,35 @@ fn find_constant_time(entries: &[StaticEntry], given: &[u8]) -> Option<usize> {
     usize::try_from(found).ok()?.checked_sub(1)
 }
 
+/// The identity of the shared password.
+const PASSWORD_SUB: &str = "password";
+/// The identity of mode `none`.
+const ANONYMOUS_SUB: &str = "anonymous";
+
+/// Longest identity name (`sub`), in bytes.
+pub const MAX_SUB_LEN: usize = 256;
+
+/// An identity name: 1 to [`MAX_SUB_LEN`] bytes, no control characters
+/// (they would forge lines in logs and split channel names).
+pub fn validate_sub(sub: &str) -> Result<(), &'static str> {
+    if sub.is_empty() {
+        Err("is empty")
+    } else if sub.len() > MAX_SUB_LEN {
+        Err("is longer than 256 bytes")
+    } else if sub.chars().any(char::is_control) {
+        Err("contains control characters")
+    } else {
+        Ok(())
+    }
+}
+
 struct Inner {
     modes: Vec<AuthMode>,
+    /// Names that belong to configured credentials (static tokens, API
+    /// keys) or to the server (`password`, `anonymous`): a JWT may not
+    /// claim them, or it would act as that credential (own its sessions,
+    /// read its `user:` channel).
+    reserved: HashSet<String>,
     jwt: Option<JwtVerifier>,
     tokens: Vec<StaticEntry>,
     api_keys: Vec<StaticEntry>,
@@ -481,8 +509,15 @@ impl Authenticator {
         } else {
             None
         };
+        let reserved = tokens
+            .iter()
+            .chain(&api_keys)
+            .map(|e| e.sub.clone())
+            .chain([PASSWORD_SUB.to_owned(), ANONYMOUS_SUB.to_owned()])
+            .collect();
         let inner = Inner {
             modes: modes.to_vec(),
+            reserved,
             jwt,
             tokens,
             api_keys,
@@ -518,7 +553,7 @@ impl Authenticator {
     /// The anonymous identity, when mode `none` is enabled.
     pub fn none_identity(&self) -> Option<Identity> {
         self.enabled(AuthMode::None).then(|| Identity {
-            sub: "anonymous".into(),
+            sub: ANONYMOUS_SUB.into(),
             role: Role::Operator,
             scopes: self.inner.none_scopes,
             channels: Vec::new(),
@@ -544,7 +579,14 @@ impl Authenticator {
         if jwt::looks_like_jwt(token)
             && let Some(verifier) = &self.inner.jwt
         {
-            return verifier.verify(token);
+            let identity = verifier.verify(token)?;
+            if self.inner.reserved.contains(&identity.sub) {
+                return Err(AuthError::InvalidClaims(format!(
+                    "sub {:?} is the name of a configured credential",
+                    identity.sub
+                )));
+            }
+            return Ok(identity);
         }
         if self.enabled(AuthMode::Token) {
             return lookup(&self.inner.tokens, token, AuthMethod::Token);
@@ -571,7 +613,7 @@ impl Authenticator {
             return Err(AuthError::UnknownCredential);
         }
         Ok(Identity {
-            sub: "password".into(),
+            sub: PASSWORD_SUB.into(),
             role: Role::Operator,
             scopes: self.inner.password_scopes,
             channels: Vec::new(),
@@ -929,5 +971,63 @@ mod tests {
         assert_eq!(find_constant_time(&entries, b"bb"), Some(1));
         assert_eq!(find_constant_time(&entries, b"c"), None);
         assert_eq!(find_constant_time(&[], b"a"), None);
+    }
+
+    /// A JWT cannot take the name of a configured credential: it would
+    /// own that credential's sessions and `user:` channel.
+    #[test]
+    fn jwts_cannot_claim_a_configured_credentials_name() {
+        let mut cfg = config();
+        cfg.jwt.secret = Some("jwt-secret".into());
+        let a = Authenticator::new(&cfg, &[AuthMode::Jwt, AuthMode::Token]).unwrap();
+        let mint = |sub: &str| {
+            jwt::mint(
+                &cfg.jwt,
+                &MintClaims {
+                    sub: sub.into(),
+                    role: Role::Operator,
+                    scopes: vec!["operator.admin".into()],
+                    channels: Vec::new(),
+                    ttl_secs: 60,
+                    issuer: None,
+                    audience: None,
+                },
+            )
+            .unwrap()
+        };
+        let static_name = a
+            .authenticate(&Credential::Bearer("tok-alice".into()))
+            .unwrap()
+            .sub;
+        for taken in [static_name.as_str(), "password", "anonymous"] {
+            let err = a
+                .authenticate(&Credential::Bearer(mint(taken)))
+                .unwrap_err();
+            assert!(
+                matches!(&err, AuthError::InvalidClaims(m) if m.contains("configured credential")),
+                "{taken}: {err}"
+            );
+        }
+        assert_eq!(
+            a.authenticate(&Credential::Bearer(mint("carol")))
+                .unwrap()
+                .sub,
+            "carol"
+        );
+    }
+
+    #[test]
+    fn identity_names_have_no_control_characters() {
+        assert!(validate_sub("alice@example.com").is_ok());
+        assert!(validate_sub("ünïcødé name").is_ok());
+        for bad in ["", "a\nb", "a\rb", "tab\there", "nul\0", "esc\u{1b}[31m"] {
+            assert!(validate_sub(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_sub(&"x".repeat(256)).is_ok());
+        assert!(validate_sub(&"x".repeat(257)).is_err());
+        let mut cfg = config();
+        cfg.tokens[0].sub = "evil\nline".into();
+        let err = Authenticator::new(&cfg, &[AuthMode::Token]).unwrap_err();
+        assert!(err.to_string().contains("auth.tokens[0].sub"), "{err}");
     }
 }
