@@ -1265,7 +1265,20 @@ async fn agent_run_streams_events_to_session_members() {
         assert_eq!(started["agentId"], "runner", "{started}");
     }
 
-    // A second member joins; then the agent streams.
+    // Outsiders cannot join a run's session (its output is the owner's);
+    // an invited second member can. Then the agent streams.
+    assert_eq!(
+        outsider
+            .error_code("session.join", json!({"sessionId": session}))
+            .await,
+        -32003
+    );
+    owner
+        .call(
+            "session.invite",
+            json!({"sessionId": session, "identities": ["alice"]}),
+        )
+        .await;
     alice
         .call("session.join", json!({"sessionId": session}))
         .await;
@@ -1377,7 +1390,9 @@ async fn agent_run_streams_events_to_session_members() {
             .await,
         -32003
     );
-    let empty = owner.call("session.create", json!({})).await;
+    let empty = owner
+        .call("session.create", json!({"invite": ["alice", "bob"], }))
+        .await;
     assert_eq!(
         owner
             .error_code(
@@ -1532,7 +1547,10 @@ async fn agent_run_selection_and_validation() {
 
     // An existing session the caller is not a member of.
     owner
-        .call("session.create", json!({"sessionId": "private-1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "private-1"}),
+        )
         .await;
     let reply = alice
         .request(
@@ -1569,7 +1587,9 @@ async fn failed_agent_runs_leave_no_sessions_behind() {
         assert_eq!(reply["error"]["code"], -32005, "attempt {}: {reply}", i + 4);
     }
     // The caller can still open sessions.
-    let reply = owner.request("session.create", json!({})).await;
+    let reply = owner
+        .request("session.create", json!({"invite": ["alice", "bob"], }))
+        .await;
     assert!(reply.get("error").is_none(), "{reply}");
 }
 
@@ -1664,6 +1684,12 @@ async fn agent_cancel_stops_the_run() {
     );
     let session = run["sessionId"].as_str().expect("sessionId").to_owned();
     let run_id = run["runId"].as_str().expect("runId").to_owned();
+    owner
+        .call(
+            "session.invite",
+            json!({"sessionId": session, "identities": ["alice"]}),
+        )
+        .await;
     alice
         .call("session.join", json!({"sessionId": session}))
         .await;
@@ -1794,7 +1820,10 @@ async fn chat_send_history_and_inject() {
     let mut owner = server.client(WRITER).await;
     let mut reader = server.client(READER).await;
     owner
-        .call("session.create", json!({"sessionId": "chat-1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "chat-1"}),
+        )
         .await;
 
     let (reply, ()) = tokio::join!(
@@ -1923,7 +1952,10 @@ async fn chat_without_an_agent_is_unavailable() {
     let server = TestServer::default().await;
     let mut owner = server.client(WRITER).await;
     owner
-        .call("session.create", json!({"sessionId": "chat-none"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "chat-none"}),
+        )
         .await;
     let reply = owner
         .request(

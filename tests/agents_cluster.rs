@@ -591,7 +591,10 @@ async fn agent_run_streams_to_members_on_every_instance() {
     let mut bob = as_user(c, "bob").await;
     let mut outsider = as_user(c, "eve").await;
     caller
-        .call("session.create", json!({"sessionId": "run-s1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "run-s1"}),
+        )
         .await;
     bob.call("session.join", json!({"sessionId": "run-s1"}))
         .await;
@@ -805,8 +808,11 @@ async fn run_limit_of_five_per_caller_is_cluster_wide() {
     // Sessions first, so that only the run limit can refuse below.
     for i in 0..8 {
         let ws = if i % 2 == 0 { &mut on_a } else { &mut on_b };
-        ws.call("session.create", json!({"sessionId": format!("lim-{i}")}))
-            .await;
+        ws.call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": format!("lim-{i}")}),
+        )
+        .await;
     }
     let mut held = Vec::new();
     // Three via A (sessions 0, 2, 4), two via B (1, 3).
@@ -871,7 +877,10 @@ async fn second_run_on_a_busy_session_from_another_instance_conflicts() {
     .await;
     let mut again = servers[1].client(WRITER).await;
     caller
-        .call("session.create", json!({"sessionId": "one-run"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "one-run"}),
+        )
         .await;
     let (started, _) = tokio::join!(
         caller.call("agent.run", json!({"task": "t", "sessionId": "one-run"})),
@@ -1213,7 +1222,10 @@ async fn chat_send_on_a_to_agent_on_b_history_on_c() {
     let mut caller = a.client(WRITER).await;
     let mut bob = as_user(c, "bob").await;
     caller
-        .call("session.create", json!({"sessionId": "chat-1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "chat-1"}),
+        )
         .await;
     bob.call("session.join", json!({"sessionId": "chat-1"}))
         .await;

@@ -95,6 +95,8 @@ fn session(id: &str, owner: &str) -> SessionRecord {
         updated_at: 1,
         detached_at: None,
         resume_token: "t".into(),
+        invited: Vec::new(),
+        open: false,
     }
 }
 
@@ -125,12 +127,49 @@ async fn sessions_are_unique_bounded_and_versioned() {
         let over = b.create_session(session("s3", "c1"), 2).await;
         assert!(matches!(over, Err(BackendError::Limit(_, 2))));
 
-        let joined = b.join_session("s1", "c2", "user-c2").await.unwrap();
+        // The session's rule: not invited, not in.
+        let refused = b.join_session("s1", "c2", "user-c2", Admission::Rule).await;
+        assert!(
+            matches!(refused, Err(BackendError::Forbidden(_))),
+            "{}: {refused:?}",
+            b.kind()
+        );
+        let invited = b
+            .invite_session("s1", &["user-c2".to_owned(), "user-c2".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(invited.invited, ["user-c2"], "invited once");
+        let joined = b
+            .join_session("s1", "c2", "user-c2", Admission::Rule)
+            .await
+            .unwrap();
         assert_eq!(joined.members, ["c1", "c2"]);
-        b.join_session("s1", "c2", "user-c2").await.unwrap();
-        let full = b.join_session("s1", "c3", "user-c3").await;
+        b.join_session("s1", "c2", "user-c2", Admission::Rule)
+            .await
+            .unwrap();
+        // Without the rule (an admin, a re-join) only the cap applies.
+        let full = b
+            .join_session("s1", "c3", "user-c3", Admission::Unchecked)
+            .await;
         assert!(matches!(full, Err(BackendError::Limit(_, 2))));
-        let missing = b.join_session("nope", "c3", "x").await;
+        let missing = b
+            .join_session("nope", "c3", "x", Admission::Unchecked)
+            .await;
+        assert!(matches!(
+            b.invite_session("nope", &["x".to_owned()]).await,
+            Err(BackendError::NotFound("session"))
+        ));
+        // An open session admits anyone; the owner's identity is always in.
+        let mut open = session("s-open", "c9");
+        open.open = true;
+        open.max_members = 3;
+        b.create_session(open, 2).await.unwrap();
+        b.join_session("s-open", "c10", "anyone", Admission::Rule)
+            .await
+            .unwrap();
+        b.join_session("s-open", "c11", "user-c9", Admission::Rule)
+            .await
+            .unwrap();
         assert!(matches!(missing, Err(BackendError::NotFound("session"))));
 
         let patched = b
@@ -149,7 +188,9 @@ async fn sessions_are_unique_bounded_and_versioned() {
 async fn detaching_an_owner_starts_its_resume_window() {
     for Under { backend: b, .. } in backends().await {
         b.create_session(session("s1", "c1"), 5).await.unwrap();
-        b.join_session("s1", "c2", "user-c2").await.unwrap();
+        b.join_session("s1", "c2", "user-c2", Admission::Unchecked)
+            .await
+            .unwrap();
         let touched = b.detach_connection("c1", 1000).await.unwrap();
         assert_eq!(touched, ["s1"]);
         let rec = b.session("s1").await.unwrap().unwrap();
@@ -174,7 +215,9 @@ async fn an_owner_reclaims_a_detached_session() {
     for Under { backend: b, .. } in backends().await {
         let kind = b.kind();
         b.create_session(session("s1", "c1"), 5).await.unwrap();
-        b.join_session("s1", "c2", "user-c2").await.unwrap();
+        b.join_session("s1", "c2", "user-c2", Admission::Unchecked)
+            .await
+            .unwrap();
         b.detach_connection("c1", 1000).await.unwrap();
         let other = b.reclaim_session("s1", "c2", "user-c2", false).await;
         assert!(matches!(other, Err(BackendError::Conflict(_))), "{kind}");

@@ -257,7 +257,7 @@ async fn sessions_across_instances() {
     owner
         .call(
             "session.create",
-            json!({"sessionId": "x", "meta": {"k": 1}}),
+            json!({"invite": ["alice", "bob"], "sessionId": "x", "meta": {"k": 1}}),
         )
         .await;
     let r = alice.call("session.join", json!({"sessionId": "x"})).await;
@@ -352,12 +352,18 @@ async fn session_limits_across_instances() {
     let mut w_a = a.client(WRITER).await;
     let mut w_b = b.client(WRITER).await;
     for i in 0..5 {
-        w_a.call("session.create", json!({"sessionId": format!("own-{i}")}))
-            .await;
+        w_a.call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": format!("own-{i}")}),
+        )
+        .await;
     }
     assert_eq!(
-        w_a.error_code("session.create", json!({"sessionId": "own-5"}))
-            .await,
+        w_a.error_code(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "own-5"})
+        )
+        .await,
         -32002
     );
     // The refused session does not exist anywhere.
@@ -368,22 +374,36 @@ async fn session_limits_across_instances() {
     );
     // Another connection of the same identity (on B) has its own allowance.
     for i in 5..10 {
-        w_b.call("session.create", json!({"sessionId": format!("own-{i}")}))
-            .await;
+        w_b.call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": format!("own-{i}")}),
+        )
+        .await;
     }
-    assert_eq!(w_b.error_code("session.create", json!({})).await, -32002);
+    assert_eq!(
+        w_b.error_code("session.create", json!({"invite": ["alice", "bob"], }))
+            .await,
+        -32002
+    );
     // Closing one of A's sessions from B (same identity) frees A's slot.
     w_b.call("session.close", json!({"sessionId": "own-0"}))
         .await;
-    w_a.call("session.create", json!({"sessionId": "own-again"}))
-        .await;
-    assert_eq!(w_a.error_code("session.create", json!({})).await, -32002);
+    w_a.call(
+        "session.create",
+        json!({"invite": ["alice", "bob"], "sessionId": "own-again"}),
+    )
+    .await;
+    assert_eq!(
+        w_a.error_code("session.create", json!({"invite": ["alice", "bob"], }))
+            .await,
+        -32002
+    );
 
     // maxMembers holds across instances.
     let mut w_a2 = a.client(WRITER).await;
     w_a2.call(
         "session.create",
-        json!({"sessionId": "pair", "maxMembers": 2}),
+        json!({"invite": ["alice", "bob"], "sessionId": "pair", "maxMembers": 2}),
     )
     .await;
     let mut alice = as_user(b, "alice").await;
@@ -857,7 +877,10 @@ async fn external_notifications_to_implicit_audiences() {
     let mut owner_a = a.client(WRITER).await;
     let mut member_b = as_user(b, "alice").await;
     owner_a
-        .call("session.create", json!({"sessionId": "ag-1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "ag-1"}),
+        )
         .await;
     member_b
         .call("session.join", json!({"sessionId": "ag-1"}))
@@ -958,7 +981,10 @@ async fn redis_outage_is_survived_on_the_same_sockets() {
     assert_eq!(notify_on(&mut on_a, "public:x").await["event"], "down");
     on_b.expect_no_push("notify", Duration::from_millis(300))
         .await;
-    for (method, params) in [("status", json!({})), ("session.create", json!({}))] {
+    for (method, params) in [
+        ("status", json!({})),
+        ("session.create", json!({"invite": ["alice", "bob"], })),
+    ] {
         let (reply, took) = timed(&mut on_a, method, params).await;
         assert_eq!(reply["error"]["code"], -32005, "{method}: {reply}");
         assert!(took < Duration::from_secs(3), "{method} took {took:?}");
@@ -1134,7 +1160,7 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     owner
         .call(
             "session.create",
-            json!({"sessionId": "x", "meta": {"k": 1}, "maxMembers": 3}),
+            json!({"invite": ["alice", "bob"], "sessionId": "x", "meta": {"k": 1}, "maxMembers": 3}),
         )
         .await;
     alice.call("session.join", json!({"sessionId": "x"})).await;
@@ -1149,6 +1175,15 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     // The owner's instance has seen the patch made on B.
     let push = owner.expect_push("session.updated").await;
     assert_eq!(push["version"], 1, "{push}");
+    // An invitation made on B reaches the owner's copy on A too.
+    owner_on_b
+        .call(
+            "session.invite",
+            json!({"sessionId": "x", "identities": ["carol"]}),
+        )
+        .await;
+    let push = owner.expect_push("session.updated").await;
+    assert_eq!(push["invited"], json!(["alice", "bob", "carol"]), "{push}");
     // Two events, numbered 1 and 2; the owner's instance sees the second.
     for n in 1..=2 {
         let r = bob
@@ -1162,18 +1197,27 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     push_where(&mut owner, "session.event", |p| p["offset"] == 2).await;
     // z: owned on B, joined from A. gone: closed before the restart.
     alice
-        .call("session.create", json!({"sessionId": "z"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "z"}),
+        )
         .await;
     bob.call("session.join", json!({"sessionId": "z"})).await;
     alice
-        .call("session.create", json!({"sessionId": "gone"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "gone"}),
+        )
         .await;
     alice
         .call("session.close", json!({"sessionId": "gone"}))
         .await;
     // left: its owner left it, so the owner's instance keeps no copy.
     owner
-        .call("session.create", json!({"sessionId": "left"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "left"}),
+        )
         .await;
     owner
         .call("session.leave", json!({"sessionId": "left"}))
@@ -1188,6 +1232,7 @@ async fn sessions_come_back_after_an_empty_redis_restart() {
     assert_eq!(x["meta"], json!({"k": 2, "by": "b"}), "{x}");
     assert_eq!(x["version"], 1, "{x}");
     assert_eq!(x["maxMembers"], 3, "{x}");
+    assert_eq!(x["invited"], json!(["alice", "bob", "carol"]), "{x}");
     assert_eq!(x["detachedAt"], Value::Null, "{x}");
     let z = session_with_members(&mut bob, "z", &[&alice_id, &bob_id]).await;
     assert_eq!(z["owner"], alice_id.as_str(), "{z}");
@@ -1265,7 +1310,10 @@ async fn members_hear_of_sessions_that_did_not_come_back() {
     let mut owner = a.client(WRITER).await;
     let mut alice = as_user(b, "alice").await;
     owner
-        .call("session.create", json!({"sessionId": "orphan"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "orphan"}),
+        )
         .await;
     alice
         .call("session.join", json!({"sessionId": "orphan"}))
@@ -1311,11 +1359,17 @@ async fn a_reconnect_without_data_loss_restores_nothing() {
     let mut bob = as_user(a, "bob").await;
     let owner_id = conn_id(&mut owner).await;
     owner
-        .call("session.create", json!({"sessionId": "x"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "x"}),
+        )
         .await;
     bob.call("session.join", json!({"sessionId": "x"})).await;
     owner
-        .call("session.create", json!({"sessionId": "kept"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "kept"}),
+        )
         .await;
     redis
         .cli(&["DEL", "sy:{sy}:session:x"])
@@ -1367,7 +1421,10 @@ async fn owners_take_back_sessions_detached_while_cut_off() {
     let owner_id = conn_id(&mut owner).await;
     let alice_id = conn_id(&mut alice).await;
     owner
-        .call("session.create", json!({"sessionId": "x"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "x"}),
+        )
         .await;
     alice.call("session.join", json!({"sessionId": "x"})).await;
     // What a reaper on B does to the connections of an instance it takes
@@ -1466,7 +1523,10 @@ async fn the_owner_resumes_on_another_instance_without_gap_or_duplicate() {
     let mut owner = s[0].client(WRITER).await;
     let mut alice = as_user(&s[2], "alice").await;
     let created = owner
-        .call("session.create", json!({"sessionId": "seam"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "seam"}),
+        )
         .await;
     let token = created["resumeToken"].as_str().expect("token").to_owned();
     alice
@@ -1688,8 +1748,11 @@ async fn restarted_instance_drops_the_old_runs_connections() {
 async fn corrupt_shared_state_is_an_internal_error() {
     let (redis, s) = cluster(1, |_| {}).await;
     let mut ws = s[0].client(ADMIN).await;
-    ws.call("session.create", json!({"sessionId": "broken"}))
-        .await;
+    ws.call(
+        "session.create",
+        json!({"invite": ["alice", "bob"], "sessionId": "broken"}),
+    )
+    .await;
     redis
         .cli(&["HSET", "sy:{sy}:session:broken", "data", "{not json"])
         .expect("redis-cli HSET");

@@ -69,7 +69,10 @@ async fn sigkilled_instance_is_reaped_by_the_survivors() {
     assert_eq!(join["connId"], doomed_id.as_str(), "{join}");
 
     let session = doomed
-        .call("session.create", json!({"sessionId": "crash-1"}))
+        .call(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "crash-1"}),
+        )
         .await;
     assert_eq!(session["sessionId"], "crash-1");
     let mut member = a.client(BOB).await;

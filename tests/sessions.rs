@@ -12,7 +12,11 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(250);
 
 async fn create(ws: &mut Ws, id: &str) -> Value {
-    ws.call("session.create", json!({"sessionId": id})).await
+    ws.call(
+        "session.create",
+        json!({"invite": ["alice", "bob"], "sessionId": id}),
+    )
+    .await
 }
 
 /// Session ids of a `session.list` reply.
@@ -33,7 +37,9 @@ async fn create_with_generated_and_given_ids() {
     let mut w = server.client(WRITER).await;
     let w_id = conn_id(&mut w).await;
 
-    let r = w.call("session.create", json!({})).await;
+    let r = w
+        .call("session.create", json!({"invite": ["alice", "bob"], }))
+        .await;
     let generated = r["sessionId"].as_str().expect("sessionId");
     assert!(!generated.is_empty(), "{r}");
     assert!(
@@ -41,13 +47,15 @@ async fn create_with_generated_and_given_ids() {
         "{r}"
     );
     assert_eq!(r["version"], 0, "{r}");
-    let again = w.call("session.create", json!({})).await;
+    let again = w
+        .call("session.create", json!({"invite": ["alice", "bob"], }))
+        .await;
     assert_ne!(again["sessionId"], r["sessionId"], "ids are unique");
 
     let r = w
         .call(
             "session.create",
-            json!({"sessionId": "s-1", "meta": {"topic": "t", "n": 1}}),
+            json!({"invite": ["alice", "bob"], "sessionId": "s-1", "meta": {"topic": "t", "n": 1}}),
         )
         .await;
     assert_eq!(r["sessionId"], "s-1");
@@ -72,35 +80,57 @@ async fn create_with_generated_and_given_ids() {
 
     // Duplicates conflict, also from another identity.
     assert_eq!(
-        w.error_code("session.create", json!({"sessionId": "s-1"}))
-            .await,
+        w.error_code(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "s-1"})
+        )
+        .await,
         -32007
     );
     let mut alice = as_user(&server, "alice").await;
     assert_eq!(
         alice
-            .error_code("session.create", json!({"sessionId": "s-1"}))
+            .error_code(
+                "session.create",
+                json!({"invite": ["alice", "bob"], "sessionId": "s-1"})
+            )
             .await,
         -32007
     );
     // Bad ids and params.
     for bad in ["a b", "", "with/slash", &"x".repeat(129)] {
-        let reply = w.request("session.create", json!({"sessionId": bad})).await;
+        let reply = w
+            .request(
+                "session.create",
+                json!({"invite": ["alice", "bob"], "sessionId": bad}),
+            )
+            .await;
         assert_eq!(reply["error"]["code"], -32602, "{bad:?}: {reply}");
     }
     assert_eq!(
-        w.error_code("session.create", json!({"meta": "not an object"}))
-            .await,
+        w.error_code(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "meta": "not an object"})
+        )
+        .await,
         -32602
     );
     assert_eq!(
-        w.error_code("session.create", json!({"maxMembers": 0}))
-            .await,
+        w.error_code(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "maxMembers": 0})
+        )
+        .await,
         -32602
     );
     // Scopes: a reader cannot create.
     let mut reader = server.client(READER).await;
-    assert_eq!(reader.error_code("session.create", json!({})).await, -32003);
+    assert_eq!(
+        reader
+            .error_code("session.create", json!({"invite": ["alice", "bob"], }))
+            .await,
+        -32003
+    );
 }
 
 #[tokio::test]
@@ -183,7 +213,7 @@ async fn patch_merges_and_versions() {
     let mut alice = as_user(&server, "alice").await;
     w.call(
         "session.create",
-        json!({"sessionId": "p", "meta": {"a": {"x": 1, "y": 2}, "b": 1, "c": "keep"}}),
+        json!({"invite": ["alice", "bob"], "sessionId": "p", "meta": {"a": {"x": 1, "y": 2}, "b": 1, "c": "keep"}}),
     )
     .await;
     alice.call("session.join", json!({"sessionId": "p"})).await;
@@ -342,7 +372,10 @@ async fn plural_aliases() {
     let mut w = server.client(WRITER).await;
     let mut alice = as_user(&server, "alice").await;
     let r = w
-        .call("sessions.create", json!({"sessionId": "alias"}))
+        .call(
+            "sessions.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "alias"}),
+        )
         .await;
     assert_eq!(r["sessionId"], "alias");
     alice
@@ -435,10 +468,17 @@ async fn owned_sessions_limit_is_per_connection() {
         create(&mut w, &format!("own-{i}")).await;
     }
     let reply = w
-        .request("session.create", json!({"sessionId": "own-5"}))
+        .request(
+            "session.create",
+            json!({"invite": ["alice", "bob"], "sessionId": "own-5"}),
+        )
         .await;
     assert_eq!(reply["error"]["code"], -32002, "{reply}");
-    assert_eq!(w.error_code("session.create", json!({})).await, -32002);
+    assert_eq!(
+        w.error_code("session.create", json!({"invite": ["alice", "bob"], }))
+            .await,
+        -32002
+    );
     // The refused session does not exist.
     assert_eq!(
         w.error_code("session.get", json!({"sessionId": "own-5"}))
@@ -451,7 +491,11 @@ async fn owned_sessions_limit_is_per_connection() {
     // Closing one frees a slot.
     w.call("session.close", json!({"sessionId": "own-0"})).await;
     create(&mut w, "own-6").await;
-    assert_eq!(w.error_code("session.create", json!({})).await, -32002);
+    assert_eq!(
+        w.error_code("session.create", json!({"invite": ["alice", "bob"], }))
+            .await,
+        -32002
+    );
 }
 
 #[tokio::test]
@@ -463,7 +507,7 @@ async fn member_limit() {
     let r = w
         .call(
             "session.create",
-            json!({"sessionId": "pair", "maxMembers": 2}),
+            json!({"invite": ["alice", "bob"], "sessionId": "pair", "maxMembers": 2}),
         )
         .await;
     assert_eq!(r["sessionId"], "pair");
@@ -898,4 +942,103 @@ async fn resume_takes_over_from_an_owner_socket_still_attached() {
     let g = new.call("session.get", json!({"sessionId": "h"})).await;
     assert_eq!(g["owner"], new_id.as_str(), "{g}");
     assert!(g["detachedAt"].is_null(), "{g}");
+}
+
+/// Joining takes the session's rule: its owner's identity, an identity
+/// already a member, an invited identity, anyone when the owner opened it,
+/// or an admin. Outsiders see nothing of it (get, history, list).
+#[tokio::test]
+async fn joining_needs_an_invitation() {
+    let server = TestServer::default().await;
+    let mut w = server.client(WRITER).await;
+    let mut carol = as_user(&server, "carol").await;
+    let mut dave = as_user(&server, "dave").await;
+    let mut admin = server.client(ADMIN).await;
+    w.call("session.create", json!({"sessionId": "closed"}))
+        .await;
+    send(&mut w, "closed", 1).await;
+
+    // An outsider may neither join nor look.
+    assert_eq!(
+        carol
+            .error_code("session.join", json!({"sessionId": "closed"}))
+            .await,
+        -32003
+    );
+    assert_eq!(
+        carol
+            .error_code("session.get", json!({"sessionId": "closed"}))
+            .await,
+        -32001
+    );
+    assert_eq!(
+        carol
+            .error_code("session.history", json!({"sessionId": "closed"}))
+            .await,
+        -32003
+    );
+    let l = carol.call("session.list", json!({})).await;
+    assert_eq!(l["count"], 0, "{l}");
+    // Only the owner invites.
+    assert_eq!(
+        dave.error_code(
+            "session.invite",
+            json!({"sessionId": "closed", "identities": ["dave"]})
+        )
+        .await,
+        -32003
+    );
+    for bad in [json!([]), json!(["a\nb"]), json!([""])] {
+        let reply = w
+            .request(
+                "session.invite",
+                json!({"sessionId": "closed", "identities": bad}),
+            )
+            .await;
+        assert_eq!(reply["error"]["code"], -32602, "{reply}");
+    }
+    let r = w
+        .call(
+            "session.invite",
+            json!({"sessionId": "closed", "identities": ["carol"]}),
+        )
+        .await;
+    assert_eq!(r["invited"], json!(["carol"]), "{r}");
+    let r = carol
+        .call("session.join", json!({"sessionId": "closed"}))
+        .await;
+    assert_eq!(r["memberIdentities"], json!(["writer", "carol"]), "{r}");
+    let h = carol
+        .call("session.history", json!({"sessionId": "closed"}))
+        .await;
+    assert_eq!(h["events"].as_array().map(Vec::len), Some(1), "{h}");
+    // The owner's identity joins from another connection; an admin joins
+    // anything; dave is still out.
+    let mut w2 = server.client(WRITER).await;
+    w2.call("session.join", json!({"sessionId": "closed"}))
+        .await;
+    admin
+        .call("session.join", json!({"sessionId": "closed"}))
+        .await;
+    assert_eq!(
+        dave.error_code("session.join", json!({"sessionId": "closed"}))
+            .await,
+        -32003
+    );
+    // The owner may open a session to anyone with the right to write.
+    w.call(
+        "session.create",
+        json!({"sessionId": "lobby", "open": true}),
+    )
+    .await;
+    dave.call("session.join", json!({"sessionId": "lobby"}))
+        .await;
+    let mut reader = server.client(READER).await;
+    assert_eq!(
+        reader
+            .error_code("session.join", json!({"sessionId": "lobby"}))
+            .await,
+        -32003,
+        "joining still takes operator.write"
+    );
 }

@@ -70,7 +70,7 @@ pub use instances::{InstanceInfo, InstanceStore};
 pub use presence::{ConnectionCounts, Presence, PresenceEntry};
 pub use rates::RateStore;
 pub use runs::{RunRecord, RunStatus, RunStore};
-pub use sessions::{SessionRecord, SessionStore};
+pub use sessions::{Admission, MAX_INVITED, SessionRecord, SessionStore};
 
 use crate::protocol::RpcError;
 
@@ -83,6 +83,9 @@ pub enum BackendError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller may not do this (a session's admission rule).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("limit exceeded: {0} (max {1})")]
     Limit(&'static str, usize),
     #[error("backend failure: {0}")]
@@ -103,6 +106,7 @@ impl BackendError {
             Self::Unavailable(why) => RpcError::unavailable(why),
             Self::NotFound(what) => RpcError::not_found(what, id),
             Self::Conflict(why) => RpcError::conflict(why),
+            Self::Forbidden(why) => RpcError::forbidden(why),
             Self::Limit(what, max) => RpcError::limit(what, max),
             Self::Internal(why) => RpcError::internal(&why),
             Self::Invalid(field, why) => RpcError::invalid_params(field, why),
@@ -117,6 +121,7 @@ impl BackendError {
             Self::Unavailable(_) => "unavailable",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::Forbidden(_) => "forbidden",
             Self::Limit(..) => "limit",
             Self::Internal(_) => "internal",
             Self::Invalid(..) => "invalid",

@@ -34,6 +34,37 @@ pub struct SessionRecord {
     /// Secret for resuming ownership; stored, never shown (see
     /// [`SessionRecord::public`]).
     pub resume_token: String,
+    /// Identities the owner invited: they may join.
+    #[serde(default)]
+    pub invited: Vec<String>,
+    /// Anyone with the right to write may join (the owner chose so).
+    #[serde(default)]
+    pub open: bool,
+}
+
+/// Most identities one session's invitation list holds.
+pub const MAX_INVITED: usize = 1000;
+
+/// What a join must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The session's rule: its owner's identity, an identity already a
+    /// member (another of its connections), an invited identity, or anyone
+    /// when the session is open.
+    Rule,
+    /// No rule: an admin, or a member re-joining after the backend lost
+    /// its state.
+    Unchecked,
+}
+
+impl SessionRecord {
+    /// Whether `identity` may join under the session's rule.
+    pub fn admits(&self, identity: &str) -> bool {
+        self.open
+            || self.owner_identity == identity
+            || self.member_identities.iter().any(|m| m == identity)
+            || self.invited.iter().any(|i| i == identity)
+    }
 }
 
 impl SessionRecord {
@@ -56,13 +87,22 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn create_session(&self, record: SessionRecord, max_owned: usize) -> BackendResult<()>;
     async fn session(&self, session_id: &str) -> BackendResult<Option<SessionRecord>>;
     async fn sessions(&self) -> BackendResult<Vec<SessionRecord>>;
-    /// Add a member. NotFound if unknown; Limit when full. Joining twice is
-    /// a no-op.
+    /// Add a member, checked against the session's rule (`admission`) in
+    /// the same atomic step. NotFound if unknown; Forbidden when not
+    /// admitted; Limit when full. Joining twice is a no-op.
     async fn join_session(
         &self,
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        admission: Admission,
+    ) -> BackendResult<SessionRecord>;
+    /// Invite `identities` (added to the session's list, at most
+    /// [`MAX_INVITED`]). NotFound if unknown; Limit when the list is full.
+    async fn invite_session(
+        &self,
+        session_id: &str,
+        identities: &[String],
     ) -> BackendResult<SessionRecord>;
     /// Remove a member (the owner leaving detaches ownership).
     async fn leave_session(&self, session_id: &str, conn_id: &str) -> BackendResult<SessionRecord>;
@@ -95,6 +135,50 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn detach_connection(&self, conn_id: &str, now_ms: u64) -> BackendResult<Vec<String>>;
     /// Sessions detached at or before `cutoff_ms`.
     async fn expired_sessions(&self, cutoff_ms: u64) -> BackendResult<Vec<String>>;
+}
+
+/// Add `conn_id` (of `identity`) as a member if `admission` lets it in;
+/// whether anything changed (joining twice changes nothing).
+pub(super) fn add_member(
+    rec: &mut SessionRecord,
+    conn_id: &str,
+    identity: &str,
+    admission: Admission,
+) -> BackendResult<bool> {
+    if rec.members.iter().any(|m| m == conn_id) {
+        return Ok(false);
+    }
+    if admission == Admission::Rule && !rec.admits(identity) {
+        return Err(BackendError::Forbidden(
+            "not invited to this session".into(),
+        ));
+    }
+    if rec.members.len() >= rec.max_members {
+        return Err(BackendError::Limit("session members", rec.max_members));
+    }
+    rec.members.push(conn_id.to_owned());
+    rec.member_identities.push(identity.to_owned());
+    rec.updated_at = crate::protocol::now_ms();
+    Ok(true)
+}
+
+/// Add `identities` to the invitation list; whether anything changed.
+pub(super) fn add_invited(rec: &mut SessionRecord, identities: &[String]) -> BackendResult<bool> {
+    let mut changed = false;
+    for identity in identities {
+        if rec.invited.contains(identity) {
+            continue;
+        }
+        if rec.invited.len() >= MAX_INVITED {
+            return Err(BackendError::Limit("invited identities", MAX_INVITED));
+        }
+        rec.invited.push(identity.clone());
+        changed = true;
+    }
+    if changed {
+        rec.updated_at = crate::protocol::now_ms();
+    }
+    Ok(changed)
 }
 
 /// Drop a member; the owner leaving detaches ownership.

@@ -47,6 +47,9 @@ struct Updated {
 struct UpdatedParams {
     version: u64,
     meta: Value,
+    /// Sent by `session.invite`: the invitation list after it.
+    #[serde(default)]
+    invited: Option<Vec<String>>,
 }
 
 /// What a look at the backend's epoch says about its state.
@@ -156,12 +159,19 @@ impl OwnedSessions {
             return;
         };
         match serde_json::from_str::<Updated>(frame.as_str()) {
-            Ok(Updated { params }) if params.version > record.version => {
-                record.version = params.version;
-                record.meta = params.meta;
-                record.updated_at = crate::protocol::now_ms();
+            Ok(Updated { params }) => {
+                // Invitations only grow: a union is right in any order.
+                for identity in params.invited.unwrap_or_default() {
+                    if !record.invited.contains(&identity) {
+                        record.invited.push(identity);
+                    }
+                }
+                if params.version > record.version {
+                    record.version = params.version;
+                    record.meta = params.meta;
+                    record.updated_at = crate::protocol::now_ms();
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::debug!(session = %id, error = %e, "unreadable session.updated"),
         }
     }
@@ -229,6 +239,8 @@ mod tests {
             updated_at: 1,
             detached_at: None,
             resume_token: "t".into(),
+            invited: Vec::new(),
+            open: false,
         }
     }
 
@@ -269,6 +281,22 @@ mod tests {
         assert_eq!(restored[0].0.version, 2);
         assert_eq!(restored[0].0.meta, json!({"k": 2}));
         assert_eq!(restored[0].1, 4, "the newest offset seen");
+    }
+
+    #[test]
+    fn invitations_are_kept_in_the_copy_in_any_order() {
+        let owned = OwnedSessions::default();
+        owned.insert(record("s", "c1"), 0);
+        let invited = |version, list: &[&str]| {
+            frame::notification(
+                "session.updated",
+                &json!({"sessionId": "s", "version": version, "meta": {"k": 1}, "invited": list}),
+            )
+        };
+        owned.observe("$session:s", &invited(0, &["carol", "dave"]));
+        owned.observe("$session:s", &invited(0, &["carol"]));
+        let restored = owned.to_restore();
+        assert_eq!(restored[0].0.invited, ["carol", "dave"]);
     }
 
     #[test]

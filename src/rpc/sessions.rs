@@ -17,7 +17,8 @@
 //! re-joins from its own instance ([`reassert`], [`rejoin_later`]).
 
 use super::Ctx;
-use crate::backend::{LoggedFrame, SessionRecord};
+use crate::auth::validate_sub;
+use crate::backend::{Admission, LoggedFrame, MAX_INVITED, SessionRecord};
 use crate::protocol::names::session_channel;
 use crate::protocol::{RpcError, now_ms};
 use crate::services::replay;
@@ -35,6 +36,12 @@ pub struct CreateParams {
     #[serde(default)]
     meta: Option<Value>,
     max_members: Option<usize>,
+    /// Identities that may join.
+    #[serde(default)]
+    invite: Vec<String>,
+    /// Anyone with the right to write may join.
+    #[serde(default)]
+    open: bool,
 }
 
 pub async fn create(ctx: &Ctx<'_>, p: CreateParams) -> Result<Value, RpcError> {
@@ -61,6 +68,8 @@ pub async fn for_run(
         session_id: session_id.map(str::to_owned),
         meta: None,
         max_members: None,
+        invite: Vec::new(),
+        open: false,
     };
     let (id, token) = open(ctx, params).await?;
     Ok((id, Some(token)))
@@ -95,6 +104,7 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
     if !meta.is_object() {
         return Err(RpcError::invalid_params("meta", "must be an object"));
     }
+    let invited = invitees("invite", p.invite)?;
     let now = now_ms();
     let record = SessionRecord {
         session_id: id.clone(),
@@ -109,6 +119,8 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
         updated_at: now,
         detached_at: None,
         resume_token: uuid::Uuid::new_v4().simple().to_string(),
+        invited,
+        open: p.open,
     };
     let token = record.resume_token.clone();
     ctx.app
@@ -127,13 +139,20 @@ pub struct IdParams {
     session_id: String,
 }
 
+/// Join as a member: the owner's identity, an identity already a member,
+/// an invited one, anyone when the session is open, or an admin.
 pub async fn join(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     validate_id(&p.session_id)?;
+    let admission = if identity.is_admin() {
+        Admission::Unchecked
+    } else {
+        Admission::Rule
+    };
     let record = ctx
         .app
         .session_store()
-        .join_session(&p.session_id, ctx.conn.id(), &identity.sub)
+        .join_session(&p.session_id, ctx.conn.id(), &identity.sub, admission)
         .await
         .map_err(backend_err(&p.session_id))?;
     attach(ctx.app, ctx.conn, &p.session_id).await?;
@@ -191,6 +210,60 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
         json!({ "sessionId": p.session_id, "version": updated.version, "meta": updated.meta });
     notify_members(ctx.app, &p.session_id, "session.updated", &update).await?;
     Ok(updated.public())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InviteParams {
+    session_id: String,
+    identities: Vec<String>,
+}
+
+/// The owner (or an admin) invites identities to join.
+pub async fn invite(ctx: &Ctx<'_>, p: InviteParams) -> Result<Value, RpcError> {
+    let record = load(ctx.app, &p.session_id).await?;
+    require_owner(&*ctx.identity()?, &record)?;
+    let identities = invitees("identities", p.identities)?;
+    if identities.is_empty() {
+        return Err(RpcError::invalid_params(
+            "identities",
+            "at least one identity",
+        ));
+    }
+    let updated = ctx
+        .app
+        .session_store()
+        .invite_session(&p.session_id, &identities)
+        .await
+        .map_err(backend_err(&p.session_id))?;
+    // Members hear of it, and so does the owner's instance, whose copy of
+    // the record must keep the invitations.
+    let update = json!({
+        "sessionId": p.session_id,
+        "version": updated.version,
+        "meta": updated.meta,
+        "invited": updated.invited,
+    });
+    notify_members(ctx.app, &p.session_id, "session.updated", &update).await?;
+    Ok(updated.public())
+}
+
+/// Identity names to invite: valid names, at most [`MAX_INVITED`].
+fn invitees(field: &str, identities: Vec<String>) -> Result<Vec<String>, RpcError> {
+    if identities.len() > MAX_INVITED {
+        return Err(RpcError::invalid_params(
+            field,
+            format!("at most {MAX_INVITED} identities"),
+        ));
+    }
+    for (i, identity) in identities.iter().enumerate() {
+        validate_sub(identity)
+            .map_err(|why| RpcError::invalid_params(&format!("{field}[{i}]"), why))?;
+    }
+    let mut identities = identities;
+    identities.sort_unstable();
+    identities.dedup();
+    Ok(identities)
 }
 
 /// Sessions the caller owns or belongs to (all of them for admins).

@@ -91,6 +91,8 @@ pub static METHODS: &[Method] = &[
         |c, p| sessions::create(c, params(p)?).await),
     row!("session.join" | "sessions.join", WRITE, in_order,
         |c, p| sessions::join(c, params(p)?).await),
+    row!("session.invite" | "sessions.invite", WRITE, in_order,
+        |c, p| sessions::invite(c, params(p)?).await),
     row!("session.leave" | "sessions.leave", WRITE, in_order,
         |c, p| sessions::leave(c, params(p)?).await),
     row!("session.get" | "sessions.get", READ, in_order,

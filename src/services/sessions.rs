@@ -13,7 +13,7 @@
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::backend::{BackendError, SessionRecord};
+use crate::backend::{Admission, BackendError, SessionRecord};
 use crate::conn::ConnHandle;
 use crate::hub::Loss;
 use crate::protocol::names::session_channel;
@@ -232,12 +232,16 @@ async fn rejoin(app: &App, conn: &ConnHandle, id: &str) -> bool {
             Err(BackendError::Conflict(why)) => {
                 tracing::info!(session = %id, %why, "a session owned here has another owner");
                 app.hub.owned().forget(id);
-                backend.join_session(id, conn.id(), &identity.sub).await
+                backend
+                    .join_session(id, conn.id(), &identity.sub, Admission::Unchecked)
+                    .await
             }
             other => other,
         }
     } else {
-        backend.join_session(id, conn.id(), &identity.sub).await
+        backend
+            .join_session(id, conn.id(), &identity.sub, Admission::Unchecked)
+            .await
     };
     match outcome {
         Ok(_) => false,

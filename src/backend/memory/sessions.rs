@@ -3,8 +3,8 @@
 //! (`backend::sessions`).
 
 use super::MemoryBackend;
-use crate::backend::sessions::{patch_meta, reclaim_owner, remove_member};
-use crate::backend::{BackendError, BackendResult, SessionRecord, SessionStore};
+use crate::backend::sessions::{add_invited, add_member, patch_meta, reclaim_owner, remove_member};
+use crate::backend::{Admission, BackendError, BackendResult, SessionRecord, SessionStore};
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -40,16 +40,21 @@ impl SessionStore for MemoryBackend {
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        admission: Admission,
     ) -> BackendResult<SessionRecord> {
         self.with_session(session_id, |rec| {
-            if !rec.members.iter().any(|m| m == conn_id) {
-                if rec.members.len() >= rec.max_members {
-                    return Err(BackendError::Limit("session members", rec.max_members));
-                }
-                rec.members.push(conn_id.to_owned());
-                rec.member_identities.push(identity.to_owned());
-                rec.updated_at = crate::protocol::now_ms();
-            }
+            add_member(rec, conn_id, identity, admission)?;
+            Ok(rec.clone())
+        })
+    }
+
+    async fn invite_session(
+        &self,
+        session_id: &str,
+        identities: &[String],
+    ) -> BackendResult<SessionRecord> {
+        self.with_session(session_id, |rec| {
+            add_invited(rec, identities)?;
             Ok(rec.clone())
         })
     }

@@ -9,8 +9,8 @@
 //! (id uniqueness and the owner's session count).
 
 use super::{RedisBackend, json, parse, unavailable};
-use crate::backend::sessions::{patch_meta, reclaim_owner, remove_member};
-use crate::backend::{BackendError, BackendResult, SessionRecord, SessionStore};
+use crate::backend::sessions::{add_invited, add_member, patch_meta, reclaim_owner, remove_member};
+use crate::backend::{Admission, BackendError, BackendResult, SessionRecord, SessionStore};
 use async_trait::async_trait;
 use fred::prelude::{HashesInterface, SetsInterface, SortedSetsInterface};
 use serde_json::Value;
@@ -81,22 +81,32 @@ impl SessionStore for RedisBackend {
         session_id: &str,
         conn_id: &str,
         identity: &str,
+        admission: Admission,
     ) -> BackendResult<SessionRecord> {
         let member_of = self.shared().keys.member_of(conn_id);
         let updated = update(self, session_id, |mut rec| {
-            if rec.members.iter().any(|m| m == conn_id) {
+            if !add_member(&mut rec, conn_id, identity, admission)? {
                 return Ok(Change::Keep(rec));
             }
-            if rec.members.len() >= rec.max_members {
-                return Err(BackendError::Limit("session members", rec.max_members));
-            }
-            rec.members.push(conn_id.to_owned());
-            rec.member_identities.push(identity.to_owned());
-            rec.updated_at = crate::protocol::now_ms();
             Ok(Change::Write(
                 rec,
                 vec![Side::Add(member_of.clone(), session_id.to_owned())],
             ))
+        })
+        .await?;
+        updated.ok_or(BackendError::NotFound("session"))
+    }
+
+    async fn invite_session(
+        &self,
+        session_id: &str,
+        identities: &[String],
+    ) -> BackendResult<SessionRecord> {
+        let updated = update(self, session_id, |mut rec| {
+            if !add_invited(&mut rec, identities)? {
+                return Ok(Change::Keep(rec));
+            }
+            Ok(Change::Write(rec, Vec::new()))
         })
         .await?;
         updated.ok_or(BackendError::NotFound("session"))
