@@ -108,12 +108,28 @@ impl<S: tracing::Subscriber> Layer<S> for RingLayer {
     }
 }
 
+/// Crates whose verbose levels print payloads (WebSocket frames with
+/// in-band credentials, Redis commands with their arguments): capped at
+/// `info` whatever `log.level` asks, so no level logs a secret.
+const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite=info", "tokio_tungstenite=info", "fred=info"];
+
+/// `log.level` as a filter, with [`PAYLOAD_LOGGERS`] capped.
+fn log_filter(level: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in PAYLOAD_LOGGERS {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// Install the global subscriber (logs to stderr + the ring). Safe to call
 /// more than once: later calls keep the first subscriber.
 pub fn init_logging(config: &LogConfig) {
     // `log.level` filters the log output only (per-layer filters): spans
     // exported to OpenTelemetry do not depend on how verbose the logs are.
-    let filter = || EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || log_filter(&config.level);
     let ring = RingLayer(log_ring().clone()).with_filter(filter());
     let registry = tracing_subscriber::registry()
         .with(ring)

@@ -527,3 +527,108 @@ async fn call_uses_the_default_dev_token_file() {
     let status: Value = serde_json::from_str(&f.stdout).expect("JSON");
     assert!(status["nodeId"].is_string(), "{status}");
 }
+
+/// No secret reaches the logs at any level: static tokens, API keys, the
+/// password and JWTs, good or bad, presented every way a client can (the
+/// `Authorization` header, `?token=` on the upgrade, `X-API-Key`, in-band
+/// `auth` and `connect`).
+#[tokio::test]
+async fn no_secret_is_logged_at_any_level() {
+    let token = "logtest-token-0123456789abcdef";
+    let key = "logtest-apikey-0123456789abcdef";
+    let wrong = "logtest-wrong-0123456789abcdef";
+    let password = "logtest-password-0123456789";
+    let jwt_secret = "logtest-jwt-secret-0123456789abcdef0123456789";
+    let tokens = format!("writer:{token}:operator.read operator.write");
+    let keys = format!("service:{key}:operator.admin");
+    let server = Server::start(
+        &[
+            ("SWITCHYARD_LOG", "trace"),
+            ("SWITCHYARD_AUTH_MODE", "jwt,token,api-key,password"),
+            ("SWITCHYARD_TOKENS", &tokens),
+            ("SWITCHYARD_API_KEYS", &keys),
+            ("SWITCHYARD_PASSWORD", password),
+            ("SWITCHYARD_JWT_SECRET", jwt_secret),
+        ],
+        &[],
+    )
+    .await;
+    let jwt = {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let claims = json!({"sub": "alice", "exp": now_secs() + 600, "scopes": ["operator.read"]});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(jwt_secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let url = server.ws_url();
+    // Upgrades: header, query string (good and bad).
+    for secret in [token, jwt.as_str()] {
+        let mut ws = Ws::connect_with(&url, &[("authorization", &bearer(secret))])
+            .await
+            .expect("upgrade with a good bearer");
+        ws.call("ping", json!({})).await;
+        let mut ws = Ws::connect(&format!("{url}?token={secret}"))
+            .await
+            .expect("upgrade with ?token=");
+        ws.call("ping", json!({})).await;
+    }
+    assert!(Ws::connect(&format!("{url}?token={wrong}")).await.is_err());
+    assert!(
+        Ws::connect_with(&url, &[("authorization", &bearer(wrong))])
+            .await
+            .is_err()
+    );
+    // In-band: good and bad.
+    let mut ws = Ws::connect(&url).await.expect("anonymous upgrade");
+    for params in [
+        json!({"password": password}),
+        json!({"token": wrong}),
+        json!({"apiKey": key}),
+    ] {
+        ws.request("auth", params).await;
+    }
+    let mut ws = Ws::connect(&url).await.expect("anonymous upgrade");
+    ws.request("connect", json!({"auth": {"token": token}}))
+        .await;
+    // HTTP API: API key and bearer, good and bad.
+    let body = r#"{"channel":"public:logs","event":"e","data":{}}"#;
+    for headers in [
+        vec![("x-api-key", key.to_owned())],
+        vec![("x-api-key", wrong.to_owned())],
+        vec![("authorization", bearer(token))],
+        vec![("authorization", bearer(&jwt))],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http(server.addr(), "POST", "/api/publish", &headers, Some(body)).await;
+    }
+    let (status, _, _) = http(
+        server.addr(),
+        "GET",
+        &format!("/status?token={token}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "the API takes no query credentials");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.stderr_text();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "the log ran at trace level: {logs}"
+    );
+    let jwt_signature = jwt.rsplit('.').next().unwrap().to_owned();
+    for (what, secret) in [
+        ("token", token),
+        ("api key", key),
+        ("wrong token", wrong),
+        ("password", password),
+        ("jwt secret", jwt_secret),
+        ("jwt", jwt.as_str()),
+        ("jwt signature", jwt_signature.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} was logged:\n{logs}");
+    }
+}

@@ -150,11 +150,22 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(http::ready))
         .route("/metrics", get(http::metrics))
         .merge(api)
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http().make_span_with(request_span));
     if let Some(cors) = cors_layer(&app.config.cors.allowed_origins) {
         router = router.layer(cors);
     }
     router.with_state(app)
+}
+
+/// The span of one HTTP request: method and path only. The query string
+/// can carry a credential (`?token=` on the upgrade), so it is never
+/// recorded, at any level.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// Only `/metrics`, for a separate metrics port.
