@@ -763,3 +763,38 @@ async fn http_routes_authorize_as_their_websocket_methods() {
     let (_, _, body) = get(&server, "/api/channels", &[("authorization", &auth)]).await;
     assert!(body.contains("private:board"), "an admin sees all: {body}");
 }
+
+/// The official OpenAI, MCP and A2A clients send their key as
+/// `Authorization: Bearer`: a configured API key is accepted that way on
+/// `/api` and `/v1`, and a `/v1` 429 says when to retry, as `/api` does.
+#[tokio::test]
+async fn api_keys_work_as_bearer_and_v1_rate_limits_say_when_to_retry() {
+    let mut config = config();
+    config.rate_limits.http_per_key = Window::new(3, 60_000);
+    let server = TestServer::start(config).await;
+    let auth = bearer(API_KEY);
+    let h = [("authorization", auth.as_str())];
+    let body = r#"{"channel":"public:k","event":"e","data":{}}"#;
+    let (status, _, reply) = post(&server, "/api/publish", &h, body).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, _, reply) = get(&server, "/v1/models", &h).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, _, _) = get(&server, "/v1/models", &h).await;
+    assert_eq!(status, 200);
+    let (status, head, reply) = get(&server, "/v1/models", &h).await;
+    assert_eq!(status, 429, "{reply}");
+    let retry: u64 = header(&head, "retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"))
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        body_json(&reply)["error"]["type"],
+        "rate_limit_error",
+        "{reply}"
+    );
+    // A wrong key is still refused, as a bearer too.
+    let wrong = bearer("not-a-configured-key-0123456789");
+    let (status, _, _) = get(&server, "/v1/models", &[("authorization", &wrong)]).await;
+    assert_eq!(status, 401);
+}

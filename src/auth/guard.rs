@@ -44,7 +44,8 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
-    /// `patterns` may contain `*` wildcards; they match case-insensitively.
+    /// `patterns` (`scheme://host[:port]`) may contain `*` wildcards; they
+    /// match case-insensitively and part by part (see [`origin_matches`]).
     pub fn new(patterns: &[String]) -> Self {
         Self {
             patterns: patterns.iter().map(|p| p.to_ascii_lowercase()).collect(),
@@ -60,9 +61,69 @@ impl OriginPolicy {
         };
         let origin = origin.to_ascii_lowercase();
         if !self.patterns.is_empty() {
-            return self.patterns.iter().any(|p| wildcard_match(p, &origin));
+            return self.patterns.iter().any(|p| origin_matches(p, &origin));
         }
         host.is_some_and(|host| same_origin(&origin, host))
+    }
+}
+
+/// Whether the (lower-cased) `origin` matches `pattern`, part by part: the
+/// scheme, then the host label by label (a `*` never crosses a `.`, `/`,
+/// `?`, `:` or `@`; a leading `*.` stands for one or more labels), then the
+/// port (`:*` any, none: the scheme's default). `*` alone matches every
+/// origin. An origin with a path, query, fragment or user info matches
+/// nothing: browsers never send one.
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let (pattern_scheme, pattern_rest) = pattern.split_once("://").unwrap_or(("*", pattern));
+    if !wildcard_match(pattern_scheme, scheme) || rest.contains(['/', '?', '#', '@']) {
+        return false;
+    }
+    let Some(default) = default_port(scheme) else {
+        return false;
+    };
+    let Some((host, port)) = split_host_port(rest, default) else {
+        return false;
+    };
+    let (pattern_host, pattern_port) = match pattern_rest.rfind(':') {
+        Some(i) if !pattern_rest[i..].contains(']') => {
+            (&pattern_rest[..i], Some(&pattern_rest[i + 1..]))
+        }
+        _ => (pattern_rest, None),
+    };
+    let port_ok = match pattern_port {
+        None => port == default,
+        Some("*") => true,
+        Some(p) => p.parse::<u16>() == Ok(port),
+    };
+    port_ok && host_matches(pattern_host, host)
+}
+
+/// Host `pattern` against `host`, label by label.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let labels = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let (pattern_labels, host_labels) = (labels(pattern), labels(host));
+    let pairs_match = |p: &[String], h: &[String]| {
+        p.len() == h.len()
+            && p.iter()
+                .zip(h)
+                .all(|(p, h)| !h.is_empty() && wildcard_match(p, h))
+    };
+    match pattern_labels.split_first() {
+        // `*.rest`: one or more labels, then `rest`.
+        Some((first, rest)) if first == "*" && !rest.is_empty() => {
+            host_labels.len() > rest.len()
+                && host_labels[..host_labels.len() - rest.len()]
+                    .iter()
+                    .all(|l| !l.is_empty())
+                && pairs_match(rest, &host_labels[host_labels.len() - rest.len()..])
+        }
+        _ => pairs_match(&pattern_labels, &host_labels),
     }
 }
 
@@ -216,6 +277,40 @@ mod tests {
         assert!(!p.allows(Some("http://app.example.com"), None));
         assert!(!p.allows(Some("https://evil.net"), Some("evil.net")));
         assert!(!p.allows(Some("null"), None));
+    }
+
+    /// A wildcard stands for labels of a host, never for a path, query,
+    /// port or user-info trick that ends in the trusted name.
+    #[test]
+    fn origin_wildcards_match_per_host_label() {
+        let p = policy(&[
+            "https://*.trusted.example",
+            "https://app-*.corp.example:8443",
+        ]);
+        for good in [
+            "https://a.trusted.example",
+            "https://a.b.trusted.example",
+            "https://app-1.corp.example:8443",
+        ] {
+            assert!(p.allows(Some(good), None), "{good}");
+        }
+        for bad in [
+            "https://evil.example/.trusted.example",
+            "https://evil.example?.trusted.example",
+            "https://evil.example#.trusted.example",
+            "https://evil.example:.trusted.example",
+            "https://x@evil.example/.trusted.example",
+            "https://trusted.example",
+            "https://.trusted.example",
+            "https://evil.trusted.example.attacker.net",
+            "http://a.trusted.example",
+            "https://a.trusted.example:444",
+            "https://app-1.x.corp.example:8443",
+            "https://app-1.corp.example",
+        ] {
+            assert!(!p.allows(Some(bad), None), "{bad}");
+        }
+        assert!(policy(&["*"]).allows(Some("https://anything.example"), None));
     }
 
     #[test]

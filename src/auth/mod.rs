@@ -588,8 +588,17 @@ impl Authenticator {
             }
             return Ok(identity);
         }
-        if self.enabled(AuthMode::Token) {
-            return lookup(&self.inner.tokens, token, AuthMethod::Token);
+        // A static token, or an API key sent as `Authorization: Bearer` (as
+        // the OpenAI, MCP and A2A clients send theirs): both lists are
+        // searched in constant time, whichever mode holds the credential.
+        let (tokens, keys) = (
+            self.enabled(AuthMode::Token),
+            self.enabled(AuthMode::ApiKey),
+        );
+        if tokens || keys {
+            let as_token = lookup(&self.inner.tokens, token, AuthMethod::Token);
+            let as_key = lookup(&self.inner.api_keys, token, AuthMethod::ApiKey);
+            return as_token.or(as_key);
         }
         if jwt::looks_like_jwt(token) {
             Err(AuthError::ModeDisabled("jwt"))
@@ -1029,5 +1038,29 @@ mod tests {
         cfg.tokens[0].sub = "evil\nline".into();
         let err = Authenticator::new(&cfg, &[AuthMode::Token]).unwrap_err();
         assert!(err.to_string().contains("auth.tokens[0].sub"), "{err}");
+    }
+
+    /// API keys are accepted as `Authorization: Bearer` too, whichever of
+    /// the two modes is on; a key is still an API key.
+    #[test]
+    fn api_keys_are_accepted_as_bearer() {
+        for modes in [
+            vec![AuthMode::ApiKey],
+            vec![AuthMode::Token, AuthMode::ApiKey],
+        ] {
+            let a = auth(&modes);
+            let id = a.authenticate(&Credential::Bearer("key-1".into())).unwrap();
+            assert_eq!((id.sub.as_str(), id.method), ("svc", AuthMethod::ApiKey));
+        }
+        let keys_only = auth(&[AuthMode::ApiKey]);
+        assert!(matches!(
+            keys_only.authenticate(&Credential::Bearer("tok-alice".into())),
+            Err(AuthError::UnknownCredential)
+        ));
+        let tokens_only = auth(&[AuthMode::Token]);
+        assert!(matches!(
+            tokens_only.authenticate(&Credential::Bearer("key-1".into())),
+            Err(AuthError::UnknownCredential)
+        ));
     }
 }

@@ -56,6 +56,11 @@ impl HttpError {
         &self.message
     }
 
+    /// How long a rate-limited client should wait (`Retry-After`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+
     pub fn with_message(mut self, message: &str) -> Self {
         self.message = message.to_owned();
         self
@@ -100,14 +105,18 @@ impl IntoResponse for HttpError {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         if let Some(ms) = self.retry_after_ms {
-            let secs = ms.div_ceil(1000).max(1);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(header::RETRY_AFTER, retry_after(ms));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
+}
+
+/// A `Retry-After` value: whole seconds, at least one.
+pub fn retry_after(ms: u64) -> HeaderValue {
+    HeaderValue::from(ms.div_ceil(1000).max(1))
 }
 
 impl From<crate::services::credentials::Refusal> for HttpError {

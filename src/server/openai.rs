@@ -43,6 +43,8 @@ pub struct OpenAiError {
     kind: &'static str,
     code: Option<&'static str>,
     param: Option<&'static str>,
+    /// A rate limit's wait, sent as `Retry-After` as on `/api`.
+    retry_after_ms: Option<u64>,
 }
 
 impl OpenAiError {
@@ -53,6 +55,7 @@ impl OpenAiError {
             kind,
             code: None,
             param: None,
+            retry_after_ms: None,
         }
     }
 
@@ -95,7 +98,10 @@ impl From<HttpError> for OpenAiError {
             StatusCode::NOT_FOUND => "not_found_error",
             _ => "api_error",
         };
-        Self::new(e.status(), kind, e.message())
+        Self {
+            retry_after_ms: e.retry_after_ms(),
+            ..Self::new(e.status(), kind, e.message())
+        }
     }
 }
 
@@ -107,7 +113,14 @@ impl From<RpcError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                super::http::retry_after(ms),
+            );
+        }
+        response
     }
 }
 
