@@ -798,3 +798,37 @@ async fn api_keys_work_as_bearer_and_v1_rate_limits_say_when_to_retry() {
     let (status, _, _) = get(&server, "/v1/models", &[("authorization", &wrong)]).await;
     assert_eq!(status, 401);
 }
+
+/// Every HTTP answer carries the security headers, errors and probes too.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let server = TestServer::default().await;
+    let auth = bearer(READER);
+    for (path, headers) in [
+        ("/health", vec![]),
+        ("/ready", vec![]),
+        ("/status", vec![("authorization", auth.as_str())]),
+        ("/status", vec![]),
+        ("/api/channels", vec![("authorization", auth.as_str())]),
+        ("/v1/models", vec![("authorization", auth.as_str())]),
+        ("/no-such-route", vec![]),
+    ] {
+        let (status, head, _) = get(&server, path, &headers).await;
+        assert!(status > 0, "{path}");
+        assert_eq!(
+            header(&head, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            header(&head, "cache-control").as_deref(),
+            Some("no-store"),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            header(&head, "referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}: {head}"
+        );
+    }
+}

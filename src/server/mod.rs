@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod drain;
+mod headers;
 pub mod http;
 mod lifecycle;
 pub mod openai;
@@ -150,6 +151,7 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(http::ready))
         .route("/metrics", get(http::metrics))
         .merge(api)
+        .layer(axum::middleware::map_response(headers::secure))
         .layer(TraceLayer::new_for_http().make_span_with(request_span));
     if let Some(cors) = cors_layer(&app.config.cors.allowed_origins) {
         router = router.layer(cors);
@@ -172,6 +174,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 pub fn metrics_router(app: App) -> Router {
     Router::new()
         .route("/metrics", get(http::metrics))
+        .layer(axum::middleware::map_response(headers::secure))
         .with_state(app)
 }
 
