@@ -832,3 +832,29 @@ async fn every_answer_carries_the_security_headers() {
         );
     }
 }
+
+/// A body over the size limit is 413, as HTTP says, on every JSON route.
+#[tokio::test]
+async fn oversized_bodies_answer_413() {
+    let server = TestServer::default().await;
+    let auth = bearer(WRITER);
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let big = format!(
+        r#"{{"channel":"public:big","data":"{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    for path in [
+        "/api/publish",
+        "/api/broadcast",
+        "/v1/chat/completions",
+        "/tools/invoke",
+    ] {
+        let (status, _, reply) = post(&server, path, &h, &big).await;
+        assert_eq!(status, 413, "{path}: {}", &reply[..reply.len().min(300)]);
+    }
+    let (status, _, _) = post(&server, "/api/publish", &h, "{not json").await;
+    assert_eq!(status, 400);
+}

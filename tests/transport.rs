@@ -308,3 +308,18 @@ async fn binary_frame_gets_invalid_request_and_connection_survives() {
     assert_eq!(result["delivered"], 1);
     assert_eq!(ws.expect_push("notify").await["data"], 1);
 }
+
+/// A text frame that is not UTF-8 closes the connection with 1007 (RFC
+/// 6455 §8.1), and its neighbours keep being served.
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::default().await;
+    let mut neighbour = server.client(WRITER).await;
+    let mut ws = server.client(WRITER).await;
+    let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    ws.send_raw(Message::Frame(frame)).await.expect("send");
+    assert_eq!(ws.expect_close_code().await, 1007);
+    assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
+}

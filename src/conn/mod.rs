@@ -234,6 +234,9 @@ fn on_read_error(conn: &ConnHandle, e: &axum::Error) {
     // tungstenite reports an oversized message as a capacity error.
     if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
         conn.close(close_code::TOO_BIG, "message too big");
+    } else if text.contains("UTF-8") || text.contains("utf-8") {
+        // A text frame that is not UTF-8 (RFC 6455 §8.1).
+        conn.close(close_code::INVALID_DATA, "invalid UTF-8");
     } else {
         tracing::debug!(error = %text, "read error");
     }

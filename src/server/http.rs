@@ -358,6 +358,15 @@ pub async fn sessions(
     Ok(Json(json!({ "count": list.len(), "sessions": list })))
 }
 
+/// 413 for a body over the size limit, 400 for any other unusable body.
+pub fn body_status(e: &axum::extract::rejection::JsonRejection) -> StatusCode {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
 fn bad_body(e: axum::extract::rejection::JsonRejection) -> HttpError {
-    HttpError::new(StatusCode::BAD_REQUEST, &e.body_text())
+    HttpError::new(body_status(&e), &e.body_text())
 }

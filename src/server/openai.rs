@@ -201,7 +201,14 @@ fn delta_of(update: &Value) -> Option<String> {
 type Body = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
 fn parse_body(body: Body) -> Result<Value, OpenAiError> {
-    let Json(body) = body.map_err(|e| OpenAiError::invalid("body", e.body_text()))?;
+    let Json(body) = body.map_err(|e| {
+        let status = super::http::body_status(&e);
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            OpenAiError::new(status, "invalid_request_error", e.body_text())
+        } else {
+            OpenAiError::invalid("body", e.body_text())
+        }
+    })?;
     if !body.is_object() {
         return Err(OpenAiError::invalid("body", "a JSON object"));
     }

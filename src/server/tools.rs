@@ -49,7 +49,8 @@ pub async fn invoke_post(
     body: Result<Json<ToolBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let identity = api_identity(&app, peer, &headers, Scope::Write).await?;
-    let Json(body) = body.map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, &e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| HttpError::new(super::http::body_status(&e), &e.body_text()))?;
     invoke(&app, &identity, body).await
 }
 
