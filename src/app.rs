@@ -3,7 +3,7 @@
 //! instance's hub, agents and relay, authentication). The domain rules that
 //! use them live in `services`; nothing here knows a method or a route.
 
-use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
+use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
 use crate::backend::{
     AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, Health,
     IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
@@ -27,6 +27,8 @@ pub struct AppInner {
     pub started_at_ms: u64,
     pub auth: Authenticator,
     pub origins: OriginPolicy,
+    /// The names this gateway answers to (`Host`).
+    pub hosts: HostPolicy,
     pub client_ips: ClientIpResolver,
     /// Shared state as a whole, for wiring lower layers; handlers use the
     /// narrow store they need ([`App::session_store`], [`App::bus`], …).

@@ -858,3 +858,62 @@ async fn oversized_bodies_answer_413() {
     let (status, _, _) = post(&server, "/api/publish", &h, "{not json").await;
     assert_eq!(status, 400);
 }
+
+/// DNS rebinding: a page on an attacker's name that resolves to a
+/// loopback gateway sends that name as `Host` (and as `Origin`, so the
+/// same-origin check alone would pass). A loopback gateway answers only to
+/// loopback names unless told others; upgrades are refused the same way.
+#[tokio::test]
+async fn a_loopback_gateway_answers_only_to_loopback_names() {
+    let server = TestServer::default().await;
+    let port = server.addr.port();
+    let auth = bearer(WRITER);
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, _, body) = get(
+            &server,
+            "/status",
+            &[("authorization", &auth), ("host", &host)],
+        )
+        .await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let evil = format!("rebind.evil.example:{port}");
+    let body = r#"{"channel":"public:x","event":"e","data":{}}"#;
+    let (status, _, reply) = post(
+        &server,
+        "/api/publish",
+        &[("authorization", &auth), ("host", &evil)],
+        body,
+    )
+    .await;
+    assert_error(status, &reply, 403);
+    let (status, _, _) = get(&server, "/health", &[("host", &evil)]).await;
+    assert_eq!(status, 403);
+    let upgrade = Ws::connect_with(
+        &server.url("/ws"),
+        &[
+            ("host", evil.as_str()),
+            ("origin", &format!("http://{evil}")),
+            ("authorization", &auth),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(upgrade, Err(ConnectError::Http(403, _))),
+        "the upgrade is refused: {:?}",
+        upgrade.err()
+    );
+
+    // Configured names replace the loopback ones.
+    let mut config = config();
+    config.allowed_hosts = vec!["gw.example.com".into()];
+    let named = TestServer::start(config).await;
+    let (status, _, _) = get(&named, "/health", &[("host", "gw.example.com")]).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get(&named, "/health", &[("host", "localhost")]).await;
+    assert_eq!(status, 403);
+}

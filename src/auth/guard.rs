@@ -127,6 +127,49 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// The `Host` allow-list: the DNS-rebinding defence. A page on an
+/// attacker's name that resolves to this gateway's address sends its own
+/// name as `Host` (and as `Origin`, so the same-origin check alone passes).
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// `None`: any name.
+    names: Option<Vec<String>>,
+}
+
+/// The names a loopback-bound gateway answers to when none are configured.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl HostPolicy {
+    /// `configured` names (`*` wildcards per label); when empty, the
+    /// loopback names on a `loopback` bind, else any name.
+    pub fn new(configured: &[String], loopback: bool) -> Self {
+        let names = if !configured.is_empty() {
+            Some(configured.iter().map(|n| n.to_ascii_lowercase()).collect())
+        } else if loopback {
+            Some(LOOPBACK_NAMES.iter().map(|n| n.to_string()).collect())
+        } else {
+            None
+        };
+        Self { names }
+    }
+
+    /// Whether a request for `host` (`name[:port]`, the port ignored) is
+    /// for this gateway. A request without one is refused when names apply.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(names) = &self.names else {
+            return true;
+        };
+        let Some(host) = host else {
+            return false;
+        };
+        let host = host.trim().to_ascii_lowercase();
+        let Some((name, _)) = split_host_port(&host, 0) else {
+            return false;
+        };
+        names.iter().any(|pattern| host_matches(pattern, name))
+    }
+}
+
 /// Whether the (lower-cased) origin names the same host and port as `host`.
 fn same_origin(origin: &str, host: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
@@ -277,6 +320,39 @@ mod tests {
         assert!(!p.allows(Some("http://app.example.com"), None));
         assert!(!p.allows(Some("https://evil.net"), Some("evil.net")));
         assert!(!p.allows(Some("null"), None));
+    }
+
+    #[test]
+    fn hosts_default_to_the_loopback_names_on_a_loopback_bind() {
+        let loopback = HostPolicy::new(&[], true);
+        for good in [
+            "localhost",
+            "localhost:18789",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "LOCALHOST",
+        ] {
+            assert!(loopback.allows(Some(good)), "{good}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:18789",
+            "localhost.evil.example",
+            "127.0.0.2",
+        ] {
+            assert!(!loopback.allows(Some(bad)), "{bad}");
+        }
+        assert!(!loopback.allows(None));
+        let any = HostPolicy::new(&[], false);
+        assert!(any.allows(Some("whatever.example")) && any.allows(None));
+        let named = HostPolicy::new(&["gw.example.com".into(), "*.corp.example".into()], true);
+        assert!(named.allows(Some("gw.example.com:443")));
+        assert!(named.allows(Some("a.corp.example")));
+        assert!(
+            !named.allows(Some("localhost")),
+            "the configured list replaces the default"
+        );
+        assert!(!named.allows(Some("corp.example")));
     }
 
     /// A wildcard stands for labels of a host, never for a path, query,

@@ -33,7 +33,7 @@ pub mod jwt;
 mod testkeys;
 
 pub use credentials::{Extracted, extract, from_params};
-pub use guard::{ClientIpResolver, OriginPolicy, wildcard_match};
+pub use guard::{ClientIpResolver, HostPolicy, OriginPolicy, wildcard_match};
 pub use jwt::{JwtVerifier, MintClaims, mint};
 
 use crate::config::{Access, AuthConfig, AuthMode, StaticCredential};

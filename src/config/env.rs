@@ -105,6 +105,7 @@ const SHORTCUTS: &[(&str, &str, Kind)] = &[
         Kind::Bool,
     ),
     ("ALLOWED_ORIGINS", "allowed_origins", Kind::List),
+    ("ALLOWED_HOSTS", "allowed_hosts", Kind::List),
     ("TRUSTED_PROXIES", "trusted_proxies", Kind::Cidrs),
     ("CORS_ORIGINS", "cors.allowed_origins", Kind::List),
     ("DEV_TOKEN_FILE", "auth.dev_token_file", Kind::Str),

@@ -133,6 +133,13 @@ pub struct ServeArgs {
     #[arg(long = "allowed-origin", value_name = "PATTERN")]
     pub allowed_origin: Option<Vec<String>>,
 
+    /// A name this gateway answers to (Host header), repeatable; `*`
+    /// wildcards per label. Replaces the configured list. Default: the
+    /// loopback names on a loopback bind, else any.
+    /// Env: SWITCHYARD_ALLOWED_HOSTS (comma separated).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_host: Option<Vec<String>>,
+
     /// Proxy whose X-Forwarded-For / X-Real-IP is believed, as a CIDR or a
     /// bare IP; repeatable. Replaces the configured list. Default: none.
     /// Env: SWITCHYARD_TRUSTED_PROXIES (comma separated).
@@ -220,6 +227,7 @@ fn apply_server_flags(c: &mut Config, a: &ServeArgs) {
     set(&mut c.log.level, &a.log);
     set(&mut c.log.format, &a.log_format);
     set(&mut c.allowed_origins, &a.allowed_origin);
+    set(&mut c.allowed_hosts, &a.allowed_host);
     set(&mut c.trusted_proxies, &a.trusted_proxy);
 }
 

@@ -129,6 +129,11 @@ pub struct Config {
     /// Empty: only requests without an `Origin` header or whose origin's host
     /// equals the `Host` header are accepted.
     pub allowed_origins: Vec<String>,
+    /// Names this gateway answers to (`Host` header, port ignored; `*`
+    /// wildcards per label). Empty: on a loopback bind, the loopback names
+    /// (`localhost`, `127.0.0.1`, `::1`), which keeps a DNS-rebinding page
+    /// out; otherwise any.
+    pub allowed_hosts: Vec<String>,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Webhooks accepted on `POST /hooks/{name}`.
@@ -174,6 +179,7 @@ impl Default for Config {
             channels: ChannelConfig::default(),
             cors: CorsConfig::default(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             hooks: Vec::new(),
         }

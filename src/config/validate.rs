@@ -376,6 +376,7 @@ fn validate_lists(c: &Config) -> Result<(), ConfigError> {
     let origin_lists = [
         ("allowed_origins", &c.allowed_origins),
         ("cors.allowed_origins", &c.cors.allowed_origins),
+        ("allowed_hosts", &c.allowed_hosts),
     ];
     for (name, list) in origin_lists {
         for (i, origin) in list.iter().enumerate() {

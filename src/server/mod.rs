@@ -8,6 +8,7 @@
 mod bootstrap;
 mod drain;
 mod headers;
+mod hosts;
 pub mod http;
 mod lifecycle;
 pub mod openai;
@@ -19,7 +20,7 @@ pub use crate::app::{App, AppInner};
 pub use bootstrap::{StartError, default_dev_token_path, prepare_auth};
 pub use drain::drain;
 
-use crate::auth::{Authenticator, ClientIpResolver, OriginPolicy};
+use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
 use crate::backend::redis::{RedisBackend, RedisSettings};
 use crate::backend::{Backend, memory::MemoryBackend};
 use crate::config::Config;
@@ -102,6 +103,7 @@ pub async fn build_with_backend(
     let started_at_ms = generation;
     let app = App::new(AppInner {
         origins: OriginPolicy::new(&config.allowed_origins),
+        hosts: HostPolicy::new(&config.allowed_hosts, config.is_loopback()),
         client_ips: ClientIpResolver::new(&config.trusted_proxies),
         instance_id,
         generation,
@@ -151,6 +153,10 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(http::ready))
         .route("/metrics", get(http::metrics))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            hosts::check,
+        ))
         .layer(axum::middleware::map_response(headers::secure))
         .layer(TraceLayer::new_for_http().make_span_with(request_span));
     if let Some(cors) = cors_layer(&app.config.cors.allowed_origins) {

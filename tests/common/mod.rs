@@ -559,7 +559,13 @@ pub async fn http(
         .expect("connect in time")
         .expect("connect");
     let body = body.unwrap_or("");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // A `host` among `headers` replaces the default one.
+    let own_host = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    let mut request = if own_host {
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n")
+    } else {
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n")
+    };
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -1,0 +1,24 @@
+//! The `Host` check in front of every route (see
+//! [`crate::auth::HostPolicy`]): a request for a name this gateway does
+//! not answer to is refused before any handler runs, upgrades included.
+
+use super::http::HttpError;
+use crate::app::App;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// Refuse (403) a request whose `Host` (or HTTP/2 authority) is not allowed.
+pub async fn check(State(app): State<App>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !app.hosts.allows(host) {
+        metrics::counter!("switchyard_rejected_hosts_total").increment(1);
+        return HttpError::new(StatusCode::FORBIDDEN, "host not allowed").into_response();
+    }
+    next.run(request).await
+}
