@@ -1,6 +1,9 @@
 //! The `Host` check in front of every route (see
 //! [`crate::auth::HostPolicy`]): a request for a name this gateway does
 //! not answer to is refused before any handler runs, upgrades included.
+//! The liveness and readiness probes answer whatever the name: they do
+//! nothing and tell nothing, and load balancers' checks (haproxy's
+//! `httpchk`) send no `Host` at all.
 
 use super::http::HttpError;
 use crate::app::App;
@@ -11,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 
 /// Refuse (403) a request whose `Host` (or HTTP/2 authority) is not allowed.
 pub async fn check(State(app): State<App>, request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/health" | "/ready") {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)
