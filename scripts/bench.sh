@@ -24,6 +24,8 @@ export SWITCHYARD_RATE_LIMITS__AUTH_FAILURES_PER_IP__LIMIT=100000000
 export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_CONN__LIMIT=100000000
 export SWITCHYARD_RATE_LIMITS__MESSAGES_PER_IDENTITY__LIMIT=100000000
 export SWITCHYARD_LIMITS__MAX_CONNECTIONS_PER_IP=1000000
+# The idle scenario opens thousands of connections at once from one host.
+export SWITCHYARD_LIMITS__MAX_PENDING_HANDSHAKES=1000000
 export SWITCHYARD_LIMITS__PRESENCE_TICK_MS=60000
 # Fan-out is measured without presence: with it every subscribe would also
 # announce presence.join to all earlier subscribers (N²/2 deliveries).

@@ -323,3 +323,113 @@ async fn invalid_utf8_text_closes_with_1007() {
     assert_eq!(ws.expect_close_code().await, 1007);
     assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
 }
+
+/// Whether the server closed `stream` (EOF or reset) within `within`,
+/// sending `drip` (a header line) every `every` meanwhile when given.
+async fn closed_within(stream: &mut TcpStream, within: Duration, drip: Option<Duration>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 256];
+    loop {
+        let step = drip.unwrap_or(within);
+        let until = (tokio::time::Instant::now() + step).min(deadline);
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) if tokio::time::Instant::now() >= deadline => return false,
+            Err(_) => {
+                if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Slowloris: a client dribbling header lines is cut off at the header
+/// timeout instead of holding its socket, and a neighbour keeps being
+/// served throughout.
+#[tokio::test]
+async fn slow_headers_are_cut_off_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.limits.header_timeout_ms = 500;
+    let server = TestServer::start(config).await;
+    let mut neighbour = server.client(WRITER).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    for s in &mut slow {
+        assert!(
+            closed_within(s, Duration::from_secs(5), Some(Duration::from_millis(100))).await,
+            "a slow-header socket outlived the header timeout"
+        );
+    }
+    assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
+    let mut fresh = server.client(WRITER).await;
+    assert_eq!(fresh.call("ping", json!({})).await["pong"], true);
+}
+
+/// TCP connections are counted per address at accept: one over the cap is
+/// closed before the server reads a byte, and the slots come back when
+/// the sockets go.
+#[tokio::test]
+async fn tcp_connections_per_address_are_capped_at_accept() {
+    let mut config = config();
+    config.limits.max_connections_per_ip = 10;
+    let server = TestServer::start(config).await;
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Let the server accept them all before the one over the cap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2), None).await,
+        "the socket over the cap stayed open"
+    );
+    drop(idle);
+    let ok = within(WAIT, || async {
+        Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer(WRITER))])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(ok, "slots come back when the sockets close");
+}
+
+/// Handshakes in progress are capped for all peers together: idle sockets
+/// that never send a request cannot hold more than the cap.
+#[tokio::test]
+async fn pending_handshakes_are_capped() {
+    let mut config = config();
+    config.limits.max_pending_handshakes = 5;
+    let server = TestServer::start(config).await;
+    let mut neighbour = server.client(WRITER).await;
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2), None).await,
+        "a sixth pending handshake stayed open"
+    );
+    // Established connections do not count.
+    assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
+    drop(idle);
+    let ok = within(WAIT, || async {
+        Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer(WRITER))])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(ok, "handshake slots come back");
+}

@@ -268,6 +268,12 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Cluster mode: an instance silent this long is dead and reaped.
     pub node_ttl_ms: u64,
+    /// A new TCP connection must send its first request's headers within
+    /// this long (slow-header clients are cut off).
+    pub header_timeout_ms: u64,
+    /// TCP connections accepted but not yet answered (handshakes in
+    /// progress), all peers together; more are closed at accept.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -291,6 +297,8 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             max_json_depth: 64,
             node_ttl_ms: 10_000,
+            header_timeout_ms: 10_000,
+            max_pending_handshakes: 4_096,
         }
     }
 }
@@ -304,6 +312,9 @@ impl Limits {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
     pub fn presence_tick(&self) -> Duration {
         Duration::from_millis(self.presence_tick_ms)

@@ -5,6 +5,7 @@
 //! resolves, then drains. Tests and `main` differ only in the listener and
 //! the shutdown future.
 
+mod accept;
 mod bootstrap;
 mod drain;
 mod headers;
@@ -210,12 +211,15 @@ pub async fn run(
     let background = tasks::spawn_all(&app);
     let stop = drain_on(app.clone(), shutdown);
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Frames are small and latency-bound: no Nagle delay on any socket.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
+    let limits = &app.config.limits;
+    let guards = accept::Guards {
+        max_per_ip: limits.max_connections_per_ip,
+        max_pending: limits.max_pending_handshakes,
+        header_timeout: limits.header_timeout(),
+        trusted: app.config.trusted_proxies.clone(),
+    };
+    let listener = accept::GuardedListener::new(listener, guards);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |io| io.set_nodelay());
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(stop)
         .await;
