@@ -1800,3 +1800,36 @@ async fn stray_node_ids_are_pruned_from_the_count() {
         .unwrap_or_default();
     assert!(!members.contains("ghost-conn"), "{members}");
 }
+
+/// Redis sits inside the trust boundary, but garbage written there must
+/// not act: a bare `1` on a channel's topic (a "last" flag with no frame,
+/// which would drop the channel's subscribers) and frames that are not
+/// JSON-RPC are counted and ignored; subscribers keep receiving.
+#[tokio::test]
+async fn malformed_envelopes_on_redis_are_ignored() {
+    let (redis, s) = cluster(2, |_| {}).await;
+    let (a, b) = (&s[0], &s[1]);
+    let mut sub = a.client(READER).await;
+    sub.call("subscribe", json!({"channels": ["public:junk"]}))
+        .await;
+    let topic = "sy:ch:{public:junk}";
+    let command = if redis_cluster_mode() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    for junk in ["1", "0", "0not json", "1{}", "7{\"jsonrpc\":\"2.0\"}"] {
+        let out = redis.cli(&[command, topic, junk]);
+        assert!(out.is_some(), "redis-cli {command} {topic} failed");
+    }
+    let mut publisher = b.client(WRITER).await;
+    publisher
+        .call(
+            "publish",
+            json!({"channel": "public:junk", "event": "after", "data": 1}),
+        )
+        .await;
+    let got = notify_on(&mut sub, "public:junk").await;
+    assert_eq!(got["event"], "after", "{got}");
+    no_notify_on(&mut sub, "public:junk", QUIET).await;
+}

@@ -74,8 +74,14 @@ impl RedisBackend {
         };
         let topic: &str = &message.channel;
         if let Some(channel) = shared.keys.channel_of_topic(topic) {
-            if let Some(envelope) = decode_channel(channel, &text) {
-                attached.inbox.deliver(envelope);
+            match decode_channel(channel, &text) {
+                Some(envelope) => {
+                    attached.inbox.deliver(envelope);
+                }
+                None => {
+                    metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
+                    tracing::warn!(%channel, "malformed channel envelope ignored");
+                }
             }
         } else if let Some(channel) = topic.strip_prefix(&shared.keys.notify_prefix()) {
             self.on_notify(channel, &text).await;
@@ -145,20 +151,37 @@ pub fn notify_frame(channel: &str, text: &str) -> Option<Frame> {
     ))
 }
 
+/// Whether `frame` is what instances send clients: a JSON-RPC 2.0 object
+/// that parses. Envelopes come from Redis, which anyone with access to it
+/// can write to; a malformed one must not reach sockets or, with its
+/// `last` flag, drop a channel's subscribers.
+fn well_formed(frame: &str) -> bool {
+    frame.starts_with(r#"{"jsonrpc":"2.0","#)
+        && serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok()
+}
+
 fn decode_channel(channel: &str, text: &str) -> Option<Envelope> {
     let (flag, frame) = text.split_at_checked(1)?;
-    Some(Envelope::Channel {
+    let last = match flag {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    well_formed(frame).then(|| Envelope::Channel {
         channel: channel.to_owned(),
         frame: Frame::from(frame.to_owned()),
-        last: flag == "1",
+        last,
     })
 }
 
 fn decode_inbox(text: &str) -> Option<Envelope> {
     let (kind, rest) = text.split_at_checked(1)?;
     let (conn_id, rest) = rest.split_once('\n')?;
+    if conn_id.is_empty() && kind != "r" {
+        return None;
+    }
     match kind {
-        "c" => Some(Envelope::Conn {
+        "c" => well_formed(rest).then(|| Envelope::Conn {
             conn_id: conn_id.to_owned(),
             frame: Frame::from(rest.to_owned()),
         }),
@@ -168,9 +191,12 @@ fn decode_inbox(text: &str) -> Option<Envelope> {
         }),
         "k" => {
             let (code, reason) = rest.split_once('\n')?;
-            Some(Envelope::Kick {
+            // Close codes an application may send (RFC 6455 §7.4).
+            let code: u16 = code.parse().ok()?;
+            let valid = matches!(code, 1000 | 1001 | 1008 | 1011 | 1012 | 3000..=4999);
+            (valid && reason.chars().count() <= 123).then(|| Envelope::Kick {
                 conn_id: conn_id.to_owned(),
-                code: code.parse().ok()?,
+                code,
                 reason: reason.to_owned(),
             })
         }
@@ -298,14 +324,51 @@ mod tests {
         }
         let conn = Envelope::Conn {
             conn_id: "c2".into(),
-            frame: Frame::from("{\"a\":\"x\\ny\"}"),
+            frame: Frame::from(NOTE),
         };
         let (_, payload) = encode_inbox(&conn).unwrap();
         assert!(
-            matches!(decode_inbox(&payload), Some(Envelope::Conn { frame, .. }) if frame.as_str() == "{\"a\":\"x\\ny\"}")
+            matches!(decode_inbox(&payload), Some(Envelope::Conn { frame, .. }) if frame.as_str() == NOTE)
         );
         assert!(decode_inbox("").is_none());
         assert!(decode_inbox("zc\nx").is_none());
+    }
+
+    const NOTE: &str = r#"{"jsonrpc":"2.0","method":"notify","params":{"a":"x\ny"}}"#;
+
+    /// What anyone with access to Redis could publish on an instance's
+    /// topics: counted and ignored, never delivered, never a channel drop.
+    #[test]
+    fn malformed_envelopes_are_refused() {
+        assert!(decode_channel("c", &format!("0{NOTE}")).is_some());
+        assert!(matches!(
+            decode_channel("c", &format!("1{NOTE}")),
+            Some(Envelope::Channel { last: true, .. })
+        ));
+        for bad in [
+            "1".to_owned(),
+            "0".to_owned(),
+            "".to_owned(),
+            format!("2{NOTE}"),
+            "1{}".to_owned(),
+            "0{\"jsonrpc\":\"2.0\",".to_owned(),
+            "0not json".to_owned(),
+        ] {
+            assert!(decode_channel("c", &bad).is_none(), "{bad:?}");
+        }
+        for bad in [
+            "c\n{}".to_owned(),
+            "cc1\nnot json".to_owned(),
+            "cc1\n{\"a\":1}".to_owned(),
+            "kc1\n99999\nbye".to_owned(),
+            "kc1\n1005\nbye".to_owned(),
+            "kc1\n4003\n".to_owned() + &"x".repeat(200),
+            "k\n4003\nbye".to_owned(),
+        ] {
+            assert!(decode_inbox(&bad).is_none(), "{bad:?}");
+        }
+        assert!(decode_inbox("kc1\n4003\nbye").is_some());
+        assert!(decode_inbox(&format!("cc1\n{NOTE}")).is_some());
     }
 
     #[test]
