@@ -113,9 +113,17 @@ impl<S: tracing::Subscriber> Layer<S> for RingLayer {
 /// `info` whatever `log.level` asks, so no level logs a secret.
 const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite=info", "tokio_tungstenite=info", "fred=info"];
 
-/// `log.level` as a filter, with [`PAYLOAD_LOGGERS`] capped.
+/// `log.level` as a filter, with [`PAYLOAD_LOGGERS`] capped. The caps
+/// only ever lower a level: under a quieter `log.level` they are left out,
+/// so they never make the filter (and every callsite's check) more verbose.
 fn log_filter(level: &str) -> EnvFilter {
     let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let verbose = filter
+        .max_level_hint()
+        .is_none_or(|max| max > tracing_subscriber::filter::LevelFilter::INFO);
+    if !verbose {
+        return filter;
+    }
     for directive in PAYLOAD_LOGGERS {
         if let Ok(directive) = directive.parse() {
             filter = filter.add_directive(directive);
@@ -250,6 +258,21 @@ fn describe() {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn payload_caps_never_raise_a_quiet_level() {
+        use tracing_subscriber::filter::LevelFilter;
+        assert_eq!(log_filter("warn").max_level_hint(), Some(LevelFilter::WARN));
+        assert_eq!(
+            log_filter("error").max_level_hint(),
+            Some(LevelFilter::ERROR)
+        );
+        assert_eq!(
+            log_filter("trace").max_level_hint(),
+            Some(LevelFilter::TRACE)
+        );
+    }
+
     use super::*;
 
     #[test]
