@@ -371,6 +371,20 @@ mod tests {
         assert!(decode_inbox(&format!("cc1\n{NOTE}")).is_some());
     }
 
+    proptest::proptest! {
+        /// Anything on an instance's topics: refused or well formed, never
+        /// a panic.
+        #[test]
+        fn envelope_parsers_survive_any_payload(text in "(?s).{0,200}", prefix in "[01ckr]?") {
+            let text = format!("{prefix}{text}");
+            if let Some(Envelope::Channel { frame, .. }) = decode_channel("c", &text) {
+                serde_json::from_str::<Value>(frame.as_str()).expect("a delivered frame parses");
+            }
+            let _ = decode_inbox(&text);
+            let _ = notify_frame("c", &text);
+        }
+    }
+
     #[test]
     fn notifications_need_an_event() {
         let f = notify_frame("global", r#"{"event":"e","data":{"x":1},"timestamp":5}"#).unwrap();
