@@ -442,7 +442,9 @@ async fn delivery_reaches_only_interested_instances_and_known_connections() {
         backend: b, inbox, ..
     } in backends().await
     {
-        let frame: switchyard::protocol::Frame = "{}".into();
+        // What instances send: a JSON-RPC notification (Redis drops
+        // anything else as malformed).
+        let frame = switchyard::protocol::frame::notification("notify", &json!({"n": 1}));
         assert_eq!(b.publish("room", frame.clone(), false).await.unwrap(), 0);
         assert!(quiet(&inbox).await.is_empty(), "no interest, no delivery");
         b.set_interest("room", 3).await.unwrap();

@@ -2,9 +2,9 @@
 //! before it has said anything useful.
 //!
 //! - **TCP connections per peer address**, counted at accept (a cap of
-//!   `limits.max_connections_per_ip`; trusted proxies are exempt, their
-//!   clients are counted by forwarded address at the upgrade). A socket
-//!   over the cap is closed before any byte is read.
+//!   `limits.max_connections_per_ip` + [`TCP_HEADROOM`]; trusted proxies
+//!   are exempt, their clients are counted by forwarded address at the
+//!   upgrade). A socket over the cap is closed before any byte is read.
 //! - **Handshakes in progress**, all peers together
 //!   (`limits.max_pending_handshakes`): a connection holds a slot until the
 //!   server first writes to it (an answer, or `101 Switching Protocols`).
@@ -29,6 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+
+/// TCP connections a peer address may hold beyond its WebSocket cap: room
+/// for HTTP calls, and for an upgrade over the cap to get its 429.
+pub const TCP_HEADROOM: usize = 64;
 
 /// The guards' settings.
 #[derive(Debug, Clone)]

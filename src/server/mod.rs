@@ -213,7 +213,11 @@ pub async fn run(
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let limits = &app.config.limits;
     let guards = accept::Guards {
-        max_per_ip: limits.max_connections_per_ip,
+        // Room above the WebSocket cap for HTTP calls, and for an upgrade
+        // over that cap to be told so (429) rather than reset.
+        max_per_ip: limits
+            .max_connections_per_ip
+            .saturating_add(accept::TCP_HEADROOM),
         max_pending: limits.max_pending_handshakes,
         header_timeout: limits.header_timeout(),
         trusted: app.config.trusted_proxies.clone(),

@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""Soak: Redis and three instances under steady traffic while instances are
+SIGKILLed or SIGTERMed and restarted and Redis is restarted empty, with
+the invariants checked as it runs. Run through scripts/soak.sh.
+
+Traffic and invariants:
+- sessions: a writer sends `session.send` every 20 ms; an invited reader
+  (another identity) follows live and, after every reconnect, re-joins and
+  reads `session.history` from the newest offset it has. Every offset the
+  writer had acknowledged must reach the reader, unless the server said
+  events were lost (`complete: false`, or the session is gone after Redis
+  lost its state): no silent gap.
+- approvals: a node asks for an approval every second and two approvers on
+  different instances resolve it at once: never both win.
+- presence: when nothing was disrupted for a while, `system.presence`
+  counts exactly the driver's open connections (within node_ttl).
+- memory: each instance's RSS after warm-up and at the end.
+"""
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import websockets
+
+SECONDS = min(int(os.environ.get("SOAK_SECONDS", "300")), 600)
+NODE_TTL_MS = 3000
+QUIET_FOR_PRESENCE = NODE_TTL_MS / 1000 * 2 + 3
+
+
+def log(*parts):
+    print(f"[{time.strftime('%H:%M:%S')}]", *parts, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, binary):
+        self.bin = binary
+        self.dir = tempfile.mkdtemp(prefix="switchyard-soak-")
+        self.redis_port = free_port()
+        self.ports = [free_port() for _ in range(3)]
+        self.secret = "soak-jwt-secret-" + os.urandom(16).hex()
+        self.redis = None
+        self.procs = [None, None, None]
+        self.last_disruption = time.monotonic()
+
+    def start_redis(self):
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
+                              capture_output=True, text=True).stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise SystemExit("redis did not start")
+
+    def env(self, i):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env.update({
+            "SWITCHYARD_PORT": str(self.ports[i]),
+            "SWITCHYARD_BIND": "loopback",
+            "SWITCHYARD_INSTANCE_ID": f"soak-{i + 1}",
+            "SWITCHYARD_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
+            "SWITCHYARD_JWT_SECRET": self.secret,
+            "SWITCHYARD_LIMITS__NODE_TTL_MS": str(NODE_TTL_MS),
+            "SWITCHYARD_LIMITS__DRAIN_DEADLINE_MS": "2000",
+            "SWITCHYARD_LIMITS__RESUME_WINDOW_MS": "30000",
+            "SWITCHYARD_LOG": "warn",
+        })
+        return env
+
+    def start(self, i):
+        out = open(os.path.join(self.dir, f"soak-{i + 1}.log"), "ab")
+        self.procs[i] = subprocess.Popen([self.bin], env=self.env(i), stdout=out, stderr=out)
+
+    def wait_up(self, i, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.ports[i]), 0.2):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def live(self):
+        return [i for i, p in enumerate(self.procs) if p and p.poll() is None]
+
+    def token(self, sub, role="operator", scopes=()):
+        args = [self.bin, "token", "--sub", sub, "--role", role, "--ttl", "7200"]
+        for s in scopes:
+            args += ["--scope", s]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env["SWITCHYARD_JWT_SECRET"] = self.secret
+        return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    def rss_kib(self, i):
+        p = self.procs[i]
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except (OSError, AttributeError):
+            return None
+
+    def stop_all(self):
+        for p in self.procs + [self.redis]:
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+class RpcError(Exception):
+    def __init__(self, error):
+        super().__init__(error.get("message"))
+        self.code = error.get("code")
+        self.error = error
+
+
+class Conn:
+    """One JSON-RPC WebSocket connection; pushes go to `on_push`."""
+
+    def __init__(self, ws, on_push=None):
+        self.ws = ws
+        self.on_push = on_push or (lambda m, p: None)
+        self.next_id = 1
+        self.waiting = {}
+        self.reader = asyncio.create_task(self.read())
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, cluster, token, on_push=None, avoid=None):
+        live = [i for i in cluster.live() if i != avoid] or cluster.live()
+        if not live:
+            raise ConnectionError("no instance up")
+        i = random.choice(live)
+        ws = await asyncio.wait_for(
+            websockets.connect(f"ws://127.0.0.1:{cluster.ports[i]}/ws?token={token}",
+                               max_size=2 ** 22, open_timeout=3), 4)
+        conn = cls(ws, on_push)
+        conn.instance = i
+        return conn
+
+    async def read(self):
+        try:
+            async for text in self.ws:
+                msg = json.loads(text)
+                if "method" in msg:
+                    self.on_push(msg["method"], msg.get("params") or {})
+                elif msg.get("id") in self.waiting:
+                    self.waiting.pop(msg["id"]).set_result(msg)
+        except Exception:
+            pass
+        finally:
+            self.closed.set()
+            for f in self.waiting.values():
+                if not f.done():
+                    f.set_exception(ConnectionError("closed"))
+            self.waiting.clear()
+
+    async def call(self, method, params=None, timeout=5):
+        if self.closed.is_set():
+            raise ConnectionError("closed")
+        rid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
+                                       "params": params or {}}))
+        msg = await asyncio.wait_for(fut, timeout)
+        if "error" in msg:
+            raise RpcError(msg["error"])
+        return msg["result"]
+
+    async def close(self):
+        await self.ws.close()
+
+
+async def drop(conn):
+    """Close `conn` if it is still open (a connection given up on must not
+    linger on the server, where presence counts it)."""
+    if conn is not None:
+        try:
+            await asyncio.wait_for(conn.close(), 2)
+        except Exception:
+            pass
+    return None
+
+
+class Stats:
+    def __init__(self):
+        self.violations = []
+        self.counts = {}
+
+    def count(self, key, n=1):
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def violate(self, what):
+        log("VIOLATION:", what)
+        self.violations.append(what)
+
+
+async def sessions(cluster, stats, stop, tokens):
+    """Writer and invited reader; see the module docs."""
+    acked, seen, signaled = {}, {}, set()
+    state = {"session": None, "token": None, "hole": False}
+
+    def on_event(method, params):
+        if method == "session.event" and params.get("sessionId") == state["session"]:
+            offsets = seen.setdefault(params["sessionId"], set())
+            if offsets and params["offset"] > max(offsets) + 1:
+                state["hole"] = True
+            offsets.add(params["offset"])
+
+    async def writer():
+        conn, n = None, 0
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed.is_set():
+                    conn = await Conn.open(cluster, tokens["writer"])
+                    if state["session"]:
+                        try:
+                            await conn.call("session.resume", {"sessionId": state["session"],
+                                                               "resumeToken": state["token"], "offset": 0})
+                            stats.count("writer resumes")
+                        except RpcError as e:
+                            log(f"session {state['session']} not resumable ({e.code} {e}): a new one")
+                            signaled.add(state["session"])
+                            state["session"] = None
+                    if not state["session"]:
+                        sid = f"soak-{int(time.time() * 1000)}"
+                        r = await conn.call("session.create", {"sessionId": sid, "invite": ["reader"],
+                                                               "maxMembers": 10})
+                        state["session"], state["token"] = sid, r["resumeToken"]
+                        stats.count("sessions created")
+                n += 1
+                r = await conn.call("session.send", {"sessionId": state["session"], "event": "tick",
+                                                     "data": n}, timeout=3)
+                acked.setdefault(state["session"], set()).add(r["offset"])
+                await asyncio.sleep(0.02)
+            except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+                conn = await drop(conn)
+                await asyncio.sleep(0.2)
+            except RpcError as e:
+                stats.count(f"send error {e.code}")
+                if e.code in (-32001, -32003):
+                    signaled.add(state["session"])
+                    state["session"] = None
+                await asyncio.sleep(0.2)
+        if conn:
+            await conn.close()
+
+    async def catch_up(conn, sid):
+        since = max(seen.get(sid, {0}))
+        while True:
+            h = await conn.call("session.history", {"sessionId": sid, "since": since, "limit": 1000})
+            if not h["complete"]:
+                signaled.add(sid)
+            for e in h["events"]:
+                seen.setdefault(sid, set()).add(e["offset"])
+                since = max(since, e["offset"])
+            if not h["more"]:
+                return
+
+    async def reader():
+        conn, joined = None, None
+        give_up = None
+        while True:
+            if stop.is_set():
+                give_up = give_up or time.monotonic() + 10
+                if joined == state["session"] or time.monotonic() > give_up:
+                    break
+            try:
+                if conn is None or conn.closed.is_set():
+                    conn = await Conn.open(cluster, tokens["reader"], on_event)
+                    joined = None
+                    stats.count("reader connects")
+                sid = state["session"]
+                if sid and joined != sid:
+                    await conn.call("session.join", {"sessionId": sid})
+                    joined = sid
+                    await catch_up(conn, sid)
+                elif sid and state["hole"]:
+                    # A live frame skipped offsets: read what was missed.
+                    state["hole"] = False
+                    stats.count("reader holes caught up")
+                    await catch_up(conn, sid)
+                await asyncio.sleep(0.1)
+            except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+                conn = await drop(conn)
+                await asyncio.sleep(0.2)
+            except RpcError as e:
+                if e.code == -32001:
+                    signaled.add(state["session"])
+                stats.count(f"reader error {e.code}")
+                await asyncio.sleep(0.2)
+        return conn
+
+    w = asyncio.create_task(writer())
+    r = asyncio.create_task(reader())
+    await w
+    await asyncio.sleep(2)
+    conn = await r
+    # Final catch-up of the current session, then the verdict.
+    if conn and state["session"] and not conn.closed.is_set():
+        try:
+            await catch_up(conn, state["session"])
+        except Exception as e:
+            log("final catch-up failed:", e)
+    for sid, offsets in acked.items():
+        missing = offsets - seen.get(sid, set())
+        stats.count("events acknowledged", len(offsets))
+        stats.count("events seen", len(offsets & seen.get(sid, set())))
+        if missing and sid not in signaled:
+            stats.violate(f"session {sid}: {len(missing)} acknowledged events never reached the "
+                          f"reader and no loss was signaled (e.g. {sorted(missing)[:5]})")
+        elif missing:
+            stats.count("events lost with a signal", len(missing))
+
+
+async def approvals(cluster, stats, stop, tokens):
+    node = a1 = a2 = None
+    while not stop.is_set():
+        try:
+            if node is None or node.closed.is_set():
+                node = await Conn.open(cluster, tokens["node"])
+            if a1 is None or a1.closed.is_set():
+                a1 = await Conn.open(cluster, tokens["approver1"])
+            if a2 is None or a2.closed.is_set():
+                a2 = await Conn.open(cluster, tokens["approver2"], avoid=a1.instance)
+            r = await node.call("approval.request", {"tool": "soak", "summary": "soak",
+                                                     "timeoutMs": 60000})
+            aid = r["approvalId"]
+            outcomes = await asyncio.gather(
+                a1.call("approval.resolve", {"approvalId": aid, "decision": "approve"}),
+                a2.call("approval.resolve", {"approvalId": aid, "decision": "deny"}),
+                return_exceptions=True)
+            wins = sum(1 for o in outcomes if not isinstance(o, BaseException))
+            codes = [o.code for o in outcomes if isinstance(o, RpcError)]
+            if wins > 1:
+                stats.violate(f"approval {aid} resolved twice")
+            elif wins == 1 and codes == [-32007]:
+                stats.count("approvals resolved once")
+            else:
+                stats.count("approvals disrupted")
+            await asyncio.sleep(1)
+        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            node, a1, a2 = await drop(node), await drop(a1), await drop(a2)
+            await asyncio.sleep(0.3)
+        except RpcError as e:
+            stats.count(f"approval error {e.code}")
+            await asyncio.sleep(0.3)
+    for conn in (node, a1, a2):
+        await drop(conn)
+
+
+async def presence(cluster, stats, stop, tokens):
+    """Watchers hold a known set of connections; the cluster's count must
+    converge to it once nothing was disrupted for a while."""
+    watchers, admin = [], None
+    mismatch_since = None
+    while not stop.is_set():
+        try:
+            if admin is None or admin.closed.is_set():
+                admin = await Conn.open(cluster, tokens["admin"])
+            watchers = [w for w in watchers if not w.closed.is_set()]
+            while len(watchers) < 5:
+                watchers.append(await Conn.open(cluster, tokens["reader"]))
+            await asyncio.sleep(1)
+            if time.monotonic() - cluster.last_disruption < QUIET_FOR_PRESENCE:
+                mismatch_since = None
+                continue
+            ids = set()
+            cursor = None
+            while True:
+                page = await admin.call("system.presence", {"limit": 1000, "cursor": cursor})
+                ids.update(c["connId"] for c in page["clients"])
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    break
+            total = page["total"]
+            if total != len(ids):
+                stats.count("presence pages disagree with total")
+            # The driver's connections are all of the cluster's: sessions,
+            # approvals, watchers and this admin; compare counts only.
+            expected = stats.counts.get("open connections", None)
+            stats.count("presence checks")
+            if expected is not None and total != expected:
+                mismatch_since = mismatch_since or time.monotonic()
+                if time.monotonic() - mismatch_since > QUIET_FOR_PRESENCE:
+                    stats.violate(f"presence says {total} connections, the driver holds {expected}")
+                    mismatch_since = None
+            else:
+                mismatch_since = None
+        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            admin = await drop(admin)
+            await asyncio.sleep(0.3)
+        except RpcError as e:
+            stats.count(f"presence error {e.code}")
+            await asyncio.sleep(0.3)
+
+
+async def chaos(cluster, stats, stop):
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), random.uniform(12, 25))
+            return
+        except asyncio.TimeoutError:
+            pass
+        action = random.choice(["kill", "kill", "term", "redis"])
+        cluster.last_disruption = time.monotonic()
+        if action == "redis":
+            log("chaos: Redis restarted empty")
+            cluster.redis.kill()
+            cluster.redis.wait()
+            await asyncio.sleep(1)
+            cluster.start_redis()
+        else:
+            i = random.choice(cluster.live())
+            sig = signal.SIGKILL if action == "kill" else signal.SIGTERM
+            log(f"chaos: {sig.name} soak-{i + 1}")
+            cluster.procs[i].send_signal(sig)
+            await asyncio.get_running_loop().run_in_executor(None, cluster.procs[i].wait)
+            await asyncio.sleep(1)
+            cluster.start(i)
+            await asyncio.get_running_loop().run_in_executor(None, cluster.wait_up, i)
+        stats.count(f"chaos {action}")
+        cluster.last_disruption = time.monotonic()
+
+
+async def main():
+    binary = os.environ.get("SWITCHYARD_BIN")
+    if not binary:
+        raise SystemExit("SWITCHYARD_BIN is not set (scripts/soak.sh sets it)")
+    cluster = Cluster(binary)
+    stats = Stats()
+    cluster.start_redis()
+    for i in range(3):
+        cluster.start(i)
+    for i in range(3):
+        if not cluster.wait_up(i):
+            raise SystemExit(f"soak-{i + 1} did not start; see {cluster.dir}")
+    tokens = {
+        "writer": cluster.token("writer", scopes=["operator.read", "operator.write"]),
+        "reader": cluster.token("reader", scopes=["operator.read", "operator.write"]),
+        "approver1": cluster.token("approver1", scopes=["operator.approvals"]),
+        "approver2": cluster.token("approver2", scopes=["operator.approvals"]),
+        "node": cluster.token("node-1", role="node", scopes=[]),
+        "admin": cluster.token("admin", scopes=["operator.admin"]),
+    }
+    log(f"soak for {SECONDS} s: redis :{cluster.redis_port}, instances {cluster.ports}, logs {cluster.dir}")
+    stop = asyncio.Event()
+    # The driver's connections: writer, reader, node, 2 approvers, admin,
+    # 5 watchers. Counted as expected only while all are up.
+    stats.counts["open connections"] = 11
+    tasks = [
+        asyncio.create_task(sessions(cluster, stats, stop, tokens)),
+        asyncio.create_task(approvals(cluster, stats, stop, tokens)),
+        asyncio.create_task(presence(cluster, stats, stop, tokens)),
+        asyncio.create_task(chaos(cluster, stats, stop)),
+    ]
+    await asyncio.sleep(10)
+    rss_start = [cluster.rss_kib(i) for i in range(3)]
+    rss_max = list(rss_start)
+    end = time.monotonic() + max(0, SECONDS - 10)
+    while time.monotonic() < end:
+        await asyncio.sleep(min(5, max(0, end - time.monotonic())))
+        for i in range(3):
+            rss = cluster.rss_kib(i)
+            if rss is not None:
+                rss_max[i] = max(rss_max[i] or 0, rss)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+    rss_end = [cluster.rss_kib(i) for i in range(3)]
+    cluster.stop_all()
+    stats.counts.pop("open connections", None)
+    summary = {
+        "seconds": SECONDS,
+        "violations": len(stats.violations),
+        "rss_kib_after_warmup": rss_start,
+        "rss_kib_at_end": rss_end,
+        "rss_kib_max": rss_max,
+        **dict(sorted(stats.counts.items())),
+    }
+    print(json.dumps(summary, indent=1))
+    sys.exit(1 if stats.violations else 0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
