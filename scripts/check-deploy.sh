@@ -606,7 +606,8 @@ check_live() {
     SWITCHYARD_RATE_LIMITS__CONNECT_PER_IP__LIMIT=100000 \
     SWITCHYARD_LOG=warn "$bin"
   wait_http "http://127.0.0.1:$sy_port/ready" 30 || { cat "$work/switchyard.out"; return 1; }
-  token=$(env -i PATH="$PATH" SWITCHYARD_JWT_SECRET="$jwt" "$bin" token --sub ci --ttl 600)
+  # A JWT identity of its own: `ci` is the API key's name, which a JWT may not take.
+  token=$(env -i PATH="$PATH" SWITCHYARD_JWT_SECRET="$jwt" "$bin" token --sub ci-jwt --ttl 600)
 
   cat >"$work/prometheus.yml" <<EOF
 global:

@@ -99,7 +99,7 @@ enum BenchScenario {
 #[derive(Args)]
 struct TokenArgs {
     /// Subject (`sub` claim).
-    #[arg(long, default_value = "dev")]
+    #[arg(long, default_value = "cli")]
     sub: String,
     /// Role: operator or node.
     #[arg(long, default_value = "operator")]
