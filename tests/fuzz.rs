@@ -242,6 +242,9 @@ fn past_failures() {
         r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#,
+        // A fractional id must come back as the same number (serde_json
+        // parses floats exactly: feature float_roundtrip).
+        r#"{"jsonrpc":"2.0","id":5.798900193118243e-153,"method":"ping"}"#,
         // Deep nesting and an empty batch.
         &format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
         "[]",
