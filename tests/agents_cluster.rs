@@ -456,6 +456,48 @@ async fn max_concurrency_one_holds_across_instances() {
     assert_eq!(reply["result"]["result"], json!({"echo": 2}), "{reply}");
 }
 
+/// A busy agent on another instance is skipped: its refusal comes back as
+/// the relay's busy flag, and the call goes on to the next candidate.
+#[tokio::test]
+async fn a_busy_agent_elsewhere_passes_the_call_to_the_next_one() {
+    let (_redis, servers) = cluster(3, |_| {}).await;
+    let (mut busy, _) = agent_on(
+        &servers[1],
+        json!({"agentId": "pair-a", "capabilities": ["pair"], "maxConcurrency": 1}),
+    )
+    .await;
+    // Registered later: `first` tries pair-a before it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (mut free, _) = agent_on(
+        &servers[2],
+        json!({"agentId": "pair-b", "capabilities": ["pair"], "maxConcurrency": 1}),
+    )
+    .await;
+    let mut holder = servers[0].client(WRITER).await;
+    send_request(
+        &mut holder,
+        "hold",
+        "node.invoke",
+        json!({"nodeId": "pair-a", "command": "hold", "timeoutMs": 8000}),
+    )
+    .await;
+    let (held, _) = server_request(&mut busy, "invoke").await;
+    let mut caller = servers[0].client(WRITER).await;
+    for n in 0..3 {
+        let (reply, _) = invoke_echoed(
+            &mut caller,
+            &mut free,
+            json!({"capability": "pair", "policy": "first", "command": "x", "params": n,
+                   "timeoutMs": 5000}),
+        )
+        .await;
+        assert_eq!(reply["result"]["result"], json!({"echo": n}), "{reply}");
+        assert_eq!(reply["result"]["nodeId"], "pair-b", "{reply}");
+    }
+    no_push_where(&mut busy, "invoke", QUIET, |_| true).await;
+    answer(&mut busy, &held, json!("done")).await;
+}
+
 // ---------------------------------------------------------------- registry
 
 #[tokio::test]

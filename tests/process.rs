@@ -287,6 +287,30 @@ async fn minted_token_is_accepted_with_its_scopes() {
     let now = now_secs();
     assert!(exp > now && exp <= now + 61, "ttl 60: exp {exp}, now {now}");
 
+    // The default subject is `cli`, not a name a configured credential
+    // takes (the local cluster's static token is `dev`), so it is accepted
+    // beside one.
+    let mut cmd = switchyard();
+    cmd.env("SWITCHYARD_JWT_SECRET", secret).args(["token"]);
+    let f = run(cmd, Duration::from_secs(10));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let default_token = f.stdout.trim().to_owned();
+    assert_eq!(claims_of(&default_token)["sub"], "cli");
+    let with_dev = Server::start(
+        &[
+            ("SWITCHYARD_JWT_SECRET", secret),
+            (
+                "SWITCHYARD_TOKENS",
+                "dev:process-dev-token-0123456789abcdef",
+            ),
+        ],
+        &[],
+    )
+    .await;
+    let f = with_dev.call("status", None, &default_token);
+    assert_eq!(f.code, Some(0), "stderr: {}", f.stderr);
+    drop(with_dev);
+
     // Without a key there is nothing to sign with.
     let mut cmd = switchyard();
     cmd.args(["token", "--sub", "alice"]);

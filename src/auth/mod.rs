@@ -37,6 +37,7 @@ pub use guard::{ClientIpResolver, HostPolicy, OriginPolicy, wildcard_match};
 pub use jwt::{JwtVerifier, MintClaims, mint};
 
 use crate::config::{Access, AuthConfig, AuthMode, StaticCredential};
+use crate::protocol::names;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
@@ -304,7 +305,7 @@ impl Identity {
         let suffix_is = |prefix: &str, owner: &str| {
             !owner.is_empty() && channel.strip_prefix(prefix) == Some(owner)
         };
-        suffix_is("user:", &self.sub) || suffix_is("conn:", conn_id)
+        suffix_is(names::USER_PREFIX, &self.sub) || suffix_is(names::CONN_PREFIX, conn_id)
     }
 }
 

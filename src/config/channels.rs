@@ -1,6 +1,7 @@
 //! Channel settings: the `[channels]` section, rules by name prefix
 //! deciding who may subscribe and publish.
 
+use crate::protocol::names;
 use serde::{Deserialize, Serialize};
 
 /// Who may do what on channels, by name prefix.
@@ -19,11 +20,11 @@ impl Default for ChannelConfig {
         Self {
             rules: vec![
                 ChannelRule::new("public:", Access::Authenticated, Access::Write, true),
-                ChannelRule::new("user:", Access::Owner, Access::Admin, false),
-                ChannelRule::new("conn:", Access::Owner, Access::Admin, false),
+                ChannelRule::new(names::USER_PREFIX, Access::Owner, Access::Admin, false),
+                ChannelRule::new(names::CONN_PREFIX, Access::Owner, Access::Admin, false),
                 ChannelRule::new("private:", Access::Claim, Access::Claim, true),
-                ChannelRule::new("global", Access::Authenticated, Access::Admin, false),
-                ChannelRule::new("approval", Access::Approvals, Access::Admin, false),
+                ChannelRule::new(names::GLOBAL, Access::Authenticated, Access::Admin, false),
+                ChannelRule::new(names::APPROVALS, Access::Approvals, Access::Admin, false),
             ],
             default: ChannelAccess {
                 subscribe: Access::Authenticated,

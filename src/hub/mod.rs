@@ -24,7 +24,7 @@ pub use owned::{Loss, OwnedSessions};
 use crate::backend::{Backend, Envelope, Inbox, logged_offset};
 use crate::conn::{ConnHandle, close_code};
 use crate::protocol::Frame;
-use crate::protocol::names::SESSION_CHANNEL_PREFIX;
+use crate::protocol::names::{CONN_PREFIX, SESSION_CHANNEL_PREFIX};
 use crate::ratelimit::IdentityBudget;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -250,7 +250,7 @@ impl Hub {
             drop(index);
             // `conn:<id>` has no subscribers; it names one local socket.
             return channel
-                .strip_prefix("conn:")
+                .strip_prefix(CONN_PREFIX)
                 .and_then(|id| self.get(id))
                 .map_or(0, |conn| usize::from(conn.push(frame.clone())));
         };

@@ -26,11 +26,6 @@ pub fn session_channel(id: &str) -> String {
     format!("{SESSION_CHANNEL_PREFIX}{id}")
 }
 
-/// The session a channel name belongs to, if it is a session's channel.
-pub fn session_of(channel: &str) -> Option<&str> {
-    channel.strip_prefix(SESSION_CHANNEL_PREFIX)
-}
-
 /// The channel of user `sub`.
 pub fn user_channel(sub: &str) -> String {
     format!("{USER_PREFIX}{sub}")

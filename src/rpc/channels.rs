@@ -142,16 +142,16 @@ pub struct HistoryParams {
 /// their `notify` params). `complete` says nothing between `since` and
 /// the first one returned is missing.
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
-    may_subscribe(
-        ctx.app,
-        &*ctx.identity()?,
-        ctx.conn.id(),
-        &p.channel,
-        "read the history of",
-    )?;
+    may_read(ctx, &p.channel, "read the history of")?;
     let keep = history_of(&ctx.app.config, &p.channel)?;
     let head = json!({ "channel": p.channel });
     replay::history(ctx.app, head, &p.channel, p.since, p.limit, keep, false).await
+}
+
+/// The caller's right to subscribe to `channel`, which reading it any
+/// other way takes too.
+fn may_read(ctx: &Ctx<'_>, channel: &str, action: &str) -> Result<(), RpcError> {
+    may_subscribe(ctx.app, &*ctx.identity()?, ctx.conn.id(), channel, action)
 }
 
 #[derive(Deserialize)]
@@ -162,12 +162,6 @@ pub struct PresenceParams {
 }
 
 pub async fn presence(ctx: &Ctx<'_>, p: PresenceParams) -> Result<Value, RpcError> {
-    may_subscribe(
-        ctx.app,
-        &*ctx.identity()?,
-        ctx.conn.id(),
-        &p.channel,
-        "see presence of",
-    )?;
+    may_read(ctx, &p.channel, "see presence of")?;
     members_page(ctx.app, &p.channel, &p.page).await
 }

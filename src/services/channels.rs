@@ -12,7 +12,7 @@
 use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::{ChannelInfo, ChannelMember, LoggedFrame};
-use crate::config::{ChannelAccess, ChannelConfig};
+use crate::config::{Access, ChannelAccess, ChannelConfig};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, names, now_ms};
 use crate::services::page::Page;
@@ -143,14 +143,7 @@ pub struct Published {
 /// internal ones) it may subscribe to. An HTTP listing has no connection.
 pub fn visible(app: &App, identity: &Identity, all: Vec<ChannelInfo>) -> Vec<ChannelInfo> {
     all.into_iter()
-        .filter(|c| {
-            validate_name("channel", &c.channel).is_ok()
-                && identity.check_access(
-                    access_for(&app.config.channels, &c.channel).subscribe,
-                    &c.channel,
-                    "",
-                )
-        })
+        .filter(|c| may_subscribe(app, identity, "", &c.channel, "list").is_ok())
         .collect()
 }
 
@@ -212,12 +205,14 @@ pub fn may_subscribe(
     channel: &str,
     action: &str,
 ) -> Result<(), RpcError> {
-    validate_name("channel", channel)?;
-    let rule = access_for(&app.config.channels, channel);
-    if !identity.check_access(rule.subscribe, channel, conn_id) {
-        return Err(RpcError::forbidden(format!("may not {action} {channel}")));
-    }
-    Ok(())
+    may(
+        app,
+        identity,
+        conn_id,
+        channel,
+        |rule| rule.subscribe,
+        action,
+    )
 }
 
 /// The right to publish on `channel` (see [`may_subscribe`]).
@@ -227,10 +222,29 @@ pub fn may_publish(
     conn_id: &str,
     channel: &str,
 ) -> Result<(), RpcError> {
+    may(
+        app,
+        identity,
+        conn_id,
+        channel,
+        |rule| rule.publish,
+        "publish to",
+    )
+}
+
+/// Whether `identity` holds the `right` of `channel`'s rule.
+fn may(
+    app: &App,
+    identity: &Identity,
+    conn_id: &str,
+    channel: &str,
+    right: fn(&ChannelAccess) -> Access,
+    action: &str,
+) -> Result<(), RpcError> {
     validate_name("channel", channel)?;
     let rule = access_for(&app.config.channels, channel);
-    if !identity.check_access(rule.publish, channel, conn_id) {
-        return Err(RpcError::forbidden(format!("may not publish to {channel}")));
+    if !identity.check_access(right(&rule), channel, conn_id) {
+        return Err(RpcError::forbidden(format!("may not {action} {channel}")));
     }
     Ok(())
 }
