@@ -240,6 +240,41 @@ async fn implicit_channels_across_instances() {
     }
 }
 
+/// Everything published after `welcome` (authenticated at the upgrade) or
+/// after the `auth` reply reaches the socket, also when it is the first
+/// socket of its instance on `global` and `user:<sub>` while the previous
+/// one is leaving, and the publication comes from another instance at once.
+#[tokio::test]
+async fn publications_right_after_welcome_or_auth_arrive() {
+    let (_redis, s) = cluster(3, |_| {}).await;
+    let mut admin = s[0].client(ADMIN).await;
+    for round in 0..40u64 {
+        let target = &s[1 + (round as usize) % 2];
+        let mut ws = if round % 2 == 0 {
+            target.client(READER).await
+        } else {
+            let mut ws = Ws::connect(&target.url("/ws")).await.expect("connects");
+            ws.expect_push("welcome").await;
+            ws.call("auth", json!({"token": READER})).await;
+            ws
+        };
+        for channel in ["global", "user:reader"] {
+            let r = admin
+                .call(
+                    "publish",
+                    json!({"channel": channel, "event": "e", "data": round}),
+                )
+                .await;
+            assert!(r["delivered"].as_u64().unwrap_or(0) >= 1, "{r}");
+            push_where(&mut ws, "notify", |p| {
+                p["channel"] == channel && p["data"] == round
+            })
+            .await;
+        }
+        ws.close().await;
+    }
+}
+
 // ---------------------------------------------------------------- sessions
 
 #[tokio::test]

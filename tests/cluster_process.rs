@@ -503,3 +503,44 @@ async fn the_reaper_scans_presence_only_when_the_view_changes() {
     let after = scanned_at_least(&a, a_before + 1).await;
     assert!(after > a_before, "b's death brings a scan about");
 }
+
+/// What is published right after a `welcome` reaches the socket, on fresh
+/// clusters whose instances had no socket before (the first subscriber of
+/// `global` and `user:<sub>` on each instance), published over HTTP on
+/// another instance.
+#[tokio::test]
+async fn fresh_clusters_deliver_what_is_published_right_after_welcome() {
+    let admin = bearer(ADMIN);
+    for round in 0..4u64 {
+        let redis = RedisProcess::start();
+        let a = Instance::start(&redis, "a", &[]).await;
+        let b = Instance::start(&redis, "b", &[]).await;
+        let c = Instance::start(&redis, "c", &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for instance in [&a, &b, &c] {
+            while instance.ready_status().await != 200 {
+                assert!(Instant::now() < deadline, "{} never ready", instance.id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut on_b = b.client(WRITER).await;
+        let mut on_c = c.client(BOB).await;
+        for channel in ["global", "user:bob"] {
+            let body = json!({"channel": channel, "event": "e", "data": round}).to_string();
+            let (status, _, reply) = http(
+                a.addr(),
+                "POST",
+                "/api/publish",
+                &[("authorization", &admin)],
+                Some(&body),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            let heard = |p: &Value| p["channel"] == channel && p["data"] == round;
+            if channel == "global" {
+                push_where(&mut on_b, "notify", heard).await;
+            }
+            push_where(&mut on_c, "notify", heard).await;
+        }
+    }
+}

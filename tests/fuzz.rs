@@ -71,7 +71,7 @@ fn rpc_frame() -> impl Strategy<Value = Value> {
 fn check_parse(text: &str) {
     match frame::parse_text(text, 100, 64) {
         Incoming::Reject(e) => {
-            let reply = frame::response_json(&Value::Null, &Err(e));
+            let reply = frame::response_json(&frame::Id::null(), &Err(e));
             serde_json::from_str::<Value>(&reply).expect("a rejection parses");
         }
         Incoming::Single(m) => check_message(m),
@@ -87,8 +87,9 @@ fn check_message(message: Message) {
         Message::Call(call) => {
             if let Some(id) = &call.id {
                 let reply = frame::response_json(id, &Ok(json!({"ok": true})));
-                let v: Value = serde_json::from_str(&reply).expect("a reply parses");
-                assert_eq!(&v["id"], id, "the id comes back as sent");
+                serde_json::from_str::<Value>(&reply).expect("a reply parses");
+                let head = format!(r#"{{"jsonrpc":"2.0","id":{},"#, id.get());
+                assert!(reply.starts_with(&head), "the id comes back as sent");
             }
             assert!(call.params.is_object() || call.params.is_array());
         }

@@ -45,6 +45,53 @@ async fn batches_and_notifications() {
     assert_eq!(ws.call("ping", json!({})).await["pong"], true);
 }
 
+/// The next frame that is not a push, as sent.
+async fn reply_text(ws: &mut Ws) -> String {
+    loop {
+        let text = ws.next_text().await.expect("a reply");
+        if !text.contains(r#""method":"#) {
+            return text;
+        }
+    }
+}
+
+/// Ids come back exactly as written, also numbers a float cannot hold.
+#[tokio::test]
+async fn ids_are_echoed_as_written() {
+    let server = TestServer::default().await;
+    let mut ws = server.client(ADMIN).await;
+    let ids = [
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+        "9007199254740993",
+        "1e3",
+        "2.50",
+        "\"s\"",
+    ];
+    for id in ids {
+        ws.send_text(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#))
+            .await;
+        let reply = reply_text(&mut ws).await;
+        assert!(
+            reply.starts_with(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result""#)),
+            "{reply}"
+        );
+    }
+    // An invalid request and a batch element keep theirs too.
+    ws.send_text(r#"[{"id":1e400,"method":"ping"}]"#).await;
+    let reply = reply_text(&mut ws).await;
+    assert!(reply.contains(r#""code":-32700"#), "{reply}");
+    ws.send_text(r#"[{"id":18446744073709551617,"jsonrpc":"1.0","method":"ping"},{"id":3e0,"method":"ping"}]"#)
+        .await;
+    let reply = reply_text(&mut ws).await;
+    assert!(
+        reply.starts_with(r#"[{"jsonrpc":"2.0","id":18446744073709551617,"error""#),
+        "{reply}"
+    );
+    assert!(reply.contains(r#""id":3e0,"result""#), "{reply}");
+}
+
 #[tokio::test]
 async fn protocol_error_codes() {
     let server = TestServer::default().await;

@@ -251,7 +251,7 @@ async fn on_message<S: ConnService>(svc: &S, conn: &ConnHandle, msg: WsMessage) 
         }
         WsMessage::Binary(_) => {
             let err = RpcError::invalid_request("binary frames are not supported");
-            conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
+            conn.reply(frame::response_json(&frame::Id::null(), &Err(err)).into())
                 .await;
             true
         }
@@ -264,7 +264,7 @@ async fn on_text<S: ConnService>(svc: &S, conn: &ConnHandle, text: &str) {
     let limits = svc.limits();
     match frame::parse_text(text, limits.max_batch, limits.max_json_depth) {
         Incoming::Reject(err) => {
-            conn.reply(frame::response_json(&serde_json::Value::Null, &Err(err)).into())
+            conn.reply(frame::response_json(&frame::Id::null(), &Err(err)).into())
                 .await;
         }
         Incoming::Single(Message::Call(call)) if svc.is_long_running(&call.method) => {

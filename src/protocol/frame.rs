@@ -8,16 +8,49 @@
 
 use super::error::RpcError;
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// A serialised outgoing frame; cloning shares the bytes.
 pub type Frame = Utf8Bytes;
 
+/// A request id exactly as the client wrote it. JSON-RPC answers with the
+/// id it was sent, and a number that does not survive a trip through
+/// [`Value`] (past `u64`, below `i64`, `1e3`, `1.50`) is kept as its text.
+#[derive(Debug, Clone)]
+pub struct Id(Box<RawValue>);
+
+impl Id {
+    /// `null`: the id of an answer to a frame whose id could not be read.
+    pub fn null() -> Self {
+        Self::from_value(&Value::Null)
+    }
+
+    fn from_value(value: &Value) -> Self {
+        // A `Value` always serialises; `null` is the fallback all the same.
+        serde_json::value::to_raw_value(value)
+            .or_else(|_| RawValue::from_string("null".into()))
+            .map(Self)
+            .unwrap_or_else(|_| unreachable!("null is JSON"))
+    }
+
+    /// The id's JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 /// One call from a client. `id: None` is a notification (no reply).
 #[derive(Debug, Clone)]
 pub struct Call {
-    pub id: Option<Value>,
+    pub id: Option<Id>,
     pub method: String,
     pub params: Value,
 }
@@ -36,7 +69,7 @@ pub enum Message {
     Reply(ClientReply),
     /// Not a valid JSON-RPC object; answer with this error under this id.
     Invalid {
-        id: Value,
+        id: Id,
         error: RpcError,
     },
 }
@@ -70,8 +103,58 @@ pub fn parse_text(text: &str, max_batch: usize, max_depth: usize) -> Incoming {
         Value::Array(items) if items.len() > max_batch => Incoming::Reject(
             RpcError::invalid_request(format!("batch larger than {max_batch}")),
         ),
-        Value::Array(items) => Incoming::Batch(items.into_iter().map(classify).collect()),
-        other => Incoming::Single(classify(other)),
+        Value::Array(items) => {
+            let mut exact = ExactIds::new(text);
+            let messages = items.into_iter().enumerate();
+            Incoming::Batch(messages.map(|(i, v)| classify(v, i, &mut exact)).collect())
+        }
+        other => Incoming::Single(classify(other, 0, &mut ExactIds::new(text))),
+    }
+}
+
+/// The ids of a frame as written, read only when some numeric id came out
+/// of [`Value`] as a float (the rare case: a second parse of the frame).
+struct ExactIds<'a> {
+    text: &'a str,
+    ids: Option<Vec<Option<&'a RawValue>>>,
+}
+
+impl<'a> ExactIds<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text, ids: None }
+    }
+
+    /// The id of element `index` (0 for a single call) as an [`Id`].
+    fn id(&mut self, index: usize, value: &Value) -> Id {
+        if !value.is_f64() {
+            return Id::from_value(value);
+        }
+        let ids = self.ids.get_or_insert_with(|| raw_ids(self.text));
+        match ids.get(index).copied().flatten() {
+            Some(raw) => Id(raw.to_owned()),
+            None => Id::from_value(value),
+        }
+    }
+}
+
+/// Every element's `id` as written (`None` where it cannot be read).
+fn raw_ids<'a>(text: &'a str) -> Vec<Option<&'a RawValue>> {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+    }
+    let id_of = |item: &'a RawValue| -> Option<&'a RawValue> {
+        serde_json::from_str::<IdOnly<'a>>(item.get()).ok()?.id
+    };
+    let Ok(top) = serde_json::from_str::<&RawValue>(text) else {
+        return Vec::new();
+    };
+    if top.get().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(top.get()).unwrap_or_default();
+        items.into_iter().map(id_of).collect()
+    } else {
+        vec![id_of(top)]
     }
 }
 
@@ -101,35 +184,40 @@ fn nesting_depth(text: &str) -> usize {
     max
 }
 
-fn classify(value: Value) -> Message {
+fn classify(value: Value, index: usize, exact: &mut ExactIds) -> Message {
     let Value::Object(mut obj) = value else {
-        return invalid(Value::Null, "not a JSON-RPC object");
+        return invalid(Id::null(), "not a JSON-RPC object");
     };
-    let id = obj.remove("id");
-    if let Some(id) = &id
+    let raw_id = obj.remove("id");
+    if let Some(id) = &raw_id
         && !(id.is_string() || id.is_number() || id.is_null())
     {
-        return invalid(Value::Null, "id must be a string or a number");
+        return invalid(Id::null(), "id must be a string or a number");
     }
+    let id = raw_id.as_ref().map(|v| exact.id(index, v));
     if let Some(v) = obj.get("jsonrpc")
         && v != "2.0"
     {
-        return invalid(id.unwrap_or(Value::Null), "jsonrpc must be \"2.0\"");
+        return invalid(id.unwrap_or_else(Id::null), "jsonrpc must be \"2.0\"");
     }
     match obj.remove("method") {
         Some(Value::String(method)) => call(id, method, obj),
-        Some(_) => invalid(id.unwrap_or(Value::Null), "method must be a string"),
-        None => reply(id, obj),
+        Some(_) => invalid(id.unwrap_or_else(Id::null), "method must be a string"),
+        None => match raw_id {
+            // A reply to a server request: its id is one of ours, a string.
+            Some(Value::String(srv)) => reply(srv, obj),
+            _ => invalid(id.unwrap_or_else(Id::null), "missing method"),
+        },
     }
 }
 
-fn call(id: Option<Value>, method: String, mut obj: Map<String, Value>) -> Message {
+fn call(id: Option<Id>, method: String, mut obj: Map<String, Value>) -> Message {
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(p @ (Value::Object(_) | Value::Array(_))) => p,
         Some(_) => {
             return invalid(
-                id.unwrap_or(Value::Null),
+                id.unwrap_or_else(Id::null),
                 "params must be an object or an array",
             );
         }
@@ -137,22 +225,19 @@ fn call(id: Option<Value>, method: String, mut obj: Map<String, Value>) -> Messa
     Message::Call(Call { id, method, params })
 }
 
-fn reply(id: Option<Value>, mut obj: Map<String, Value>) -> Message {
-    let Some(Value::String(id)) = id else {
-        return invalid(id.unwrap_or(Value::Null), "missing method");
-    };
+fn reply(id: String, mut obj: Map<String, Value>) -> Message {
     let outcome = match (obj.remove("result"), obj.remove("error")) {
         (Some(result), None) => Ok(result),
         (None, Some(error)) => match serde_json::from_value::<RpcError>(error) {
             Ok(e) => Err(e),
-            Err(_) => return invalid(Value::String(id), "malformed error object"),
+            Err(_) => return invalid(Id::from_value(&id.into()), "malformed error object"),
         },
-        _ => return invalid(Value::String(id), "missing method"),
+        _ => return invalid(Id::from_value(&id.into()), "missing method"),
     };
     Message::Reply(ClientReply { id, outcome })
 }
 
-fn invalid(id: Value, reason: &str) -> Message {
+fn invalid(id: Id, reason: &str) -> Message {
     Message::Invalid {
         id,
         error: RpcError::invalid_request(reason),
@@ -162,7 +247,7 @@ fn invalid(id: Value, reason: &str) -> Message {
 #[derive(Serialize)]
 struct ResponseOut<'a> {
     jsonrpc: &'static str,
-    id: &'a Value,
+    id: &'a Id,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,7 +264,7 @@ struct RequestOut<'a, P: Serialize> {
 }
 
 /// The JSON of a response (not yet a frame: batches join several).
-pub fn response_json(id: &Value, outcome: &Result<Value, RpcError>) -> String {
+pub fn response_json(id: &Id, outcome: &Result<Value, RpcError>) -> String {
     let out = ResponseOut {
         jsonrpc: "2.0",
         id,
@@ -237,7 +322,7 @@ mod tests {
         let Message::Call(c) = single(r#"{"id":1,"method":"ping"}"#) else {
             panic!()
         };
-        assert_eq!(c.id, Some(json!(1)));
+        assert_eq!(c.id.as_ref().map(Id::get), Some("1"));
         assert_eq!(c.params, json!({}));
     }
 
@@ -264,6 +349,43 @@ mod tests {
                 "{text} should be invalid"
             );
         }
+    }
+
+    #[test]
+    fn ids_come_back_as_written() {
+        let ids = [
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1e3",
+            "1.50",
+            "7",
+            "\"a\"",
+            "null",
+        ];
+        for id in ids {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let Message::Call(c) = single(&text) else {
+                panic!("{text}")
+            };
+            assert_eq!(c.id.as_ref().map(Id::get), Some(id), "{text}");
+            let out = response_json(c.id.as_ref().unwrap(), &Ok(json!(1)));
+            assert!(out.contains(&format!(r#""id":{id},"#)), "{out}");
+        }
+        // In a batch each element keeps its own; an invalid element too.
+        let text = r#"[{"id":1e2,"method":"a"},{"id":2,"method":"b"},{"id":3.0,"jsonrpc":"1"}]"#;
+        let Incoming::Batch(items) = parse_text(text, 10, 64) else {
+            panic!()
+        };
+        let got: Vec<&str> = items
+            .iter()
+            .map(|m| match m {
+                Message::Call(c) => c.id.as_ref().unwrap().get(),
+                Message::Invalid { id, .. } => id.get(),
+                Message::Reply(_) => panic!("not a reply"),
+            })
+            .collect();
+        assert_eq!(got, ["1e2", "2", "3.0"]);
     }
 
     #[test]
@@ -311,7 +433,8 @@ mod tests {
 
     #[test]
     fn outgoing_frames() {
-        let r = response_json(&json!(7), &Ok(json!({"pong": true})));
+        let seven = Id::from_value(&json!(7));
+        let r = response_json(&seven, &Ok(json!({"pong": true})));
         assert_eq!(r, r#"{"jsonrpc":"2.0","id":7,"result":{"pong":true}}"#);
         let n = notification("notify", &json!({"a": 1}));
         assert_eq!(

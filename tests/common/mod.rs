@@ -276,14 +276,18 @@ impl Ws {
 
     /// Next text frame as JSON, or None when the socket closed.
     pub async fn next_json(&mut self) -> Option<Value> {
+        let text = self.next_text().await?;
+        Some(serde_json::from_str(&text).expect("server sends JSON"))
+    }
+
+    /// Next text frame as sent, or None when the socket closed.
+    pub async fn next_text(&mut self) -> Option<String> {
         loop {
             let msg = tokio::time::timeout(WAIT, self.socket.next())
                 .await
                 .expect("a frame within the wait")?;
             match msg {
-                Ok(Message::Text(t)) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"));
-                }
+                Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
             }
