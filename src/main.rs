@@ -207,16 +207,14 @@ async fn start(config: Config) -> Result<(), server::StartError> {
         tls = tls.is_some(),
         "listening"
     );
-    match tls {
-        None => server::run(app, listener, shutdown_signal()).await?,
-        Some(tls) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .map_err(|e| config::ConfigError::new("tls", e.to_string()))?;
-            server::run_tls(app, listener.into_std()?, rustls, shutdown_signal()).await?
-        }
-    }
+    let tls = match tls {
+        None => None,
+        Some(tls) => Some(
+            server::serve::tls_acceptor(&tls.cert, &tls.key)
+                .map_err(|e| config::ConfigError::new("tls", e))?,
+        ),
+    };
+    server::run(app, listener, tls, shutdown_signal()).await;
     Ok(())
 }
 

@@ -324,28 +324,6 @@ async fn invalid_utf8_text_closes_with_1007() {
     assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
 }
 
-/// Whether the server closed `stream` (EOF or reset) within `within`,
-/// sending `drip` (a header line) every `every` meanwhile when given.
-async fn closed_within(stream: &mut TcpStream, within: Duration, drip: Option<Duration>) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; 256];
-    loop {
-        let step = drip.unwrap_or(within);
-        let until = (tokio::time::Instant::now() + step).min(deadline);
-        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) if tokio::time::Instant::now() >= deadline => return false,
-            Err(_) => {
-                if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
-                    return true;
-                }
-            }
-        }
-    }
-}
-
 /// Slowloris: a client dribbling header lines is cut off at the header
 /// timeout instead of holding its socket, and a neighbour keeps being
 /// served throughout.
@@ -373,6 +351,42 @@ async fn slow_headers_are_cut_off_at_the_header_timeout() {
     assert_eq!(neighbour.call("ping", json!({})).await["pong"], true);
     let mut fresh = server.client(WRITER).await;
     assert_eq!(fresh.call("ping", json!({})).await["pong"], true);
+}
+
+/// Every request on a kept-alive connection has the header timeout, not
+/// only the first, and an idle kept-alive connection is closed after it.
+#[tokio::test]
+async fn kept_alive_connections_have_the_header_timeout_for_every_request() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.limits.header_timeout_ms = 500;
+    let server = TestServer::start(config).await;
+    let request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    for _ in 0..2 {
+        slow.write_all(request).await.unwrap();
+        let answer = read_text_until(&mut slow, "}").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(
+            &mut slow,
+            Duration::from_secs(5),
+            Some(Duration::from_millis(100))
+        )
+        .await,
+        "a third request dribbling its header outlived the header timeout"
+    );
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    read_text_until(&mut idle, "}").await;
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5), None).await,
+        "an idle kept-alive connection outlived the header timeout"
+    );
 }
 
 /// TCP connections are counted per address at accept: one over the cap is

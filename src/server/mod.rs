@@ -13,6 +13,7 @@ mod hosts;
 pub mod http;
 mod lifecycle;
 pub mod openai;
+pub mod serve;
 mod tasks;
 pub mod tools;
 mod upgrade;
@@ -29,7 +30,6 @@ use crate::hub::Hub;
 use axum::Router;
 use axum::routing::{any, get, post};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -202,15 +202,16 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then drain.
+/// Serve `app` on `listener` (over TLS with `tls`) until `shutdown`
+/// resolves, then drain.
 pub async fn run(
     app: App,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let background = tasks::spawn_all(&app);
     let stop = drain_on(app.clone(), shutdown);
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let limits = &app.config.limits;
     let guards = accept::Guards {
         // Room above the WebSocket cap for HTTP calls, and for an upgrade
@@ -222,37 +223,10 @@ pub async fn run(
         header_timeout: limits.header_timeout(),
         trusted: app.config.trusted_proxies.clone(),
     };
+    let header_timeout = guards.header_timeout;
     let listener = accept::GuardedListener::new(listener, guards);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |io| io.set_nodelay());
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(stop)
-        .await;
+    serve::serve(listener, tls, router(app.clone()), header_timeout, stop).await;
     background.cancel();
-    result
-}
-
-/// Serve over TLS (rustls) with the same router and drain.
-pub async fn run_tls(
-    app: App,
-    listener: std::net::TcpListener,
-    tls: axum_server::tls_rustls::RustlsConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let background = tasks::spawn_all(&app);
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    let stop = drain_on(app.clone(), shutdown);
-    tokio::spawn(async move {
-        stop.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
-    });
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(service)
-        .await;
-    background.cancel();
-    result
 }
 
 /// A future that resolves once `shutdown` fired and the drain finished.

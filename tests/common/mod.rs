@@ -99,7 +99,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub app: App,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<()>>,
     /// The Redis this server uses when the suite runs on the Redis backend.
     pub redis: Option<RedisProcess>,
 }
@@ -125,13 +125,22 @@ impl TestServer {
 
     /// Start exactly on `config` (cluster tests share one Redis).
     pub async fn start_on(config: Config) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// Start on `config`, serving TLS with `tls` (`wss://`, `https://`).
+    pub async fn start_tls(config: Config, tls: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start_with(config, Some(tls)).await
+    }
+
+    async fn start_with(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let app = server::build(config).await.expect("server builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(app.clone(), listener, async move {
+        let task = tokio::spawn(server::run(app.clone(), listener, tls, async move {
             let _ = stopped.await;
         }));
         Self {
@@ -628,6 +637,53 @@ pub struct RedisProcess {
     pub port: u16,
     ports: Vec<u16>,
     dir: std::path::PathBuf,
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`,
+/// sending `drip` (a header line) every `every` meanwhile when given.
+pub async fn closed_within<S>(stream: &mut S, within: Duration, drip: Option<Duration>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 256];
+    loop {
+        let step = drip.unwrap_or(within);
+        let until = (tokio::time::Instant::now() + step).min(deadline);
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) if tokio::time::Instant::now() >= deadline => return false,
+            Err(_) => {
+                if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Read from `stream` until what was read ends with `end` (bounded by
+/// [`WAIT`]); what was read.
+pub async fn read_text_until<S>(stream: &mut S, end: &str) -> String
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while !text.ends_with(end) {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed after {text:?}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("within the wait");
+    text
 }
 
 /// A port nobody listens on right now.
