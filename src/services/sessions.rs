@@ -23,6 +23,14 @@ use serde_json::{Value, json};
 /// Longest accepted session id.
 const MAX_ID_LEN: usize = 128;
 
+/// How far past the newest event its owner's instance saw a restored
+/// session's numbering resumes. Events numbered just before the backend
+/// lost its state may not have reached the owner's instance yet (members
+/// elsewhere may have them); skipping ahead keeps any of them from
+/// sharing an offset with a later event, and members see the skipped
+/// range as a gap (`complete: false`) like the rest of what was lost.
+pub const RESTORE_OFFSET_MARGIN: u64 = 1_000;
+
 /// Session ids: 1-128 characters from `A-Z a-z 0-9 - _ . :`.
 pub fn validate_id(id: &str) -> Result<(), RpcError> {
     let ok = !id.is_empty()
@@ -175,11 +183,12 @@ pub async fn restore_if_lost(app: &App) -> Option<Loss> {
         let id = record.session_id.clone();
         // The owner owned it before the loss: its cap does not apply again.
         let created = match app.session_store().create_session(record, usize::MAX).await {
-            // Its events are lost; its numbering goes on (a member's next
-            // `session.history` or resume then reports the gap).
-            Ok(()) if offset > 0 => {
+            // Its events are lost; its numbering goes on past them (a
+            // member's next `session.history` or resume reports the gap).
+            Ok(()) => {
                 let channel = session_channel(&id);
-                app.channel_log().advance_log(&channel, offset).await
+                let resume_at = offset.saturating_add(RESTORE_OFFSET_MARGIN);
+                app.channel_log().advance_log(&channel, resume_at).await
             }
             other => other,
         };
