@@ -21,7 +21,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz) continue ;; esac
+  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile) continue ;; esac
   behaviour+=(--test "$name")
 done
 
