@@ -188,7 +188,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn start(config: Config) -> Result<(), server::StartError> {
-    let config = server::prepare_auth(config)?;
+    let (config, dev_token) = server::prepare_auth(config)?;
     let ip = config.bind_addr()?;
     let addr = std::net::SocketAddr::new(ip, config.port);
     let tls = config.tls.clone();
@@ -214,7 +214,15 @@ async fn start(config: Config) -> Result<(), server::StartError> {
                 .map_err(|e| config::ConfigError::new("tls", e))?,
         ),
     };
+    // Only now that the port is ours: a gateway that fails to bind must not
+    // replace the token of the one already serving there.
+    if let Some(dev_token) = &dev_token {
+        dev_token.write()?;
+    }
     server::run(app, listener, tls, shutdown_signal()).await;
+    if let Some(dev_token) = &dev_token {
+        dev_token.remove();
+    }
     Ok(())
 }
 
@@ -283,11 +291,34 @@ async fn call(args: CallArgs) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
-    let token = args.token.or_else(|| dev_token_for(&args.url));
+    let (token, from_file) = match args.token {
+        Some(token) => (Some(token), None),
+        None => match dev_token_for(&args.url) {
+            Some((token, path)) => (Some(token), Some(path)),
+            None => (None, None),
+        },
+    };
     let mut client = match switchyard::client::Client::connect(&args.url, token.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard: {e}");
+            match (&from_file, &token) {
+                (Some(path), _) => eprintln!(
+                    "switchyard: the token came from {} (the development token of a \
+                     loopback gateway on that port); pass --token or SWITCHYARD_TOKEN \
+                     to use another",
+                    path.display()
+                ),
+                (None, None) => eprintln!(
+                    "switchyard: no token: pass --token or SWITCHYARD_TOKEN (a loopback \
+                     gateway without configured credentials writes its development \
+                     token to {})",
+                    url_port(&args.url)
+                        .map(|p| server::default_dev_token_path(p).display().to_string())
+                        .unwrap_or_else(|| "$TMPDIR/switchyard-<port>.token".into())
+                ),
+                (None, Some(_)) => {}
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -350,19 +381,22 @@ async fn bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// The development token of a loopback gateway, read from its token file.
-fn dev_token_for(url: &str) -> Option<String> {
-    let port: u16 = url
-        .split("://")
+/// The development token of a loopback gateway, read from its token file
+/// for the URL's port, and that file.
+fn dev_token_for(url: &str) -> Option<(String, std::path::PathBuf)> {
+    let path = server::default_dev_token_path(url_port(url)?);
+    let token = std::fs::read_to_string(&path).ok()?.trim().to_owned();
+    Some((token, path))
+}
+
+/// The port of a `ws://host:port/…` URL.
+fn url_port(url: &str) -> Option<u16> {
+    url.split("://")
         .nth(1)?
         .split('/')
         .next()?
         .rsplit(':')
         .next()?
         .parse()
-        .ok()?;
-    let path = server::default_dev_token_path(port);
-    std::fs::read_to_string(path)
         .ok()
-        .map(|t| t.trim().to_owned())
 }

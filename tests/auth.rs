@@ -1205,3 +1205,56 @@ async fn jwts_cannot_take_a_configured_credentials_name() {
         -32001
     );
 }
+
+/// Admins may act as nodes: an admin connection that asks for role `node`
+/// (credentials at the upgrade or in `connect`) is one, scopes unchanged,
+/// and may register agents; other operators may not, nor may a node pass
+/// as an operator.
+#[tokio::test]
+async fn admins_may_connect_as_nodes_and_others_keep_their_role() {
+    let server = TestServer::default().await;
+    let mut upgraded = server.client(ADMIN).await;
+    let hello = upgraded
+        .call("connect", json!({"client": client_info(), "role": "node"}))
+        .await;
+    assert_eq!(hello["role"], "node", "{hello}");
+    assert!(
+        hello["scopes"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("operator.admin"))),
+        "{hello}"
+    );
+    let registered = upgraded
+        .call("agent.register", json!({"agentId": "admin-echo"}))
+        .await;
+    assert!(registered.is_object(), "{registered}");
+
+    let mut in_band = anonymous(&server).await;
+    let hello = in_band
+        .call(
+            "connect",
+            json!({"client": client_info(), "role": "node", "auth": {"token": ADMIN}}),
+        )
+        .await;
+    assert_eq!(hello["role"], "node", "{hello}");
+
+    let mut writer = server.client(WRITER).await;
+    let reply = writer
+        .request("connect", json!({"client": client_info(), "role": "node"}))
+        .await;
+    assert_eq!(reply["error"]["code"], -32003, "{reply}");
+    assert_eq!(
+        writer
+            .error_code("agent.register", json!({"agentId": "w"}))
+            .await,
+        -32003
+    );
+    let mut node = server.client(NODE).await;
+    let reply = node
+        .request(
+            "connect",
+            json!({"client": client_info(), "role": "operator"}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], -32003, "{reply}");
+}

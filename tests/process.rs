@@ -552,6 +552,59 @@ async fn call_uses_the_default_dev_token_file() {
     assert!(status["nodeId"].is_string(), "{status}");
 }
 
+/// The development token file belongs to the gateway serving its port: a
+/// second gateway started on that busy port fails without replacing it,
+/// `switchyard call` names the file when the gateway refuses its token,
+/// and the file goes when its gateway stops.
+#[tokio::test]
+async fn the_dev_token_file_belongs_to_the_gateway_on_its_port() {
+    let mut server = Server::start(&[], &[]).await;
+    let path = std::env::temp_dir().join(format!("switchyard-{}.token", server.port));
+    let token = std::fs::read_to_string(&path).expect("the dev token file");
+
+    let mut second = switchyard();
+    second.env("SWITCHYARD_PORT", server.port.to_string());
+    let f = run(second, Duration::from_secs(10));
+    assert_ne!(f.code, Some(0), "a second gateway on a busy port starts");
+    assert!(f.stderr.contains("in use"), "{}", f.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&path).ok().as_deref(),
+        Some(token.as_str()),
+        "the running gateway's token file was replaced"
+    );
+
+    let call = |url: String| {
+        let mut cmd = switchyard();
+        cmd.args(["call", "status", "--url", &url, "--timeout-ms", "3000"]);
+        run(cmd, Duration::from_secs(10))
+    };
+    assert_eq!(call(server.ws_url()).code, Some(0));
+    std::fs::write(&path, "sy_dev_stale").unwrap();
+    let f = call(server.ws_url());
+    std::fs::write(&path, &token).unwrap();
+    assert_ne!(f.code, Some(0));
+    assert!(
+        f.stderr.contains(&path.display().to_string()),
+        "a refused token names its file: {}",
+        f.stderr
+    );
+
+    let pid = server.child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!path.exists(), "the token file outlived its gateway");
+}
+
 /// No secret reaches the logs at any level: static tokens, API keys, the
 /// password and JWTs, good or bad, presented every way a client can (the
 /// `Authorization` header, `?token=` on the upgrade, `X-API-Key`, in-band

@@ -4,7 +4,7 @@
 use super::Ctx;
 use crate::auth::{Identity, credentials};
 use crate::protocol::{PROTOCOL_VERSION, RpcError, now_ms};
-use crate::services::connections::{authenticate, publish_presence};
+use crate::services::connections::{assume_role, authenticate, publish_presence};
 use crate::services::page::Page;
 use crate::services::system::{VERSION, kick_conn, status_of};
 use serde::Deserialize;
@@ -74,15 +74,10 @@ pub async fn connect(ctx: &Ctx<'_>, p: ConnectParams) -> Result<Value, RpcError>
     } else {
         publish_presence(ctx.app, ctx.conn).await;
     }
-    let identity = ctx.conn.identity();
-    if let (Some(want), Some(identity)) = (&p.role, &identity)
-        && *want != identity.role.to_string()
-    {
-        return Err(RpcError::forbidden(format!(
-            "credentials are for role {}, not {want}",
-            identity.role
-        )));
+    if let Some(want) = &p.role {
+        assume_role(ctx.app, ctx.conn, want).await?;
     }
+    let identity = ctx.conn.identity();
     crate::rpc::agents::register_caps(ctx.app, ctx.conn).await;
     let mut reply = hello(ctx, identity).await?;
     if let Some(resume) = p.resume {

@@ -19,12 +19,12 @@ pub enum StartError {
 
 /// Make sure some authentication is in force. When nothing is configured
 /// the gateway never falls back to open mode: on a loopback bind it
-/// generates a random admin token and writes it to a file only the current
-/// user can read (its path is logged, the token is not); anywhere else it
-/// refuses to start.
-pub fn prepare_auth(mut config: Config) -> Result<Config, ConfigError> {
+/// generates a random admin token, to be written (once the port is bound)
+/// to a file only the current user can read (its path is logged, the token
+/// is not); anywhere else it refuses to start.
+pub fn prepare_auth(mut config: Config) -> Result<(Config, Option<DevToken>), ConfigError> {
     if !config.effective_auth_modes().is_empty() {
-        return Ok(config);
+        return Ok((config, None));
     }
     if !config.is_loopback() {
         return Err(ConfigError::new(
@@ -39,21 +39,53 @@ pub fn prepare_auth(mut config: Config) -> Result<Config, ConfigError> {
         .clone()
         .unwrap_or_else(|| default_dev_token_path(config.port));
     let token = format!("sy_dev_{}", uuid::Uuid::new_v4().simple());
-    write_private(&path, &token)
-        .map_err(|e| ConfigError::new("auth.dev_token_file", format!("{}: {e}", path.display())))?;
-    tracing::warn!(
-        path = %path.display(),
-        "no authentication configured: generated a development admin token (loopback only)"
-    );
     config.auth.tokens.push(StaticCredential {
-        secret: token,
+        secret: token.clone(),
         sub: "dev".into(),
         role: "operator".into(),
         scopes: vec!["operator.admin".into()],
         channels: Vec::new(),
     });
     config.auth.modes = vec![AuthMode::Token];
-    Ok(config)
+    Ok((config, Some(DevToken { path, token })))
+}
+
+/// The development admin token of a loopback gateway without configured
+/// authentication, and the file it goes to. The file is written only once
+/// the port is bound (a second gateway started on a busy port must not
+/// replace the running one's token) and removed at shutdown.
+pub struct DevToken {
+    path: PathBuf,
+    token: String,
+}
+
+impl DevToken {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write the token file.
+    pub fn write(&self) -> Result<(), ConfigError> {
+        write_private(&self.path, &self.token).map_err(|e| {
+            ConfigError::new(
+                "auth.dev_token_file",
+                format!("{}: {e}", self.path.display()),
+            )
+        })?;
+        tracing::warn!(
+            path = %self.path.display(),
+            "no authentication configured: generated a development admin token (loopback only)"
+        );
+        Ok(())
+    }
+
+    /// Remove the token file, if it still holds this token.
+    pub fn remove(&self) {
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == self.token);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "removing the development token failed");
+        }
+    }
 }
 
 /// Where the development token of an instance on `port` is written.

@@ -19,7 +19,7 @@ pub mod tools;
 mod upgrade;
 
 pub use crate::app::{App, AppInner};
-pub use bootstrap::{StartError, default_dev_token_path, prepare_auth};
+pub use bootstrap::{DevToken, StartError, default_dev_token_path, prepare_auth};
 pub use drain::drain;
 
 use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};

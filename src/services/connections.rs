@@ -5,7 +5,7 @@
 //! connection layer as its `ConnService`.
 
 use crate::app::App;
-use crate::auth::{Credential, Identity, Scope};
+use crate::auth::{Credential, Identity, Role, Scope};
 use crate::backend::PresenceEntry;
 use crate::conn::ConnHandle;
 use crate::protocol::{PROTOCOL_VERSION, RpcError, frame, names, now_ms};
@@ -128,6 +128,41 @@ pub async fn close(app: &App, conn: &ConnHandle) {
     }
 }
 
+/// `identity` in the role a client asked for: its own, or `node` for an
+/// admin (admins may act as nodes: an admin connection that asks for it
+/// counts as a node, with its scopes unchanged). Any other mismatch is
+/// refused.
+pub fn in_role(identity: Identity, want: &str) -> Result<Identity, RpcError> {
+    if want == identity.role.as_str() {
+        return Ok(identity);
+    }
+    if want == Role::Node.as_str() && identity.is_admin() {
+        return Ok(Identity {
+            role: Role::Node,
+            ..identity
+        });
+    }
+    Err(RpcError::forbidden(format!(
+        "credentials are for role {}, not {want}",
+        identity.role
+    )))
+}
+
+/// Put an authenticated connection in the role its client asked for (see
+/// [`in_role`]).
+pub async fn assume_role(app: &App, conn: &ConnHandle, want: &str) -> Result<(), RpcError> {
+    let Some(current) = conn.identity() else {
+        return Ok(());
+    };
+    if current.role.as_str() == want {
+        return Ok(());
+    }
+    let identity = in_role(Identity::clone(&current), want)?;
+    conn.state().identity = Some(Arc::new(identity));
+    publish_presence(app, conn).await;
+    Ok(())
+}
+
 /// Check credentials (under the IP's failed-auth window) and attach the
 /// identity to the connection, unless `role` names a different role.
 pub async fn authenticate(
@@ -142,14 +177,10 @@ pub async fn authenticate(
     {
         return Err(RpcError::forbidden("a connection cannot change identity"));
     }
-    if let Some(want) = role
-        && want != identity.role.as_str()
-    {
-        return Err(RpcError::forbidden(format!(
-            "credentials are for role {}, not {want}",
-            identity.role
-        )));
-    }
+    let identity = match role {
+        Some(want) => in_role(identity, want)?,
+        None => identity,
+    };
     authenticated(app, conn, identity).await;
     conn.identity()
         .ok_or_else(|| RpcError::internal(&"identity vanished after authentication"))
