@@ -2,7 +2,7 @@
 # The whole test suite:
 #   1. unit tests and every integration test (behaviour suite on the
 #      in-process memory backend, backend contract on memory and Redis,
-#      cluster tests, real processes);
+#      cluster tests, real processes, Redis over TLS with ACL users);
 #   2. the behaviour suite again on the Redis backend (each test starts its
 #      own redis-server on a free port);
 #   3. the backend contract, the cross-instance tests and the channel and
@@ -10,7 +10,8 @@
 #      pub/sub), each test building its own cluster;
 #   4. the backend contract and the cross-instance tests through a Redis
 #      Sentinel (a master and a sentinel per test).
-# Needs redis-server and redis-cli on PATH, and python3 with the `openai`
+# Needs redis-server and redis-cli (built with TLS, as Debian's are) and
+# openssl on PATH, and python3 with the `openai`
 # package (tests/openai.rs drives the official client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile) continue ;; esac
+  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure) continue ;; esac
   behaviour+=(--test "$name")
 done
 

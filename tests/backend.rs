@@ -47,6 +47,7 @@ async fn backends() -> Vec<Under> {
     let settings = RedisSettings {
         url: redis_server.url(),
         prefix: "sy".into(),
+        tls: Default::default(),
         node_ttl: Duration::from_secs(10),
         command_timeout: Duration::from_secs(2),
     };

@@ -86,6 +86,9 @@ const SHORTCUTS: &[(&str, &str, Kind)] = &[
     ("INSTANCE_ID", "instance_id", Kind::Str),
     ("REDIS_URL", "redis_url", Kind::Str),
     ("REDIS_PREFIX", "redis_prefix", Kind::Str),
+    ("REDIS_TLS_CA", "redis_tls.ca", Kind::Str),
+    ("REDIS_TLS_CERT", "redis_tls.cert", Kind::Str),
+    ("REDIS_TLS_KEY", "redis_tls.key", Kind::Str),
     ("METRICS_PORT", "metrics_port", Kind::Port),
     ("LOG", "log.level", Kind::Str),
     ("LOG_FORMAT", "log.format", Kind::Lower),
@@ -353,6 +356,38 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.field, "tls.key");
+    }
+
+    #[test]
+    fn redis_tls_shortcuts_and_file_section() {
+        let ca = temp_file("ca.pem", "ca");
+        let cert = temp_file("client.pem", "cert");
+        let key = temp_file("client-key.pem", "key");
+        let c = load_env(&[
+            ("SWITCHYARD_REDIS_URL", "rediss://127.0.0.1:6380"),
+            ("SWITCHYARD_REDIS_TLS_CA", ca.to_str().unwrap()),
+            ("SWITCHYARD_REDIS_TLS_CERT", cert.to_str().unwrap()),
+            ("SWITCHYARD_REDIS_TLS_KEY", key.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_tls.ca.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.redis_tls.cert.as_deref(), Some(cert.as_path()));
+        assert_eq!(c.redis_tls.key.as_deref(), Some(key.as_path()));
+        let file = format!(
+            "redis_url = \"rediss-cluster://127.0.0.1:7000\"\n[redis_tls]\nca = {:?}\n",
+            ca.to_str().unwrap()
+        );
+        let c = load(&with_file(&file), &env(&[])).unwrap();
+        assert_eq!(c.redis_tls.ca.as_deref(), Some(ca.as_path()));
+        assert!(c.redis_tls.cert.is_none());
+        let err = load_env(&[
+            ("SWITCHYARD_REDIS_URL", "redis://127.0.0.1:6380"),
+            ("SWITCHYARD_REDIS_TLS_CA", ca.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert_eq!(err.field, "redis_tls");
+        let err = load(&with_file("[redis_tls]\nkey_file = \"x\"\n"), &env(&[])).unwrap_err();
+        assert_eq!(err.field, "redis_tls.key_file");
     }
 
     #[test]

@@ -56,6 +56,23 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
 
+    /// PEM bundle of CA certificates trusted for TLS to Redis, besides the
+    /// system roots (rediss URLs only). Default: none.
+    /// Env: SWITCHYARD_REDIS_TLS_CA.
+    #[arg(long, value_name = "PATH")]
+    pub redis_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate chain presented to Redis (mutual TLS; rediss
+    /// URLs only), with --redis-tls-key. Default: none.
+    /// Env: SWITCHYARD_REDIS_TLS_CERT.
+    #[arg(long, value_name = "PATH")]
+    pub redis_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --redis-tls-cert. Default: none.
+    /// Env: SWITCHYARD_REDIS_TLS_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub redis_tls_key: Option<PathBuf>,
+
     /// Also serve /metrics on this port (it is always on the main port).
     /// Default: none. Env: SWITCHYARD_METRICS_PORT.
     #[arg(long, value_name = "PORT")]
@@ -223,6 +240,9 @@ fn apply_server_flags(c: &mut Config, a: &ServeArgs) {
     set_some(&mut c.instance_id, &a.instance_id);
     set_some(&mut c.redis_url, &a.redis_url);
     set(&mut c.redis_prefix, &a.redis_prefix);
+    set_some(&mut c.redis_tls.ca, &a.redis_tls_ca);
+    set_some(&mut c.redis_tls.cert, &a.redis_tls_cert);
+    set_some(&mut c.redis_tls.key, &a.redis_tls_key);
     set_some(&mut c.metrics_port, &a.metrics_port);
     set(&mut c.log.level, &a.log);
     set(&mut c.log.format, &a.log_format);
@@ -383,6 +403,33 @@ mod tests {
             ..ServeArgs::default()
         };
         assert_eq!(load(&args, &env(&[])).unwrap_err().field, "tls.key");
+    }
+
+    #[test]
+    fn redis_tls_flags_override_env() {
+        let ca = temp_file("flag-ca.pem", "ca");
+        let env_ca = temp_file("env-ca.pem", "ca");
+        let cert = temp_file("flag-cert.pem", "cert");
+        let key = temp_file("flag-key.pem", "key");
+        let args = ServeArgs {
+            redis_tls_ca: Some(ca.clone()),
+            redis_tls_cert: Some(cert.clone()),
+            redis_tls_key: Some(key.clone()),
+            ..ServeArgs::default()
+        };
+        let e = env(&[
+            ("SWITCHYARD_REDIS_URL", "rediss://127.0.0.1:6380"),
+            ("SWITCHYARD_REDIS_TLS_CA", env_ca.to_str().unwrap()),
+        ]);
+        let c = load(&args, &e).unwrap();
+        assert_eq!(c.redis_tls.ca.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.redis_tls.cert.as_deref(), Some(cert.as_path()));
+        assert_eq!(c.redis_tls.key.as_deref(), Some(key.as_path()));
+        let half = ServeArgs {
+            redis_tls_cert: Some(cert),
+            ..ServeArgs::default()
+        };
+        assert_eq!(load(&half, &e).unwrap_err().field, "redis_tls.key");
     }
 
     #[test]

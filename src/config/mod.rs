@@ -116,6 +116,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel.
     pub redis_prefix: String,
+    /// TLS to Redis (`rediss*` URLs only): a private CA, a client certificate.
+    pub redis_tls: RedisTlsConfig,
     /// Serve `/metrics` on this port too (it is always on the main port).
     pub metrics_port: Option<u16>,
     pub log: LogConfig,
@@ -170,6 +172,7 @@ impl Default for Config {
             instance_id: None,
             redis_url: None,
             redis_prefix: "sy".into(),
+            redis_tls: RedisTlsConfig::default(),
             metrics_port: None,
             log: LogConfig::default(),
             tls: None,
@@ -237,6 +240,27 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+}
+
+/// TLS settings of the connections to Redis. TLS itself is chosen by the
+/// URL scheme (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`);
+/// these only widen whom the client trusts and let it prove who it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// PEM bundle of CA certificates trusted besides the system roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS); needs `key`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl RedisTlsConfig {
+    /// Whether any of the settings is given.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
 }
 
 /// Sizes, timeouts and caps. Every one bounds a resource.

@@ -6,7 +6,8 @@
 //! config with several problems always names the same one.
 
 use super::{
-    AuthConfig, AuthMode, Config, ConfigError, Limits, RateLimits, StaticCredential, TlsConfig,
+    AuthConfig, AuthMode, Config, ConfigError, Limits, RateLimits, RedisTlsConfig,
+    StaticCredential, TlsConfig,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +19,7 @@ impl Config {
         validate_limits(&self.limits)?;
         validate_rate_limits(&self.rate_limits)?;
         validate_server(self)?;
+        validate_redis_tls(self)?;
         validate_tls(self.tls.as_ref())?;
         validate_jwt(self)?;
         validate_auth_modes(self)?;
@@ -166,6 +168,60 @@ fn validate_server(c: &Config) -> Result<(), ConfigError> {
             "metrics_port",
             format!("must differ from port ({m})"),
         )?;
+    }
+    Ok(())
+}
+
+/// `redis_tls` configures the TLS of a `rediss*` URL, so it is refused
+/// beside any other URL (it would silently not apply) and without one. A
+/// client certificate needs its key, and every file named must be
+/// readable. Messages name the URL's scheme only: the URL may hold a
+/// password.
+fn validate_redis_tls(c: &Config) -> Result<(), ConfigError> {
+    let tls: &RedisTlsConfig = &c.redis_tls;
+    if !tls.is_set() {
+        return Ok(());
+    }
+    const TLS_SCHEMES: &str = "rediss://, rediss-cluster:// or rediss-sentinel://";
+    let Some(url) = &c.redis_url else {
+        return Err(ConfigError::new(
+            "redis_tls",
+            format!("applies to a Redis URL, but redis_url is not set; set a {TLS_SCHEMES} URL"),
+        ));
+    };
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    ensure(
+        scheme.starts_with("rediss"),
+        "redis_tls",
+        format!(
+            "applies to {TLS_SCHEMES} URLs only, but redis_url is {scheme}:// (no TLS); \
+             use the rediss form of the URL or remove redis_tls"
+        ),
+    )?;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "redis_tls.key",
+                "redis_tls.cert needs redis_tls.key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "redis_tls.cert",
+                "redis_tls.key needs redis_tls.cert",
+            ));
+        }
+        _ => {}
+    }
+    let files = [
+        (&tls.ca, "redis_tls.ca"),
+        (&tls.cert, "redis_tls.cert"),
+        (&tls.key, "redis_tls.key"),
+    ];
+    for (path, field) in files {
+        if let Some(path) = path {
+            ensure_file(path, field)?;
+        }
     }
     Ok(())
 }
@@ -504,6 +560,83 @@ mod tests {
             invalid_field(|c| c.allowed_origins = vec![String::new()]),
             "allowed_origins[0]"
         );
+    }
+
+    #[test]
+    fn redis_tls_needs_a_tls_url() {
+        let ca = temp_file("redis-ca.pem", "ca");
+        let with = |url: Option<&str>| {
+            Config {
+                redis_url: url.map(str::to_owned),
+                redis_tls: RedisTlsConfig {
+                    ca: Some(ca.clone()),
+                    ..RedisTlsConfig::default()
+                },
+                ..Config::default()
+            }
+            .validate()
+        };
+        let err = with(None).unwrap_err();
+        assert_eq!(err.field, "redis_tls");
+        assert!(err.message.contains("redis_url is not set"), "{err}");
+        // A plain URL: refused, naming its scheme and never its password.
+        for url in [
+            "redis://sy:pw-in-the-url@127.0.0.1:6380",
+            "redis-cluster://sy:pw-in-the-url@127.0.0.1:7000",
+            "redis-sentinel://sy:pw-in-the-url@127.0.0.1:26379/0?sentinelServiceName=m",
+        ] {
+            let err = with(Some(url)).unwrap_err();
+            assert_eq!(err.field, "redis_tls", "{url}");
+            let scheme = url.split("//").next().unwrap();
+            assert!(err.message.contains(scheme), "{err}");
+            assert!(err.message.contains("rediss://"), "{err}");
+            assert!(!err.to_string().contains("pw-in-the-url"), "{err}");
+        }
+        for url in [
+            "rediss://sy:pw@127.0.0.1:6380",
+            "rediss-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+            "rediss-sentinel://127.0.0.1:26379/0?sentinelServiceName=m",
+        ] {
+            with(Some(url)).unwrap();
+        }
+    }
+
+    #[test]
+    fn redis_tls_client_certificate_comes_with_its_key() {
+        let cert = temp_file("redis-cert.pem", "cert");
+        let key = temp_file("redis-key.pem", "key");
+        let tls_url = |c: &mut Config| c.redis_url = Some("rediss://127.0.0.1:6380".into());
+        let only_cert = |c: &mut Config| {
+            tls_url(c);
+            c.redis_tls.cert = Some(cert.clone());
+        };
+        assert_eq!(invalid_field(only_cert), "redis_tls.key");
+        let only_key = |c: &mut Config| {
+            tls_url(c);
+            c.redis_tls.key = Some(key.clone());
+        };
+        assert_eq!(invalid_field(only_key), "redis_tls.cert");
+        let missing_ca = |c: &mut Config| {
+            tls_url(c);
+            c.redis_tls.ca = Some("/nonexistent/redis-ca.pem".into());
+        };
+        assert_eq!(invalid_field(missing_ca), "redis_tls.ca");
+        let missing_key = |c: &mut Config| {
+            tls_url(c);
+            c.redis_tls.cert = Some(cert.clone());
+            c.redis_tls.key = Some("/nonexistent/redis-key.pem".into());
+        };
+        assert_eq!(invalid_field(missing_key), "redis_tls.key");
+        let dir = |c: &mut Config| {
+            tls_url(c);
+            c.redis_tls.ca = Some(std::env::temp_dir());
+        };
+        assert_eq!(invalid_field(dir), "redis_tls.ca");
+        let mut ok = Config::default();
+        tls_url(&mut ok);
+        ok.redis_tls.cert = Some(cert.clone());
+        ok.redis_tls.key = Some(key.clone());
+        ok.validate().unwrap();
     }
 
     #[test]

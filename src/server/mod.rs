@@ -48,6 +48,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             let settings = RedisSettings {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
+                tls: config.redis_tls.clone(),
                 node_ttl: config.limits.node_ttl(),
                 command_timeout: REDIS_COMMAND_TIMEOUT,
             };

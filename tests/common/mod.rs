@@ -156,6 +156,16 @@ impl TestServer {
         Self::start(config()).await
     }
 
+    /// Build an instance on `config` that must fail to start, within
+    /// [`WAIT`]: the start error as `main` prints it.
+    pub async fn start_error(config: Config) -> String {
+        match tokio::time::timeout(WAIT, server::build(config)).await {
+            Err(_) => panic!("the start neither failed nor succeeded within {WAIT:?}"),
+            Ok(Ok(app)) => panic!("instance {} started", app.instance_id),
+            Ok(Err(e)) => e.to_string(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }

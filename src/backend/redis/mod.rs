@@ -28,6 +28,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod connect;
 mod health;
 mod idempotency;
 mod instances;
@@ -39,10 +40,12 @@ mod reaper;
 mod runs;
 mod scripts;
 mod sessions;
+mod tls;
 
 pub use keys::Keys;
 
 use crate::backend::{BackendError, BackendResult, Inbox};
+use crate::config::RedisTlsConfig;
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{Builder, ClientLike, Config as FredConfig, EventInterface, ReconnectPolicy};
 use scripts::Scripts;
@@ -53,14 +56,30 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Settings of the Redis backend.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
+    /// May hold passwords: never logged, see the `Debug` impl.
     pub url: String,
     pub prefix: String,
+    /// Extra trust and a client certificate for `rediss*` URLs.
+    pub tls: RedisTlsConfig,
     /// An instance silent this long is dead.
     pub node_ttl: Duration,
     /// Every command gives up after this long.
     pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        f.debug_struct("RedisSettings")
+            .field("url", &format_args!("{scheme}://<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls)
+            .field("node_ttl", &self.node_ttl)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
 }
 
 /// What the backend knows about the instance it serves.
@@ -99,10 +118,14 @@ pub struct RedisBackend(Arc<Shared>);
 impl RedisBackend {
     /// Connect both clients; fails when Redis cannot be reached now.
     pub async fn connect(settings: RedisSettings) -> BackendResult<Self> {
-        let config = FredConfig::from_url(&settings.url)
+        let uses_tls = tls::url_uses_tls(&settings.url);
+        let mut config = FredConfig::from_url(&tls::plain_scheme(&settings.url))
             .map_err(|e| BackendError::Internal(format!("redis_url: {e}")))?;
+        if uses_tls {
+            config.tls = Some(tls::connector(&settings.tls)?.into());
+        }
         let clustered = config.server.is_clustered();
-        let mut builder = Builder::from_config(config);
+        let mut builder = Builder::from_config(config.clone());
         let timeout = settings.command_timeout;
         builder
             .with_performance_config(|p| {
@@ -126,13 +149,19 @@ impl RedisBackend {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let client = builder.build().map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
-        tokio::time::timeout(timeout * 2, async {
+        let started = tokio::time::timeout(timeout * 2, async {
             client.init().await?;
             subscriber.init().await
         })
         .await
-        .map_err(|_| BackendError::Unavailable("redis did not answer".into()))?
-        .map_err(unavailable)?;
+        .map_err(|_| BackendError::Unavailable("redis did not answer".into()))?;
+        if let Err(e) = started {
+            // The subscriber failed after the command client connected.
+            if client.is_connected() {
+                let _ = client.quit().await;
+            }
+            return Err(connect::connect_error(&config, e, timeout).await);
+        }
         let (resync, _) = watch::channel(0);
         let shared = Shared {
             keys: Keys::new(&settings.prefix),
