@@ -159,8 +159,10 @@ start() {
       die "already running (scripts/cluster.sh status / stop)"
     fi
   done
-  for port in "$redis_port" "${ports[@]}"; do
-    port_free "$port" || die "port $port is in use"
+  local want_ports=("$redis_port" "${ports[@]}")
+  command -v haproxy >/dev/null && want_ports+=("$lb_port")
+  for port in "${want_ports[@]}"; do
+    port_free "$port" || die "port $port is in use (set SY_REDIS_PORT, SY_PORTS or SY_LB_PORT)"
   done
 
   local bin token api_key jwt_secret
@@ -205,6 +207,9 @@ start() {
     haproxy -db -f "$cfg" >"$state/haproxy.log" 2>&1 </dev/null &
     echo $! >"$state/haproxy.pid"
     wait_for "haproxy on port $lb_port" 10 instance_up "$lb_port"
+    # Whatever answered must be our haproxy, still running.
+    kill -0 "$(<"$state/haproxy.pid")" 2>/dev/null ||
+      { stop >/dev/null; die "haproxy exited (see $state/haproxy.log); the cluster was stopped"; }
     echo "haproxy    ws://127.0.0.1:$lb_port/ws (round robin, config $cfg)"
   else
     echo "haproxy is not on PATH: no load balancer; connect to an instance port directly."

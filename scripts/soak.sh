@@ -6,13 +6,12 @@
 #   scripts/soak.sh               five minutes
 #   SOAK_SECONDS=600 scripts/soak.sh
 #
-# Needs redis-server, redis-cli and python3; installs the `websockets`
-# package when it is missing. Exit 0: no invariant broken.
+# Installs what it lacks like the test suite (scripts/test-deps.sh:
+# redis, and `websockets` in the project's .venv). Exit 0: no invariant
+# broken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c 'import websockets' 2>/dev/null; then
-  python3 -m pip install -q websockets
-fi
+source scripts/test-deps.sh
 if [[ -z ${SWITCHYARD_BIN:-} ]]; then
   cargo build --release --quiet
   export SWITCHYARD_BIN=${CARGO_TARGET_DIR:-target}/release/switchyard

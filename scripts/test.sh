@@ -10,11 +10,13 @@
 #      pub/sub), each test building its own cluster;
 #   4. the backend contract and the cross-instance tests through a Redis
 #      Sentinel (a master and a sentinel per test).
-# Needs redis-server and redis-cli (built with TLS, as Debian's are) and
-# openssl on PATH, and python3 with the `openai`
-# package (tests/openai.rs drives the official client).
+# Installs what it lacks first (scripts/test-deps.sh): redis-server and
+# redis-cli (Debian's are built with TLS), openssl and the other programs
+# the tests start, and the official Python clients the tests drive in a
+# project-local .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/test-deps.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
