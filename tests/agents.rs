@@ -1981,6 +1981,26 @@ async fn request_approval(node: &mut Ws, tool: &str, timeout_ms: u64) -> String 
     r["approvalId"].as_str().expect("approvalId").to_owned()
 }
 
+/// `welcome` is always the first frame: an approver connecting while an
+/// approval is pending gets it first, then the pending request.
+#[tokio::test]
+async fn welcome_comes_before_the_catch_up_of_pending_approvals() {
+    let server = TestServer::default().await;
+    let (mut node, _) = caps_node(&server, &["tools"]).await;
+    let id = request_approval(&mut node, "shell", 60_000).await;
+    for _ in 0..5 {
+        let mut approver =
+            Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer(APPROVER))])
+                .await
+                .expect("connects");
+        let first = approver.next_json().await.expect("a first frame");
+        assert_eq!(first["method"], "welcome", "{first}");
+        let next = approver.next_json().await.expect("the catch-up");
+        assert_eq!(next["method"], "approval.requested", "{next}");
+        assert_eq!(next["params"]["approvalId"], id.as_str(), "{next}");
+    }
+}
+
 #[tokio::test]
 async fn approval_request_resolve_and_wait() {
     let server = TestServer::default().await;

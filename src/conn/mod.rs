@@ -79,7 +79,11 @@ pub fn serve<S: ConnService, G: Send + 'static>(
     let limits = svc.limits();
     let conn = ConnHandle::new(setup.id, setup.ip, limits.outbound_queue);
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, conn.clone(), limits.heartbeat()));
+    // The writer sends nothing until the connection is open, so the first
+    // frame the client reads comes after everything `opened` set up (its
+    // `welcome` after its implicit subscriptions are in place).
+    let (opened, open) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(write_loop(sink, conn.clone(), limits.heartbeat(), open));
     metrics::counter!("switchyard_connections_total").increment(1);
     let identity = setup.identity.map(Box::new);
     let guard = setup.guard;
@@ -89,6 +93,7 @@ pub fn serve<S: ConnService, G: Send + 'static>(
         // every handler's state) but short-lived: boxing them keeps the
         // long-lived connection task small.
         Box::pin(svc.opened(&conn, identity.map(|i| *i))).await;
+        let _ = opened.send(());
         read_loop(&svc, &conn, stream).await;
         conn.close(close_code::NORMAL, "");
         Box::pin(svc.closed(&conn)).await;
@@ -364,7 +369,10 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     conn: ConnHandle,
     heartbeat: Duration,
+    open: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Opened, or the connection task is gone (either way, go on).
+    let _ = open.await;
     let ping = sleep_until(Instant::now() + heartbeat);
     tokio::pin!(ping);
     let frames_out = metrics::counter!("switchyard_messages_out_total");

@@ -14,24 +14,30 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// Register a new connection and greet it.
+///
+/// `welcome` is always the first frame: it is queued before anything else
+/// can be (catch-up of pending approvals, live publications), and the
+/// connection layer sends nothing before this returns — so the client
+/// reads it once its implicit subscriptions are in place, and everything
+/// published after it arrives.
 pub async fn open(app: &App, conn: &ConnHandle, identity: Option<Identity>) {
+    conn.push(welcome(app, conn, identity.is_some()));
     app.hub.register(conn.clone());
     publish_presence(app, conn).await;
     if let Some(identity) = identity {
         authenticated(app, conn, identity).await;
     }
-    conn.push(welcome(app, conn));
 }
 
 /// The `welcome` notification sent right after the upgrade.
-pub fn welcome(app: &App, conn: &ConnHandle) -> crate::protocol::Frame {
+fn welcome(app: &App, conn: &ConnHandle, authenticated: bool) -> crate::protocol::Frame {
     frame::notification(
         "welcome",
         &json!({
             "connId": conn.id(),
             "nodeId": app.instance_id,
             "authRequired": app.auth.auth_required(),
-            "authenticated": conn.identity().is_some(),
+            "authenticated": authenticated,
             "protocol": PROTOCOL_VERSION,
         }),
     )
