@@ -44,6 +44,7 @@ pub mod hub;
 pub mod otel;
 pub mod protocol;
 pub mod ratelimit;
+pub mod refusals;
 pub mod relay;
 pub mod rpc;
 pub mod server;

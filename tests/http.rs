@@ -922,3 +922,14 @@ async fn a_loopback_gateway_answers_only_to_loopback_names() {
     let (status, _, _) = get(&named, "/status", &h).await;
     assert_eq!(status, 403);
 }
+
+/// `GET /` without an upgrade says what this is and where to connect: the
+/// address the request came to, not a placeholder.
+#[tokio::test]
+async fn the_root_page_names_the_real_address() {
+    let server = TestServer::default().await;
+    let (status, _, body) = http(server.addr, "GET", "/", &[], None).await;
+    assert_eq!(status, 200);
+    let url = format!("ws://{}/ws", server.addr);
+    assert!(body.contains(&url), "{body}");
+}

@@ -605,6 +605,72 @@ async fn the_dev_token_file_belongs_to_the_gateway_on_its_port() {
     assert!(!path.exists(), "the token file outlived its gateway");
 }
 
+/// Refusals show in the log at info, with the reason and the setting that
+/// governs it, never the credential presented: a foreign `Origin`, a
+/// foreign `Host`, wrong credentials and the lock-out that follows.
+#[tokio::test]
+async fn refusals_are_logged_with_the_setting_that_governs_them() {
+    let wrong = "wrong-secret-value-0123456789abcdef";
+    let server = Server::start(
+        &[
+            ("SWITCHYARD_LOG", "info"),
+            (
+                "SWITCHYARD_TOKENS",
+                "ops:ops-token-0123456789abcdef01:operator.admin",
+            ),
+            ("SWITCHYARD_RATE_LIMITS__AUTH_FAILURES_PER_IP__LIMIT", "2"),
+        ],
+        &[],
+    )
+    .await;
+    let origin = Ws::connect_with(&server.ws_url(), &[("origin", "https://evil.example")]).await;
+    assert!(matches!(origin, Err(ConnectError::Http(403, _))));
+    let (status, _, _) = http(
+        server.addr(),
+        "GET",
+        "/api/channels",
+        &[("host", "evil.example")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        match Ws::connect_with(&server.ws_url(), &[("authorization", &bearer(wrong))]).await {
+            Err(ConnectError::Http(status, _)) => statuses.push(status),
+            _ => panic!("a wrong token opened a socket"),
+        }
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    let log = within_log(&server, "locked out").await;
+    for expected in [
+        "Origin not allowed",
+        "https://evil.example",
+        "SWITCHYARD_ALLOWED_ORIGINS",
+        "Host not allowed",
+        "SWITCHYARD_ALLOWED_HOSTS",
+        "credentials refused",
+        "invalid credentials",
+        "address locked out",
+        "SWITCHYARD_RATE_LIMITS__AUTH_FAILURES_PER_IP__LIMIT",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in the log:\n{log}");
+    }
+    assert!(!log.contains(wrong), "a credential reached the log");
+}
+
+/// The server's log once it contains `needle` (bounded wait).
+async fn within_log(server: &Server, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = server.stderr_text();
+        if log.contains(needle) || Instant::now() >= deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// No secret reaches the logs at any level: static tokens, API keys, the
 /// password and JWTs, good or bad, presented every way a client can (the
 /// `Authorization` header, `?token=` on the upgrade, `X-API-Key`, in-band

@@ -7,10 +7,12 @@
 
 use super::http::HttpError;
 use crate::app::App;
-use axum::extract::{Request, State};
+use crate::refusals::{Refused, refused};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
 
 /// Refuse (403) a request whose `Host` (or HTTP/2 authority) is not allowed.
 pub async fn check(State(app): State<App>, request: Request, next: Next) -> Response {
@@ -24,6 +26,11 @@ pub async fn check(State(app): State<App>, request: Request, next: Next) -> Resp
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if !app.hosts.allows(host) {
         metrics::counter!("switchyard_rejected_hosts_total").increment(1);
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        refused(Refused::Host, peer, host.unwrap_or_default());
         return HttpError::new(StatusCode::FORBIDDEN, "host not allowed").into_response();
     }
     next.run(request).await

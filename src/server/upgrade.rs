@@ -11,6 +11,7 @@ use crate::auth::{self, Extracted};
 use crate::conn::{self, ConnSetup};
 use crate::hub::IpSlot;
 use crate::protocol::now_ms;
+use crate::refusals::{Refused, refused};
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -26,7 +27,7 @@ pub async fn ws_handler(
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(_) if uri.path() == "/" => return landing(),
+        Err(_) if uri.path() == "/" => return landing(&app, &headers),
         Err(rejection) => return rejection.into_response(),
     };
     match admit(&app, peer.ip(), &headers, uri.query()).await {
@@ -35,12 +36,24 @@ pub async fn ws_handler(
     }
 }
 
-/// `GET /` without an upgrade: say what this is.
-fn landing() -> Response {
+/// `GET /` without an upgrade: say what this is, and where to connect
+/// (the address the request came to; it passed the `Host` check).
+fn landing(app: &App, headers: &HeaderMap) -> Response {
+    let scheme = if app.config.tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("127.0.0.1:{}", app.config.port), str::to_owned);
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Switchyard gateway. Connect a WebSocket client here (ws://host:port/), \
-         speak JSON-RPC 2.0: {\"id\":1,\"method\":\"ping\"}\n",
+        format!(
+            "Switchyard gateway. Connect a WebSocket client to {scheme}://{host}/ws \
+             and speak JSON-RPC 2.0: {{\"id\":1,\"method\":\"ping\"}}\n"
+        ),
     )
         .into_response()
 }
@@ -61,6 +74,7 @@ async fn admit(
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !app.origins.allows(origin, host) {
+        refused(Refused::Origin, ip, origin.unwrap_or_default());
         return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let limits = &app.config.rate_limits;
@@ -70,6 +84,7 @@ async fn admit(
         .await?;
     if !attempt.allowed {
         metrics::counter!("switchyard_rate_limited_total", "limit" => "connect").increment(1);
+        refused(Refused::ConnectRate, ip, "upgrade");
         return Err(HttpError::rate_limited(attempt.retry_after_ms));
     }
     let Extracted {
@@ -86,9 +101,11 @@ async fn admit(
         .hub
         .reserve_ip(ip, app.config.limits.max_connections_per_ip)
         .ok_or_else(|| {
+            refused(Refused::PerAddress, ip, "upgrade");
             HttpError::rate_limited(1000).with_message("too many connections from this address")
         })?;
     if app.hub.len() >= app.config.limits.max_connections {
+        refused(Refused::Capacity, ip, "upgrade");
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached",

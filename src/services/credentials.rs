@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::auth::{AuthError, Credential, Identity};
 use crate::backend::BackendError;
 use crate::protocol::{RpcError, now_ms};
+use crate::refusals::{Refused, refused};
 use std::net::IpAddr;
 
 /// Why a credential check did not produce an identity.
@@ -54,6 +55,7 @@ pub async fn verify(
         .map_err(Refusal::Backend)?;
     if !slot.allowed {
         metrics::counter!("switchyard_rate_limited_total", "limit" => "auth_lockout").increment(1);
+        refused(Refused::LockedOut, ip, carrier);
         return Err(Refusal::Locked(slot.retry_after_ms));
     }
     let outcome = app.auth.authenticate(credential);
@@ -68,6 +70,7 @@ pub async fn verify(
     }
     outcome.map_err(|e| {
         metrics::counter!("switchyard_auth_failures_total", "carrier" => carrier).increment(1);
+        refused(Refused::Credentials, ip, &format!("{carrier}: {e}"));
         Refusal::Rejected(e)
     })
 }
