@@ -46,6 +46,9 @@ sentinel_tests=(--test backend)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=sentinel \
   cargo test --no-fail-fast "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
 
+echo "=== the documented commands, as written ==="
+bash scripts/check-docs.sh 2>&1 | tee -a "$log" || status=1
+
 echo
 echo "=== summary ==="
 grep -E "^test result:" "$log" | awk '

@@ -113,8 +113,14 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
-    #[command(flatten)]
-    config: ServeArgs,
+    /// TOML configuration file holding the signing key (`[auth.jwt]`).
+    /// Env: SWITCHYARD_CONFIG; the key may also come from
+    /// SWITCHYARD_JWT_SECRET or SWITCHYARD_JWT_PRIVATE_KEY.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+    /// HMAC secret to sign with (at least 32 bytes). Env: SWITCHYARD_JWT_SECRET.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
 }
 
 #[derive(Args)]
@@ -123,15 +129,15 @@ struct CallArgs {
     method: String,
     /// Params as JSON (default `{}`).
     params: Option<String>,
-    /// Gateway URL [env: SWITCHYARD_URL].
+    /// Gateway URL.
     #[arg(
         long,
         env = "SWITCHYARD_URL",
         default_value = "ws://127.0.0.1:18789/ws"
     )]
     url: String,
-    /// Bearer token [env: SWITCHYARD_TOKEN]; defaults to the development
-    /// token file of a loopback gateway on the URL's port.
+    /// Bearer token; defaults to the development token file of a loopback
+    /// gateway on the URL's port ($TMPDIR/switchyard-<port>.token).
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// How long to wait for the reply, in milliseconds.
@@ -250,7 +256,12 @@ async fn shutdown_signal() {
 }
 
 fn token(args: TokenArgs) -> ExitCode {
-    let config = match load_config(&args.config) {
+    let serve = ServeArgs {
+        config: args.config,
+        jwt_secret: args.jwt_secret,
+        ..ServeArgs::default()
+    };
+    let config = match load_config(&serve) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -519,6 +519,18 @@ async fn presence_tick_reports_connections() {
     // And it keeps coming.
     a.pushed.clear();
     a.expect_push("presence.tick").await;
+    // Not to a socket that has not authenticated: cluster counts are not
+    // for anyone who can open a socket. Two ticks go by meanwhile.
+    let mut anonymous = Ws::connect(&server.url("/ws")).await.expect("connects");
+    anonymous.expect_push("welcome").await;
+    a.pushed.clear();
+    a.expect_push("presence.tick").await;
+    a.expect_push("presence.tick").await;
+    anonymous
+        .expect_no_push("presence.tick", Duration::from_millis(50))
+        .await;
+    anonymous.call("auth", json!({"token": READER})).await;
+    anonymous.expect_push("presence.tick").await;
 }
 
 // ---------------------------------------------------------------- system

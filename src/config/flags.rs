@@ -204,7 +204,7 @@ pub struct ServeArgs {
     pub presence_tick_ms: Option<u64>,
 
     /// Where the generated development token is written (loopback only).
-    /// Default: none. Env: SWITCHYARD_DEV_TOKEN_FILE.
+    /// Default: $TMPDIR/switchyard-<port>.token. Env: SWITCHYARD_DEV_TOKEN_FILE.
     #[arg(long, value_name = "PATH")]
     pub dev_token_file: Option<PathBuf>,
 }

@@ -333,9 +333,12 @@ impl Hub {
         self.0.held.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Queue `frame` to every local connection.
-    pub fn broadcast(&self, frame: &Frame) -> usize {
-        self.all().iter().filter(|c| c.push(frame.clone())).count()
+    /// Queue `frame` to every local authenticated connection.
+    pub fn broadcast_authenticated(&self, frame: &Frame) -> usize {
+        self.all()
+            .iter()
+            .filter(|c| c.identity().is_some() && c.push(frame.clone()))
+            .count()
     }
 
     /// A channel has ended (a session closed): drop it from the local index

@@ -138,7 +138,9 @@ pub async fn register_instance(app: &App) {
     }
 }
 
-/// `presence.tick {ts, connections, nodes, instances}` to every local socket.
+/// `presence.tick {ts, connections, nodes, instances}` to every local
+/// authenticated socket (cluster counts are not for anyone who can open
+/// one).
 async fn presence_tick(app: &App) {
     if app.hub.is_empty() {
         return;
@@ -161,5 +163,5 @@ async fn presence_tick(app: &App) {
             "instances": instances,
         }),
     );
-    app.hub.broadcast(&tick);
+    app.hub.broadcast_authenticated(&tick);
 }
