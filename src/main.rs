@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a JWT with the configured key (auth.jwt.secret or auth.jwt.private_key).
     Token(TokenArgs),
     /// Send one JSON-RPC call to a running gateway and print the reply.
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => runtime.block_on(serve(cli.serve)),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         Some(Command::Token(args)) => token(args),
         Some(Command::Call(args)) => runtime.block_on(call(args)),
         Some(Command::Bench(args)) => runtime.block_on(bench(args)),
