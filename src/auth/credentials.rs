@@ -78,6 +78,11 @@ pub fn from_params(v: &Value) -> Result<Credential, AuthError> {
     found.ok_or(AuthError::Missing)
 }
 
+/// The fields [`from_params`] reads a credential from.
+pub fn param_names() -> impl Iterator<Item = &'static str> {
+    PARAM_FIELDS.iter().map(|(name, _)| *name)
+}
+
 type MakeCredential = fn(String) -> Credential;
 
 const PARAM_FIELDS: &[(&str, MakeCredential)] = &[

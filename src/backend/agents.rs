@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// A tool an agent offers: a name, what it does and its JSON Schema
 /// parameters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolSpec {
     pub name: String,
@@ -30,7 +30,7 @@ fn empty_object() -> Value {
 
 /// One registered agent (or tool runner, or device): what it can do and
 /// where it is connected.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentEntry {
     pub agent_id: String,

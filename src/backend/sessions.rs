@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A session: a conversation or task with an owner, members and metadata.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Its schema is that of the record clients see ([`SessionRecord::public`]).
+#[schemars(rename = "Session")]
 pub struct SessionRecord {
     pub session_id: String,
     /// Connection that owns it; `None` while the owner is away (resume window).
@@ -33,6 +35,7 @@ pub struct SessionRecord {
     pub detached_at: Option<u64>,
     /// Secret for resuming ownership; stored, never shown (see
     /// [`SessionRecord::public`]).
+    #[schemars(skip)]
     pub resume_token: String,
     /// Identities the owner invited: they may join.
     #[serde(default)]

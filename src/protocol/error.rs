@@ -21,8 +21,102 @@ pub const UNAVAILABLE: i32 = -32005;
 pub const TIMEOUT: i32 = -32006;
 pub const CONFLICT: i32 = -32007;
 
+/// One code of the protocol, for its reference: what it means and an
+/// error of that code as a handler answers it (its `message` and `data`).
+pub struct Code {
+    pub code: i32,
+    /// Its name in the reference.
+    pub name: &'static str,
+    pub meaning: &'static str,
+    pub example: fn() -> RpcError,
+}
+
+/// Every code of the protocol, in the order of the constants above.
+pub const CODES: &[Code] = &[
+    Code {
+        code: PARSE_ERROR,
+        name: "ParseError",
+        meaning: "the frame is not JSON",
+        example: || RpcError::parse("expected value at line 1 column 1"),
+    },
+    Code {
+        code: INVALID_REQUEST,
+        name: "InvalidRequest",
+        meaning: "not a JSON-RPC object, a binary frame, an empty batch or one too big",
+        example: || RpcError::invalid_request("missing method"),
+    },
+    Code {
+        code: METHOD_NOT_FOUND,
+        name: "MethodNotFound",
+        meaning: "no such method, and no node serves it",
+        example: || RpcError::method_not_found("skills.install"),
+    },
+    Code {
+        code: INVALID_PARAMS,
+        name: "InvalidParams",
+        meaning: "`data.field` names the offending parameter and `data.reason` says why",
+        example: || RpcError::invalid_params("channels", "at least one channel"),
+    },
+    Code {
+        code: INTERNAL_ERROR,
+        name: "InternalError",
+        meaning: "a failure inside the gateway; the log has the cause under `data.correlationId`",
+        example: || RpcError::correlated("4f1c2a9d8e7b4c3a9f0e1d2c3b4a5968".into()),
+    },
+    Code {
+        code: UNAUTHORIZED,
+        name: "Unauthorized",
+        meaning: "not authenticated, or bad credentials",
+        example: || RpcError::unauthorized("authenticate first (connect or auth)"),
+    },
+    Code {
+        code: NOT_FOUND,
+        name: "NotFound",
+        meaning: "the session, approval, agent, run or connection named does not exist \
+                  (or is not visible to the caller); the message names what",
+        example: || RpcError::not_found("session", "s-42"),
+    },
+    Code {
+        code: LIMIT_EXCEEDED,
+        name: "LimitExceeded",
+        meaning: "a limit was reached (sessions, subscriptions, members…); the message and \
+                  `data.limit` name it, `data.max` is its value",
+        example: || RpcError::limit("subscriptions per connection", 100),
+    },
+    Code {
+        code: FORBIDDEN,
+        name: "Forbidden",
+        meaning: "authenticated, but lacking the scope, role or right (channel rule, session owner)",
+        example: || RpcError::forbidden("publish requires scope operator.write"),
+    },
+    Code {
+        code: RATE_LIMITED,
+        name: "RateLimited",
+        meaning: "too many calls; retry after `data.retryAfterMs`",
+        example: || RpcError::rate_limited(250),
+    },
+    Code {
+        code: UNAVAILABLE,
+        name: "Unavailable",
+        meaning: "no agent or provider online for this, or the backend is unreachable",
+        example: || RpcError::unavailable("no agent online"),
+    },
+    Code {
+        code: TIMEOUT,
+        name: "Timeout",
+        meaning: "no answer in time from an agent, an approver or a provider, or cancelled by the caller",
+        example: || RpcError::timeout("no agent accepted the run"),
+    },
+    Code {
+        code: CONFLICT,
+        name: "Conflict",
+        meaning: "already exists, already decided, not running, or a version mismatch",
+        example: || RpcError::conflict("the run already ended"),
+    },
+];
+
 /// The `error` member of a JSON-RPC response.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RpcError {
     pub code: i32,
     pub message: String,
@@ -76,6 +170,11 @@ impl RpcError {
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         tracing::error!(%correlation, %cause, "internal error");
+        Self::correlated(correlation)
+    }
+
+    /// The internal error the log holds under `correlation`.
+    pub fn correlated(correlation: String) -> Self {
         Self::new(INTERNAL_ERROR, "internal error")
             .with_data(json!({ "correlationId": correlation }))
     }
@@ -160,5 +259,10 @@ mod tests {
             -32006, -32007,
         ];
         assert_eq!(codes, expected);
+        let catalogued: Vec<i32> = CODES.iter().map(|c| c.code).collect();
+        assert_eq!(catalogued, expected, "every code, in order");
+        for code in CODES {
+            assert_eq!((code.example)().code, code.code, "{}", code.name);
+        }
     }
 }

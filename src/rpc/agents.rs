@@ -22,6 +22,7 @@ use crate::protocol::{RpcError, frame, now_ms};
 use crate::relay::CallSpec;
 use crate::services::agents::{Selector, call_agents, call_found, candidates, models, timeout};
 use crate::services::idempotent;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -49,22 +50,33 @@ pub fn caller_info(ctx: &Ctx<'_>) -> Value {
 
 // ------------------------------------------------------------ registration
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterParams {
+    /// The entry's id (default: the connection id); another connection of
+    /// the same identity may take it over.
     agent_id: Option<String>,
+    /// Display name (default: the id).
     name: Option<String>,
+    /// Free-form kind (default `agent`).
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Capabilities calls select it by (at most 256 names of 1-128 bytes).
     #[serde(default)]
     capabilities: Vec<String>,
+    /// Tools it offers (`tools.list`, `POST /tools/invoke`).
     #[serde(default)]
     tools: Vec<ToolSpec>,
+    /// Models it serves (`models.list`, `/v1/*`).
     #[serde(default)]
     models: Vec<String>,
+    /// Methods it serves: exact names or prefixes ending in `*`, none
+    /// built in.
     #[serde(default)]
     methods: Vec<String>,
+    /// Calls it accepts at once, cluster-wide (default 16).
     max_concurrency: Option<u32>,
+    /// Free-form status (default `idle`).
     status: Option<String>,
 }
 
@@ -229,10 +241,12 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusParams {
+    /// Which of this connection's agents (needed when it registered several).
     agent_id: Option<String>,
+    /// Free-form status: `idle`, `busy`, …
     status: String,
 }
 
@@ -246,9 +260,10 @@ pub async fn status(ctx: &Ctx<'_>, p: StatusParams) -> Result<Value, RpcError> {
     Ok(json!({ "agentId": agent_id, "status": p.status }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UnregisterParams {
+    /// Which of this connection's agents (needed when it registered several).
     agent_id: Option<String>,
 }
 
@@ -277,12 +292,15 @@ fn own_agent(ctx: &Ctx<'_>, agent_id: Option<&str>) -> Result<String, RpcError> 
 
 // ----------------------------------------------------------------- listing
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParams {
+    /// Only agents with this capability.
     capability: Option<String>,
+    /// Only agents of this type.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Only agents online (true) or offline (false).
     online: Option<bool>,
 }
 
@@ -304,9 +322,10 @@ pub async fn list(ctx: &Ctx<'_>, p: ListParams) -> Result<Value, RpcError> {
     Ok(json!({ "count": agents.len(), "agents": agents }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GetParams {
+    /// The agent's id (`nodeId` is accepted in its place).
     #[serde(alias = "nodeId")]
     agent_id: String,
 }
@@ -366,16 +385,25 @@ pub async fn models_list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
 
 // ------------------------------------------------------------------ invoke
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvokeParams {
+    /// The agent (or node connection) to call; or `capability`.
     node_id: Option<String>,
+    /// Any online agent with this capability; or `nodeId`.
     capability: Option<String>,
+    /// What the node is asked to do.
     command: String,
+    /// Passed to the node as is.
     #[serde(default)]
     params: Value,
+    /// How long to wait for the answer (default `limits.request_timeout_ms`).
     timeout_ms: Option<u64>,
+    /// How to pick among several agents: `least_loaded` (default),
+    /// `round_robin`, `random` or `first`.
     policy: Option<String>,
+    /// A retry with the same key (within 5 minutes, on any instance) gets
+    /// the first call's answer instead of running again.
     idempotency_key: Option<String>,
     /// Names this call for `invoke.cancel` and progress notifications.
     invoke_id: Option<String>,
@@ -462,9 +490,10 @@ where
     outcome
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelParams {
+    /// The `invokeId` of a `node.invoke` this connection made.
     invoke_id: String,
 }
 
@@ -480,9 +509,11 @@ pub fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ProgressParams {
+    /// The id (`srv-N`) of the request being worked on.
     id: String,
+    /// Reaches the caller as is.
     #[serde(default)]
     data: Value,
 }

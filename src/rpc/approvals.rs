@@ -16,6 +16,7 @@ use crate::protocol::names::APPROVALS as CHANNEL;
 use crate::protocol::{RpcError, frame, now_ms};
 use crate::services::agents::MAX_TIMEOUT_MS;
 use crate::services::approvals::{decide, find};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -30,15 +31,20 @@ const MAX_ARGS: usize = 64 * 1024;
 /// How often `approval.wait` looks at the record.
 const POLL: Duration = Duration::from_millis(50);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestParams {
+    /// The session it is about, if any.
     session_id: Option<String>,
+    /// What wants approving (1-128 bytes).
     tool: String,
+    /// Its arguments (at most 64 KiB of JSON).
     #[serde(default)]
     args: Value,
+    /// For the approver (at most 4096 bytes).
     #[serde(default)]
     summary: String,
+    /// How long it stays open (default 5 minutes, at most 7 days).
     timeout_ms: Option<u64>,
 }
 
@@ -88,11 +94,13 @@ pub async fn request(ctx: &Ctx<'_>, p: RequestParams) -> Result<Value, RpcError>
     Ok(json!({ "approvalId": record.approval_id, "expiresAt": record.expires_at }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolveParams {
     approval_id: String,
+    /// `approve` or `deny` (`approved`, `denied` too).
     decision: String,
+    /// Kept in the audit trail (at most 4096 bytes).
     note: Option<String>,
 }
 
@@ -114,10 +122,11 @@ pub async fn resolve(ctx: &Ctx<'_>, p: ResolveParams) -> Result<Value, RpcError>
     Ok(serde_json::to_value(decided).unwrap_or_default())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitParams {
     approval_id: String,
+    /// How long to wait (default `limits.request_timeout_ms`).
     timeout_ms: Option<u64>,
 }
 
@@ -159,8 +168,9 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     Ok(json!({ "count": pending.len(), "approvals": pending }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 pub struct HistoryParams {
+    /// Newest decisions returned (default 100, at most 1000).
     limit: Option<usize>,
 }
 

@@ -13,13 +13,16 @@ use crate::services::channels::{
 };
 use crate::services::page::Page;
 use crate::services::{connections, replay};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ChannelsParams {
+    /// The channels (with `channel`, at least one in all).
     #[serde(default)]
     channels: Vec<String>,
+    /// One more channel.
     #[serde(default)]
     channel: Option<String>,
     /// Channel → the newest offset the client has: replay what it missed.
@@ -108,11 +111,13 @@ pub async fn unsubscribe(ctx: &Ctx<'_>, p: ChannelsParams) -> Result<Value, RpcE
     Ok(json!({ "unsubscribed": left }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct PublishParams {
     channel: String,
+    /// The event's name (default `message`).
     #[serde(default = "default_event")]
     event: String,
+    /// Any JSON, delivered as is.
     #[serde(default)]
     data: Value,
 }
@@ -128,13 +133,14 @@ pub async fn publish(ctx: &Ctx<'_>, p: PublishParams) -> Result<Value, RpcError>
     Ok(published.to_json())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HistoryParams {
     channel: String,
     /// Publications after this offset (0: from the oldest kept).
     #[serde(default)]
     since: u64,
+    /// Most publications returned: 1-1000 (default 100).
     limit: Option<usize>,
 }
 
@@ -154,7 +160,7 @@ fn may_read(ctx: &Ctx<'_>, channel: &str, action: &str) -> Result<(), RpcError> 
     may_subscribe(ctx.app, &*ctx.identity()?, ctx.conn.id(), channel, action)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct PresenceParams {
     channel: String,
     #[serde(flatten)]

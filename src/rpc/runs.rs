@@ -24,6 +24,7 @@ use crate::relay::CallSpec;
 use crate::services::agents::{Selector, call_found, online, timeout};
 use crate::services::idempotent;
 use crate::services::runs::stop;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -46,19 +47,29 @@ const POLL: Duration = Duration::from_millis(50);
 
 // -------------------------------------------------------------- agent.run
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunParams {
+    /// The agent to run; or `capability` (default: capability `agent.run`).
     agent_id: Option<String>,
+    /// Any online agent with this capability.
     capability: Option<String>,
+    /// What to do (1 byte to 256 KiB).
     task: String,
+    /// Passed to the agent as is.
     #[serde(default)]
     input: Value,
+    /// A session of the caller's to run in (default: a new one).
     session_id: Option<String>,
+    /// Passed to the agent.
     max_turns: Option<u32>,
+    /// Passed to the agent.
     tier: Option<String>,
+    /// Longest the run may take (default 10 minutes).
     timeout_ms: Option<u64>,
+    /// As `node.invoke`'s.
     policy: Option<String>,
+    /// As `node.invoke`'s.
     idempotency_key: Option<String>,
 }
 
@@ -252,10 +263,11 @@ fn accepted_by(update: &Value) -> Option<String> {
 
 // ------------------------------------------------ wait, cancel, events
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitParams {
     session_id: String,
+    /// How long to wait (default `limits.request_timeout_ms`).
     timeout_ms: Option<u64>,
 }
 
@@ -284,7 +296,7 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelParams {
     session_id: String,
@@ -311,12 +323,15 @@ pub async fn cancel(ctx: &Ctx<'_>, p: CancelParams) -> Result<Value, RpcError> {
     Ok(json!({ "cancelled": true, "sessionId": done.session_id, "runId": done.run_id }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventParams {
+    /// The session of the run this connection serves.
     session_id: String,
+    /// The event's type (free-form: `token`, `tool_call`, …).
     #[serde(rename = "type")]
     kind: String,
+    /// Reaches the members as is.
     #[serde(default)]
     data: Value,
 }
@@ -360,12 +375,15 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
 
 // -------------------------------------------------------------------- chat
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatParams {
     session_id: String,
+    /// A string or an object, at most 256 KiB.
     message: Value,
+    /// How long to wait for the reply (default `limits.request_timeout_ms`).
     timeout_ms: Option<u64>,
+    /// As `node.invoke`'s.
     idempotency_key: Option<String>,
 }
 
@@ -474,10 +492,11 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryParams {
     session_id: String,
+    /// Newest messages returned (default 100, at most 1000).
     limit: Option<usize>,
 }
 
@@ -488,11 +507,13 @@ pub async fn chat_history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcE
     Ok(json!({ "sessionId": p.session_id, "count": messages.len(), "messages": messages }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InjectParams {
     session_id: String,
+    /// A string or an object, at most 256 KiB.
     message: Value,
+    /// `user` (default), `assistant` or `system`.
     role: Option<String>,
 }
 

@@ -26,15 +26,20 @@ use crate::services::sessions::{
     attach, backend_err, end, load, notify_members, require_owner, validate_id, visible,
     visible_one,
 };
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateParams {
+    /// The session's id (default: a fresh UUID).
     session_id: Option<String>,
+    /// Free-form metadata: an object (default `{}`).
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     meta: Option<Value>,
+    /// Most members at once (default and most: `limits.max_session_members`).
     max_members: Option<usize>,
     /// Identities that may join.
     #[serde(default)]
@@ -133,7 +138,7 @@ async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcErr
     Ok((id, token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdParams {
     session_id: String,
@@ -181,11 +186,14 @@ pub async fn get(ctx: &Ctx<'_>, p: IdParams) -> Result<Value, RpcError> {
     Ok(record.public())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchParams {
     session_id: String,
+    /// A JSON merge patch (RFC 7386) of `meta`: an object.
+    #[schemars(with = "serde_json::Map<String, Value>")]
     meta: Value,
+    /// Apply only if the session is at this version (else -32007).
     base_version: Option<u64>,
 }
 
@@ -212,10 +220,11 @@ pub async fn patch(ctx: &Ctx<'_>, p: PatchParams) -> Result<Value, RpcError> {
     Ok(updated.public())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InviteParams {
     session_id: String,
+    /// Identities (`sub`) that may join from now on.
     identities: Vec<String>,
 }
 
@@ -272,11 +281,13 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     Ok(json!({ "count": sessions.len(), "sessions": sessions }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendParams {
     session_id: String,
+    /// The event's name.
     event: String,
+    /// Any JSON, delivered as is.
     #[serde(default)]
     data: Value,
 }
@@ -308,13 +319,14 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
     Ok(json!({ "delivered": delivered, "offset": offset }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HistoryParams {
     session_id: String,
     /// Events after this offset (0: from the oldest kept).
     #[serde(default)]
     since: u64,
+    /// Most events returned: 1-1000 (default 100).
     limit: Option<usize>,
 }
 
@@ -329,10 +341,11 @@ pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError>
     replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResumeParams {
     session_id: String,
+    /// The token `session.create` (or `agent.run`) answered.
     resume_token: String,
     /// The newest event offset the client has (0: none).
     #[serde(default)]

@@ -7,6 +7,7 @@ use crate::protocol::{PROTOCOL_VERSION, RpcError, now_ms};
 use crate::services::connections::{assume_role, authenticate, publish_presence};
 use crate::services::page::Page;
 use crate::services::system::{VERSION, kick_conn, status_of};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -15,23 +16,52 @@ pub fn ping() -> Value {
     json!({ "pong": true, "ts": now_ms() })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectParams {
+    /// Who the client is; shown in presence entries.
     #[serde(default)]
     client: Option<ClientInfo>,
+    /// The role to act as (`operator` or `node`); the identity must hold it.
     role: Option<String>,
+    /// Capabilities of a node: it is registered as an agent under its
+    /// connection id (at most 64 names of 1-128 bytes).
     #[serde(default)]
     caps: Vec<String>,
+    /// In-band credentials, as `auth` takes them.
+    #[serde(default)]
+    #[schemars(schema_with = "auth_params")]
     auth: Option<Value>,
+    /// Lowest protocol version the client speaks (default: this server's).
     min_protocol: Option<u64>,
+    /// Highest protocol version the client speaks (default: this server's).
     max_protocol: Option<u64>,
     /// Take a session back (`session.resume`) as part of the handshake.
     resume: Option<crate::rpc::sessions::ResumeParams>,
 }
 
+/// The params of `auth` (and `connect.auth`): exactly one credential.
+pub fn auth_params(_: &mut SchemaGenerator) -> Schema {
+    let secret = json!({ "type": "string", "minLength": 1 });
+    let names: Vec<&str> = credentials::param_names().collect();
+    let properties: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|name| (name.to_string(), secret.clone()))
+        .collect();
+    let one_of: Vec<Value> = names
+        .iter()
+        .map(|name| json!({ "required": [name] }))
+        .collect();
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Exactly one credential: a bearer token (JWT or static), an API key or the shared password.",
+        "properties": properties,
+        "oneOf": one_of,
+    })
+}
+
 /// `connect.client`; kept verbatim in presence entries.
-#[derive(Deserialize, serde::Serialize, Default)]
+#[derive(Deserialize, serde::Serialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
     #[serde(default)]
@@ -183,10 +213,12 @@ pub async fn presence(ctx: &Ctx<'_>, p: Page) -> Result<Value, RpcError> {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KickParams {
+    /// The connection to close, on whichever instance holds it.
     conn_id: String,
+    /// Sent with the close frame (default `kicked`; at most 100 characters).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -198,10 +230,12 @@ pub async fn kick(ctx: &Ctx<'_>, p: KickParams) -> Result<Value, RpcError> {
     Ok(json!({ "kicked": true, "connId": p.conn_id }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct LogsParams {
+    /// Newest records to return (default 100, at most 1000).
     limit: Option<usize>,
+    /// Lowest level shown: trace, debug, info, warn or error (default: all).
     level: Option<String>,
 }
 

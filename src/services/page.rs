@@ -9,10 +9,12 @@ use serde::Deserialize;
 pub const MAX: usize = 1000;
 
 /// Where a page starts and how long it may be.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Page {
+    /// Entries in this page: 1-1000 (default 1000).
     limit: Option<usize>,
+    /// The previous page's `nextCursor` (absent: the first page).
     cursor: Option<String>,
 }
 
