@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve` (default), `token`, `call`.
+//! The `switchyard` command: `serve` (default), `token`, `call`, `bench`,
+//! `openrpc`.
 //!
 //! Start-up is parse → validate → build → serve; a bad configuration exits
 //! with code 64 (EX_USAGE) and a message naming the field.
@@ -36,6 +37,16 @@ enum Command {
     Call(CallArgs),
     /// Load generator against running instances (see BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Print the protocol reference: the OpenRPC document (as `GET
+    /// /openrpc.json` serves it) or, with --markdown, docs/protocol.md.
+    Openrpc(OpenRpcArgs),
+}
+
+#[derive(Args)]
+struct OpenRpcArgs {
+    /// Render it as Markdown instead of JSON.
+    #[arg(long)]
+    markdown: bool,
 }
 
 #[derive(Args)]
@@ -160,7 +171,19 @@ fn main() -> ExitCode {
         Some(Command::Token(args)) => token(args),
         Some(Command::Call(args)) => runtime.block_on(call(args)),
         Some(Command::Bench(args)) => runtime.block_on(bench(args)),
+        Some(Command::Openrpc(args)) => openrpc(args),
     }
+}
+
+fn openrpc(args: OpenRpcArgs) -> ExitCode {
+    use switchyard::rpc::openrpc;
+    if args.markdown {
+        print!("{}", openrpc::markdown::render(openrpc::document()));
+    } else {
+        let document = serde_json::to_string_pretty(openrpc::document()).unwrap_or_default();
+        println!("{document}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn load_config(args: &ServeArgs) -> Result<Config, ExitCode> {

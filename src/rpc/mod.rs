@@ -4,12 +4,15 @@
 //! resolve aliases → look the method up (-32601) → rate limits (-32004) →
 //! authentication (-32000) and scope (-32003) → the namespace's handler →
 //! metrics. Every method is one row of the table (`table.rs`): its name,
-//! aliases, [`Requirement`], whether it waits on another party, and its
-//! handler.
+//! aliases, [`Requirement`], whether it waits on another party, the type
+//! its params decode into, its entry in the reference (`doc/`), and its
+//! handler. [`openrpc`] builds the protocol reference from the rows.
 
 pub mod agents;
 pub mod approvals;
 pub mod channels;
+mod doc;
+pub mod openrpc;
 pub mod runs;
 pub mod sessions;
 pub mod system;
@@ -27,7 +30,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use table::{METHODS, Method, lookup};
+pub use doc::Doc;
+pub use table::{METHODS, Method, ParamsSchema, lookup};
 
 use Requirement::{Any, Authenticated};
 

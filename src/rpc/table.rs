@@ -1,14 +1,23 @@
 //! The method table: one row per method, the single source of its name,
-//! aliases, requirement, whether it waits on another party, and handler.
+//! aliases, requirement, whether it waits on another party, the type its
+//! params decode into, its entry in the reference, and its handler.
 //!
-//! A row names its handler, so a method without one does not compile; the
-//! index built from the rows is the only lookup ([`lookup`]), so a name
-//! and its aliases cannot drift apart. A handler decodes its params and
-//! calls its namespace's function (which calls the services).
+//! A row names its handler and its [`Doc`], so a method without either
+//! does not compile; the index built from the rows is the only lookup
+//! ([`lookup`]), so a name and its aliases cannot drift apart. The params
+//! type a row declares both decodes the call's params and gives their
+//! JSON Schema, so the reference (`openrpc`) describes exactly what the
+//! handler accepts. A handler calls its namespace's function (which calls
+//! the services).
 
-use super::{Ctx, agents, approvals, channels, params, params_or_default, runs, sessions, system};
+use super::doc::{self, Doc};
+use super::{
+    Ctx, agents, approvals, channels, openrpc, params, params_or_default, runs, sessions, system,
+};
 use crate::auth::{Requirement, Scope};
 use crate::protocol::RpcError;
+use crate::services::page::Page;
+use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +38,9 @@ pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send
 /// A method's handler: the call's context and its raw params.
 pub type Handler = for<'a> fn(&'a Ctx<'a>, Value) -> Reply<'a>;
 
+/// The JSON Schema of a method's params object.
+pub type ParamsSchema = fn(&mut SchemaGenerator) -> Schema;
+
 /// One built-in method.
 pub struct Method {
     pub name: &'static str,
@@ -39,19 +51,51 @@ pub struct Method {
     /// runs it in its own task and keeps serving the client meanwhile.
     /// Every other call runs in order.
     pub long_running: bool,
+    /// Its params (`None`: it reads none), from the type they decode into.
+    pub params: Option<ParamsSchema>,
+    /// Its entry in the reference.
+    pub doc: &'static Doc,
     pub handler: Handler,
 }
 
-/// `row!(name | alias…, requirement, in_order | waits, |ctx, p| body)`:
-/// `body` runs in the handler's async block with `ctx: &Ctx` and the raw
-/// params `p`.
+/// `row!(name | alias…, requirement, in_order | waits, doc, |ctx, p: T| body)`:
+/// `body` runs in the handler's async block with `ctx: &Ctx` and `p` the
+/// params decoded into `T` (-32602 when they do not fit). The params may
+/// be left out (`|ctx|`: the method reads none), absent params may mean
+/// `T::default()` (`p: T = default`), and a handler may take the raw
+/// params with a schema of its own (`p: Value as schema_fn`).
 macro_rules! row {
-    ($name:literal $(| $alias:literal)*, $req:expr, $mode:ident, |$ctx:ident, $p:ident| $body:expr) => {
+    ($name:literal $(| $alias:literal)*, $req:expr, $mode:ident, $doc:expr,
+     |$ctx:ident $($params:tt)*) => {
+        row!(@method $name, [$($alias),*], $req, $mode, $doc, |$ctx $($params)*)
+    };
+    (@method $name:literal, [$($alias:literal),*], $req:expr, $mode:ident, $doc:expr,
+     |$ctx:ident| $body:expr) => {
+        row!(@build $name, [$($alias),*], $req, $mode, $doc, None, |$ctx, _p| $body)
+    };
+    (@method $name:literal, [$($alias:literal),*], $req:expr, $mode:ident, $doc:expr,
+     |$ctx:ident, $p:ident: Value as $schema:path| $body:expr) => {
+        row!(@build $name, [$($alias),*], $req, $mode, $doc, Some($schema), |$ctx, $p| $body)
+    };
+    (@method $name:literal, [$($alias:literal),*], $req:expr, $mode:ident, $doc:expr,
+     |$ctx:ident, $p:ident: $ty:ty = default| $body:expr) => {
+        row!(@build $name, [$($alias),*], $req, $mode, $doc, Some(schema_of::<$ty>),
+            |$ctx, $p| { let $p: $ty = params_or_default($p)?; $body })
+    };
+    (@method $name:literal, [$($alias:literal),*], $req:expr, $mode:ident, $doc:expr,
+     |$ctx:ident, $p:ident: $ty:ty| $body:expr) => {
+        row!(@build $name, [$($alias),*], $req, $mode, $doc, Some(schema_of::<$ty>),
+            |$ctx, $p| { let $p: $ty = params($p)?; $body })
+    };
+    (@build $name:literal, [$($alias:literal),*], $req:expr, $mode:ident, $doc:expr,
+     $schema:expr, |$ctx:ident, $p:ident| $body:expr) => {
         Method {
             name: $name,
             aliases: &[$($alias),*],
             requirement: $req,
             long_running: row!(@$mode),
+            params: $schema,
+            doc: &$doc,
             handler: {
                 fn handler<'a>($ctx: &'a Ctx<'a>, $p: Value) -> Reply<'a> {
                     Box::pin(async move { $body })
@@ -64,81 +108,113 @@ macro_rules! row {
     (@in_order) => { false };
 }
 
+/// The schema of params decoded into `T`.
+fn schema_of<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
 /// Every built-in method.
 #[rustfmt::skip]
 pub static METHODS: &[Method] = &[
     // system
-    row!("ping", Any, in_order, |_c, _p| Ok(system::ping())),
-    row!("system.ping", Any, in_order, |_c, _p| Ok(system::ping())),
-    row!("connect", Any, in_order, |c, p| system::connect(c, params(p)?).await),
-    row!("auth", Any, in_order, |c, p| system::auth(c, p).await),
-    row!("health", READ, in_order, |c, _p| system::health(c).await),
-    row!("status", READ, in_order, |c, _p| system::status(c).await),
-    row!("system.presence", READ, in_order, |c, p| system::presence(c, params_or_default(p)?).await),
-    row!("clients.list", ADMIN, in_order, |c, p| system::presence(c, params_or_default(p)?).await),
-    row!("client.kick", ADMIN, in_order, |c, p| system::kick(c, params(p)?).await),
-    row!("logs.tail", ADMIN, in_order, |c, p| system::logs_tail(c, params(p)?)),
+    row!("ping", Any, in_order, doc::PING, |_c| Ok(system::ping())),
+    row!("system.ping", Any, in_order, doc::PING, |_c| Ok(system::ping())),
+    row!("connect", Any, in_order, doc::CONNECT,
+        |c, p: system::ConnectParams| system::connect(c, p).await),
+    row!("auth", Any, in_order, doc::AUTH,
+        |c, p: Value as system::auth_params| system::auth(c, p).await),
+    row!("health", READ, in_order, doc::HEALTH, |c| system::health(c).await),
+    row!("status", READ, in_order, doc::STATUS, |c| system::status(c).await),
+    row!("system.presence", READ, in_order, doc::SYSTEM_PRESENCE,
+        |c, p: Page = default| system::presence(c, p).await),
+    row!("clients.list", ADMIN, in_order, doc::CLIENTS_LIST,
+        |c, p: Page = default| system::presence(c, p).await),
+    row!("client.kick", ADMIN, in_order, doc::CLIENT_KICK,
+        |c, p: system::KickParams| system::kick(c, p).await),
+    row!("logs.tail", ADMIN, in_order, doc::LOGS_TAIL,
+        |c, p: system::LogsParams| system::logs_tail(c, p)),
+    row!("rpc.discover", Any, in_order, doc::RPC_DISCOVER, |_c| Ok(openrpc::document().clone())),
     // channels
-    row!("subscribe" | "notify.subscribe", Authenticated, in_order,
-        |c, p| channels::subscribe(c, params(p)?).await),
-    row!("unsubscribe" | "notify.unsubscribe", Authenticated, in_order,
-        |c, p| channels::unsubscribe(c, params(p)?).await),
-    row!("publish", WRITE, in_order, |c, p| channels::publish(c, params(p)?).await),
-    row!("presence.get", Authenticated, in_order, |c, p| channels::presence(c, params(p)?).await),
-    row!("history", Authenticated, in_order, |c, p| channels::history(c, params(p)?).await),
+    row!("subscribe" | "notify.subscribe", Authenticated, in_order, doc::SUBSCRIBE,
+        |c, p: channels::ChannelsParams| channels::subscribe(c, p).await),
+    row!("unsubscribe" | "notify.unsubscribe", Authenticated, in_order, doc::UNSUBSCRIBE,
+        |c, p: channels::ChannelsParams| channels::unsubscribe(c, p).await),
+    row!("publish", WRITE, in_order, doc::PUBLISH,
+        |c, p: channels::PublishParams| channels::publish(c, p).await),
+    row!("presence.get", Authenticated, in_order, doc::PRESENCE_GET,
+        |c, p: channels::PresenceParams| channels::presence(c, p).await),
+    row!("history", Authenticated, in_order, doc::HISTORY,
+        |c, p: channels::HistoryParams| channels::history(c, p).await),
     // sessions
-    row!("session.create" | "sessions.create", WRITE, in_order,
-        |c, p| sessions::create(c, params(p)?).await),
-    row!("session.join" | "sessions.join", WRITE, in_order,
-        |c, p| sessions::join(c, params(p)?).await),
-    row!("session.invite" | "sessions.invite", WRITE, in_order,
-        |c, p| sessions::invite(c, params(p)?).await),
-    row!("session.leave" | "sessions.leave", WRITE, in_order,
-        |c, p| sessions::leave(c, params(p)?).await),
-    row!("session.get" | "sessions.get", READ, in_order,
-        |c, p| sessions::get(c, params(p)?).await),
-    row!("session.patch" | "sessions.patch", WRITE, in_order,
-        |c, p| sessions::patch(c, params(p)?).await),
-    row!("session.list" | "sessions.list", READ, in_order,
-        |c, _p| sessions::list(c).await),
-    row!("session.send" | "sessions.send", WRITE, in_order,
-        |c, p| sessions::send(c, params(p)?).await),
-    row!("session.history" | "sessions.history", READ, in_order,
-        |c, p| sessions::history(c, params(p)?).await),
-    row!("session.resume" | "sessions.resume", WRITE, in_order,
-        |c, p| sessions::resume(c, params(p)?).await),
-    row!("session.close" | "sessions.close", WRITE, in_order,
-        |c, p| sessions::close(c, params(p)?).await),
+    row!("session.create" | "sessions.create", WRITE, in_order, doc::SESSION_CREATE,
+        |c, p: sessions::CreateParams| sessions::create(c, p).await),
+    row!("session.join" | "sessions.join", WRITE, in_order, doc::SESSION_JOIN,
+        |c, p: sessions::IdParams| sessions::join(c, p).await),
+    row!("session.invite" | "sessions.invite", WRITE, in_order, doc::SESSION_INVITE,
+        |c, p: sessions::InviteParams| sessions::invite(c, p).await),
+    row!("session.leave" | "sessions.leave", WRITE, in_order, doc::SESSION_LEAVE,
+        |c, p: sessions::IdParams| sessions::leave(c, p).await),
+    row!("session.get" | "sessions.get", READ, in_order, doc::SESSION_GET,
+        |c, p: sessions::IdParams| sessions::get(c, p).await),
+    row!("session.patch" | "sessions.patch", WRITE, in_order, doc::SESSION_PATCH,
+        |c, p: sessions::PatchParams| sessions::patch(c, p).await),
+    row!("session.list" | "sessions.list", READ, in_order, doc::SESSION_LIST,
+        |c| sessions::list(c).await),
+    row!("session.send" | "sessions.send", WRITE, in_order, doc::SESSION_SEND,
+        |c, p: sessions::SendParams| sessions::send(c, p).await),
+    row!("session.history" | "sessions.history", READ, in_order, doc::SESSION_HISTORY,
+        |c, p: sessions::HistoryParams| sessions::history(c, p).await),
+    row!("session.resume" | "sessions.resume", WRITE, in_order, doc::SESSION_RESUME,
+        |c, p: sessions::ResumeParams| sessions::resume(c, p).await),
+    row!("session.close" | "sessions.close", WRITE, in_order, doc::SESSION_CLOSE,
+        |c, p: sessions::IdParams| sessions::close(c, p).await),
     // nodes and agents
-    row!("node.invoke", WRITE, waits, |c, p| agents::invoke(c, params(p)?).await),
-    row!("invoke.cancel", WRITE, in_order, |c, p| agents::cancel(c, params(p)?)),
-    row!("invoke.progress", NODE, in_order, |c, p| agents::progress(c, params(p)?)),
-    row!("agent.register", NODE, in_order, |c, p| agents::register(c, params(p)?).await),
-    row!("agent.status", NODE, in_order, |c, p| agents::status(c, params(p)?).await),
-    row!("agent.unregister", NODE, in_order,
-        |c, p| agents::unregister(c, params_or_default(p)?).await),
-    row!("agent.event", NODE, in_order, |c, p| runs::event(c, params(p)?).await),
-    row!("agents.list" | "node.list" | "agent.list", READ, in_order,
-        |c, p| agents::list(c, params_or_default(p)?).await),
-    row!("agents.get" | "node.describe" | "agent.get", READ, in_order,
-        |c, p| agents::get(c, params(p)?).await),
-    row!("tools.list", READ, in_order, |c, _p| agents::tools(c).await),
-    row!("models.list", READ, in_order, |c, _p| agents::models_list(c).await),
+    row!("node.invoke", WRITE, waits, doc::NODE_INVOKE,
+        |c, p: agents::InvokeParams| agents::invoke(c, p).await),
+    row!("invoke.cancel", WRITE, in_order, doc::INVOKE_CANCEL,
+        |c, p: agents::CancelParams| agents::cancel(c, p)),
+    row!("invoke.progress", NODE, in_order, doc::INVOKE_PROGRESS,
+        |c, p: agents::ProgressParams| agents::progress(c, p)),
+    row!("agent.register", NODE, in_order, doc::AGENT_REGISTER,
+        |c, p: agents::RegisterParams| agents::register(c, p).await),
+    row!("agent.status", NODE, in_order, doc::AGENT_STATUS,
+        |c, p: agents::StatusParams| agents::status(c, p).await),
+    row!("agent.unregister", NODE, in_order, doc::AGENT_UNREGISTER,
+        |c, p: agents::UnregisterParams = default| agents::unregister(c, p).await),
+    row!("agent.event", NODE, in_order, doc::AGENT_EVENT,
+        |c, p: runs::EventParams| runs::event(c, p).await),
+    row!("agents.list" | "node.list" | "agent.list", READ, in_order, doc::AGENTS_LIST,
+        |c, p: agents::ListParams = default| agents::list(c, p).await),
+    row!("agents.get" | "node.describe" | "agent.get", READ, in_order, doc::AGENTS_GET,
+        |c, p: agents::GetParams| agents::get(c, p).await),
+    row!("tools.list", READ, in_order, doc::TOOLS_LIST, |c| agents::tools(c).await),
+    row!("models.list", READ, in_order, doc::MODELS_LIST, |c| agents::models_list(c).await),
     // runs and chat
-    row!("agent.run", WRITE, waits, |c, p| runs::run(c, params(p)?).await),
-    row!("agent.wait", READ, waits, |c, p| runs::wait(c, params(p)?).await),
-    row!("agent.cancel", WRITE, in_order, |c, p| runs::cancel(c, params(p)?).await),
-    row!("chat.send", WRITE, waits, |c, p| runs::chat_send(c, params(p)?).await),
-    row!("chat.history", READ, in_order, |c, p| runs::chat_history(c, params(p)?).await),
-    row!("chat.abort", WRITE, in_order, |c, p| runs::cancel(c, params(p)?).await),
-    row!("chat.inject", WRITE, in_order, |c, p| runs::chat_inject(c, params(p)?).await),
+    row!("agent.run", WRITE, waits, doc::AGENT_RUN,
+        |c, p: runs::RunParams| runs::run(c, p).await),
+    row!("agent.wait", READ, waits, doc::AGENT_WAIT,
+        |c, p: runs::WaitParams| runs::wait(c, p).await),
+    row!("agent.cancel", WRITE, in_order, doc::AGENT_CANCEL,
+        |c, p: runs::CancelParams| runs::cancel(c, p).await),
+    row!("chat.send", WRITE, waits, doc::CHAT_SEND,
+        |c, p: runs::ChatParams| runs::chat_send(c, p).await),
+    row!("chat.history", READ, in_order, doc::CHAT_HISTORY,
+        |c, p: runs::HistoryParams| runs::chat_history(c, p).await),
+    row!("chat.abort", WRITE, in_order, doc::CHAT_ABORT,
+        |c, p: runs::CancelParams| runs::cancel(c, p).await),
+    row!("chat.inject", WRITE, in_order, doc::CHAT_INJECT,
+        |c, p: runs::InjectParams| runs::chat_inject(c, p).await),
     // approvals
-    row!("approval.request", NODE, in_order, |c, p| approvals::request(c, params(p)?).await),
-    row!("approval.resolve", APPROVALS, in_order, |c, p| approvals::resolve(c, params(p)?).await),
-    row!("approval.wait", Authenticated, waits, |c, p| approvals::wait(c, params(p)?).await),
-    row!("approval.list", APPROVALS, in_order, |c, _p| approvals::list(c).await),
-    row!("approval.history", APPROVALS, in_order,
-        |c, p| approvals::history(c, params_or_default(p)?).await),
+    row!("approval.request", NODE, in_order, doc::APPROVAL_REQUEST,
+        |c, p: approvals::RequestParams| approvals::request(c, p).await),
+    row!("approval.resolve", APPROVALS, in_order, doc::APPROVAL_RESOLVE,
+        |c, p: approvals::ResolveParams| approvals::resolve(c, p).await),
+    row!("approval.wait", Authenticated, waits, doc::APPROVAL_WAIT,
+        |c, p: approvals::WaitParams| approvals::wait(c, p).await),
+    row!("approval.list", APPROVALS, in_order, doc::APPROVAL_LIST,
+        |c| approvals::list(c).await),
+    row!("approval.history", APPROVALS, in_order, doc::APPROVAL_HISTORY,
+        |c, p: approvals::HistoryParams = default| approvals::history(c, p).await),
 ];
 
 /// The method a name or alias stands for.
@@ -190,7 +266,7 @@ mod tests {
         ] {
             assert!(lookup(alias).is_some(), "{alias}");
         }
-        for unknown in ["sessions.nope", "session", "", "rpc.discover"] {
+        for unknown in ["sessions.nope", "session", "", "rpc.describe"] {
             assert!(lookup(unknown).is_none(), "{unknown}");
         }
     }

@@ -1,9 +1,10 @@
 //! Plain HTTP endpoints: probes, metrics and the server API.
 //!
 //! `/health` and `/ready` are unauthenticated probes; `/metrics` is the
-//! Prometheus text format. `/status` and `/api/*` take a bearer token or an
-//! API key (`Authorization: Bearer …` / `X-API-Key: …`) with the scope each
-//! route declares, are rate limited per identity, and answer errors as
+//! Prometheus text format; `/openrpc.json` is the protocol reference.
+//! `/status` and `/api/*` take a bearer token or an API key
+//! (`Authorization: Bearer …` / `X-API-Key: …`) with the scope each route
+//! declares, are rate limited per identity, and answer errors as
 //! `{"error":{"status":…,"message":…}}`.
 
 use super::App;
@@ -168,6 +169,16 @@ pub(super) async fn api_identity(
 
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// The protocol reference, an OpenRPC document; documentation, so no
+/// credential is asked for. It changes only with the binary.
+pub async fn openrpc() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CACHE_CONTROL, "public, max-age=300"),
+    ];
+    (headers, crate::rpc::openrpc::document_json()).into_response()
 }
 
 pub async fn ready(State(app): State<App>) -> Response {

@@ -154,6 +154,7 @@ pub fn router(app: App) -> Router {
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
         .route("/metrics", get(http::metrics))
+        .route("/openrpc.json", get(http::openrpc))
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
