@@ -696,6 +696,30 @@ where
     text
 }
 
+/// Run `command()` every 20 ms until its output holds `expect` (true) or
+/// `deadline` passes or one of `children` exits (false).
+pub fn poll_output(
+    children: &mut [std::process::Child],
+    deadline: std::time::Instant,
+    expect: &str,
+    mut command: impl FnMut() -> std::process::Command,
+) -> bool {
+    while std::time::Instant::now() < deadline {
+        let out = command().output();
+        if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
+            return true;
+        }
+        if children
+            .iter_mut()
+            .any(|c| c.try_wait().ok().flatten().is_some())
+        {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -865,22 +889,13 @@ impl RedisProcess {
     /// every node is killed.
     fn wait_for(&mut self, port: u16, expect: &str, args: &[&str]) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            let out = std::process::Command::new("redis-cli")
-                .args(["-p", &port.to_string()])
-                .args(args)
-                .output();
-            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
-                return Ok(());
-            }
-            if self
-                .children
-                .iter_mut()
-                .any(|c| c.try_wait().ok().flatten().is_some())
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let answered = poll_output(&mut self.children, deadline, expect, || {
+            let mut cli = std::process::Command::new("redis-cli");
+            cli.args(["-p", &port.to_string()]).args(args);
+            cli
+        });
+        if answered {
+            return Ok(());
         }
         self.kill();
         Err(format!("redis on port {port} never answered {expect}"))

@@ -2,7 +2,7 @@
 //! certificates: a single server, a Redis Cluster, a Sentinel with its
 //! master, all with the same ACL users, on free ports, killed on drop.
 
-use super::common::{free_port, temp_path};
+use super::common::{free_port, poll_output, temp_path};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -340,19 +340,14 @@ impl SecureRedis {
     /// (bounded; early out when a process died).
     fn wait_for(&mut self, port: u16, args: &[&str], expect: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            let out = self.cli(Some(port)).args(args).output();
-            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
-                return Ok(());
-            }
-            if self
-                .children
-                .iter_mut()
-                .any(|c| c.try_wait().ok().flatten().is_some())
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let cli = self.cli(Some(port));
+        let answered = poll_output(&mut self.children, deadline, expect, || {
+            let mut cmd = Command::new(cli.get_program());
+            cmd.args(cli.get_args()).args(args);
+            cmd
+        });
+        if answered {
+            return Ok(());
         }
         self.kill();
         Err(format!("port {port} never answered {expect} to {args:?}"))
