@@ -307,24 +307,54 @@ print(f"summary: switchyard.json: {len(ids)} panels, {exprs} queries, no overlap
 PY
 }
 
+# The default values alone do not render (no credential: see helm-rejects);
+# ci/default-values.yaml is the defaults plus one.
 check_helm_lint() {
-  helm lint --strict helm/switchyard
   local f n=0
   for f in helm/switchyard/ci/*.yaml; do
     helm lint --strict helm/switchyard -f "$f"
     n=$((n + 1))
   done
-  echo "summary: helm lint --strict: default values and $n ci value files"
+  echo "summary: helm lint --strict: $n ci value files"
 }
 
-# Renders the chart with the default values and each ci/*.yaml into
-# $work/helm-*.yaml.
+# Renders the chart with each ci/*.yaml into $work/helm-*.yaml.
 render_chart() {
-  helm template sy helm/switchyard --namespace gateway >"$work/helm-default.yaml"
   local f
   for f in helm/switchyard/ci/*.yaml; do
     helm template sy helm/switchyard --namespace gateway -f "$f" >"$work/helm-$(basename "$f")"
   done
+}
+
+# Nothing random or cluster-dependent at render time: two renders of the
+# same values are byte-identical (Argo CD and helmfile re-render on every
+# sync; a changing Secret would roll the pods and invalidate tokens).
+check_helm_deterministic() {
+  local f n=0
+  # Template functions whose result differs between renders, called in
+  # any action (comments and string literals left out).
+  py - <<'PY'
+import glob, re
+banned = {"randAlphaNum", "randAlpha", "randNumeric", "randAscii", "randBytes", "randInt",
+          "uuidv4", "lookup", "now", "genPrivateKey", "genCA", "genSelfSignedCert",
+          "genSignedCert", "derivePassword", "htpasswd", "shuffle"}
+found = []
+for path in sorted(glob.glob("helm/switchyard/templates/**/*", recursive=True)):
+    if not re.search(r"\.(yaml|tpl|txt)$", path):
+        continue
+    for action in re.findall(r"\{\{(.*?)\}\}", open(path).read(), re.S):
+        code = re.sub(r"/\*.*?\*/", "", action, flags=re.S)
+        code = re.sub(r'"(\\.|[^"\\])*"|`[^`]*`', '""', code)
+        found += [f"{path}: {w}" for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code) if w in banned]
+assert not found, "templates call functions whose result changes between renders:\n" + "\n".join(found)
+PY
+  for f in helm/switchyard/ci/*.yaml; do
+    helm template sy helm/switchyard --namespace gateway -f "$f" >"$work/det-1.yaml"
+    helm template sy helm/switchyard --namespace gateway -f "$f" >"$work/det-2.yaml"
+    cmp "$work/det-1.yaml" "$work/det-2.yaml"
+    n=$((n + 1))
+  done
+  echo "summary: $n ci value files render byte-identically twice; no rand/lookup/now in templates"
 }
 
 check_helm_manifests() {
@@ -409,31 +439,41 @@ PY
   echo "summary: kubernetes-validate --strict for Kubernetes ${k8s_versions// /, } (CRDs: checked above; PrometheusRule: promtool)"
 }
 
-# Values that would make a broken release must fail the render.
+# Values that would make a broken release must fail the render, with a
+# message that says why. Each line: helm flags | a fragment of the expected
+# error. The flags are added to ci/default-values.yaml, which renders.
 check_helm_rejects() {
-  local bad
-  while IFS= read -r bad; do
+  local base=helm/switchyard/ci/default-values.yaml bad want n=0
+  helm template sy helm/switchyard -f "$base" >/dev/null
+  while IFS='|' read -r bad want; do
     [[ -n $bad ]] || continue
+    want=${want# }
     # shellcheck disable=SC2086
-    if helm template sy helm/switchyard $bad >/dev/null 2>"$work/reject.err"; then
-      echo "rendered although it must not: helm template $bad"
+    if helm template sy helm/switchyard -f "$base" $bad >/dev/null 2>"$work/reject.err"; then
+      echo "rendered although it must not: helm template -f $base $bad"
+      return 1
+    fi
+    if ! grep -qF -- "$want" "$work/reject.err"; then
+      echo "helm template -f $base $bad: failed, but not with \"$want\":"
+      cat "$work/reject.err"
       return 1
     fi
     echo "rejected: $bad: $(grep -m1 -v '^$' "$work/reject.err")"
-    n=$((${n:-0} + 1))
+    n=$((n + 1))
   done <<'EOF'
---set replicaCount=3
---set autoscaling.enabled=true
---set terminationGracePeriodSeconds=15
---set gateway.drainDeadlineMs=30000
---set redis.enabled=true --set redis.url=redis://elsewhere:6379
---set auth.existingSecret=x --set auth.password=operator-password
---set auth.jwtSecret=too-short
---set ingres.enabled=true
---set gateway.logFormat=xml
---set gateway.metricsPort=18789
+--set auth.jwtSecret= | no credentials: set auth.jwtSecret
+--set replicaCount=3 | more than one replica needs Redis
+--set autoscaling.enabled=true | more than one replica needs Redis
+--set terminationGracePeriodSeconds=15 | must exceed gateway.drainDeadlineMs/1000
+--set gateway.drainDeadlineMs=30000 | must exceed gateway.drainDeadlineMs/1000
+--set redis.enabled=true --set redis.url=redis://elsewhere:6379 | leave redis.url and redis.existingSecret empty
+--set auth.existingSecret=x | put the credentials in that Secret
+--set auth.jwtSecret=too-short | jwtSecret
+--set ingres.enabled=true | ingres
+--set gateway.logFormat=xml | logFormat
+--set gateway.metricsPort=18789 | gateway.metricsPort must differ
 EOF
-  echo "summary: $n broken value sets rejected at render time"
+  echo "summary: $n broken value sets rejected at render time, each for its reason"
 }
 
 # Every value in values.yaml is described in the chart README, and the
@@ -731,6 +771,7 @@ check promtool check_promtool
 check dashboard check_dashboard
 check helm-lint check_helm_lint
 check helm-manifests check_helm_manifests
+check helm-deterministic check_helm_deterministic
 check helm-rejects check_helm_rejects
 check helm-readme check_helm_readme
 check build check_build

@@ -82,22 +82,6 @@ app.kubernetes.io/component: redis
 {{- if or .Values.auth.jwtSecret .Values.auth.apiKeys .Values.auth.tokens .Values.auth.password }}true{{ end }}
 {{- end }}
 
-{{/* The JWT secret: the configured one; else, when no credential at all is
-     configured, the one a previous release generated (so that tokens and
-     clients survive an upgrade); else a new random one. */}}
-{{- define "switchyard.jwtSecret" -}}
-{{- if .Values.auth.jwtSecret }}
-{{- .Values.auth.jwtSecret }}
-{{- else if not (include "switchyard.hasCredentials" .) }}
-{{- $previous := lookup "v1" "Secret" .Release.Namespace (include "switchyard.fullname" .) }}
-{{- if and $previous $previous.data (hasKey $previous.data "SWITCHYARD_JWT_SECRET") }}
-{{- index $previous.data "SWITCHYARD_JWT_SECRET" | b64dec }}
-{{- else }}
-{{- randAlphaNum 48 }}
-{{- end }}
-{{- end }}
-{{- end }}
-
 {{/* Whether the gateway has a Redis at all. */}}
 {{- define "switchyard.hasRedis" -}}
 {{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
@@ -131,6 +115,9 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
 {{- fail "redis.enabled deploys the chart's own Redis: leave redis.url and redis.existingSecret empty, or disable it" }}
+{{- end }}
+{{- if not (or .Values.auth.existingSecret (include "switchyard.hasCredentials" .)) }}
+{{- fail "no credentials: set auth.jwtSecret (at least 32 bytes, e.g. `openssl rand -hex 32`), auth.apiKeys, auth.tokens or auth.password, or name a Secret of yours in auth.existingSecret. The chart generates no secret itself: a value made up at render time would change on every render (helm template, Argo CD), restarting the pods and invalidating every token" }}
 {{- end }}
 {{- if and .Values.auth.existingSecret (include "switchyard.hasCredentials" .) }}
 {{- fail "auth.existingSecret is set: put the credentials in that Secret, not in auth.jwtSecret / apiKeys / tokens / password" }}
