@@ -412,6 +412,17 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
         assert pr["spec"]["groups"] == alerts["groups"], f"{name}: PrometheusRule differs from alerts.yml"
         with open(f"{work}/prometheusrule-{name}", "w") as f:
             yaml.safe_dump({"groups": pr["spec"]["groups"]}, f)
+    values = yaml.safe_load(open(f"helm/switchyard/ci/{name[len('helm-'):]}")) or {}
+    # Client addresses: behind the ingress the controller's pods are trusted
+    # proxies; a node-exposed Service keeps the source address.
+    proxies = set(filter(None, cm.get("SWITCHYARD_TRUSTED_PROXIES", "").split(",")))
+    if by_kind.get("Ingress"):
+        want = set(values.get("ingress", {}).get("trustedProxies", []))
+        assert want and want <= proxies, f"{name}: ingress on, trusted proxies {proxies}, want {want}"
+    if svc["spec"]["type"] in ("NodePort", "LoadBalancer"):
+        assert svc["spec"].get("externalTrafficPolicy") == "Local", f"{name}: externalTrafficPolicy"
+    else:
+        assert "externalTrafficPolicy" not in svc["spec"], name
     for ing in by_kind.get("Ingress", []):
         a = ing["metadata"].get("annotations", {})
         assert int(a["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600, name
@@ -472,7 +483,12 @@ check_helm_rejects() {
 --set ingres.enabled=true | ingres
 --set gateway.logFormat=xml | logFormat
 --set gateway.metricsPort=18789 | gateway.metricsPort must differ
+--set ingress.enabled=true | set ingress.trustedProxies
+--set service.externalTrafficPolicy=Remote | externalTrafficPolicy
 EOF
+  # The explicit opt-out of a rejection renders.
+  helm template sy helm/switchyard -f "$base" --set ingress.enabled=true \
+    --set ingress.requireTrustedProxies=false >/dev/null
   echo "summary: $n broken value sets rejected at render time, each for its reason"
 }
 

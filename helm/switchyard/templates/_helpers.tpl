@@ -82,6 +82,16 @@ app.kubernetes.io/component: redis
 {{- if or .Values.auth.jwtSecret .Values.auth.apiKeys .Values.auth.tokens .Values.auth.password }}true{{ end }}
 {{- end }}
 
+{{/* The CIDRs whose X-Forwarded-For the gateway believes, comma-separated:
+     gateway.trustedProxies plus, with the ingress on, the controller's. */}}
+{{- define "switchyard.trustedProxies" -}}
+{{- $proxies := .Values.gateway.trustedProxies }}
+{{- if .Values.ingress.enabled }}
+{{- $proxies = concat $proxies .Values.ingress.trustedProxies }}
+{{- end }}
+{{- $proxies | uniq | join "," }}
+{{- end }}
+
 {{/* Whether the gateway has a Redis at all. */}}
 {{- define "switchyard.hasRedis" -}}
 {{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
@@ -121,6 +131,9 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- if and .Values.auth.existingSecret (include "switchyard.hasCredentials" .) }}
 {{- fail "auth.existingSecret is set: put the credentials in that Secret, not in auth.jwtSecret / apiKeys / tokens / password" }}
+{{- end }}
+{{- if and .Values.ingress.enabled .Values.ingress.requireTrustedProxies (not (include "switchyard.trustedProxies" .)) }}
+{{- fail "ingress.enabled: set ingress.trustedProxies to the CIDR the ingress controller's pods connect from (the pod network, e.g. 10.244.0.0/16), or every client is the controller's one address to the per-IP rate limits and lock-outs; ingress.requireTrustedProxies=false accepts that" }}
 {{- end }}
 {{- if and .Values.gateway.metricsPort (eq (int .Values.gateway.metricsPort) (int .Values.gateway.port)) }}
 {{- fail "gateway.metricsPort must differ from gateway.port (leave it empty to serve /metrics on the main port only)" }}
