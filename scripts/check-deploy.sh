@@ -427,16 +427,71 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
         a = ing["metadata"].get("annotations", {})
         assert int(a["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600, name
         assert int(a["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600, name
-    # The environment the pods get, for check helm-env.
-    env = dict(cm)
-    for s in by_kind.get("Secret", []):
-        import base64
-        env.update({k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()})
+    # The environment the gateway container gets (envFrom, then env with
+    # $(VAR) expansion), for check helm-env. Secrets that are not in the
+    # render (existingSecret) are stood in for.
+    import base64, re
+    cms = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind["ConfigMap"]}
+    secrets = {d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
+               for d in by_kind.get("Secret", [])}
+    env = {}
+    for ef in c["envFrom"]:
+        if "configMapRef" in ef:
+            env.update(cms[ef["configMapRef"]["name"]])
+        else:
+            env.update(secrets.get(ef["secretRef"]["name"], {}))
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), e["value"])
+        elif "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            stand_in = "redis://redis.example:6379" if "url" in ref["key"] else "stand-in-0123456789abcdef"
+            env[e["name"]] = secrets.get(ref["name"], {}).get(ref["key"], stand_in)
+    # The Redis URL may carry a password: a secretKeyRef (or a value built
+    # from one), never the ConfigMap.
+    for cm_name, data in cms.items():
+        assert not any("REDIS_URL" in k for k in data), f"{name}: Redis URL in ConfigMap {cm_name}"
+    refs = {e["name"]: e for e in c["env"]}
+    if "SWITCHYARD_REDIS_URL" in refs:
+        e = refs["SWITCHYARD_REDIS_URL"]
+        if "value" in e:
+            used = re.findall(r"\$\((\w+)\)", e["value"])
+            assert used and all("secretKeyRef" in refs[u]["valueFrom"] for u in used), f"{name}: {e}"
+        else:
+            assert "secretKeyRef" in e["valueFrom"], f"{name}: {e}"
+    # The built-in Redis: a password, protected mode, a memory cap with
+    # noeviction, the append-only file on a claim when persistence is on.
+    for rd in [d for d in by_kind["Deployment"] if d["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"]:
+        rpod = rd["spec"]["template"]["spec"]
+        rc = rpod["containers"][0]
+        script = " ".join(rc.get("command", []) + rc.get("args", []))
+        assert '--requirepass "$REDIS_PASSWORD"' in script, f"{name}: {script}"
+        assert "protected-mode" not in script, f"{name}: {script}"
+        assert re.search(r"--maxmemory \d+\w*\s+--maxmemory-policy noeviction", script), f"{name}: {script}"
+        renv = {e["name"]: e for e in rc["env"]}
+        assert "secretKeyRef" in renv["REDIS_PASSWORD"]["valueFrom"], name
+        assert "secretKeyRef" in renv["REDISCLI_AUTH"]["valueFrom"], name
+        data = [v for v in rpod["volumes"] if v["name"] == "data"][0]
+        persist = values.get("redis", {}).get("persistence", {}).get("enabled", False)
+        if persist:
+            assert "--appendonly yes" in script, f"{name}: {script}"
+            claim = data["persistentVolumeClaim"]["claimName"]
+            assert claim in {d["metadata"]["name"] for d in by_kind.get("PersistentVolumeClaim", [])}, name
+        else:
+            assert "--appendonly no" in script and "emptyDir" in data, f"{name}: {script}"
+        assert any(m["mountPath"] == "/data" for m in rc["volumeMounts"]), name
+        ref = renv["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        password = secrets.get(ref["name"], {}).get(ref["key"], "stand-in-0123456789abcdef")
+        url = env.get("SWITCHYARD_REDIS_URL", "")
+        assert url.startswith(f"redis://:{password}@"), f"{name}: gateway URL {url!r} lacks the password"
+        with open(f"{work}/redis-{name}.json", "w") as f:
+            import json
+            json.dump({"script": rc["args"][0], "password": password, "url": url}, f)
     files = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"].endswith("-file")]
     with open(f"{work}/env-{name}.json", "w") as f:
         import json
         json.dump({"env": env, "toml": files[0]["data"]["switchyard.toml"] if files else None}, f)
-expected = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Ingress",
+expected = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Ingress", "PersistentVolumeClaim",
             "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
             "PrometheusRule", "NetworkPolicy", "Pod"}
 assert expected <= seen, f"never rendered: {expected - seen}"
@@ -477,13 +532,17 @@ check_helm_rejects() {
 --set autoscaling.enabled=true | more than one replica needs Redis
 --set terminationGracePeriodSeconds=15 | must exceed gateway.drainDeadlineMs/1000
 --set gateway.drainDeadlineMs=30000 | must exceed gateway.drainDeadlineMs/1000
---set redis.enabled=true --set redis.url=redis://elsewhere:6379 | leave redis.url and redis.existingSecret empty
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.url=redis://elsewhere:6379 | leave redis.url and redis.existingSecret empty
 --set auth.existingSecret=x | put the credentials in that Secret
 --set auth.jwtSecret=too-short | jwtSecret
 --set ingres.enabled=true | ingres
 --set gateway.logFormat=xml | logFormat
 --set gateway.metricsPort=18789 | gateway.metricsPort must differ
 --set ingress.enabled=true | set ingress.trustedProxies
+--set redis.enabled=true | set redis.auth.password
+--set redis.enabled=true --set redis.auth.password=has:colon@and-at-0123 | redis.auth.password
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.auth.existingSecret=x | put the Redis password in that Secret
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.maxmemory=lots | redis.maxmemory
 --set service.externalTrafficPolicy=Remote | externalTrafficPolicy
 EOF
   # The explicit opt-out of a rejection renders.
@@ -604,6 +663,53 @@ check_env_helm() {
   local f
   for f in "$work"/env-helm-*.json; do
     env_accepted "$(basename "$f" .json)" "$f"
+  done
+}
+
+# The built-in Redis exactly as the chart starts it (its rendered shell
+# command, /data pointed at a scratch directory, on a loopback port): it
+# refuses clients without the password, runs with the rendered memory
+# policy and persistence, and a gateway given the URL the chart gives it
+# (host pointed at that port) connects and becomes ready.
+check_redis_builtin() {
+  local f n=0 bin dir port sy_port
+  bin=$(cat "$work/bin")
+  for f in "$work"/redis-helm-*.json; do
+    [[ -f $f ]] || { echo "no built-in Redis rendered (helm-manifests failed?)"; return 1; }
+    n=$((n + 1))
+    dir="$work/redis-data-$n"
+    mkdir -p "$dir"
+    port=$(free_port)
+    py - "$f" "$dir" "$port" >"$work/redis-run-$n.sh" <<'PY'
+import json, shlex, sys
+spec, d, port = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+script = spec["script"].replace("--dir /data", f"--dir {d}")
+print(f"export REDIS_PASSWORD={shlex.quote(spec['password'])}")
+print(f"{script} --port {port} --bind 127.0.0.1 --daemonize no")
+PY
+    spawn "redis-builtin-$n" sh "$work/redis-run-$n.sh"
+    local pw deadline=$((SECONDS + 10))
+    pw=$(py -c 'import json,sys; print(json.load(open(sys.argv[1]))["password"])' "$f")
+    until [[ $(REDISCLI_AUTH=$pw redis-cli -p "$port" PING 2>/dev/null) == PONG ]]; do
+      ((SECONDS < deadline)) || { cat "$work/redis-builtin-$n.out"; return 1; }
+      sleep 0.1
+    done
+    redis-cli -p "$port" GET x 2>&1 | grep -q NOAUTH
+    [[ $(REDISCLI_AUTH=$pw redis-cli -p "$port" CONFIG GET maxmemory-policy | sed -n 2p) == noeviction ]]
+    [[ $(REDISCLI_AUTH=$pw redis-cli -p "$port" CONFIG GET maxmemory | sed -n 2p) -gt 0 ]]
+    [[ $(REDISCLI_AUTH=$pw redis-cli -p "$port" CONFIG GET protected-mode | sed -n 2p) == yes ]]
+    local aof
+    aof=$(REDISCLI_AUTH=$pw redis-cli -p "$port" CONFIG GET appendonly | sed -n 2p)
+    echo "summary: $(basename "$f" .json): password required, noeviction, protected-mode yes, appendonly $aof"
+    # The gateway on the chart's URL.
+    local url
+    url=$(py -c 'import json,re,sys; print(re.sub(r"@[^/]+", "@127.0.0.1:" + sys.argv[2], json.load(open(sys.argv[1]))["url"]))' "$f" "$port")
+    sy_port=$(free_port)
+    spawn "redis-gateway-$n" env -i PATH="$PATH" SWITCHYARD_PORT="$sy_port" SWITCHYARD_BIND=loopback \
+      SWITCHYARD_REDIS_URL="$url" SWITCHYARD_JWT_SECRET="$(printf 'x%.0s' $(seq 32))" SWITCHYARD_LOG=warn "$bin"
+    wait_http "http://127.0.0.1:$sy_port/ready" 30 || { cat "$work/redis-gateway-$n.out"; return 1; }
+    [[ $(REDISCLI_AUTH=$pw redis-cli -p "$port" DBSIZE) -gt 0 ]]
+    echo "summary: $(basename "$f" .json): the gateway connects with the chart's password URL and is ready"
   done
 }
 
@@ -793,6 +899,7 @@ check helm-readme check_helm_readme
 check build check_build
 check env-compose check_env_compose
 check env-helm check_env_helm
+check redis-builtin check_redis_builtin
 check live check_live
 
 echo "check-deploy: $((SECONDS - started)) s"

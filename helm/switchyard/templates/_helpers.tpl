@@ -97,12 +97,25 @@ app.kubernetes.io/component: redis
 {{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
 {{- end }}
 
-{{/* Redis URL for the ConfigMap (empty when it comes from a Secret). */}}
-{{- define "switchyard.redisUrl" -}}
-{{- if .Values.redis.enabled }}
-{{- printf "redis://%s:6379" (include "switchyard.redis.fullname" .) }}
-{{- else if not .Values.redis.existingSecret }}
-{{- .Values.redis.url }}
+{{/* The Secret of the chart's Redis settings: the URL the gateway uses
+     (redis.url, or the built-in Redis with its password) and the built-in
+     Redis' password. Rendered when there is any of these to hold. */}}
+{{- define "switchyard.redis.secretName" -}}
+{{- printf "%s-redis" (include "switchyard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchyard.redis.hasSecret" -}}
+{{- if or .Values.redis.url (and .Values.redis.enabled .Values.redis.auth.password) }}true{{ end }}
+{{- end }}
+
+{{/* The built-in Redis' password: Secret name and key. */}}
+{{- define "switchyard.redis.passwordRef" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+name: {{ .Values.redis.auth.existingSecret }}
+key: {{ .Values.redis.auth.existingSecretKey }}
+{{- else -}}
+name: {{ include "switchyard.redis.secretName" . }}
+key: redis-password
 {{- end }}
 {{- end }}
 
@@ -122,6 +135,12 @@ app.kubernetes.io/component: redis
 {{- if .Values.autoscaling.enabled }}{{ $replicas = int .Values.autoscaling.maxReplicas }}{{ end }}
 {{- if and (gt $replicas 1) (not (include "switchyard.hasRedis" .)) }}
 {{- fail "more than one replica needs Redis (redis.url, redis.existingSecret or redis.enabled): without it every pod is a separate gateway with its own sessions, presence and rate limits" }}
+{{- end }}
+{{- if and .Values.redis.enabled (not (or .Values.redis.auth.password .Values.redis.auth.existingSecret)) }}
+{{- fail "redis.enabled: set redis.auth.password (URL-safe, at least 16 characters, e.g. `openssl rand -hex 24`) or redis.auth.existingSecret (with redis.auth.existingSecretKey): the built-in Redis needs a password, and the chart generates none" }}
+{{- end }}
+{{- if and .Values.redis.auth.password .Values.redis.auth.existingSecret }}
+{{- fail "redis.auth.existingSecret is set: put the Redis password in that Secret, not in redis.auth.password" }}
 {{- end }}
 {{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
 {{- fail "redis.enabled deploys the chart's own Redis: leave redis.url and redis.existingSecret empty, or disable it" }}
