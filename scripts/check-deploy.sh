@@ -413,6 +413,27 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
         with open(f"{work}/prometheusrule-{name}", "w") as f:
             yaml.safe_dump({"groups": pr["spec"]["groups"]}, f)
     values = yaml.safe_load(open(f"helm/switchyard/ci/{name[len('helm-'):]}")) or {}
+    # Spread: this release's gateway pods avoid each other's nodes (unless
+    # affinity is given); a disruption budget only over more than one pod,
+    # and one that lets a pod go.
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.get("app.kubernetes.io/instance") == "sy", name
+    if not values.get("affinity") and values.get("podAntiAffinity", "soft"):
+        terms = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert terms[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector, name
+    auto = values.get("autoscaling", {})
+    replicas = auto.get("minReplicas", 2) if auto.get("enabled") else values.get("replicaCount", 1)
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if replicas <= 1:
+        assert not pdbs, f"{name}: a disruption budget over one pod blocks drains"
+    else:
+        assert len(pdbs) == 1, f"{name}: {replicas} replicas and no disruption budget"
+        spec = pdbs[0]["spec"]
+        assert spec["selector"]["matchLabels"] == selector, name
+        if "minAvailable" in spec:
+            assert isinstance(spec["minAvailable"], int) and spec["minAvailable"] < replicas, f"{name}: {spec}"
+        else:
+            assert spec["maxUnavailable"] == 1, f"{name}: {spec}"
     # Client addresses: behind the ingress the controller's pods are trusted
     # proxies; a node-exposed Service keeps the source address.
     proxies = set(filter(None, cm.get("SWITCHYARD_TRUSTED_PROXIES", "").split(",")))
@@ -539,6 +560,8 @@ check_helm_rejects() {
 --set gateway.logFormat=xml | logFormat
 --set gateway.metricsPort=18789 | gateway.metricsPort must differ
 --set ingress.enabled=true | set ingress.trustedProxies
+--set replicaCount=2 --set redis.url=redis://r:6379 --set podDisruptionBudget.maxUnavailable=null --set podDisruptionBudget.minAvailable=2 | node drains would block
+--set podAntiAffinity=always | podAntiAffinity
 --set redis.enabled=true | set redis.auth.password
 --set redis.enabled=true --set redis.auth.password=has:colon@and-at-0123 | redis.auth.password
 --set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.auth.existingSecret=x | put the Redis password in that Secret

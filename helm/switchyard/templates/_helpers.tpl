@@ -92,6 +92,11 @@ app.kubernetes.io/component: redis
 {{- $proxies | uniq | join "," }}
 {{- end }}
 
+{{/* The fewest pods the Deployment runs. */}}
+{{- define "switchyard.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
 {{/* Whether the gateway has a Redis at all. */}}
 {{- define "switchyard.hasRedis" -}}
 {{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
@@ -153,6 +158,15 @@ key: redis-password
 {{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.requireTrustedProxies (not (include "switchyard.trustedProxies" .)) }}
 {{- fail "ingress.enabled: set ingress.trustedProxies to the CIDR the ingress controller's pods connect from (the pod network, e.g. 10.244.0.0/16), or every client is the controller's one address to the per-IP rate limits and lock-outs; ingress.requireTrustedProxies=false accepts that" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled (kindIs "invalid" $pdb.maxUnavailable) (kindIs "invalid" $pdb.minAvailable) }}
+{{- fail "podDisruptionBudget: set maxUnavailable (e.g. 1) or minAvailable" }}
+{{- end }}
+{{- if and $pdb.enabled (kindIs "invalid" $pdb.maxUnavailable) (not (kindIs "string" $pdb.minAvailable)) (gt (int (include "switchyard.minReplicas" .)) 1) }}
+{{- if ge (int $pdb.minAvailable) (int (include "switchyard.minReplicas" .)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the replica count (%s): no pod could ever be evicted and node drains would block; prefer maxUnavailable: 1" (int $pdb.minAvailable) (include "switchyard.minReplicas" .)) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.gateway.metricsPort (eq (int .Values.gateway.metricsPort) (int .Values.gateway.port)) }}
 {{- fail "gateway.metricsPort must differ from gateway.port (leave it empty to serve /metrics on the main port only)" }}
