@@ -99,6 +99,7 @@ tools_apt() {
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v haproxy >/dev/null || need+=(haproxy)
   command -v redis-server >/dev/null || need+=(redis-server)
+  command -v amtool >/dev/null || need+=(prometheus-alertmanager)
   command -v curl >/dev/null || need+=(curl)
   if ((${#need[@]})); then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -109,6 +110,7 @@ tools_apt() {
   echo "summary: $(promtool --version 2>&1 | sed -n 1p)"
   echo "summary: $(haproxy -v | sed -n 1p)"
   echo "summary: $(redis-server --version)"
+  echo "summary: $(amtool --version 2>&1 | sed -n 1p)"
 }
 
 tools_helm() {
@@ -234,6 +236,8 @@ PY
     $cmd -f docker-compose.yml config >"$work/compose.rendered.yml"
     echo "summary: docker-compose.yml: $cmd config accepts it"
   fi
+  amtool check-config deploy/alertmanager/alertmanager.yml
+  echo "summary: deploy/alertmanager/alertmanager.yml: amtool check-config accepts it"
   haproxy -c -q -f deploy/haproxy/haproxy.cfg
   echo "summary: deploy/haproxy/haproxy.cfg: haproxy -c accepts it"
   # The pieces must agree with each other: haproxy balances over, and
@@ -252,6 +256,19 @@ for name in gateways:
     assert env["SWITCHYARD_BIND"] in ("lan", "0.0.0.0")
     assert env.get("SWITCHYARD_JWT_SECRET") or env.get("SWITCHYARD_API_KEYS"), "credentials"
     assert "18789" not in str(services[name].get("ports", "")), "instances are reached through haproxy only"
+# Stop order: compose stops dependents first, so the gateways must depend
+# on haproxy (stopped after them, while they drain) and not the reverse.
+def deps(s):
+    d = s.get("depends_on", [])
+    return set(d if isinstance(d, list) else d.keys())
+for name in gateways:
+    assert {"haproxy", "redis"} <= deps(services[name]), f"{name} must depend on haproxy and redis"
+assert not deps(services["haproxy"]) & set(gateways), "haproxy must not depend on the gateways"
+# Prometheus delivers its alerts to the compose Alertmanager.
+am = [t for a in yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["alerting"]["alertmanagers"]
+      for sc in a["static_configs"] for t in sc["targets"]]
+assert am == ["alertmanager:9093"] and "alertmanager" in services, am
+assert "9093" in str(services["alertmanager"].get("ports", "")), "Alertmanager UI port"
 cfg = open("deploy/haproxy/haproxy.cfg").read()
 servers = sorted(re.findall(r"^\s*server\s+\S+\s+(\S+?):18789", cfg, re.M))
 assert servers == gateways, f"haproxy servers {servers} != {gateways}"
