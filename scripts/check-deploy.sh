@@ -451,6 +451,26 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
             assert isinstance(spec["minAvailable"], int) and spec["minAvailable"] < replicas, f"{name}: {spec}"
         else:
             assert spec["maxUnavailable"] == 1, f"{name}: {spec}"
+    # Extension points: what the values add is in the pod as given.
+    if values.get("image", {}).get("digest"):
+        assert c["image"] == f'{values["image"]["repository"]}@{values["image"]["digest"]}', name
+    assert pod["enableServiceLinks"] is False, f"{name}: service links would add SWITCHYARD_* variables"
+    for key, where in (("extraVolumes", pod.get("volumes", [])), ("extraVolumeMounts", c.get("volumeMounts", [])),
+                       ("initContainers", pod.get("initContainers", [])), ("extraContainers", pod["containers"][1:])):
+        for item in values.get(key, []):
+            assert item in where, f"{name}: {key} entry {item['name']} missing"
+    for k, v in values.get("gateway", {}).get("extraEnv", {}).items():
+        if isinstance(v, dict):
+            assert {"name": k, **v} in c["env"] and k not in cm, f"{name}: extraEnv {k}"
+        else:
+            assert cm[k] == str(v), f"{name}: extraEnv {k}"
+    for key in ("revisionHistoryLimit", "minReadySeconds"):
+        assert dep["spec"][key] == values.get(key, {"revisionHistoryLimit": 10, "minReadySeconds": 0}[key]), name
+    assert dep["metadata"].get("annotations", {}) == values.get("deploymentAnnotations", {}), name
+    if "appProtocol" in values.get("service", {}):
+        assert svc["spec"]["ports"][0]["appProtocol"] == values["service"]["appProtocol"], name
+    if values.get("service", {}).get("loadBalancerSourceRanges"):
+        assert svc["spec"]["loadBalancerSourceRanges"] == values["service"]["loadBalancerSourceRanges"], name
     # Client addresses: behind the ingress the controller's pods are trusted
     # proxies; a node-exposed Service keeps the source address.
     proxies = set(filter(None, cm.get("SWITCHYARD_TRUSTED_PROXIES", "").split(",")))
@@ -483,7 +503,7 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
             env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), e["value"])
         elif "secretKeyRef" in e["valueFrom"]:
             ref = e["valueFrom"]["secretKeyRef"]
-            stand_in = "redis://redis.example:6379" if "url" in ref["key"] else "stand-in-0123456789abcdef"
+            stand_in = "redis://redis.example:6379" if "url" in ref["key"] else "stand-in-0123456789abcdef0123456789"
             env[e["name"]] = secrets.get(ref["name"], {}).get(ref["key"], stand_in)
     # The Redis URL may carry a password: a secretKeyRef (or a value built
     # from one), never the ConfigMap.
@@ -519,7 +539,7 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
             assert "--appendonly no" in script and "emptyDir" in data, f"{name}: {script}"
         assert any(m["mountPath"] == "/data" for m in rc["volumeMounts"]), name
         ref = renv["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        password = secrets.get(ref["name"], {}).get(ref["key"], "stand-in-0123456789abcdef")
+        password = secrets.get(ref["name"], {}).get(ref["key"], "stand-in-0123456789abcdef0123456789")
         url = env.get("SWITCHYARD_REDIS_URL", "")
         assert url.startswith(f"redis://:{password}@"), f"{name}: gateway URL {url!r} lacks the password"
         with open(f"{work}/redis-{name}.json", "w") as f:
@@ -579,6 +599,8 @@ check_helm_rejects() {
 --set ingress.enabled=true | set ingress.trustedProxies
 --set replicaCount=2 --set redis.url=redis://r:6379 --set podDisruptionBudget.maxUnavailable=null --set podDisruptionBudget.minAvailable=2 | node drains would block
 --set podAntiAffinity=always | podAntiAffinity
+--set image.digest=latest | image.digest
+--set initContainers[0].image=busybox | initContainers
 --set redis.enabled=true | set redis.auth.password
 --set redis.enabled=true --set redis.auth.password=has:colon@and-at-0123 | redis.auth.password
 --set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.auth.existingSecret=x | put the Redis password in that Secret

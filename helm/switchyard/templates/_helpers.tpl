@@ -68,8 +68,14 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest is given (it pins the image; the tag
+     is ignored), else repository:tag. */}}
 {{- define "switchyard.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* The Secret holding the credentials: the user's or the chart's. */}}
