@@ -102,6 +102,9 @@ fn serves_https_and_metrics_on_their_own_port() {
         curl(&format!("http://127.0.0.1:{metrics_port}/metrics")).expect("metrics port answers");
     assert_eq!(code, 200);
     assert!(body.contains("switchyard_"), "{body}");
+    // The main port is the public one: no metrics there.
+    let (code, _) = curl(&format!("https://127.0.0.1:{port}/metrics")).expect("https answers");
+    assert_eq!(code, 404);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

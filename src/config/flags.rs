@@ -73,7 +73,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub redis_tls_key: Option<PathBuf>,
 
-    /// Also serve /metrics on this port (it is always on the main port).
+    /// Serve /metrics on this port instead of the main one (an internal
+    /// port: the main port is the public one).
     /// Default: none. Env: SWITCHYARD_METRICS_PORT.
     #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,

@@ -118,7 +118,7 @@ pub struct Config {
     pub redis_prefix: String,
     /// TLS to Redis (`rediss*` URLs only): a private CA, a client certificate.
     pub redis_tls: RedisTlsConfig,
-    /// Serve `/metrics` on this port too (it is always on the main port).
+    /// Serve `/metrics` on this port instead of the main one.
     pub metrics_port: Option<u16>,
     pub log: LogConfig,
     pub tls: Option<TlsConfig>,

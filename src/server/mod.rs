@@ -153,9 +153,14 @@ pub fn router(app: App) -> Router {
         .route("/ws/agent", any(upgrade::ws_handler))
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
-        .route("/metrics", get(http::metrics))
         .route("/openrpc.json", get(http::openrpc))
-        .merge(api)
+        .merge(api);
+    // With a metrics port, `/metrics` is served there only: the main port
+    // is the public one (an ingress routes all of it).
+    if app.config.metrics_port.is_none() {
+        router = router.route("/metrics", get(http::metrics));
+    }
+    router = router
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             hosts::check,
