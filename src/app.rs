@@ -46,6 +46,8 @@ pub struct AppInner {
     pub draining: AtomicBool,
     /// The backend's resync count the last finished re-assert answered.
     pub reasserted: std::sync::atomic::AtomicU64,
+    /// When the backend was last found unusable (ms; 0 while it is fine).
+    pub backend_down_since_ms: std::sync::atomic::AtomicU64,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -134,13 +136,48 @@ impl App {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Ready to take traffic: not draining, the backend reachable, and the
-    /// state re-asserted after the backend's latest reconnect.
-    pub fn is_ready(&self) -> bool {
+    /// The backend reachable and this instance's state re-asserted after
+    /// its latest reconnect: shared state and cross-instance delivery work.
+    pub fn backend_ok(&self) -> bool {
         let latest = *self.backend.resync_events().borrow();
-        !self.is_draining()
-            && self.backend.is_available()
-            && self.reasserted.load(Ordering::SeqCst) >= latest
+        self.backend.is_available() && self.reasserted.load(Ordering::SeqCst) >= latest
+    }
+
+    /// Sample [`backend_ok`](Self::backend_ok): remember when it turned
+    /// false (the start of a grace, see [`is_ready`](Self::is_ready)).
+    /// Returns the sample.
+    pub fn note_backend(&self) -> bool {
+        let ok = self.backend_ok();
+        if ok {
+            self.backend_down_since_ms.store(0, Ordering::SeqCst);
+        } else {
+            let now = crate::protocol::now_ms().max(1);
+            let _ = self.backend_down_since_ms.compare_exchange(
+                0,
+                now,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        ok
+    }
+
+    /// Ready to take traffic: not draining, and the backend usable — or
+    /// unusable for less than `limits.unready_after_ms`. A Redis blip or a
+    /// Sentinel failover then leaves every instance serving its own
+    /// sockets (local fan-out works; calls that need shared state answer
+    /// -32005) instead of taking them all out of the load balancer at
+    /// once. With 0 (the default) readiness follows the backend exactly.
+    pub fn is_ready(&self) -> bool {
+        if self.is_draining() {
+            return false;
+        }
+        if self.note_backend() {
+            return true;
+        }
+        let grace = self.config.limits.unready_after_ms;
+        let since = self.backend_down_since_ms.load(Ordering::SeqCst);
+        since != 0 && crate::protocol::now_ms().saturating_sub(since) < grace
     }
 
     pub fn uptime_ms(&self) -> u64 {

@@ -1642,6 +1642,73 @@ async fn drain(ws: &mut Ws) {
 /// `/ready` 200 means the instance delivers again: once both instances
 /// report ready after Redis came back (empty), a publish reaches the
 /// subscribers on both — nothing published after "ready" is lost.
+/// With `limits.unready_after_ms`, a Redis outage shorter than the grace
+/// leaves `/ready` 200 (`degraded: true`) so a load balancer keeps every
+/// instance while each serves its own sockets; past the grace it turns
+/// 503; with Redis back it is 200 and not degraded. Local fan-out works
+/// throughout.
+#[tokio::test]
+async fn readiness_has_a_grace_for_redis_blips() {
+    let grace = Duration::from_millis(1500);
+    let (mut redis, s) = cluster(2, |c| c.limits.unready_after_ms = 1500).await;
+    let a = &s[0];
+    let mut sub = a.client(WRITER).await;
+    sub.call("subscribe", json!({"channels": ["public:g"]}))
+        .await;
+    let mut publisher = a.client(ADMIN).await;
+    let ready = |server: &TestServer| {
+        let addr = server.addr;
+        async move {
+            let (status, _, body) = http(addr, "GET", "/ready", &[], None).await;
+            let body: Value = serde_json::from_str(&body).unwrap_or_default();
+            (status, body["degraded"] == true)
+        }
+    };
+    assert_eq!(ready(a).await, (200, false));
+    // (A first call leases the publisher's frame budget from Redis.)
+    publisher
+        .call(
+            "publish",
+            json!({"channel": "public:g", "event": "e", "data": 0}),
+        )
+        .await;
+    push_where(&mut sub, "notify", |p| p["data"] == 0).await;
+    redis.kill();
+    let down = Instant::now();
+    // Degraded yet ready while within the grace.
+    assert!(
+        within(Duration::from_secs(1), || async {
+            ready(a).await == (200, true)
+        })
+        .await,
+        "ready and degraded right after Redis went away"
+    );
+    publisher
+        .call(
+            "publish",
+            json!({"channel": "public:g", "event": "e", "data": 1}),
+        )
+        .await;
+    push_where(&mut sub, "notify", |p| p["data"] == 1).await;
+    // 503 once the grace is over, not before.
+    assert!(
+        within(Duration::from_secs(5), || async { ready(a).await.0 == 503 }).await,
+        "503 after the grace"
+    );
+    assert!(
+        down.elapsed() >= grace - Duration::from_millis(250),
+        "503 before the grace ended"
+    );
+    redis.restart();
+    assert!(
+        within(Duration::from_secs(10), || async {
+            ready(a).await == (200, false)
+        })
+        .await,
+        "ready and not degraded with Redis back"
+    );
+}
+
 #[tokio::test]
 async fn ready_after_redis_restart_means_publishes_are_delivered() {
     let (mut redis, s) = cluster(2, |_| {}).await;

@@ -298,6 +298,9 @@ pub struct Limits {
     /// TCP connections accepted but not yet answered (handshakes in
     /// progress), all peers together; more are closed at accept.
     pub max_pending_handshakes: usize,
+    /// How long the backend may be unusable before `/ready` turns 503
+    /// (0: at once). See `App::is_ready`.
+    pub unready_after_ms: u64,
 }
 
 impl Default for Limits {
@@ -323,6 +326,7 @@ impl Default for Limits {
             node_ttl_ms: 10_000,
             header_timeout_ms: 10_000,
             max_pending_handshakes: 4_096,
+            unready_after_ms: 0,
         }
     }
 }

@@ -85,6 +85,7 @@ const LIMIT_RANGES: &[LimitRange] = &[
     ("limits.node_ttl_ms", |l| l.node_ttl_ms, 300, 600_000),
     ("limits.drain_deadline_ms", |l| l.drain_deadline_ms, 0, 600_000),
     ("limits.header_timeout_ms", |l| l.header_timeout_ms, 100, 600_000),
+    ("limits.unready_after_ms", |l| l.unready_after_ms, 0, 600_000),
     ("limits.max_pending_handshakes", |l| l.max_pending_handshakes as u64, 1, NO_MAX),
 ];
 

@@ -182,12 +182,15 @@ pub async fn openrpc() -> Response {
 }
 
 pub async fn ready(State(app): State<App>) -> Response {
+    let ready = app.is_ready();
     let body = json!({
-        "ready": app.is_ready(),
+        "ready": ready,
         "draining": app.is_draining(),
         "backend": app.health().is_available(),
+        // Ready within `limits.unready_after_ms` of losing the backend.
+        "degraded": !app.backend_ok(),
     });
-    let status = if app.is_ready() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -17,6 +17,8 @@ fn heartbeat_period(app: &App) -> Duration {
 }
 /// How often expired sessions are looked for.
 const JANITOR: Duration = Duration::from_secs(1);
+/// How often the backend's health is sampled for readiness's grace.
+const BACKEND_SAMPLE: Duration = Duration::from_millis(200);
 
 pub fn spawn_all(app: &App) -> CancellationToken {
     let stop = CancellationToken::new();
@@ -32,6 +34,11 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     every(app, &stop, JANITOR, |app| async move {
         crate::services::sessions::close_expired(&app).await;
         crate::services::approvals::expire(&app).await;
+    });
+    // Readiness's grace runs from when the backend was found unusable,
+    // not from the next probe.
+    every(app, &stop, BACKEND_SAMPLE, |app| async move {
+        app.note_backend();
     });
     spawn_resync(app, &stop);
     stop
