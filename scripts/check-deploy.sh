@@ -423,6 +423,22 @@ work = sys.argv[1]
 alerts = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
 assert open("helm/switchyard/files/alerts.yml").read() == open("deploy/prometheus/alerts.yml").read(), \
     "helm/switchyard/files/alerts.yml differs from deploy/prometheus/alerts.yml: cp deploy/prometheus/alerts.yml helm/switchyard/files/"
+# The chart's thresholds: one per tunable rule, each default equal to the
+# number that rule's expression in alerts.yml ends with.
+import re
+threshold_keys = dict(re.findall(r'"(Switchyard\w+)" "(\w+)"', open("helm/switchyard/templates/prometheusrule.yaml").read()))
+chart_thresholds = yaml.safe_load(open("helm/switchyard/values.yaml"))["metrics"]["prometheusRule"]["thresholds"]
+assert set(threshold_keys.values()) == set(chart_thresholds), (threshold_keys, chart_thresholds)
+for g in alerts["groups"]:
+    for r in g["rules"]:
+        key = threshold_keys.get(r.get("alert"))
+        if key:
+            m = re.search(r"[0-9.]+$", r["expr"])
+            assert m and float(m[0]) == float(chart_thresholds[key]), \
+                f"{r['alert']}: alerts.yml threshold {m and m[0]} != values.yaml thresholds.{key} {chart_thresholds[key]}"
+assert set(threshold_keys) <= {r.get("alert") for g in alerts["groups"] for r in g["rules"]}, threshold_keys
+def values_of(name):
+    return yaml.safe_load(open(f"helm/switchyard/ci/{name[len('helm-'):]}")) or {}
 seen = set()
 for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
     name = os.path.basename(path)
@@ -459,7 +475,19 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
             assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}, name
             assert ep["path"] == "/metrics"
     for pr in by_kind.get("PrometheusRule", []):
-        assert pr["spec"]["groups"] == alerts["groups"], f"{name}: PrometheusRule differs from alerts.yml"
+        # alerts.yml with the values' thresholds and runbook base URL.
+        import copy, re as _re
+        prv = (values_of(name).get("metrics") or {}).get("prometheusRule") or {}
+        thresholds = {**chart_thresholds, **(prv.get("thresholds") or {})}
+        want = copy.deepcopy(alerts["groups"])
+        for g in want:
+            for r in g["rules"]:
+                key = threshold_keys.get(r.get("alert"))
+                if key:
+                    r["expr"] = _re.sub(r"[0-9.]+$", f"{thresholds[key]:g}", r["expr"])
+                if prv.get("runbookBaseUrl"):
+                    r["annotations"]["runbook_url"] = prv["runbookBaseUrl"] + r["annotations"]["runbook_url"]
+        assert pr["spec"]["groups"] == want, f"{name}: PrometheusRule differs from alerts.yml with its thresholds"
         with open(f"{work}/prometheusrule-{name}", "w") as f:
             yaml.safe_dump({"groups": pr["spec"]["groups"]}, f)
     values = yaml.safe_load(open(f"helm/switchyard/ci/{name[len('helm-'):]}")) or {}
