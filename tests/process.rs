@@ -671,6 +671,56 @@ async fn within_log(server: &Server, needle: &str) -> String {
     }
 }
 
+/// `scripts/cluster.sh start` checks the load balancer's port like the
+/// others: with haproxy on PATH and that port taken, it fails loudly
+/// before starting anything, instead of leaving clients of that port to
+/// reach whatever holds it.
+#[test]
+fn cluster_script_refuses_a_busy_load_balancer_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let lb_port = busy.local_addr().unwrap().port();
+    let dir = temp_path("cluster-lb");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Only its presence matters: the start must stop before running it.
+    let haproxy = bin.join("haproxy");
+    std::fs::write(&haproxy, "#!/bin/sh\nexit 0\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&haproxy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let redis_port = free_port();
+    let ports = format!("{} {} {}", free_port(), free_port(), free_port());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
+    let mut cmd = Command::new("bash");
+    cmd.args([script, "start"])
+        .env("PATH", path)
+        .env("SY_CLUSTER_DIR", dir.join("state"))
+        .env("SY_LB_PORT", lb_port.to_string())
+        .env("SY_REDIS_PORT", redis_port.to_string())
+        .env("SY_PORTS", ports)
+        .env("SWITCHYARD_BIN", BIN);
+    let f = run(cmd, Duration::from_secs(30));
+    assert_ne!(f.code, Some(0), "started with its load balancer port taken");
+    assert!(
+        f.stderr.contains(&format!("port {lb_port} is in use")),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", redis_port)).is_ok(),
+        "redis was started anyway"
+    );
+    drop(busy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// No secret reaches the logs at any level: static tokens, API keys, the
 /// password and JWTs, good or bad, presented every way a client can (the
 /// `Authorization` header, `?token=` on the upgrade, `X-API-Key`, in-band
