@@ -32,6 +32,17 @@ pub enum Refused {
 const KINDS: usize = 7;
 
 impl Refused {
+    /// Every kind, in index order.
+    pub const ALL: [Refused; KINDS] = [
+        Refused::Host,
+        Refused::Origin,
+        Refused::ConnectRate,
+        Refused::Credentials,
+        Refused::LockedOut,
+        Refused::PerAddress,
+        Refused::Capacity,
+    ];
+
     fn index(self) -> usize {
         self as usize
     }
@@ -120,19 +131,9 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_own_slot_label_and_setting() {
-        let all = [
-            Refused::Host,
-            Refused::Origin,
-            Refused::ConnectRate,
-            Refused::Credentials,
-            Refused::LockedOut,
-            Refused::PerAddress,
-            Refused::Capacity,
-        ];
-        assert_eq!(all.len(), KINDS);
         let mut seen = std::collections::HashSet::new();
-        for kind in all {
-            assert!(kind.index() < KINDS);
+        for (i, kind) in Refused::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
             assert!(seen.insert(kind.label()));
             assert!(kind.setting().contains("SWITCHYARD_"), "{kind:?}");
         }

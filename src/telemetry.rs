@@ -179,9 +179,27 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            register_rare_counters();
             Some(handle)
         })
         .clone()
+}
+
+/// Counters of rare events, exported at 0 from the start: a healthy
+/// instance then shows them (dashboards draw 0, alerts on their `rate()`
+/// see a series) instead of leaving them absent until the first event.
+fn register_rare_counters() {
+    for name in [
+        "switchyard_pubsub_dropped_total",
+        "switchyard_pubsub_resubscribes_total",
+        "switchyard_reaped_connections_total",
+        "switchyard_sessions_restored_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in crate::refusals::Refused::ALL {
+        metrics::counter!("switchyard_refusals_total", "reason" => reason.label()).increment(0);
+    }
 }
 
 fn describe() {

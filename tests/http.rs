@@ -70,6 +70,12 @@ async fn probes_and_metrics() {
         "switchyard_connections",
         "switchyard_messages_in_total",
         "switchyard_rpc_duration_seconds",
+        // Rare events are exported from the start (at 0 until one happens).
+        "switchyard_pubsub_dropped_total",
+        "switchyard_pubsub_resubscribes_total",
+        "switchyard_reaped_connections_total",
+        "switchyard_sessions_restored_total",
+        "switchyard_refusals_total{reason=\"capacity\"}",
     ] {
         assert!(
             metrics.lines().any(|l| l.starts_with(name)),
