@@ -172,7 +172,7 @@ def main():
     gateway = Gateway(run, env)
     try:
         token = wait_for("the development token file", lambda: os.path.exists(token_file)
-                         and open(token_file).read().strip(), 300)
+                         and open(token_file).read().strip(), 900)
         print(f"check-docs: README run command `{run}`: token file {token_file}")
         url = re.search(r"wscat -c (\S+)", block_after("README.md", "## A first session")).group(1)
         asyncio.run(first_session(url, token))
