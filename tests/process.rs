@@ -146,6 +146,15 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM: the graceful shutdown.
+    fn sigterm(&self) {
+        let pid = self.child.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.stderr);
@@ -363,12 +372,7 @@ async fn sigterm_drains_and_exits_zero() {
         .await;
 
     let started = Instant::now();
-    let pid = server.child.0.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    server.sigterm();
 
     let shutdown = ws.expect_push("shutdown").await;
     assert!(
@@ -428,14 +432,7 @@ async fn sigterm_with_a_stuck_client_exits_by_the_deadline() {
     }
 
     let started = Instant::now();
-    let pid = server.child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.sigterm();
     let shutdown = admin.expect_push("shutdown").await;
     assert!(
         shutdown["reconnectAfterMs"].as_u64().is_some(),
@@ -589,14 +586,7 @@ async fn the_dev_token_file_belongs_to_the_gateway_on_its_port() {
         f.stderr
     );
 
-    let pid = server.child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.sigterm();
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.child.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "still running after SIGTERM");
@@ -719,6 +709,27 @@ fn cluster_script_refuses_a_busy_load_balancer_port() {
     );
     drop(busy);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The subcommands' help says what they take, once: `call` names each
+/// variable once, `token` lists its own options, not every server flag.
+#[test]
+fn subcommand_help_is_their_own() {
+    let help = |command: &str| {
+        let mut cmd = switchyard();
+        cmd.args([command, "--help"]);
+        let f = run(cmd, Duration::from_secs(10));
+        assert_eq!(f.code, Some(0), "{}", f.stderr);
+        f.stdout
+    };
+    let call = help("call");
+    assert_eq!(call.matches("SWITCHYARD_URL").count(), 1, "{call}");
+    assert_eq!(call.matches("SWITCHYARD_TOKEN").count(), 1, "{call}");
+    let token = help("token");
+    assert!(token.contains("--jwt-secret"), "{token}");
+    for server_flag in ["--redis-url", "--bind", "--tls-cert", "--metrics-port"] {
+        assert!(!token.contains(server_flag), "{server_flag} in: {token}");
+    }
 }
 
 /// No secret reaches the logs at any level: static tokens, API keys, the

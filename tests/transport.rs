@@ -398,18 +398,7 @@ async fn tcp_connections_per_address_are_capped_at_accept() {
     config.limits.max_connections_per_ip = 10;
     let server = TestServer::start(config).await;
     // The WebSocket cap plus the headroom for HTTP calls and 429s.
-    let cap = 10 + 64;
-    let mut idle = Vec::new();
-    for _ in 0..cap {
-        idle.push(TcpStream::connect(server.addr).await.unwrap());
-    }
-    // Let the server accept them all before the one over the cap.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut over = TcpStream::connect(server.addr).await.unwrap();
-    assert!(
-        closed_within(&mut over, Duration::from_secs(2), None).await,
-        "the socket over the cap stayed open"
-    );
+    let idle = fill_address_cap(server.addr, 10 + 64).await;
     drop(idle);
     let ok = within(WAIT, || async {
         Ws::connect_with(&server.url("/ws"), &[("authorization", &bearer(WRITER))])

@@ -720,6 +720,24 @@ pub fn poll_output(
     false
 }
 
+/// Hold `cap` idle TCP connections to `addr` (what its per-address cap
+/// allows) and check that one more is closed at once (within 2 s, before
+/// any header timeout). The held connections, to drop when done.
+pub async fn fill_address_cap(addr: SocketAddr, cap: usize) -> Vec<TcpStream> {
+    let mut idle = Vec::new();
+    for _ in 0..cap {
+        idle.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Let the server accept them all before the one over the cap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2), None).await,
+        "the socket over the cap stayed open"
+    );
+    idle
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,6 +7,16 @@ use crate::protocol::error;
 use schemars::SchemaGenerator;
 use serde_json::Value;
 
+/// What starting a run can answer (agent.run, chat.send).
+const START_ERRORS: &[i32] = &[
+    error::NOT_FOUND,
+    error::FORBIDDEN,
+    error::LIMIT_EXCEEDED,
+    error::UNAVAILABLE,
+    error::TIMEOUT,
+    error::CONFLICT,
+];
+
 pub const AGENT_RUN: Doc = Doc {
     summary: "Start an agent run on a session",
     description: "Picks an online agent (`agentId`, or by `capability`, default `agent.run`) \
@@ -28,14 +38,7 @@ pub const AGENT_RUN: Doc = Doc {
             ),
         ])
     },
-    errors: &[
-        error::NOT_FOUND,
-        error::FORBIDDEN,
-        error::LIMIT_EXCEEDED,
-        error::UNAVAILABLE,
-        error::TIMEOUT,
-        error::CONFLICT,
-    ],
+    errors: START_ERRORS,
 };
 
 pub const AGENT_WAIT: Doc = Doc {
@@ -95,14 +98,7 @@ pub const CHAT_SEND: Doc = Doc {
             ),
         ])
     },
-    errors: &[
-        error::NOT_FOUND,
-        error::FORBIDDEN,
-        error::LIMIT_EXCEEDED,
-        error::UNAVAILABLE,
-        error::TIMEOUT,
-        error::CONFLICT,
-    ],
+    errors: START_ERRORS,
 };
 
 pub const CHAT_HISTORY: Doc = Doc {
