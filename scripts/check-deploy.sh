@@ -283,10 +283,17 @@ for name, s in services.items():
         src = v.split(":")[0]
         if src.startswith("."):
             assert os.path.exists(src), f"{name}: {src} does not exist"
+# Redis keeps what the gateway acknowledged (docs/durability.md): the
+# append-only file, fsync every second, on a named volume; noeviction.
+rcmd = " ".join(services["redis"]["command"])
+for flag in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+    assert flag in rcmd, f"redis: {flag} missing from {rcmd}"
+data = [v for v in services["redis"].get("volumes", []) if v.endswith(":/data")]
+assert data and data[0].split(":")[0] in (doc.get("volumes") or {}), f"redis: /data on a named volume: {data}"
 for f in ("deploy/grafana/provisioning/datasources/prometheus.yml",
           "deploy/grafana/provisioning/dashboards/switchyard.yml"):
     assert yaml.safe_load(open(f))["apiVersion"] == 1, f
-print("summary: haproxy servers, Prometheus targets and volumes match the services sw1..sw3")
+print("summary: haproxy servers, Prometheus targets and volumes match the services sw1..sw3; Redis persists (AOF everysec, noeviction, named volume)")
 PY
 }
 
@@ -788,8 +795,9 @@ PY
 --set resources.limits=null --set gateway.maxConnections=5000 | each pod accepts 5000 connections whatever memory
 --set ingress.enabled=true --set ingress.requireTrustedProxies=false | WARNING: no trusted proxy (ingress.trustedProxies)
 --set service.type=LoadBalancer --set service.externalTrafficPolicy=Cluster | WARNING: service.externalTrafficPolicy=Cluster hides
---set redis.enabled=true --set redis.auth.password=0123456789abcdef | single pod without failover or persistence
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.persistence.enabled=false | single pod without failover or persistence (a restart loses sessions and approvals)
  | Standalone mode (no Redis): keep a single replica
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef | The built-in Redis is a single pod without failover: for production
 EOF
   echo "summary: $n install-note cases render with their warning"
 }
