@@ -264,3 +264,75 @@ async fn acknowledged_records_survive_a_redis_crash_with_the_append_only_file() 
     assert_eq!(push["data"], json!({"i": 4}), "{push}");
     let _ = std::fs::remove_file(config);
 }
+
+#[tokio::test]
+async fn a_run_whose_agent_instance_dies_ends_as_instance_lost_a_heartbeat_after_node_ttl() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut b = Instance::start(&redis, "b", &env).await;
+
+    let mut node = b.client(NODE).await;
+    node.call(
+        "agent.register",
+        json!({"agentId": "doomed", "capabilities": ["agent.run"]}),
+    )
+    .await;
+    let mut caller = a.client(ADMIN).await;
+    caller
+        .call("session.create", json!({"sessionId": "lost-run"}))
+        .await;
+    let (run, _) = tokio::join!(
+        caller.call(
+            "agent.run",
+            json!({"sessionId": "lost-run", "agentId": "doomed", "task": "long"}),
+        ),
+        server_request(&mut node, "agent.run"),
+    );
+    let run_id = run["runId"].clone();
+
+    // The agent has the run; its instance dies without a word.
+    let killed = Instant::now();
+    b.kill9();
+    let ended = push_where(&mut caller, "agent.error", |e| e["runId"] == run_id).await;
+    let after = killed.elapsed();
+    eprintln!(
+        "run ended as instance_lost {} ms after its agent's instance was killed (node_ttl {} ms)",
+        after.as_millis(),
+        NODE_TTL.as_millis()
+    );
+    assert!(
+        after <= NODE_TTL + Duration::from_secs(2),
+        "{after:?}: {ended}"
+    );
+    assert_eq!(ended["status"], "error", "{ended}");
+    assert_eq!(ended["error"]["code"], -32005, "{ended}");
+    assert_eq!(ended["error"]["data"]["reason"], "instance_lost", "{ended}");
+    assert_eq!(ended["error"]["data"]["instanceId"], "b", "{ended}");
+
+    // The record says so, and the session takes a new run at once.
+    let record = caller
+        .call(
+            "agent.wait",
+            json!({"sessionId": "lost-run", "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(record["status"], "error", "{record}");
+    assert_eq!(record["error"]["data"]["reason"], "instance_lost");
+    let mut rescuer = a.client(NODE).await;
+    rescuer
+        .call(
+            "agent.register",
+            json!({"agentId": "rescuer", "capabilities": ["agent.run"]}),
+        )
+        .await;
+    let (again, _) = tokio::join!(
+        caller.call(
+            "agent.run",
+            json!({"sessionId": "lost-run", "agentId": "rescuer", "task": "again"}),
+        ),
+        server_request(&mut rescuer, "agent.run"),
+    );
+    assert_ne!(again["runId"], run_id, "{again}");
+}
