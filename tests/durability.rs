@@ -336,3 +336,69 @@ async fn a_run_whose_agent_instance_dies_ends_as_instance_lost_a_heartbeat_after
     );
     assert_ne!(again["runId"], run_id, "{again}");
 }
+
+#[tokio::test]
+async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let b = Instance::start(&redis, "b", &env).await;
+    let c = Instance::start(&redis, "c", &env).await;
+
+    // Asked on a, then the requester is gone (its instance lives on).
+    let mut requester = a.client(NODE).await;
+    let waiting = requester
+        .call(
+            "approval.request",
+            json!({"tool": "deploy", "summary": "while away", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    let early = requester
+        .call(
+            "approval.request",
+            json!({"tool": "deploy", "summary": "back before", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    drop(requester);
+
+    // Decided on b while nobody of the requester's is connected.
+    let mut approver = b.client(APPROVER).await;
+    approver
+        .call(
+            "approval.resolve",
+            json!({"approvalId": waiting, "decision": "approve", "note": "go"}),
+        )
+        .await;
+
+    // Back on c: the decision is there, and one still pending is decided
+    // later while it waits.
+    let mut back = c.client(NODE).await;
+    let decided = back
+        .call(
+            "approval.wait",
+            json!({"approvalId": waiting, "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(decided["status"], "approved", "{decided}");
+    assert_eq!(decided["decidedBy"], "approver", "{decided}");
+    assert_eq!(decided["note"], "go", "{decided}");
+    let (later, ()) = tokio::join!(
+        back.call(
+            "approval.wait",
+            json!({"approvalId": early, "timeoutMs": 5000}),
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            approver
+                .call(
+                    "approval.resolve",
+                    json!({"approvalId": early, "decision": "deny"}),
+                )
+                .await;
+        }
+    );
+    assert_eq!(later["status"], "denied", "{later}");
+}
