@@ -48,6 +48,9 @@
 //!    `apply_*_flags` function of its section, both in `flags.rs`. Its help
 //!    text states the default and the variable (`--help` is the reference
 //!    users read); a test checks that every variable it names is read.
+//! 5. Name it in `runtime.rs`: in `LIVE` if every reader takes it from
+//!    `App::live()` when it needs it (then it can change at run time),
+//!    else in `RESTART`. A test fails while a setting is in neither.
 
 mod auth;
 mod bind;
@@ -55,6 +58,7 @@ mod channels;
 mod env;
 mod file;
 mod flags;
+pub mod runtime;
 mod validate;
 
 #[cfg(test)]
