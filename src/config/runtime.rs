@@ -127,6 +127,13 @@ impl LiveConfig {
         self.current.load_full()
     }
 
+    /// The settings in force now, for a short look on a hot path (a frame,
+    /// a rate check): no reference count is taken. Do not hold it across
+    /// an `.await`.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<RuntimeSettings>> {
+        self.current.load()
+    }
+
     /// Put `settings` in force for every later reader.
     pub fn set(&self, settings: RuntimeSettings) {
         self.current.store(Arc::new(settings));

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 impl ConnService for App {
     fn limits(&self) -> Limits {
-        self.live().limits.clone()
+        self.live.peek().limits.clone()
     }
 
     fn is_long_running(&self, method: &str) -> bool {
