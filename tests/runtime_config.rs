@@ -503,6 +503,38 @@ async fn channel_rules_change_live() {
     assert_eq!(code, -32003);
 }
 
+#[tokio::test]
+async fn webhooks_and_connection_limits_change_live() {
+    let server = TestServer::default().await;
+    let mut admin = server.client(ADMIN).await;
+    let writer = bearer(WRITER);
+    let headers = [("authorization", writer.as_str())];
+    let (status, _, _) = http(server.addr, "POST", "/hooks/deploys", &headers, Some("{}")).await;
+    assert_eq!(status, 404, "no such hook yet");
+    admin
+        .call(
+            "config.set",
+            json!({"path": "hooks", "value": [{"name": "deploys"}]}),
+        )
+        .await;
+    let (status, _, body) = http(server.addr, "POST", "/hooks/deploys", &headers, Some("{}")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A smaller `max_payload` holds for connections opened afterwards.
+    admin
+        .call(
+            "config.set",
+            json!({"path": "limits.max_payload", "value": 2048}),
+        )
+        .await;
+    let mut fresh = server.client(WRITER).await;
+    let big = "x".repeat(4096);
+    fresh
+        .send_json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": big}}))
+        .await;
+    assert_eq!(fresh.expect_close_code().await, 1009);
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
