@@ -504,6 +504,46 @@ async fn channel_rules_change_live() {
 }
 
 #[tokio::test]
+async fn concurrent_changes_from_several_instances_all_land_once() {
+    let (_redis, servers) = cluster(2, |_| {}).await;
+    let windows = [
+        "connect_per_ip",
+        "auth_failures_per_ip",
+        "messages_per_identity",
+        "http_per_key",
+    ];
+    let mut writers = Vec::new();
+    for (i, window) in windows.iter().enumerate() {
+        let mut admin = servers[i % 2].client(ADMIN).await;
+        let path = format!("rate_limits.{window}.limit");
+        writers.push(tokio::spawn(async move {
+            for n in 1..=5 {
+                admin
+                    .call("config.set", json!({"path": path, "value": 1000 + n}))
+                    .await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mut admin = servers[1].client(ADMIN).await;
+    let history = admin.call("config.history", json!({"limit": 100})).await;
+    assert_eq!(history["count"], 20, "{history}");
+    let got = admin.call("config.get", json!({})).await;
+    assert_eq!(got["version"], 20, "{got}");
+    for window in windows {
+        assert_eq!(got["config"]["rate_limits"][window]["limit"], 1005, "{got}");
+    }
+    // Versions follow each other without a gap or a repeat.
+    let entries = history["entries"].as_array().unwrap();
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["version"], 20 - i as u64, "{entry}");
+        assert_eq!(entry["fromVersion"], 19 - i as u64, "{entry}");
+    }
+}
+
+#[tokio::test]
 async fn webhooks_and_connection_limits_change_live() {
     let server = TestServer::default().await;
     let mut admin = server.client(ADMIN).await;

@@ -42,7 +42,7 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// Attempts of a change without `baseVersion` racing other writers.
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 32;
 
 /// What a change does to the stored override document.
 pub enum Edit {
