@@ -180,6 +180,9 @@ async fn an_invalid_value_is_refused_naming_the_field() {
         let named = err["data"]["field"].as_str().unwrap_or_default();
         assert!(named.starts_with(field), "{params}: {err}");
     }
+    let deep = format!("rate_limits{}", ".a".repeat(100_000));
+    let err = error_of(&mut admin, "config.set", json!({"path": deep, "value": 1})).await;
+    assert_eq!(err["data"]["field"], "path", "{err}");
     let got = admin.call("config.get", json!({})).await;
     assert_eq!(got["version"], 0, "nothing was stored: {got}");
     // The instance still serves.

@@ -81,6 +81,10 @@ pub const RESTART: &[&str] = &[
 /// every [`LIVE`] path).
 const SECTIONS: &[&str] = &["limits", "rate_limits", "channels", "hooks"];
 
+/// Most segments of a dotted path (`rate_limits.messages_per_conn.limit`
+/// has three).
+const MAX_PATH_DEPTH: usize = 6;
+
 /// Largest override document (serialized JSON).
 pub const MAX_DOCUMENT: usize = 64 * 1024;
 
@@ -313,6 +317,14 @@ pub fn set_path(overrides: &mut Value, path: &str, value: Value) -> Result<(), C
     if path.is_empty() || segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::new("path", "must be a dotted setting name"));
     }
+    // No setting is nested deeper; a deeper path would only build a deep
+    // tree to refuse.
+    if segments.len() > MAX_PATH_DEPTH || path.len() > 256 {
+        return Err(ConfigError::new(
+            "path",
+            format!("at most {MAX_PATH_DEPTH} segments and 256 bytes"),
+        ));
+    }
     // A merge patch with the path's nesting does exactly this: a null
     // member removes, objects merge, the rest replace.
     let patch = segments.iter().rev().fold(value, |inner, key| {
@@ -418,6 +430,11 @@ mod tests {
         set_path(&mut doc, "rate_limits.messages_per_conn.limit", Value::Null).unwrap();
         assert_eq!(doc, json!({"limits": {"max_batch": 3}}));
         assert!(set_path(&mut doc, "a..b", json!(1)).is_err());
+        let deep = format!("rate_limits{}", ".a".repeat(100_000));
+        assert_eq!(
+            set_path(&mut doc, &deep, json!(1)).unwrap_err().field,
+            "path"
+        );
     }
 
     #[test]

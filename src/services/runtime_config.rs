@@ -78,6 +78,9 @@ impl Edit {
         let mut next = stored.clone();
         match self {
             Self::Set { path, value } => {
+                if path.len() > 256 {
+                    return Err(RpcError::invalid_params("path", "at most 256 bytes"));
+                }
                 runtime::check_setting(path).map_err(field_error)?;
                 runtime::set_path(&mut next, path, value.clone()).map_err(field_error)?;
             }
