@@ -377,7 +377,11 @@ async fn only_admins_may_read_or_change_the_runtime_config() {
         }
     }
     let mut admin = server.client(ADMIN).await;
-    assert_eq!(admin.call("config.get", json!({})).await["version"], 0);
+    let got = admin.call("config.get", json!({"schema": true})).await;
+    assert_eq!(got["version"], 0);
+    let limits = &got["schema"]["$defs"]["Limits"]["properties"];
+    assert!(limits.get("max_subscriptions").is_some(), "{got}");
+    assert!(limits.get("node_ttl_ms").is_none(), "restart-only: {got}");
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ pub struct Config {
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
     pub name: String,
@@ -268,7 +268,7 @@ impl RedisTlsConfig {
 }
 
 /// Sizes, timeouts and caps. Every one bounds a resource.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted WebSocket message in bytes; larger closes with 1009.
@@ -366,7 +366,7 @@ impl Limits {
 }
 
 /// A sliding window: at most `limit` events per `window_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub limit: u32,
@@ -379,7 +379,7 @@ impl Window {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     /// WebSocket upgrade attempts per client IP (exact, shared).

@@ -268,6 +268,30 @@ pub fn view(config: &Config, redact: bool) -> Result<Value, ConfigError> {
     Ok(out)
 }
 
+/// The sections an override document may hold, for their JSON Schema.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct LiveSections {
+    limits: super::Limits,
+    rate_limits: super::RateLimits,
+    channels: super::ChannelConfig,
+    hooks: Vec<super::HookConfig>,
+}
+
+/// The JSON Schema of the live settings (as [`view`] shows them: only the
+/// live `limits` fields), with the descriptions of the config types.
+pub fn schema() -> Value {
+    let mut schema = schemars::schema_for!(LiveSections).to_value();
+    for defs in ["$defs", "definitions"] {
+        if let Some(Value::Object(props)) =
+            schema.pointer_mut(&format!("/{defs}/Limits/properties"))
+        {
+            props.retain(|name, _| is_live(&format!("limits.{name}")));
+        }
+    }
+    schema
+}
+
 /// Replace every non-null `secret` member (webhook HMAC keys) with
 /// [`REDACTED`], at any depth.
 pub fn redact_secrets(value: &mut Value) {
@@ -434,6 +458,18 @@ mod tests {
         assert_eq!(
             set_path(&mut doc, &deep, json!(1)).unwrap_err().field,
             "path"
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_only_live_limits() {
+        let schema = schema();
+        let limits = &schema["$defs"]["Limits"]["properties"];
+        assert!(limits.get("max_batch").is_some(), "{schema}");
+        assert!(limits.get("node_ttl_ms").is_none(), "{schema}");
+        assert!(
+            schema["properties"].get("rate_limits").is_some(),
+            "{schema}"
         );
     }
 

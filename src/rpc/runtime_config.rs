@@ -16,6 +16,14 @@ use serde_json::{Value, json};
 /// Most history entries one call returns (as many as are kept).
 const MAX_HISTORY: usize = crate::backend::runtime_config::CONFIG_HISTORY_MAX;
 
+#[derive(Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetParams {
+    /// Also answer the JSON Schema of the live settings.
+    #[serde(default)]
+    schema: bool,
+}
+
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetParams {
@@ -54,8 +62,8 @@ pub struct HistoryParams {
     limit: Option<usize>,
 }
 
-pub fn get(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
-    snapshot(&ctx.app.live())
+pub fn get(ctx: &Ctx<'_>, p: GetParams) -> Result<Value, RpcError> {
+    snapshot(&ctx.app.live(), p.schema)
 }
 
 pub async fn set(ctx: &Ctx<'_>, p: SetParams) -> Result<Value, RpcError> {
@@ -77,7 +85,7 @@ pub async fn apply(ctx: &Ctx<'_>, p: ApplyParams) -> Result<Value, RpcError> {
 async fn edited(ctx: &Ctx<'_>, base: Option<u64>, edit: Edit) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     let settings = change(ctx.app, &identity.sub, base, edit).await?;
-    snapshot(&settings)
+    snapshot(&settings, false)
 }
 
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {

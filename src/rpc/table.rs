@@ -218,7 +218,7 @@ pub static METHODS: &[Method] = &[
         |c, p: approvals::HistoryParams = default| approvals::history(c, p).await),
     // runtime config
     row!("config.get", ADMIN, in_order, doc::CONFIG_GET,
-        |c| runtime_config::get(c)),
+        |c, p: runtime_config::GetParams = default| runtime_config::get(c, p)),
     row!("config.set", ADMIN, in_order, doc::CONFIG_SET,
         |c, p: runtime_config::SetParams| runtime_config::set(c, p).await),
     row!("config.patch", ADMIN, in_order, doc::CONFIG_PATCH,

@@ -298,14 +298,18 @@ async fn restore(app: &App, live: &RuntimeSettings) {
 /// What `config.get` and the changes answer: the version in force, the
 /// effective live settings, the overrides and the paths they set
 /// (webhook secrets hidden).
-pub fn snapshot(settings: &RuntimeSettings) -> Result<Value, RpcError> {
+pub fn snapshot(settings: &RuntimeSettings, with_schema: bool) -> Result<Value, RpcError> {
     let config = view(&settings.config, true).map_err(|e| RpcError::internal(&e))?;
     let mut overrides = settings.overrides.clone();
     redact_secrets(&mut overrides);
-    Ok(json!({
+    let mut reply = json!({
         "version": settings.version,
         "config": config,
         "overrides": overrides,
         "overridden": overridden(&settings.overrides),
-    }))
+    });
+    if with_schema {
+        reply["schema"] = runtime::schema();
+    }
+    Ok(reply)
 }

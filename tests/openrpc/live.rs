@@ -450,6 +450,10 @@ async fn runtime_config_replies_fit_their_schemas() {
     let mut r = Reference::of(&server).await;
     let mut admin = server.client(ADMIN).await;
     r.call(&mut admin, "config.get", json!({})).await;
+    let described = r
+        .call(&mut admin, "config.get", json!({"schema": true}))
+        .await;
+    assert!(described["schema"].is_object(), "{described}");
     r.call(
         &mut admin,
         "config.set",

@@ -25,7 +25,8 @@ pub const CONFIG_GET: Doc = Doc {
     summary: "The runtime config in force on this instance",
     description: "The effective live settings (file/env values with the runtime overrides \
                   applied; webhook secrets shown as `<redacted>`), the override document, \
-                  the paths it sets and its version.",
+                  the paths it sets and its version; with `schema: true` also the JSON \
+                  Schema of the live settings.",
     result: settings,
     errors: &[],
 };
@@ -87,6 +88,13 @@ fn settings(_: &mut SchemaGenerator) -> Value {
         (
             "overridden",
             described(strings(), "dotted paths the overrides set"),
+        ),
+        (
+            "schema?",
+            described(
+                any(),
+                "`config.get` with `schema: true`: the JSON Schema of the live settings",
+            ),
         ),
     ])
 }
