@@ -214,6 +214,15 @@ pub fn effective(base: &Config, overrides: &Value) -> Result<Config, ConfigError
     config.rate_limits = decode("rate_limits", section("rate_limits"))?;
     config.channels = decode("channels", section("channels"))?;
     config.hooks = decode("hooks", section("hooks"))?;
+    for (i, hook) in config.hooks.iter().enumerate() {
+        // What `config.get` shows instead of a secret, sent back as is.
+        if hook.secret.as_deref() == Some(REDACTED) {
+            return Err(ConfigError::new(
+                format!("hooks[{i}].secret"),
+                "is the redacted placeholder; give the secret itself",
+            ));
+        }
+    }
     config.validate()?;
     Ok(config)
 }
@@ -486,5 +495,8 @@ mod tests {
         assert_eq!(shown["hooks"][0]["secret"], REDACTED);
         assert!(!shown.to_string().contains("s3cret"));
         assert!(shown["limits"].get("node_ttl_ms").is_none());
+        let back = json!({"hooks": shown["hooks"].clone()});
+        let e = effective(&base, &back).unwrap_err();
+        assert_eq!(e.field, "hooks[0].secret");
     }
 }
