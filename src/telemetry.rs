@@ -334,9 +334,14 @@ fn describe() {
         "switchyard_pubsub_lag_seconds",
         "Age of the last pub/sub canary seen through this instance's inbox"
     );
+    describe_gauge!(
+        "switchyard_config_version",
+        "Version of the runtime config document in force on this instance (0: none)"
+    );
     // Series that exist from the first scrape, so dashboards and alerts
     // see zeros rather than gaps.
     metrics::gauge!("switchyard_connections").set(0.0);
+    metrics::gauge!("switchyard_config_version").set(0.0);
     for name in [
         "switchyard_connections_total",
         "switchyard_messages_out_total",

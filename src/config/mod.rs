@@ -48,6 +48,9 @@
 //!    `apply_*_flags` function of its section, both in `flags.rs`. Its help
 //!    text states the default and the variable (`--help` is the reference
 //!    users read); a test checks that every variable it names is read.
+//! 5. Name it in `runtime.rs`: in `LIVE` if every reader takes it from
+//!    `App::live()` when it needs it (then it can change at run time),
+//!    else in `RESTART`. A test fails while a setting is in neither.
 
 mod auth;
 mod bind;
@@ -55,6 +58,7 @@ mod channels;
 mod env;
 mod file;
 mod flags;
+pub mod runtime;
 mod validate;
 
 #[cfg(test)]
@@ -143,7 +147,7 @@ pub struct Config {
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
     pub name: String,
@@ -264,7 +268,7 @@ impl RedisTlsConfig {
 }
 
 /// Sizes, timeouts and caps. Every one bounds a resource.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted WebSocket message in bytes; larger closes with 1009.
@@ -362,7 +366,7 @@ impl Limits {
 }
 
 /// A sliding window: at most `limit` events per `window_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub limit: u32,
@@ -375,7 +379,7 @@ impl Window {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     /// WebSocket upgrade attempts per client IP (exact, shared).

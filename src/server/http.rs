@@ -155,7 +155,7 @@ pub(super) async fn api_identity(
             &format!("requires scope {scope}"),
         ));
     }
-    let window = app.config.rate_limits.http_per_key;
+    let window = app.live().rate_limits.http_per_key;
     let hit = app
         .rate_store()
         .rate_hit(&format!("http:{}", identity.sub), window, now_ms())

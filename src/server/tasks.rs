@@ -41,6 +41,15 @@ pub fn spawn_all(app: &App) -> CancellationToken {
         app.note_backend();
     });
     spawn_resync(app, &stop);
+    // The runtime config: announcements and a poll of the stored version.
+    let follow = crate::services::runtime_config::follow(app.clone());
+    let until = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = until.cancelled() => {}
+            _ = follow => {}
+        }
+    });
     stop
 }
 

@@ -27,6 +27,7 @@ mod instances;
 mod presence;
 mod rates;
 mod runs;
+mod runtime_config;
 mod sessions;
 
 use super::{
@@ -74,6 +75,7 @@ struct State {
     audit: VecDeque<ApprovalRecord>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
+    config: runtime_config::ConfigState,
 }
 
 impl MemoryBackend {

@@ -15,6 +15,7 @@ mod approvals;
 mod channels;
 pub mod pushes;
 mod runs;
+mod runtime_config;
 mod sessions;
 mod system;
 
@@ -22,6 +23,7 @@ pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
 pub use runs::*;
+pub use runtime_config::*;
 pub use sessions::*;
 pub use system::*;
 
