@@ -292,8 +292,9 @@ async def sessions(cluster, stats, stop, tokens):
             o += 1
         return o
 
-    async def catch_up(conn, sid):
-        since = first_gap(sid)
+    async def catch_up(conn, sid, since=None):
+        """Read the history from `since` (default: the first gap)."""
+        since = first_gap(sid) if since is None else since
         while True:
             h = await conn.call("session.history", {"sessionId": sid, "since": since, "limit": 1000})
             if not h["complete"]:
@@ -319,9 +320,13 @@ async def sessions(cluster, stats, stop, tokens):
                     stats.count("reader connects")
                 sid = state["session"]
                 if sid and joined != sid:
+                    # Nothing read of this session yet: live frames may
+                    # arrive between the join and the catch-up, so the
+                    # first catch-up reads from the start, not the gap.
+                    fresh = not seen.get(sid)
                     await conn.call("session.join", {"sessionId": sid})
                     joined = sid
-                    await catch_up(conn, sid)
+                    await catch_up(conn, sid, 0 if fresh else None)
                 elif sid and state["hole"]:
                     # A live frame skipped offsets: read what was missed.
                     state["hole"] = False
@@ -419,12 +424,19 @@ async def decisions(cluster, stats, stop, tokens):
     checked_crashes = 0
     reader = None
     while not stop.is_set():
+        try:
+            # Held for the whole run: presence counts it (one of the
+            # driver's connections).
+            if reader is None or reader.closed.is_set():
+                reader = await Conn.open(cluster, tokens["approver1"])
+        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            reader = await drop(reader)
+            await asyncio.sleep(0.3)
+            continue
         await asyncio.sleep(2)
         if len(cluster.redis_crashes) == checked_crashes:
             continue
         try:
-            if reader is None or reader.closed.is_set():
-                reader = await Conn.open(cluster, tokens["approver1"])
             crashes = list(cluster.redis_crashes)
             for aid, (status, acked) in list(stats.decided.items()):
                 try:
@@ -550,8 +562,9 @@ async def main():
     log(f"soak for {SECONDS} s: redis :{cluster.redis_port}, instances {cluster.ports}, logs {cluster.dir}")
     stop = asyncio.Event()
     # The driver's connections: writer, reader, node, 2 approvers, admin,
-    # 5 watchers. Counted as expected only while all are up.
-    stats.counts["open connections"] = 11
+    # 5 watchers (and the decisions' reader in durable mode). Counted as
+    # expected only while all are up.
+    stats.counts["open connections"] = 12 if DURABLE else 11
     tasks = [
         asyncio.create_task(sessions(cluster, stats, stop, tokens)),
         asyncio.create_task(approvals(cluster, stats, stop, tokens)),

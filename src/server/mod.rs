@@ -128,7 +128,7 @@ pub async fn build_with_backend(
     });
     crate::services::runtime_config::load_at_start(&app).await;
     app.relay.set_run_hooks(app.runs.clone());
-    crate::telemetry::export_capacity(app.config.limits.max_connections);
+    crate::telemetry::export_capacity(app.live().limits.max_connections);
     tasks::register_instance(&app).await;
     Ok(app)
 }

@@ -187,6 +187,9 @@ pub async fn change(
 /// version (another writer), the next poll finds the versions differ and
 /// applies the stored one.
 fn put_in_force(app: &App, version: u64, overrides: Value, config: crate::config::Config) {
+    if config.limits.max_connections != app.live().limits.max_connections {
+        crate::telemetry::export_capacity(config.limits.max_connections);
+    }
     app.live.set(RuntimeSettings {
         version,
         overrides,
