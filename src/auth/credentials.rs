@@ -15,7 +15,9 @@
 //!    as is). Query strings end up in logs; prefer the other carriers.
 //!
 //! A client that presents nothing may authenticate in-band with the `auth`
-//! object of `connect` / `auth` ([`from_params`]).
+//! object of `connect` / `auth` ([`from_params`]), where a device token
+//! (`deviceToken`) may come with its `signature` of the connection's
+//! challenge.
 
 use super::{AuthError, Credential};
 use axum::http::HeaderMap;
@@ -75,6 +77,13 @@ pub fn from_params(v: &Value) -> Result<Credential, AuthError> {
         }
         found = Some(make(secret.to_string()));
     }
+    // A device proves possession of its key with `signature`.
+    if let Some(Credential::Device { signature, .. }) = &mut found
+        && let Some(value) = object.get("signature")
+    {
+        let given = value.as_str().filter(|s| !s.is_empty());
+        *signature = Some(given.ok_or(AuthError::Malformed)?.to_owned());
+    }
     found.ok_or(AuthError::Missing)
 }
 
@@ -90,7 +99,15 @@ const PARAM_FIELDS: &[(&str, MakeCredential)] = &[
     ("apiKey", Credential::ApiKey),
     ("api_key", Credential::ApiKey),
     ("password", Credential::Password),
+    ("deviceToken", device_token),
 ];
+
+fn device_token(token: String) -> Credential {
+    Credential::Device {
+        token,
+        signature: None,
+    }
+}
 
 /// The token of `Authorization: Bearer <token>`, if the header is present.
 fn authorization(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
@@ -231,6 +248,7 @@ mod tests {
             Credential::Bearer(s) => ("bearer", s.clone()),
             Credential::ApiKey(s) => ("api_key", s.clone()),
             Credential::Password(s) => ("password", s.clone()),
+            Credential::Device { token, .. } => ("device", token.clone()),
         })
     }
 

@@ -243,6 +243,8 @@ pub enum AuthMethod {
     ApiKey,
     Password,
     None,
+    /// A device token issued by pairing.
+    Device,
 }
 
 /// Who is on the other end of a connection or HTTP request.
@@ -315,12 +317,19 @@ pub enum Credential {
     Bearer(String),
     ApiKey(String),
     Password(String),
+    /// A device token, with its signature of the connection's challenge
+    /// when given in-band (checked by `services::devices`).
+    Device {
+        token: String,
+        signature: Option<String>,
+    },
 }
 
 impl Credential {
     fn secret(&self) -> &str {
         match self {
             Credential::Bearer(s) | Credential::ApiKey(s) | Credential::Password(s) => s,
+            Credential::Device { token, .. } => token,
         }
     }
 }
@@ -331,6 +340,7 @@ impl fmt::Debug for Credential {
             Credential::Bearer(_) => "Bearer",
             Credential::ApiKey(_) => "ApiKey",
             Credential::Password(_) => "Password",
+            Credential::Device { .. } => "Device",
         };
         write!(f, "{kind}(<redacted>)")
     }
@@ -363,6 +373,8 @@ pub enum AuthError {
     InvalidClaims(String),
     #[error("auth setup: {0}")]
     Setup(String),
+    #[error("this device must sign its connection's challenge: authenticate in-band")]
+    ProofRequired,
 }
 
 impl AuthError {
@@ -381,6 +393,7 @@ impl AuthError {
             AuthError::ModeDisabled(_) => "auth_mode_disabled",
             AuthError::InvalidClaims(_) => "auth_invalid_claims",
             AuthError::Setup(_) => "auth_setup",
+            AuthError::ProofRequired => "auth_proof_required",
         }
     }
 }
@@ -443,6 +456,8 @@ fn find_constant_time(entries: &[StaticEntry], given: &[u8]) -> Option<usize> {
 const PASSWORD_SUB: &str = "password";
 /// The identity of mode `none`.
 const ANONYMOUS_SUB: &str = "anonymous";
+/// Device identities are `device:<deviceId>`; no JWT may claim one.
+pub const DEVICE_SUB_PREFIX: &str = "device:";
 
 /// Longest identity name (`sub`), in bytes.
 pub const MAX_SUB_LEN: usize = 256;
@@ -548,6 +563,8 @@ impl Authenticator {
             Credential::Bearer(token) => self.bearer(token),
             Credential::ApiKey(key) => self.api_key(key),
             Credential::Password(password) => self.password(password),
+            // Device tokens live in the backend: `services::devices`.
+            Credential::Device { .. } => Err(AuthError::ModeDisabled("device")),
         }
     }
 
@@ -581,7 +598,9 @@ impl Authenticator {
             && let Some(verifier) = &self.inner.jwt
         {
             let identity = verifier.verify(token)?;
-            if self.inner.reserved.contains(&identity.sub) {
+            if self.inner.reserved.contains(&identity.sub)
+                || identity.sub.starts_with(DEVICE_SUB_PREFIX)
+            {
                 return Err(AuthError::InvalidClaims(format!(
                     "sub {:?} is the name of a configured credential",
                     identity.sub

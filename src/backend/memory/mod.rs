@@ -21,6 +21,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod devices;
 mod health;
 mod idempotency;
 mod instances;
@@ -74,6 +75,7 @@ struct State {
     audit: VecDeque<ApprovalRecord>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
+    devices: devices::Devices,
 }
 
 impl MemoryBackend {
