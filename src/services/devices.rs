@@ -487,12 +487,11 @@ pub async fn revoke(
             continue;
         }
         let info = change.record.info;
-        let pushed = frame::notification("device.revoked", &json!({ "deviceId": device_id }));
+        let pushed = frame::notification("device.revoked", &info);
         app.bus()
             .broadcast(&device_channel(device_id), pushed.clone(), true)
             .await?;
-        let to_operators = frame::notification("device.revoked", &info);
-        app.bus().broadcast(PAIRING, to_operators, false).await?;
+        app.bus().broadcast(PAIRING, pushed, false).await?;
         return Ok(info);
     }
     Err(busy())

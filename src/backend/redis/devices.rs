@@ -102,11 +102,13 @@ impl DeviceStore for RedisBackend {
         for id in ids {
             match self.read_device(&id).await? {
                 Some(record) => all.push(record),
-                // Its record expired: drop the stale index entry.
-                None => client
-                    .zrem::<(), _, _>(keys.devices(), id.as_str())
-                    .await
-                    .map_err(unavailable)?,
+                // Its record expired: drop the stale entries.
+                None => tokio::try_join!(
+                    client.zrem::<(), _, _>(keys.devices(), id.as_str()),
+                    client.hdel::<(), _, _>(keys.devices_seen(), id.as_str()),
+                )
+                .map(|_| ())
+                .map_err(unavailable)?,
             }
         }
         Ok(all)

@@ -212,10 +212,10 @@ pub static PUSHES: &[Push] = &[
     },
     Push {
         name: "device.revoked",
-        to: "operators with `operator.pairing` (the device record), and the device's \
-             connections (`{deviceId}`, then close code 4003)",
+        to: "operators with `operator.pairing`, and the device's connections (close code \
+             4003 follows)",
         description: "A device was revoked.",
-        params: |_| object(&[("deviceId", string())]),
+        params: record::<DeviceInfo>,
     },
     Push {
         name: "shutdown",
