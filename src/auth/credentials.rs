@@ -390,6 +390,23 @@ mod tests {
         let c = Some(from_params(&json!({"password": "p", "extra": 1})).unwrap());
         assert_eq!(secret(&c), Some(("password", "p".into())));
 
+        match from_params(&json!({"deviceToken": "d", "signature": "s"})).unwrap() {
+            Credential::Device { token, signature } => {
+                assert_eq!((token.as_str(), signature.as_deref()), ("d", Some("s")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            from_params(&json!({"deviceToken": "d"})),
+            Ok(Credential::Device {
+                signature: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            from_params(&json!({"deviceToken": "d", "signature": 5})),
+            Err(AuthError::Malformed)
+        ));
         assert!(matches!(from_params(&json!(null)), Err(AuthError::Missing)));
         assert!(matches!(from_params(&json!({})), Err(AuthError::Missing)));
         for bad in [
