@@ -246,15 +246,13 @@ async fn token_index_entries_expire_and_go_and_last_seen_stays_outside_the_revis
 #[tokio::test]
 async fn the_audit_trail_is_capped() {
     for (kind, b, _redis) in backends().await {
-        let mut rev = 0;
-        for _ in 0..AUDIT_MAX + 5 {
+        for rev in 0..(AUDIT_MAX + 5) as u64 {
             let c = change(
                 record("busy", DeviceStatus::Paired, rev + 1),
                 rev,
                 "rotated",
             );
             b.write_device(&c).await.unwrap();
-            rev += 1;
         }
         let all = b.device_history(AUDIT_MAX * 2).await.unwrap();
         assert_eq!(all.len(), AUDIT_MAX, "{kind}");
