@@ -870,6 +870,38 @@ mod tests {
         );
     }
 
+    /// Device identities (`device:<id>`) come from pairing only.
+    #[test]
+    fn jwts_cannot_claim_a_device_identity() {
+        let mut cfg = config();
+        cfg.jwt.secret = Some("jwt-secret".into());
+        let a = Authenticator::new(&cfg, &[AuthMode::Jwt]).unwrap();
+        let token = jwt::mint(
+            &cfg.jwt,
+            &MintClaims {
+                sub: "device:tablet-1".into(),
+                role: Role::Node,
+                scopes: Vec::new(),
+                channels: Vec::new(),
+                ttl_secs: 60,
+                issuer: None,
+                audience: None,
+            },
+        )
+        .unwrap();
+        let err = a.authenticate(&Credential::Bearer(token)).unwrap_err();
+        assert!(matches!(err, AuthError::InvalidClaims(_)), "{err}");
+        let device = Credential::Device {
+            token: "sydev_x".into(),
+            signature: None,
+        };
+        assert!(!format!("{device:?}").contains("sydev_x"));
+        assert!(matches!(
+            a.authenticate(&device),
+            Err(AuthError::ModeDisabled("device"))
+        ));
+    }
+
     #[test]
     fn identity_names_have_no_control_characters() {
         assert!(validate_sub("alice@example.com").is_ok());
