@@ -24,7 +24,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability) continue ;; esac
+  case "$name" in backend|device_store|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability) continue ;; esac
   behaviour+=(--test "$name")
 done
 
@@ -35,6 +35,7 @@ echo "=== behaviour suite on the redis backend ==="
 SWITCHYARD_TEST_BACKEND=redis cargo test --no-fail-fast "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== on a redis cluster (3 masters) ==="
 cluster_tests=(--test backend --test channels --test sessions --test agents)
+cluster_tests+=(--test devices --test device_store)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
 [ -f tests/runtime_config.rs ] && cluster_tests+=(--test runtime_config)

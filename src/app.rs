@@ -6,8 +6,8 @@
 use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
 use crate::backend::ConfigStore;
 use crate::backend::{
-    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, Health,
-    IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
+    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, DeviceStore,
+    Health, IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
 };
 use crate::config::Config;
 use crate::config::runtime::{LiveConfig, RuntimeSettings};
@@ -117,6 +117,11 @@ impl App {
 
     /// The store of approvals and their audit trail.
     pub fn approval_store(&self) -> &dyn ApprovalStore {
+        &*self.backend
+    }
+
+    /// The store of devices, their token hashes and the pairing audit.
+    pub fn device_store(&self) -> &dyn DeviceStore {
         &*self.backend
     }
 

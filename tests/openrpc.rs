@@ -110,6 +110,23 @@ const CONFIG: &[&str] = &[
     "config.apply",
     "config.history",
 ];
+const DEVICES: &[&str] = &[
+    "device.pair.request",
+    "device.pair.approve",
+    "device.pair.reject",
+    "device.list",
+    "device.get",
+    "device.revoke",
+    "device.token.rotate",
+    "device.history",
+];
+const DEVICE_PUSHES: &[&str] = &[
+    "device.pair.requested",
+    "device.pair.resolved",
+    "device.paired",
+    "device.pair.rejected",
+    "device.revoked",
+];
 
 fn names(lists: &[&[&str]]) -> BTreeSet<String> {
     lists
@@ -134,12 +151,21 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         .iter()
         .map(|m| m.name.to_owned())
         .collect();
-    assert_eq!(names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG]), table);
+    assert_eq!(
+        names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG, DEVICES]),
+        table
+    );
     let unasked: BTreeSet<String> = listed(document, "x-notifications")
         .union(&listed(document, "x-server-requests"))
         .cloned()
         .collect();
-    let driven = names(&[SYSTEM_PUSHES, SESSION_PUSHES, AGENT_PUSHES, APPROVAL_PUSHES]);
+    let driven = names(&[
+        SYSTEM_PUSHES,
+        SESSION_PUSHES,
+        AGENT_PUSHES,
+        APPROVAL_PUSHES,
+        DEVICE_PUSHES,
+    ]);
     assert_eq!(driven, unasked);
 }
 

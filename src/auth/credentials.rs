@@ -15,7 +15,9 @@
 //!    as is). Query strings end up in logs; prefer the other carriers.
 //!
 //! A client that presents nothing may authenticate in-band with the `auth`
-//! object of `connect` / `auth` ([`from_params`]).
+//! object of `connect` / `auth` ([`from_params`]), where a device token
+//! (`deviceToken`) may come with its `signature` of the connection's
+//! challenge.
 
 use super::{AuthError, Credential};
 use axum::http::HeaderMap;
@@ -75,6 +77,13 @@ pub fn from_params(v: &Value) -> Result<Credential, AuthError> {
         }
         found = Some(make(secret.to_string()));
     }
+    // A device proves possession of its key with `signature`.
+    if let Some(Credential::Device { signature, .. }) = &mut found
+        && let Some(value) = object.get("signature")
+    {
+        let given = value.as_str().filter(|s| !s.is_empty());
+        *signature = Some(given.ok_or(AuthError::Malformed)?.to_owned());
+    }
     found.ok_or(AuthError::Missing)
 }
 
@@ -90,7 +99,15 @@ const PARAM_FIELDS: &[(&str, MakeCredential)] = &[
     ("apiKey", Credential::ApiKey),
     ("api_key", Credential::ApiKey),
     ("password", Credential::Password),
+    ("deviceToken", device_token),
 ];
+
+fn device_token(token: String) -> Credential {
+    Credential::Device {
+        token,
+        signature: None,
+    }
+}
 
 /// The token of `Authorization: Bearer <token>`, if the header is present.
 fn authorization(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
@@ -231,6 +248,7 @@ mod tests {
             Credential::Bearer(s) => ("bearer", s.clone()),
             Credential::ApiKey(s) => ("api_key", s.clone()),
             Credential::Password(s) => ("password", s.clone()),
+            Credential::Device { token, .. } => ("device", token.clone()),
         })
     }
 
@@ -372,6 +390,23 @@ mod tests {
         let c = Some(from_params(&json!({"password": "p", "extra": 1})).unwrap());
         assert_eq!(secret(&c), Some(("password", "p".into())));
 
+        match from_params(&json!({"deviceToken": "d", "signature": "s"})).unwrap() {
+            Credential::Device { token, signature } => {
+                assert_eq!((token.as_str(), signature.as_deref()), ("d", Some("s")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            from_params(&json!({"deviceToken": "d"})),
+            Ok(Credential::Device {
+                signature: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            from_params(&json!({"deviceToken": "d", "signature": 5})),
+            Err(AuthError::Malformed)
+        ));
         assert!(matches!(from_params(&json!(null)), Err(AuthError::Missing)));
         assert!(matches!(from_params(&json!({})), Err(AuthError::Missing)));
         for bad in [

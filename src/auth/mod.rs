@@ -29,197 +29,22 @@
 pub mod credentials;
 pub mod guard;
 pub mod jwt;
+mod scopes;
 #[cfg(test)]
 mod testkeys;
 
 pub use credentials::{Extracted, extract, from_params};
 pub use guard::{ClientIpResolver, HostPolicy, OriginPolicy, wildcard_match};
 pub use jwt::{JwtVerifier, MintClaims, mint};
+pub use scopes::{Role, Scope, ScopeSet};
 
 use crate::config::{Access, AuthConfig, AuthMode, StaticCredential};
 use crate::protocol::names;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-
-/// Whether a peer is a human-facing operator client or a worker node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Operator,
-    Node,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Node => "node",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = AuthError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "operator" => Ok(Role::Operator),
-            "node" => Ok(Role::Node),
-            _ => Err(AuthError::InvalidClaims(format!(
-                "unknown role {s:?} (expected \"operator\" or \"node\")"
-            ))),
-        }
-    }
-}
-
-/// An operator permission. `operator.admin` implies all the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scope {
-    #[serde(rename = "operator.admin")]
-    Admin,
-    #[serde(rename = "operator.read")]
-    Read,
-    #[serde(rename = "operator.write")]
-    Write,
-    #[serde(rename = "operator.approvals")]
-    Approvals,
-    #[serde(rename = "operator.pairing")]
-    Pairing,
-}
-
-impl Scope {
-    /// Every scope, in bit order.
-    pub const ALL: [Scope; 5] = [
-        Scope::Admin,
-        Scope::Read,
-        Scope::Write,
-        Scope::Approvals,
-        Scope::Pairing,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "operator.admin",
-            Scope::Read => "operator.read",
-            Scope::Write => "operator.write",
-            Scope::Approvals => "operator.approvals",
-            Scope::Pairing => "operator.pairing",
-        }
-    }
-
-    const fn bit(self) -> u8 {
-        match self {
-            Scope::Admin => 1,
-            Scope::Read => 1 << 1,
-            Scope::Write => 1 << 2,
-            Scope::Approvals => 1 << 3,
-            Scope::Pairing => 1 << 4,
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Scope {
-    type Err = AuthError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| AuthError::InvalidClaims(format!("unknown scope {s:?}")))
-    }
-}
-
-/// A set of [`Scope`]s. Serialises as an array of scope names.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct ScopeSet(u8);
-
-impl ScopeSet {
-    /// No scope at all.
-    pub const fn empty() -> Self {
-        ScopeSet(0)
-    }
-
-    /// Every scope (admin included).
-    pub fn all() -> Self {
-        Self::from_scopes(&Scope::ALL)
-    }
-
-    pub fn from_scopes(scopes: &[Scope]) -> Self {
-        scopes
-            .iter()
-            .fold(Self::empty(), |set, &scope| set.with(scope))
-    }
-
-    /// Parses scope names; an unknown name is an error.
-    pub fn from_names(names: &[String]) -> Result<ScopeSet, AuthError> {
-        names.iter().try_fold(Self::empty(), |set, name| {
-            Ok(set.with(name.trim().parse::<Scope>()?))
-        })
-    }
-
-    /// This set plus `scope`.
-    #[must_use]
-    pub const fn with(self, scope: Scope) -> Self {
-        ScopeSet(self.0 | scope.bit())
-    }
-
-    pub fn insert(&mut self, scope: Scope) {
-        self.0 |= scope.bit();
-    }
-
-    /// Whether `scope` is granted, directly or through `operator.admin`.
-    pub fn contains(&self, scope: Scope) -> bool {
-        self.0 & (scope.bit() | Scope::Admin.bit()) != 0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0 == 0
-    }
-
-    /// Names of the scopes actually in the set (implied ones are not listed).
-    pub fn names(&self) -> Vec<&'static str> {
-        Scope::ALL
-            .into_iter()
-            .filter(|scope| self.0 & scope.bit() != 0)
-            .map(Scope::as_str)
-            .collect()
-    }
-}
-
-impl fmt::Debug for ScopeSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.names()).finish()
-    }
-}
-
-impl Serialize for ScopeSet {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.names())
-    }
-}
-
-impl<'de> Deserialize<'de> for ScopeSet {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let names = Vec::<String>::deserialize(deserializer)?;
-        ScopeSet::from_names(&names).map_err(serde::de::Error::custom)
-    }
-}
 
 /// What a method requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +68,8 @@ pub enum AuthMethod {
     ApiKey,
     Password,
     None,
+    /// A device token issued by pairing.
+    Device,
 }
 
 /// Who is on the other end of a connection or HTTP request.
@@ -315,12 +142,19 @@ pub enum Credential {
     Bearer(String),
     ApiKey(String),
     Password(String),
+    /// A device token, with its signature of the connection's challenge
+    /// when given in-band (checked by `services::devices`).
+    Device {
+        token: String,
+        signature: Option<String>,
+    },
 }
 
 impl Credential {
     fn secret(&self) -> &str {
         match self {
             Credential::Bearer(s) | Credential::ApiKey(s) | Credential::Password(s) => s,
+            Credential::Device { token, .. } => token,
         }
     }
 }
@@ -331,6 +165,7 @@ impl fmt::Debug for Credential {
             Credential::Bearer(_) => "Bearer",
             Credential::ApiKey(_) => "ApiKey",
             Credential::Password(_) => "Password",
+            Credential::Device { .. } => "Device",
         };
         write!(f, "{kind}(<redacted>)")
     }
@@ -363,6 +198,8 @@ pub enum AuthError {
     InvalidClaims(String),
     #[error("auth setup: {0}")]
     Setup(String),
+    #[error("this device must sign its connection's challenge: authenticate in-band")]
+    ProofRequired,
 }
 
 impl AuthError {
@@ -381,6 +218,7 @@ impl AuthError {
             AuthError::ModeDisabled(_) => "auth_mode_disabled",
             AuthError::InvalidClaims(_) => "auth_invalid_claims",
             AuthError::Setup(_) => "auth_setup",
+            AuthError::ProofRequired => "auth_proof_required",
         }
     }
 }
@@ -443,6 +281,8 @@ fn find_constant_time(entries: &[StaticEntry], given: &[u8]) -> Option<usize> {
 const PASSWORD_SUB: &str = "password";
 /// The identity of mode `none`.
 const ANONYMOUS_SUB: &str = "anonymous";
+/// Device identities are `device:<deviceId>`; no JWT may claim one.
+pub const DEVICE_SUB_PREFIX: &str = "device:";
 
 /// Longest identity name (`sub`), in bytes.
 pub const MAX_SUB_LEN: usize = 256;
@@ -548,6 +388,8 @@ impl Authenticator {
             Credential::Bearer(token) => self.bearer(token),
             Credential::ApiKey(key) => self.api_key(key),
             Credential::Password(password) => self.password(password),
+            // Device tokens live in the backend: `services::devices`.
+            Credential::Device { .. } => Err(AuthError::ModeDisabled("device")),
         }
     }
 
@@ -581,7 +423,9 @@ impl Authenticator {
             && let Some(verifier) = &self.inner.jwt
         {
             let identity = verifier.verify(token)?;
-            if self.inner.reserved.contains(&identity.sub) {
+            if self.inner.reserved.contains(&identity.sub)
+                || identity.sub.starts_with(DEVICE_SUB_PREFIX)
+            {
                 return Err(AuthError::InvalidClaims(format!(
                     "sub {:?} is the name of a configured credential",
                     identity.sub
@@ -1024,6 +868,38 @@ mod tests {
                 .sub,
             "carol"
         );
+    }
+
+    /// Device identities (`device:<id>`) come from pairing only.
+    #[test]
+    fn jwts_cannot_claim_a_device_identity() {
+        let mut cfg = config();
+        cfg.jwt.secret = Some("jwt-secret".into());
+        let a = Authenticator::new(&cfg, &[AuthMode::Jwt]).unwrap();
+        let token = jwt::mint(
+            &cfg.jwt,
+            &MintClaims {
+                sub: "device:tablet-1".into(),
+                role: Role::Node,
+                scopes: Vec::new(),
+                channels: Vec::new(),
+                ttl_secs: 60,
+                issuer: None,
+                audience: None,
+            },
+        )
+        .unwrap();
+        let err = a.authenticate(&Credential::Bearer(token)).unwrap_err();
+        assert!(matches!(err, AuthError::InvalidClaims(_)), "{err}");
+        let device = Credential::Device {
+            token: "sydev_x".into(),
+            signature: None,
+        };
+        assert!(!format!("{device:?}").contains("sydev_x"));
+        assert!(matches!(
+            a.authenticate(&device),
+            Err(AuthError::ModeDisabled("device"))
+        ));
     }
 
     #[test]

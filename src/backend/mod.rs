@@ -18,6 +18,7 @@
 //! | [`ChatHistory`] | `chat_history.rs` | a session's chat history |
 //! | [`ChannelLog`] | `channel_log.rs` | numbered channel logs (history, resume) |
 //! | [`ApprovalStore`] | `approvals.rs` | approvals and their audit trail |
+//! | [`DeviceStore`] | `devices.rs` | paired devices, token hashes, pairing audit |
 //! | [`IdempotencyStore`] | `idempotency.rs` | idempotency keys |
 //! | [`RateStore`] | `rates.rs` | rate-limit windows and credential checks |
 //! | [`ConfigStore`] | `runtime_config.rs` | the runtime config document and its history |
@@ -49,6 +50,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+pub mod devices;
 mod health;
 mod idempotency;
 mod instances;
@@ -66,6 +68,10 @@ pub use bus::{Bus, Envelope, Inbox};
 pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
 pub use channels::{ChannelInfo, ChannelMember, ChannelStore};
 pub use chat_history::ChatHistory;
+pub use devices::{
+    DeviceChange, DeviceEvent, DeviceInfo, DeviceRecord, DeviceStatus, DeviceStore, Pending,
+    TokenHashes, TokenIndex,
+};
 pub use health::Health;
 pub use idempotency::{Idempotency, IdempotencyStore};
 pub use instances::{InstanceInfo, InstanceStore, InstanceView};
@@ -158,6 +164,7 @@ pub trait Backend:
     + IdempotencyStore
     + RateStore
     + ConfigStore
+    + DeviceStore
 {
 }
 
@@ -176,5 +183,6 @@ impl<T> Backend for T where
         + IdempotencyStore
         + RateStore
         + ConfigStore
+        + DeviceStore
 {
 }

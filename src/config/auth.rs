@@ -15,6 +15,8 @@ pub enum AuthMode {
     ApiKey,
     Password,
     None,
+    /// Device tokens issued by pairing (`device.pair.*`).
+    Device,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,6 +42,67 @@ pub struct AuthConfig {
     pub password_scopes: Vec<String>,
     /// Where the generated development token is written (loopback only).
     pub dev_token_file: Option<PathBuf>,
+    /// Pairing and device tokens (mode `device`).
+    pub devices: DeviceSettings,
+}
+
+/// `[auth.devices]`: pairing requests and device tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// How long a pairing request waits for an operator (default 5 min).
+    pub pairing_ttl_ms: u64,
+    /// Pairing requests pending at once, cluster-wide (default 100).
+    pub max_pending: usize,
+    /// How long a rotated-out token keeps working (default 5 min).
+    pub rotation_grace_ms: u64,
+    /// `device.pair.request` calls per client IP (exact, shared).
+    pub requests_per_ip: super::Window,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            pairing_ttl_ms: 300_000,
+            max_pending: 100,
+            rotation_grace_ms: 300_000,
+            requests_per_ip: super::Window::new(10, 60_000),
+        }
+    }
+}
+
+impl DeviceSettings {
+    /// Values out of range, naming the field.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            (
+                (1_000..=86_400_000).contains(&self.pairing_ttl_ms),
+                "auth.devices.pairing_ttl_ms",
+                "between 1000 and 86400000",
+            ),
+            (
+                (1..=10_000).contains(&self.max_pending),
+                "auth.devices.max_pending",
+                "between 1 and 10000",
+            ),
+            (
+                self.rotation_grace_ms <= 7 * 86_400_000,
+                "auth.devices.rotation_grace_ms",
+                "at most 604800000 (7 days)",
+            ),
+            (
+                self.requests_per_ip.limit > 0 && self.requests_per_ip.window_ms > 0,
+                "auth.devices.requests_per_ip",
+                "limit and window_ms above 0",
+            ),
+        ];
+        for (ok, field, message) in checks {
+            if !ok {
+                return Err(ConfigError::new(field, message));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +232,11 @@ impl Config {
         if auth.password.is_some() {
             modes.push(AuthMode::Password);
         }
+        // Operators who can sign in can pair devices: derived modes
+        // include `device`. With `auth.modes` set it is on only if listed.
+        if !modes.is_empty() {
+            modes.push(AuthMode::Device);
+        }
         modes
     }
 }
@@ -206,10 +274,15 @@ mod tests {
         c.auth.api_keys = parse_credentials("k", "api-key", &[secret('a')]).unwrap();
         assert_eq!(
             c.effective_auth_modes(),
-            [AuthMode::Jwt, AuthMode::ApiKey, AuthMode::Password]
+            [
+                AuthMode::Jwt,
+                AuthMode::ApiKey,
+                AuthMode::Password,
+                AuthMode::Device
+            ]
         );
         c.auth.tokens = parse_credentials("t", "token", &[secret('t')]).unwrap();
-        assert_eq!(c.effective_auth_modes().len(), 4);
+        assert_eq!(c.effective_auth_modes().len(), 5);
         c.auth.modes = vec![AuthMode::Token];
         assert_eq!(c.effective_auth_modes(), [AuthMode::Token]);
     }

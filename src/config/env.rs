@@ -400,7 +400,10 @@ mod tests {
         let c = load(&with_file(&file), &env(&[("SWITCHYARD_TOKENS", &tokens)])).unwrap();
         let subs: Vec<&str> = c.auth.tokens.iter().map(|t| t.sub.as_str()).collect();
         assert_eq!(subs, ["token-1", "carol"]);
-        assert_eq!(c.effective_auth_modes(), [AuthMode::Token]);
+        assert_eq!(
+            c.effective_auth_modes(),
+            [AuthMode::Token, AuthMode::Device]
+        );
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Enabled authentication modes, comma separated: jwt, token, api_key,
-    /// password, none. Default: derived from the credentials configured.
+    /// password, device, none. Default: derived from the credentials
+    /// configured (and device, when any of them is).
     /// Env: SWITCHYARD_AUTH_MODE.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_auth_mode)]
     pub auth_mode: Option<Vec<AuthMode>>,
@@ -340,8 +341,9 @@ fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
         "api_key" => Ok(AuthMode::ApiKey),
         "password" => Ok(AuthMode::Password),
         "none" => Ok(AuthMode::None),
+        "device" => Ok(AuthMode::Device),
         _ => Err(format!(
-            "expected jwt, token, api_key, password or none, got {s:?}"
+            "expected jwt, token, api_key, password, device or none, got {s:?}"
         )),
     }
 }

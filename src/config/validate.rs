@@ -24,6 +24,7 @@ impl Config {
         validate_jwt(self)?;
         validate_auth_modes(self)?;
         validate_credentials(&self.auth)?;
+        self.auth.devices.validate()?;
         validate_none_mode(self)?;
         validate_lists(self)
     }

@@ -66,6 +66,9 @@ pub struct ConnState {
     /// `node.invoke` calls in flight, by invokeId (for `invoke.cancel`).
     pub invokes: HashMap<String, CancellationToken>,
     pub rate: SlidingCounter,
+    /// The connection's `challenge` was answered (it is good for one
+    /// proof of possession).
+    pub challenge_used: bool,
 }
 
 struct Shared {

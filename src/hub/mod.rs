@@ -24,7 +24,7 @@ pub use owned::{Loss, OwnedSessions};
 use crate::backend::{Backend, Envelope, Inbox, logged_offset};
 use crate::conn::{ConnHandle, close_code};
 use crate::protocol::Frame;
-use crate::protocol::names::{CONN_PREFIX, SESSION_CHANNEL_PREFIX};
+use crate::protocol::names::{CONN_PREFIX, DEVICE_CHANNEL_PREFIX, SESSION_CHANNEL_PREFIX};
 use crate::ratelimit::IdentityBudget;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -341,8 +341,9 @@ impl Hub {
             .count()
     }
 
-    /// A channel has ended (a session closed): drop it from the local index
-    /// and from each subscriber's state, then drop the instance's interest.
+    /// A channel has ended (a session closed, a device was revoked): drop
+    /// it from the local index and from each subscriber's state (a
+    /// device's subscribers are closed), then drop the instance's interest.
     fn end_channel(&self, channel: &str) {
         let session = channel.strip_prefix(SESSION_CHANNEL_PREFIX);
         if let Some(id) = session {
@@ -354,6 +355,12 @@ impl Hub {
         };
         if subs.is_empty() {
             return;
+        }
+        if channel.starts_with(DEVICE_CHANNEL_PREFIX) {
+            // A device was revoked: its sockets go, wherever they are.
+            for conn in subs.values() {
+                conn.close(close_code::KICKED, "device revoked");
+            }
         }
         for conn in subs.values() {
             let mut state = conn.state();

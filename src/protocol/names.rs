@@ -10,6 +10,21 @@ pub const GLOBAL: &str = "global";
 /// Where approval requests and decisions go (approvers join it implicitly).
 pub const APPROVALS: &str = "approval";
 
+/// Where pairing requests and decisions go (operators with
+/// `operator.pairing` join it implicitly). Internal: no client may
+/// subscribe to it or publish on it.
+pub const PAIRING: &str = "$pairing";
+
+/// Prefix of the internal channel every connection of a device joins: its
+/// revocation is published there as the channel's last frame, and the
+/// instances holding the device's sockets close them (4003).
+pub const DEVICE_CHANNEL_PREFIX: &str = "$device:";
+
+/// The internal channel of device `id`.
+pub fn device_channel(id: &str) -> String {
+    format!("{DEVICE_CHANNEL_PREFIX}{id}")
+}
+
 /// Prefix of a user's own channel (`user:<sub>`).
 pub const USER_PREFIX: &str = "user:";
 

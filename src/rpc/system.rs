@@ -44,17 +44,21 @@ pub struct ConnectParams {
 pub fn auth_params(_: &mut SchemaGenerator) -> Schema {
     let secret = json!({ "type": "string", "minLength": 1 });
     let names: Vec<&str> = credentials::param_names().collect();
-    let properties: serde_json::Map<String, Value> = names
+    let mut properties: serde_json::Map<String, Value> = names
         .iter()
         .map(|name| (name.to_string(), secret.clone()))
         .collect();
+    properties.insert(
+        "signature".into(),
+        json!({ "type": "string", "minLength": 1, "description": "With `deviceToken`: the device's Ed25519 signature of the connection's `challenge` (base64url or base64)." }),
+    );
     let one_of: Vec<Value> = names
         .iter()
         .map(|name| json!({ "required": [name] }))
         .collect();
     schemars::json_schema!({
         "type": "object",
-        "description": "Exactly one credential: a bearer token (JWT or static), an API key or the shared password.",
+        "description": "Exactly one credential: a bearer token (JWT or static), an API key, the shared password or a device token (with `signature` when the device registered a public key).",
         "properties": properties,
         "oneOf": one_of,
     })
@@ -159,7 +163,7 @@ async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, 
         "features": [
             "channels", "presence", "sessions", "batch", "server-requests",
             "agents", "runs", "approvals", "chat", "idempotency", "resume",
-            "session-history", "history", "recover",
+            "session-history", "history", "recover", "devices",
         ],
     }))
 }

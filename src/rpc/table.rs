@@ -10,6 +10,7 @@
 //! handler accepts. A handler calls its namespace's function (which calls
 //! the services).
 
+use super::devices;
 use super::doc::{self, Doc};
 use super::runtime_config;
 use super::{
@@ -32,6 +33,7 @@ const WRITE: Requirement = Requirement::Scope(Scope::Write);
 const ADMIN: Requirement = Requirement::Scope(Scope::Admin);
 const APPROVALS: Requirement = Requirement::Scope(Scope::Approvals);
 const NODE: Requirement = Requirement::Node;
+const PAIRING: Requirement = Requirement::Scope(Scope::Pairing);
 
 /// What a handler returns: the call's outcome, later.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + 'a>>;
@@ -227,6 +229,23 @@ pub static METHODS: &[Method] = &[
         |c, p: runtime_config::ApplyParams| runtime_config::apply(c, p).await),
     row!("config.history", ADMIN, in_order, doc::CONFIG_HISTORY,
         |c, p: runtime_config::HistoryParams = default| runtime_config::history(c, p).await),
+    // devices and pairing
+    row!("device.pair.request" | "node.pair.request", Any, in_order, doc::DEVICE_PAIR_REQUEST,
+        |c, p: devices::RequestParams| devices::request(c, p).await),
+    row!("device.pair.approve" | "node.pair.approve", PAIRING, in_order, doc::DEVICE_PAIR_APPROVE,
+        |c, p: devices::ApproveParams| devices::approve(c, p).await),
+    row!("device.pair.reject" | "node.pair.reject", PAIRING, in_order, doc::DEVICE_PAIR_REJECT,
+        |c, p: devices::RejectParams| devices::reject(c, p).await),
+    row!("device.list", PAIRING, in_order, doc::DEVICE_LIST,
+        |c, p: devices::ListParams = default| devices::list(c, p).await),
+    row!("device.get", PAIRING, in_order, doc::DEVICE_GET,
+        |c, p: devices::DeviceParams| devices::get(c, p).await),
+    row!("device.revoke", PAIRING, in_order, doc::DEVICE_REVOKE,
+        |c, p: devices::RevokeParams| devices::revoke(c, p).await),
+    row!("device.token.rotate", Authenticated, in_order, doc::DEVICE_TOKEN_ROTATE,
+        |c, p: devices::DeviceParams| devices::rotate(c, p).await),
+    row!("device.history", PAIRING, in_order, doc::DEVICE_HISTORY,
+        |c, p: devices::HistoryParams = default| devices::history(c, p).await),
 ];
 
 /// The method a name or alias stands for.

@@ -9,7 +9,7 @@ use crate::auth::{Credential, Identity, Role, Scope};
 use crate::backend::PresenceEntry;
 use crate::conn::ConnHandle;
 use crate::protocol::{PROTOCOL_VERSION, RpcError, frame, names, now_ms};
-use crate::services::{agents, approvals, channels, credentials, sessions};
+use crate::services::{agents, approvals, channels, credentials, devices, sessions};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ fn welcome(app: &App, conn: &ConnHandle, authenticated: bool) -> crate::protocol
             "authRequired": app.auth.auth_required(),
             "authenticated": authenticated,
             "protocol": PROTOCOL_VERSION,
+            "challenge": devices::challenge(conn.id()),
         }),
     )
 }
@@ -66,10 +67,22 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
         // A new approver: what is already pending, then live requests.
         approvals::catch_up(app, conn).await;
     }
+    let pairing = names::PAIRING;
+    if implicit.iter().any(|c| c == pairing) && !previous.iter().any(|c| c == pairing) {
+        devices::catch_up(app, conn).await;
+    }
+    let device = conn
+        .identity()
+        .and_then(|i| devices::device_of(&i).map(str::to_owned));
+    if let Some(device) = device {
+        // It joined its device channel: a revocation made meanwhile closes it.
+        devices::recheck(app, conn, &device).await;
+    }
     publish_presence(app, conn).await;
 }
 
-/// `global`, `user:<sub>` and, for approvers, `approval`. (`conn:<id>` is
+/// `global`, `user:<sub>`, for approvers `approval`, for pairing operators
+/// `$pairing`, for a device `$device:<id>`. (`conn:<id>` is
 /// not a subscription: publications to it are routed to the connection's
 /// instance directly, see `channels::publish_event`, which spares a channel
 /// and a Redis subscription per socket.)
@@ -77,6 +90,12 @@ pub fn implicit_channels(identity: &Identity) -> Vec<String> {
     let mut implicit = vec![names::GLOBAL.to_owned(), names::user_channel(&identity.sub)];
     if identity.satisfies(crate::auth::Requirement::Scope(Scope::Approvals)) {
         implicit.push(names::APPROVALS.to_owned());
+    }
+    if identity.satisfies(crate::auth::Requirement::Scope(Scope::Pairing)) {
+        implicit.push(names::PAIRING.to_owned());
+    }
+    if let Some(device) = devices::device_of(identity) {
+        implicit.push(names::device_channel(device));
     }
     implicit
 }
@@ -177,7 +196,8 @@ pub async fn authenticate(
     credential: Credential,
     role: Option<&str>,
 ) -> Result<Arc<Identity>, RpcError> {
-    let identity = credentials::verify(app, conn.ip(), &credential, "in_band").await?;
+    let identity =
+        credentials::verify_on(app, conn.ip(), &credential, "in_band", Some(conn)).await?;
     if let Some(current) = conn.identity()
         && current.sub != identity.sub
     {

@@ -15,8 +15,10 @@
 use crate::app::App;
 use crate::auth::{AuthError, Credential, Identity};
 use crate::backend::BackendError;
+use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, now_ms};
 use crate::refusals::{Refused, refused};
+use crate::services::devices::{self, DeviceAuthError};
 use std::net::IpAddr;
 
 /// Why a credential check did not produce an identity.
@@ -45,6 +47,18 @@ pub async fn verify(
     credential: &Credential,
     carrier: &'static str,
 ) -> Result<Identity, Refusal> {
+    verify_on(app, ip, credential, carrier, None).await
+}
+
+/// [`verify`] for connection `conn` authenticating in-band, whose
+/// challenge a device may have signed.
+pub async fn verify_on(
+    app: &App,
+    ip: IpAddr,
+    credential: &Credential,
+    carrier: &'static str,
+    conn: Option<&ConnHandle>,
+) -> Result<Identity, Refusal> {
     let key = format!("authfail:{ip}");
     let window = app.live().rate_limits.auth_failures_per_ip;
     let check = uuid::Uuid::new_v4().simple().to_string();
@@ -58,7 +72,15 @@ pub async fn verify(
         refused(Refused::LockedOut, ip, carrier);
         return Err(Refusal::Locked(slot.retry_after_ms));
     }
-    let outcome = app.auth.authenticate(credential);
+    let outcome = match check_credential(app, credential, conn).await {
+        Err(DeviceAuthError::Backend(e)) => {
+            // Not the client's failure: give the slot back.
+            let _ = app.rate_store().check_settle(&key, &check, false).await;
+            return Err(Refusal::Backend(e));
+        }
+        Err(DeviceAuthError::Rejected(e)) => Err(e),
+        Ok(identity) => Ok(identity),
+    };
     if let Err(e) = app
         .rate_store()
         .check_settle(&key, &check, outcome.is_err())
@@ -73,4 +95,22 @@ pub async fn verify(
         refused(Refused::Credentials, ip, &format!("{carrier}: {e}"));
         Refusal::Rejected(e)
     })
+}
+
+/// Device tokens (a `deviceToken`, or a bearer token that is one) are
+/// looked up in the backend; everything else is the authenticator's.
+async fn check_credential(
+    app: &App,
+    credential: &Credential,
+    conn: Option<&ConnHandle>,
+) -> Result<Identity, DeviceAuthError> {
+    match credential {
+        Credential::Device { token, signature } => {
+            devices::authenticate(app, token, signature.as_deref(), conn).await
+        }
+        Credential::Bearer(token) if devices::is_device_token(token) && devices::enabled(app) => {
+            devices::authenticate(app, token, None, conn).await
+        }
+        _ => Ok(app.auth.authenticate(credential)?),
+    }
 }

@@ -7,8 +7,8 @@ use crate::CONFIG;
 use crate::common::*;
 use crate::reference::Reference;
 use crate::{
-    AGENT_PUSHES, AGENTS, APPROVAL_PUSHES, APPROVALS, SESSION_PUSHES, SESSIONS, SYSTEM,
-    SYSTEM_PUSHES,
+    AGENT_PUSHES, AGENTS, APPROVAL_PUSHES, APPROVALS, DEVICE_PUSHES, DEVICES, SESSION_PUSHES,
+    SESSIONS, SYSTEM, SYSTEM_PUSHES,
 };
 use serde_json::json;
 
@@ -477,4 +477,60 @@ async fn runtime_config_replies_fit_their_schemas() {
         .await;
     assert_eq!(history["count"], 3, "{history}");
     r.covered(CONFIG, &[]);
+}
+
+#[tokio::test]
+async fn device_replies_fit_their_schemas() {
+    let mut c = config();
+    c.auth.modes.push(switchyard::config::AuthMode::Device);
+    let server = TestServer::start(c).await;
+    let mut r = Reference::of(&server).await;
+    let mut admin = server.client(ADMIN).await;
+    let mut device = Ws::connect(&server.url("/ws")).await.expect("connects");
+    device.expect_push("welcome").await;
+
+    let pair = json!({"deviceId": "d1", "name": "Tablet", "platform": "android"});
+    r.call(&mut device, "device.pair.request", pair).await;
+    r.push(
+        "device.pair.requested",
+        &admin.expect_push("device.pair.requested").await,
+    );
+    r.call(&mut admin, "device.list", json!({"status": "pending"}))
+        .await;
+    r.call(
+        &mut admin,
+        "device.pair.approve",
+        json!({"deviceId": "d1", "role": "operator", "scopes": ["operator.read"], "note": "ok"}),
+    )
+    .await;
+    r.push("device.paired", &device.expect_push("device.paired").await);
+    r.push(
+        "device.pair.resolved",
+        &admin.expect_push("device.pair.resolved").await,
+    );
+    r.call(&mut admin, "device.get", json!({"deviceId": "d1"}))
+        .await;
+    r.call(&mut admin, "device.token.rotate", json!({"deviceId": "d1"}))
+        .await;
+
+    let mut other = Ws::connect(&server.url("/ws")).await.expect("connects");
+    other.expect_push("welcome").await;
+    let pair = json!({"deviceId": "d2", "name": "Phone", "platform": "ios"});
+    r.call(&mut other, "device.pair.request", pair).await;
+    r.call(
+        &mut admin,
+        "device.pair.reject",
+        json!({"deviceId": "d2", "note": "no"}),
+    )
+    .await;
+    r.push(
+        "device.pair.rejected",
+        &other.expect_push("device.pair.rejected").await,
+    );
+    r.call(&mut admin, "device.revoke", json!({"deviceId": "d1"}))
+        .await;
+    r.push("device.revoked", &admin.expect_push("device.revoked").await);
+    r.call(&mut admin, "device.history", json!({"limit": 10}))
+        .await;
+    r.covered(DEVICES, DEVICE_PUSHES);
 }

@@ -21,6 +21,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod devices;
 mod health;
 mod idempotency;
 mod instances;
@@ -76,6 +77,7 @@ struct State {
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
     config: runtime_config::ConfigState,
+    devices: devices::Devices,
 }
 
 impl MemoryBackend {

@@ -125,6 +125,32 @@ impl Keys {
     pub fn approvals_audit(&self) -> String {
         format!("{}:approvals:audit", self.stem)
     }
+    /// String (TTL while pending, rejected or revoked): one device (JSON
+    /// record with its token hashes and revision).
+    pub fn device(&self, id: &str) -> String {
+        format!("{}:device:{id}", self.stem)
+    }
+    /// Sorted set: every device id → first request ms.
+    pub fn devices(&self) -> String {
+        format!("{}:devices", self.stem)
+    }
+    /// Sorted set: pending device id → expiry ms.
+    pub fn devices_pending(&self) -> String {
+        format!("{}:devices:pending", self.stem)
+    }
+    /// String (TTL for a rotated-out token): SHA-256 of a device token →
+    /// device id.
+    pub fn device_token(&self, hash: &str) -> String {
+        format!("{}:devices:token:{hash}", self.stem)
+    }
+    /// Hash: device id → last authentication ms.
+    pub fn devices_seen(&self) -> String {
+        format!("{}:devices:seen", self.stem)
+    }
+    /// List: the devices' audit trail (JSON events), newest first.
+    pub fn devices_audit(&self) -> String {
+        format!("{}:devices:audit", self.stem)
+    }
     /// String with TTL: an idempotency marker or result.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)

@@ -13,6 +13,7 @@
 mod agents;
 mod approvals;
 mod channels;
+mod devices;
 pub mod pushes;
 mod runs;
 mod runtime_config;
@@ -22,6 +23,7 @@ mod system;
 pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
+pub use devices::*;
 pub use runs::*;
 pub use runtime_config::*;
 pub use sessions::*;

@@ -6,7 +6,7 @@ use super::{
     SchemaFn, any, array, boolean, constant, count, described, map, ms, nullable, object, one_of,
     record, string, strings,
 };
-use crate::backend::ApprovalRecord;
+use crate::backend::{ApprovalRecord, DeviceInfo};
 use schemars::SchemaGenerator;
 use serde_json::Value;
 
@@ -50,6 +50,14 @@ pub static PUSHES: &[Push] = &[
                     described(boolean(), "credentials came with the upgrade"),
                 ),
                 ("protocol", count()),
+                (
+                    "challenge",
+                    described(
+                        string(),
+                        "random per connection: a device with a public key signs it \
+                         (Ed25519, once) in `connect.auth` / `auth`",
+                    ),
+                ),
             ])
         },
     },
@@ -178,6 +186,38 @@ pub static PUSHES: &[Push] = &[
         to: "approvers, and the requesting connection",
         description: "An approval was decided, or expired.",
         params: record::<ApprovalRecord>,
+    },
+    Push {
+        name: "device.pair.requested",
+        to: "operators with `operator.pairing`",
+        description: "A device asked to pair; an operator that connects later gets those still \
+                      pending.",
+        params: record::<DeviceInfo>,
+    },
+    Push {
+        name: "device.pair.resolved",
+        to: "operators with `operator.pairing`",
+        description: "A pairing request was approved or rejected.",
+        params: record::<DeviceInfo>,
+    },
+    Push {
+        name: "device.paired",
+        to: "the waiting device (the connection that asked to pair)",
+        description: "Its request was approved: the device token, shown only here.",
+        params: super::devices::paired,
+    },
+    Push {
+        name: "device.pair.rejected",
+        to: "the waiting device",
+        description: "Its request was rejected.",
+        params: super::devices::rejected,
+    },
+    Push {
+        name: "device.revoked",
+        to: "operators with `operator.pairing`, and the device's connections (close code \
+             4003 follows)",
+        description: "A device was revoked.",
+        params: record::<DeviceInfo>,
     },
     Push {
         name: "shutdown",
