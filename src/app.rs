@@ -5,8 +5,8 @@
 
 use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
 use crate::backend::{
-    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, Health,
-    IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
+    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, CronStore,
+    Health, IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
 };
 use crate::config::Config;
 use crate::hub::Hub;
@@ -116,6 +116,11 @@ impl App {
 
     /// The store of idempotency keys and results.
     pub fn idempotency_store(&self) -> &dyn IdempotencyStore {
+        &*self.backend
+    }
+
+    /// The store of cron jobs and their firings.
+    pub fn cron_store(&self) -> &dyn CronStore {
         &*self.backend
     }
 

@@ -18,6 +18,7 @@
 //! | [`ChatHistory`] | `chat_history.rs` | a session's chat history |
 //! | [`ChannelLog`] | `channel_log.rs` | numbered channel logs (history, resume) |
 //! | [`ApprovalStore`] | `approvals.rs` | approvals and their audit trail |
+//! | [`CronStore`] | `cron.rs` | cron jobs, their due ticks and firings |
 //! | [`IdempotencyStore`] | `idempotency.rs` | idempotency keys |
 //! | [`RateStore`] | `rates.rs` | rate-limit windows and credential checks |
 //!
@@ -48,6 +49,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod cron;
 mod health;
 mod idempotency;
 mod instances;
@@ -64,6 +66,9 @@ pub use bus::{Bus, Envelope, Inbox};
 pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
 pub use channels::{ChannelInfo, ChannelMember, ChannelStore};
 pub use chat_history::ChatHistory;
+pub use cron::{
+    CronCreator, CronJob, CronRun, CronStore, CronTarget, RUNS_MAX, RunKind, RunOutcome,
+};
 pub use health::Health;
 pub use idempotency::{Idempotency, IdempotencyStore};
 pub use instances::{InstanceInfo, InstanceStore};
@@ -154,6 +159,7 @@ pub trait Backend:
     + ApprovalStore
     + IdempotencyStore
     + RateStore
+    + CronStore
 {
 }
 
@@ -171,5 +177,6 @@ impl<T> Backend for T where
         + ApprovalStore
         + IdempotencyStore
         + RateStore
+        + CronStore
 {
 }

@@ -10,6 +10,7 @@
 //! handler accepts. A handler calls its namespace's function (which calls
 //! the services).
 
+use super::cron;
 use super::doc::{self, Doc};
 use super::{
     Ctx, agents, approvals, channels, openrpc, params, params_or_default, runs, sessions, system,
@@ -215,6 +216,20 @@ pub static METHODS: &[Method] = &[
         |c| approvals::list(c).await),
     row!("approval.history", APPROVALS, in_order, doc::APPROVAL_HISTORY,
         |c, p: approvals::HistoryParams = default| approvals::history(c, p).await),
+    // cron
+    row!("cron.add", ADMIN, in_order, doc::CRON_ADD,
+        |c, p: cron::AddParams| cron::add(c, p).await),
+    row!("cron.update", ADMIN, in_order, doc::CRON_UPDATE,
+        |c, p: cron::UpdateParams| cron::update(c, p).await),
+    row!("cron.get", ADMIN, in_order, doc::CRON_GET,
+        |c, p: cron::IdParams| cron::get(c, p).await),
+    row!("cron.list", ADMIN, in_order, doc::CRON_LIST, |c| cron::list(c).await),
+    row!("cron.run", ADMIN, waits, doc::CRON_RUN,
+        |c, p: cron::IdParams| cron::run(c, p).await),
+    row!("cron.remove", ADMIN, in_order, doc::CRON_REMOVE,
+        |c, p: cron::IdParams| cron::remove(c, p).await),
+    row!("cron.runs", ADMIN, in_order, doc::CRON_RUNS,
+        |c, p: cron::RunsParams| cron::runs(c, p).await),
 ];
 
 /// The method a name or alias stands for.
@@ -285,7 +300,8 @@ mod tests {
                 "agent.run",
                 "agent.wait",
                 "chat.send",
-                "approval.wait"
+                "approval.wait",
+                "cron.run"
             ]
         );
     }

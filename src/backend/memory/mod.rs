@@ -21,6 +21,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod cron;
 mod health;
 mod idempotency;
 mod instances;
@@ -74,6 +75,16 @@ struct State {
     audit: VecDeque<ApprovalRecord>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
+    cron: CronState,
+}
+
+/// Cron jobs, the due tick of each enabled one, their firings.
+#[derive(Default)]
+struct CronState {
+    jobs: BTreeMap<String, super::CronJob>,
+    due: BTreeMap<String, u64>,
+    runs: HashMap<String, VecDeque<super::CronRun>>,
+    version: u64,
 }
 
 impl MemoryBackend {

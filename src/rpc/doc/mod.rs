@@ -13,6 +13,7 @@
 mod agents;
 mod approvals;
 mod channels;
+mod cron;
 pub mod pushes;
 mod runs;
 mod sessions;
@@ -21,6 +22,7 @@ mod system;
 pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
+pub use cron::*;
 pub use runs::*;
 pub use sessions::*;
 pub use system::*;
