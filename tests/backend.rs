@@ -892,7 +892,9 @@ async fn cron_jobs_are_unique_capped_and_versioned() {
         let b = &u.backend;
         let kind = b.kind();
         let v0 = b.cron_version().await.unwrap();
-        b.create_cron_job(&cron_job("a"), Some(1000), 2).await.unwrap();
+        b.create_cron_job(&cron_job("a"), Some(1000), 2)
+            .await
+            .unwrap();
         let again = b.create_cron_job(&cron_job("a"), Some(1000), 2).await;
         assert!(matches!(again, Err(BackendError::Conflict(_))), "{kind}");
         b.create_cron_job(&cron_job("b"), None, 2).await.unwrap();
@@ -909,7 +911,11 @@ async fn cron_jobs_are_unique_capped_and_versioned() {
         assert_eq!(ids, ["a", "b"], "{kind}");
         // Only enabled jobs have a due tick.
         assert_eq!(b.cron_due().await.unwrap(), [("a".into(), 1000)], "{kind}");
-        assert_eq!(b.cron_job("a").await.unwrap(), Some(cron_job("a")), "{kind}");
+        assert_eq!(
+            b.cron_job("a").await.unwrap(),
+            Some(cron_job("a")),
+            "{kind}"
+        );
         assert_eq!(b.cron_job("zz").await.unwrap(), None, "{kind}");
 
         let mut changed = cron_job("b");
@@ -928,7 +934,9 @@ async fn cron_jobs_are_unique_capped_and_versioned() {
         assert!(!b.remove_cron_job("a").await.unwrap(), "{kind}");
         assert!(b.cron_due().await.unwrap().is_empty(), "{kind}");
         // Room again under the cap.
-        b.create_cron_job(&cron_job("c"), Some(1000), 2).await.unwrap();
+        b.create_cron_job(&cron_job("c"), Some(1000), 2)
+            .await
+            .unwrap();
     }
 }
 
@@ -937,7 +945,9 @@ async fn a_cron_tick_is_claimed_once() {
     for u in backends().await {
         let b = u.backend.clone();
         let kind = b.kind();
-        b.create_cron_job(&cron_job("j"), Some(5000), 10).await.unwrap();
+        b.create_cron_job(&cron_job("j"), Some(5000), 10)
+            .await
+            .unwrap();
         // Twenty claimants race for tick 5000: one wins.
         let claims: Vec<_> = (0..20)
             .map(|_| {
@@ -956,9 +966,15 @@ async fn a_cron_tick_is_claimed_once() {
         assert!(!b.claim_cron_tick("zz", 0, 1).await.unwrap(), "{kind}");
         b.update_cron_job(&cron_job("j"), Some(9000)).await.unwrap();
         assert!(!b.claim_cron_tick("j", 6000, 7000).await.unwrap(), "{kind}");
-        assert!(b.claim_cron_tick("j", 9000, 10_000).await.unwrap(), "{kind}");
+        assert!(
+            b.claim_cron_tick("j", 9000, 10_000).await.unwrap(),
+            "{kind}"
+        );
         b.update_cron_job(&cron_job("j"), None).await.unwrap();
-        assert!(!b.claim_cron_tick("j", 10_000, 11_000).await.unwrap(), "{kind}");
+        assert!(
+            !b.claim_cron_tick("j", 10_000, 11_000).await.unwrap(),
+            "{kind}"
+        );
     }
 }
 
@@ -967,7 +983,9 @@ async fn cron_runs_are_kept_newest_first_and_capped() {
     for u in backends().await {
         let b = &u.backend;
         let kind = b.kind();
-        b.create_cron_job(&cron_job("r"), Some(1), 10).await.unwrap();
+        b.create_cron_job(&cron_job("r"), Some(1), 10)
+            .await
+            .unwrap();
         for tick in 0..(RUNS_MAX as u64 + 5) {
             b.record_cron_run("r", &cron_run(tick)).await.unwrap();
         }
