@@ -103,6 +103,15 @@ const APPROVALS: &[&str] = &[
     "approval.history",
 ];
 const APPROVAL_PUSHES: &[&str] = &["approval.requested", "approval.resolved"];
+const CRON: &[&str] = &[
+    "cron.add",
+    "cron.update",
+    "cron.get",
+    "cron.list",
+    "cron.run",
+    "cron.remove",
+    "cron.runs",
+];
 
 fn names(lists: &[&[&str]]) -> BTreeSet<String> {
     lists
@@ -127,7 +136,7 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         .iter()
         .map(|m| m.name.to_owned())
         .collect();
-    assert_eq!(names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS]), table);
+    assert_eq!(names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CRON]), table);
     let unasked: BTreeSet<String> = listed(document, "x-notifications")
         .union(&listed(document, "x-server-requests"))
         .cloned()
