@@ -28,8 +28,9 @@ use std::time::Duration;
 
 /// Jobs kept cluster-wide.
 pub const MAX_JOBS: usize = 1000;
-/// Largest `params` / `data` of a target, as JSON.
-const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest `params` / `data` of a target, as JSON: every scheduler
+/// re-reads every job when one changes, so jobs stay small.
+const MAX_PAYLOAD: usize = 8 * 1024;
 /// A result larger than this (as JSON) is kept as a summary.
 const MAX_RESULT: usize = 4096;
 /// Methods a job may not call: they bind state to a connection, which a
@@ -233,6 +234,10 @@ pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> Cron
         16,
     );
     conn.state().identity = Some(Arc::new(identity_of(&job.created_by)));
+    // No socket reads this connection: closed from the start, its queue
+    // drops what a handler pushes (`invoke.progress`, …) instead of
+    // filling up and reporting a slow consumer.
+    conn.close(crate::conn::close_code::NORMAL, "cron call");
     let call = Call {
         id: Some(crate::protocol::frame::Id::null()),
         method,
@@ -249,7 +254,6 @@ pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> Cron
             limit.as_millis()
         ))),
     };
-    conn.close(crate::conn::close_code::NORMAL, "cron call done");
     let (outcome, result, error) = match outcome {
         Ok(result) => (RunOutcome::Ok, Some(summary(result)), None),
         Err(e) => (

@@ -15,7 +15,9 @@ pub const CRON_ADD: Doc = Doc {
                   default UTC). A `{method, params}` target is called with the creator's \
                   identity through the same path as a client's call; a `{channel, event, \
                   data}` target is published as `publish` does, with `cron: {id, tickAt}` \
-                  added to object data. At most 1000 jobs (-32002).",
+                  added to object data. The creator's identity is kept as it was when the job was \
+                  created (or its target last changed): removing the job is what stops it. \
+                  `params` and `data` at most 8 KiB; at most 1000 jobs (-32002).",
     result: job,
     errors: &[error::CONFLICT, error::LIMIT_EXCEEDED, error::UNAVAILABLE],
 };
