@@ -456,6 +456,13 @@ async fn ticks_nobody_was_alive_for_are_recorded_missed_not_fired_in_a_burst() {
     assert_eq!(missed.len(), 1, "one record of the gap: {history:?}");
     let count = missed[0]["missed"].as_u64().unwrap();
     assert!((2..=7).contains(&count), "{count} missed: {history:?}");
+    let metrics = http(servers[0].addr, "GET", "/metrics", &[], None).await.2;
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_cron_missed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("missed ticks exported: {metrics}"));
+    assert!(counted >= count as f64, "{counted} < {count}");
     let first = missed[0]["tickAt"].as_u64().unwrap();
     assert!(first + 1000 >= down_from, "{history:?}");
     // After the gap: each firing at its own tick, at its own second.
