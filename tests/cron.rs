@@ -1,6 +1,6 @@
 //! Cluster-wide cron on real instances: every tick fires exactly once
-//! across the instances (three sharing one Redis, or one in memory),
-//! `cron.run` fires at once, `cron.remove` stops a job, a method target
+//! across the instances (three sharing one Redis, or one in memory), a
+//! job added on one instance fires on the others, `cron.run` fires at once, `cron.remove` stops a job, a method target
 //! runs with its creator's identity and its result shows in `cron.runs`,
 //! ticks nobody was alive for are recorded as missed instead of fired in
 //! a burst, bad input answers -32602 naming the field and non-admins
@@ -137,8 +137,18 @@ async fn every_tick_fires_exactly_once_across_instances() {
         .collect();
     let ids: BTreeSet<String> = servers.iter().map(|s| s.app.instance_id.clone()).collect();
     assert!(instances.iter().all(|i| ids.contains(*i)), "{history:?}");
+    let late = history
+        .iter()
+        .filter(|r| r["outcome"] == "ok")
+        .map(|r| r["firedAt"].as_u64().unwrap() - r["tickAt"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        late < 1500,
+        "a tick fired {late} ms after its time: {history:?}"
+    );
     println!(
-        "{} ticks over 10 s, {} over 4 s, fired by {} of {} instances",
+        "{} ticks over 10 s, {} over 4 s, fired by {} of {} instances, at most {late} ms after the tick",
         ticks.len(),
         more.len(),
         instances.len(),
@@ -487,5 +497,39 @@ async fn ticks_nobody_was_alive_for_are_recorded_missed_not_fired_in_a_burst() {
     // Each tick once: the gap's ticks did not come late in a burst.
     for pair in after.windows(2) {
         assert!(pair[1].0 > pair[0].0, "a tick fired twice: {after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_added_on_one_instance_fires_on_the_others() {
+    if !redis_mode() {
+        // One instance on memory: nothing to share.
+        return;
+    }
+    let (_redis, mut servers) = instances(3).await;
+    let mut watcher = servers[2].client(ADMIN).await;
+    watcher
+        .call("subscribe", json!({"channels": [CHANNEL]}))
+        .await;
+    let mut admin = servers[0].client(ADMIN).await;
+    admin
+        .call("cron.add", channel_job("elsewhere", "@every 1s"))
+        .await;
+    drop(admin);
+    // The instance it was added on leaves.
+    servers.remove(0).stop().await;
+    let stopped = switchyard::protocol::now_ms();
+    let ticks = ticks_for(&mut watcher, Duration::from_millis(3500)).await;
+    let mut other = servers[1].client(ADMIN).await;
+    let history = runs(&mut other, "elsewhere").await;
+    assert_each_tick_once(&ticks, &history, 1000);
+    let ids: BTreeSet<String> = servers.iter().map(|s| s.app.instance_id.clone()).collect();
+    let after: Vec<&Value> = history
+        .iter()
+        .filter(|r| r["tickAt"].as_u64().unwrap() > stopped)
+        .collect();
+    assert!(after.len() >= 2, "the others fire it: {history:?}");
+    for run in after {
+        assert!(ids.contains(run["instance"].as_str().unwrap()), "{run}");
     }
 }
