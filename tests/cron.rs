@@ -1,10 +1,10 @@
 //! Cluster-wide cron on real instances: every tick fires exactly once
 //! across the instances (three sharing one Redis, or one in memory), a
-//! job added on one instance fires on the others, `cron.run` fires at once, `cron.remove` stops a job, a method target
-//! runs with its creator's identity and its result shows in `cron.runs`,
-//! ticks nobody was alive for are recorded as missed instead of fired in
-//! a burst, bad input answers -32602 naming the field and non-admins
-//! -32003. (The SIGKILL case with real processes is `cron_process.rs`.)
+//! job added on one instance fires on the others, `cron.run` fires at
+//! once, `cron.remove` stops a job, a method target runs with its
+//! creator's identity and its result shows in `cron.runs`, ticks nobody
+//! was alive for are recorded as missed instead of fired in a burst, bad
+//! input answers -32602 naming the field and non-admins -32003. (The SIGKILL case with real processes is `cron_process.rs`.)
 
 mod common;
 
