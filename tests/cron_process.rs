@@ -125,3 +125,39 @@ async fn a_sigkilled_instance_never_makes_a_tick_fire_twice() {
         survivor.id
     );
 }
+
+#[tokio::test]
+async fn a_draining_instance_hands_its_ticks_over_without_a_gap() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let mut watcher = a.client(ADMIN).await;
+    watcher
+        .call("subscribe", json!({"channels": [CHANNEL]}))
+        .await;
+    let mut admin = a.client(ADMIN).await;
+    admin
+        .call(
+            "cron.add",
+            json!({"id": "beat", "schedule": "@every 1s",
+                "target": {"channel": CHANNEL, "event": "tick"}}),
+        )
+        .await;
+    let mut ticks = ticks_for(&mut watcher, Duration::from_secs(3)).await;
+    let wait = 1000 - now_ms() % 1000 + 2;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    b.sigterm();
+    let stopped_at = now_ms();
+    ticks.extend(ticks_for(&mut watcher, Duration::from_secs(4)).await);
+    let distinct: BTreeSet<u64> = ticks.iter().copied().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
+    let sorted: Vec<u64> = distinct.into_iter().collect();
+    for pair in sorted.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1000,
+            "a tick lost (SIGTERM at {stopped_at}): {sorted:?}"
+        );
+    }
+    assert!(sorted.len() >= 6, "{sorted:?}");
+}

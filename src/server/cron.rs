@@ -13,7 +13,8 @@
 //! outcome.
 //!
 //! An instance killed between its claim and its firing loses that tick
-//! (at most once, never twice): the claim is what prevents duplicates.
+//! (at most once, never twice): the claim is what prevents duplicates. A
+//! draining instance claims nothing more, so a graceful stop loses none.
 
 use super::App;
 use crate::backend::{CronJob, CronRun, RunKind, RunOutcome};
@@ -60,6 +61,11 @@ struct Scheduler {
 impl Scheduler {
     /// Fire what is due; how long to sleep until the next look.
     async fn step(&mut self, app: &App) -> Result<Duration, crate::backend::BackendError> {
+        if app.is_draining() {
+            // Leave the ticks to instances that stay: a tick claimed now
+            // could die with this process before it fires.
+            return Ok(POLL);
+        }
         let store = app.cron_store();
         let version = store.cron_version().await?;
         let due = store.cron_due().await?;
