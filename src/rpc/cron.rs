@@ -120,7 +120,7 @@ pub async fn add(ctx: &Ctx<'_>, p: AddParams) -> Result<Value, RpcError> {
         timezone: p.timezone,
         target,
         enabled: p.enabled.unwrap_or(true),
-        created_by: creator(&identity),
+        created_by: creator_of(&identity),
         created_at: now,
         updated_at: now,
     };
@@ -145,7 +145,7 @@ pub async fn update(ctx: &Ctx<'_>, p: UpdateParams) -> Result<Value, RpcError> {
     if let Some(raw) = p.target {
         job.target = target(ctx.app, &identity, raw)?;
         // The job now runs as whoever gave it its new target.
-        job.created_by = creator(&identity);
+        job.created_by = creator_of(&identity);
     }
     if let Some(enabled) = p.enabled {
         job.enabled = enabled;
@@ -406,7 +406,7 @@ fn target(app: &App, identity: &Identity, raw: Value) -> Result<CronTarget, RpcE
     }
 }
 
-fn creator(identity: &Identity) -> CronCreator {
+fn creator_of(identity: &Identity) -> CronCreator {
     CronCreator {
         sub: identity.sub.clone(),
         role: identity.role.as_str().to_owned(),
@@ -429,5 +429,45 @@ fn identity_of(creator: &CronCreator) -> Identity {
         channels: creator.channels.clone(),
         method: AuthMethod::None,
         expires_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_results_are_kept_as_a_summary() {
+        let small = json!({"ok": true});
+        assert_eq!(summary(small.clone()), small);
+        let large = json!({"text": "é".repeat(10_000)});
+        let kept = summary(large.clone());
+        assert_eq!(kept["truncated"], true);
+        assert_eq!(kept["bytes"], large.to_string().len());
+        assert!(kept["preview"].as_str().unwrap().len() <= MAX_RESULT / 4);
+    }
+
+    #[test]
+    fn channel_data_carries_the_tick() {
+        let stamp = json!({"id": "j", "tickAt": 5});
+        assert_eq!(
+            stamped(&json!({"a": 1}), "j", 5),
+            json!({"a": 1, "cron": stamp})
+        );
+        assert_eq!(stamped(&Value::Null, "j", 5), json!({"cron": stamp}));
+        assert_eq!(stamped(&json!([1]), "j", 5), json!([1]));
+    }
+
+    #[test]
+    fn the_creator_identity_round_trips() {
+        let creator = CronCreator {
+            sub: "ann".into(),
+            role: "operator".into(),
+            scopes: vec!["operator.admin".into(), "operator.read".into()],
+            channels: vec!["private:x".into()],
+        };
+        let identity = identity_of(&creator);
+        assert!(identity.is_admin());
+        assert_eq!(creator_of(&identity), creator);
     }
 }
