@@ -940,6 +940,14 @@ async fn cron_jobs_are_unique_capped_and_versioned() {
     }
 }
 
+fn pending(tick_at: u64) -> CronRun {
+    CronRun {
+        outcome: RunOutcome::Pending,
+        result: None,
+        ..cron_run(tick_at)
+    }
+}
+
 #[tokio::test]
 async fn a_cron_tick_is_claimed_once() {
     for u in backends().await {
@@ -952,7 +960,11 @@ async fn a_cron_tick_is_claimed_once() {
         let claims: Vec<_> = (0..20)
             .map(|_| {
                 let b = b.clone();
-                tokio::spawn(async move { b.claim_cron_tick("j", 5000, 6000).await.unwrap() })
+                tokio::spawn(async move {
+                    b.claim_cron_tick("j", 5000, 6000, &[pending(5000)])
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         let mut won = 0;
@@ -960,19 +972,37 @@ async fn a_cron_tick_is_claimed_once() {
             won += usize::from(claim.await.unwrap());
         }
         assert_eq!(won, 1, "{kind}");
+        // The winner's pending record alone, replaced by its outcome.
+        assert_eq!(
+            b.cron_runs("j", 10).await.unwrap(),
+            [pending(5000)],
+            "{kind}"
+        );
+        b.record_cron_run("j", &cron_run(5000)).await.unwrap();
+        assert_eq!(
+            b.cron_runs("j", 10).await.unwrap(),
+            [cron_run(5000)],
+            "{kind}"
+        );
         assert_eq!(b.cron_due().await.unwrap(), [("j".into(), 6000)], "{kind}");
         // A stale tick, a job gone or disabled: nothing to claim.
-        assert!(!b.claim_cron_tick("j", 5000, 7000).await.unwrap(), "{kind}");
-        assert!(!b.claim_cron_tick("zz", 0, 1).await.unwrap(), "{kind}");
-        b.update_cron_job(&cron_job("j"), Some(9000)).await.unwrap();
-        assert!(!b.claim_cron_tick("j", 6000, 7000).await.unwrap(), "{kind}");
         assert!(
-            b.claim_cron_tick("j", 9000, 10_000).await.unwrap(),
+            !b.claim_cron_tick("j", 5000, 7000, &[]).await.unwrap(),
+            "{kind}"
+        );
+        assert!(!b.claim_cron_tick("zz", 0, 1, &[]).await.unwrap(), "{kind}");
+        b.update_cron_job(&cron_job("j"), Some(9000)).await.unwrap();
+        assert!(
+            !b.claim_cron_tick("j", 6000, 7000, &[]).await.unwrap(),
+            "{kind}"
+        );
+        assert!(
+            b.claim_cron_tick("j", 9000, 10_000, &[]).await.unwrap(),
             "{kind}"
         );
         b.update_cron_job(&cron_job("j"), None).await.unwrap();
         assert!(
-            !b.claim_cron_tick("j", 10_000, 11_000).await.unwrap(),
+            !b.claim_cron_tick("j", 10_000, 11_000, &[]).await.unwrap(),
             "{kind}"
         );
     }
@@ -995,6 +1025,30 @@ async fn cron_runs_are_kept_newest_first_and_capped() {
         assert_eq!(runs[RUNS_MAX - 1].tick_at, 5, "{kind}");
         assert_eq!(b.cron_runs("r", 3).await.unwrap().len(), 3, "{kind}");
         assert!(b.cron_runs("r", 0).await.unwrap().is_empty(), "{kind}");
+        // A claim adds what it missed and what it fires, in that order;
+        // the outcome takes the pending record's place.
+        let missed = CronRun {
+            outcome: RunOutcome::Missed,
+            missed: Some(3),
+            last_tick_at: Some(900),
+            result: None,
+            ..cron_run(700)
+        };
+        assert!(
+            b.claim_cron_tick("r", 1, 2000, &[missed.clone(), pending(1000)])
+                .await
+                .unwrap()
+        );
+        let newest = b.cron_runs("r", 3).await.unwrap();
+        assert_eq!(newest[..2], [pending(1000), missed.clone()], "{kind}");
+        b.record_cron_run("r", &cron_run(1000)).await.unwrap();
+        let newest = b.cron_runs("r", 3).await.unwrap();
+        assert_eq!(newest[..2], [cron_run(1000), missed], "{kind}");
+        assert_eq!(
+            b.cron_runs("r", 1000).await.unwrap().len(),
+            RUNS_MAX,
+            "{kind}"
+        );
         // A job's history goes with it, and a run of a job gone is dropped.
         b.remove_cron_job("r").await.unwrap();
         assert!(b.cron_runs("r", 10).await.unwrap().is_empty(), "{kind}");

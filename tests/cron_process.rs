@@ -3,7 +3,9 @@
 //! been firing it is killed with SIGKILL at a tick. Every tick still goes
 //! out at most once, and at most the one tick the killed instance may
 //! have claimed as it died is lost (a claim is taken before firing, so a
-//! death can lose a tick but never repeat one).
+//! death can lose a tick but never repeat one); its history record stays
+//! `pending`, naming the killed instance. A SIGTERMed instance stops
+//! claiming as it starts draining: no tick is lost.
 //!
 //! Not a behaviour test: it starts its own Redis and processes whatever
 //! `SWITCHYARD_TEST_BACKEND` says.
@@ -105,6 +107,14 @@ async fn a_sigkilled_instance_never_makes_a_tick_fire_twice() {
         assert!(
             tick.abs_diff(killed_at) <= 2000,
             "tick {tick} lost away from the kill at {killed_at}: {sorted:?}"
+        );
+        // The history says who took it and never fired it.
+        assert!(
+            runs.iter().any(|r| r["tickAt"] == *tick
+                && r["outcome"] == "pending"
+                && r["instance"] == doomed.id.as_str()),
+            "lost tick {tick} not pending on {}: {runs:?}",
+            doomed.id
         );
     }
     // The survivors go on firing after the kill.

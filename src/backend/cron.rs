@@ -79,6 +79,9 @@ pub enum RunOutcome {
     Error,
     /// Ticks that passed while no instance could fire them.
     Missed,
+    /// Claimed by `instance` and firing; one that stays pending lost its
+    /// instance between the claim and the firing.
+    Pending,
 }
 
 /// One firing of a job (or one record of ticks missed in a row).
@@ -132,11 +135,20 @@ pub trait CronStore: Send + Sync + 'static {
     /// Remove a job, its tick and its history; whether it existed.
     async fn remove_cron_job(&self, id: &str) -> BackendResult<bool>;
     /// Take tick `tick_at` of job `id`: moves its due tick to `next_at`
-    /// only if it is still `tick_at`. Exactly one caller per tick gets
-    /// `true`.
-    async fn claim_cron_tick(&self, id: &str, tick_at: u64, next_at: u64) -> BackendResult<bool>;
+    /// only if it is still `tick_at`, and in the same step adds `claimed`
+    /// to the history in order (what was missed, the pending firing).
+    /// Exactly one caller per tick gets `true`.
+    async fn claim_cron_tick(
+        &self,
+        id: &str,
+        tick_at: u64,
+        next_at: u64,
+        claimed: &[CronRun],
+    ) -> BackendResult<bool>;
     /// Add a firing to the job's history (newest first, the newest
-    /// [`RUNS_MAX`] kept); nothing when the job is gone.
+    /// [`RUNS_MAX`] kept), in place of the pending record of the same
+    /// tick when one is among the newest [`PENDING_SCAN`]; nothing when
+    /// the job is gone.
     async fn record_cron_run(&self, id: &str, run: &CronRun) -> BackendResult<()>;
     /// The job's newest firings, newest first.
     async fn cron_runs(&self, id: &str, limit: usize) -> BackendResult<Vec<CronRun>>;
@@ -146,3 +158,5 @@ pub trait CronStore: Send + Sync + 'static {
 
 /// Firings kept per job.
 pub const RUNS_MAX: usize = 100;
+/// Newest records searched for the pending one a firing replaces.
+pub const PENDING_SCAN: usize = 10;

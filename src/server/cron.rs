@@ -7,13 +7,15 @@
 //! whose tick has come it asks the schedule what to do
 //! (`services::cron::Schedule::due`) and claims the tick: the claim moves
 //! the job's due tick to the next one only if it is still the tick this
-//! instance saw, so exactly one instance wins it. The winner records the
-//! ticks that passed unfired (all instances down, or this one stalled) as
-//! one `missed` run and fires the newest in its own task, recording the
+//! instance saw, so exactly one instance wins it. The same step records
+//! the ticks that passed unfired (all instances down, or this one
+//! stalled) as one `missed` run and the tick it fires as `pending`; the
+//! winner fires in its own task and replaces the pending record with the
 //! outcome.
 //!
 //! An instance killed between its claim and its firing loses that tick
-//! (at most once, never twice): the claim is what prevents duplicates. A
+//! (at most once, never twice: the claim is what prevents duplicates),
+//! and its record stays `pending`, naming the instance. A
 //! draining instance claims nothing more, so a graceful stop loses none.
 
 use super::App;
@@ -90,10 +92,19 @@ impl Scheduler {
             if !job.enabled {
                 continue;
             }
-            if store.claim_cron_tick(&id, tick, plan.next).await? {
+            let claimed = claim_records(app, &plan);
+            if store
+                .claim_cron_tick(&id, tick, plan.next, &claimed)
+                .await?
+            {
                 earliest = earliest.min(plan.next);
-                let (app, job) = (app.clone(), job.clone());
-                tokio::spawn(async move { run_claimed(&app, &job, plan).await });
+                if let Some(missed) = plan.missed {
+                    metrics::counter!("switchyard_cron_missed_total").increment(missed.count);
+                }
+                if let Some(tick) = plan.fire {
+                    let (app, job) = (app.clone(), job.clone());
+                    tokio::spawn(async move { fire_claimed(&app, &job, tick).await });
+                }
             }
         }
         let now = now_ms();
@@ -115,29 +126,39 @@ impl Scheduler {
     }
 }
 
-/// This instance won the tick: record what was missed, fire, record.
-async fn run_claimed(app: &App, job: &CronJob, plan: Due) {
-    let store = app.cron_store();
+/// What a claim adds to the history in the same step: the ticks it
+/// skips as missed, then the tick it fires as pending (replaced by its
+/// outcome; left pending if this instance dies first).
+fn claim_records(app: &App, plan: &Due) -> Vec<CronRun> {
+    let now = now_ms();
+    let record = |tick_at, outcome| CronRun {
+        tick_at,
+        fired_at: now,
+        instance: app.instance_id.clone(),
+        kind: RunKind::Scheduled,
+        outcome,
+        result: None,
+        error: None,
+        missed: None,
+        last_tick_at: None,
+    };
+    let mut records = Vec::new();
     if let Some(missed) = plan.missed {
-        metrics::counter!("switchyard_cron_missed_total").increment(missed.count);
-        let record = CronRun {
-            tick_at: missed.first,
-            fired_at: now_ms(),
-            instance: app.instance_id.clone(),
-            kind: RunKind::Scheduled,
-            outcome: RunOutcome::Missed,
-            result: None,
-            error: None,
+        records.push(CronRun {
             missed: Some(missed.count),
             last_tick_at: Some(missed.last),
-        };
-        if let Err(e) = store.record_cron_run(&job.id, &record).await {
-            tracing::warn!(job = %job.id, error = %e, "cron: recording missed ticks failed");
-        }
+            ..record(missed.first, RunOutcome::Missed)
+        });
     }
-    let Some(tick) = plan.fire else {
-        return;
-    };
+    if let Some(tick) = plan.fire {
+        records.push(record(tick, RunOutcome::Pending));
+    }
+    records
+}
+
+/// This instance won `tick`: fire it and record the outcome in place of
+/// its pending record.
+async fn fire_claimed(app: &App, job: &CronJob, tick: u64) {
     let record = crate::rpc::cron::fire(app, job, tick, RunKind::Scheduled).await;
     let label = if record.outcome == RunOutcome::Ok {
         "ok"
@@ -145,7 +166,7 @@ async fn run_claimed(app: &App, job: &CronJob, plan: Due) {
         "error"
     };
     metrics::counter!("switchyard_cron_runs_total", "outcome" => label).increment(1);
-    if let Err(e) = store.record_cron_run(&job.id, &record).await {
+    if let Err(e) = app.cron_store().record_cron_run(&job.id, &record).await {
         tracing::warn!(job = %job.id, error = %e, "cron: recording a run failed");
     }
 }

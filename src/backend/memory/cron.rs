@@ -3,8 +3,8 @@
 //! compare-and-set.
 
 use super::MemoryBackend;
-use crate::backend::cron::RUNS_MAX;
-use crate::backend::{BackendError, BackendResult, CronJob, CronRun, CronStore};
+use crate::backend::cron::{PENDING_SCAN, RUNS_MAX};
+use crate::backend::{BackendError, BackendResult, CronJob, CronRun, CronStore, RunOutcome};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -79,15 +79,25 @@ impl CronStore for MemoryBackend {
         Ok(existed)
     }
 
-    async fn claim_cron_tick(&self, id: &str, tick_at: u64, next_at: u64) -> BackendResult<bool> {
+    async fn claim_cron_tick(
+        &self,
+        id: &str,
+        tick_at: u64,
+        next_at: u64,
+        claimed: &[CronRun],
+    ) -> BackendResult<bool> {
         let mut state = self.lock();
-        match state.cron.due.get_mut(id) {
-            Some(due) if *due == tick_at => {
-                *due = next_at;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let cron = &mut state.cron;
+        match cron.due.get_mut(id) {
+            Some(due) if *due == tick_at => *due = next_at,
+            _ => return Ok(false),
         }
+        let runs = cron.runs.entry(id.to_owned()).or_default();
+        for run in claimed {
+            runs.push_front(run.clone());
+        }
+        runs.truncate(RUNS_MAX);
+        Ok(true)
     }
 
     async fn record_cron_run(&self, id: &str, run: &CronRun) -> BackendResult<()> {
@@ -97,8 +107,17 @@ impl CronStore for MemoryBackend {
             return Ok(());
         }
         let runs = cron.runs.entry(id.to_owned()).or_default();
-        runs.push_front(run.clone());
-        runs.truncate(RUNS_MAX);
+        let pending = runs
+            .iter_mut()
+            .take(PENDING_SCAN)
+            .find(|r| r.outcome == RunOutcome::Pending && r.tick_at == run.tick_at);
+        match pending {
+            Some(slot) => *slot = run.clone(),
+            None => {
+                runs.push_front(run.clone());
+                runs.truncate(RUNS_MAX);
+            }
+        }
         Ok(())
     }
 

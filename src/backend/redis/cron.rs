@@ -7,7 +7,7 @@
 //! for one tick exactly one fires it.
 
 use super::{RedisBackend, json, parse, unavailable};
-use crate::backend::cron::RUNS_MAX;
+use crate::backend::cron::{PENDING_SCAN, RUNS_MAX};
 use crate::backend::{BackendError, BackendResult, CronJob, CronRun, CronStore};
 use async_trait::async_trait;
 use fred::prelude::{HashesInterface, KeysInterface, ListInterface};
@@ -61,22 +61,38 @@ return existed
     )
 });
 
-/// KEYS: due. ARGV: id, expected tick, next tick. Returns 1 when taken.
+/// KEYS: due, runs. ARGV: id, expected tick, next tick, kept, then the
+/// records to add in order. Returns 1 when taken.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if #ARGV > 4 then
+  for i = 5, #ARGV do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+end
 return 1
 "#,
     )
 });
 
-/// KEYS: jobs, runs. ARGV: id, JSON, kept. Nothing when the job is gone.
+/// KEYS: jobs, runs. ARGV: id, JSON, kept, tick, records searched. In
+/// place of the pending record of the same tick among the newest, else
+/// added. Nothing when the job is gone.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local tick = tonumber(ARGV[4])
+local newest = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+for i, raw in ipairs(newest) do
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and rec.outcome == 'pending' and tonumber(rec.tickAt) == tick then
+    redis.call('LSET', KEYS[2], i - 1, ARGV[2])
+    return 2
+  end
+end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return 1
@@ -192,14 +208,26 @@ impl CronStore for RedisBackend {
         Ok(existed == 1)
     }
 
-    async fn claim_cron_tick(&self, id: &str, tick_at: u64, next_at: u64) -> BackendResult<bool> {
+    async fn claim_cron_tick(
+        &self,
+        id: &str,
+        tick_at: u64,
+        next_at: u64,
+        claimed: &[CronRun],
+    ) -> BackendResult<bool> {
         let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let mut args = vec![
+            id.to_owned(),
+            tick_at.to_string(),
+            next_at.to_string(),
+            RUNS_MAX.to_string(),
+        ];
+        for run in claimed {
+            args.push(json(run)?);
+        }
         let taken: i64 = CLAIM
-            .evalsha_with_reload(
-                client,
-                vec![self.shared().keys.cron_due()],
-                vec![id.to_owned(), tick_at.to_string(), next_at.to_string()],
-            )
+            .evalsha_with_reload(client, vec![keys.cron_due(), keys.cron_runs(id)], args)
             .await
             .map_err(unavailable)?;
         Ok(taken == 1)
@@ -212,7 +240,13 @@ impl CronStore for RedisBackend {
             .evalsha_with_reload(
                 client,
                 vec![keys.cron_jobs(), keys.cron_runs(id)],
-                vec![id.to_owned(), json(run)?, RUNS_MAX.to_string()],
+                vec![
+                    id.to_owned(),
+                    json(run)?,
+                    RUNS_MAX.to_string(),
+                    run.tick_at.to_string(),
+                    PENDING_SCAN.to_string(),
+                ],
             )
             .await
             .map_err(unavailable)?;

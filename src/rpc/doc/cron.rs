@@ -65,8 +65,10 @@ pub const CRON_RUNS: Doc = Doc {
     description: "Admin. Newest first (the newest 100 are kept): the scheduled tick, when it \
                   fired, on which instance, `scheduled` or `manual`, and the outcome — `ok` \
                   with the method's result (a summary when over 4 KiB), `error` with the \
-                  JSON-RPC error, or `missed` with how many ticks passed while no instance \
-                  could fire them (one record, never fired late in a burst).",
+                  JSON-RPC error, `missed` with how many ticks passed while no instance \
+                  could fire them (one record, never fired late in a burst), or `pending`: \
+                  claimed and firing (one that stays pending lost its instance between the \
+                  claim and the firing).",
     result: |g| {
         object(&[
             ("id", string()),
