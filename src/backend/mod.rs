@@ -71,7 +71,7 @@ pub use cron::{
 };
 pub use health::Health;
 pub use idempotency::{Idempotency, IdempotencyStore};
-pub use instances::{InstanceInfo, InstanceStore};
+pub use instances::{InstanceInfo, InstanceStore, InstanceView};
 pub use presence::{ConnectionCounts, Presence, PresenceEntry};
 pub use rates::RateStore;
 pub use runs::{RunRecord, RunStatus, RunStore};

@@ -202,7 +202,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
     match &app.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
+            crate::telemetry::render(handle),
         )
             .into_response(),
         None => HttpError::new(

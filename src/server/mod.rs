@@ -127,6 +127,7 @@ pub async fn build_with_backend(
         config,
     });
     app.relay.set_run_hooks(app.runs.clone());
+    crate::telemetry::export_capacity(app.config.limits.max_connections);
     tasks::register_instance(&app).await;
     Ok(app)
 }
