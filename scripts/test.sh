@@ -24,7 +24,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|device_store|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability) continue ;; esac
+  case "$name" in backend|device_store|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability|cron_process) continue ;; esac
   behaviour+=(--test "$name")
 done
 
@@ -39,6 +39,7 @@ cluster_tests+=(--test devices --test device_store)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
 [ -f tests/runtime_config.rs ] && cluster_tests+=(--test runtime_config)
+[ -f tests/cron.rs ] && cluster_tests+=(--test cron)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
   cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== through a redis sentinel ==="

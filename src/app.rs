@@ -6,8 +6,9 @@
 use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
 use crate::backend::ConfigStore;
 use crate::backend::{
-    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, DeviceStore,
-    Health, IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
+    AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, CronStore,
+    DeviceStore, Health, IdempotencyStore, InstanceStore, Presence, RateStore, RunStore,
+    SessionStore,
 };
 use crate::config::Config;
 use crate::config::runtime::{LiveConfig, RuntimeSettings};
@@ -127,6 +128,11 @@ impl App {
 
     /// The store of idempotency keys and results.
     pub fn idempotency_store(&self) -> &dyn IdempotencyStore {
+        &*self.backend
+    }
+
+    /// The store of cron jobs and their firings.
+    pub fn cron_store(&self) -> &dyn CronStore {
         &*self.backend
     }
 

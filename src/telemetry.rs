@@ -263,6 +263,7 @@ fn register_rare_counters() {
         "switchyard_pubsub_resubscribes_total",
         "switchyard_reaped_connections_total",
         "switchyard_sessions_restored_total",
+        "switchyard_cron_missed_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -337,6 +338,14 @@ fn describe() {
     describe_gauge!(
         "switchyard_config_version",
         "Version of the runtime config document in force on this instance (0: none)"
+    );
+    describe_counter!(
+        "switchyard_cron_runs_total",
+        "Scheduled cron ticks this instance fired, by outcome (ok, error)"
+    );
+    describe_counter!(
+        "switchyard_cron_missed_total",
+        "Cron ticks found too old to fire (no instance was alive), counted by the instance that noticed"
     );
     // Series that exist from the first scrape, so dashboards and alerts
     // see zeros rather than gaps.

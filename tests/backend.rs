@@ -849,3 +849,210 @@ async fn idempotency_keys_and_the_agent_registry() {
         assert!(b.agents().await.unwrap().is_empty(), "{kind}");
     }
 }
+
+fn cron_job(id: &str) -> CronJob {
+    CronJob {
+        id: id.into(),
+        schedule: "@every 1s".into(),
+        timezone: None,
+        target: CronTarget::Channel {
+            channel: "public:ticks".into(),
+            event: "tick".into(),
+            data: json!({}),
+        },
+        enabled: true,
+        created_by: CronCreator {
+            sub: "admin".into(),
+            role: "operator".into(),
+            scopes: vec!["operator.admin".into()],
+            channels: vec![],
+        },
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn cron_run(tick_at: u64) -> CronRun {
+    CronRun {
+        tick_at,
+        fired_at: tick_at + 3,
+        instance: "a".into(),
+        kind: RunKind::Scheduled,
+        outcome: RunOutcome::Ok,
+        result: Some(json!({"delivered": 1})),
+        error: None,
+        missed: None,
+        last_tick_at: None,
+    }
+}
+
+#[tokio::test]
+async fn cron_jobs_are_unique_capped_and_versioned() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        let v0 = b.cron_version().await.unwrap();
+        b.create_cron_job(&cron_job("a"), Some(1000), 2)
+            .await
+            .unwrap();
+        let again = b.create_cron_job(&cron_job("a"), Some(1000), 2).await;
+        assert!(matches!(again, Err(BackendError::Conflict(_))), "{kind}");
+        b.create_cron_job(&cron_job("b"), None, 2).await.unwrap();
+        let full = b.create_cron_job(&cron_job("c"), Some(1000), 2).await;
+        assert!(matches!(full, Err(BackendError::Limit(_, 2))), "{kind}");
+        assert!(b.cron_version().await.unwrap() >= v0 + 2, "{kind}");
+        let ids: Vec<String> = b
+            .cron_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"], "{kind}");
+        // Only enabled jobs have a due tick.
+        assert_eq!(b.cron_due().await.unwrap(), [("a".into(), 1000)], "{kind}");
+        assert_eq!(
+            b.cron_job("a").await.unwrap(),
+            Some(cron_job("a")),
+            "{kind}"
+        );
+        assert_eq!(b.cron_job("zz").await.unwrap(), None, "{kind}");
+
+        let mut changed = cron_job("b");
+        changed.schedule = "@every 2s".into();
+        let v1 = b.cron_version().await.unwrap();
+        b.update_cron_job(&changed, Some(4000)).await.unwrap();
+        assert!(b.cron_version().await.unwrap() > v1, "{kind}");
+        assert_eq!(b.cron_job("b").await.unwrap(), Some(changed), "{kind}");
+        let missing = b.update_cron_job(&cron_job("zz"), Some(1)).await;
+        assert!(matches!(missing, Err(BackendError::NotFound(_))), "{kind}");
+        // Disabling drops the due tick.
+        b.update_cron_job(&cron_job("b"), None).await.unwrap();
+        assert_eq!(b.cron_due().await.unwrap().len(), 1, "{kind}");
+
+        assert!(b.remove_cron_job("a").await.unwrap(), "{kind}");
+        assert!(!b.remove_cron_job("a").await.unwrap(), "{kind}");
+        assert!(b.cron_due().await.unwrap().is_empty(), "{kind}");
+        // Room again under the cap.
+        b.create_cron_job(&cron_job("c"), Some(1000), 2)
+            .await
+            .unwrap();
+    }
+}
+
+fn pending(tick_at: u64) -> CronRun {
+    CronRun {
+        outcome: RunOutcome::Pending,
+        result: None,
+        ..cron_run(tick_at)
+    }
+}
+
+#[tokio::test]
+async fn a_cron_tick_is_claimed_once() {
+    for u in backends().await {
+        let b = u.backend.clone();
+        let kind = b.kind();
+        b.create_cron_job(&cron_job("j"), Some(5000), 10)
+            .await
+            .unwrap();
+        // Twenty claimants race for tick 5000: one wins.
+        let claims: Vec<_> = (0..20)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.claim_cron_tick("j", 5000, 6000, &[pending(5000)])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(claim.await.unwrap());
+        }
+        assert_eq!(won, 1, "{kind}");
+        // The winner's pending record alone, replaced by its outcome.
+        assert_eq!(
+            b.cron_runs("j", 10).await.unwrap(),
+            [pending(5000)],
+            "{kind}"
+        );
+        b.record_cron_run("j", &cron_run(5000)).await.unwrap();
+        assert_eq!(
+            b.cron_runs("j", 10).await.unwrap(),
+            [cron_run(5000)],
+            "{kind}"
+        );
+        assert_eq!(b.cron_due().await.unwrap(), [("j".into(), 6000)], "{kind}");
+        // A stale tick, a job gone or disabled: nothing to claim.
+        assert!(
+            !b.claim_cron_tick("j", 5000, 7000, &[]).await.unwrap(),
+            "{kind}"
+        );
+        assert!(!b.claim_cron_tick("zz", 0, 1, &[]).await.unwrap(), "{kind}");
+        b.update_cron_job(&cron_job("j"), Some(9000)).await.unwrap();
+        assert!(
+            !b.claim_cron_tick("j", 6000, 7000, &[]).await.unwrap(),
+            "{kind}"
+        );
+        assert!(
+            b.claim_cron_tick("j", 9000, 10_000, &[]).await.unwrap(),
+            "{kind}"
+        );
+        b.update_cron_job(&cron_job("j"), None).await.unwrap();
+        assert!(
+            !b.claim_cron_tick("j", 10_000, 11_000, &[]).await.unwrap(),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cron_runs_are_kept_newest_first_and_capped() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        b.create_cron_job(&cron_job("r"), Some(1), 10)
+            .await
+            .unwrap();
+        for tick in 0..(RUNS_MAX as u64 + 5) {
+            b.record_cron_run("r", &cron_run(tick)).await.unwrap();
+        }
+        let runs = b.cron_runs("r", 1000).await.unwrap();
+        assert_eq!(runs.len(), RUNS_MAX, "{kind}");
+        assert_eq!(runs[0], cron_run(RUNS_MAX as u64 + 4), "{kind}");
+        assert_eq!(runs[RUNS_MAX - 1].tick_at, 5, "{kind}");
+        assert_eq!(b.cron_runs("r", 3).await.unwrap().len(), 3, "{kind}");
+        assert!(b.cron_runs("r", 0).await.unwrap().is_empty(), "{kind}");
+        // A claim adds what it missed and what it fires, in that order;
+        // the outcome takes the pending record's place.
+        let missed = CronRun {
+            outcome: RunOutcome::Missed,
+            missed: Some(3),
+            last_tick_at: Some(900),
+            result: None,
+            ..cron_run(700)
+        };
+        assert!(
+            b.claim_cron_tick("r", 1, 2000, &[missed.clone(), pending(1000)])
+                .await
+                .unwrap()
+        );
+        let newest = b.cron_runs("r", 3).await.unwrap();
+        assert_eq!(newest[..2], [pending(1000), missed.clone()], "{kind}");
+        b.record_cron_run("r", &cron_run(1000)).await.unwrap();
+        let newest = b.cron_runs("r", 3).await.unwrap();
+        assert_eq!(newest[..2], [cron_run(1000), missed], "{kind}");
+        assert_eq!(
+            b.cron_runs("r", 1000).await.unwrap().len(),
+            RUNS_MAX,
+            "{kind}"
+        );
+        // A job's history goes with it, and a run of a job gone is dropped.
+        b.remove_cron_job("r").await.unwrap();
+        assert!(b.cron_runs("r", 10).await.unwrap().is_empty(), "{kind}");
+        b.record_cron_run("r", &cron_run(1)).await.unwrap();
+        assert!(b.cron_runs("r", 10).await.unwrap().is_empty(), "{kind}");
+    }
+}

@@ -52,8 +52,10 @@ async fn records(admin: &mut Ws, approver: &mut Ws, session: &str) -> Value {
             json!({"sessionId": "run-kept", "timeoutMs": 2000}),
         )
         .await;
+    let cron = admin.call("cron.get", json!({"id": "kept-job"})).await;
+    let cron_runs = admin.call("cron.runs", json!({"id": "kept-job"})).await;
     json!({"pending": pending, "audit": audit, "log": log, "chat": chat,
-           "channel": channel, "run": run})
+           "channel": channel, "run": run, "cron": cron, "cronRuns": cron_runs})
 }
 
 /// Poll `/ready` on `instance` until 200 (bounded by `deadline`).
@@ -164,7 +166,20 @@ async fn acknowledged_records_survive_a_redis_crash_with_the_append_only_file() 
     });
     assert_eq!(first["result"], json!({"count": 1}), "{first}");
 
+    // A cron job (once a year: it does not fire during the test) and
+    // its history.
+    admin
+        .call(
+            "cron.add",
+            json!({"id": "kept-job", "schedule": "0 0 1 1 *",
+                "target": {"channel": "public:cron", "event": "cron"}}),
+        )
+        .await;
+    let fired = admin.call("cron.run", json!({"id": "kept-job"})).await;
+    assert_eq!(fired["outcome"], "ok", "{fired}");
+
     let before = records(&mut admin, &mut approver, "kept").await;
+    assert_eq!(before["cronRuns"]["count"], 1, "{before}");
     assert_eq!(before["run"]["status"], "completed", "{before}");
     assert_eq!(before["log"]["events"].as_array().map(Vec::len), Some(3));
     assert_eq!(

@@ -127,6 +127,15 @@ const DEVICE_PUSHES: &[&str] = &[
     "device.pair.rejected",
     "device.revoked",
 ];
+const CRON: &[&str] = &[
+    "cron.add",
+    "cron.update",
+    "cron.get",
+    "cron.list",
+    "cron.run",
+    "cron.remove",
+    "cron.runs",
+];
 
 fn names(lists: &[&[&str]]) -> BTreeSet<String> {
     lists
@@ -152,7 +161,7 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         .map(|m| m.name.to_owned())
         .collect();
     assert_eq!(
-        names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG, DEVICES]),
+        names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG, DEVICES, CRON]),
         table
     );
     let unasked: BTreeSet<String> = listed(document, "x-notifications")

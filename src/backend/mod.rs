@@ -19,6 +19,7 @@
 //! | [`ChannelLog`] | `channel_log.rs` | numbered channel logs (history, resume) |
 //! | [`ApprovalStore`] | `approvals.rs` | approvals and their audit trail |
 //! | [`DeviceStore`] | `devices.rs` | paired devices, token hashes, pairing audit |
+//! | [`CronStore`] | `cron.rs` | cron jobs, their due ticks and firings |
 //! | [`IdempotencyStore`] | `idempotency.rs` | idempotency keys |
 //! | [`RateStore`] | `rates.rs` | rate-limit windows and credential checks |
 //! | [`ConfigStore`] | `runtime_config.rs` | the runtime config document and its history |
@@ -50,6 +51,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod cron;
 pub mod devices;
 mod health;
 mod idempotency;
@@ -68,6 +70,9 @@ pub use bus::{Bus, Envelope, Inbox};
 pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
 pub use channels::{ChannelInfo, ChannelMember, ChannelStore};
 pub use chat_history::ChatHistory;
+pub use cron::{
+    CronCreator, CronJob, CronRun, CronStore, CronTarget, RUNS_MAX, RunKind, RunOutcome,
+};
 pub use devices::{
     DeviceChange, DeviceEvent, DeviceInfo, DeviceRecord, DeviceStatus, DeviceStore, Pending,
     TokenHashes, TokenIndex,
@@ -165,6 +170,7 @@ pub trait Backend:
     + RateStore
     + ConfigStore
     + DeviceStore
+    + CronStore
 {
 }
 
@@ -184,5 +190,6 @@ impl<T> Backend for T where
         + RateStore
         + ConfigStore
         + DeviceStore
+        + CronStore
 {
 }

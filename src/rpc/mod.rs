@@ -11,6 +11,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod channels;
+pub mod cron;
 pub mod devices;
 mod doc;
 pub mod openrpc;

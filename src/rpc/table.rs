@@ -10,6 +10,7 @@
 //! handler accepts. A handler calls its namespace's function (which calls
 //! the services).
 
+use super::cron;
 use super::devices;
 use super::doc::{self, Doc};
 use super::runtime_config;
@@ -246,6 +247,20 @@ pub static METHODS: &[Method] = &[
         |c, p: devices::DeviceParams| devices::rotate(c, p).await),
     row!("device.history", PAIRING, in_order, doc::DEVICE_HISTORY,
         |c, p: devices::HistoryParams = default| devices::history(c, p).await),
+    // cron
+    row!("cron.add", ADMIN, in_order, doc::CRON_ADD,
+        |c, p: cron::AddParams| cron::add(c, p).await),
+    row!("cron.update", ADMIN, in_order, doc::CRON_UPDATE,
+        |c, p: cron::UpdateParams| cron::update(c, p).await),
+    row!("cron.get", ADMIN, in_order, doc::CRON_GET,
+        |c, p: cron::IdParams| cron::get(c, p).await),
+    row!("cron.list", ADMIN, in_order, doc::CRON_LIST, |c| cron::list(c).await),
+    row!("cron.run", ADMIN, waits, doc::CRON_RUN,
+        |c, p: cron::IdParams| cron::run(c, p).await),
+    row!("cron.remove", ADMIN, in_order, doc::CRON_REMOVE,
+        |c, p: cron::IdParams| cron::remove(c, p).await),
+    row!("cron.runs", ADMIN, in_order, doc::CRON_RUNS,
+        |c, p: cron::RunsParams| cron::runs(c, p).await),
 ];
 
 /// The method a name or alias stands for.
@@ -316,7 +331,8 @@ mod tests {
                 "agent.run",
                 "agent.wait",
                 "chat.send",
-                "approval.wait"
+                "approval.wait",
+                "cron.run"
             ]
         );
     }

@@ -7,6 +7,7 @@
 
 mod accept;
 mod bootstrap;
+mod cron;
 mod drain;
 mod headers;
 mod hosts;

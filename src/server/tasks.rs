@@ -1,5 +1,6 @@
 //! Background tasks of an instance: the liveness heartbeat, the presence
-//! tick and the session janitor. All stop with the returned token.
+//! tick, the session janitor and the cron scheduler (`cron.rs`). All stop
+//! with the returned token.
 
 use super::App;
 use crate::backend::InstanceInfo;
@@ -50,6 +51,7 @@ pub fn spawn_all(app: &App) -> CancellationToken {
             _ = follow => {}
         }
     });
+    super::cron::spawn(app, &stop);
     stop
 }
 

@@ -17,6 +17,7 @@ pub mod approvals;
 pub mod channels;
 pub mod connections;
 pub mod credentials;
+pub mod cron;
 pub mod devices;
 pub mod idempotent;
 pub mod page;

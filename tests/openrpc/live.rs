@@ -4,6 +4,7 @@
 //! params and result and every push's params.
 
 use crate::CONFIG;
+use crate::CRON;
 use crate::common::*;
 use crate::reference::Reference;
 use crate::{
@@ -533,4 +534,47 @@ async fn device_replies_fit_their_schemas() {
     r.call(&mut admin, "device.history", json!({"limit": 10}))
         .await;
     r.covered(DEVICES, DEVICE_PUSHES);
+}
+
+#[tokio::test]
+async fn cron_replies_fit_their_schemas() {
+    let server = TestServer::default().await;
+    let mut r = Reference::of(&server).await;
+    let mut admin = server.client(ADMIN).await;
+    r.call(
+        &mut admin,
+        "cron.add",
+        json!({"id": "ref", "schedule": "0 9 * * 1-5", "timezone": "Europe/Berlin",
+            "target": {"channel": "public:ref", "event": "tick", "data": {"n": 1}}}),
+    )
+    .await;
+    r.call(
+        &mut admin,
+        "cron.add",
+        json!({"id": "ref-method", "schedule": "@every 1h", "enabled": false,
+            "target": {"method": "status", "params": {}}}),
+    )
+    .await;
+    r.call(
+        &mut admin,
+        "cron.update",
+        json!({"id": "ref", "schedule": "*/30 * * * * *", "enabled": true}),
+    )
+    .await;
+    r.call(&mut admin, "cron.get", json!({"id": "ref"})).await;
+    r.call(&mut admin, "cron.list", json!({})).await;
+    let ok = r
+        .call(&mut admin, "cron.run", json!({"id": "ref-method"}))
+        .await;
+    assert_eq!(ok["outcome"], "ok", "{ok}");
+    r.call(&mut admin, "cron.run", json!({"id": "ref"})).await;
+    r.call(
+        &mut admin,
+        "cron.runs",
+        json!({"id": "ref-method", "limit": 5}),
+    )
+    .await;
+    r.call(&mut admin, "cron.remove", json!({"id": "ref"}))
+        .await;
+    r.covered(CRON, &[]);
 }

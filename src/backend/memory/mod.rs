@@ -21,6 +21,7 @@ mod bus;
 mod channel_log;
 mod channels;
 mod chat_history;
+mod cron;
 mod devices;
 mod health;
 mod idempotency;
@@ -78,6 +79,16 @@ struct State {
     idempotency: HashMap<String, (Idempotency, u64)>,
     config: runtime_config::ConfigState,
     devices: devices::Devices,
+    cron: CronState,
+}
+
+/// Cron jobs, the due tick of each enabled one, their firings.
+#[derive(Default)]
+struct CronState {
+    jobs: BTreeMap<String, super::CronJob>,
+    due: BTreeMap<String, u64>,
+    runs: HashMap<String, VecDeque<super::CronRun>>,
+    version: u64,
 }
 
 impl MemoryBackend {

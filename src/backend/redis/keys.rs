@@ -151,6 +151,23 @@ impl Keys {
     pub fn devices_audit(&self) -> String {
         format!("{}:devices:audit", self.stem)
     }
+    /// Hash: cron job id → JSON `CronJob`. Cron keys share their own
+    /// hash tag, so one script touches a job, its tick and its history.
+    pub fn cron_jobs(&self) -> String {
+        format!("{}:cron:{{{}:cron}}:jobs", self.prefix, self.prefix)
+    }
+    /// Hash: enabled cron job id → its due tick (ms).
+    pub fn cron_due(&self) -> String {
+        format!("{}:cron:{{{}:cron}}:due", self.prefix, self.prefix)
+    }
+    /// String: counter moved on every change to a cron job.
+    pub fn cron_version(&self) -> String {
+        format!("{}:cron:{{{}:cron}}:version", self.prefix, self.prefix)
+    }
+    /// List: a cron job's firings, newest first (JSON `CronRun`).
+    pub fn cron_runs(&self, id: &str) -> String {
+        format!("{}:cron:{{{}:cron}}:runs:{id}", self.prefix, self.prefix)
+    }
     /// String with TTL: an idempotency marker or result.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)

@@ -29,6 +29,7 @@ mod channel_log;
 mod channels;
 mod chat_history;
 mod connect;
+mod cron;
 mod devices;
 mod health;
 mod idempotency;

@@ -13,6 +13,7 @@
 mod agents;
 mod approvals;
 mod channels;
+mod cron;
 mod devices;
 pub mod pushes;
 mod runs;
@@ -23,6 +24,7 @@ mod system;
 pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
+pub use cron::*;
 pub use devices::*;
 pub use runs::*;
 pub use runtime_config::*;
