@@ -24,6 +24,7 @@
 //!
 //! [`Bus::send_to_instance`]: crate::backend::Bus::send_to_instance
 
+use crate::agents::defs::Redefinition;
 use crate::agents::runs::{RunHooks, RunTicket, Target};
 use crate::agents::{LocalAgents, Refusal};
 use crate::backend::{Backend, Envelope, Inbox};
@@ -89,6 +90,8 @@ enum RelayMsg {
     Cancel {
         call_id: String,
     },
+    /// An agent's definition changed: re-limit it if it is here.
+    Redefine(Redefinition),
 }
 
 /// Why a relayed call ended without the node's result. Decided where it
@@ -349,6 +352,11 @@ impl Relay {
         )
     }
 
+    /// Tell `instance_id` that an agent's definition changed.
+    pub async fn redefine(&self, instance_id: &str, change: Redefinition) {
+        self.send(instance_id, &RelayMsg::Redefine(change)).await;
+    }
+
     /// A relay envelope arrived for this instance.
     fn on_message(&self, body: &str) -> usize {
         let message: RelayMsg = match serde_json::from_str(body) {
@@ -411,6 +419,7 @@ impl Relay {
                     None => 0,
                 }
             }
+            RelayMsg::Redefine(change) => self.0.agents.redefine_later(change, self.0.hub.clone()),
             RelayMsg::Cancel { call_id } => {
                 let Some(serving) = self.serving().remove(&call_id) else {
                     return 0;

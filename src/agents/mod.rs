@@ -9,10 +9,12 @@
 //! the shared entry as `load`, which the `least_loaded` policy reads.
 //!
 //! [`select`] orders candidates by routing policy; [`runs`] keeps the runs
-//! this instance's agents serve.
+//! this instance's agents serve; [`defs`] holds agents to their
+//! definitions.
 //!
 //! [`AgentStore::agents`]: crate::backend::AgentStore::agents
 
+pub mod defs;
 pub mod runs;
 pub mod select;
 

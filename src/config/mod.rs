@@ -49,6 +49,7 @@
 //!    text states the default and the variable (`--help` is the reference
 //!    users read); a test checks that every variable it names is read.
 
+mod agents;
 mod auth;
 mod bind;
 mod channels;
@@ -60,6 +61,7 @@ mod validate;
 #[cfg(test)]
 mod test_support;
 
+pub use agents::AgentsConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig, StaticCredential};
 pub use channels::{Access, ChannelAccess, ChannelConfig, ChannelRule};
 pub use env::{EnvSource, ProcessEnv};
@@ -140,6 +142,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Webhooks accepted on `POST /hooks/{name}`.
     pub hooks: Vec<HookConfig>,
+    /// Agent definitions: whether an agent id needs one.
+    pub agents: AgentsConfig,
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
@@ -185,6 +189,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             hooks: Vec::new(),
+            agents: AgentsConfig::default(),
         }
     }
 }

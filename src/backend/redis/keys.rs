@@ -125,6 +125,10 @@ impl Keys {
     pub fn approvals_audit(&self) -> String {
         format!("{}:approvals:audit", self.stem)
     }
+    /// Hash: agent id → JSON `AgentDefinition` (its version inside).
+    pub fn agent_defs(&self) -> String {
+        format!("{}:agentdefs", self.stem)
+    }
     /// String with TTL: an idempotency marker or result.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)

@@ -10,6 +10,7 @@
 //! returns whole (sessions, agents, runs, approvals, presence entries)
 //! are described by their types (`schemars`), so those cannot drift.
 
+mod agent_defs;
 mod agents;
 mod approvals;
 mod channels;
@@ -18,6 +19,7 @@ mod runs;
 mod sessions;
 mod system;
 
+pub use agent_defs::*;
 pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
