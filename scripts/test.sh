@@ -37,6 +37,7 @@ echo "=== on a redis cluster (3 masters) ==="
 cluster_tests=(--test backend --test channels --test sessions --test agents)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
+[ -f tests/agent_definitions.rs ] && cluster_tests+=(--test agent_definitions)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
   cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== through a redis sentinel ==="

@@ -196,6 +196,14 @@ async fn announce(app: &App, agent_id: &str, definition: Option<AgentDefinition>
     }
 }
 
+/// `e` with `extra` merged into its `data` (which keeps its `reason`).
+fn more_data(mut e: RpcError, extra: Value) -> RpcError {
+    if let (Some(Value::Object(data)), Value::Object(extra)) = (e.data.as_mut(), extra) {
+        data.extend(extra);
+    }
+    e
+}
+
 /// The client-facing error of a refused registration.
 fn refused(agent_id: &str, breach: Breach) -> RpcError {
     let data = match &breach {
@@ -204,7 +212,7 @@ fn refused(agent_id: &str, breach: Breach) -> RpcError {
         }
         _ => json!({ "agentId": agent_id }),
     };
-    RpcError::forbidden(breach.to_string()).with_data(data)
+    more_data(RpcError::forbidden(breach.to_string()), data)
 }
 
 /// Hold a registering `entry` to its id's definition (-32003 when the
@@ -290,14 +298,14 @@ pub async fn gate(
             *approved = true;
             Ok(())
         }
-        Some(r) if r.status == ApprovalStatus::Denied => Err(RpcError::forbidden(format!(
-            "the call to tool {tool} was denied"
-        ))
-        .with_data(data("denied"))),
-        _ => Err(
-            RpcError::timeout(format!("the call to tool {tool} was not approved in time"))
-                .with_data(data("expired")),
-        ),
+        Some(r) if r.status == ApprovalStatus::Denied => Err(more_data(
+            RpcError::forbidden(format!("the call to tool {tool} was denied")),
+            data("denied"),
+        )),
+        _ => Err(more_data(
+            RpcError::timeout(format!("the call to tool {tool} was not approved in time")),
+            data("expired"),
+        )),
     }
 }
 
