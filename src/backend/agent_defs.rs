@@ -115,3 +115,14 @@ pub(super) fn next_version(def: &AgentDefinition, base: u64) -> AgentDefinition 
         ..def.clone()
     }
 }
+
+/// A registry entry with its id's definition beside it (`agents.list`,
+/// `agents.get`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinedAgent {
+    #[serde(flatten)]
+    pub entry: super::AgentEntry,
+    /// Its definition; null when its id has none.
+    pub definition: Option<AgentDefinition>,
+}

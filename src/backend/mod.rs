@@ -60,7 +60,7 @@ pub mod redis;
 mod runs;
 mod sessions;
 
-pub use agent_defs::{AgentDefStore, AgentDefinition, MAX_DEFINITIONS};
+pub use agent_defs::{AgentDefStore, AgentDefinition, DefinedAgent, MAX_DEFINITIONS};
 pub use agents::{AgentEntry, AgentStore, DefinedLimits, ToolSpec};
 pub use approvals::{ApprovalRecord, ApprovalStatus, ApprovalStore};
 pub use bus::{Bus, Envelope, Inbox};

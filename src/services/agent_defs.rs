@@ -18,7 +18,9 @@
 
 use crate::agents::defs::{self, Breach, Redefinition};
 use crate::app::App;
-use crate::backend::{AgentDefinition, AgentEntry, ApprovalRecord, ApprovalStatus, Envelope};
+use crate::backend::{
+    AgentDefinition, AgentEntry, ApprovalRecord, ApprovalStatus, DefinedAgent, Envelope,
+};
 use crate::protocol::{RpcError, frame, now_ms};
 use crate::relay::CallSpec;
 use crate::services::approvals;
@@ -326,10 +328,8 @@ pub async fn with_definitions(
     let annotated = entries
         .into_iter()
         .map(|entry| {
-            let def = defs.remove(&entry.agent_id);
-            let mut value = serde_json::to_value(entry).unwrap_or_default();
-            value["definition"] = serde_json::to_value(def).unwrap_or_default();
-            value
+            let definition = defs.remove(&entry.agent_id);
+            serde_json::to_value(DefinedAgent { entry, definition }).unwrap_or_default()
         })
         .collect();
     Ok((annotated, defs.into_values().collect()))

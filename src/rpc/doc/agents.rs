@@ -1,10 +1,8 @@
 //! The agent registry and routed calls.
 
 use super::pushes::json_object;
-use super::{
-    Doc, any, array, constant, counted, described, nullable, object, record, string, strings, with,
-};
-use crate::backend::AgentEntry;
+use super::{Doc, any, array, constant, counted, described, object, record, string, strings, with};
+use crate::backend::{AgentEntry, DefinedAgent};
 use crate::protocol::error;
 use serde_json::json;
 
@@ -104,8 +102,7 @@ pub const AGENTS_GET: Doc = Doc {
 
 /// A registry entry with its definition beside it.
 fn defined_entry(g: &mut schemars::SchemaGenerator) -> serde_json::Value {
-    let def = nullable(super::agent_defs::definition(g));
-    json!({ "allOf": [record::<AgentEntry>(g), object(&[("definition", def)])] })
+    record::<DefinedAgent>(g)
 }
 
 pub const TOOLS_LIST: Doc = Doc {
