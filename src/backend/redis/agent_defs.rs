@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 /// Write a definition over version ARGV[2]. KEYS: the hash. ARGV: agent
 /// id, base version, JSON, most definitions. Returns -1 when written, -2
 /// when full, else the stored version (0: none).
-static PUT: LazyLock<Script> = LazyLock::new(|| {
+static PUT_AGENT_DEF: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -36,7 +36,7 @@ return -1
 /// Remove a definition, if at version ARGV[2] (0: any). KEYS: the hash.
 /// ARGV: agent id, base version. Returns the JSON removed, `missing`, or
 /// `stale:<stored version>`.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
+static DELETE_AGENT_DEF: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -62,7 +62,7 @@ impl AgentDefStore for RedisBackend {
     ) -> BackendResult<AgentDefinition> {
         let client = self.ready()?;
         let written = next_version(def, base);
-        let outcome: i64 = PUT
+        let outcome: i64 = PUT_AGENT_DEF
             .evalsha_with_reload(
                 client,
                 vec![self.shared().keys.agent_defs()],
@@ -112,7 +112,7 @@ impl AgentDefStore for RedisBackend {
         base: Option<u64>,
     ) -> BackendResult<AgentDefinition> {
         let client = self.ready()?;
-        let outcome: String = DELETE
+        let outcome: String = DELETE_AGENT_DEF
             .evalsha_with_reload(
                 client,
                 vec![self.shared().keys.agent_defs()],
