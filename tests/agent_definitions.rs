@@ -756,3 +756,51 @@ async fn agent_is_an_alias_of_agent_run() {
     assert_eq!(run["status"], "running", "{run}");
     assert_eq!(p["task"], "summarise", "{p}");
 }
+
+#[tokio::test]
+async fn a_gated_tool_called_over_http_waits_for_its_approval() {
+    let (_redis, servers) = instances(|_| {}).await;
+    let mut admin = at(&servers, 0).client(ADMIN).await;
+    admin
+        .call(
+            "agents.create",
+            json!({"agentId": "ops", "tools": ["reboot"], "approvalRequired": ["reboot"]}),
+        )
+        .await;
+    let (mut node, _) = register(
+        at(&servers, 2),
+        json!({"agentId": "ops", "tools": [tool("reboot")]}),
+    )
+    .await;
+    let mut approver = at(&servers, 1).client(APPROVER).await;
+    let body = json!({"tool": "reboot", "args": {"host": "h1"}, "timeoutMs": 8000}).to_string();
+    let headers = [("x-api-key", API_KEY), ("content-type", "application/json")];
+    let ((status, _, reply), ()) = tokio::join!(
+        http(
+            at(&servers, 0).addr,
+            "POST",
+            "/tools/invoke",
+            &headers,
+            Some(&body)
+        ),
+        async {
+            let asked = push_where(&mut approver, "approval.requested", |a| {
+                a["tool"] == "reboot"
+            })
+            .await;
+            assert_eq!(asked["requester"], "service", "{asked}");
+            node.expect_no_push("invoke", Duration::from_millis(200))
+                .await;
+            approver
+                .call(
+                    "approval.resolve",
+                    json!({"approvalId": asked["approvalId"], "decision": "approve"}),
+                )
+                .await;
+            answer_echo(&mut node).await;
+        }
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(reply["result"], json!({"echo": {"host": "h1"}}), "{reply}");
+}

@@ -174,3 +174,83 @@ impl LocalAgents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ToolSpec;
+    use serde_json::json;
+
+    fn entry(tools: &[&str], caps: &[&str], max: u32) -> AgentEntry {
+        serde_json::from_value(json!({
+            "agentId": "a", "name": "mine", "type": "agent",
+            "capabilities": caps, "models": [], "methods": [],
+            "tools": tools.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
+            "maxConcurrency": max, "status": "idle", "online": true, "connId": "c",
+            "instanceId": "i", "generation": 1, "identity": "n", "load": 0,
+            "registeredAt": 0, "updatedAt": 0,
+        }))
+        .expect("an entry")
+    }
+
+    fn def(value: serde_json::Value) -> AgentDefinition {
+        let mut value = value;
+        value["agentId"] = json!("a");
+        serde_json::from_value(value).expect("a definition")
+    }
+
+    #[test]
+    fn admission_refuses_what_is_not_allowed_and_names_it() {
+        let d = def(json!({"tools": ["x"], "capabilities": ["c"]}));
+        let refused = admit(&mut entry(&["x", "y"], &[], 4), &d);
+        assert_eq!(
+            refused,
+            Err(Breach::NotAllowed("tool", "y".into(), "a".into()))
+        );
+        let refused = admit(&mut entry(&[], &["d"], 4), &d);
+        assert_eq!(
+            refused,
+            Err(Breach::NotAllowed("capability", "d".into(), "a".into()))
+        );
+        let off = def(json!({"enabled": false}));
+        assert_eq!(
+            admit(&mut entry(&[], &[], 4), &off),
+            Err(Breach::Disabled("a".into()))
+        );
+    }
+
+    #[test]
+    fn admission_caps_names_and_fills_in() {
+        let d = def(
+            json!({"name": "Defined", "type": "worker", "capabilities": ["c"],
+                           "maxConcurrency": 2, "approvalRequired": ["x"], "weight": 3,
+                           "version": 4}),
+        );
+        let mut e = entry(&["x"], &[], 10);
+        admit(&mut e, &d).unwrap();
+        assert_eq!((e.name.as_str(), e.kind.as_str()), ("Defined", "worker"));
+        assert_eq!(e.capabilities, ["c"]);
+        assert_eq!(e.max_concurrency, 2);
+        assert!(e.needs_approval("x"));
+        assert!(!e.needs_approval("y"));
+        assert_eq!(e.weight(), 3);
+        assert_eq!(e.defined.as_ref().map(|d| d.version), Some(4));
+        // A cap above the node's own leaves its own.
+        let mut small = entry(&[], &[], 1);
+        admit(&mut small, &d).unwrap();
+        assert_eq!(small.max_concurrency, 1);
+    }
+
+    #[test]
+    fn a_live_entry_drops_what_is_no_longer_allowed() {
+        let mut e = entry(&["x", "y"], &["c", "d"], 8);
+        let d = def(json!({"tools": ["y"], "capabilities": ["d"], "maxConcurrency": 1}));
+        relimit(&mut e, &d).unwrap();
+        let tools: Vec<&str> = e.tools.iter().map(|t: &ToolSpec| t.name.as_str()).collect();
+        assert_eq!(tools, ["y"]);
+        assert_eq!(e.capabilities, ["d"]);
+        assert_eq!(e.max_concurrency, 1);
+        let off = def(json!({"enabled": false}));
+        assert_eq!(relimit(&mut e, &off), Err(Breach::Disabled("a".into())));
+    }
+}
