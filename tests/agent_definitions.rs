@@ -407,11 +407,22 @@ async fn updates_apply_to_the_live_node_and_stale_versions_conflict() {
     let held = replies(&mut caller, &["held"]).await;
     assert_eq!(held["held"]["result"]["result"], "done", "{held:?}");
 
+    // Lifted again: what the node offered comes back.
+    admin
+        .call(
+            "agents.update",
+            json!({"agentId": "w", "maxConcurrency": null, "tools": null}),
+        )
+        .await;
+    let entry = get_until(&mut reader, "w", |e| e["defined"]["version"] == 3).await;
+    assert_eq!(entry["maxConcurrency"], 4, "{entry}");
+    assert_eq!(entry["tools"].as_array().map(Vec::len), Some(2), "{entry}");
+
     // Disabled: the live agent is deregistered, and may not come back.
     let v3 = admin
         .call("agents.update", json!({"agentId": "w", "enabled": false}))
         .await;
-    assert_eq!(v3["version"], 3, "{v3}");
+    assert_eq!(v3["version"], 4, "{v3}");
     let gone = node.expect_push("agent.deregistered").await;
     assert_eq!(gone["agentId"], "w", "{gone}");
     assert!(
@@ -442,9 +453,9 @@ async fn updates_apply_to_the_live_node_and_stale_versions_conflict() {
         .await;
     assert_eq!(stale["error"]["code"], -32007, "{stale}");
     let deleted = admin
-        .call("agents.delete", json!({"agentId": "w", "baseVersion": 3}))
+        .call("agents.delete", json!({"agentId": "w", "baseVersion": 4}))
         .await;
-    assert_eq!(deleted["version"], 3, "{deleted}");
+    assert_eq!(deleted["version"], 4, "{deleted}");
     let missing = admin
         .request("agents.delete", json!({"agentId": "w"}))
         .await;

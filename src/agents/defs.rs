@@ -9,9 +9,10 @@
 //! ([`DefinedLimits`]).
 //!
 //! A definition that changes while the node is connected ([`relimit`],
-//! run by the instance holding the node when told over the relay): what is
-//! no longer allowed is dropped from the entry (the node may register
-//! again to offer it once allowed), the caps follow. A disabled definition
+//! run by the instance holding the node when told over the relay) applies
+//! to what the node offered at registration (kept by [`LocalAgents`]): what
+//! is no longer allowed is dropped from the entry, what is allowed again
+//! comes back, the caps follow. A disabled definition
 //! — or a deleted one while `agents.require_definition` is on —
 //! deregisters the agent: the entry leaves the registry and the node
 //! receives `agent.deregistered {agentId, reason}`; its connection stays.
@@ -72,14 +73,20 @@ pub fn admit(entry: &mut AgentEntry, def: &AgentDefinition) -> Result<(), Breach
             ));
         }
     }
-    if entry.capabilities.is_empty() {
-        entry.capabilities = def.capabilities.clone().unwrap_or_default();
-    }
-    if entry.models.is_empty() {
-        entry.models = def.models.clone().unwrap_or_default();
-    }
+    fill_in(entry, def);
     apply_common(entry, def);
     Ok(())
+}
+
+/// Put back what the node offered (`offer`) before a changed definition
+/// limits it again.
+fn restore(entry: &mut AgentEntry, offer: &AgentEntry) {
+    entry.name = offer.name.clone();
+    entry.kind = offer.kind.clone();
+    entry.capabilities = offer.capabilities.clone();
+    entry.tools = offer.tools.clone();
+    entry.models = offer.models.clone();
+    entry.max_concurrency = offer.max_concurrency;
 }
 
 /// Re-limit a live `entry` to a changed `def`: drop what is no longer
@@ -97,8 +104,19 @@ pub fn relimit(entry: &mut AgentEntry, def: &AgentDefinition) -> Result<(), Brea
     if let Some(allowed) = &def.models {
         entry.models.retain(|m| allowed.contains(m));
     }
+    fill_in(entry, def);
     apply_common(entry, def);
     Ok(())
+}
+
+/// A node that names no capabilities (models) gets the definition's.
+fn fill_in(entry: &mut AgentEntry, def: &AgentDefinition) {
+    if entry.capabilities.is_empty() {
+        entry.capabilities = def.capabilities.clone().unwrap_or_default();
+    }
+    if entry.models.is_empty() {
+        entry.models = def.models.clone().unwrap_or_default();
+    }
 }
 
 fn apply_common(entry: &mut AgentEntry, def: &AgentDefinition) {
@@ -133,6 +151,14 @@ impl LocalAgents {
 
     async fn redefine(&self, change: Redefinition, current: AgentEntry, hub: &Hub) {
         let agent_id = change.agent_id.as_str();
+        // Limits apply to what the node offered, so a cap raised or a tool
+        // allowed again gives back what an earlier version took.
+        let offer = self.offer(agent_id);
+        let from_offer = |e: &mut AgentEntry| {
+            if let Some(offer) = &offer {
+                restore(e, offer);
+            }
+        };
         let outcome = match &change.definition {
             // An older version than the one applied arrived late.
             Some(def)
@@ -145,12 +171,18 @@ impl LocalAgents {
             }
             Some(def) => {
                 let mut verdict = Ok(());
-                self.update(agent_id, |e| verdict = relimit(e, def));
+                self.update(agent_id, |e| {
+                    from_offer(e);
+                    verdict = relimit(e, def);
+                });
                 verdict
             }
             None if change.required => Err(Breach::Undefined(agent_id.to_owned())),
             None => {
-                self.update(agent_id, |e| e.defined = None);
+                self.update(agent_id, |e| {
+                    from_offer(e);
+                    e.defined = None;
+                });
                 Ok(())
             }
         };

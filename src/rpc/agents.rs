@@ -190,12 +190,14 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
         updated_at: now,
         defined: None,
     };
+    let offer = entry.clone();
     agent_defs::admit(ctx.app, &mut entry).await?;
     // An explicit registration replaces the implicit one from `caps`.
     if agent_id != ctx.conn.id() && ctx.app.agents.remove(ctx.conn.id()).is_some() {
         ctx.app.agent_store().remove_agent(ctx.conn.id()).await?;
     }
     let entry = ctx.app.agents.insert(entry);
+    ctx.app.agents.set_offer(&agent_id, offer);
     ctx.app.agent_store().put_agent(&entry).await?;
     agent_defs::recheck(ctx.app, &agent_id).await;
     tracing::info!(agent = %agent_id, conn = %ctx.conn.id(), "agent registered");
@@ -240,11 +242,13 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
         updated_at: now,
         defined: None,
     };
+    let offer = entry.clone();
     if let Err(e) = agent_defs::admit(app, &mut entry).await {
         tracing::info!(conn = %conn.id(), reason = %e.message, "node capabilities refused by its definition");
         return;
     }
     let entry = app.agents.insert(entry);
+    app.agents.set_offer(conn.id(), offer);
     if let Err(e) = app.agent_store().put_agent(&entry).await {
         tracing::warn!(error = %e, "registering node capabilities failed");
     }
