@@ -27,9 +27,10 @@ pub const AGENTS_UPDATE: Doc = Doc {
     summary: "Change an agent definition (admin)",
     description: "Fields left out stay; null clears a list or cap (any). With `baseVersion`, \
                   -32007 unless that is the stored version. The version goes up by one. The \
-                  live agent is re-limited on whichever instance holds it: tools, \
-                  capabilities and models no longer allowed are dropped from its entry, \
-                  `maxConcurrency` follows the cap, and a disabled definition deregisters it \
+                  live agent is re-limited on whichever instance holds it, from what it \
+                  offered at registration: tools, capabilities and models no longer allowed \
+                  are dropped from its entry (and come back once allowed), `maxConcurrency` \
+                  follows the cap, and a disabled definition deregisters it \
                   (the node receives `agent.deregistered`; its connection stays).",
     result: definition,
     errors: &[error::NOT_FOUND, error::CONFLICT, error::UNAVAILABLE],
