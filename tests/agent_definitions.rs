@@ -288,11 +288,16 @@ async fn a_node_registering_elsewhere_is_held_to_its_definition() {
     let mut approver = at(&servers, 1).client(APPROVER).await;
     let params = json!({"nodeId": "files", "command": "delete", "params": {"path": "/x"},
                         "timeoutMs": 8000});
+    let sent = std::time::Instant::now();
     let (reply, ()) = tokio::join!(caller.request("node.invoke", params.clone()), async {
         let asked = push_where(&mut approver, "approval.requested", |a| {
             a["tool"] == "delete"
         })
         .await;
+        eprintln!(
+            "node.invoke on A to approval.requested on B: {:?}",
+            sent.elapsed()
+        );
         assert_eq!(asked["args"], json!({"path": "/x"}), "{asked}");
         assert_eq!(asked["requester"], "writer", "{asked}");
         node.expect_no_push("invoke", Duration::from_millis(200))
@@ -419,11 +424,16 @@ async fn updates_apply_to_the_live_node_and_stale_versions_conflict() {
     assert_eq!(entry["tools"].as_array().map(Vec::len), Some(2), "{entry}");
 
     // Disabled: the live agent is deregistered, and may not come back.
+    let asked = std::time::Instant::now();
     let v3 = admin
         .call("agents.update", json!({"agentId": "w", "enabled": false}))
         .await;
     assert_eq!(v3["version"], 4, "{v3}");
     let gone = node.expect_push("agent.deregistered").await;
+    eprintln!(
+        "agents.update on A to agent.deregistered on C: {:?}",
+        asked.elapsed()
+    );
     assert_eq!(gone["agentId"], "w", "{gone}");
     assert!(
         gone["reason"]
