@@ -252,6 +252,7 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
     if let Err(e) = app.agent_store().put_agent(&entry).await {
         tracing::warn!(error = %e, "registering node capabilities failed");
     }
+    agent_defs::recheck(app, conn.id()).await;
 }
 
 #[derive(Deserialize, JsonSchema)]
