@@ -33,7 +33,7 @@ return -1
     )
 });
 
-/// Remove a definition, if at version ARGV[2] (0: any). KEYS: the hash.
+/// Remove a definition, if at version ARGV[2] (empty: any). KEYS: the hash.
 /// ARGV: agent id, base version. Returns the JSON removed, `missing`, or
 /// `stale:<stored version>`.
 static DELETE_AGENT_DEF: LazyLock<Script> = LazyLock::new(|| {
@@ -41,11 +41,10 @@ static DELETE_AGENT_DEF: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 'missing' end
-local base = tonumber(ARGV[2])
-if base ~= 0 then
+if ARGV[2] ~= '' then
   local ok, rec = pcall(cjson.decode, cur)
   local ver = ok and (tonumber(rec.version) or 0) or 0
-  if ver ~= base then return 'stale:' .. ver end
+  if ver ~= tonumber(ARGV[2]) then return 'stale:' .. ver end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return cur
@@ -116,7 +115,10 @@ impl AgentDefStore for RedisBackend {
             .evalsha_with_reload(
                 client,
                 vec![self.shared().keys.agent_defs()],
-                vec![agent_id.to_owned(), base.unwrap_or(0).to_string()],
+                vec![
+                    agent_id.to_owned(),
+                    base.map(|b| b.to_string()).unwrap_or_default(),
+                ],
             )
             .await
             .map_err(unavailable)?;
