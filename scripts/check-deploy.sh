@@ -283,10 +283,17 @@ for name, s in services.items():
         src = v.split(":")[0]
         if src.startswith("."):
             assert os.path.exists(src), f"{name}: {src} does not exist"
+# Redis keeps what the gateway acknowledged (docs/durability.md): the
+# append-only file, fsync every second, on a named volume; noeviction.
+rcmd = " ".join(services["redis"]["command"])
+for flag in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+    assert flag in rcmd, f"redis: {flag} missing from {rcmd}"
+data = [v for v in services["redis"].get("volumes", []) if v.endswith(":/data")]
+assert data and data[0].split(":")[0] in (doc.get("volumes") or {}), f"redis: /data on a named volume: {data}"
 for f in ("deploy/grafana/provisioning/datasources/prometheus.yml",
           "deploy/grafana/provisioning/dashboards/switchyard.yml"):
     assert yaml.safe_load(open(f))["apiVersion"] == 1, f
-print("summary: haproxy servers, Prometheus targets and volumes match the services sw1..sw3")
+print("summary: haproxy servers, Prometheus targets and volumes match the services sw1..sw3; Redis persists (AOF everysec, noeviction, named volume)")
 PY
 }
 
@@ -337,8 +344,27 @@ check_dashboard() {
 import json
 d = json.load(open("deploy/grafana/dashboards/switchyard.json"))
 assert d["uid"] == "switchyard" and d["title"]
+assert open("helm/switchyard/files/dashboard.json").read() == open("deploy/grafana/dashboards/switchyard.json").read(), \
+    "helm/switchyard/files/dashboard.json differs: cp deploy/grafana/dashboards/switchyard.json helm/switchyard/files/dashboard.json"
 names = [v["name"] for v in d["templating"]["list"]]
-assert "datasource" in names and "instance" in names, names
+assert names == ["datasource", "job", "namespace", "instance"], names
+# Several releases in one Prometheus: every query selects by all three.
+import re, yaml
+for p in d["panels"]:
+    for t in p.get("targets", []):
+        for sel in re.findall(r"\b(?:switchyard|process)_[a-z_]+\{([^}]*)\}", t["expr"]):
+            for var in ("job", "namespace", "instance"):
+                assert f'{var}=~"${var}"' in sel, f"panel '{p['title']}': {t['expr']} lacks {var}=~\"${var}\""
+# A panel drawing an alert's threshold draws the alert's number.
+rules = {r["alert"]: r for g in yaml.safe_load(open("deploy/prometheus/alerts.yml"))["groups"] for r in g["rules"]}
+lines = {"Pub/sub lag": "SwitchyardPubsubLagHigh", "RPC latency quantiles": "SwitchyardRpcLatencyHigh",
+         "Connections / limit": "SwitchyardConnectionsNearLimit"}
+for p in d["panels"]:
+    if p["title"] in lines:
+        steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        want = float(re.search(r"[0-9.]+$", rules[lines[p["title"]]]["expr"])[0])
+        assert steps[-1]["value"] == want, f"panel '{p['title']}': threshold {steps[-1]['value']}, alert {want}"
+assert set(lines) <= {p["title"] for p in d["panels"]}, lines
 ids, boxes, exprs = set(), [], 0
 for p in d["panels"]:
     assert p["id"] not in ids, f"duplicate panel id {p['id']}"
@@ -464,6 +490,61 @@ for path in sorted(glob.glob(f"{work}/helm-*.yaml")):
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), f"{name}: /tmp emptyDir"
     assert cm["SWITCHYARD_BIND"] in ("lan", "0.0.0.0"), name
     assert c["resources"].get("requests") and c["resources"].get("limits"), name
+    # Sizing: the cap is the one given, or what fits the memory limit; an
+    # explicit cap fits it too.
+    gw = values_of(name).get("gateway") or {}
+    limit_q = c["resources"]["limits"].get("memory")
+    units = {"": 1, "Ki": 1024, "Mi": 1 << 20, "Gi": 1 << 30, "K": 1000, "M": 10**6, "G": 10**9}
+    import re as _re2
+    m = _re2.fullmatch(r"([0-9.]+)([KMG]i?)?", str(limit_q)) if limit_q else None
+    limit = int(float(m[1]) * units[m[2] or ""]) if m else None
+    sizing = {"bytesPerConnection": 32768, "baseMemoryMiB": 64, **(gw.get("sizing") or {})}
+    base = sizing["baseMemoryMiB"] << 20
+    cap = cm.get("SWITCHYARD_LIMITS__MAX_CONNECTIONS")
+    if gw.get("maxConnections"):
+        assert cap == str(gw["maxConnections"]), f"{name}: cap {cap}"
+    elif limit:
+        assert cap == str((limit - base) // sizing["bytesPerConnection"]), f"{name}: cap {cap} for {limit_q}"
+    else:
+        assert cap is None, name
+    if cap and limit:
+        assert base + int(cap) * sizing["bytesPerConnection"] <= limit, f"{name}: {cap} connections exceed {limit_q}"
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        target = (values_of(name).get("autoscaling") or {}).get("targetConnectionsPerPod")
+        pods = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        if target:
+            assert pods == [{"type": "Pods", "pods": {"metric": {"name": "switchyard_connections"},
+                             "target": {"type": "AverageValue", "averageValue": str(target)}}}], f"{name}: {pods}"
+            assert target < int(cap or 100000), name
+        else:
+            assert not pods, name
+    # The dashboard ConfigMap carries the dashboard file as it is.
+    mv = (values_of(name).get("metrics") or {}).get("grafanaDashboard") or {}
+    dashboards = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"].endswith("-dashboard")]
+    if mv.get("enabled"):
+        (dash,) = dashboards
+        assert dash["data"]["switchyard.json"] == open("deploy/grafana/dashboards/switchyard.json").read().strip(), name
+        assert dash["metadata"]["labels"]["grafana_dashboard"] == "1", name
+        assert dash["metadata"].get("annotations", {}) == mv.get("annotations", {}), name
+    else:
+        assert not dashboards, name
+    # `helm test`: scheduled like the gateway, and let in by its policy.
+    (test_pod,) = [d for d in by_kind["Pod"] if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    tspec = test_pod["spec"]
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations"):
+        assert tspec.get(key) == pod.get(key), f"{name}: test pod {key}"
+    script = tspec["containers"][0]["command"][-1]
+    if (values_of(name).get("gateway") or {}).get("metricsPort", 9464):
+        assert "/metrics" in script and "404" in script, f"{name}: test pod checks no metrics port"
+    test_labels = test_pod["metadata"]["labels"]
+    for np_ in by_kind.get("NetworkPolicy", []):
+        if np_["spec"]["podSelector"]["matchLabels"] != dep["spec"]["selector"]["matchLabels"]:
+            continue
+        for rule in np_["spec"]["ingress"]:
+            peers = rule.get("from")
+            if peers:
+                assert any("podSelector" in p_ and p_["podSelector"]["matchLabels"].items() <= test_labels.items()
+                           and "namespaceSelector" not in p_ for p_ in peers), f"{name}: test pod shut out by {rule}"
     # Services, probes and monitors refer to ports that exist.
     ports = {p["name"] for p in c["ports"]}
     svc = [s for s in by_kind["Service"] if s["metadata"]["name"] == dep["metadata"]["name"]][0]
@@ -667,11 +748,58 @@ check_helm_rejects() {
 --set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.auth.existingSecret=x | put the Redis password in that Secret
 --set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.maxmemory=lots | redis.maxmemory
 --set service.externalTrafficPolicy=Remote | externalTrafficPolicy
+--set gateway.maxConnections=100000 | the pod would be OOM-killed
+--set gateway.extraEnv.SWITCHYARD_LIMITS__MAX_CONNECTIONS=5000 | gateway.maxConnections
+--set redis.url=redis://r:6379 --set autoscaling.enabled=true --set autoscaling.targetConnectionsPerPod=20000 | must be below the connection cap
+--set resources.limits.memory=lots | not a memory quantity
+--set resources.limits.memory=48Mi | leaves nothing for connections
 EOF
   # The explicit opt-out of a rejection renders.
   helm template sy helm/switchyard -f "$base" --set ingress.enabled=true \
     --set ingress.requireTrustedProxies=false >/dev/null
   echo "summary: $n broken value sets rejected at render time, each for its reason"
+}
+
+# The install notes (NOTES.txt) warn about what is legal but risky. helm
+# renders them only for a cluster, so a copy of the chart renders them into
+# a ConfigMap with `tpl`. Each line: helm flags | a fragment the notes must
+# hold; the flags are added to ci/default-values.yaml.
+check_helm_notes() {
+  local chart="$work/notes-chart" base=helm/switchyard/ci/default-values.yaml flags want n=0
+  rm -rf "$chart" && cp -r helm/switchyard "$chart"
+  rm -rf "$chart/templates/tests"
+  cp helm/switchyard/templates/NOTES.txt "$chart/files/NOTES.txt"
+  cat >"$chart/templates/zz-notes.yaml" <<'TPL'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: install-notes
+data:
+  notes: {{ tpl (.Files.Get "files/NOTES.txt") . | quote }}
+TPL
+  while IFS='|' read -r flags want; do
+    [[ -n $want ]] || continue
+    want=${want# }
+    # shellcheck disable=SC2086
+    helm template sy "$chart" -f "$base" $flags --show-only templates/zz-notes.yaml >"$work/notes.yaml"
+    py - "$work/notes.yaml" "$want" "$flags" <<'PY'
+import sys, yaml
+notes = yaml.safe_load(open(sys.argv[1]))["data"]["notes"]
+want, flags = sys.argv[2], sys.argv[3]
+assert want in " ".join(notes.split()), f"helm install {flags}: the notes lack {want!r}:\n{notes}"
+PY
+    n=$((n + 1))
+  done <<'EOF'
+ | Each pod accepts 14336 connections (gateway.maxConnections) within its 512Mi memory limit
+--set resources.limits=null | WARNING: no resources.limits.memory: each pod accepts 100000 (the gateway's default)
+--set resources.limits=null --set gateway.maxConnections=5000 | each pod accepts 5000 connections whatever memory
+--set ingress.enabled=true --set ingress.requireTrustedProxies=false | WARNING: no trusted proxy (ingress.trustedProxies)
+--set service.type=LoadBalancer --set service.externalTrafficPolicy=Cluster | WARNING: service.externalTrafficPolicy=Cluster hides
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef --set redis.persistence.enabled=false | single pod without failover or persistence (a restart loses sessions and approvals)
+ | Standalone mode (no Redis): keep a single replica
+--set redis.enabled=true --set redis.auth.password=0123456789abcdef | The built-in Redis is a single pod without failover: for production
+EOF
+  echo "summary: $n install-note cases render with their warning"
 }
 
 # Every value in values.yaml is described in the chart README, and the
@@ -1038,6 +1166,7 @@ check helm-manifests check_helm_manifests
 check helm-deterministic check_helm_deterministic
 check helm-rejects check_helm_rejects
 check helm-readme check_helm_readme
+check helm-notes check_helm_notes
 check build check_build
 check env-compose check_env_compose
 check env-helm check_env_helm

@@ -15,6 +15,13 @@ Traffic and invariants:
 - presence: when nothing was disrupted for a while, `system.presence`
   counts exactly the driver's open connections (within node_ttl).
 - memory: each instance's RSS after warm-up and at the end.
+
+With SOAK_REDIS=aof (scripts/chaos.sh) Redis keeps an append-only file
+(`appendfsync everysec`, as the shipped deployments run it) and the Redis
+fault is SIGKILL and a restart from that file instead of an empty restart;
+then every decided approval is read back after each crash and must keep
+its decision, except one acknowledged within the fsync window (1 s) before
+a crash, which everysec may lose (counted, not a violation).
 """
 import asyncio
 import json
@@ -30,6 +37,10 @@ import time
 import websockets
 
 SECONDS = min(int(os.environ.get("SOAK_SECONDS", "300")), 600)
+# "aof": Redis persists, and crashes instead of restarting empty.
+DURABLE = os.environ.get("SOAK_REDIS", "") == "aof"
+# What `appendfsync everysec` may lose, with scheduling slack.
+FSYNC_WINDOW = 1.5
 NODE_TTL_MS = 3000
 QUIET_FOR_PRESENCE = NODE_TTL_MS / 1000 * 2 + 3
 
@@ -54,13 +65,17 @@ class Cluster:
         self.redis = None
         self.procs = [None, None, None]
         self.last_disruption = time.monotonic()
+        # When Redis was killed (monotonic), in durable mode.
+        self.redis_crashes = []
 
     def start_redis(self):
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
+             "--save", "", "--dir", self.dir]
+            + (["--appendonly", "yes", "--appendfsync", "everysec"] if DURABLE
+               else ["--appendonly", "no"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
+        for _ in range(300):
             if subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
                               capture_output=True, text=True).stdout.strip() == "PONG":
                 return
@@ -205,6 +220,8 @@ class Stats:
     def __init__(self):
         self.violations = []
         self.counts = {}
+        # Approval id → (acknowledged decision, when), in durable mode.
+        self.decided = {}
 
     def count(self, key, n=1):
         self.counts[key] = self.counts.get(key, 0) + n
@@ -275,8 +292,9 @@ async def sessions(cluster, stats, stop, tokens):
             o += 1
         return o
 
-    async def catch_up(conn, sid):
-        since = first_gap(sid)
+    async def catch_up(conn, sid, since=None):
+        """Read the history from `since` (default: the first gap)."""
+        since = first_gap(sid) if since is None else since
         while True:
             h = await conn.call("session.history", {"sessionId": sid, "since": since, "limit": 1000})
             if not h["complete"]:
@@ -302,9 +320,13 @@ async def sessions(cluster, stats, stop, tokens):
                     stats.count("reader connects")
                 sid = state["session"]
                 if sid and joined != sid:
+                    # Nothing read of this session yet: live frames may
+                    # arrive between the join and the catch-up, so the
+                    # first catch-up reads from the start, not the gap.
+                    fresh = not seen.get(sid)
                     await conn.call("session.join", {"sessionId": sid})
                     joined = sid
-                    await catch_up(conn, sid)
+                    await catch_up(conn, sid, 0 if fresh else None)
                 elif sid and state["hole"]:
                     # A live frame skipped offsets: read what was missed.
                     state["hole"] = False
@@ -374,6 +396,9 @@ async def approvals(cluster, stats, stop, tokens):
                 return_exceptions=True)
             wins = sum(1 for o in outcomes if not isinstance(o, BaseException))
             codes = [o.code for o in outcomes if isinstance(o, RpcError)]
+            for o in outcomes:
+                if not isinstance(o, BaseException):
+                    stats.decided[aid] = (o["status"], time.monotonic())
             if wins > 1:
                 stats.violate(f"approval {aid} resolved twice")
             elif wins == 1 and codes == [-32007]:
@@ -389,6 +414,53 @@ async def approvals(cluster, stats, stop, tokens):
             await asyncio.sleep(0.3)
     for conn in (node, a1, a2):
         await drop(conn)
+
+
+async def decisions(cluster, stats, stop, tokens):
+    """Durable mode: after each Redis crash, every decision acknowledged so
+    far reads back unchanged (approval.wait answers a decided record at
+    once), unless it was acknowledged within the fsync window before a
+    crash."""
+    checked_crashes = 0
+    reader = None
+    while not stop.is_set():
+        try:
+            # Held for the whole run: presence counts it (one of the
+            # driver's connections).
+            if reader is None or reader.closed.is_set():
+                reader = await Conn.open(cluster, tokens["approver1"])
+        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            reader = await drop(reader)
+            await asyncio.sleep(0.3)
+            continue
+        await asyncio.sleep(2)
+        if len(cluster.redis_crashes) == checked_crashes:
+            continue
+        try:
+            crashes = list(cluster.redis_crashes)
+            for aid, (status, acked) in list(stats.decided.items()):
+                try:
+                    record = await reader.call("approval.wait",
+                                               {"approvalId": aid, "timeoutMs": 1000})
+                    now_status = record["status"]
+                except RpcError as e:
+                    if e.code == -32005:
+                        raise ConnectionError("backend not back yet")
+                    now_status = f"error {e.code}"
+                if now_status == status:
+                    stats.count("decisions read back unchanged")
+                    continue
+                if any(acked <= c <= acked + FSYNC_WINDOW for c in crashes):
+                    stats.count("decisions in the fsync window lost")
+                    stats.decided.pop(aid, None)
+                else:
+                    stats.violate(f"approval {aid}: decided {status}, now {now_status}")
+                    stats.decided.pop(aid, None)
+            checked_crashes = len(crashes)
+            stats.count("decision audits")
+        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            reader = await drop(reader)
+    await drop(reader)
 
 
 async def presence(cluster, stats, stop, tokens):
@@ -447,11 +519,13 @@ async def chaos(cluster, stats, stop):
         action = random.choice(["kill", "kill", "term", "redis"])
         cluster.last_disruption = time.monotonic()
         if action == "redis":
-            log("chaos: Redis restarted empty")
+            log("chaos: Redis killed, restarted from its append-only file" if DURABLE
+                else "chaos: Redis restarted empty")
             cluster.redis.kill()
             cluster.redis.wait()
+            cluster.redis_crashes.append(time.monotonic())
             await asyncio.sleep(1)
-            cluster.start_redis()
+            await asyncio.get_running_loop().run_in_executor(None, cluster.start_redis)
         else:
             i = random.choice(cluster.live())
             sig = signal.SIGKILL if action == "kill" else signal.SIGTERM
@@ -488,14 +562,17 @@ async def main():
     log(f"soak for {SECONDS} s: redis :{cluster.redis_port}, instances {cluster.ports}, logs {cluster.dir}")
     stop = asyncio.Event()
     # The driver's connections: writer, reader, node, 2 approvers, admin,
-    # 5 watchers. Counted as expected only while all are up.
-    stats.counts["open connections"] = 11
+    # 5 watchers (and the decisions' reader in durable mode). Counted as
+    # expected only while all are up.
+    stats.counts["open connections"] = 12 if DURABLE else 11
     tasks = [
         asyncio.create_task(sessions(cluster, stats, stop, tokens)),
         asyncio.create_task(approvals(cluster, stats, stop, tokens)),
         asyncio.create_task(presence(cluster, stats, stop, tokens)),
         asyncio.create_task(chaos(cluster, stats, stop)),
     ]
+    if DURABLE:
+        tasks.append(asyncio.create_task(decisions(cluster, stats, stop, tokens)))
     await asyncio.sleep(10)
     rss_start = [cluster.rss_kib(i) for i in range(3)]
     rss_max = list(rss_start)
@@ -513,6 +590,7 @@ async def main():
     stats.counts.pop("open connections", None)
     summary = {
         "seconds": SECONDS,
+        "redis": "append-only file, SIGKILLed" if DURABLE else "in memory, restarted empty",
         "violations": len(stats.violations),
         "rss_kib_after_warmup": rss_start,
         "rss_kib_at_end": rss_end,

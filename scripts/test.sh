@@ -24,7 +24,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure) continue ;; esac
+  case "$name" in backend|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability) continue ;; esac
   behaviour+=(--test "$name")
 done
 
@@ -38,6 +38,7 @@ cluster_tests=(--test backend --test channels --test sessions --test agents)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
 [ -f tests/agent_definitions.rs ] && cluster_tests+=(--test agent_definitions)
+[ -f tests/runtime_config.rs ] && cluster_tests+=(--test runtime_config)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
   cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
 echo "=== through a redis sentinel ==="

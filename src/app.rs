@@ -4,11 +4,13 @@
 //! use them live in `services`; nothing here knows a method or a route.
 
 use crate::auth::{Authenticator, ClientIpResolver, HostPolicy, OriginPolicy};
+use crate::backend::ConfigStore;
 use crate::backend::{
     AgentStore, ApprovalStore, Backend, Bus, ChannelLog, ChannelStore, ChatHistory, Health,
     IdempotencyStore, InstanceStore, Presence, RateStore, RunStore, SessionStore,
 };
 use crate::config::Config;
+use crate::config::runtime::{LiveConfig, RuntimeSettings};
 use crate::hub::Hub;
 use crate::telemetry::LogRing;
 use std::sync::Arc;
@@ -20,7 +22,11 @@ use std::time::Instant;
 pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
+    /// The start-up config (file → env → flags). Settings that change at
+    /// run time are read from [`App::live`] instead.
     pub config: Config,
+    /// The runtime config in force (start-up config plus overrides).
+    pub live: LiveConfig,
     pub instance_id: String,
     pub generation: u64,
     pub started: Instant,
@@ -129,6 +135,18 @@ impl App {
         &*self.backend
     }
 
+    /// The store of the runtime config document.
+    pub fn config_store(&self) -> &dyn ConfigStore {
+        &*self.backend
+    }
+
+    /// The settings in force now: the start-up config with the runtime
+    /// overrides applied. Read live settings (rate limits, channel rules,
+    /// hooks, live limits) here, at the moment they are needed.
+    pub fn live(&self) -> std::sync::Arc<RuntimeSettings> {
+        self.live.get()
+    }
+
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
     }
@@ -180,7 +198,7 @@ impl App {
         if self.note_backend() {
             return true;
         }
-        let grace = self.config.limits.unready_after_ms;
+        let grace = self.live().limits.unready_after_ms;
         let since = self.backend_down_since_ms.load(Ordering::SeqCst);
         since != 0 && crate::protocol::now_ms().saturating_sub(since) < grace
     }

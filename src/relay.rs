@@ -16,9 +16,12 @@
 //! Replies and progress go to the caller's instance inbox
 //! ([`Bus::send_to_instance`]). The serving instance enforces the
 //! timeout and answers -32006 itself; the caller waits a little longer, and
-//! ends the call with -32005 as soon as the serving instance drops out of
-//! the live instances (its heartbeat stopped for `node_ttl`), so a serving
-//! instance dying mid-call never leaves the caller waiting out the timeout.
+//! ends the call with -32005 `{reason: "instance_lost"}` as soon as the
+//! serving instance's record goes stale (its heartbeat stopped for
+//! `node_ttl`), so a serving instance dying mid-call never leaves the
+//! caller waiting out the timeout. (An instance merely absent from the
+//! records, as after Redis restarted empty, is taken for dead only after
+//! a further `node_ttl`.)
 //! A node that is at its `maxConcurrency` refuses with a *busy*
 //! error, on which the caller tries the next candidate.
 //!
@@ -94,6 +97,10 @@ enum RelayMsg {
     Redefine(Redefinition),
 }
 
+/// The `reason` in the error data of a call (and a run) whose serving
+/// instance was lost mid-call.
+pub const INSTANCE_LOST: &str = "instance_lost";
+
 /// Why a relayed call ended without the node's result. Decided where it
 /// happens (or decoded once from the relay message's `busy` flag), so
 /// callers match on a variant instead of reading error JSON.
@@ -104,6 +111,14 @@ pub enum CallError {
     Busy(RpcError),
     /// The node, its instance or the backend is gone (-32005).
     Gone(String),
+    /// The instance serving the call dropped out of the live instances
+    /// mid-call (killed, or cut off for `node_ttl`): -32005 with data
+    /// `{reason: "instance_lost", instanceId}`, so a caller can tell it
+    /// from a refusal and retry elsewhere.
+    InstanceLost {
+        instance_id: String,
+        conn_id: String,
+    },
     /// No answer in time (-32006).
     Timeout(String),
     /// The node (or the serving instance for it) answered with an error.
@@ -115,6 +130,14 @@ impl From<CallError> for RpcError {
         match e {
             CallError::Busy(e) | CallError::Remote(e) => e,
             CallError::Gone(why) => RpcError::unavailable(why),
+            CallError::InstanceLost {
+                instance_id,
+                conn_id,
+            } => RpcError::unavailable(INSTANCE_LOST).with_data(serde_json::json!({
+                "reason": INSTANCE_LOST,
+                "instanceId": instance_id,
+                "detail": format!("instance {instance_id} holding node {conn_id} was lost mid-call"),
+            })),
             CallError::Timeout(why) => RpcError::timeout(why),
         }
     }
@@ -224,13 +247,25 @@ impl Relay {
         }))
     }
 
-    /// The live instances, as the last heartbeat saw them.
-    pub fn set_live(&self, instances: impl IntoIterator<Item = String>) {
+    /// The live instances, as the last heartbeat saw them, and those whose
+    /// record went stale: dead at once, where one merely missing (Redis
+    /// restarted empty hides everyone until their next heartbeat) is dead
+    /// only after the grace.
+    pub fn set_live(
+        &self,
+        instances: impl IntoIterator<Item = String>,
+        stale: impl IntoIterator<Item = String>,
+    ) {
         let now = std::time::Instant::now();
         let ids: std::collections::HashSet<String> = instances.into_iter().collect();
         let forget = self.0.grace * 10;
         let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
         let Live { seen, missing } = &mut *live;
+        for id in stale.into_iter().filter(|id| !ids.contains(id)) {
+            let dead_since = now.checked_sub(self.0.grace).unwrap_or(now);
+            let since = missing.entry(id).or_insert(dead_since);
+            *since = (*since).min(dead_since);
+        }
         for id in seen.iter().filter(|id| !ids.contains(*id)) {
             missing.entry(id.clone()).or_insert(now);
         }
@@ -326,10 +361,10 @@ impl Relay {
                     spec.timeout.as_millis()
                 ))),
             },
-            () = self.gone(&target.instance_id) => Err(CallError::Gone(format!(
-                "the instance holding node {} went away",
-                target.conn_id
-            ))),
+            () = self.gone(&target.instance_id) => Err(CallError::InstanceLost {
+                instance_id: target.instance_id.clone(),
+                conn_id: target.conn_id.clone(),
+            }),
         };
         guard.answered = !matches!(outcome, Err(CallError::Timeout(_)));
         outcome
@@ -613,13 +648,26 @@ mod tests {
             relay.is_live("never-seen"),
             "unknown instances count as live"
         );
-        relay.set_live(["me".to_owned(), "b".to_owned()]);
-        relay.set_live(["me".to_owned()]);
+        let none = Vec::<String>::new;
+        relay.set_live(["me".to_owned(), "b".to_owned()], none());
+        relay.set_live(["me".to_owned()], none());
         assert!(relay.is_live("b"), "missing, but not for long yet");
         std::thread::sleep(Duration::from_millis(60));
-        relay.set_live(["me".to_owned()]);
+        relay.set_live(["me".to_owned()], none());
         assert!(!relay.is_live("b"), "missing for longer than the grace");
-        relay.set_live(["me".to_owned(), "b".to_owned()]);
+        relay.set_live(["me".to_owned(), "b".to_owned()], none());
+        assert!(relay.is_live("b"), "back");
+    }
+
+    #[test]
+    fn an_instance_with_a_stale_record_is_dead_at_once() {
+        let relay = relay(Duration::from_secs(60));
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
+        relay.set_live(["me".to_owned()], ["b".to_owned()]);
+        assert!(!relay.is_live("b"), "its record went stale: dead");
+        relay.set_live(["me".to_owned()], Vec::new());
+        assert!(!relay.is_live("b"), "still dead once reaped");
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
         assert!(relay.is_live("b"), "back");
     }
 

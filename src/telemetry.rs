@@ -179,10 +179,79 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            process_collector().describe();
             register_rare_counters();
             Some(handle)
         })
         .clone()
+}
+
+/// The exposition of every metric, with the standard `process_*` series
+/// (resident memory, CPU seconds, open and maximum file descriptors,
+/// threads, start time) read from the OS at this scrape.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Memory a connection may hold under load (its queue, buffers and
+/// records), with headroom over the 15–17 KiB an idle one measures after a
+/// reconnect storm; the sizing rule of `docs/sizing.md`.
+pub const BYTES_PER_CONNECTION: u64 = 32 * 1024;
+/// What an instance holds with no connection (runtime, pools, buffers).
+pub const BASE_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Exports the configured connection cap (`switchyard_max_connections`)
+/// and the container's memory limit (`switchyard_memory_limit_bytes`, 0
+/// when none), so dashboards and alerts relate connections and resident
+/// memory to them, and warns when the cap cannot be reached within the
+/// limit: the instance would be OOM-killed, with no drain, first.
+pub fn export_capacity(max_connections: usize) {
+    metrics::gauge!("switchyard_max_connections").set(max_connections as f64);
+    let limit = memory_limit_bytes();
+    metrics::gauge!("switchyard_memory_limit_bytes").set(limit.unwrap_or(0) as f64);
+    let needed = BASE_MEMORY_BYTES + max_connections as u64 * BYTES_PER_CONNECTION;
+    if let Some(limit) = limit
+        && needed > limit
+    {
+        let fits = limit.saturating_sub(BASE_MEMORY_BYTES) / BYTES_PER_CONNECTION;
+        tracing::warn!(
+            setting = "limits.max_connections",
+            max_connections,
+            memory_limit_mib = limit >> 20,
+            connections_that_fit = fits,
+            "limits.max_connections needs about {} MiB at {} KiB per connection, above the \
+             memory limit: the instance would be killed before it refuses connections; \
+             set limits.max_connections to at most {fits} or raise the limit (docs/sizing.md)",
+            needed >> 20,
+            BYTES_PER_CONNECTION >> 10,
+        );
+    }
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`), as seen from inside a container; `None` when
+/// there is none.
+fn memory_limit_bytes() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| parse_memory_limit(&text))
+}
+
+/// A cgroup memory limit file's content: a byte count, or `max` (v2) or a
+/// page-rounded `i64::MAX` (v1) for none.
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    let bytes: u64 = text.trim().parse().ok()?;
+    (bytes < 1 << 62).then_some(bytes)
 }
 
 /// Counters of rare events, exported at 0 from the start: a healthy
@@ -207,6 +276,14 @@ fn describe() {
     describe_gauge!(
         "switchyard_connections",
         "Open WebSocket connections on this instance"
+    );
+    describe_gauge!(
+        "switchyard_max_connections",
+        "Configured cap of WebSocket connections on this instance (limits.max_connections)"
+    );
+    describe_gauge!(
+        "switchyard_memory_limit_bytes",
+        "Memory limit of this instance's cgroup (container), 0 when it has none"
     );
     describe_counter!(
         "switchyard_connections_total",
@@ -257,9 +334,14 @@ fn describe() {
         "switchyard_pubsub_lag_seconds",
         "Age of the last pub/sub canary seen through this instance's inbox"
     );
+    describe_gauge!(
+        "switchyard_config_version",
+        "Version of the runtime config document in force on this instance (0: none)"
+    );
     // Series that exist from the first scrape, so dashboards and alerts
     // see zeros rather than gaps.
     metrics::gauge!("switchyard_connections").set(0.0);
+    metrics::gauge!("switchyard_config_version").set(0.0);
     for name in [
         "switchyard_connections_total",
         "switchyard_messages_out_total",
@@ -312,5 +394,14 @@ mod tests {
             warn.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
             ["m1", "m3"]
         );
+    }
+
+    #[test]
+    fn cgroup_memory_limits_read_as_bytes_or_none() {
+        assert_eq!(parse_memory_limit("536870912\n"), Some(512 << 20));
+        // v2 without a limit, v1 without a limit (i64::MAX rounded to a page).
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit(""), None);
     }
 }

@@ -76,11 +76,29 @@ async fn probes_and_metrics() {
         "switchyard_reaped_connections_total",
         "switchyard_sessions_restored_total",
         "switchyard_refusals_total{reason=\"capacity\"}",
+        // The configured cap, next to the count it bounds.
+        "switchyard_max_connections",
+        // The container's memory limit (0 outside one).
+        "switchyard_memory_limit_bytes",
     ] {
         assert!(
             metrics.lines().any(|l| l.starts_with(name)),
             "{name} missing from /metrics:\n{metrics}"
         );
+    }
+    // The standard process series, read at the scrape: this process has
+    // some resident memory and some open descriptors (and has used CPU time,
+    // in ticks that may still round to 0).
+    for (name, least) in [
+        ("process_resident_memory_bytes", 1.0),
+        ("process_open_fds", 1.0),
+        ("process_cpu_seconds_total", 0.0),
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"));
+        assert!(value >= least, "{name} = {value}");
     }
     assert!(
         metrics

@@ -110,6 +110,13 @@ const APPROVALS: &[&str] = &[
     "approval.history",
 ];
 const APPROVAL_PUSHES: &[&str] = &["approval.requested", "approval.resolved"];
+const CONFIG: &[&str] = &[
+    "config.get",
+    "config.set",
+    "config.patch",
+    "config.apply",
+    "config.history",
+];
 
 fn names(lists: &[&[&str]]) -> BTreeSet<String> {
     lists
@@ -134,7 +141,7 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         .iter()
         .map(|m| m.name.to_owned())
         .collect();
-    assert_eq!(names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS]), table);
+    assert_eq!(names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG]), table);
     let unasked: BTreeSet<String> = listed(document, "x-notifications")
         .union(&listed(document, "x-server-requests"))
         .cloned()
@@ -382,6 +389,20 @@ fn params_the_suite_sends_fit_the_param_schemas() {
         ),
         ("system.presence", json!({"limit": 2})),
         ("logs.tail", json!({"limit": 5, "level": "info"})),
+        (
+            "config.set",
+            json!({"path": "rate_limits.messages_per_conn.limit", "value": 5}),
+        ),
+        (
+            "config.set",
+            json!({"path": "limits.max_batch", "value": null}),
+        ),
+        (
+            "config.patch",
+            json!({"patch": {"limits": {"max_batch": 10}}, "baseVersion": 0}),
+        ),
+        ("config.apply", json!({"config": {}, "baseVersion": 7})),
+        ("config.history", json!({"limit": 1})),
     ];
     for (method, params) in &sent {
         reference.check(method, &reference.params_schema(method), params);
@@ -394,6 +415,8 @@ fn params_the_suite_sends_fit_the_param_schemas() {
         ("session.patch", json!({"sessionId": "p", "meta": [1]})),
         ("node.invoke", json!({"capability": "build"})),
         ("history", json!({"channel": "hist:a", "since": -1})),
+        ("config.set", json!({"path": "limits.max_batch"})),
+        ("config.patch", json!({"patch": {}, "baseVersion": -1})),
     ];
     for (method, params) in &refused {
         let errors = reference.errors(&reference.params_schema(method), params);

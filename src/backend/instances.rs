@@ -28,4 +28,22 @@ pub trait InstanceStore: Send + Sync + 'static {
     async fn deregister_instance(&self, instance_id: &str) -> BackendResult<()>;
     /// Live instances.
     async fn instances(&self) -> BackendResult<Vec<InstanceInfo>>;
+    /// Live instances, and the ids of those whose record is still there
+    /// but stale (no heartbeat for `node_ttl`: dead, not merely unseen).
+    async fn instance_view(&self) -> BackendResult<InstanceView> {
+        Ok(InstanceView {
+            live: self.instances().await?,
+            stale: Vec::new(),
+        })
+    }
+}
+
+/// The instances as one read of their records shows them.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceView {
+    pub live: Vec<InstanceInfo>,
+    /// Records present with a heartbeat older than `node_ttl`. An instance
+    /// absent altogether (Redis restarted empty, or already reaped) is not
+    /// here: absence alone is no proof of death.
+    pub stale: Vec<String>,
 }

@@ -21,6 +21,7 @@
 //! | [`ApprovalStore`] | `approvals.rs` | approvals and their audit trail |
 //! | [`IdempotencyStore`] | `idempotency.rs` | idempotency keys |
 //! | [`RateStore`] | `rates.rs` | rate-limit windows and credential checks |
+//! | [`ConfigStore`] | `runtime_config.rs` | the runtime config document and its history |
 //!
 //! [`Backend`] is all of them at once; the server holds an
 //! `Arc<dyn Backend>` and a caller imports the narrow traits whose methods
@@ -58,6 +59,7 @@ mod presence;
 mod rates;
 pub mod redis;
 mod runs;
+pub mod runtime_config;
 mod sessions;
 
 pub use agent_defs::{AgentDefStore, AgentDefinition, DefinedAgent, MAX_DEFINITIONS};
@@ -69,10 +71,11 @@ pub use channels::{ChannelInfo, ChannelMember, ChannelStore};
 pub use chat_history::ChatHistory;
 pub use health::Health;
 pub use idempotency::{Idempotency, IdempotencyStore};
-pub use instances::{InstanceInfo, InstanceStore};
+pub use instances::{InstanceInfo, InstanceStore, InstanceView};
 pub use presence::{ConnectionCounts, Presence, PresenceEntry};
 pub use rates::RateStore;
 pub use runs::{RunRecord, RunStatus, RunStore};
+pub use runtime_config::{ConfigChange, ConfigDocument, ConfigStore, ConfigWrite};
 pub use sessions::{Admission, MAX_INVITED, SessionRecord, SessionStore};
 
 use crate::protocol::RpcError;
@@ -158,6 +161,7 @@ pub trait Backend:
     + ApprovalStore
     + IdempotencyStore
     + RateStore
+    + ConfigStore
 {
 }
 
@@ -176,5 +180,6 @@ impl<T> Backend for T where
         + ApprovalStore
         + IdempotencyStore
         + RateStore
+        + ConfigStore
 {
 }

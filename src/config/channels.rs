@@ -5,7 +5,7 @@ use crate::protocol::names;
 use serde::{Deserialize, Serialize};
 
 /// Who may do what on channels, by name prefix.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
     /// First matching rule wins; channels no rule matches use `default`.
@@ -37,7 +37,7 @@ impl Default for ChannelConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRule {
     /// Channel name prefix (`public:`), or an exact name (`global`).
@@ -60,7 +60,7 @@ impl ChannelRule {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelAccess {
     pub subscribe: Access,
@@ -78,7 +78,7 @@ fn yes() -> bool {
 }
 
 /// A right on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Any authenticated connection.

@@ -48,6 +48,9 @@
 //!    `apply_*_flags` function of its section, both in `flags.rs`. Its help
 //!    text states the default and the variable (`--help` is the reference
 //!    users read); a test checks that every variable it names is read.
+//! 5. Name it in `runtime.rs`: in `LIVE` if every reader takes it from
+//!    `App::live()` when it needs it (then it can change at run time),
+//!    else in `RESTART`. A test fails while a setting is in neither.
 
 mod agents;
 mod auth;
@@ -56,6 +59,7 @@ mod channels;
 mod env;
 mod file;
 mod flags;
+pub mod runtime;
 mod validate;
 
 #[cfg(test)]
@@ -147,7 +151,7 @@ pub struct Config {
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
     pub name: String,
@@ -269,7 +273,7 @@ impl RedisTlsConfig {
 }
 
 /// Sizes, timeouts and caps. Every one bounds a resource.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted WebSocket message in bytes; larger closes with 1009.
@@ -367,7 +371,7 @@ impl Limits {
 }
 
 /// A sliding window: at most `limit` events per `window_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub limit: u32,
@@ -380,7 +384,7 @@ impl Window {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     /// WebSocket upgrade attempts per client IP (exact, shared).

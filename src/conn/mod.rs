@@ -31,8 +31,9 @@ use tracing::Instrument;
 /// its calls and what happens when it opens and closes. This layer knows
 /// frames, clocks and queues, no method and no domain.
 pub trait ConnService: Clone + Send + Sync + 'static {
-    /// The connection's limits and clocks.
-    fn limits(&self) -> &Limits;
+    /// The connection's limits and clocks, as in force now (a copy: they
+    /// may change at run time).
+    fn limits(&self) -> Limits;
     /// Calls that wait on another party (a node's answer): the connection
     /// runs them in their own task and keeps serving the client meanwhile;
     /// every other call runs in order.

@@ -575,7 +575,7 @@ pub async fn provide(ctx: &Ctx<'_>, method: &str, params: Value) -> Result<Value
     if found.is_empty() {
         return Err(RpcError::method_not_found(method));
     }
-    let timeout = Duration::from_millis(ctx.app.config.limits.request_timeout_ms);
+    let timeout = Duration::from_millis(ctx.app.live().limits.request_timeout_ms);
     let request = json!({ "command": method, "params": params, "caller": caller_info(ctx) });
     let (_, result) = call_found(ctx.app, found, Policy::default(), move |_| {
         CallSpec::new("invoke", request.clone(), timeout)

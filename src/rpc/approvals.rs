@@ -134,7 +134,7 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
     let ms = p
         .timeout_ms
-        .unwrap_or(ctx.app.config.limits.request_timeout_ms);
+        .unwrap_or(ctx.app.live().limits.request_timeout_ms);
     if ms == 0 || ms > MAX_TIMEOUT_MS {
         return Err(RpcError::invalid_params(
             "timeoutMs",

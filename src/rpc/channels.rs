@@ -45,7 +45,8 @@ impl ChannelsParams {
 
 pub async fn subscribe(ctx: &Ctx<'_>, mut p: ChannelsParams) -> Result<Value, RpcError> {
     let identity = ctx.identity()?;
-    let config = &ctx.app.config;
+    let live = ctx.app.live();
+    let config: &crate::config::Config = &live;
     let recover = std::mem::take(&mut p.recover);
     let names = p.names()?;
     for channel in recover.keys() {
@@ -149,7 +150,7 @@ pub struct HistoryParams {
 /// the first one returned is missing.
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     may_read(ctx, &p.channel, "read the history of")?;
-    let keep = history_of(&ctx.app.config, &p.channel)?;
+    let keep = history_of(&ctx.app.live(), &p.channel)?;
     let head = json!({ "channel": p.channel });
     replay::history(ctx.app, head, &p.channel, p.since, p.limit, keep, false).await
 }

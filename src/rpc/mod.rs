@@ -15,6 +15,7 @@ pub mod channels;
 mod doc;
 pub mod openrpc;
 pub mod runs;
+pub mod runtime_config;
 pub mod sessions;
 pub mod system;
 mod table;
@@ -192,9 +193,9 @@ pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
 
 /// Per-connection window locally, then the identity's leased budget.
 async fn rate_check(app: &App, conn: &ConnHandle) -> Result<(), RpcError> {
-    let limits = &app.config.rate_limits;
+    let window = app.live.peek().rate_limits.messages_per_conn;
     let now = now_ms();
-    let decision = conn.state().rate.hit(limits.messages_per_conn, now);
+    let decision = conn.state().rate.hit(window, now);
     if !decision.allowed {
         metrics::counter!("switchyard_rate_limited_total", "limit" => "connection").increment(1);
         return Err(RpcError::rate_limited(decision.retry_after_ms));
@@ -206,7 +207,7 @@ async fn rate_check(app: &App, conn: &ConnHandle) -> Result<(), RpcError> {
 }
 
 async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError> {
-    let window = app.config.rate_limits.messages_per_identity;
+    let window = app.live.peek().rate_limits.messages_per_identity;
     let local = app.hub.with_budget(sub, |b| {
         if b.remaining > 0 {
             b.remaining -= 1;

@@ -364,7 +364,7 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
     // On the session's log, numbered with its session events: a member
     // that resumes or reads the history gets the run's stream too.
     let channel = crate::protocol::names::session_channel(&p.session_id);
-    let keep = ctx.app.config.limits.session_history;
+    let keep = ctx.app.live().limits.session_history;
     let (offset, delivered) = ctx
         .app
         .channel_log()

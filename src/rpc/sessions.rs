@@ -90,7 +90,7 @@ pub async fn require_member(ctx: &Ctx<'_>, id: &str) -> Result<SessionRecord, Rp
 /// Create a session owned by the calling connection; (id, resume token).
 async fn open(ctx: &Ctx<'_>, p: CreateParams) -> Result<(String, String), RpcError> {
     let identity = ctx.identity()?;
-    let limits = &ctx.app.config.limits;
+    let limits = &ctx.app.live().limits;
     let id = match p.session_id {
         Some(id) => {
             validate_id(&id)?;
@@ -309,7 +309,7 @@ pub async fn send(ctx: &Ctx<'_>, p: SendParams) -> Result<Value, RpcError> {
             "timestamp": now_ms(),
         }),
     );
-    let keep = ctx.app.config.limits.session_history;
+    let keep = ctx.app.live().limits.session_history;
     let (offset, delivered) = ctx
         .app
         .channel_log()
@@ -336,7 +336,7 @@ pub struct HistoryParams {
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     require_member(ctx, &p.session_id).await?;
     let channel = session_channel(&p.session_id);
-    let keep = ctx.app.config.limits.session_history;
+    let keep = ctx.app.live().limits.session_history;
     let head = json!({ "sessionId": p.session_id });
     replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
 }
@@ -380,7 +380,7 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
         return Err(RpcError::forbidden("session belongs to another identity"));
     }
     let owned = app.hub.owned();
-    let max = app.config.limits.max_sessions_per_client;
+    let max = app.live().limits.max_sessions_per_client;
     if !owned.owns(ctx.conn.id(), id) && owned.owned_by(ctx.conn.id()) >= max {
         return Err(RpcError::limit("sessions per connection", max));
     }
@@ -389,7 +389,7 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
         .reclaim_session(id, ctx.conn.id(), &identity.sub, true)
         .await
         .map_err(backend_err(id))?;
-    let keep = app.config.limits.session_history;
+    let keep = app.live().limits.session_history;
     let channel = session_channel(id);
     let attached = attach(app, ctx.conn, id);
     let done = replay::replay(app, ctx.conn, &channel, p.offset, keep, attached).await?;

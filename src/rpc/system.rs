@@ -132,7 +132,7 @@ async fn resume_at_connect(ctx: &Ctx<'_>, p: crate::rpc::sessions::ResumeParams)
 
 async fn hello(ctx: &Ctx<'_>, identity: Option<Arc<Identity>>) -> Result<Value, RpcError> {
     let app = ctx.app;
-    let limits = &app.config.limits;
+    let limits = &app.live().limits;
     let connections = app
         .presence()
         .connection_counts()

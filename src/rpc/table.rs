@@ -11,6 +11,7 @@
 //! the services).
 
 use super::doc::{self, Doc};
+use super::runtime_config;
 use super::{
     Ctx, agent_defs, agents, approvals, channels, openrpc, params, params_or_default, runs,
     sessions, system,
@@ -226,6 +227,17 @@ pub static METHODS: &[Method] = &[
     row!("agents.broadcast", WRITE, in_order, doc::AGENTS_BROADCAST,
         |c, p: agent_defs::BroadcastParams| agent_defs::broadcast(c, p).await),
     row!("agents.stats", READ, in_order, doc::AGENTS_STATS, |c| agent_defs::stats(c).await),
+    // runtime config
+    row!("config.get", ADMIN, in_order, doc::CONFIG_GET,
+        |c, p: runtime_config::GetParams = default| runtime_config::get(c, p)),
+    row!("config.set", ADMIN, in_order, doc::CONFIG_SET,
+        |c, p: runtime_config::SetParams| runtime_config::set(c, p).await),
+    row!("config.patch", ADMIN, in_order, doc::CONFIG_PATCH,
+        |c, p: runtime_config::PatchParams| runtime_config::patch(c, p).await),
+    row!("config.apply", ADMIN, in_order, doc::CONFIG_APPLY,
+        |c, p: runtime_config::ApplyParams| runtime_config::apply(c, p).await),
+    row!("config.history", ADMIN, in_order, doc::CONFIG_HISTORY,
+        |c, p: runtime_config::HistoryParams = default| runtime_config::history(c, p).await),
 ];
 
 /// The method a name or alias stands for.

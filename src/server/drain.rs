@@ -28,7 +28,7 @@ pub async fn drain(app: &App) {
         conn.push(notice.clone());
         conn.close_after_queue(close_code::RESTARTING, "server restarting");
     }
-    let deadline = Instant::now() + app.config.limits.drain_deadline();
+    let deadline = Instant::now() + app.live().limits.drain_deadline();
     while !app.hub.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -155,7 +155,7 @@ pub(super) async fn api_identity(
             &format!("requires scope {scope}"),
         ));
     }
-    let window = app.config.rate_limits.http_per_key;
+    let window = app.live().rate_limits.http_per_key;
     let hit = app
         .rate_store()
         .rate_hit(&format!("http:{}", identity.sub), window, now_ms())
@@ -202,7 +202,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
     match &app.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
+            crate::telemetry::render(handle),
         )
             .into_response(),
         None => HttpError::new(

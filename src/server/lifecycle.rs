@@ -11,8 +11,8 @@ use crate::services::connections;
 use serde_json::Value;
 
 impl ConnService for App {
-    fn limits(&self) -> &Limits {
-        &self.config.limits
+    fn limits(&self) -> Limits {
+        self.live.peek().limits.clone()
     }
 
     fn is_long_running(&self, method: &str) -> bool {

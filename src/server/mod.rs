@@ -123,9 +123,12 @@ pub async fn build_with_backend(
         reasserted: std::sync::atomic::AtomicU64::new(0),
         backend_down_since_ms: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::telemetry::metrics_handle(),
+        live: crate::config::runtime::LiveConfig::new(config.clone()),
         config,
     });
+    crate::services::runtime_config::load_at_start(&app).await;
     app.relay.set_run_hooks(app.runs.clone());
+    crate::telemetry::export_capacity(app.live().limits.max_connections);
     tasks::register_instance(&app).await;
     Ok(app)
 }

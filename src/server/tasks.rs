@@ -41,6 +41,15 @@ pub fn spawn_all(app: &App) -> CancellationToken {
         app.note_backend();
     });
     spawn_resync(app, &stop);
+    // The runtime config: announcements and a poll of the stored version.
+    let follow = crate::services::runtime_config::follow(app.clone());
+    let until = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = until.cancelled() => {}
+            _ = follow => {}
+        }
+    });
     stop
 }
 
@@ -139,9 +148,10 @@ pub async fn register_instance(app: &App) {
         0.0
     };
     metrics::gauge!("switchyard_backend_up").set(up);
-    // Calls waiting on nodes of instances that died end with this list.
-    if let Ok(instances) = app.instance_store().instances().await {
-        app.relay.set_live(instances.into_iter().map(|i| i.id));
+    // Calls waiting on nodes of instances that died end with this view.
+    if let Ok(view) = app.instance_store().instance_view().await {
+        app.relay
+            .set_live(view.live.into_iter().map(|i| i.id), view.stale);
     }
 }
 

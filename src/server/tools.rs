@@ -113,7 +113,8 @@ pub async fn hook(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    let Some(hook) = app.config.hooks.iter().find(|h| h.name == name) else {
+    let live = app.live();
+    let Some(hook) = live.hooks.iter().find(|h| h.name == name) else {
         return Err(HttpError::new(StatusCode::NOT_FOUND, "no such hook"));
     };
     match &hook.secret {

@@ -77,7 +77,7 @@ async fn admit(
         refused(Refused::Origin, ip, origin.unwrap_or_default());
         return Err(HttpError::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let limits = &app.config.rate_limits;
+    let limits = &app.live().rate_limits;
     let attempt = app
         .rate_store()
         .rate_hit(&format!("connect:{ip}"), limits.connect_per_ip, now_ms())
@@ -104,7 +104,7 @@ async fn admit(
             refused(Refused::PerAddress, ip, "upgrade");
             HttpError::rate_limited(1000).with_message("too many connections from this address")
         })?;
-    if app.hub.len() >= app.config.limits.max_connections {
+    if app.hub.len() >= app.live().limits.max_connections {
         refused(Refused::Capacity, ip, "upgrade");
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -129,7 +129,7 @@ fn upgrade(
     setup: ConnSetup<IpSlot>,
     protocol: Option<String>,
 ) -> Response {
-    let max = app.config.limits.max_payload;
+    let max = app.live().limits.max_payload;
     let mut ws = ws
         .max_message_size(max)
         .max_frame_size(max)

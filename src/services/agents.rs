@@ -147,7 +147,7 @@ pub async fn call_found(
 
 /// Validate a caller-supplied timeout, with the configured default.
 pub fn timeout(app: &App, timeout_ms: Option<u64>) -> Result<Duration, RpcError> {
-    let ms = timeout_ms.unwrap_or(app.config.limits.request_timeout_ms);
+    let ms = timeout_ms.unwrap_or(app.live().limits.request_timeout_ms);
     if ms == 0 || ms > MAX_TIMEOUT_MS {
         return Err(RpcError::invalid_params(
             "timeoutMs",

@@ -67,8 +67,8 @@ pub fn history_of(config: &crate::config::Config, channel: &str) -> Result<usize
 pub async fn join(app: &App, conn: &ConnHandle, channel: &str) -> Result<(), RpcError> {
     app.hub.subscribe_local(channel, conn).await?;
     conn.state().subscriptions.insert(channel.to_owned());
-    let presence =
-        access_for(&app.config.channels, channel).presence && app.config.channels.presence;
+    let presence = access_for(&app.live.peek().channels, channel).presence
+        && app.live.peek().channels.presence;
     let member = presence.then(|| member_of(conn)).flatten();
     app.channel_store()
         .channel_join(channel, conn.id(), member.clone())
@@ -104,8 +104,8 @@ pub async fn leave(app: &App, conn: &ConnHandle, channel: &str) {
     if let Err(e) = app.channel_store().channel_leave(channel, conn.id()).await {
         tracing::warn!(%channel, error = %e, "channel leave failed");
     }
-    let presence =
-        access_for(&app.config.channels, channel).presence && app.config.channels.presence;
+    let presence = access_for(&app.live.peek().channels, channel).presence
+        && app.live.peek().channels.presence;
     if presence && let Some(mut member) = member_of(conn) {
         member.joined_at = now_ms();
         announce(app, channel, "presence.leave", &member).await;
@@ -117,8 +117,8 @@ pub async fn leave(app: &App, conn: &ConnHandle, channel: &str) {
 pub async fn reassert(app: &App, conn: &ConnHandle) {
     let channels: Vec<String> = conn.state().subscriptions.iter().cloned().collect();
     for channel in channels {
-        let presence =
-            access_for(&app.config.channels, &channel).presence && app.config.channels.presence;
+        let presence = access_for(&app.live.peek().channels, &channel).presence
+            && app.live.peek().channels.presence;
         let member = presence.then(|| member_of(conn)).flatten();
         if let Err(e) = app
             .channel_store()
@@ -174,7 +174,7 @@ pub async fn publish_event(
         let reached = app.bus().send_to_conn(envelope).await?;
         return Ok(plain(usize::from(reached)));
     }
-    let keep = access_for(&app.config.channels, channel).history;
+    let keep = access_for(&app.live.peek().channels, channel).history;
     if keep > 0 {
         let logged = LoggedFrame::new("notify", params);
         let (offset, delivered) = app
@@ -242,7 +242,7 @@ fn may(
     action: &str,
 ) -> Result<(), RpcError> {
     validate_name("channel", channel)?;
-    let rule = access_for(&app.config.channels, channel);
+    let rule = access_for(&app.live.peek().channels, channel);
     if !identity.check_access(right(&rule), channel, conn_id) {
         return Err(RpcError::forbidden(format!("may not {action} {channel}")));
     }

@@ -46,7 +46,7 @@ pub async fn verify(
     carrier: &'static str,
 ) -> Result<Identity, Refusal> {
     let key = format!("authfail:{ip}");
-    let window = app.config.rate_limits.auth_failures_per_ip;
+    let window = app.live().rate_limits.auth_failures_per_ip;
     let check = uuid::Uuid::new_v4().simple().to_string();
     let slot = app
         .rate_store()

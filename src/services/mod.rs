@@ -22,5 +22,6 @@ pub mod idempotent;
 pub mod page;
 pub mod replay;
 pub mod runs;
+pub mod runtime_config;
 pub mod sessions;
 pub mod system;

@@ -327,7 +327,7 @@ pub async fn closed_while_away(app: &App, gone: Vec<(ConnHandle, String)>) {
 
 /// Close sessions whose owner has been gone longer than the resume window.
 pub async fn close_expired(app: &App) {
-    let window = app.config.limits.resume_window_ms;
+    let window = app.live().limits.resume_window_ms;
     let cutoff = now_ms().saturating_sub(window);
     let Ok(ids) = app.session_store().expired_sessions(cutoff).await else {
         return;

@@ -647,6 +647,9 @@ pub struct RedisProcess {
     pub port: u16,
     ports: Vec<u16>,
     dir: std::path::PathBuf,
+    /// Writes an append-only file (fsync every second) in `dir`, which a
+    /// restart replays ([`RedisProcess::start_persistent`]).
+    persistent: bool,
 }
 
 /// Whether the server closed `stream` (EOF or reset) within `within`,
@@ -776,15 +779,33 @@ impl RedisProcess {
         } else {
             1
         };
+        Self::start_nodes(nodes, false)
+    }
+
+    /// One `redis-server` (whatever `SWITCHYARD_TEST_REDIS` says) with the
+    /// append-only file on (`appendfsync everysec`), as the shipped
+    /// deployments run it: [`RedisProcess::crash_and_restart`] keeps the
+    /// data written more than a second before.
+    pub fn start_persistent() -> Self {
+        assert!(
+            !redis_sentinel_mode(),
+            "a persistent test Redis is a single server"
+        );
+        Self::start_nodes(1, true)
+    }
+
+    fn start_nodes(nodes: usize, persistent: bool) -> Self {
         let mut last_error = String::new();
         for _ in 0..5 {
             let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
             let dir = std::env::temp_dir().join(format!("switchyard-redis-{}", ports[0]));
+            let _ = std::fs::remove_dir_all(&dir);
             let mut redis = Self {
                 children: Vec::new(),
                 port: ports[0],
                 ports,
                 dir,
+                persistent,
             };
             match redis.try_spawn() {
                 Ok(()) => return redis,
@@ -795,7 +816,7 @@ impl RedisProcess {
     }
 
     pub fn url(&self) -> String {
-        if redis_sentinel_mode() {
+        if redis_sentinel_mode() && !self.persistent {
             return format!(
                 "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
                 self.ports[1]
@@ -819,16 +840,24 @@ impl RedisProcess {
     }
 
     fn try_spawn(&mut self) -> Result<(), String> {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.persistent {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         std::fs::create_dir_all(&self.dir).expect("redis dir");
-        if redis_sentinel_mode() {
+        if redis_sentinel_mode() && !self.persistent {
             return self.spawn_sentinel();
         }
         let clustered = self.ports.len() > 1;
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
         for &port in &self.ports.clone() {
             let mut cmd = std::process::Command::new("redis-server");
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .args(["--save", "", "--protected-mode", "no"])
+                .args(aof)
                 .arg("--dir")
                 .arg(&self.dir)
                 .stdout(std::process::Stdio::null())
@@ -993,6 +1022,18 @@ impl RedisProcess {
 
     /// Start again on the same ports, empty.
     pub fn restart(&mut self) {
+        assert!(
+            !self.persistent,
+            "restart of a persistent Redis keeps its data"
+        );
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGKILL, then start again on the same port from the same append-only
+    /// file (a persistent Redis only), waiting until it answers.
+    pub fn crash_and_restart(&mut self) {
+        assert!(self.persistent, "only a persistent Redis keeps its data");
         self.kill();
         self.spawn();
     }

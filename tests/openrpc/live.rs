@@ -3,6 +3,7 @@
 //! (what it drives is listed in the crate root), checking every call's
 //! params and result and every push's params.
 
+use crate::CONFIG;
 use crate::common::*;
 use crate::reference::Reference;
 use crate::{
@@ -489,4 +490,39 @@ async fn approval_replies_fit_their_schemas() {
     r.call(&mut approver, "approval.history", json!({"limit": 10}))
         .await;
     r.covered(APPROVALS, APPROVAL_PUSHES);
+}
+
+#[tokio::test]
+async fn runtime_config_replies_fit_their_schemas() {
+    let server = TestServer::default().await;
+    let mut r = Reference::of(&server).await;
+    let mut admin = server.client(ADMIN).await;
+    r.call(&mut admin, "config.get", json!({})).await;
+    let described = r
+        .call(&mut admin, "config.get", json!({"schema": true}))
+        .await;
+    assert!(described["schema"].is_object(), "{described}");
+    r.call(
+        &mut admin,
+        "config.set",
+        json!({"path": "rate_limits.messages_per_conn.limit", "value": 400}),
+    )
+    .await;
+    r.call(
+        &mut admin,
+        "config.patch",
+        json!({"patch": {"hooks": [{"name": "gh", "secret": "hook-secret-0123456789"}]}, "baseVersion": 1}),
+    )
+    .await;
+    r.call(
+        &mut admin,
+        "config.apply",
+        json!({"config": {"limits": {"max_batch": 50}}}),
+    )
+    .await;
+    let history = r
+        .call(&mut admin, "config.history", json!({"limit": 10}))
+        .await;
+    assert_eq!(history["count"], 3, "{history}");
+    r.covered(CONFIG, &[]);
 }

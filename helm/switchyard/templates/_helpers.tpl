@@ -130,9 +130,56 @@ key: redis-password
 {{- end }}
 {{- end }}
 
+{{/* The `helm test` pod, as a NetworkPolicy peer: let in wherever the
+     peers are restricted. */}}
+{{- define "switchyard.testPeer" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "switchyard.name" . }}
+      app.kubernetes.io/instance: {{ .Release.Name }}
+      app.kubernetes.io/component: test
+{{- end }}
+
 {{/* The port /metrics is scraped on. */}}
 {{- define "switchyard.metricsPortName" -}}
 {{- if .Values.gateway.metricsPort }}metrics{{ else }}http{{ end }}
+{{- end }}
+
+{{/* A Kubernetes memory quantity (512Mi, 1Gi, 1G, 1.5Gi, 536870912) in
+     bytes. */}}
+{{- define "switchyard.bytes" -}}
+{{- $q := . -}}
+{{- if kindIs "float64" $q }}{{ $q = printf "%.0f" $q }}{{ end -}}
+{{- $q = toString $q -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?([kKMGT]i?)?$" $q) }}
+{{- fail (printf "resources.limits.memory: %q is not a memory quantity this chart reads (e.g. 512Mi, 1Gi, 1G)" $q) }}
+{{- end -}}
+{{- $units := dict "" 1 "k" 1000 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- $number := regexFind "^[0-9.]+" $q | float64 -}}
+{{- $unit := regexReplaceAll "^[0-9.]+" $q "" -}}
+{{- printf "%.0f" (mulf $number (get $units $unit)) -}}
+{{- end }}
+
+{{/* The memory limit of the gateway container in bytes; "" without one. */}}
+{{- define "switchyard.memoryLimit" -}}
+{{- with (.Values.resources.limits | default dict).memory }}{{ include "switchyard.bytes" . }}{{ end -}}
+{{- end }}
+
+{{/* Connections one pod accepts: gateway.maxConnections, else what fits
+     the memory limit ((limit − base) / bytes per connection), else ""
+     (the gateway's default). */}}
+{{- define "switchyard.maxConnections" -}}
+{{- $sizing := .Values.gateway.sizing -}}
+{{- $limit := include "switchyard.memoryLimit" . -}}
+{{- if .Values.gateway.maxConnections -}}
+{{- int64 .Values.gateway.maxConnections -}}
+{{- else if $limit -}}
+{{- $free := sub (int64 $limit) (mul (int64 $sizing.baseMemoryMiB) 1048576) -}}
+{{- if le $free 0 }}
+{{- fail (printf "resources.limits.memory (%s) leaves nothing for connections above gateway.sizing.baseMemoryMiB (%d MiB)" (toString .Values.resources.limits.memory) (int64 $sizing.baseMemoryMiB)) }}
+{{- end -}}
+{{- div $free (int64 $sizing.bytesPerConnection) -}}
+{{- end -}}
 {{- end }}
 
 {{/* Settings that would produce a broken release fail the render instead. */}}
@@ -172,6 +219,24 @@ key: redis-password
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.maxUnavailable) (not (kindIs "string" $pdb.minAvailable)) (gt (int (include "switchyard.minReplicas" .)) 1) }}
 {{- if ge (int $pdb.minAvailable) (int (include "switchyard.minReplicas" .)) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the replica count (%s): no pod could ever be evicted and node drains would block; prefer maxUnavailable: 1" (int $pdb.minAvailable) (include "switchyard.minReplicas" .)) }}
+{{- end }}
+{{- end }}
+{{- $sizing := .Values.gateway.sizing }}
+{{- $limit := include "switchyard.memoryLimit" . }}
+{{- if and .Values.gateway.maxConnections $limit }}
+{{- $needed := add (mul (int64 $sizing.baseMemoryMiB) 1048576) (mul (int64 .Values.gateway.maxConnections) (int64 $sizing.bytesPerConnection)) }}
+{{- if gt $needed (int64 $limit) }}
+{{- $fits := div (sub (int64 $limit) (mul (int64 $sizing.baseMemoryMiB) 1048576)) (int64 $sizing.bytesPerConnection) }}
+{{- fail (printf "gateway.maxConnections (%d) needs about %d MiB at gateway.sizing.bytesPerConnection (%d) over %d MiB, more than resources.limits.memory (%s): the pod would be OOM-killed, without a drain, before it refuses a connection. Set gateway.maxConnections to at most %d (or leave it empty to derive it), or raise the memory limit" (int64 .Values.gateway.maxConnections) (div $needed 1048576) (int64 $sizing.bytesPerConnection) (int64 $sizing.baseMemoryMiB) (toString .Values.resources.limits.memory) $fits) }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.gateway.extraEnv "SWITCHYARD_LIMITS__MAX_CONNECTIONS" }}
+{{- fail "gateway.extraEnv: set the connection cap with gateway.maxConnections (checked against the memory limit), not SWITCHYARD_LIMITS__MAX_CONNECTIONS" }}
+{{- end }}
+{{- with .Values.autoscaling.targetConnectionsPerPod }}
+{{- $cap := include "switchyard.maxConnections" $ | default "100000" }}
+{{- if ge (int64 .) (int64 $cap) }}
+{{- fail (printf "autoscaling.targetConnectionsPerPod (%d) must be below the connection cap per pod (%s, gateway.maxConnections): pods would refuse connections before the HPA adds any" (int64 .) $cap) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.gateway.metricsPort (eq (int .Values.gateway.metricsPort) (int .Values.gateway.port)) }}

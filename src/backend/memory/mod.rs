@@ -28,6 +28,7 @@ mod instances;
 mod presence;
 mod rates;
 mod runs;
+mod runtime_config;
 mod sessions;
 
 use super::{
@@ -76,6 +77,7 @@ struct State {
     agent_defs: BTreeMap<String, crate::backend::AgentDefinition>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
+    config: runtime_config::ConfigState,
 }
 
 impl MemoryBackend {

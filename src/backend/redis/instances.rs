@@ -4,7 +4,7 @@
 //! reaper alike.
 
 use super::{RedisBackend, json, parse, unavailable};
-use crate::backend::{BackendResult, InstanceInfo, InstanceStore};
+use crate::backend::{BackendResult, InstanceInfo, InstanceStore, InstanceView};
 use async_trait::async_trait;
 use fred::prelude::{Expiration, HashesInterface, KeysInterface};
 use std::collections::HashMap;
@@ -51,6 +51,10 @@ impl InstanceStore for RedisBackend {
     }
 
     async fn instances(&self) -> BackendResult<Vec<InstanceInfo>> {
+        Ok(self.instance_view().await?.live)
+    }
+
+    async fn instance_view(&self) -> BackendResult<InstanceView> {
         let client = self.ready()?;
         let all: HashMap<String, String> = client
             .hgetall(self.0.keys.instances())
@@ -58,12 +62,14 @@ impl InstanceStore for RedisBackend {
             .map_err(unavailable)?;
         let cutoff =
             crate::protocol::now_ms().saturating_sub(self.0.settings.node_ttl.as_millis() as u64);
-        let mut live: Vec<InstanceInfo> = all
+        let (mut live, stale): (Vec<InstanceInfo>, Vec<InstanceInfo>) = all
             .values()
             .filter_map(|v| parse::<InstanceInfo>(v).ok())
-            .filter(|i| i.last_seen >= cutoff)
-            .collect();
+            .partition(|i| i.last_seen >= cutoff);
         live.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(live)
+        Ok(InstanceView {
+            live,
+            stale: stale.into_iter().map(|i| i.id).collect(),
+        })
     }
 }

@@ -162,6 +162,19 @@ impl Keys {
     pub fn inbox_prefix(&self) -> String {
         format!("{}:inbox:", self.prefix)
     }
+    /// Hash: the runtime config document (`version`, `overrides` JSON,
+    /// `updatedAt`). Written only by the compare-and-set script.
+    pub fn config(&self) -> String {
+        format!("{}:config", self.stem)
+    }
+    /// List: runtime config changes, newest first (capped).
+    pub fn config_history(&self) -> String {
+        format!("{}:config:history", self.stem)
+    }
+    /// Pub/sub channel announcing a new runtime config version.
+    pub fn config_topic(&self) -> String {
+        format!("{}:config:changed", self.prefix)
+    }
     /// Pub/sub pattern of external notifications.
     pub fn notify_pattern(&self) -> String {
         format!("{}:notify:*", self.prefix)

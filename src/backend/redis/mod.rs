@@ -39,6 +39,7 @@ mod pubsub;
 mod rates;
 mod reaper;
 mod runs;
+mod runtime_config;
 mod scripts;
 mod sessions;
 mod tls;
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
     interest: Mutex<HashMap<String, usize>>,
     resync: watch::Sender<u64>,
     canary_seen_ms: AtomicU64,
+    /// Runtime config versions announced on the config topic.
+    config_changes: watch::Sender<u64>,
 }
 
 /// Cluster backend on Redis.
@@ -178,6 +181,7 @@ impl RedisBackend {
             interest: Mutex::new(HashMap::new()),
             resync,
             canary_seen_ms: AtomicU64::new(crate::protocol::now_ms()),
+            config_changes: watch::channel(0).0,
         };
         Ok(Self(Arc::new(shared)))
     }

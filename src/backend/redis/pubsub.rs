@@ -10,7 +10,8 @@
 //! - inbox `<p>:inbox:<instance>`: `c<conn>\n<frame>` (one connection),
 //!   `k<conn>\n<code>\n<reason>` (kick), `p<sent ms>` (canary);
 //! - `<p>:notify:<channel>`: JSON `{channel?, event, data, timestamp?}` from
-//!   any process (see [`notify_frame`]).
+//!   any process (see [`notify_frame`]);
+//! - `<p>:config:changed`: a new runtime config version (decimal).
 
 use super::{RedisBackend, unavailable};
 use crate::backend::{BackendResult, Envelope, SessionStore};
@@ -41,6 +42,11 @@ pub async fn start(backend: &RedisBackend) -> BackendResult<()> {
     shared
         .subscriber
         .psubscribe(shared.keys.notify_pattern())
+        .await
+        .map_err(unavailable)?;
+    shared
+        .subscriber
+        .subscribe(shared.keys.config_topic())
         .await
         .map_err(unavailable)?;
     confirm(backend).await?;
@@ -83,6 +89,9 @@ impl RedisBackend {
                     tracing::warn!(%channel, "malformed channel envelope ignored");
                 }
             }
+        } else if topic == shared.keys.config_topic() {
+            let version = text.parse().unwrap_or(0);
+            shared.config_changes.send_replace(version);
         } else if let Some(channel) = topic.strip_prefix(&shared.keys.notify_prefix()) {
             self.on_notify(channel, &text).await;
         } else if let Some(sent) = text.strip_prefix('p') {

@@ -16,6 +16,7 @@ mod approvals;
 mod channels;
 pub mod pushes;
 mod runs;
+mod runtime_config;
 mod sessions;
 mod system;
 
@@ -24,6 +25,7 @@ pub use agents::*;
 pub use approvals::*;
 pub use channels::*;
 pub use runs::*;
+pub use runtime_config::*;
 pub use sessions::*;
 pub use system::*;
 

@@ -154,7 +154,9 @@ pub static PUSHES: &[Push] = &[
     Push {
         name: "agent.error",
         to: "channel `global`",
-        description: "A run ended in an error, or was cancelled.",
+        description: "A run ended in an error, or was cancelled. When the instance holding \
+                      the agent died mid-run, `error` is -32005 with data `{reason: \
+                      \"instance_lost\", instanceId}`, a heartbeat after `limits.node_ttl_ms`.",
         params: run_summary,
     },
     Push {

@@ -1,0 +1,404 @@
+//! Durability with real processes: what the gateway acknowledged survives
+//! Redis being killed with SIGKILL and restarted from its append-only file
+//! (`appendfsync everysec`, as docker-compose and the chart's built-in
+//! Redis run it; docs/durability.md), and every instance resumes with no
+//! manual step.
+//!
+//! Not a behaviour test: it starts its own persistent Redis and processes
+//! whatever `SWITCHYARD_TEST_BACKEND` says.
+
+mod common;
+
+use common::instance::*;
+use common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// What `appendfsync everysec` may lose: the writes of the last second.
+const FSYNC_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Credentials of both instances: the usual ones, a node and an approver.
+fn tokens() -> String {
+    format!("{TOKENS},keeper:{NODE}:node,approver:{APPROVER}:operator.approvals")
+}
+
+/// A config file with a channel that keeps its publications.
+fn config_file() -> std::path::PathBuf {
+    let path = temp_path("durability.toml");
+    std::fs::write(
+        &path,
+        "[[channels.rules]]\nprefix = \"audit:\"\nsubscribe = \"read\"\npublish = \"write\"\nhistory = 100\n",
+    )
+    .expect("config file");
+    path
+}
+
+/// Every record the test wrote, as the gateway reads it back.
+async fn records(admin: &mut Ws, approver: &mut Ws, session: &str) -> Value {
+    let pending = approver.call("approval.list", json!({})).await;
+    let audit = approver.call("approval.history", json!({})).await;
+    let log = admin
+        .call("session.history", json!({"sessionId": session}))
+        .await;
+    let chat = admin
+        .call("chat.history", json!({"sessionId": session}))
+        .await;
+    let channel = admin
+        .call("history", json!({"channel": "audit:trail"}))
+        .await;
+    let run = admin
+        .call(
+            "agent.wait",
+            json!({"sessionId": "run-kept", "timeoutMs": 2000}),
+        )
+        .await;
+    json!({"pending": pending, "audit": audit, "log": log, "chat": chat,
+           "channel": channel, "run": run})
+}
+
+/// Poll `/ready` on `instance` until 200 (bounded by `deadline`).
+async fn ready_again(instance: &Instance, deadline: Instant) {
+    while instance.ready_status().await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready again: {}",
+            instance.id,
+            instance.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_redis_crash_with_the_append_only_file() {
+    let mut redis = RedisProcess::start_persistent();
+    let config = config_file();
+    let tokens = tokens();
+    let env = [
+        ("SWITCHYARD_TOKENS", tokens.as_str()),
+        ("SWITCHYARD_CONFIG", config.to_str().expect("utf-8 path")),
+    ];
+    let a = Instance::start(&redis, "a", &env).await;
+    let b = Instance::start(&redis, "b", &env).await;
+
+    let mut node = a.client(NODE).await;
+    node.call(
+        "agent.register",
+        json!({"agentId": "keeper", "capabilities": ["agent.run", "count"]}),
+    )
+    .await;
+    let mut admin = b.client(ADMIN).await;
+    let mut approver = a.client(APPROVER).await;
+
+    // Approvals: one left pending, one decided (the audit trail).
+    let pending = node
+        .call(
+            "approval.request",
+            json!({"tool": "shell", "summary": "kept pending", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    let decided = node
+        .call(
+            "approval.request",
+            json!({"tool": "shell", "summary": "decided", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    approver
+        .call(
+            "approval.resolve",
+            json!({"approvalId": decided, "decision": "approve", "note": "fine"}),
+        )
+        .await;
+
+    // A session's log and chat history; a channel's log.
+    admin
+        .call("session.create", json!({"sessionId": "kept"}))
+        .await;
+    for i in 1..=3 {
+        admin
+            .call(
+                "session.send",
+                json!({"sessionId": "kept", "event": "step", "data": {"i": i}}),
+            )
+            .await;
+    }
+    admin
+        .call(
+            "chat.inject",
+            json!({"sessionId": "kept", "message": "remember me"}),
+        )
+        .await;
+    for i in 1..=3 {
+        admin
+            .call(
+                "publish",
+                json!({"channel": "audit:trail", "event": "entry", "data": {"i": i}}),
+            )
+            .await;
+    }
+
+    // A finished run.
+    admin
+        .call("session.create", json!({"sessionId": "run-kept"}))
+        .await;
+    let (run, ()) = tokio::join!(
+        admin.call(
+            "agent.run",
+            json!({"sessionId": "run-kept", "agentId": "keeper", "task": "keep"}),
+        ),
+        async {
+            let (id, _) = server_request(&mut node, "agent.run").await;
+            answer(&mut node, &id, json!({"kept": true})).await;
+        }
+    );
+    assert_eq!(run["sessionId"], "run-kept", "{run}");
+
+    // An idempotent call's result.
+    let invoke = json!({"nodeId": "keeper", "command": "count", "params": {},
+                        "idempotencyKey": "kept-key", "timeoutMs": 5000});
+    let (first, ()) = tokio::join!(admin.call("node.invoke", invoke.clone()), async {
+        let (id, _) = server_request(&mut node, "invoke").await;
+        answer(&mut node, &id, json!({"count": 1})).await;
+    });
+    assert_eq!(first["result"], json!({"count": 1}), "{first}");
+
+    let before = records(&mut admin, &mut approver, "kept").await;
+    assert_eq!(before["run"]["status"], "completed", "{before}");
+    assert_eq!(before["log"]["events"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        before["channel"]["events"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(before["audit"]["count"], 1, "{before}");
+    assert!(
+        before["pending"]["approvals"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|p| p["approvalId"] == pending)),
+        "{before}"
+    );
+
+    // A subscriber on one instance from before the crash: its instance
+    // must subscribe again on its own for publications from the other.
+    let mut watcher = a.client(WRITER).await;
+    watcher
+        .call("subscribe", json!({"channels": ["audit:trail"]}))
+        .await;
+
+    // Past the fsync window, Redis dies without a chance to save anything.
+    tokio::time::sleep(FSYNC_WINDOW).await;
+    let crashed = Instant::now();
+    redis.crash_and_restart();
+    let restarted = crashed.elapsed();
+
+    // Both instances come back on their own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    ready_again(&a, deadline).await;
+    ready_again(&b, deadline).await;
+    eprintln!(
+        "redis restarted from its append-only file in {} ms; instances ready {} ms after the crash",
+        restarted.as_millis(),
+        crashed.elapsed().as_millis()
+    );
+
+    // Every record reads back as it was (a call may meet the reconnect:
+    // retried while the answer is -32005).
+    let after = loop {
+        let pending = approver.request("approval.list", json!({})).await;
+        if pending["error"]["code"] != -32005 {
+            break records(&mut admin, &mut approver, "kept").await;
+        }
+        assert!(Instant::now() < deadline, "{pending}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after, before, "records changed across the crash");
+
+    // The idempotent call answers its stored result; the node is not asked.
+    let again = admin.call("node.invoke", invoke).await;
+    assert_eq!(again["result"], json!({"count": 1}), "{again}");
+    node.expect_no_push("invoke", Duration::from_millis(300))
+        .await;
+
+    // The decided approval stays decided; the pending one is decided once.
+    assert_eq!(
+        approver
+            .error_code(
+                "approval.resolve",
+                json!({"approvalId": decided, "decision": "deny"}),
+            )
+            .await,
+        -32007
+    );
+    approver
+        .call(
+            "approval.resolve",
+            json!({"approvalId": pending, "decision": "deny", "note": "after the crash"}),
+        )
+        .await;
+    let decision = node
+        .call(
+            "approval.wait",
+            json!({"approvalId": pending, "timeoutMs": 2000}),
+        )
+        .await;
+    assert_eq!(decision["status"], "denied", "{decision}");
+
+    // The logs keep numbering after what they hold; live delivery crosses
+    // instances again, to the subscription made before the crash.
+    let sent = admin
+        .call(
+            "session.send",
+            json!({"sessionId": "kept", "event": "step", "data": {"i": 4}}),
+        )
+        .await;
+    assert_eq!(sent["offset"], 4, "{sent}");
+    let published = admin
+        .call(
+            "publish",
+            json!({"channel": "audit:trail", "event": "entry", "data": {"i": 4}}),
+        )
+        .await;
+    assert_eq!(published["offset"], 4, "{published}");
+    let push = notify_on(&mut watcher, "audit:trail").await;
+    assert_eq!(push["data"], json!({"i": 4}), "{push}");
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test]
+async fn a_run_whose_agent_instance_dies_ends_as_instance_lost_a_heartbeat_after_node_ttl() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut b = Instance::start(&redis, "b", &env).await;
+
+    let mut node = b.client(NODE).await;
+    node.call(
+        "agent.register",
+        json!({"agentId": "doomed", "capabilities": ["agent.run"]}),
+    )
+    .await;
+    let mut caller = a.client(ADMIN).await;
+    caller
+        .call("session.create", json!({"sessionId": "lost-run"}))
+        .await;
+    let (run, _) = tokio::join!(
+        caller.call(
+            "agent.run",
+            json!({"sessionId": "lost-run", "agentId": "doomed", "task": "long"}),
+        ),
+        server_request(&mut node, "agent.run"),
+    );
+    let run_id = run["runId"].clone();
+
+    // The agent has the run; its instance dies without a word.
+    let killed = Instant::now();
+    b.kill9();
+    let ended = push_where(&mut caller, "agent.error", |e| e["runId"] == run_id).await;
+    let after = killed.elapsed();
+    eprintln!(
+        "run ended as instance_lost {} ms after its agent's instance was killed (node_ttl {} ms)",
+        after.as_millis(),
+        NODE_TTL.as_millis()
+    );
+    assert!(
+        after <= NODE_TTL + Duration::from_secs(2),
+        "{after:?}: {ended}"
+    );
+    assert_eq!(ended["status"], "error", "{ended}");
+    assert_eq!(ended["error"]["code"], -32005, "{ended}");
+    assert_eq!(ended["error"]["data"]["reason"], "instance_lost", "{ended}");
+    assert_eq!(ended["error"]["data"]["instanceId"], "b", "{ended}");
+
+    // The record says so, and the session takes a new run at once.
+    let record = caller
+        .call(
+            "agent.wait",
+            json!({"sessionId": "lost-run", "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(record["status"], "error", "{record}");
+    assert_eq!(record["error"]["data"]["reason"], "instance_lost");
+    let mut rescuer = a.client(NODE).await;
+    rescuer
+        .call(
+            "agent.register",
+            json!({"agentId": "rescuer", "capabilities": ["agent.run"]}),
+        )
+        .await;
+    let (again, _) = tokio::join!(
+        caller.call(
+            "agent.run",
+            json!({"sessionId": "lost-run", "agentId": "rescuer", "task": "again"}),
+        ),
+        server_request(&mut rescuer, "agent.run"),
+    );
+    assert_ne!(again["runId"], run_id, "{again}");
+}
+
+#[tokio::test]
+async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let b = Instance::start(&redis, "b", &env).await;
+    let c = Instance::start(&redis, "c", &env).await;
+
+    // Asked on a, then the requester is gone (its instance lives on).
+    let mut requester = a.client(NODE).await;
+    let waiting = requester
+        .call(
+            "approval.request",
+            json!({"tool": "deploy", "summary": "while away", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    let early = requester
+        .call(
+            "approval.request",
+            json!({"tool": "deploy", "summary": "back before", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    drop(requester);
+
+    // Decided on b while nobody of the requester's is connected.
+    let mut approver = b.client(APPROVER).await;
+    approver
+        .call(
+            "approval.resolve",
+            json!({"approvalId": waiting, "decision": "approve", "note": "go"}),
+        )
+        .await;
+
+    // Back on c: the decision is there, and one still pending is decided
+    // later while it waits.
+    let mut back = c.client(NODE).await;
+    let decided = back
+        .call(
+            "approval.wait",
+            json!({"approvalId": waiting, "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(decided["status"], "approved", "{decided}");
+    assert_eq!(decided["decidedBy"], "approver", "{decided}");
+    assert_eq!(decided["note"], "go", "{decided}");
+    let (later, ()) = tokio::join!(
+        back.call(
+            "approval.wait",
+            json!({"approvalId": early, "timeoutMs": 5000}),
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            approver
+                .call(
+                    "approval.resolve",
+                    json!({"approvalId": early, "decision": "deny"}),
+                )
+                .await;
+        }
+    );
+    assert_eq!(later["status"], "denied", "{later}");
+}
