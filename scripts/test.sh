@@ -38,6 +38,7 @@ cluster_tests=(--test backend --test channels --test sessions --test agents)
 cluster_tests+=(--test devices --test device_store)
 [ -f tests/cluster.rs ] && cluster_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && cluster_tests+=(--test agents_cluster)
+[ -f tests/agent_definitions.rs ] && cluster_tests+=(--test agent_definitions)
 [ -f tests/runtime_config.rs ] && cluster_tests+=(--test runtime_config)
 [ -f tests/cron.rs ] && cluster_tests+=(--test cron)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \

@@ -101,6 +101,11 @@ impl App {
         &*self.backend
     }
 
+    /// The store of operator-managed agent definitions.
+    pub fn agent_def_store(&self) -> &dyn crate::backend::AgentDefStore {
+        &*self.backend
+    }
+
     /// The store of agent run records.
     pub fn run_store(&self) -> &dyn RunStore {
         &*self.backend

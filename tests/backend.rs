@@ -834,6 +834,7 @@ async fn idempotency_keys_and_the_agent_registry() {
             load: 0,
             registered_at: 1,
             updated_at: 1,
+            defined: None,
         };
         b.put_agent(&entry).await.unwrap();
         b.put_agent(&AgentEntry {

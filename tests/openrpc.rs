@@ -81,6 +81,11 @@ const AGENTS: &[&str] = &[
     "chat.history",
     "chat.inject",
     "chat.abort",
+    "agents.create",
+    "agents.update",
+    "agents.delete",
+    "agents.broadcast",
+    "agents.stats",
 ];
 const AGENT_PUSHES: &[&str] = &[
     "invoke",
@@ -94,6 +99,8 @@ const AGENT_PUSHES: &[&str] = &[
     "agent.error",
     "chat.send",
     "chat.completions",
+    "agents.broadcast",
+    "agent.deregistered",
 ];
 const APPROVALS: &[&str] = &[
     "approval.request",

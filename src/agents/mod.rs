@@ -9,10 +9,12 @@
 //! the shared entry as `load`, which the `least_loaded` policy reads.
 //!
 //! [`select`] orders candidates by routing policy; [`runs`] keeps the runs
-//! this instance's agents serve.
+//! this instance's agents serve; [`defs`] holds agents to their
+//! definitions.
 //!
 //! [`AgentStore::agents`]: crate::backend::AgentStore::agents
 
+pub mod defs;
 pub mod runs;
 pub mod select;
 
@@ -32,6 +34,9 @@ pub enum Refusal {
 struct Local {
     entry: AgentEntry,
     in_flight: u32,
+    /// What the node registered, before its definition limited it (see
+    /// [`defs`]).
+    offer: Option<AgentEntry>,
 }
 
 struct Inner {
@@ -69,9 +74,21 @@ impl LocalAgents {
             Local {
                 entry: entry.clone(),
                 in_flight,
+                offer: None,
             },
         );
         entry
+    }
+
+    /// Remember what the node offered before its definition limited it.
+    pub fn set_offer(&self, agent_id: &str, offer: AgentEntry) {
+        if let Some(local) = self.lock().get_mut(agent_id) {
+            local.offer = Some(offer);
+        }
+    }
+
+    fn offer(&self, agent_id: &str) -> Option<AgentEntry> {
+        self.lock().get(agent_id).and_then(|l| l.offer.clone())
     }
 
     pub fn remove(&self, agent_id: &str) -> Option<AgentEntry> {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// Fewest calls in flight relative to capacity (ties: random).
+    /// Fewest calls in flight relative to capacity (ties: the heavier
+    /// routing weight, then random).
     #[default]
     LeastLoaded,
     /// Rotate over the candidates, by agent id.
@@ -49,8 +50,13 @@ pub fn order(
     match policy {
         Policy::LeastLoaded => {
             candidates.shuffle(&mut rng);
-            // Stable: equal loads keep their shuffled order.
-            candidates.sort_by(|a, b| utilisation(a).total_cmp(&utilisation(b)));
+            // Stable: equal loads keep their shuffled order, the heavier
+            // routing weight (an agent definition's) first.
+            candidates.sort_by(|a, b| {
+                utilisation(a)
+                    .total_cmp(&utilisation(b))
+                    .then(b.weight().cmp(&a.weight()))
+            });
         }
         Policy::RoundRobin => {
             candidates.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
@@ -93,6 +99,7 @@ mod tests {
             load,
             registered_at,
             updated_at: registered_at,
+            defined: None,
         }
     }
 

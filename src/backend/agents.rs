@@ -57,9 +57,43 @@ pub struct AgentEntry {
     pub load: u32,
     pub registered_at: u64,
     pub updated_at: u64,
+    /// The definition it is held to, when its id has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defined: Option<DefinedLimits>,
+}
+
+/// What a registered agent took from its definition besides the lists and
+/// caps applied to its entry (`crate::agents::defs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinedLimits {
+    /// The definition's version applied.
+    pub version: u64,
+    /// Tools whose calls wait for a human's approval.
+    #[serde(default)]
+    pub approval_required: Vec<String>,
+    /// Routing weight.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl AgentEntry {
+    /// Whether calls to `tool` wait for an approval (its definition says so).
+    pub fn needs_approval(&self, tool: &str) -> bool {
+        self.defined
+            .as_ref()
+            .is_some_and(|d| d.approval_required.iter().any(|t| t == tool))
+    }
+
+    /// Routing weight (1 without a definition).
+    pub fn weight(&self) -> u32 {
+        self.defined.as_ref().map_or(1, |d| d.weight)
+    }
+
     /// Whether it serves `method` through one of its `methods` patterns:
     /// an exact name, or a prefix ending in `*`.
     pub fn serves_method(&self, method: &str) -> bool {
@@ -104,6 +138,7 @@ mod tests {
             load: 0,
             registered_at: 0,
             updated_at: 0,
+            defined: None,
         };
         assert!(entry.serves_method("skills.install"));
         assert!(entry.serves_method("updates.check"));

@@ -14,6 +14,7 @@
 //! | [`Bus`] | `bus.rs` | delivery to instances: attach, interest, publish, send |
 //! | [`SessionStore`] | `sessions.rs` | sessions, their members and owners |
 //! | [`AgentStore`] | `agents.rs` | the agent registry |
+//! | [`AgentDefStore`] | `agent_defs.rs` | operator-managed agent definitions |
 //! | [`RunStore`] | `runs.rs` | agent runs |
 //! | [`ChatHistory`] | `chat_history.rs` | a session's chat history |
 //! | [`ChannelLog`] | `channel_log.rs` | numbered channel logs (history, resume) |
@@ -45,6 +46,7 @@
 //!   `join_session`, `patch_session`, `rate_hit`, `rate_take`) are atomic
 //!   across instances.
 
+mod agent_defs;
 mod agents;
 mod approvals;
 mod bus;
@@ -64,7 +66,8 @@ mod runs;
 pub mod runtime_config;
 mod sessions;
 
-pub use agents::{AgentEntry, AgentStore, ToolSpec};
+pub use agent_defs::{AgentDefStore, AgentDefinition, DefinedAgent, MAX_DEFINITIONS};
+pub use agents::{AgentEntry, AgentStore, DefinedLimits, ToolSpec};
 pub use approvals::{ApprovalRecord, ApprovalStatus, ApprovalStore};
 pub use bus::{Bus, Envelope, Inbox};
 pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
@@ -162,6 +165,7 @@ pub trait Backend:
     + Bus
     + SessionStore
     + AgentStore
+    + AgentDefStore
     + RunStore
     + ChatHistory
     + ChannelLog
@@ -182,6 +186,7 @@ impl<T> Backend for T where
         + Bus
         + SessionStore
         + AgentStore
+        + AgentDefStore
         + RunStore
         + ChatHistory
         + ChannelLog

@@ -52,6 +52,7 @@
 //!    `App::live()` when it needs it (then it can change at run time),
 //!    else in `RESTART`. A test fails while a setting is in neither.
 
+mod agents;
 mod auth;
 mod bind;
 mod channels;
@@ -64,6 +65,7 @@ mod validate;
 #[cfg(test)]
 mod test_support;
 
+pub use agents::AgentsConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig, StaticCredential};
 pub use channels::{Access, ChannelAccess, ChannelConfig, ChannelRule};
 pub use env::{EnvSource, ProcessEnv};
@@ -144,6 +146,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Webhooks accepted on `POST /hooks/{name}`.
     pub hooks: Vec<HookConfig>,
+    /// Agent definitions: whether an agent id needs one.
+    pub agents: AgentsConfig,
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
@@ -189,6 +193,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             hooks: Vec::new(),
+            agents: AgentsConfig::default(),
         }
     }
 }

@@ -70,6 +70,7 @@ pub const RESTART: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
     "trusted_proxies",
+    "agents",
     "limits.presence_tick_ms",
     "limits.node_ttl_ms",
     "limits.header_timeout_ms",

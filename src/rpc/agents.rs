@@ -21,7 +21,7 @@ use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, now_ms};
 use crate::relay::CallSpec;
 use crate::services::agents::{Selector, call_agents, call_found, candidates, models, timeout};
-use crate::services::idempotent;
+use crate::services::{agent_defs, idempotent};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -167,7 +167,7 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
         ));
     }
     let now = now_ms();
-    let entry = AgentEntry {
+    let mut entry = AgentEntry {
         name: p.name.unwrap_or_else(|| agent_id.clone()),
         kind: p.kind.unwrap_or_else(|| "agent".into()),
         agent_id: agent_id.clone(),
@@ -188,13 +188,18 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
             .filter(|e| e.conn_id == ctx.conn.id())
             .map_or(now, |e| e.registered_at),
         updated_at: now,
+        defined: None,
     };
+    let offer = entry.clone();
+    agent_defs::admit(ctx.app, &mut entry).await?;
     // An explicit registration replaces the implicit one from `caps`.
     if agent_id != ctx.conn.id() && ctx.app.agents.remove(ctx.conn.id()).is_some() {
         ctx.app.agent_store().remove_agent(ctx.conn.id()).await?;
     }
     let entry = ctx.app.agents.insert(entry);
+    ctx.app.agents.set_offer(&agent_id, offer);
     ctx.app.agent_store().put_agent(&entry).await?;
+    agent_defs::recheck(ctx.app, &agent_id).await;
     tracing::info!(agent = %agent_id, conn = %ctx.conn.id(), "agent registered");
     Ok(serde_json::to_value(&entry).unwrap_or_default())
 }
@@ -217,7 +222,7 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
         return;
     }
     let now = now_ms();
-    let entry = app.agents.insert(AgentEntry {
+    let mut entry = AgentEntry {
         agent_id: conn.id().to_owned(),
         name: name.unwrap_or_else(|| conn.id().to_owned()),
         kind: "node".into(),
@@ -235,10 +240,19 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
         load: 0,
         registered_at: now,
         updated_at: now,
-    });
+        defined: None,
+    };
+    let offer = entry.clone();
+    if let Err(e) = agent_defs::admit(app, &mut entry).await {
+        tracing::info!(conn = %conn.id(), reason = %e.message, "node capabilities refused by its definition");
+        return;
+    }
+    let entry = app.agents.insert(entry);
+    app.agents.set_offer(conn.id(), offer);
     if let Err(e) = app.agent_store().put_agent(&entry).await {
         tracing::warn!(error = %e, "registering node capabilities failed");
     }
+    agent_defs::recheck(app, conn.id()).await;
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -319,7 +333,19 @@ pub async fn list(ctx: &Ctx<'_>, p: ListParams) -> Result<Value, RpcError> {
                 && p.online.is_none_or(|o| a.online == o)
         })
         .collect();
-    Ok(json!({ "count": agents.len(), "agents": agents }))
+    // Each entry with its definition; defined ids never registered apart.
+    let (agents, defined) = agent_defs::with_definitions(ctx.app, agents).await?;
+    let defined: Vec<_> = defined
+        .into_iter()
+        .filter(|d| {
+            p.online != Some(true)
+                && p.kind.as_ref().is_none_or(|k| d.kind.as_ref() == Some(k))
+                && p.capability
+                    .as_ref()
+                    .is_none_or(|c| d.capabilities.iter().flatten().any(|x| x == c))
+        })
+        .collect();
+    Ok(json!({ "count": agents.len(), "agents": agents, "defined": defined }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -331,14 +357,26 @@ pub struct GetParams {
 }
 
 pub async fn get(ctx: &Ctx<'_>, p: GetParams) -> Result<Value, RpcError> {
-    ctx.app
+    let found: Vec<AgentEntry> = ctx
+        .app
         .agent_store()
         .agents()
         .await?
         .into_iter()
-        .find(|a| a.agent_id == p.agent_id)
-        .map(|a| serde_json::to_value(a).unwrap_or_default())
-        .ok_or_else(|| RpcError::not_found("agent", &p.agent_id))
+        .filter(|a| a.agent_id == p.agent_id)
+        .collect();
+    // The entry with its definition, or a defined id never registered.
+    let (mut agents, defined) = agent_defs::with_definitions(ctx.app, found).await?;
+    match (
+        agents.pop(),
+        defined.into_iter().find(|d| d.agent_id == p.agent_id),
+    ) {
+        (Some(entry), _) => Ok(entry),
+        (None, Some(def)) => Ok(json!({
+            "agentId": p.agent_id, "online": false, "status": "offline", "definition": def,
+        })),
+        (None, None) => Err(RpcError::not_found("agent", &p.agent_id)),
+    }
 }
 
 /// Tools of every online agent, each with the agents offering it.

@@ -8,6 +8,7 @@
 //! its params decode into, its entry in the reference (`doc/`), and its
 //! handler. [`openrpc`] builds the protocol reference from the rows.
 
+pub mod agent_defs;
 pub mod agents;
 pub mod approvals;
 pub mod channels;

@@ -15,7 +15,8 @@ use super::devices;
 use super::doc::{self, Doc};
 use super::runtime_config;
 use super::{
-    Ctx, agents, approvals, channels, openrpc, params, params_or_default, runs, sessions, system,
+    Ctx, agent_defs, agents, approvals, channels, openrpc, params, params_or_default, runs,
+    sessions, system,
 };
 use crate::auth::{Requirement, Scope};
 use crate::protocol::RpcError;
@@ -194,7 +195,7 @@ pub static METHODS: &[Method] = &[
     row!("tools.list", READ, in_order, doc::TOOLS_LIST, |c| agents::tools(c).await),
     row!("models.list", READ, in_order, doc::MODELS_LIST, |c| agents::models_list(c).await),
     // runs and chat
-    row!("agent.run", WRITE, waits, doc::AGENT_RUN,
+    row!("agent.run" | "agent", WRITE, waits, doc::AGENT_RUN,
         |c, p: runs::RunParams| runs::run(c, p).await),
     row!("agent.wait", READ, waits, doc::AGENT_WAIT,
         |c, p: runs::WaitParams| runs::wait(c, p).await),
@@ -219,6 +220,16 @@ pub static METHODS: &[Method] = &[
         |c| approvals::list(c).await),
     row!("approval.history", APPROVALS, in_order, doc::APPROVAL_HISTORY,
         |c, p: approvals::HistoryParams = default| approvals::history(c, p).await),
+    // agent definitions and cluster-wide agent views
+    row!("agents.create", ADMIN, in_order, doc::AGENTS_CREATE,
+        |c, p: agent_defs::CreateParams| agent_defs::create(c, p).await),
+    row!("agents.update", ADMIN, in_order, doc::AGENTS_UPDATE,
+        |c, p: agent_defs::UpdateParams| agent_defs::update(c, p).await),
+    row!("agents.delete", ADMIN, in_order, doc::AGENTS_DELETE,
+        |c, p: agent_defs::DeleteParams| agent_defs::delete(c, p).await),
+    row!("agents.broadcast", WRITE, in_order, doc::AGENTS_BROADCAST,
+        |c, p: agent_defs::BroadcastParams| agent_defs::broadcast(c, p).await),
+    row!("agents.stats", READ, in_order, doc::AGENTS_STATS, |c| agent_defs::stats(c).await),
     // runtime config
     row!("config.get", ADMIN, in_order, doc::CONFIG_GET,
         |c, p: runtime_config::GetParams = default| runtime_config::get(c, p)),

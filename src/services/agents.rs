@@ -131,8 +131,12 @@ pub async fn call_found(
         return Err(RpcError::unavailable("no agent online"));
     }
     let total = found.len();
+    let mut approved = false;
     for agent in select::order(found, policy, &app.rotation) {
-        match app.relay.call(&Target::from(&agent), spec(&agent)).await {
+        let spec = spec(&agent);
+        // A tool its definition gates waits for a human first.
+        crate::services::agent_defs::gate(app, &agent, &spec, &mut approved).await?;
+        match app.relay.call(&Target::from(&agent), spec).await {
             Err(CallError::Busy(_)) => continue,
             outcome => return outcome.map(|v| (agent, v)).map_err(RpcError::from),
         }

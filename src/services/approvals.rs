@@ -1,4 +1,5 @@
-//! Approval rules: recording a decision (the first wins cluster-wide, an
+//! Approval rules: opening a request ([`open`], also used by the gateway
+//! for tools an agent definition gates), recording a decision (the first wins cluster-wide, an
 //! atomic check-and-set in the backend) and telling the requester and the
 //! approvers, catching up an approver that connects later, and expiring
 //! what nobody answered (every instance's janitor runs [`expire`]; the same
@@ -16,6 +17,34 @@ pub async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
         .approval(id)
         .await?
         .ok_or_else(|| RpcError::not_found("approval", id))
+}
+
+/// Store a new request and tell the approvers (on every instance).
+pub async fn open(app: &App, record: &ApprovalRecord) -> Result<(), RpcError> {
+    app.approval_store().create_approval(record).await?;
+    let frame = frame::notification("approval.requested", record);
+    app.bus().broadcast(CHANNEL, frame, false).await?;
+    Ok(())
+}
+
+/// The approval once it is no longer pending, looking every `poll` until
+/// `deadline`; `None` when it is still pending then.
+pub async fn decided_by(
+    app: &App,
+    id: &str,
+    deadline: tokio::time::Instant,
+    poll: std::time::Duration,
+) -> Result<Option<ApprovalRecord>, RpcError> {
+    loop {
+        let record = find(app, id).await?;
+        if record.status != ApprovalStatus::Pending {
+            return Ok(Some(record));
+        }
+        if tokio::time::Instant::now() + poll > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// Record a decision (first wins) and tell the requester and approvers.

@@ -12,6 +12,7 @@
 //! the backend lost its state (`reassert`), what the janitor runs
 //! (`close_expired`, `expire`).
 
+pub mod agent_defs;
 pub mod agents;
 pub mod approvals;
 pub mod channels;

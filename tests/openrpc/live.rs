@@ -399,6 +399,54 @@ async fn agent_replies_fit_their_schemas() {
     .await;
     r.call(&mut node, "agent.unregister", json!({"agentId": "extra"}))
         .await;
+
+    // Agent definitions, a broadcast, the counts.
+    let mut admin = server.client(ADMIN).await;
+    r.call(
+        &mut admin,
+        "agents.create",
+        json!({"agentId": "echo", "tools": ["lookup"], "approvalRequired": ["lookup"],
+               "maxConcurrency": 2, "weight": 2}),
+    )
+    .await;
+    call_until(&mut caller, "agents.get", json!({"agentId": "echo"}), |g| {
+        g["result"]["defined"]["version"] == 1
+    })
+    .await;
+    r.call(&mut caller, "agents.get", json!({"agentId": "echo"}))
+        .await;
+    r.call(&mut admin, "agents.create", json!({"agentId": "spare"}))
+        .await;
+    r.call(&mut caller, "agents.list", json!({})).await;
+    r.call(&mut caller, "agents.get", json!({"agentId": "spare"}))
+        .await;
+    r.call(&mut caller, "agents.stats", json!({})).await;
+    r.call(
+        &mut caller,
+        "agents.broadcast",
+        json!({"capability": "echo", "event": "reload", "data": {"v": 1}}),
+    )
+    .await;
+    r.push(
+        "agents.broadcast",
+        &node.expect_push("agents.broadcast").await,
+    );
+    r.call(
+        &mut admin,
+        "agents.update",
+        json!({"agentId": "echo", "baseVersion": 1, "enabled": false}),
+    )
+    .await;
+    r.push(
+        "agent.deregistered",
+        &node.expect_push("agent.deregistered").await,
+    );
+    r.call(
+        &mut admin,
+        "agents.delete",
+        json!({"agentId": "echo", "baseVersion": 2}),
+    )
+    .await;
     r.covered(AGENTS, AGENT_PUSHES);
 }
 

@@ -15,6 +15,7 @@
 //! implemented in the file of its family (`sessions.rs` holds
 //! `impl SessionStore for MemoryBackend`, and so on).
 
+mod agent_defs;
 mod agents;
 mod approvals;
 mod bus;
@@ -75,6 +76,7 @@ struct State {
     history: HashMap<String, VecDeque<Value>>,
     approvals: BTreeMap<String, ApprovalRecord>,
     audit: VecDeque<ApprovalRecord>,
+    agent_defs: BTreeMap<String, crate::backend::AgentDefinition>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
     config: runtime_config::ConfigState,

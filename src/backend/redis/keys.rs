@@ -168,6 +168,10 @@ impl Keys {
     pub fn cron_runs(&self, id: &str) -> String {
         format!("{}:cron:{{{}:cron}}:runs:{id}", self.prefix, self.prefix)
     }
+    /// Hash: agent id → JSON `AgentDefinition` (its version inside).
+    pub fn agent_defs(&self) -> String {
+        format!("{}:agentdefs", self.stem)
+    }
     /// String with TTL: an idempotency marker or result.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)

@@ -22,6 +22,7 @@
 //!
 //! [`Health::resync_events`]: crate::backend::Health::resync_events
 
+mod agent_defs;
 mod agents;
 mod approvals;
 mod bus;

@@ -1,9 +1,10 @@
 //! The agent registry and routed calls.
 
 use super::pushes::json_object;
-use super::{Doc, any, constant, counted, described, object, record, string, strings};
-use crate::backend::AgentEntry;
+use super::{Doc, any, array, constant, counted, described, object, record, string, strings, with};
+use crate::backend::{AgentEntry, DefinedAgent};
 use crate::protocol::error;
+use serde_json::json;
 
 pub const NODE_INVOKE: Doc = Doc {
     summary: "Call a node",
@@ -72,17 +73,37 @@ pub const AGENT_UNREGISTER: Doc = Doc {
 
 pub const AGENTS_LIST: Doc = Doc {
     summary: "The registry, cluster-wide",
-    description: "Filtered by capability, type and online state.",
-    result: |g| counted("agents", record::<AgentEntry>(g)),
+    description: "Filtered by capability, type and online state. Each entry carries its \
+                  `definition` (null when its id has none); `defined` lists the definitions \
+                  of ids with no entry (never registered, so offline).",
+    result: |g| {
+        let defined = array(super::agent_defs::definition(g));
+        with(counted("agents", defined_entry(g)), &[("defined", defined)])
+    },
     errors: &[error::UNAVAILABLE],
 };
 
 pub const AGENTS_GET: Doc = Doc {
     summary: "One registry entry",
-    description: "",
-    result: |g| record::<AgentEntry>(g),
+    description: "With its `definition` (null when its id has none). A defined id never \
+                  registered answers `{agentId, online: false, status, definition}`.",
+    result: |g| {
+        let def = super::agent_defs::definition(g);
+        let unregistered = object(&[
+            ("agentId", string()),
+            ("online", constant(false)),
+            ("status", constant("offline")),
+            ("definition", def),
+        ]);
+        json!({ "anyOf": [defined_entry(g), unregistered] })
+    },
     errors: &[error::NOT_FOUND, error::UNAVAILABLE],
 };
+
+/// A registry entry with its definition beside it.
+fn defined_entry(g: &mut schemars::SchemaGenerator) -> serde_json::Value {
+    record::<DefinedAgent>(g)
+}
 
 pub const TOOLS_LIST: Doc = Doc {
     summary: "The tools of online agents",

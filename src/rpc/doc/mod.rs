@@ -10,6 +10,7 @@
 //! returns whole (sessions, agents, runs, approvals, presence entries)
 //! are described by their types (`schemars`), so those cannot drift.
 
+mod agent_defs;
 mod agents;
 mod approvals;
 mod channels;
@@ -21,6 +22,7 @@ mod runtime_config;
 mod sessions;
 mod system;
 
+pub use agent_defs::*;
 pub use agents::*;
 pub use approvals::*;
 pub use channels::*;

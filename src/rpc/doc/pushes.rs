@@ -175,6 +175,21 @@ pub static PUSHES: &[Push] = &[
         params: |_| object(&[("invokeId", string()), ("data", any())]),
     },
     Push {
+        name: "agents.broadcast",
+        to: "each online agent matching an `agents.broadcast` (once per registration)",
+        description: "An operator's broadcast to agents; `agentId` names the registration \
+                      it matched.",
+        params: |_| object(&[("event", string()), ("data", any()), ("agentId", string())]),
+    },
+    Push {
+        name: "agent.deregistered",
+        to: "the node whose agent its definition no longer admits",
+        description: "Its definition was disabled (or deleted while \
+                      `agents.require_definition` is on): the entry left the registry; the \
+                      connection stays open.",
+        params: |_| object(&[("agentId", string()), ("reason", string())]),
+    },
+    Push {
         name: "approval.requested",
         to: "approvers (channel `approval`)",
         description: "A node asked for a decision; an approver that connects later gets those \

@@ -27,11 +27,15 @@
 //!
 //! [`Bus::send_to_instance`]: crate::backend::Bus::send_to_instance
 
+use crate::agents::defs::Redefinition;
 use crate::agents::runs::{RunHooks, RunTicket, Target};
 use crate::agents::{LocalAgents, Refusal};
 use crate::backend::{Backend, Envelope, Inbox};
 use crate::hub::Hub;
 use crate::protocol::{RpcError, error, frame};
+
+mod call_error;
+pub use call_error::{CallError, INSTANCE_LOST};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -92,58 +96,8 @@ enum RelayMsg {
     Cancel {
         call_id: String,
     },
-}
-
-/// The `reason` in the error data of a call (and a run) whose serving
-/// instance was lost mid-call.
-pub const INSTANCE_LOST: &str = "instance_lost";
-
-/// Why a relayed call ended without the node's result. Decided where it
-/// happens (or decoded once from the relay message's `busy` flag), so
-/// callers match on a variant instead of reading error JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CallError {
-    /// The agent is at its `maxConcurrency`: try the next candidate. (The
-    /// error is what a client would be told.)
-    Busy(RpcError),
-    /// The node, its instance or the backend is gone (-32005).
-    Gone(String),
-    /// The instance serving the call dropped out of the live instances
-    /// mid-call (killed, or cut off for `node_ttl`): -32005 with data
-    /// `{reason: "instance_lost", instanceId}`, so a caller can tell it
-    /// from a refusal and retry elsewhere.
-    InstanceLost {
-        instance_id: String,
-        conn_id: String,
-    },
-    /// No answer in time (-32006).
-    Timeout(String),
-    /// The node (or the serving instance for it) answered with an error.
-    Remote(RpcError),
-}
-
-impl From<CallError> for RpcError {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::Busy(e) | CallError::Remote(e) => e,
-            CallError::Gone(why) => RpcError::unavailable(why),
-            CallError::InstanceLost {
-                instance_id,
-                conn_id,
-            } => RpcError::unavailable(INSTANCE_LOST).with_data(serde_json::json!({
-                "reason": INSTANCE_LOST,
-                "instanceId": instance_id,
-                "detail": format!("instance {instance_id} holding node {conn_id} was lost mid-call"),
-            })),
-            CallError::Timeout(why) => RpcError::timeout(why),
-        }
-    }
-}
-
-impl From<crate::backend::BackendError> for CallError {
-    fn from(e: crate::backend::BackendError) -> Self {
-        CallError::Remote(e.into())
-    }
+    /// An agent's definition changed: re-limit it if it is here.
+    Redefine(Redefinition),
 }
 
 /// One call's request.
@@ -384,6 +338,11 @@ impl Relay {
         )
     }
 
+    /// Tell `instance_id` that an agent's definition changed.
+    pub async fn redefine(&self, instance_id: &str, change: Redefinition) {
+        self.send(instance_id, &RelayMsg::Redefine(change)).await;
+    }
+
     /// A relay envelope arrived for this instance.
     fn on_message(&self, body: &str) -> usize {
         let message: RelayMsg = match serde_json::from_str(body) {
@@ -446,6 +405,7 @@ impl Relay {
                     None => 0,
                 }
             }
+            RelayMsg::Redefine(change) => self.0.agents.redefine_later(change, self.0.hub.clone()),
             RelayMsg::Cancel { call_id } => {
                 let Some(serving) = self.serving().remove(&call_id) else {
                     return 0;
