@@ -417,3 +417,65 @@ async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
     );
     assert_eq!(later["status"], "denied", "{later}");
 }
+
+#[tokio::test]
+async fn a_connection_closed_while_redis_was_down_leaves_no_trace_once_it_is_back() {
+    let mut redis = RedisProcess::start_persistent();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut admin = a.client(ADMIN).await;
+    let mut leaving = a.client(WRITER).await;
+    let gone = leaving.call("connect", json!({})).await["connId"]
+        .as_str()
+        .expect("connId")
+        .to_owned();
+    leaving
+        .call("subscribe", json!({"channels": ["public:room"]}))
+        .await;
+    let members = |p: &Value| -> Vec<String> {
+        p["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|e| e["connId"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let room = admin
+        .call("presence.get", json!({"channel": "public:room"}))
+        .await;
+    assert!(members(&room).contains(&gone), "{room}");
+
+    // On disk, then Redis dies, and the socket closes while it is down:
+    // its instance cannot remove anything.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.kill();
+    drop(leaving);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.start_again();
+
+    // Back from its file, Redis still holds the entry; the instance removes
+    // it on its own once it reconnects.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let presence = admin.request("system.presence", json!({})).await;
+        let room = admin
+            .request("presence.get", json!({"channel": "public:room"}))
+            .await;
+        let listed = presence["result"]["clients"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|e| e["connId"] == gone.as_str()));
+        let member = members(&room["result"]).contains(&gone);
+        if presence.get("error").is_none() && room.get("error").is_none() && !listed && !member {
+            assert_eq!(presence["result"]["total"], 1, "{presence}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still there: {presence} {room}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

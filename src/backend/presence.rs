@@ -51,4 +51,21 @@ pub trait Presence: Send + Sync + 'static {
     /// Cluster-wide counts of connections and of those with role `"node"`;
     /// cheap (never reads the entries), for ticks and status.
     async fn connection_counts(&self) -> BackendResult<ConnectionCounts>;
+    /// Forget this instance's own connections that it no longer holds
+    /// (`held`: whether it holds a socket, asked when the entry is read)
+    /// and that are older than `settled_ms`
+    /// (one registering now is not taken for a ghost): a socket that closed
+    /// while shared state was unreachable could not remove its entry, and a
+    /// store that kept its data (Redis restarted from its append-only file)
+    /// would show it forever. Each is removed as the reaper removes a dead
+    /// instance's (channels left with `presence.leave`, sessions
+    /// detached). Returns how many. The in-process store never misses a
+    /// removal: nothing to do.
+    async fn forget_unheld(
+        &self,
+        _held: &(dyn for<'c> Fn(&'c str) -> bool + Sync),
+        _settled_ms: u64,
+    ) -> BackendResult<usize> {
+        Ok(0)
+    }
 }

@@ -18,6 +18,9 @@ fn heartbeat_period(app: &App) -> Duration {
 }
 /// How often expired sessions are looked for.
 const JANITOR: Duration = Duration::from_secs(1);
+/// A presence entry younger than this is never taken for one left behind
+/// (its socket may be registering right now).
+const GHOST_SETTLED_MS: u64 = 2_000;
 /// How often the backend's health is sampled for readiness's grace.
 const BACKEND_SAMPLE: Duration = Duration::from_millis(200);
 
@@ -95,6 +98,18 @@ pub async fn reassert(app: &App) {
         for id in sessions::reassert(app, &conn).await {
             missing.push((conn.clone(), id));
         }
+    }
+    // Sockets that closed while the backend was unreachable could not
+    // remove their entries; a backend that kept its data still has them.
+    let hub = app.hub.clone();
+    let held = move |conn_id: &str| hub.get(conn_id).is_some();
+    match app.presence().forget_unheld(&held, GHOST_SETTLED_MS).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            forgotten = n,
+            "connections closed while the backend was unreachable removed from presence"
+        ),
+        Err(e) => tracing::warn!(error = %e, "removing connections closed meanwhile failed"),
     }
     match lost {
         // Sessions owned on other instances come back when those re-assert.

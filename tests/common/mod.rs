@@ -1033,8 +1033,14 @@ impl RedisProcess {
     /// SIGKILL, then start again on the same port from the same append-only
     /// file (a persistent Redis only), waiting until it answers.
     pub fn crash_and_restart(&mut self) {
-        assert!(self.persistent, "only a persistent Redis keeps its data");
         self.kill();
+        self.start_again();
+    }
+
+    /// Start a killed persistent Redis again from its append-only file,
+    /// waiting until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.persistent, "only a persistent Redis keeps its data");
         self.spawn();
     }
 }

@@ -89,4 +89,12 @@ impl Presence for RedisBackend {
             nodes: nodes.map_err(unavailable)? as usize,
         })
     }
+
+    async fn forget_unheld(
+        &self,
+        held: &(dyn for<'c> Fn(&'c str) -> bool + Sync),
+        settled_ms: u64,
+    ) -> BackendResult<usize> {
+        self.reap_unheld(held, settled_ms).await
+    }
 }

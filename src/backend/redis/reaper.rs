@@ -253,6 +253,33 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// This instance's own entries whose sockets it no longer holds,
+    /// older than `settled_ms` (see [`Presence::forget_unheld`]).
+    pub(super) async fn reap_unheld<F>(&self, held: &F, settled_ms: u64) -> BackendResult<usize>
+    where
+        F: Fn(&str) -> bool + Sync + ?Sized,
+    {
+        let client = self.ready()?;
+        let me = self.attached()?;
+        let conns: HashMap<String, String> = client
+            .hgetall(self.shared().keys.conns())
+            .await
+            .map_err(unavailable)?;
+        let cutoff = now_ms().saturating_sub(settled_ms);
+        let mut forgotten = 0;
+        for raw in conns.values() {
+            let Ok(entry) = serde_json::from_str::<PresenceEntry>(raw) else {
+                continue;
+            };
+            let ours = entry.node_id == me.id && entry.generation == me.generation;
+            if ours && entry.connected_at <= cutoff && !held(&entry.conn_id) {
+                self.reap_connection(&entry).await?;
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
     async fn reap_connection(&self, entry: &PresenceEntry) -> BackendResult<()> {
         tracing::info!(conn = %entry.conn_id, instance = %entry.node_id, "reaping a dead connection");
         metrics::counter!("switchyard_reaped_connections_total").increment(1);
