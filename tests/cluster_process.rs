@@ -544,3 +544,38 @@ async fn fresh_clusters_deliver_what_is_published_right_after_welcome() {
         }
     }
 }
+
+/// `switchyard_max_connections` in this process's `/metrics`.
+async fn exported_cap(instance: &Instance) -> Option<f64> {
+    let (_, _, body) = http(instance.addr(), "GET", "/metrics", &[], None).await;
+    body.lines().find_map(|l| {
+        l.strip_prefix("switchyard_max_connections ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn the_exported_connection_cap_follows_a_live_change() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(
+        &redis,
+        "a",
+        &[("SWITCHYARD_LIMITS__MAX_CONNECTIONS", "5000")],
+    )
+    .await;
+    assert_eq!(exported_cap(&a).await, Some(5000.0));
+    let mut admin = a.client(ADMIN).await;
+    admin
+        .call(
+            "config.set",
+            json!({"path": "limits.max_connections", "value": 1234}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while exported_cap(&a).await != Some(1234.0) {
+        assert!(Instant::now() < deadline, "{:?}", exported_cap(&a).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -27,25 +27,9 @@ async fn instances(n: usize) -> (Option<RedisProcess>, Vec<TestServer>) {
     }
 }
 
-/// The `tickAt` of every cron event on [`CHANNEL`] that `ws` receives
-/// within `span`.
+/// The `tickAt` of every cron event on [`CHANNEL`] within `span`.
 async fn ticks_for(ws: &mut Ws, span: Duration) -> Vec<u64> {
-    let deadline = Instant::now() + span;
-    let mut ticks = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return ticks;
-        }
-        match tokio::time::timeout(left, ws.expect_push("notify")).await {
-            Ok(push) if push["channel"] == CHANNEL => {
-                let tick = push["data"]["cron"]["tickAt"].as_u64();
-                ticks.push(tick.unwrap_or_else(|| panic!("a tick time: {push}")));
-            }
-            Ok(_) => {}
-            Err(_) => return ticks,
-        }
-    }
+    cron_ticks(ws, CHANNEL, span).await
 }
 
 /// Ticks `ticks` (received in any order) went out once each, one per

@@ -17,27 +17,12 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio::time::Instant;
 
 const CHANNEL: &str = "public:cron-ticks";
 
 /// The `tickAt` of every cron event on [`CHANNEL`] within `span`.
 async fn ticks_for(ws: &mut Ws, span: Duration) -> Vec<u64> {
-    let deadline = Instant::now() + span;
-    let mut ticks = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return ticks;
-        }
-        match tokio::time::timeout(left, ws.expect_push("notify")).await {
-            Ok(push) if push["channel"] == CHANNEL => {
-                ticks.push(push["data"]["cron"]["tickAt"].as_u64().expect("tickAt"));
-            }
-            Ok(_) => {}
-            Err(_) => return ticks,
-        }
-    }
+    cron_ticks(ws, CHANNEL, span).await
 }
 
 fn now_ms() -> u64 {
@@ -47,17 +32,14 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test]
-async fn a_sigkilled_instance_never_makes_a_tick_fire_twice() {
-    let redis = RedisProcess::start();
-    let a = Instance::start(&redis, "a", &[]).await;
-    let b = Instance::start(&redis, "b", &[]).await;
-    let c = Instance::start(&redis, "c", &[]).await;
-    let mut watcher = a.client(ADMIN).await;
+/// On `instance`: a watcher subscribed to [`CHANNEL`], and an admin that
+/// added job `beat` publishing there every second.
+async fn every_second_on(instance: &Instance) -> (Ws, Ws) {
+    let mut watcher = instance.client(ADMIN).await;
     watcher
         .call("subscribe", json!({"channels": [CHANNEL]}))
         .await;
-    let mut admin = a.client(ADMIN).await;
+    let mut admin = instance.client(ADMIN).await;
     admin
         .call(
             "cron.add",
@@ -65,6 +47,16 @@ async fn a_sigkilled_instance_never_makes_a_tick_fire_twice() {
                 "target": {"channel": CHANNEL, "event": "tick"}}),
         )
         .await;
+    (watcher, admin)
+}
+
+#[tokio::test]
+async fn a_sigkilled_instance_never_makes_a_tick_fire_twice() {
+    let redis = RedisProcess::start();
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let c = Instance::start(&redis, "c", &[]).await;
+    let (mut watcher, mut admin) = every_second_on(&a).await;
     let mut ticks = ticks_for(&mut watcher, Duration::from_secs(4)).await;
 
     // Kill b or c, whichever fired last, 2 ms after a tick.
@@ -141,18 +133,7 @@ async fn a_draining_instance_hands_its_ticks_over_without_a_gap() {
     let redis = RedisProcess::start();
     let a = Instance::start(&redis, "a", &[]).await;
     let b = Instance::start(&redis, "b", &[]).await;
-    let mut watcher = a.client(ADMIN).await;
-    watcher
-        .call("subscribe", json!({"channels": [CHANNEL]}))
-        .await;
-    let mut admin = a.client(ADMIN).await;
-    admin
-        .call(
-            "cron.add",
-            json!({"id": "beat", "schedule": "@every 1s",
-                "target": {"channel": CHANNEL, "event": "tick"}}),
-        )
-        .await;
+    let (mut watcher, _admin) = every_second_on(&a).await;
     let mut ticks = ticks_for(&mut watcher, Duration::from_secs(3)).await;
     let wait = 1000 - now_ms() % 1000 + 2;
     tokio::time::sleep(Duration::from_millis(wait)).await;

@@ -241,3 +241,24 @@ pub async fn call_until(
     );
     reply
 }
+
+/// The `tickAt` of every cron event on `channel` that `ws` receives within
+/// `span` (object data of a cron publication carries `cron: {id, tickAt}`).
+pub async fn cron_ticks(ws: &mut Ws, channel: &str, span: Duration) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + span;
+    let mut ticks = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return ticks;
+        }
+        match tokio::time::timeout(left, ws.expect_push("notify")).await {
+            Ok(push) if push["channel"] == channel => {
+                let tick = push["data"]["cron"]["tickAt"].as_u64();
+                ticks.push(tick.unwrap_or_else(|| panic!("a tick time: {push}")));
+            }
+            Ok(_) => {}
+            Err(_) => return ticks,
+        }
+    }
+}
