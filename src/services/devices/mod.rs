@@ -174,11 +174,7 @@ pub async fn decide(
         if record.info.expires_at <= now {
             return Err(RpcError::conflict("the pairing request expired"));
         }
-        let mut next = record.clone();
-        next.rev += 1;
-        next.info.decided_by = Some(by.to_owned());
-        next.info.decided_at = Some(now);
-        next.info.note = note.clone();
+        let mut next = decided_by(&record, by, now, note.clone());
         let (token, ttl_ms, action) = match &grant {
             Some(grant) => {
                 let token = new_token()?;
@@ -248,6 +244,27 @@ pub async fn decide(
     Err(busy())
 }
 
+/// The next revision of `record`, decided by `by` at `now` with `note`.
+fn decided_by(record: &DeviceRecord, by: &str, now: u64, note: Option<String>) -> DeviceRecord {
+    let mut next = record.clone();
+    next.rev += 1;
+    next.info.decided_by = Some(by.to_owned());
+    next.info.decided_at = Some(now);
+    next.info.note = note;
+    next
+}
+
+/// A conflict unless the device is paired.
+fn require_paired(record: &DeviceRecord) -> Result<(), RpcError> {
+    if record.info.status == DeviceStatus::Paired {
+        return Ok(());
+    }
+    Err(RpcError::conflict(format!(
+        "device is {}, not paired",
+        record.info.status.as_str()
+    )))
+}
+
 fn granted_scopes(grant: &Grant) -> Vec<String> {
     match grant.role {
         Role::Node => Vec::new(),
@@ -271,18 +288,9 @@ pub async fn revoke(
     for _ in 0..ATTEMPTS {
         let now = now_ms();
         let record = find(app, device_id).await?;
-        if record.info.status != DeviceStatus::Paired {
-            return Err(RpcError::conflict(format!(
-                "device is {}, not paired",
-                record.info.status.as_str()
-            )));
-        }
-        let mut next = record.clone();
-        next.rev += 1;
+        require_paired(&record)?;
+        let mut next = decided_by(&record, by, now, note.clone());
         next.info.status = DeviceStatus::Revoked;
-        next.info.decided_by = Some(by.to_owned());
-        next.info.decided_at = Some(now);
-        next.info.note = note.clone();
         next.info.previous_token_until = None;
         next.tokens = TokenHashes::default();
         let tokens = [&record.tokens.current, &record.tokens.previous]
@@ -324,12 +332,7 @@ pub async fn rotate(
     for _ in 0..ATTEMPTS {
         let now = now_ms();
         let record = find(app, device_id).await?;
-        if record.info.status != DeviceStatus::Paired {
-            return Err(RpcError::conflict(format!(
-                "device is {}, not paired",
-                record.info.status.as_str()
-            )));
-        }
+        require_paired(&record)?;
         let token = new_token()?;
         let hash = token_hash(&token);
         let mut tokens = vec![TokenIndex::Set(hash.clone())];
