@@ -51,6 +51,9 @@ pub struct AppInner {
     pub rotation: crate::agents::select::Rotation,
     pub logs: LogRing,
     pub draining: AtomicBool,
+    /// Cron ticks this instance claimed and is firing (a drain waits for
+    /// them: a tick whose instance is gone is taken over by another).
+    pub cron_firing: std::sync::atomic::AtomicUsize,
     /// The backend's resync count the last finished re-assert answered.
     pub reasserted: std::sync::atomic::AtomicU64,
     /// When the backend was last found unusable (ms; 0 while it is fine).

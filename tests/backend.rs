@@ -884,6 +884,7 @@ fn cron_run(tick_at: u64) -> CronRun {
         error: None,
         missed: None,
         last_tick_at: None,
+        recovered_from: None,
     }
 }
 
@@ -962,7 +963,7 @@ async fn a_cron_tick_is_claimed_once() {
             .map(|_| {
                 let b = b.clone();
                 tokio::spawn(async move {
-                    b.claim_cron_tick("j", 5000, 6000, &[pending(5000)])
+                    b.claim_cron_tick("j", 5000, 6000, &[pending(5000)], None)
                         .await
                         .unwrap()
                 })
@@ -988,22 +989,29 @@ async fn a_cron_tick_is_claimed_once() {
         assert_eq!(b.cron_due().await.unwrap(), [("j".into(), 6000)], "{kind}");
         // A stale tick, a job gone or disabled: nothing to claim.
         assert!(
-            !b.claim_cron_tick("j", 5000, 7000, &[]).await.unwrap(),
+            !b.claim_cron_tick("j", 5000, 7000, &[], None).await.unwrap(),
             "{kind}"
         );
-        assert!(!b.claim_cron_tick("zz", 0, 1, &[]).await.unwrap(), "{kind}");
+        assert!(
+            !b.claim_cron_tick("zz", 0, 1, &[], None).await.unwrap(),
+            "{kind}"
+        );
         b.update_cron_job(&cron_job("j"), Some(9000)).await.unwrap();
         assert!(
-            !b.claim_cron_tick("j", 6000, 7000, &[]).await.unwrap(),
+            !b.claim_cron_tick("j", 6000, 7000, &[], None).await.unwrap(),
             "{kind}"
         );
         assert!(
-            b.claim_cron_tick("j", 9000, 10_000, &[]).await.unwrap(),
+            b.claim_cron_tick("j", 9000, 10_000, &[], None)
+                .await
+                .unwrap(),
             "{kind}"
         );
         b.update_cron_job(&cron_job("j"), None).await.unwrap();
         assert!(
-            !b.claim_cron_tick("j", 10_000, 11_000, &[]).await.unwrap(),
+            !b.claim_cron_tick("j", 10_000, 11_000, &[], None)
+                .await
+                .unwrap(),
             "{kind}"
         );
     }
@@ -1036,7 +1044,7 @@ async fn cron_runs_are_kept_newest_first_and_capped() {
             ..cron_run(700)
         };
         assert!(
-            b.claim_cron_tick("r", 1, 2000, &[missed.clone(), pending(1000)])
+            b.claim_cron_tick("r", 1, 2000, &[missed.clone(), pending(1000)], None)
                 .await
                 .unwrap()
         );
@@ -1055,5 +1063,107 @@ async fn cron_runs_are_kept_newest_first_and_capped() {
         assert!(b.cron_runs("r", 10).await.unwrap().is_empty(), "{kind}");
         b.record_cron_run("r", &cron_run(1)).await.unwrap();
         assert!(b.cron_runs("r", 10).await.unwrap().is_empty(), "{kind}");
+    }
+}
+
+fn claim(job: &str, tick_at: u64, instance: &str) -> CronClaim {
+    CronClaim {
+        job: job.into(),
+        tick_at,
+        instance: instance.into(),
+        generation: 7,
+        claimed_at: 100,
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_tick_is_held_until_recorded_and_taken_over_once() {
+    for u in backends().await {
+        let b = u.backend.clone();
+        let kind = b.kind();
+        b.create_cron_job(&cron_job("k"), Some(1000), 10)
+            .await
+            .unwrap();
+        b.create_cron_job(&cron_job("other"), Some(1000), 10)
+            .await
+            .unwrap();
+        let dead = claim("k", 1000, "dead");
+        assert!(
+            b.claim_cron_tick("k", 1000, 2000, &[pending(1000)], Some(&dead))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        // A lost claim race leaves no claim behind.
+        assert!(
+            !b.claim_cron_tick("k", 1000, 2000, &[], Some(&claim("k", 1000, "late")))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        assert!(
+            b.claim_cron_tick("other", 1000, 2000, &[], Some(&claim("other", 1000, "x")))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        assert_eq!(
+            b.cron_claims().await.unwrap(),
+            [claim("k", 1000, "dead"), claim("other", 1000, "x")],
+            "{kind}"
+        );
+        // Ten instances race to take the dead instance's claim: one does.
+        let takers: Vec<_> = (0..10)
+            .map(|i| {
+                let (b, dead) = (b.clone(), dead.clone());
+                tokio::spawn(async move {
+                    let mine = claim("k", 1000, &format!("taker-{i}"));
+                    b.take_cron_claim(&dead, &mine).await.unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for taker in takers {
+            won += usize::from(taker.await.unwrap());
+        }
+        assert_eq!(won, 1, "{kind}");
+        let held = b.cron_claims().await.unwrap();
+        assert!(held[0].instance.starts_with("taker-"), "{kind}: {held:?}");
+        // Taking a claim that moved on, or that is gone, fails.
+        assert!(
+            !b.take_cron_claim(&dead, &claim("k", 1000, "again"))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        // Recording the scheduled outcome drops the claim and replaces the
+        // pending record; a manual run at the same instant does neither.
+        let manual = CronRun {
+            kind: RunKind::Manual,
+            ..cron_run(1000)
+        };
+        b.record_cron_run("k", &manual).await.unwrap();
+        assert_eq!(b.cron_claims().await.unwrap().len(), 2, "{kind}");
+        let recovered = CronRun {
+            recovered_from: Some("dead".into()),
+            ..cron_run(1000)
+        };
+        b.record_cron_run("k", &recovered).await.unwrap();
+        assert_eq!(
+            b.cron_claims().await.unwrap(),
+            [claim("other", 1000, "x")],
+            "{kind}"
+        );
+        let runs = b.cron_runs("k", 10).await.unwrap();
+        assert_eq!(runs, [manual, recovered], "{kind}");
+        assert!(
+            !b.take_cron_claim(&held[0], &claim("k", 1000, "late"))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        // Removing a job drops its claims.
+        b.remove_cron_job("other").await.unwrap();
+        assert!(b.cron_claims().await.unwrap().is_empty(), "{kind}");
     }
 }

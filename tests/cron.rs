@@ -518,3 +518,140 @@ async fn a_job_added_on_one_instance_fires_on_the_others() {
         assert!(ids.contains(run["instance"].as_str().unwrap()), "{run}");
     }
 }
+
+/// A claim on tick `tick_at` of `job` left by `instance`/`generation`,
+/// `age_ms` old, with its pending record: what an instance leaves behind
+/// when it dies between claiming a tick and recording it.
+async fn leave_claim(
+    server: &TestServer,
+    job: &str,
+    tick_at: u64,
+    instance: &str,
+    generation: u64,
+    age_ms: u64,
+) {
+    use switchyard::backend::{CronClaim, CronRun, RunKind, RunOutcome};
+    let now = now_ms();
+    let store = server.app.cron_store();
+    let due = store.cron_due().await.unwrap();
+    let next = due.iter().find(|(id, _)| id == job).unwrap().1;
+    let pending = CronRun {
+        tick_at,
+        fired_at: now - age_ms,
+        instance: instance.into(),
+        kind: RunKind::Scheduled,
+        outcome: RunOutcome::Pending,
+        result: None,
+        error: None,
+        missed: None,
+        last_tick_at: None,
+        recovered_from: None,
+    };
+    let claim = CronClaim {
+        job: job.into(),
+        tick_at,
+        instance: instance.into(),
+        generation,
+        claimed_at: now - age_ms,
+    };
+    // Claiming the job's due tick for itself again keeps the schedule
+    // where it was and leaves the claim and the pending record.
+    assert!(
+        store
+            .claim_cron_tick(job, next, next, &[pending], Some(&claim))
+            .await
+            .unwrap()
+    );
+}
+
+fn now_ms() -> u64 {
+    switchyard::protocol::now_ms()
+}
+
+/// An instance that claimed a tick and died is replaced: a live instance
+/// takes the claim over and fires the tick if the dead one never started
+/// it (here: an earlier run of the same instance id, restarted since),
+/// records the dead one's result without firing again if it had finished,
+/// and records `unknown` without firing if it died with the call running
+/// (here: an instance with no record left, long gone).
+#[tokio::test]
+async fn a_dead_instances_claimed_tick_is_taken_over_and_never_fired_twice() {
+    use switchyard::services::idempotent::full_key;
+    let (_redis, servers) = instances(2).await;
+    let server = &servers[0];
+    let mut admin = server.client(ADMIN).await;
+    let mut watcher = servers[servers.len() - 1].client(ADMIN).await;
+    watcher
+        .call("subscribe", json!({"channels": [CHANNEL]}))
+        .await;
+    // Hourly: its own schedule stays out of the way.
+    admin
+        .call("cron.add", channel_job("hourly", "0 * * * *"))
+        .await;
+    let base = now_ms() / 1000 * 1000 - 60_000;
+    let (never_started, finished, mid_call) = (base, base + 1000, base + 2000);
+    let idem = server.app.idempotency_store();
+    let key = |tick: u64| full_key("cron", "", &format!("hourly@{tick}"));
+    idem.claim_idempotency(&key(finished), 60_000)
+        .await
+        .unwrap();
+    idem.finish_idempotency(&key(finished), Some(&json!({"delivered": 42})), 60_000)
+        .await
+        .unwrap();
+    idem.claim_idempotency(&key(mid_call), 60_000)
+        .await
+        .unwrap();
+    let (me, generation) = (server.app.instance_id.clone(), server.app.generation);
+    leave_claim(server, "hourly", never_started, &me, generation - 1, 1500).await;
+    leave_claim(server, "hourly", finished, "gone", 1, 600_000).await;
+    leave_claim(server, "hourly", mid_call, "gone", 1, 600_000).await;
+
+    let started = Instant::now();
+    let ticks = ticks_for(&mut watcher, Duration::from_secs(3)).await;
+    assert_eq!(ticks, [never_started], "only the unstarted tick fires");
+    let deadline = Instant::now() + WAIT;
+    let history = loop {
+        let history = runs(&mut admin, "hourly").await;
+        if history.iter().all(|r| r["outcome"] != "pending") || Instant::now() > deadline {
+            break history;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of = |tick: u64| {
+        history
+            .iter()
+            .find(|r| r["tickAt"] == tick)
+            .unwrap_or_else(|| panic!("no record of {tick}: {history:?}"))
+            .clone()
+    };
+    assert_eq!(history.len(), 3, "{history:?}");
+    let fired = of(never_started);
+    assert_eq!(fired["outcome"], "ok", "{fired}");
+    assert_eq!(fired["recoveredFrom"], me.as_str(), "{fired}");
+    let kept = of(finished);
+    assert_eq!(kept["outcome"], "ok", "{kept}");
+    assert_eq!(kept["result"], json!({"delivered": 42}), "{kept}");
+    assert_eq!(kept["recoveredFrom"], "gone", "{kept}");
+    let unknown = of(mid_call);
+    assert_eq!(unknown["outcome"], "unknown", "{unknown}");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gone"),
+        "{unknown}"
+    );
+    assert!(
+        server
+            .app
+            .cron_store()
+            .cron_claims()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    println!(
+        "three orphaned ticks settled in {} ms",
+        started.elapsed().as_millis()
+    );
+}

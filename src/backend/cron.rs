@@ -7,6 +7,12 @@
 //! instances waking for the same tick, one wins and the others see the
 //! tick already taken. A version counter moves on every change to a job,
 //! so schedulers re-read the job list only when it changed.
+//!
+//! The same step leaves a [`CronClaim`] naming the instance (and its
+//! generation) that is to fire the tick; recording the tick's outcome
+//! removes it. A claim that outlives its instance is taken over by a live
+//! one ([`CronStore::take_cron_claim`], a compare-and-set again, so one
+//! instance recovers it), which fires the tick in its place.
 
 use super::BackendResult;
 use async_trait::async_trait;
@@ -79,9 +85,12 @@ pub enum RunOutcome {
     Error,
     /// Ticks that passed while no instance could fire them.
     Missed,
-    /// Claimed by `instance` and firing; one that stays pending lost its
-    /// instance between the claim and the firing.
+    /// Claimed by `instance` and firing; a live instance takes the tick
+    /// over if that instance dies before recording the outcome.
     Pending,
+    /// The instance firing the tick died while its call was running: the
+    /// call may or may not have taken effect, and it is not run twice.
+    Unknown,
 }
 
 /// One firing of a job (or one record of ticks missed in a row).
@@ -111,6 +120,30 @@ pub struct CronRun {
     /// For missed ticks: the last of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tick_at: Option<u64>,
+    /// For a tick taken over from a dead instance: that instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_from: Option<String>,
+}
+
+/// A tick claimed by an instance and not yet recorded as fired.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CronClaim {
+    pub job: String,
+    pub tick_at: u64,
+    /// The instance firing it, and the generation (start time) of that
+    /// run of the instance: a restarted instance's old claims are orphans.
+    pub instance: String,
+    pub generation: u64,
+    /// When it was claimed or taken over (ms).
+    pub claimed_at: u64,
+}
+
+impl CronClaim {
+    /// Where the claim is kept: job ids never hold `@`.
+    pub fn field(job: &str, tick_at: u64) -> String {
+        format!("{job}@{tick_at}")
+    }
 }
 
 /// Cron jobs, their due ticks and their firings.
@@ -136,20 +169,28 @@ pub trait CronStore: Send + Sync + 'static {
     async fn remove_cron_job(&self, id: &str) -> BackendResult<bool>;
     /// Take tick `tick_at` of job `id`: moves its due tick to `next_at`
     /// only if it is still `tick_at`, and in the same step adds `claimed`
-    /// to the history in order (what was missed, the pending firing).
-    /// Exactly one caller per tick gets `true`.
+    /// to the history in order (what was missed, the pending firing) and
+    /// keeps `firing` (the tick this instance fires, if any) until its
+    /// outcome is recorded. Exactly one caller per tick gets `true`.
     async fn claim_cron_tick(
         &self,
         id: &str,
         tick_at: u64,
         next_at: u64,
         claimed: &[CronRun],
+        firing: Option<&CronClaim>,
     ) -> BackendResult<bool>;
     /// Add a firing to the job's history (newest first, the newest
     /// [`RUNS_MAX`] kept), in place of the pending record of the same
     /// tick when one is among the newest [`PENDING_SCAN`]; nothing when
-    /// the job is gone.
+    /// the job is gone. A scheduled firing's claim goes in the same step.
     async fn record_cron_run(&self, id: &str, run: &CronRun) -> BackendResult<()>;
+    /// Every tick claimed and not yet recorded.
+    async fn cron_claims(&self) -> BackendResult<Vec<CronClaim>>;
+    /// Replace claim `from` with `to` (same job and tick) only if it is
+    /// still exactly `from`: of the instances recovering a dead
+    /// instance's tick, one gets `true`.
+    async fn take_cron_claim(&self, from: &CronClaim, to: &CronClaim) -> BackendResult<bool>;
     /// The job's newest firings, newest first.
     async fn cron_runs(&self, id: &str, limit: usize) -> BackendResult<Vec<CronRun>>;
     /// A counter that moves on every change to any job.
@@ -158,5 +199,7 @@ pub trait CronStore: Send + Sync + 'static {
 
 /// Firings kept per job.
 pub const RUNS_MAX: usize = 100;
-/// Newest records searched for the pending one a firing replaces.
-pub const PENDING_SCAN: usize = 10;
+/// Newest records searched for the pending one a firing replaces: all of
+/// them, since a recovered tick is recorded after the dead instance's
+/// successors have fired a few more.
+pub const PENDING_SCAN: usize = RUNS_MAX;

@@ -74,7 +74,7 @@ pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
 pub use channels::{ChannelInfo, ChannelMember, ChannelStore};
 pub use chat_history::ChatHistory;
 pub use cron::{
-    CronCreator, CronJob, CronRun, CronStore, CronTarget, RUNS_MAX, RunKind, RunOutcome,
+    CronClaim, CronCreator, CronJob, CronRun, CronStore, CronTarget, RUNS_MAX, RunKind, RunOutcome,
 };
 pub use devices::{
     DeviceChange, DeviceEvent, DeviceInfo, DeviceRecord, DeviceStatus, DeviceStore, Pending,

@@ -15,7 +15,9 @@
 use super::Ctx;
 use crate::app::App;
 use crate::auth::{AuthMethod, Identity, Role, ScopeSet};
-use crate::backend::{CronCreator, CronJob, CronRun, CronTarget, RUNS_MAX, RunKind, RunOutcome};
+use crate::backend::{
+    CronCreator, CronJob, CronRun, CronTarget, Idempotency, RUNS_MAX, RunKind, RunOutcome,
+};
 use crate::conn::ConnHandle;
 use crate::protocol::{Call, RpcError, now_ms};
 use crate::services::cron::Schedule;
@@ -214,8 +216,15 @@ pub async fn runs(ctx: &Ctx<'_>, p: RunsParams) -> Result<Value, RpcError> {
     Ok(json!({ "id": p.id, "count": runs.len(), "runs": runs }))
 }
 
+/// The idempotency scope of scheduled firings: a tick runs its target
+/// once under the key `<job>@<tick>`, so an instance that takes over a
+/// dead instance's tick finds out whether that instance got as far as
+/// running it.
+const ONCE_SCOPE: &str = "cron";
+
 /// Run the job's target for tick `tick_at` as its creator and say how it
-/// went (the caller records it).
+/// went (the caller records it). A scheduled tick runs at most once
+/// across instances (see [`ONCE_SCOPE`]).
 pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> CronRun {
     let (method, params) = match &job.target {
         CronTarget::Method { method, params } => (method.clone(), params.clone()),
@@ -244,9 +253,16 @@ pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> Cron
         params,
     };
     // Bounded: a node's method has its own timeout, this is the backstop.
-    let limit =
-        Duration::from_millis(app.config.limits.request_timeout_ms) + Duration::from_secs(5);
-    let outcome = match tokio::time::timeout(limit, super::handle(app, &conn, call)).await {
+    let limit = fire_limit(app);
+    let handled = async {
+        let key = tick_key(&job.id, tick_at);
+        let scheduled = (kind == RunKind::Scheduled).then_some(key.as_str());
+        crate::services::idempotent::once(app, ONCE_SCOPE, "", scheduled, limit, || {
+            super::handle(app, &conn, call)
+        })
+        .await
+    };
+    let outcome = match tokio::time::timeout(limit, handled).await {
         Ok(outcome) => outcome,
         Err(_) => Err(RpcError::timeout(format!(
             "cron job {} gave up after {} ms",
@@ -262,6 +278,65 @@ pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> Cron
             Some(serde_json::to_value(&e).unwrap_or_default()),
         ),
     };
+    record(app, tick_at, kind, outcome, result, error)
+}
+
+/// Fire tick `tick_at`, which instance `dead` claimed and did not live to
+/// record: run it if that instance never started its call; if it did,
+/// keep the result it left, or say the outcome is unknown when it died
+/// with the call running (never run twice).
+pub async fn fire_recovered(app: &App, job: &CronJob, tick_at: u64, dead: &str) -> CronRun {
+    let key = crate::services::idempotent::full_key(ONCE_SCOPE, "", &tick_key(&job.id, tick_at));
+    let mut run = match app.idempotency_store().idempotency(&key).await {
+        Ok(Some(Idempotency::Done { result })) => record(
+            app,
+            tick_at,
+            RunKind::Scheduled,
+            RunOutcome::Ok,
+            Some(summary(result)),
+            None,
+        ),
+        Ok(Some(Idempotency::Pending)) => {
+            let why = format!(
+                "instance {dead} died while this tick's call was running; \
+                 whether it took effect is unknown, and it is not run twice"
+            );
+            let error = json!({ "code": crate::protocol::error::INTERNAL_ERROR, "message": why });
+            record(
+                app,
+                tick_at,
+                RunKind::Scheduled,
+                RunOutcome::Unknown,
+                None,
+                Some(error),
+            )
+        }
+        // Never started (or the lookup failed: the firing's own claim of
+        // the key decides).
+        Ok(None) | Err(_) => fire(app, job, tick_at, RunKind::Scheduled).await,
+    };
+    run.recovered_from = Some(dead.to_owned());
+    run
+}
+
+/// The longest a firing takes: the request timeout, and a margin for the
+/// backstop.
+pub fn fire_limit(app: &App) -> Duration {
+    Duration::from_millis(app.config.limits.request_timeout_ms) + Duration::from_secs(5)
+}
+
+fn tick_key(job: &str, tick_at: u64) -> String {
+    crate::backend::CronClaim::field(job, tick_at)
+}
+
+fn record(
+    app: &App,
+    tick_at: u64,
+    kind: RunKind,
+    outcome: RunOutcome,
+    result: Option<Value>,
+    error: Option<Value>,
+) -> CronRun {
     CronRun {
         tick_at,
         fired_at: now_ms(),
@@ -272,6 +347,7 @@ pub async fn fire(app: &App, job: &CronJob, tick_at: u64, kind: RunKind) -> Cron
         error,
         missed: None,
         last_tick_at: None,
+        recovered_from: None,
     }
 }
 

@@ -13,16 +13,25 @@
 //! winner fires in its own task and replaces the pending record with the
 //! outcome.
 //!
-//! An instance killed between its claim and its firing loses that tick
-//! (at most once, never twice: the claim is what prevents duplicates),
-//! and its record stays `pending`, naming the instance. A
-//! draining instance claims nothing more, so a graceful stop loses none.
+//! The claim also leaves a [`CronClaim`] naming this instance and its
+//! generation, removed when the outcome is recorded. Every step each
+//! scheduler looks for claims older than [`ORPHAN_AFTER`] whose instance
+//! is dead — no live record of that id and generation: stale, reaped, or
+//! a later run of it in its place — and takes them over (one
+//! instance wins, by compare-and-set) to fire the tick in its place
+//! (`rpc::cron::fire_recovered`). Firing runs the target under an
+//! idempotency key per tick, so the taker learns whether the dead
+//! instance got as far as running it: not started → fired now; finished →
+//! its result is recorded, nothing runs again; died mid-call → recorded
+//! `unknown`, not run twice. A draining instance claims nothing more and
+//! deregisters only once its firings are recorded (`server::drain`).
 
 use super::App;
-use crate::backend::{CronJob, CronRun, RunKind, RunOutcome};
+use crate::backend::{CronClaim, CronJob, CronRun, InstanceView, RunKind, RunOutcome};
 use crate::protocol::now_ms;
 use crate::services::cron::{Due, Schedule};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 const POLL: Duration = Duration::from_millis(500);
 /// Longest wait after a backend error.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// A claim younger than this is a firing in progress, whoever holds it.
+const ORPHAN_AFTER: Duration = Duration::from_secs(1);
 
 /// Start the scheduler; it stops with `stop`.
 pub fn spawn(app: &App, stop: &CancellationToken) {
@@ -93,8 +104,9 @@ impl Scheduler {
                 continue;
             }
             let claimed = claim_records(app, &plan);
+            let firing = plan.fire.map(|tick_at| own_claim(app, &id, tick_at));
             if store
-                .claim_cron_tick(&id, tick, plan.next, &claimed)
+                .claim_cron_tick(&id, tick, plan.next, &claimed, firing.as_ref())
                 .await?
             {
                 earliest = earliest.min(plan.next);
@@ -103,12 +115,62 @@ impl Scheduler {
                 }
                 if let Some(tick) = plan.fire {
                     let (app, job) = (app.clone(), job.clone());
-                    tokio::spawn(async move { fire_claimed(&app, &job, tick).await });
+                    let firing = Firing::start(&app);
+                    tokio::spawn(async move {
+                        let _firing = firing;
+                        fire_claimed(&app, &job, tick).await
+                    });
                 }
             }
         }
+        self.recover(app).await?;
         let now = now_ms();
         Ok(Duration::from_millis(earliest.saturating_sub(now)))
+    }
+
+    /// Take over and fire the ticks that dead instances claimed and never
+    /// recorded.
+    async fn recover(&self, app: &App) -> Result<(), crate::backend::BackendError> {
+        let store = app.cron_store();
+        let now = now_ms();
+        let old: Vec<CronClaim> = store
+            .cron_claims()
+            .await?
+            .into_iter()
+            .filter(|c| now.saturating_sub(c.claimed_at) >= ORPHAN_AFTER.as_millis() as u64)
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let view = app.instance_store().instance_view().await?;
+        for claim in old {
+            if !orphaned(app, &claim, &view) {
+                continue;
+            }
+            let Some((job, _)) = self.jobs.get(&claim.job) else {
+                continue;
+            };
+            let mine = own_claim(app, &claim.job, claim.tick_at);
+            if store.take_cron_claim(&claim, &mine).await? {
+                tracing::info!(job = %claim.job, tick = claim.tick_at, from = %claim.instance,
+                    "cron: taking over a tick its instance did not live to fire");
+                metrics::counter!("switchyard_cron_recovered_total").increment(1);
+                let (app, job) = (app.clone(), job.clone());
+                let firing = Firing::start(&app);
+                tokio::spawn(async move {
+                    let _firing = firing;
+                    let record = crate::rpc::cron::fire_recovered(
+                        &app,
+                        &job,
+                        claim.tick_at,
+                        &claim.instance,
+                    )
+                    .await;
+                    finish(&app, &job, record).await;
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn reload(&mut self, app: &App) -> Result<(), crate::backend::BackendError> {
@@ -123,6 +185,47 @@ impl Scheduler {
             })
             .collect();
         Ok(())
+    }
+}
+
+/// This instance's claim on tick `tick_at` of job `job`.
+fn own_claim(app: &App, job: &str, tick_at: u64) -> CronClaim {
+    CronClaim {
+        job: job.to_owned(),
+        tick_at,
+        instance: app.instance_id.clone(),
+        generation: app.generation,
+        claimed_at: now_ms(),
+    }
+}
+
+/// Whether the instance holding `claim` is dead: no live instance of
+/// that id and generation (its record stale, reaped or deregistered, or a
+/// later run of it in its place). An instance registers before it claims
+/// anything, and a stopping one deregisters only after its firings.
+fn orphaned(app: &App, claim: &CronClaim, view: &InstanceView) -> bool {
+    if claim.instance == app.instance_id {
+        return claim.generation != app.generation;
+    }
+    !view
+        .live
+        .iter()
+        .any(|i| i.id == claim.instance && i.generation == claim.generation)
+}
+
+/// Counts a firing of this instance while it lives.
+struct Firing(App);
+
+impl Firing {
+    fn start(app: &App) -> Self {
+        app.cron_firing.fetch_add(1, Ordering::SeqCst);
+        Firing(app.clone())
+    }
+}
+
+impl Drop for Firing {
+    fn drop(&mut self) {
+        self.0.cron_firing.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -141,6 +244,7 @@ fn claim_records(app: &App, plan: &Due) -> Vec<CronRun> {
         error: None,
         missed: None,
         last_tick_at: None,
+        recovered_from: None,
     };
     let mut records = Vec::new();
     if let Some(missed) = plan.missed {
@@ -160,10 +264,15 @@ fn claim_records(app: &App, plan: &Due) -> Vec<CronRun> {
 /// its pending record.
 async fn fire_claimed(app: &App, job: &CronJob, tick: u64) {
     let record = crate::rpc::cron::fire(app, job, tick, RunKind::Scheduled).await;
-    let label = if record.outcome == RunOutcome::Ok {
-        "ok"
-    } else {
-        "error"
+    finish(app, job, record).await;
+}
+
+/// Count a firing and record it in place of its pending record.
+async fn finish(app: &App, job: &CronJob, record: CronRun) {
+    let label = match record.outcome {
+        RunOutcome::Ok => "ok",
+        RunOutcome::Unknown => "unknown",
+        _ => "error",
     };
     metrics::counter!("switchyard_cron_runs_total", "outcome" => label).increment(1);
     if let Err(e) = app.cron_store().record_cron_run(&job.id, &record).await {

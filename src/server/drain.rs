@@ -4,12 +4,14 @@
 //! every client then gets a `shutdown` event followed by close code 1012
 //! (after what was already queued to it). The drain waits for the sockets
 //! to finish their clean-up (sessions released for resume elsewhere,
-//! presence removed) up to `drain_deadline`, then deregisters the instance.
+//! presence removed) and for the cron ticks this instance is firing, up
+//! to `drain_deadline`, then deregisters the instance.
 
 use super::App;
 use crate::conn::close_code;
 use crate::protocol::frame;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,11 +31,16 @@ pub async fn drain(app: &App) {
         conn.close_after_queue(close_code::RESTARTING, "server restarting");
     }
     let deadline = Instant::now() + app.live().limits.drain_deadline();
-    while !app.hub.is_empty() && Instant::now() < deadline {
+    let busy = || !app.hub.is_empty() || app.cron_firing.load(Ordering::SeqCst) > 0;
+    while busy() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if !app.hub.is_empty() {
-        tracing::warn!(left = app.hub.len(), "drain deadline reached");
+    if busy() {
+        tracing::warn!(
+            left = app.hub.len(),
+            cron_firing = app.cron_firing.load(Ordering::SeqCst),
+            "drain deadline reached"
+        );
     }
     if let Err(e) = app
         .instance_store()

@@ -121,6 +121,7 @@ pub async fn build_with_backend(
         rotation: Default::default(),
         logs: crate::telemetry::log_ring().clone(),
         draining: AtomicBool::new(false),
+        cron_firing: Default::default(),
         reasserted: std::sync::atomic::AtomicU64::new(0),
         backend_down_since_ms: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::telemetry::metrics_handle(),

@@ -23,6 +23,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// Longest accepted key.
 const MAX_KEY_LEN: usize = 200;
 
+/// The backend key of `key` for `method` and `sub`.
+pub fn full_key(method: &str, sub: &str, key: &str) -> String {
+    format!("{method}:{sub}:{key}")
+}
+
 /// Run `call` at most once per (`method`, `sub`, `key`); see the module
 /// docs. `timeout` bounds both the call's claim and a retry's wait.
 pub async fn once<F, Fut>(
@@ -46,7 +51,7 @@ where
             format!("1-{MAX_KEY_LEN} bytes"),
         ));
     }
-    let full = format!("{method}:{sub}:{key}");
+    let full = full_key(method, sub, key);
     let claim_ttl = (timeout + Duration::from_secs(30)).as_millis() as u64;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -4,7 +4,9 @@
 
 use super::MemoryBackend;
 use crate::backend::cron::{PENDING_SCAN, RUNS_MAX};
-use crate::backend::{BackendError, BackendResult, CronJob, CronRun, CronStore, RunOutcome};
+use crate::backend::{
+    BackendError, BackendResult, CronClaim, CronJob, CronRun, CronStore, RunKind, RunOutcome,
+};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -73,6 +75,7 @@ impl CronStore for MemoryBackend {
         let existed = cron.jobs.remove(id).is_some();
         cron.due.remove(id);
         cron.runs.remove(id);
+        cron.claims.retain(|(job, _), _| job != id);
         if existed {
             cron.version += 1;
         }
@@ -85,12 +88,17 @@ impl CronStore for MemoryBackend {
         tick_at: u64,
         next_at: u64,
         claimed: &[CronRun],
+        firing: Option<&CronClaim>,
     ) -> BackendResult<bool> {
         let mut state = self.lock();
         let cron = &mut state.cron;
         match cron.due.get_mut(id) {
             Some(due) if *due == tick_at => *due = next_at,
             _ => return Ok(false),
+        }
+        if let Some(claim) = firing {
+            cron.claims
+                .insert((claim.job.clone(), claim.tick_at), claim.clone());
         }
         let runs = cron.runs.entry(id.to_owned()).or_default();
         for run in claimed {
@@ -103,6 +111,9 @@ impl CronStore for MemoryBackend {
     async fn record_cron_run(&self, id: &str, run: &CronRun) -> BackendResult<()> {
         let mut state = self.lock();
         let cron = &mut state.cron;
+        if run.kind == RunKind::Scheduled {
+            cron.claims.remove(&(id.to_owned(), run.tick_at));
+        }
         if !cron.jobs.contains_key(id) {
             return Ok(());
         }
@@ -110,6 +121,7 @@ impl CronStore for MemoryBackend {
         let pending = runs
             .iter_mut()
             .take(PENDING_SCAN)
+            .filter(|_| run.kind == RunKind::Scheduled)
             .find(|r| r.outcome == RunOutcome::Pending && r.tick_at == run.tick_at);
         match pending {
             Some(slot) => *slot = run.clone(),
@@ -129,6 +141,23 @@ impl CronStore for MemoryBackend {
             .get(id)
             .map(|runs| runs.iter().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn cron_claims(&self) -> BackendResult<Vec<CronClaim>> {
+        let mut claims: Vec<CronClaim> = self.lock().cron.claims.values().cloned().collect();
+        claims.sort_by(|a, b| (a.tick_at, &a.job).cmp(&(b.tick_at, &b.job)));
+        Ok(claims)
+    }
+
+    async fn take_cron_claim(&self, from: &CronClaim, to: &CronClaim) -> BackendResult<bool> {
+        let mut state = self.lock();
+        match state.cron.claims.get_mut(&(from.job.clone(), from.tick_at)) {
+            Some(current) if current == from => {
+                *current = to.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn cron_version(&self) -> BackendResult<u64> {

@@ -90,6 +90,8 @@ struct CronState {
     jobs: BTreeMap<String, super::CronJob>,
     due: BTreeMap<String, u64>,
     runs: HashMap<String, VecDeque<super::CronRun>>,
+    /// Claimed ticks not yet recorded, by (job, tick).
+    claims: BTreeMap<(String, u64), super::CronClaim>,
     version: u64,
 }
 

@@ -4,11 +4,15 @@
 //! below runs on one Redis Cluster slot. Creating (id uniqueness and the
 //! job cap), updating, removing and claiming a tick are scripts; the
 //! claim is a compare-and-set on the due tick, so of the instances waking
-//! for one tick exactly one fires it.
+//! for one tick exactly one fires it. A hash of claims (`<job>@<tick>` →
+//! the instance firing it) lives until the outcome is recorded; taking a
+//! dead instance's claim over is a compare-and-set on its value.
 
 use super::{RedisBackend, json, parse, unavailable};
 use crate::backend::cron::{PENDING_SCAN, RUNS_MAX};
-use crate::backend::{BackendError, BackendResult, CronJob, CronRun, CronStore};
+use crate::backend::{
+    BackendError, BackendResult, CronClaim, CronJob, CronRun, CronStore, RunKind,
+};
 use async_trait::async_trait;
 use fred::prelude::{HashesInterface, KeysInterface, ListInterface};
 use fred::types::scripts::Script;
@@ -48,28 +52,35 @@ return 1
     )
 });
 
-/// KEYS: jobs, due, version, runs. ARGV: id. Returns 1 if it existed.
+/// KEYS: jobs, due, version, runs, claims. ARGV: id. Returns 1 if it
+/// existed.
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 local existed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[4])
+local prefix = ARGV[1] .. '@'
+for _, field in ipairs(redis.call('HKEYS', KEYS[5])) do
+  if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[5], field) end
+end
 if existed == 1 then redis.call('INCR', KEYS[3]) end
 return existed
 "#,
     )
 });
 
-/// KEYS: due, runs. ARGV: id, expected tick, next tick, kept, then the
-/// records to add in order. Returns 1 when taken.
+/// KEYS: due, runs, claims. ARGV: id, expected tick, next tick, kept,
+/// claim field ("" = none), claim JSON, then the records to add in order.
+/// Returns 1 when taken.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if #ARGV > 4 then
-  for i = 5, #ARGV do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], ARGV[6]) end
+if #ARGV > 6 then
+  for i = 7, #ARGV do redis.call('LPUSH', KEYS[2], ARGV[i]) end
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 end
 return 1
@@ -77,20 +88,38 @@ return 1
     )
 });
 
-/// KEYS: jobs, runs. ARGV: id, JSON, kept, tick, records searched. In
-/// place of the pending record of the same tick among the newest, else
-/// added. Nothing when the job is gone.
+/// KEYS: claims. ARGV: field, expected JSON, new JSON. Returns 1 when
+/// taken.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: jobs, runs, claims. ARGV: id, JSON, kept, tick, records
+/// searched, claim field to drop ("" = none: a manual run). A scheduled
+/// run goes in place of the pending record of the same tick among the
+/// newest, else it is added. Nothing but the
+/// claim dropped when the job is gone.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
+if ARGV[6] ~= '' then redis.call('HDEL', KEYS[3], ARGV[6]) end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 local tick = tonumber(ARGV[4])
-local newest = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+local newest = {}
+if ARGV[6] ~= '' then newest = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1) end
 for i, raw in ipairs(newest) do
-  local ok, rec = pcall(cjson.decode, raw)
-  if ok and rec.outcome == 'pending' and tonumber(rec.tickAt) == tick then
-    redis.call('LSET', KEYS[2], i - 1, ARGV[2])
-    return 2
+  if string.find(raw, '"outcome":"pending"', 1, true) then
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and rec.outcome == 'pending' and tonumber(rec.tickAt) == tick then
+      redis.call('LSET', KEYS[2], i - 1, ARGV[2])
+      return 2
+    end
   end
 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
@@ -200,6 +229,7 @@ impl CronStore for RedisBackend {
                     keys.cron_due(),
                     keys.cron_version(),
                     keys.cron_runs(id),
+                    keys.cron_claims(),
                 ],
                 vec![id.to_owned()],
             )
@@ -214,20 +244,59 @@ impl CronStore for RedisBackend {
         tick_at: u64,
         next_at: u64,
         claimed: &[CronRun],
+        firing: Option<&CronClaim>,
     ) -> BackendResult<bool> {
         let client = self.ready()?;
         let keys = &self.shared().keys;
+        let (field, claim) = match firing {
+            Some(c) => (CronClaim::field(&c.job, c.tick_at), json(c)?),
+            None => (String::new(), String::new()),
+        };
         let mut args = vec![
             id.to_owned(),
             tick_at.to_string(),
             next_at.to_string(),
             RUNS_MAX.to_string(),
+            field,
+            claim,
         ];
         for run in claimed {
             args.push(json(run)?);
         }
         let taken: i64 = CLAIM
-            .evalsha_with_reload(client, vec![keys.cron_due(), keys.cron_runs(id)], args)
+            .evalsha_with_reload(
+                client,
+                vec![keys.cron_due(), keys.cron_runs(id), keys.cron_claims()],
+                args,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
+    }
+
+    async fn cron_claims(&self) -> BackendResult<Vec<CronClaim>> {
+        let client = self.ready()?;
+        let raw: HashMap<String, String> = client
+            .hgetall(self.shared().keys.cron_claims())
+            .await
+            .map_err(unavailable)?;
+        let mut claims: Vec<CronClaim> = raw.values().filter_map(|r| parse(r).ok()).collect();
+        claims.sort_by(|a, b| (a.tick_at, &a.job).cmp(&(b.tick_at, &b.job)));
+        Ok(claims)
+    }
+
+    async fn take_cron_claim(&self, from: &CronClaim, to: &CronClaim) -> BackendResult<bool> {
+        let client = self.ready()?;
+        let taken: i64 = TAKE
+            .evalsha_with_reload(
+                client,
+                vec![self.shared().keys.cron_claims()],
+                vec![
+                    CronClaim::field(&from.job, from.tick_at),
+                    json(from)?,
+                    json(to)?,
+                ],
+            )
             .await
             .map_err(unavailable)?;
         Ok(taken == 1)
@@ -239,13 +308,18 @@ impl CronStore for RedisBackend {
         let _: i64 = RECORD
             .evalsha_with_reload(
                 client,
-                vec![keys.cron_jobs(), keys.cron_runs(id)],
+                vec![keys.cron_jobs(), keys.cron_runs(id), keys.cron_claims()],
                 vec![
                     id.to_owned(),
                     json(run)?,
                     RUNS_MAX.to_string(),
                     run.tick_at.to_string(),
                     PENDING_SCAN.to_string(),
+                    if run.kind == RunKind::Scheduled {
+                        CronClaim::field(id, run.tick_at)
+                    } else {
+                        String::new()
+                    },
                 ],
             )
             .await

@@ -164,6 +164,11 @@ impl Keys {
     pub fn cron_version(&self) -> String {
         format!("{}:cron:{{{}:cron}}:version", self.prefix, self.prefix)
     }
+    /// Hash: `<job>@<tick>` → JSON `CronClaim`, for each tick claimed and
+    /// not yet recorded.
+    pub fn cron_claims(&self) -> String {
+        format!("{}:cron:{{{}:cron}}:claims", self.prefix, self.prefix)
+    }
     /// List: a cron job's firings, newest first (JSON `CronRun`).
     pub fn cron_runs(&self, id: &str) -> String {
         format!("{}:cron:{{{}:cron}}:runs:{id}", self.prefix, self.prefix)
