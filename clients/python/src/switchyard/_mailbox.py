@@ -29,6 +29,11 @@ class Mailbox(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def error(self) -> BaseException | None:
+        """What closed the mailbox, if it was not a clean end."""
+        return self._error
+
     def __len__(self) -> int:
         return len(self._items)
 

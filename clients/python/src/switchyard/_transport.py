@@ -14,9 +14,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from .errors import ConnectError
 
 try:  # websockets >= 13
-    from websockets.asyncio.client import connect as _connect
+    from websockets.asyncio.client import connect as _connect  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - websockets 12
-    from websockets.client import connect as _connect  # type: ignore[no-redef]
+    from websockets.client import connect as _connect  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 __all__ = ["ConnectionClosed", "Socket", "open_socket", "check_url", "close_code"]
 
@@ -47,7 +47,7 @@ def check_url(url: str) -> str:
 async def open_socket(url: str, *, open_timeout: float, max_size: int) -> Socket:
     """Open the WebSocket, or raise :class:`ConnectError` naming why."""
     try:
-        return await _connect(  # type: ignore[no-any-return]
+        return await _connect(  # type: ignore[no-any-return,unused-ignore]
             url,
             open_timeout=open_timeout,
             max_size=max_size,

@@ -108,6 +108,8 @@ class RequestContext:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the caller cancels (``invoke.cancel``, ``agent.cancel``),
     times out, goes away, or this connection drops."""
+    approval: Approval | None = None
+    """The decision that let a ``needs_approval`` tool run."""
 
     @property
     def client(self) -> Client:
@@ -357,6 +359,7 @@ class Agent:
     async def _approve(self, tool: Tool, args: Any, ctx: RequestContext) -> None:
         summary = tool.summary(args) if tool.summary else f"{tool.name} {json.dumps(args, sort_keys=True)}"
         decided = await ctx.request_approval(tool.name, args, summary=summary, timeout=tool.approval_timeout)
+        ctx.approval = decided
         if not decided.approved:
             raise Forbidden(
                 message=f"not approved: {decided.status}",
@@ -369,7 +372,7 @@ class Agent:
         if not inspect.isasyncgen(produced):
             return await produced  # type: ignore[misc]
         result: Any = None
-        async for item in produced:  # type: ignore[union-attr]
+        async for item in produced:
             if isinstance(item, RunResult):
                 result = item.value
             elif isinstance(item, RunEvent):

@@ -222,6 +222,8 @@ class Run:
                     if self._ours(event):
                         yield event
                     continue
+                if box.closed and box.error is not None:
+                    raise box.error
                 if box.closed or waiter.done():
                     break
                 woken = asyncio.ensure_future(box.wait())
