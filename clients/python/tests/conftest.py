@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# The tests import the helpers beside them and this checkout's package,
+# installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from gateway import Gateway, Redis, workdir  # noqa: E402
 

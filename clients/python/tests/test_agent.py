@@ -137,7 +137,9 @@ async def test_completions_over_http_stream_through_progress(standalone: Gateway
 
 async def test_echo_example(standalone: Gateway) -> None:
     """examples/echo_agent.py behaves as examples/echo_agent.rs."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    src = str(PACKAGE_DIR / "src")
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(PACKAGE_DIR / "examples" / "echo_agent.py"),
@@ -180,3 +182,21 @@ async def test_echo_example(standalone: Gateway) -> None:
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+async def test_registration_errors_surface_at_start(standalone: Gateway, uid: str) -> None:
+    async def noop(args: Any, ctx: sy.RequestContext) -> Any:
+        return None
+
+    tool = sy.Tool("noop", "Nothing", {"type": "object"}, noop)
+    with pytest.raises(sy.Unauthorized):
+        await sy.Agent(standalone.url, token="wrong-token-0123456789abcdef", agent_id=f"x-{uid}").start()
+    async with sy.Agent(standalone.url, token=NODE, agent_id=f"held-{uid}", tools=[tool]):
+        # Another identity may not take the id over.
+        intruder = sy.Agent(standalone.url, token=ADMIN, agent_id=f"held-{uid}", tools=[tool])
+        with pytest.raises(sy.Conflict):
+            await intruder.start()
+        await intruder.close()
+        # An operator without admin may not act as a node at all.
+        with pytest.raises(sy.Forbidden):
+            await sy.Agent(standalone.url, token=WRITER, agent_id=f"w-{uid}").start()

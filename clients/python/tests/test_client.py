@@ -185,3 +185,16 @@ async def test_call_timeout_and_close(standalone: Gateway) -> None:
     await client.close()
     with pytest.raises(sy.ClientClosedError):
         await client.call("ping")
+
+
+async def test_a_consumer_that_falls_behind_gets_queue_overflow(standalone: Gateway, uid: str) -> None:
+    channel = f"public:flood-{uid}"
+    async with sy.Client(standalone.url, token=WRITER) as client:
+        sub = await client.subscribe(channel, queue_size=2)
+        for n in range(4):
+            await client.publish(channel, n)
+        assert [(await sub.next(W)).data for _ in range(2)] == [0, 1]
+        with pytest.raises(sy.QueueOverflowError):
+            await sub.next(W)
+        # The connection itself is unaffected.
+        assert (await client.call("ping"))["pong"] is True

@@ -45,12 +45,20 @@ async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster,
         calls.append(args["n"])
         return {"pong": args["n"]}
 
+    hanging = asyncio.Event()
+    dropped: list[bool] = []
+
+    async def hang(args: Any, ctx: sy.RequestContext) -> Any:
+        hanging.set()
+        await asyncio.wait_for(ctx.cancelled.wait(), W)
+        dropped.append(await ctx.progress("too late"))
+        return "never delivered"
+
     agent_id = f"survivor-{uid}"
     channel = f"feed:{uid}"
     fast = {"backoff_initial": 0.05, "backoff_max": 0.5}
-    async with sy.Agent(
-        cluster.a.url, token=NODE, agent_id=agent_id, tools=[sy.Tool("ping", "Pong", {"type": "object"}, ping)], **fast
-    ) as agent, sy.Client(cluster.a.url, token=WRITER, **fast) as subscriber, sy.Client(
+    tools = [sy.Tool("ping", "Pong", {"type": "object"}, ping), sy.Tool("hang", "Hangs", {"type": "object"}, hang)]
+    async with sy.Agent(cluster.a.url, token=NODE, agent_id=agent_id, tools=tools, **fast) as agent, sy.Client(cluster.a.url, token=WRITER, **fast) as subscriber, sy.Client(
         cluster.b.url, token=WRITER
     ) as op:
         sub = await subscriber.subscribe(channel, recover="latest")
@@ -58,8 +66,16 @@ async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster,
         assert (await sub.next(W)).offset == 1
         assert (await op.invoke("ping", {"n": 1}, node_id=agent_id)).result == {"pong": 1}
 
+        # (An instance restarted under its own id before the survivors
+        # reaped it leaves such a call to its timeout: keep that short.)
+        stuck = asyncio.ensure_future(op.invoke("hang", {}, node_id=agent_id, timeout=3))
+        await asyncio.wait_for(hanging.wait(), W)
+
         with killed(cluster.a):
             await until(lambda: not subscriber.connected and not agent.client.connected, "both see the drop")
+            # The request in flight is given up: its handler hears so, and
+            # nothing it sends goes out on a later connection.
+            await until(lambda: dropped == [False], "the handler sees the drop")
             # Published while the subscriber has no connection at all.
             for n in (2, 3):
                 await op.publish(channel, {"n": n})
@@ -81,6 +97,10 @@ async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster,
         assert entry["connId"] == agent.client.info.conn_id
         assert (await op.invoke("ping", {"n": 2}, node_id=agent_id, timeout=W)).result == {"pong": 2}
         assert calls == [1, 2]
+        # The caller of the call that was in flight got an error, never an answer.
+        with pytest.raises((sy.RpcTimeout, sy.Unavailable)):
+            await asyncio.wait_for(stuck, W)
+        assert agent.in_flight == 0
         # Nothing was delivered twice.
         await op.publish(channel, {"n": 5})
         assert (await sub.next(W)).offset == 5
