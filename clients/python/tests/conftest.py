@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from gateway import Gateway, Redis, workdir  # noqa: E402
+from gateway import Gateway, Redis, workdir
 
 
 class Cluster:

@@ -134,7 +134,19 @@ class Redis:
             raise RuntimeError("redis-server is not installed")
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -238,6 +250,17 @@ class Gateway:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """SIGTERM, and wait (bounded) until the drain has ended."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"gateway {self.instance_id} did not exit within 20 s of SIGTERM") from None
 
     def stop(self) -> None:
         _stop(self.proc)

@@ -47,6 +47,9 @@ async def test_agent_registers_and_serves_tools_methods_and_chat(standalone: Gat
     async def crash(args: Any, ctx: sy.RequestContext) -> Any:
         raise KeyError("secret detail")
 
+    async def huge(args: Any, ctx: sy.RequestContext) -> Any:
+        return "x" * (2 * 1024 * 1024)
+
     async def skills(params: Any, ctx: sy.RequestContext) -> Any:
         return {"command": ctx.params["command"], "params": params}
 
@@ -62,6 +65,7 @@ async def test_agent_registers_and_serves_tools_methods_and_chat(standalone: Gat
             sy.Tool("add", "Adds a and b", {"type": "object", "required": ["a", "b"]}, add),
             sy.Tool("refuse", "Always refuses", {"type": "object"}, refuse),
             sy.Tool("crash", "Always fails", {"type": "object"}, crash),
+            sy.Tool("huge", "Answers too much", {"type": "object"}, huge),
         ],
         methods={f"skills{uid}.*": skills},
         chat=chat,
@@ -75,7 +79,7 @@ async def test_agent_registers_and_serves_tools_methods_and_chat(standalone: Gat
         entry = await op.call("agents.get", {"agentId": agent_id})
         assert entry["online"] is True
         assert sorted(entry["capabilities"]) == sorted([f"math-{uid}", "chat"])
-        assert {t["name"] for t in entry["tools"]} == {"add", "refuse", "crash"}
+        assert {t["name"] for t in entry["tools"]} == {"add", "refuse", "crash", "huge"}
         tools = await op.call("tools.list")
         add_tool = next(t for t in tools["tools"] if t["name"] == "add")
         assert agent_id in add_tool["agents"] and add_tool["parameters"]["required"] == ["a", "b"]
@@ -94,6 +98,12 @@ async def test_agent_registers_and_serves_tools_methods_and_chat(standalone: Gat
         assert "secret detail" not in str(crashed.value)
         with pytest.raises(sy.MethodNotFound):
             await op.invoke("unknown-tool", {}, node_id=agent_id)
+        # An answer over the gateway's frame limit becomes an error; the
+        # agent stays connected.
+        with pytest.raises(sy.InternalError) as too_large:
+            await op.invoke("huge", {}, node_id=agent_id)
+        assert "too large" in too_large.value.message
+        assert agent.client.reconnects == 0
 
         # A provided method is called like a built-in one.
         assert await op.call(f"skills{uid}.search", {"q": "x"}) == {
@@ -117,7 +127,9 @@ async def test_completions_over_http_stream_through_progress(standalone: Gateway
                 await ctx.progress({"delta": word + " "})
         return {"content": last.upper()}
 
-    async with sy.Agent(standalone.url, token=NODE, agent_id=f"llm-{uid}", models=[model], completions=complete) as agent:
+    async with sy.Agent(
+        standalone.url, token=NODE, agent_id=f"llm-{uid}", models=[model], completions=complete
+    ) as agent:
         assert "chat.completions" in agent.capabilities
         body = {"model": model, "messages": [{"role": "user", "content": "one two"}]}
         status, text = await asyncio.to_thread(post_json, standalone, "/v1/chat/completions", body, ADMIN)

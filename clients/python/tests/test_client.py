@@ -198,3 +198,15 @@ async def test_a_consumer_that_falls_behind_gets_queue_overflow(standalone: Gate
             await sub.next(W)
         # The connection itself is unaffected.
         assert (await client.call("ping"))["pong"] is True
+
+
+async def test_a_frame_over_the_gateway_limit_is_refused_before_sending(standalone: Gateway, uid: str) -> None:
+    async with sy.Client(standalone.url, token=WRITER) as client:
+        assert client.info is not None
+        limit = client.info.raw["limits"]["maxPayload"]
+        with pytest.raises(sy.FrameTooLargeError):
+            await client.publish(f"public:{uid}", "x" * (limit + 1))
+        # Nothing was sent: the connection is the same one, still up.
+        conn_id = client.info.conn_id
+        assert (await client.call("ping"))["pong"] is True
+        assert client.reconnects == 0 and client.info.conn_id == conn_id

@@ -22,9 +22,10 @@ async def test_tool_on_b_invoked_from_a_with_progress(cluster: Cluster, uid: str
         return {"counted": args["to"], "by": ctx.caller["identity"]}
 
     tool = sy.Tool("count", "Counts, reporting each step", {"type": "object"}, count)
-    async with sy.Agent(cluster.b.url, token=NODE, agent_id=f"counter-{uid}", tools=[tool]), sy.Client(
-        cluster.a.url, token=WRITER
-    ) as op:
+    async with (
+        sy.Agent(cluster.b.url, token=NODE, agent_id=f"counter-{uid}", tools=[tool]),
+        sy.Client(cluster.a.url, token=WRITER) as op,
+    ):
         assert op.info is not None and op.info.node_id == "sy-a"
         steps: list[Any] = []
         done = await op.invoke("count", {"to": 3}, node_id=f"counter-{uid}", on_progress=steps.append)
@@ -48,9 +49,10 @@ async def test_cancellation_reaches_the_handler(cluster: Cluster, uid: str) -> N
         return "late"
 
     tool = sy.Tool("slow", "Waits to be cancelled", {"type": "object"}, slow)
-    async with sy.Agent(cluster.b.url, token=NODE, agent_id=f"slow-{uid}", tools=[tool]) as agent, sy.Client(
-        cluster.a.url, token=WRITER
-    ) as op:
+    async with (
+        sy.Agent(cluster.b.url, token=NODE, agent_id=f"slow-{uid}", tools=[tool]) as agent,
+        sy.Client(cluster.a.url, token=WRITER) as op,
+    ):
         call = asyncio.ensure_future(op.invoke("slow", {}, node_id=f"slow-{uid}", invoke_id=f"inv-{uid}", timeout=W))
         await asyncio.wait_for(started.wait(), W)
         await op.cancel_invoke(f"inv-{uid}")
@@ -82,9 +84,11 @@ async def test_approval_gated_tool_waits_for_an_operator(cluster: Cluster, uid: 
         summary=lambda args: f"wipe {args['disk']}",
     )
     agent_id = f"wiper-{uid}"
-    async with sy.Agent(cluster.b.url, token=NODE, agent_id=agent_id, tools=[tool]), sy.Client(
-        cluster.a.url, token=ADMIN
-    ) as approver, sy.Client(cluster.a.url, token=WRITER) as op:
+    async with (
+        sy.Agent(cluster.b.url, token=NODE, agent_id=agent_id, tools=[tool]),
+        sy.Client(cluster.a.url, token=ADMIN) as approver,
+        sy.Client(cluster.a.url, token=WRITER) as op,
+    ):
         requested = approver.notifications("approval.requested")
 
         # Approved: the tool runs and says who approved.
@@ -125,14 +129,15 @@ async def test_agent_run_streams_events_across_instances(cluster: Cluster, uid: 
         yield sy.RunResult({"output": task.upper()})
 
     agent_id = f"runner-{uid}"
-    async with sy.Agent(cluster.b.url, token=NODE, agent_id=agent_id, run=run), sy.Client(
-        cluster.a.url, token=WRITER
-    ) as op:
+    async with (
+        sy.Agent(cluster.b.url, token=NODE, agent_id=agent_id, run=run),
+        sy.Client(cluster.a.url, token=WRITER) as op,
+    ):
         run_ = await op.run_agent("stream these five words now", agent_id=agent_id)
         assert run_.agent_id == agent_id and run_.session.is_owner and run_.session.resume_token
         events = [e async for e in run_.events(timeout=W)]
         assert [e.event for e in events] == ["token"] * 5 + ["done"]
-        assert [e.data["text"] for e in events[:5]] == "stream these five words now".split()
+        assert [e.data["text"] for e in events[:5]] == ["stream", "these", "five", "words", "now"]
         assert [e.offset for e in events] == list(range(1, 7))
         assert all(e.run_id == run_.run_id and e.agent_id == agent_id for e in events)
         assert run_.record is not None and run_.record["status"] == "completed"
@@ -150,9 +155,10 @@ async def test_run_cancel_reaches_the_run_handler(cluster: Cluster, uid: str) ->
         await asyncio.wait_for(ctx.cancelled.wait(), W)
         raise sy.RpcError(-32000, "cancelled")
 
-    async with sy.Agent(cluster.b.url, token=NODE, agent_id=f"canc-{uid}", run=run), sy.Client(
-        cluster.a.url, token=WRITER
-    ) as op:
+    async with (
+        sy.Agent(cluster.b.url, token=NODE, agent_id=f"canc-{uid}", run=run),
+        sy.Client(cluster.a.url, token=WRITER) as op,
+    ):
         run_ = await op.run_agent("wait", agent_id=f"canc-{uid}")
         await asyncio.wait_for(started.wait(), W)
         await run_.cancel()
@@ -168,7 +174,11 @@ async def test_channels_across_instances(cluster: Cluster, uid: str) -> None:
             await pub.publish(f"public:{uid}", {"n": n}, event="tick")
             assert (await pub.publish(f"feed:{uid}", {"n": n}))["offset"] == n
         got = [await plain.next(W) for _ in range(3)]
-        assert [(m.event, m.data["n"], m.offset) for m in got] == [("tick", 1, None), ("tick", 2, None), ("tick", 3, None)]
+        assert [(m.event, m.data["n"], m.offset) for m in got] == [
+            ("tick", 1, None),
+            ("tick", 2, None),
+            ("tick", 3, None),
+        ]
         got = [await logged.next(W) for _ in range(3)]
         assert [(m.data["n"], m.offset) for m in got] == [(1, 1), (2, 2), (3, 3)]
 

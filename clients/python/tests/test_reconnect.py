@@ -58,9 +58,11 @@ async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster,
     channel = f"feed:{uid}"
     fast = {"backoff_initial": 0.05, "backoff_max": 0.5}
     tools = [sy.Tool("ping", "Pong", {"type": "object"}, ping), sy.Tool("hang", "Hangs", {"type": "object"}, hang)]
-    async with sy.Agent(cluster.a.url, token=NODE, agent_id=agent_id, tools=tools, **fast) as agent, sy.Client(cluster.a.url, token=WRITER, **fast) as subscriber, sy.Client(
-        cluster.b.url, token=WRITER
-    ) as op:
+    async with (
+        sy.Agent(cluster.a.url, token=NODE, agent_id=agent_id, tools=tools, **fast) as agent,
+        sy.Client(cluster.a.url, token=WRITER, **fast) as subscriber,
+        sy.Client(cluster.b.url, token=WRITER) as op,
+    ):
         sub = await subscriber.subscribe(channel, recover="latest")
         await op.publish(channel, {"n": 1})
         assert (await sub.next(W)).offset == 1
@@ -109,9 +111,11 @@ async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster,
 
 async def test_sessions_resume_without_gap_after_an_instance_kill(cluster: Cluster, uid: str) -> None:
     fast = {"backoff_initial": 0.05, "backoff_max": 0.5}
-    async with sy.Client(cluster.a.url, token=WRITER, **fast) as owner, sy.Client(
-        cluster.a.url, token=ADMIN, **fast
-    ) as member_a, sy.Client(cluster.b.url, token=ADMIN) as member_b:
+    async with (
+        sy.Client(cluster.a.url, token=WRITER, **fast) as owner,
+        sy.Client(cluster.a.url, token=ADMIN, **fast) as member_a,
+        sy.Client(cluster.b.url, token=ADMIN) as member_b,
+    ):
         owned = await owner.create_session(f"job-{uid}")
         second = await owner.create_session(f"job2-{uid}")
         joined = await member_a.join_session(owned.session_id)
@@ -185,3 +189,26 @@ async def test_a_kicked_client_does_not_come_back(cluster: Cluster) -> None:
     assert client.reconnects == 0
     with pytest.raises(sy.ClientClosedError):
         await stream.next(W)
+
+
+async def test_graceful_shutdown_moves_an_agent_to_another_instance(cluster: Cluster, uid: str) -> None:
+    async def whoami(args: Any, ctx: sy.RequestContext) -> Any:
+        return ctx.client.info.node_id if ctx.client.info else None
+
+    agent_id = f"mover-{uid}"
+    tool = sy.Tool("whoami", "The instance serving", {"type": "object"}, whoami)
+    async with (
+        sy.Agent([cluster.a.url, cluster.b.url], token=NODE, agent_id=agent_id, tools=[tool], backoff_max=0.5) as agent,
+        sy.Client(cluster.b.url, token=WRITER) as op,
+    ):
+        told: list[sy.Notification] = []
+        agent.client.on("shutdown", told.append)
+        assert (await op.invoke("whoami", {}, node_id=agent_id)).result == "sy-a"
+        try:
+            await asyncio.to_thread(cluster.a.terminate)
+            await agent.client.wait_connected(W)
+            assert [n.params["reason"] for n in told] and told[0].params["reconnectAfterMs"] >= 0
+            assert agent.client.info is not None and agent.client.info.node_id == "sy-b"
+            assert (await op.invoke("whoami", {}, node_id=agent_id, timeout=W)).result == "sy-b"
+        finally:
+            cluster.a.start()

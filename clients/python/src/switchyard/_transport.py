@@ -18,7 +18,7 @@ try:  # websockets >= 13
 except ImportError:  # pragma: no cover - websockets 12
     from websockets.client import connect as _connect  # type: ignore[no-redef,attr-defined,unused-ignore]
 
-__all__ = ["ConnectionClosed", "Socket", "open_socket", "check_url", "close_code"]
+__all__ = ["ConnectionClosed", "Socket", "check_url", "close_code", "open_socket"]
 
 # Query parameters that would carry a credential; refused in URLs.
 _SECRET_PARAMS = {"token", "access_token", "apikey", "api_key", "password", "key"}

@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .client import Client, ServerRequest
 from .errors import (
@@ -52,7 +52,7 @@ ChatHandler = Callable[[Any, "RequestContext"], Awaitable[Any]]
 """``async def handler(message, ctx) -> str | {"content": …}``"""
 CompletionHandler = Callable[[dict[str, Any], "RequestContext"], Awaitable[Any]]
 """``async def handler(request, ctx) -> str | {"content": …} | chat.completion``"""
-RunHandler = Callable[[str, "RequestContext"], Union[AsyncIterator[Any], Awaitable[Any]]]
+RunHandler = Callable[[str, "RequestContext"], AsyncIterator[Any] | Awaitable[Any]]
 """An async generator ``(task, ctx)`` yielding events (``RunEvent`` or
 ``(type, data)``) and optionally a final ``RunResult``; or a coroutine
 function returning the result (events through ``await ctx.event(...)``)."""

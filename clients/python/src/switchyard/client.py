@@ -34,10 +34,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from . import __version__
-from ._mailbox import Mailbox
 from ._transport import ConnectionClosed, Socket, check_url, close_code, open_socket
 from .errors import (
     CallTimeoutError,
@@ -45,6 +44,8 @@ from .errors import (
     ConnectError,
     ConnectionLostError,
     Forbidden,
+    FrameTooLargeError,
+    InternalError,
     RateLimited,
     RpcError,
     SwitchyardError,
@@ -56,7 +57,7 @@ from .types import Approval, ChannelMessage, ConnectionInfo, InvokeResult, Notif
 
 log = logging.getLogger("switchyard")
 
-Callback = Callable[[Notification], Union[None, Awaitable[None]]]
+Callback = Callable[[Notification], Awaitable[None] | None]
 RestoreHook = Callable[[], Awaitable[None]]
 
 # Close codes after which reconnecting would be wrong: kicked or revoked.
@@ -437,8 +438,18 @@ class Client:
         (all of them before this returns). Cancel with
         :meth:`cancel_invoke` and the same ``invoke_id``."""
         invoke_id = invoke_id or uuid.uuid4().hex
-        p: dict[str, Any] = {"command": command, "params": params, "invokeId": invoke_id, "timeoutMs": int(timeout * 1000)}
-        for key, value in (("nodeId", node_id), ("capability", capability), ("policy", policy), ("idempotencyKey", idempotency_key)):
+        p: dict[str, Any] = {
+            "command": command,
+            "params": params,
+            "invokeId": invoke_id,
+            "timeoutMs": int(timeout * 1000),
+        }
+        for key, value in (
+            ("nodeId", node_id),
+            ("capability", capability),
+            ("policy", policy),
+            ("idempotencyKey", idempotency_key),
+        ):
             if value is not None:
                 p[key] = value
         if on_progress is not None:
@@ -530,6 +541,18 @@ class Client:
             frame["error"] = error.to_wire()
         else:
             frame["result"] = result
+        try:
+            await self._send(ws, frame)
+        except FrameTooLargeError as e:
+            log.error("switchyard: %s", e)
+            frame.pop("result", None)
+            frame["error"] = InternalError(message="the answer is too large").to_wire()
+            return await self._send_quietly(ws, frame)
+        except ConnectionLostError:
+            return False
+        return True
+
+    async def _send_quietly(self, ws: Socket, frame: dict[str, Any]) -> bool:
         try:
             await self._send(ws, frame)
         except ConnectionLostError:
@@ -653,7 +676,9 @@ class Client:
             # are not hit by every client at the same instant.
             if await self._sleep_unless_closed(delay * random.uniform(0.5, 1.0)):
                 return
-            if len(self._urls) > 1 and attempt > 1:
+            # The next URL after a failed attempt, or at once when the
+            # instance said it is shutting down (close code 1012).
+            if len(self._urls) > 1 and (attempt > 1 or self._last_close_code == 1012):
                 self._url_index = (self._url_index + 1) % len(self._urls)
             try:
                 await self._establish()
@@ -711,7 +736,8 @@ class Client:
         for stream in self._streams:
             stream._box.close(end)
         for task in list(self._tasks):
-            task.cancel()
+            if task is not asyncio.current_task():
+                task.cancel()
 
     async def _wait_ready(self, deadline: float | None, what: str = "call") -> None:
         if self._closed:
@@ -758,10 +784,20 @@ class Client:
 
     async def _send(self, ws: Socket, frame: dict[str, Any]) -> None:
         text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        limit = self._max_payload()
+        if limit is not None and len(text) > limit // 4 and len(text.encode()) > limit:
+            # The gateway would close the whole connection (1009) over it.
+            what = frame.get("method") or f"answer to {frame.get('id')}"
+            raise FrameTooLargeError(f"{what}: {len(text.encode())} bytes, the gateway accepts {limit}")
         try:
             await ws.send(text)
         except ConnectionClosed as e:
             raise ConnectionLostError(f"connection closed (code {close_code(e)})") from e
+
+    def _max_payload(self) -> int | None:
+        limits = self.info.raw.get("limits") if self.info is not None else None
+        limit = limits.get("maxPayload") if isinstance(limits, dict) else None
+        return limit if isinstance(limit, int) and limit > 0 else None
 
     async def _read_loop(self, ws: Socket, gen: int) -> None:
         error: BaseException | None = None
@@ -809,7 +845,9 @@ class Client:
         if isinstance(method, str):
             params = frame.get("params")
             if frame.get("id") is not None:
-                self._on_request(ServerRequest(str(frame["id"]), method, params if isinstance(params, dict) else {}, gen))
+                self._on_request(
+                    ServerRequest(str(frame["id"]), method, params if isinstance(params, dict) else {}, gen)
+                )
             else:
                 self._on_notification(method, params)
             return

@@ -10,7 +10,8 @@ Two families:
 * Client-side failures: :class:`ConnectError` (no WebSocket could be
   opened), :class:`ConnectionLostError` (the connection dropped while a
   call was waiting), :class:`ClientClosedError` (the client was closed or
-  gave up reconnecting), :class:`CallTimeoutError` (no reply in time) and
+  gave up reconnecting), :class:`CallTimeoutError` (no reply in time),
+  :class:`FrameTooLargeError` (more than the gateway accepts) and
   :class:`QueueOverflowError` (a consumer fell so far behind that its
   bounded queue filled up).
 """
@@ -208,6 +209,12 @@ class ClientClosedError(SwitchyardError):
 
 class CallTimeoutError(SwitchyardError, TimeoutError):
     """No reply within the call's timeout (the call may still run)."""
+
+
+class FrameTooLargeError(SwitchyardError, ValueError):
+    """A call or answer is larger than the gateway accepts
+    (``limits.maxPayload`` of the ``connect`` reply); it was not sent, and
+    the connection stays up."""
 
 
 class QueueOverflowError(SwitchyardError):

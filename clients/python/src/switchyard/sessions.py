@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ._mailbox import Mailbox
-from .errors import ClientClosedError, RpcError
+from .errors import ClientClosedError, QueueOverflowError, RpcError
 from .types import SessionEvent
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Session:
         self._client = client
         self._box: Mailbox[SessionEvent] = Mailbox(client.queue_size, f"session {session_id}")
         self._recovering = False
-        self._held: list[SessionEvent] = []
+        self._held: dict[int, SessionEvent] = {}
 
     def __repr__(self) -> str:
         role = "owner" if self.is_owner else "member"
@@ -130,8 +130,11 @@ class Session:
         if event.offset <= self.offset:
             return False
         if self._recovering:
-            if all(h.offset != event.offset for h in self._held):
-                self._held.append(event)
+            if event.offset not in self._held:
+                if len(self._held) >= self._client.queue_size:
+                    self._box.close(QueueOverflowError(f"session {self.session_id}: too many events while catching up"))
+                    return True
+                self._held[event.offset] = event
             return True
         self.offset = event.offset
         self._box.put(event)
@@ -151,7 +154,7 @@ class Session:
 
     async def _rejoin(self) -> None:
         self._recovering = True
-        self._held = []
+        self._held = {}
         try:
             self.record = await self._client.call("session.join", {"sessionId": self.session_id})
             while True:
@@ -169,8 +172,8 @@ class Session:
             self._fail(e)
         finally:
             self._recovering = False
-            held, self._held = sorted(self._held, key=lambda e: e.offset), []
-            for event in held:
+            held, self._held = self._held, {}
+            for _, event in sorted(held.items()):
                 self._deliver(event)
 
     def _on_closed(self, reason: str) -> None:
