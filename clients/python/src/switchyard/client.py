@@ -667,15 +667,17 @@ class Client:
             delay = max(delay, min(self._reconnect_hint, self._backoff_max))
             self._reconnect_hint = None
         attempt = 0
+        not_before = 0.0  # a rate-limited attempt: the gateway's Retry-After
         while not self._closed:
             attempt += 1
             if self._max_attempts is not None and attempt > self._max_attempts:
                 await self._shutdown(ClientClosedError(f"gave up reconnecting after {self._max_attempts} attempts"))
                 return
-            # Full jitter in the upper half: instances restarting together
-            # are not hit by every client at the same instant.
-            if await self._sleep_unless_closed(delay * random.uniform(0.5, 1.0)):
+            # Jitter in the upper half: instances restarting together are
+            # not hit by every client at the same instant.
+            if await self._sleep_unless_closed(max(not_before, delay * random.uniform(0.5, 1.0))):
                 return
+            not_before = 0.0
             # The next URL after a failed attempt, or at once when the
             # instance said it is shutting down (close code 1012).
             if len(self._urls) > 1 and (attempt > 1 or self._last_close_code == 1012):
@@ -686,7 +688,7 @@ class Client:
                 await self._shutdown(ClientClosedError(f"credentials refused on reconnect: {e}"))
                 return
             except RateLimited as e:
-                delay = max(delay, e.retry_after or delay)
+                not_before = e.retry_after or 0.0
             except (SwitchyardError, OSError, ConnectionClosed) as e:
                 log.debug("switchyard: reconnect attempt %d to %s failed: %s", attempt, self._urls[self._url_index], e)
             else:
