@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# The tests import the helpers beside them and this checkout's package,
+# The tests import the process harness beside them and this checkout's package,
 # installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
