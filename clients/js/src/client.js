@@ -17,7 +17,7 @@ import {
   TimeoutError,
 } from './errors.js';
 import { BoundedQueue, Emitter } from './queue.js';
-import { IncomingRequest } from './request.js';
+import { Dispatcher } from './request.js';
 import { Session } from './session.js';
 import { ChannelState, Subscription } from './subscription.js';
 
@@ -113,13 +113,8 @@ export class Client {
   /** @type {Map<string, any>} agent registrations by agentId ('' for the default id) */
   #registrations = new Map();
 
-  // Serving requests
-  /** @type {Map<string, (request: IncomingRequest) => unknown>} */
-  #handlers = new Map();
-  /** @type {Map<string, (request: IncomingRequest) => unknown>} */
-  #tools = new Map();
-  /** @type {Map<string, {controller: AbortController, sessionId?: string}>} */
-  #running = new Map();
+  // Serving requests (agents)
+  #dispatcher = new Dispatcher();
 
   #events = new Emitter();
 
@@ -576,14 +571,11 @@ export class Client {
    * handler's return value (or promise) is the answer; an RpcError it throws
    * is answered as is, any other error as -32603 with its message.
    * @param {string} method
-   * @param {(request: IncomingRequest) => unknown} handler
+   * @param {(request: import('./request.js').IncomingRequest) => unknown} handler
    * @returns {() => void} removes the handler
    */
   handle(method, handler) {
-    this.#handlers.set(method, handler);
-    return () => {
-      if (this.#handlers.get(method) === handler) this.#handlers.delete(method);
-    };
+    return this.#dispatcher.handle(method, handler);
   }
 
   /**
@@ -591,14 +583,11 @@ export class Client {
    * `node.invoke {command}` or `POST /tools/invoke`); `request.args` holds
    * the caller's arguments. Takes precedence over `handle('invoke')`.
    * @param {string} name
-   * @param {(request: IncomingRequest) => unknown} handler
+   * @param {(request: import('./request.js').IncomingRequest) => unknown} handler
    * @returns {() => void}
    */
   tool(name, handler) {
-    this.#tools.set(name, handler);
-    return () => {
-      if (this.#tools.get(name) === handler) this.#tools.delete(name);
-    };
+    return this.#dispatcher.tool(name, handler);
   }
 
   // ------------------------------------------------------------- approvals
@@ -973,14 +962,10 @@ export class Client {
         break;
       }
       case 'invoke.cancel':
-        this.#running.get(params?.id)?.controller.abort(new RpcError(ErrorCode.TIMEOUT, 'cancelled by the caller'));
+        this.#dispatcher.cancel(params?.id);
         break;
       case 'agent.cancel':
-        for (const running of this.#running.values()) {
-          if (running.sessionId !== undefined && running.sessionId === params?.sessionId) {
-            running.controller.abort(new RpcError(ErrorCode.TIMEOUT, 'run cancelled'));
-          }
-        }
+        this.#dispatcher.cancelSession(params?.sessionId);
         break;
       case 'agent.deregistered':
         this.#registrations.delete(params?.agentId);
@@ -1009,50 +994,25 @@ export class Client {
    */
   #onServerRequest(id, method, params) {
     const ws = this.#ws;
-    const handler = (method === 'invoke' && this.#tools.get(params?.command)) || this.#handlers.get(method);
-    const answer = (/** @type {any} */ body) => {
-      // An answer belongs to the connection that got the request.
-      if (ws !== this.#ws) return;
-      const failure = this.#send({ jsonrpc: '2.0', id, ...body });
-      if (failure instanceof PayloadTooLargeError) {
-        this.#send({ jsonrpc: '2.0', id, error: { code: ErrorCode.INTERNAL_ERROR, message: failure.message } });
-      }
-    };
-    if (!handler) {
-      const what = method === 'invoke' ? `no tool ${params?.command}` : `no handler for ${method}`;
-      answer({ error: { code: ErrorCode.METHOD_NOT_FOUND, message: what } });
-      return;
-    }
-    const controller = new AbortController();
-    const sessionId = typeof params?.sessionId === 'string' ? params.sessionId : undefined;
-    this.#running.set(id, { controller, sessionId });
-    const request = new IncomingRequest(
-      {
-        notify: (m, p) => ws === this.#ws && this.#send({ jsonrpc: '2.0', method: m, params: p }) === null,
-        requestApproval: (options) => this.requestApproval(options),
+    this.#dispatcher.dispatch(id, method, params, {
+      // Answers and notifications belong to the connection that got the request.
+      answer: (body) => {
+        if (ws !== this.#ws) return;
+        const failure = this.#send({ jsonrpc: '2.0', id, ...body });
+        if (failure instanceof PayloadTooLargeError) {
+          this.#send({ jsonrpc: '2.0', id, error: { code: ErrorCode.INTERNAL_ERROR, message: failure.message } });
+        }
       },
-      id,
-      method,
-      params,
-      controller,
-    );
-    Promise.resolve()
-      .then(() => handler(request))
-      .then(
-        (result) => answer({ result: result === undefined ? null : result }),
-        (error) => answer({ error: errorBody(error) }),
-      )
-      .finally(() => {
-        if (this.#running.get(id)?.controller === controller) this.#running.delete(id);
-      });
+      notify: (m, p) => ws === this.#ws && this.#send({ jsonrpc: '2.0', method: m, params: p }) === null,
+      requestApproval: (options) => this.requestApproval(options),
+    });
   }
 
   /** @param {unknown} error */
   #failPending(error) {
     for (const entry of [...this.#pending.values()]) entry.reject(error);
     this.#pending.clear();
-    for (const running of this.#running.values()) running.controller.abort(error);
-    this.#running.clear();
+    this.#dispatcher.abortAll(error);
   }
 
   /**
@@ -1161,16 +1121,6 @@ export class Client {
  */
 function isFatal(error) {
   return error instanceof RpcError && (error.code === ErrorCode.UNAUTHORIZED || error.code === ErrorCode.FORBIDDEN);
-}
-
-/**
- * The JSON-RPC error member for what a handler threw.
- * @param {unknown} error
- */
-function errorBody(error) {
-  if (error instanceof RpcError) return error.toJSON();
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: ErrorCode.INTERNAL_ERROR, message: message || 'handler failed' };
 }
 
 /**

@@ -1,4 +1,8 @@
-// The agent side: a server → client request (`srv-N`) being handled.
+// The agent side: server → client requests (`srv-N`) dispatched to the
+// handlers an agent registered, answered with what they return, and
+// cancelled when the caller cancels or the connection is lost.
+
+import { ErrorCode, RpcError } from './errors.js';
 
 /**
  * @typedef {object} RequestLink what an IncomingRequest needs from its client
@@ -97,4 +101,118 @@ export class IncomingRequest {
     const sessionId = options.sessionId ?? this.sessionId;
     return this.#link.requestApproval(sessionId ? { ...options, sessionId } : options);
   }
+}
+
+/**
+ * @typedef {(request: IncomingRequest) => unknown} Handler
+ */
+
+/**
+ * The handlers of one client and the requests they are working on.
+ * @internal
+ */
+export class Dispatcher {
+  /** @type {Map<string, Handler>} */
+  #handlers = new Map();
+  /** @type {Map<string, Handler>} */
+  #tools = new Map();
+  /** @type {Map<string, {controller: AbortController, sessionId?: string}>} */
+  #running = new Map();
+
+  /**
+   * @param {string} method
+   * @param {Handler} handler
+   * @returns {() => void}
+   */
+  handle(method, handler) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    this.#handlers.set(method, handler);
+    return () => {
+      if (this.#handlers.get(method) === handler) this.#handlers.delete(method);
+    };
+  }
+
+  /**
+   * @param {string} name
+   * @param {Handler} handler
+   * @returns {() => void}
+   */
+  tool(name, handler) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    this.#tools.set(name, handler);
+    return () => {
+      if (this.#tools.get(name) === handler) this.#tools.delete(name);
+    };
+  }
+
+  /**
+   * Run the handler for a request and answer it through `link.answer`
+   * (which drops answers for a connection that is gone).
+   * @param {string} id
+   * @param {string} method
+   * @param {any} params
+   * @param {RequestLink & {answer: (body: any) => void}} link
+   */
+  dispatch(id, method, params, link) {
+    const handler = (method === 'invoke' && this.#tools.get(params?.command)) || this.#handlers.get(method);
+    if (!handler) {
+      const what = method === 'invoke' ? `no tool ${params?.command}` : `no handler for ${method}`;
+      link.answer({ error: { code: ErrorCode.METHOD_NOT_FOUND, message: what } });
+      return;
+    }
+    const controller = new AbortController();
+    const sessionId = typeof params?.sessionId === 'string' ? params.sessionId : undefined;
+    this.#running.set(id, { controller, sessionId });
+    const request = new IncomingRequest(link, id, method, params, controller);
+    Promise.resolve()
+      .then(() => handler(request))
+      .then(
+        (result) => link.answer({ result: result === undefined ? null : result }),
+        (error) => link.answer({ error: errorBody(error) }),
+      )
+      .finally(() => {
+        if (this.#running.get(id)?.controller === controller) this.#running.delete(id);
+      });
+  }
+
+  /**
+   * `invoke.cancel {id}`: the caller cancelled, timed out or went away.
+   * @param {string} id
+   */
+  cancel(id) {
+    this.#running.get(id)?.controller.abort(new RpcError(ErrorCode.TIMEOUT, 'cancelled by the caller'));
+  }
+
+  /**
+   * `agent.cancel {sessionId}`: the run on that session was cancelled.
+   * @param {string} sessionId
+   */
+  cancelSession(sessionId) {
+    for (const running of this.#running.values()) {
+      if (running.sessionId !== undefined && running.sessionId === sessionId) {
+        running.controller.abort(new RpcError(ErrorCode.TIMEOUT, 'run cancelled'));
+      }
+    }
+  }
+
+  /**
+   * The connection is gone: every request in progress is aborted (its
+   * answer could not be delivered).
+   * @param {unknown} reason
+   */
+  abortAll(reason) {
+    for (const running of this.#running.values()) running.controller.abort(reason);
+    this.#running.clear();
+  }
+}
+
+/**
+ * The JSON-RPC error member for what a handler threw: an RpcError as is,
+ * anything else as -32603 with its message.
+ * @param {unknown} error
+ */
+function errorBody(error) {
+  if (error instanceof RpcError) return error.toJSON();
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: ErrorCode.INTERNAL_ERROR, message: message || 'handler failed' };
 }

@@ -230,6 +230,43 @@ describe('one gateway', () => {
     assert.equal(/** @type {any} */ (slowSignal).reason.code, ErrorCode.TIMEOUT);
   });
 
+  test('an agent streams a run into the caller\'s session; cancelling it aborts the handler', async () => {
+    const agent = await open({ token: NODE, role: 'node' });
+    /** @type {AbortSignal | undefined} */
+    let foreverSignal;
+    agent.handle('agent.run', async (req) => {
+      if (req.params.task === 'forever') {
+        foreverSignal = req.signal;
+        await new Promise((resolve) => req.signal.addEventListener('abort', resolve));
+        throw req.signal.reason;
+      }
+      for (const word of req.params.task.split(' ')) assert.equal(req.event('token', { text: word }), true);
+      return { output: req.params.task.toUpperCase() };
+    });
+    await agent.register({ agentId: 'writer-bot', capabilities: ['agent.run'] });
+
+    const operator = await open({ token: WRITER });
+    const session = await operator.createSession({ sessionId: 'run-1' });
+    const started = await operator.call('agent.run', { agentId: 'writer-bot', sessionId: 'run-1', task: 'one two three' });
+    assert.equal(started.sessionId, 'run-1');
+    const events = session[Symbol.asyncIterator]();
+    const streamed = [];
+    for (let i = 0; i < 3; i++) streamed.push(await nextOf(events, 5000, `agent.event ${i + 1}`));
+    assert.deepEqual(
+      streamed.map((e) => [e.method, e.offset, e.type, e.data.text, e.runId]),
+      ['one', 'two', 'three'].map((w, i) => ['agent.event', i + 1, 'token', w, started.runId]),
+    );
+    const run = await operator.call('agent.wait', { sessionId: 'run-1', timeoutMs: 5000 }, { timeout: 10_000 });
+    assert.equal(run.status, 'completed');
+    assert.deepEqual(run.result, { output: 'ONE TWO THREE' });
+
+    await operator.createSession({ sessionId: 'run-2' });
+    await operator.call('agent.run', { agentId: 'writer-bot', sessionId: 'run-2', task: 'forever' });
+    await until(() => foreverSignal, 5000, 'the agent to start the run');
+    await operator.call('agent.cancel', { sessionId: 'run-2' });
+    await until(() => foreverSignal?.aborted, 5000, 'agent.cancel to abort the handler');
+  });
+
   test('reconnects after a SIGKILL: re-authenticates, re-subscribes, re-registers', async () => {
     const agent = await open({ token: NODE, role: 'node' });
     agent.tool('echo', (req) => req.args);
@@ -238,8 +275,15 @@ describe('one gateway', () => {
     const reader = await open({ token: WRITER });
     const news = await reader.subscribe('public:phoenix');
     const operator = await open({ token: ADMIN });
-    // Gives up after two quick attempts while the gateway is down.
-    const quitter = await open({ token: WRITER, reconnect: { initialDelayMs: 20, maxDelayMs: 40, maxAttempts: 2 } });
+    // Backs off exponentially up to its cap, and gives up after 4 attempts
+    // while the gateway is down.
+    const quitter = await open({
+      token: WRITER,
+      reconnect: { initialDelayMs: 20, factor: 2, maxDelayMs: 60, jitter: 0, maxAttempts: 4 },
+    });
+    /** @type {number[]} */
+    const delays = [];
+    quitter.on('reconnecting', (e) => delays.push(e.delayMs));
 
     /** @type {Record<string, any[]>} */
     const states = { close: [], reconnecting: [], open: [] };
@@ -261,6 +305,7 @@ describe('one gateway', () => {
     assert.equal(reader.state, 'reconnecting');
 
     const gaveUp = await within(quitterClosed, 5000, 'the client with maxAttempts to give up');
+    assert.deepEqual(delays, [20, 40, 60, 60]);
     assert.equal(quitter.state, 'closed');
     assert.ok(gaveUp.error instanceof ClientClosedError);
     await assert.rejects(quitter.call('ping'), ClientClosedError);
