@@ -6,7 +6,8 @@ import { ErrorCode, RpcError } from './errors.js';
 
 /**
  * @typedef {object} RequestLink what an IncomingRequest needs from its client
- * @property {(method: string, params: unknown) => boolean} notify
+ * @property {(method: string, params: unknown) => boolean} notify on the request's connection
+ * @property {(method: string, params: unknown) => Promise<any>} call on the request's connection
  * @property {(options: any) => Promise<any>} requestApproval
  */
 
@@ -82,14 +83,18 @@ export class IncomingRequest {
   }
 
   /**
-   * Stream an event of the run to the session's members (`agent.event`).
+   * Stream an event of the run to the session's members (`agent.event`),
+   * sent as a call so that it is numbered before the run's answer. Resolves
+   * with `{delivered, offset}` (`{delivered: 0, dropped: true}` once the run
+   * was cancelled); never rejects: a failure resolves `{delivered: 0, error}`.
    * @param {string} type
    * @param {unknown} data
-   * @returns {boolean}
+   * @returns {Promise<{delivered: number, offset?: number, dropped?: boolean, error?: unknown}>}
    */
   event(type, data) {
-    if (this.cancelled) return false;
-    return this.#link.notify('agent.event', { sessionId: this.sessionId, type, data });
+    return this.#link
+      .call('agent.event', { sessionId: this.sessionId, type, data })
+      .catch((error) => ({ delivered: 0, error }));
   }
 
   /**

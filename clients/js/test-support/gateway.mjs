@@ -287,6 +287,15 @@ export class Gateway {
     if (this.proc) await stop(this.proc, 'SIGKILL');
   }
 
+  /**
+   * Send a signal without waiting (SIGSTOP freezes the process with its
+   * sockets open, SIGCONT resumes it).
+   * @param {NodeJS.Signals} signal
+   */
+  signal(signal) {
+    this.proc?.child.kill(signal);
+  }
+
   /** The process's stderr so far (for failure messages). */
   stderr() {
     return this.proc?.stderr() ?? '';

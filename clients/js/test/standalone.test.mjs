@@ -240,8 +240,16 @@ describe('one gateway', () => {
         await new Promise((resolve) => req.signal.addEventListener('abort', resolve));
         throw req.signal.reason;
       }
-      for (const word of req.params.task.split(' ')) assert.equal(req.event('token', { text: word }), true);
-      return { output: req.params.task.toUpperCase() };
+      // The gateway marks the run as served here just after it sent the
+      // request: an event sent at that very moment may find no run yet.
+      await sleep(100);
+      const offsets = [];
+      for (const word of req.params.task.split(' ')) {
+        const sent = await req.event('token', { text: word });
+        assert.equal(sent.error, undefined);
+        offsets.push(sent.offset);
+      }
+      return { output: req.params.task.toUpperCase(), offsets };
     });
     await agent.register({ agentId: 'writer-bot', capabilities: ['agent.run'] });
 
@@ -258,7 +266,7 @@ describe('one gateway', () => {
     );
     const run = await operator.call('agent.wait', { sessionId: 'run-1', timeoutMs: 5000 }, { timeout: 10_000 });
     assert.equal(run.status, 'completed');
-    assert.deepEqual(run.result, { output: 'ONE TWO THREE' });
+    assert.deepEqual(run.result, { output: 'ONE TWO THREE', offsets: [1, 2, 3] });
 
     await operator.createSession({ sessionId: 'run-2' });
     await operator.call('agent.run', { agentId: 'writer-bot', sessionId: 'run-2', task: 'forever' });
@@ -292,13 +300,13 @@ describe('one gateway', () => {
     const readerOpen = new Promise((resolve) => reader.once('open', resolve));
     const quitterClosed = new Promise((resolve) => quitter.on('close', (e) => !e.willReconnect && resolve(e)));
 
-    const inFlight = operator.invoke({ nodeId: 'phoenix', command: 'hang', timeoutMs: 20_000 });
+    const inFlight = operator.invoke({ nodeId: 'phoenix', command: 'hang', timeoutMs: 20_000 }).catch((e) => e);
     await sleep(100);
     const oldConnId = reader.connId;
     await gateway.kill9();
 
     // A call in flight when the connection drops fails: its fate is unknown.
-    const lost = await within(inFlight.catch((e) => e), 5000, 'the in-flight call to fail');
+    const lost = await within(inFlight, 5000, 'the in-flight call to fail');
     assert.ok(lost instanceof ConnectionError, String(lost));
     await until(() => states.close.length === 1 && states.reconnecting.length >= 1, 5000, 'close, then reconnecting');
     assert.equal(states.close[0].willReconnect, true);
@@ -330,6 +338,28 @@ describe('one gateway', () => {
     assert.deepEqual([message.event, message.data], ['back', { ok: true }]);
     const echoed = await admin.invoke({ nodeId: 'phoenix', command: 'echo', params: { again: 1 } });
     assert.deepEqual(echoed.result, { again: 1 }, 're-registered');
+  });
+
+  test('a connection that stops answering is dropped by the keep-alive ping and made again', async () => {
+    const client = await open({ token: WRITER, pingIntervalMs: 200, pingTimeoutMs: 300, connectTimeoutMs: 1000 });
+    /** @type {any[]} */
+    const closes = [];
+    client.on('close', (e) => closes.push(e));
+    const reopened = new Promise((resolve) => client.once('open', resolve));
+    const first = client.connId;
+    gateway.signal('SIGSTOP');
+    try {
+      // Frozen: the TCP connection stays up, nothing answers.
+      await until(() => closes.length === 1, 5000, 'the ping to time out');
+      assert.equal(closes[0].code, 4000);
+      assert.equal(closes[0].willReconnect, true);
+    } finally {
+      gateway.signal('SIGCONT');
+    }
+    const back = /** @type {any} */ (await within(reopened, 10_000, 'the client to reconnect'));
+    assert.equal(back.reconnected, true);
+    assert.notEqual(client.connId, first);
+    assert.equal((await client.call('ping')).pong, true);
   });
 
   test('close() ends everything', async () => {
