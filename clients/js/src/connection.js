@@ -328,22 +328,19 @@ export class Connection {
   async close() {
     if (this.#state === 'closed') return;
     const ws = this.#ws;
+    // Resolves once the socket has closed (the close handshake, at most 1 s).
+    const closed =
+      ws && ws.readyState !== 3
+        ? new Promise((resolve) => {
+            const timer = setTimeout(resolve, 1_000);
+            ws.addEventListener('close', () => {
+              clearTimeout(timer);
+              resolve(undefined);
+            });
+          })
+        : undefined;
     this.#finish(new ClientClosedError(), 1000, 'client closed');
-    if (ws && ws.readyState !== 3) {
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, 1_000);
-        ws.addEventListener('close', () => {
-          clearTimeout(timer);
-          resolve(undefined);
-        });
-        try {
-          ws.close(1000, 'client closed');
-        } catch {
-          clearTimeout(timer);
-          resolve(undefined);
-        }
-      });
-    }
+    await closed;
   }
 
   /**
