@@ -1,0 +1,477 @@
+// The client: a Connection plus what the protocol offers on it (channels,
+// sessions, agents serving requests, approvals) and what a reconnect puts
+// back: agent registrations, channel subscriptions (recovering what
+// channels with history logged meanwhile) and sessions (resumed without
+// gap or duplicate).
+//
+// Browser-safe: no platform module is imported.
+
+import { ClientClosedError, ConnectionError, ErrorCode, PayloadTooLargeError, TimeoutError } from './errors.js';
+import { Connection } from './connection.js';
+import { Dispatcher } from './request.js';
+import { Session } from './session.js';
+import { ChannelState, Subscription } from './subscription.js';
+
+/**
+ * Connect to a gateway and authenticate in-band. Resolves once the
+ * handshake succeeded; rejects with an RpcError (bad credentials:
+ * code -32000) or a ConnectionError. The first connection is not retried:
+ * reconnecting applies to connections that were up.
+ *
+ * @param {string | string[]} url `ws://` or `wss://` URL(s) of the gateway's
+ *   WebSocket; with several, reconnects try them in turn
+ * @param {import('../index.js').ClientOptions} [options]
+ * @returns {Promise<Client>}
+ */
+export async function connect(url, options = {}) {
+  const client = new Client(url, options);
+  await client._start();
+  return client;
+}
+
+/** A connection to a Switchyard gateway with the protocol's features; see `connect`. */
+export class Client extends Connection {
+  // What a reconnect restores
+  /** @type {Map<string, ChannelState>} */
+  #channels = new Map();
+  /** @type {Map<string, Session>} */
+  #sessions = new Map();
+  /** @type {Map<string, any>} agent registrations by agentId ('' for the default id) */
+  #registrations = new Map();
+  /** @type {Session[]} owned sessions being resumed by the current attempt */
+  #owned = [];
+
+  // Serving requests (agents)
+  #dispatcher = new Dispatcher();
+
+  /** Sessions this client tracks, by id. */
+  get sessions() {
+    return new Map(this.#sessions);
+  }
+
+  /**
+   * `node.invoke` with its progress: `onProgress(data)` gets each
+   * `invoke.progress` of this call, aborting `signal` sends `invoke.cancel`.
+   * The client-side timeout follows `timeoutMs` (plus a margin).
+   * @param {{nodeId?: string, capability?: string, command: string, params?: unknown, timeoutMs?: number, policy?: string, idempotencyKey?: string, invokeId?: string}} params
+   * @param {{onProgress?: (data: any) => void, signal?: AbortSignal, timeout?: number}} [options]
+   */
+  async invoke(params, options = {}) {
+    const invokeId = params.invokeId ?? randomId();
+    const off = options.onProgress
+      ? this.on('invoke.progress', (p) => {
+          if (p?.invokeId === invokeId) options.onProgress?.(p.data);
+        })
+      : () => {};
+    const signal = options.signal;
+    const onAbort = () => {
+      this.notify('invoke.cancel', { invokeId });
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const timeout = options.timeout ?? (params.timeoutMs ?? this._options.timeoutMs) + 5_000;
+      return await this.call('node.invoke', { ...params, invokeId }, { timeout, signal });
+    } finally {
+      off();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // -------------------------------------------------------------- channels
+
+  /**
+   * Subscribe to a channel. Messages (the `notify` params) go to
+   * `onMessage`, or are buffered for `for await (const m of sub)`.
+   *
+   * `recover` (channels with history, where every publication has an
+   * offset): by default a reconnect re-subscribes replaying what was
+   * published after the newest offset received; `true` says the channel
+   * keeps history, so recovery works even before a first message arrives;
+   * a number replays, now, what was logged after that offset; `false`
+   * re-subscribes without replay.
+   * @param {string} channel
+   * @param {{recover?: boolean | number, onMessage?: (message: any) => void, bufferSize?: number}} [options]
+   * @returns {Promise<Subscription>}
+   */
+  async subscribe(channel, options = {}) {
+    if (typeof channel !== 'string' || channel === '') throw new TypeError('channel must be a non-empty string');
+    const recover = options.recover;
+    if (recover !== undefined && typeof recover !== 'boolean' && !(Number.isInteger(recover) && recover >= 0)) {
+      throw new TypeError('recover is a boolean or an offset (a non-negative integer)');
+    }
+    const fresh = !this.#channels.has(channel);
+    const state = this.#channels.get(channel) ?? new ChannelState(channel);
+    if (fresh) {
+      state.recover = recover !== false;
+      this.#channels.set(channel, state);
+    }
+    const handle = new Subscription(
+      state,
+      { bufferSize: this._options.bufferSize, ...options },
+      (sub) => this.#leaveChannel(state, sub),
+    );
+    state.handles.add(handle);
+    try {
+      /** @type {number | undefined} */
+      let after;
+      if (fresh && typeof recover === 'number') after = recover;
+      else if (fresh && recover === true) {
+        // The newest offset now; subscribing with `recover` from it replays
+        // whatever is published until the subscription is in place.
+        const head = await this.call('history', { channel, limit: 1 });
+        after = head.latest;
+      }
+      /** @type {any} */
+      const params = { channels: [channel] };
+      if (after !== undefined) {
+        state.lastOffset = after;
+        params.recover = { [channel]: after };
+      }
+      const reply = await this.call('subscribe', params);
+      state.recovered(reply?.recovered?.[channel], after);
+    } catch (error) {
+      handle._end();
+      if (state.handles.size === 0 && this.#channels.get(channel) === state) this.#channels.delete(channel);
+      throw error;
+    }
+    return handle;
+  }
+
+  /**
+   * Publish on a channel (`publish`).
+   * @param {string} channel
+   * @param {string} event
+   * @param {unknown} [data]
+   * @returns {Promise<{delivered: number, offset?: number}>}
+   */
+  publish(channel, event, data) {
+    return this.call('publish', { channel, event, data });
+  }
+
+  /**
+   * @param {ChannelState} state
+   * @param {Subscription} sub
+   */
+  async #leaveChannel(state, sub) {
+    state.handles.delete(sub);
+    if (state.handles.size > 0 || this.#channels.get(state.channel) !== state) return;
+    this.#channels.delete(state.channel);
+    if (this.state === 'open') await this.call('unsubscribe', { channels: [state.channel] });
+  }
+
+  // -------------------------------------------------------------- sessions
+
+  /**
+   * Create a session owned by this client (`session.create`). After a
+   * reconnect it is resumed with what was missed.
+   * @param {{sessionId?: string, meta?: object, maxMembers?: number, invite?: string[], open?: boolean}} [params]
+   * @param {{onEvent?: (event: any) => void, bufferSize?: number}} [options]
+   * @returns {Promise<Session>}
+   */
+  async createSession(params = {}, options = {}) {
+    const reply = await this.call('session.create', params);
+    const session = this.#session(
+      { sessionId: reply.sessionId, owner: true, resumeToken: reply.resumeToken, lastOffset: 0 },
+      options,
+    );
+    return session;
+  }
+
+  /**
+   * Join a session as a member (`session.join`). With `since`, the events
+   * logged after that offset are delivered first. After a reconnect it is
+   * joined again and filled from its history.
+   * @param {string} sessionId
+   * @param {{since?: number, onEvent?: (event: any) => void, bufferSize?: number}} [options]
+   * @returns {Promise<Session>}
+   */
+  async joinSession(sessionId, options = {}) {
+    const session = this.#session({ sessionId, owner: false, lastOffset: options.since ?? 0 }, options);
+    try {
+      if (options.since !== undefined) {
+        await session._join((method, params) => this.call(method, params), true);
+      } else {
+        session.record = await this.call('session.join', { sessionId });
+      }
+    } catch (error) {
+      session._end();
+      throw error;
+    }
+    return session;
+  }
+
+  /**
+   * Take an owned session back with its resume token (`session.resume`),
+   * e.g. from a new process; events after `offset` arrive first.
+   * @param {{sessionId: string, resumeToken: string, offset?: number}} params
+   * @param {{onEvent?: (event: any) => void, bufferSize?: number}} [options]
+   * @returns {Promise<Session>}
+   */
+  async resumeSession(params, options = {}) {
+    const session = this.#session(
+      { sessionId: params.sessionId, owner: true, resumeToken: params.resumeToken, lastOffset: params.offset ?? 0 },
+      options,
+    );
+    try {
+      const reply = await this.call('session.resume', session.resumeParams());
+      session.record = reply.session;
+    } catch (error) {
+      session._end();
+      throw error;
+    }
+    return session;
+  }
+
+  /**
+   * @param {{sessionId: string, owner: boolean, resumeToken?: string, lastOffset?: number}} init
+   * @param {{onEvent?: (event: any) => void, bufferSize?: number}} options
+   */
+  #session(init, options) {
+    const existing = this.#sessions.get(init.sessionId);
+    if (existing) throw new TypeError(`session ${init.sessionId} is already tracked by this client`);
+    const session = new Session(
+      {
+        call: (method, params, opts) => this.call(method, params, opts),
+        emit: (method, params) => this._emitPush(method, params),
+        forget: (s) => {
+          if (this.#sessions.get(s.id) === s) this.#sessions.delete(s.id);
+        },
+      },
+      init,
+      { bufferSize: this._options.bufferSize, ...options },
+    );
+    this.#sessions.set(init.sessionId, session);
+    return session;
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  /**
+   * Register an agent (`agent.register`); registered again after every
+   * reconnect. Give an `agentId` so that the entry keeps its id.
+   * @param {any} params
+   */
+  async register(params = {}) {
+    const entry = await this.call('agent.register', params);
+    this.#registrations.set(params.agentId ?? '', params);
+    return entry;
+  }
+
+  /**
+   * Remove a registration (`agent.unregister`).
+   * @param {string} [agentId]
+   */
+  async unregister(agentId) {
+    this.#registrations.delete(agentId ?? '');
+    return this.call('agent.unregister', agentId === undefined ? {} : { agentId });
+  }
+
+  /**
+   * Handle server requests with `method` (`invoke`, `agent.run`,
+   * `chat.send`, `chat.completions`, a registered method name). The
+   * handler's return value (or promise) is the answer; an RpcError it throws
+   * is answered as is, any other error as -32603 with its message.
+   * @param {string} method
+   * @param {(request: import('./request.js').IncomingRequest) => unknown} handler
+   * @returns {() => void} removes the handler
+   */
+  handle(method, handler) {
+    return this.#dispatcher.handle(method, handler);
+  }
+
+  /**
+   * Handle `invoke` requests whose `command` is `name` (a tool, e.g. from
+   * `node.invoke {command}` or `POST /tools/invoke`); `request.args` holds
+   * the caller's arguments. Takes precedence over `handle('invoke')`.
+   * @param {string} name
+   * @param {(request: import('./request.js').IncomingRequest) => unknown} handler
+   * @returns {() => void}
+   */
+  tool(name, handler) {
+    return this.#dispatcher.tool(name, handler);
+  }
+
+  // ------------------------------------------------------------- approvals
+
+  /**
+   * Ask a human (`approval.request`, role node) and wait for the decision
+   * (`approval.wait`), across reconnects. Resolves with the approval record:
+   * check `status` (`approved`, `denied`, `expired`).
+   * @param {{tool: string, args?: unknown, summary?: string, sessionId?: string, timeoutMs?: number}} options
+   */
+  async requestApproval(options) {
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const asked = await this.call('approval.request', { ...options, timeoutMs });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = Math.max(deadline - Date.now(), 0);
+      // Past the expiry the gateway answers the record as `expired`.
+      const waitMs = left + 2_000;
+      try {
+        return await this.call(
+          'approval.wait',
+          { approvalId: asked.approvalId, timeoutMs: waitMs },
+          { timeout: waitMs + 5_000 },
+        );
+      } catch (error) {
+        if (!(error instanceof ConnectionError) || Date.now() > deadline + 2_000) throw error;
+      }
+    }
+  }
+
+  /**
+   * Decide an approval (`approval.resolve`, operator.approvals).
+   * @param {string} approvalId
+   * @param {'approve' | 'deny'} decision
+   * @param {string} [note]
+   */
+  resolveApproval(approvalId, decision, note) {
+    return this.call('approval.resolve', { approvalId, decision, ...(note === undefined ? {} : { note }) });
+  }
+
+  // ----------------------------------------------------------- reconnecting
+
+  /**
+   * After a reconnect: resume owned sessions (the first came back with
+   * `connect`), join the others again, register agents, subscribe channels
+   * again with `recover`. Calls are pipelined; the gateway runs them in order.
+   * A connection failure fails the whole restore (the next attempt redoes
+   * it); any other failure is reported and drops only what failed.
+   * @protected
+   * @param {any} hello
+   */
+  async _restore(hello) {
+    const owned = this.#owned;
+    /** @type {Promise<void>[]} */
+    const tasks = [];
+    const call = (/** @type {string} */ method, /** @type {unknown} */ params) => this._rawCall(method, params);
+    const settle = (/** @type {Promise<any>} */ p, /** @type {(v: any) => void} */ ok, /** @type {(e: unknown) => void} */ failed) =>
+      tasks.push(
+        p.then(ok, (error) => {
+          if (error instanceof ConnectionError || error instanceof TimeoutError) throw error;
+          failed(error);
+        }),
+      );
+    if (owned.length > 0) owned[0]._resumed(hello.resume);
+    for (const session of owned.slice(1)) {
+      settle(call('session.resume', session.resumeParams()), (r) => session._resumed(r), (e) => session._lose(e));
+    }
+    for (const session of this.#sessions.values()) {
+      if (!session.owner && session.active) tasks.push(session._join(call));
+    }
+    for (const params of this.#registrations.values()) {
+      settle(call('agent.register', params), () => {}, (e) => this._report(e, 'agent.register'));
+    }
+    for (const state of this.#channels.values()) {
+      /** @type {any} */
+      const params = { channels: [state.channel] };
+      const after = state.recover ? state.lastOffset : undefined;
+      if (after !== undefined) params.recover = { [state.channel]: after };
+      settle(
+        call('subscribe', params),
+        (r) => state.recovered(r?.recovered?.[state.channel], after),
+        (e) => {
+          this.#channels.delete(state.channel);
+          state.fail(e);
+          this._report(e, 'subscribe');
+        },
+      );
+    }
+    await Promise.all(tasks);
+  }
+
+  /**
+   * @protected
+   * @param {string} method
+   * @param {any} params
+   * @returns {boolean} whether `on(method)` listeners get it (not for
+   *   duplicates, nor for the pushes of a session, delivered by the session)
+   */
+  _onPush(method, params) {
+    switch (method) {
+      case 'notify': {
+        const state = this.#channels.get(params?.channel);
+        return !state || state.accept(params);
+      }
+      case 'session.event':
+      case 'agent.event':
+      case 'session.updated':
+      case 'session.closed': {
+        const session = this.#sessions.get(params?.sessionId);
+        if (!session) return true;
+        session._push(method, params);
+        return false;
+      }
+      case 'invoke.cancel':
+        this.#dispatcher.cancel(params?.id);
+        return true;
+      case 'agent.cancel':
+        this.#dispatcher.cancelSession(params?.sessionId);
+        return true;
+      case 'agent.deregistered':
+        this.#registrations.delete(params?.agentId);
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  /**
+   * @protected
+   * @param {string} id
+   * @param {string} method
+   * @param {any} params
+   * @param {unknown} socket
+   */
+  _onRequest(id, method, params, socket) {
+    this.#dispatcher.dispatch(id, method, params, {
+      answer: (body) => {
+        const failure = this._sendOn(socket, { jsonrpc: '2.0', id, ...body });
+        if (failure instanceof PayloadTooLargeError) {
+          const error = { code: ErrorCode.INTERNAL_ERROR, message: failure.message };
+          this._sendOn(socket, { jsonrpc: '2.0', id, error });
+        }
+      },
+      notify: (m, p) => this._sendOn(socket, { jsonrpc: '2.0', method: m, params: p }) === null,
+      call: (m, p) => (socket === this._socket ? this.call(m, p) : Promise.reject(new ConnectionError('connection gone'))),
+      requestApproval: (options) => this.requestApproval(options),
+    });
+  }
+
+  /**
+   * The first owned session is resumed by the `connect` handshake itself.
+   * @protected
+   * @param {boolean} reconnected
+   */
+  _connectParams(reconnected) {
+    this.#owned = reconnected ? [...this.#sessions.values()].filter((s) => s.owner && s.resumeToken && s.active) : [];
+    return this.#owned.length > 0 ? { resume: this.#owned[0].resumeParams() } : {};
+  }
+
+  /**
+   * @protected
+   * @param {unknown} error
+   */
+  _onDrop(error) {
+    this.#dispatcher.abortAll(error);
+  }
+
+  /**
+   * @protected
+   * @param {unknown} error
+   */
+  _onFinal(error) {
+    this.#dispatcher.abortAll(error);
+    for (const state of this.#channels.values()) state.fail(undefined);
+    this.#channels.clear();
+    for (const session of [...this.#sessions.values()]) session._end();
+    this.#sessions.clear();
+  }
+}
+
+/** A random id for `invokeId`. */
+function randomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}

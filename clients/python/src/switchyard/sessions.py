@@ -1,0 +1,254 @@
+"""Sessions and agent runs.
+
+A :class:`Session` is the client's view of a shared session: its events
+in ``offset`` order, each once. The owner keeps the ``resume_token`` and
+takes the session back after a reconnect (the gateway replays what was
+missed before its reply); a member joins again and reads what it missed
+from ``session.history``, live events held back meanwhile.
+
+A :class:`Run` is an ``agent.run`` on a session: its ``agent.event``\\ s
+(:meth:`Run.events`) and its outcome (:meth:`Run.wait`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ._mailbox import Mailbox
+from .errors import ClientClosedError, QueueOverflowError, RpcError
+from .types import SessionEvent
+
+if TYPE_CHECKING:
+    from .client import Client
+
+_HISTORY_PAGE = 1000
+
+
+class Session:
+    """A session this client owns or belongs to.
+
+    ``async for event in session`` yields :class:`SessionEvent`\\ s (member
+    ``session.event``\\ s and the ``agent.event``\\ s of runs) and ends when
+    the session is closed (:attr:`closed_reason`). If the session cannot be
+    taken back after a reconnect, iterating raises that :class:`RpcError`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        session_id: str,
+        *,
+        owner: bool,
+        resume_token: str | None = None,
+        offset: int = 0,
+    ) -> None:
+        self.session_id = session_id
+        self.is_owner = owner
+        self.resume_token = resume_token
+        """The owner's secret to take the session back; keep it private."""
+        self.offset = offset
+        """The newest offset received."""
+        self.complete = True
+        """False once events were lost (trimmed from the log) while away."""
+        self.record: dict[str, Any] | None = None
+        self.meta: Any = None
+        self.closed_reason: str | None = None
+        self._client = client
+        self._box: Mailbox[SessionEvent] = Mailbox(client.queue_size, f"session {session_id}")
+        self._recovering = False
+        self._held: dict[int, SessionEvent] = {}
+
+    def __repr__(self) -> str:
+        role = "owner" if self.is_owner else "member"
+        return f"<switchyard.Session {self.session_id} {role} offset={self.offset}>"
+
+    # -- the stream
+
+    def __aiter__(self) -> Session:
+        return self
+
+    async def __anext__(self) -> SessionEvent:
+        return await self._box.get()
+
+    async def next(self, timeout: float | None = None) -> SessionEvent:
+        """The next event; :class:`asyncio.TimeoutError` after ``timeout``."""
+        try:
+            return await self._box.get(timeout)
+        except StopAsyncIteration:
+            raise ClientClosedError(f"session {self.session_id} ended ({self.closed_reason})") from None
+
+    # -- calls
+
+    async def send(self, event: str, data: Any = None) -> int:
+        """Send an event to every member; its offset in the session's log."""
+        reply = await self._client.call("session.send", {"sessionId": self.session_id, "event": event, "data": data})
+        return int(reply["offset"])
+
+    async def history(self, *, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The logged events after ``since``: ``{events, latest, complete, more}``."""
+        params: dict[str, Any] = {"sessionId": self.session_id, "since": since}
+        if limit is not None:
+            params["limit"] = limit
+        return await self._client.call("session.history", params)  # type: ignore[no-any-return]
+
+    async def get(self) -> dict[str, Any]:
+        """The session's record."""
+        self.record = await self._client.call("session.get", {"sessionId": self.session_id})
+        return self.record
+
+    async def patch(self, meta: dict[str, Any], *, base_version: int | None = None) -> dict[str, Any]:
+        """Merge ``meta`` (a JSON merge patch) into the metadata."""
+        params: dict[str, Any] = {"sessionId": self.session_id, "meta": meta}
+        if base_version is not None:
+            params["baseVersion"] = base_version
+        self.record = await self._client.call("session.patch", params)
+        return self.record
+
+    async def invite(self, *identities: str) -> dict[str, Any]:
+        """Let these identities join."""
+        self.record = await self._client.call(
+            "session.invite", {"sessionId": self.session_id, "identities": list(identities)}
+        )
+        return self.record
+
+    async def leave(self) -> None:
+        """Stop being a member; this client forgets the session."""
+        self._client._drop_session(self)
+        self._box.close()
+        await self._client.call("session.leave", {"sessionId": self.session_id})
+
+    async def close(self) -> None:
+        """Close the session for every member (the owner or an admin)."""
+        await self._client.call("session.close", {"sessionId": self.session_id})
+
+    # -- used by the client
+
+    def _deliver(self, event: SessionEvent) -> bool:
+        """Queue ``event`` unless already seen; False for a duplicate."""
+        if event.offset <= self.offset:
+            return False
+        if self._recovering:
+            if event.offset not in self._held:
+                if len(self._held) >= self._client.queue_size:
+                    self._box.close(QueueOverflowError(f"session {self.session_id}: too many events while catching up"))
+                    return True
+                self._held[event.offset] = event
+            return True
+        self.offset = event.offset
+        self._box.put(event)
+        return True
+
+    def _resume_params(self) -> dict[str, Any]:
+        return {"sessionId": self.session_id, "resumeToken": self.resume_token, "offset": self.offset}
+
+    def _resumed(self, reply: dict[str, Any]) -> None:
+        if reply.get("resumed") is False:
+            self._fail(RpcError.from_wire(reply.get("error")))
+            return
+        if reply.get("complete") is False:
+            self.complete = False
+        if isinstance(reply.get("session"), dict):
+            self.record = reply["session"]
+
+    async def _rejoin(self) -> None:
+        self._recovering = True
+        self._held = {}
+        try:
+            self.record = await self._client.call("session.join", {"sessionId": self.session_id})
+            while True:
+                page = await self.history(since=self.offset, limit=_HISTORY_PAGE)
+                if not page.get("complete", True):
+                    self.complete = False
+                events = [SessionEvent.from_params(str(e.get("method")), e) for e in page.get("events", [])]
+                for event in events:
+                    if event.offset > self.offset:
+                        self.offset = event.offset
+                        self._box.put(event)
+                if not page.get("more") or not events:
+                    break
+        except RpcError as e:
+            self._fail(e)
+        finally:
+            self._recovering = False
+            held, self._held = self._held, {}
+            for _, event in sorted(held.items()):
+                self._deliver(event)
+
+    def _on_closed(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._box.close()
+
+    def _fail(self, error: RpcError) -> None:
+        self.closed_reason = f"lost: {error.message}"
+        self._client._drop_session(self)
+        self._box.close(error)
+
+
+class Run:
+    """An agent run (:meth:`Client.run_agent`)."""
+
+    def __init__(self, session: Session, reply: dict[str, Any]) -> None:
+        self.session = session
+        self.session_id: str = reply["sessionId"]
+        self.run_id: str = reply["runId"]
+        self.agent_id: str | None = reply.get("agentId")
+        self.record: dict[str, Any] | None = None
+        """The finished run's record, once :meth:`wait` returned."""
+
+    def __repr__(self) -> str:
+        return f"<switchyard.Run {self.run_id} on {self.session_id} by {self.agent_id}>"
+
+    async def wait(self, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait for the run to end: its record (``status``, ``result``, ``error``)."""
+        client = self.session._client
+        self.record = await client.call(
+            "agent.wait", {"sessionId": self.session_id, "timeoutMs": int(timeout * 1000)}, timeout=timeout + 5.0
+        )
+        return self.record
+
+    async def cancel(self) -> None:
+        """Cancel the run; the agent is told (``agent.cancel``)."""
+        await self.session._client.call("agent.cancel", {"sessionId": self.session_id})
+
+    async def events(self, timeout: float = 600.0) -> AsyncIterator[SessionEvent]:
+        """The run's ``agent.event``\\ s in order, ending once the run has
+        ended and every event it logged was yielded (:attr:`record` is
+        then set). Consumes the session's stream while it runs."""
+        box = self.session._box
+        waiter = asyncio.ensure_future(self.wait(timeout))
+        try:
+            while True:
+                event = box.get_nowait()
+                if event is not None:
+                    if self._ours(event):
+                        yield event
+                    continue
+                if box.closed and box.error is not None:
+                    raise box.error
+                if box.closed or waiter.done():
+                    break
+                woken = asyncio.ensure_future(box.wait())
+                try:
+                    await asyncio.wait({woken, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+            self.record = await waiter
+            # Whatever the log holds that has not arrived live yet.
+            while True:
+                page = await self.session.history(since=self.session.offset, limit=_HISTORY_PAGE)
+                events = [SessionEvent.from_params(str(e.get("method")), e) for e in page.get("events", [])]
+                for event in events:
+                    self.session._deliver(event)
+                if not page.get("more") or not events:
+                    break
+            while (event := box.get_nowait()) is not None:
+                if self._ours(event):
+                    yield event
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def _ours(self, event: SessionEvent) -> bool:
+        return event.is_agent_event and event.run_id == self.run_id
