@@ -148,6 +148,35 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
     /// Agent definitions: whether an agent id needs one.
     pub agents: AgentsConfig,
+    /// The control UI at `/` and the optional static directories.
+    pub ui: UiConfig,
+}
+
+/// The control UI (`/`, `/assets/…`) and static directories served as
+/// they are (`/canvas/…`, `/a2ui/…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve the control UI. Off: `GET /` answers where to connect.
+    pub enabled: bool,
+    /// Serve the UI from this directory instead of the copy compiled into
+    /// the binary (a custom or development build of `ui/dist`).
+    pub dir: Option<std::path::PathBuf>,
+    /// Files served under `/canvas/`.
+    pub canvas_dir: Option<std::path::PathBuf>,
+    /// Files served under `/a2ui/`.
+    pub a2ui_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            canvas_dir: None,
+            a2ui_dir: None,
+        }
+    }
 }
 
 /// One webhook: its body is published on channel `hook:<name>`.
@@ -194,6 +223,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             hooks: Vec::new(),
             agents: AgentsConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }

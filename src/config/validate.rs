@@ -26,8 +26,35 @@ impl Config {
         validate_credentials(&self.auth)?;
         self.auth.devices.validate()?;
         validate_none_mode(self)?;
+        validate_ui(self)?;
         validate_lists(self)
     }
+}
+
+/// Directories the UI serves from must exist when the gateway starts.
+fn validate_ui(c: &Config) -> Result<(), ConfigError> {
+    let dirs = [
+        ("ui.dir", &c.ui.dir),
+        ("ui.canvas_dir", &c.ui.canvas_dir),
+        ("ui.a2ui_dir", &c.ui.a2ui_dir),
+    ];
+    for (field, dir) in dirs {
+        if let Some(dir) = dir {
+            ensure(
+                dir.is_dir(),
+                field,
+                format!("{} is not a directory", dir.display()),
+            )?;
+        }
+    }
+    if let Some(dir) = &c.ui.dir {
+        ensure(
+            dir.join("index.html").is_file(),
+            "ui.dir",
+            format!("{} holds no index.html", dir.display()),
+        )?;
+    }
+    Ok(())
 }
 
 const MAX_PAYLOAD_CAP: u64 = 64 << 20;

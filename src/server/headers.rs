@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 /// The policy of any HTML the server answers with.
-const HTML_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
-                           form-action 'self'; object-src 'none'";
+const HTML_POLICY: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+                           base-uri 'none'; form-action 'self'; object-src 'none'";
 
 /// Add the security headers to `response` (an `axum::middleware::map_response`).
 pub async fn secure(mut response: Response) -> Response {

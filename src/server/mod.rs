@@ -17,6 +17,7 @@ pub mod openai;
 pub mod serve;
 mod tasks;
 pub mod tools;
+mod ui;
 mod upgrade;
 
 pub use crate::app::{App, AppInner};
@@ -161,6 +162,7 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(http::ready))
         .route("/openrpc.json", get(http::openrpc))
         .merge(api);
+    router = ui::routes(&app, router);
     // With a metrics port, `/metrics` is served there only: the main port
     // is the public one (an ingress routes all of it).
     if app.config.metrics_port.is_none() {

@@ -27,7 +27,12 @@ pub async fn ws_handler(
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(_) if uri.path() == "/" => return landing(&app, &headers),
+        Err(_) if uri.path() == "/" => {
+            if app.config.ui.enabled && super::ui::wants_html(&headers) {
+                return super::ui::index(&app, &headers).await;
+            }
+            return landing(&app, &headers);
+        }
         Err(rejection) => return rejection.into_response(),
     };
     match admit(&app, peer.ip(), &headers, uri.query()).await {
@@ -36,7 +41,8 @@ pub async fn ws_handler(
     }
 }
 
-/// `GET /` without an upgrade: say what this is, and where to connect
+/// `GET /` without an upgrade and not from a browser (or with the UI
+/// off): say what this is, and where to connect
 /// (the address the request came to; it passed the `Host` check).
 fn landing(app: &App, headers: &HeaderMap) -> Response {
     let scheme = if app.config.tls.is_some() {
