@@ -139,6 +139,11 @@ impl App {
         &*self.backend
     }
 
+    /// The store of MCP sessions (`Mcp-Session-Id`).
+    pub fn mcp_session_store(&self) -> &dyn crate::backend::McpSessionStore {
+        &*self.backend
+    }
+
     /// The store of cron jobs and their firings.
     pub fn cron_store(&self) -> &dyn CronStore {
         &*self.backend

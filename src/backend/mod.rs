@@ -22,6 +22,7 @@
 //! | [`DeviceStore`] | `devices.rs` | paired devices, token hashes, pairing audit |
 //! | [`CronStore`] | `cron.rs` | cron jobs, their due ticks and firings |
 //! | [`IdempotencyStore`] | `idempotency.rs` | idempotency keys |
+//! | [`McpSessionStore`] | `mcp_sessions.rs` | MCP sessions (`Mcp-Session-Id`) |
 //! | [`RateStore`] | `rates.rs` | rate-limit windows and credential checks |
 //! | [`ConfigStore`] | `runtime_config.rs` | the runtime config document and its history |
 //!
@@ -58,6 +59,7 @@ pub mod devices;
 mod health;
 mod idempotency;
 mod instances;
+mod mcp_sessions;
 pub mod memory;
 mod presence;
 mod rates;
@@ -83,6 +85,7 @@ pub use devices::{
 pub use health::Health;
 pub use idempotency::{Idempotency, IdempotencyStore};
 pub use instances::{InstanceInfo, InstanceStore, InstanceView};
+pub use mcp_sessions::{McpSession, McpSessionStore};
 pub use presence::{ConnectionCounts, Presence, PresenceEntry};
 pub use rates::RateStore;
 pub use runs::{RunRecord, RunStatus, RunStore};
@@ -171,6 +174,7 @@ pub trait Backend:
     + ChannelLog
     + ApprovalStore
     + IdempotencyStore
+    + McpSessionStore
     + RateStore
     + ConfigStore
     + DeviceStore
@@ -192,6 +196,8 @@ impl<T> Backend for T where
         + ChannelLog
         + ApprovalStore
         + IdempotencyStore
+        + McpSessionStore
+        + McpSessionStore
         + RateStore
         + ConfigStore
         + DeviceStore

@@ -13,6 +13,7 @@ mod headers;
 mod hosts;
 pub mod http;
 mod lifecycle;
+mod mcp;
 pub mod openai;
 pub mod serve;
 mod tasks;
@@ -162,6 +163,7 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(http::ready))
         .route("/openrpc.json", get(http::openrpc))
         .merge(api);
+    router = mcp::routes(router);
     router = ui::routes(&app, router);
     // With a metrics port, `/metrics` is served there only: the main port
     // is the public one (an ingress routes all of it).

@@ -27,6 +27,7 @@ mod devices;
 mod health;
 mod idempotency;
 mod instances;
+mod mcp_sessions;
 mod presence;
 mod rates;
 mod runs;
@@ -79,6 +80,7 @@ struct State {
     agent_defs: BTreeMap<String, crate::backend::AgentDefinition>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,
+    mcp_sessions: HashMap<String, (super::McpSession, u64)>,
     config: runtime_config::ConfigState,
     devices: devices::Devices,
     cron: CronState,

@@ -177,6 +177,10 @@ impl Keys {
     pub fn agent_defs(&self) -> String {
         format!("{}:agentdefs", self.stem)
     }
+    /// String with TTL (the idle time): an MCP session (JSON).
+    pub fn mcp_session(&self, id: &str) -> String {
+        format!("{}:mcp:session:{id}", self.prefix)
+    }
     /// String with TTL: an idempotency marker or result.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)

@@ -36,6 +36,7 @@ mod health;
 mod idempotency;
 mod instances;
 mod keys;
+mod mcp_sessions;
 mod presence;
 mod pubsub;
 mod rates;
