@@ -6,7 +6,10 @@
 #     tests) — from Debian's packages, as root or through `sudo -n`;
 #   - a project-local Python virtualenv, `.venv`, with the official clients
 #     the tests drive (scripts/requirements-test.txt); its `bin` is put
-#     first on PATH, so `python3` in the tests is the virtualenv's.
+#     first on PATH, so `python3` in the tests is the virtualenv's;
+#   - the Node packages of the test folders that have a package-lock.json
+#     (`npm ci`: the official MCP TypeScript SDK in tests/mcp, Playwright
+#     in ui), when node and npm are on the machine (Node >= 20).
 # Nothing is installed system-wide for Python, so Debian's
 # externally-managed Python is left alone.
 set -euo pipefail
@@ -56,3 +59,17 @@ if ! cmp -s "$requirements" "$stamp"; then
   cp "$requirements" "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+
+# Node packages, pinned by each folder's package-lock.json.
+for dir in "$deps_repo/tests/mcp" "$deps_repo/ui"; do
+  [ -f "$dir/package-lock.json" ] || continue
+  if [ ! -d "$dir/node_modules" ] || ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.stamp"; then
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "test-deps: npm is missing (Node >= 20 is needed for $dir)" >&2
+      return 1 2>/dev/null || exit 1
+    fi
+    echo "test-deps: npm ci in ${dir#"$deps_repo"/}"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.stamp"
+  fi
+done
