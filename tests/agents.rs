@@ -727,9 +727,10 @@ async fn invoke_errors_timeouts_and_validation() {
     let params = json!({"nodeId": "erring", "command": "x", "timeoutMs": 500});
     assert_eq!(reader.error_code("node.invoke", params).await, -32003);
 
-    // A node that never answers: -32006 after timeoutMs.
+    // A node that never answers: -32006 after timeoutMs, and the node is
+    // told to stop.
     let started = Instant::now();
-    let (reply, _) = tokio::join!(
+    let (reply, (request_id, _)) = tokio::join!(
         caller.request(
             "node.invoke",
             json!({"nodeId": "erring", "command": "slow", "timeoutMs": 300}),
@@ -742,6 +743,9 @@ async fn invoke_errors_timeouts_and_validation() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
         "{took:?}"
     );
+    let cancel = node.expect_push("invoke.cancel").await;
+    assert_eq!(cancel["id"], request_id.as_str(), "{cancel}");
+    assert_eq!(cancel["reason"], "timeout", "{cancel}");
 }
 
 #[tokio::test]

@@ -250,6 +250,9 @@ async fn invoke_timeout_across_instances() {
         took >= Duration::from_millis(550) && took < Duration::from_millis(600 + 3000),
         "timeout 600 ms, failed after {took:?}"
     );
+    // The serving instance tells the agent to stop.
+    let cancel = agent.expect_push("invoke.cancel").await;
+    assert_eq!(cancel["reason"], "timeout", "{cancel}");
     // The agent is still usable afterwards (its slot was released).
     let (reply, _) = invoke_echoed(
         &mut caller,

@@ -33,6 +33,10 @@ pub struct RunTicket {
 pub struct Target {
     pub conn_id: String,
     pub instance_id: String,
+    /// The run (start time) of that instance the node is connected to; 0
+    /// when not known. A later run of the same instance id does not hold
+    /// the node.
+    pub generation: u64,
     pub agent_id: Option<String>,
 }
 
@@ -41,6 +45,7 @@ impl From<&AgentEntry> for Target {
         Self {
             conn_id: agent.conn_id.clone(),
             instance_id: agent.instance_id.clone(),
+            generation: agent.generation,
             agent_id: Some(agent.agent_id.clone()),
         }
     }

@@ -222,6 +222,11 @@ impl ConnHandle {
         self.start_request(method, params, None)?
             .wait(timeout)
             .await
+            .map_err(|e| {
+                e.unwrap_or_else(|| {
+                    RpcError::timeout(format!("no answer within {} ms", timeout.as_millis()))
+                })
+            })
     }
 
     /// Send a server → client request; the answer is awaited on the
@@ -316,15 +321,15 @@ impl Outstanding {
         &self.id
     }
 
-    /// Wait for the answer, at most `timeout`.
-    pub async fn wait(mut self, timeout: Duration) -> Result<Value, RpcError> {
+    /// Wait for the answer, at most `timeout` (then `Err(None)`: nothing
+    /// came; the caller decides what the client and the requester hear).
+    pub async fn wait(mut self, timeout: Duration) -> Result<Value, Option<RpcError>> {
         match tokio::time::timeout(timeout, &mut self.rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RpcError::unavailable("connection closed before answering")),
-            Err(_) => Err(RpcError::timeout(format!(
-                "no answer within {} ms",
-                timeout.as_millis()
+            Ok(Ok(result)) => result.map_err(Some),
+            Ok(Err(_)) => Err(Some(RpcError::unavailable(
+                "connection closed before answering",
             ))),
+            Err(_) => Err(None),
         }
     }
 }

@@ -169,6 +169,8 @@ struct Inner {
 struct Live {
     seen: std::collections::HashSet<String>,
     missing: HashMap<String, std::time::Instant>,
+    /// The generation each live instance runs as.
+    generations: HashMap<String, u64>,
 }
 
 /// The call relay of this instance; cheap to clone.
@@ -211,7 +213,7 @@ impl Relay {
         let ids: std::collections::HashSet<String> = instances.into_iter().collect();
         let forget = self.0.grace * 10;
         let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
-        let Live { seen, missing } = &mut *live;
+        let Live { seen, missing, .. } = &mut *live;
         for id in stale.into_iter().filter(|id| !ids.contains(id)) {
             let dead_since = now.checked_sub(self.0.grace).unwrap_or(now);
             let since = missing.entry(id).or_insert(dead_since);
@@ -225,6 +227,24 @@ impl Relay {
         *seen = ids;
     }
 
+    /// The generation each live instance runs as: a call waiting on a node
+    /// of an earlier generation of an instance id (the instance was killed
+    /// and restarted under the same id) ends at once.
+    pub fn set_generations(&self, generations: impl IntoIterator<Item = (String, u64)>) {
+        let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
+        live.generations = generations.into_iter().collect();
+    }
+
+    /// Whether `target`'s instance now runs as a later generation.
+    fn restarted(&self, target: &Target) -> bool {
+        let live = self.0.live.read().unwrap_or_else(|p| p.into_inner());
+        target.generation != 0
+            && live
+                .generations
+                .get(&target.instance_id)
+                .is_some_and(|g| *g != target.generation)
+    }
+
     /// False once `instance_id` has been missing from the live instances
     /// for `node_ttl` (a Redis restarted empty hides everyone until their
     /// next heartbeat: that is not a death). Unknown instances count as
@@ -236,13 +256,14 @@ impl Relay {
             .is_none_or(|since| since.elapsed() < self.0.grace)
     }
 
-    /// Resolves once `instance_id` is no longer among the live instances
-    /// (its heartbeat stopped for `node_ttl`): a call waiting on a node
-    /// there ends then, not at its timeout.
-    async fn gone(&self, instance_id: &str) {
+    /// Resolves once `target`'s instance is no longer among the live
+    /// instances (its heartbeat stopped for `node_ttl`) or runs as a later
+    /// generation: a call waiting on a node there ends then, not at its
+    /// timeout.
+    async fn gone(&self, target: &Target) {
         loop {
             tokio::time::sleep(LIVENESS_CHECK).await;
-            if !self.is_live(instance_id) {
+            if !self.is_live(&target.instance_id) || self.restarted(target) {
                 return;
             }
         }
@@ -312,7 +333,7 @@ impl Relay {
                     spec.timeout.as_millis()
                 ))),
             },
-            () = self.gone(&target.instance_id) => Err(CallError::InstanceLost {
+            () = self.gone(target) => Err(CallError::InstanceLost {
                 instance_id: target.instance_id.clone(),
                 conn_id: target.conn_id.clone(),
             }),
@@ -461,6 +482,7 @@ impl Relay {
         let target = Target {
             conn_id: call.conn_id.clone(),
             instance_id: self.0.instance_id.clone(),
+            generation: 0,
             agent_id: call.agent_id.clone(),
         };
         let (call_id, reply_to, run) = (&call.call_id, &call.reply_to, call.run.as_ref());
@@ -475,6 +497,12 @@ impl Relay {
             })?),
             None => None,
         };
+        // A run is active before the node hears of it: the node may send
+        // its first `agent.event` as soon as the request reaches it. (If
+        // the request cannot be sent, `serve` finishes the run.)
+        if let (Some(ticket), Some(hooks)) = (run, self.0.hooks.get()) {
+            hooks.started(ticket, &target);
+        }
         let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(PROGRESS_BUFFER);
         let outstanding = conn
             .start_request(&call.method, &call.params, Some(progress_tx))
@@ -487,10 +515,7 @@ impl Relay {
                 run: run.cloned(),
             },
         );
-        if let Some(ticket) = run {
-            if let Some(hooks) = self.0.hooks.get() {
-                hooks.started(ticket, &target);
-            }
+        if run.is_some() {
             let accepted = RelayMsg::Progress {
                 call_id: call_id.to_owned(),
                 data: json!({ ACCEPTED: target.agent_id }),
@@ -512,9 +537,28 @@ impl Relay {
                 }
             })
         };
+        let request_id = outstanding.id().to_owned();
         let outcome = outstanding
             .wait(Duration::from_millis(call.timeout_ms))
-            .await;
+            .await
+            .map_err(|e| {
+                e.unwrap_or_else(|| {
+                    // No answer in time: the node is told to stop, unless a
+                    // cancellation got there first.
+                    if self.serving().remove(call_id).is_some() {
+                        match (run, self.0.hooks.get()) {
+                            (Some(ticket), Some(hooks)) => hooks.cancelled(ticket, &conn),
+                            _ => {
+                                conn.push(frame::notification(
+                                    "invoke.cancel",
+                                    &json!({ "id": request_id, "reason": "timeout" }),
+                                ));
+                            }
+                        }
+                    }
+                    RpcError::timeout(format!("no answer within {} ms", call.timeout_ms))
+                })
+            });
         // The sender is gone with `outstanding`: the forwarder drains what
         // is left, so every progress update precedes the reply.
         let _ = forward.await;
@@ -620,6 +664,24 @@ mod tests {
         assert!(!relay.is_live("b"), "still dead once reaped");
         relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
         assert!(relay.is_live("b"), "back");
+    }
+
+    #[test]
+    fn a_node_of_an_earlier_run_of_an_instance_is_gone() {
+        let relay = relay(Duration::from_secs(60));
+        let target = |generation| Target {
+            conn_id: "c".into(),
+            instance_id: "b".into(),
+            generation,
+            agent_id: None,
+        };
+        relay.set_generations([("b".to_owned(), 7)]);
+        assert!(!relay.restarted(&target(7)));
+        assert!(!relay.restarted(&target(0)), "generation unknown");
+        relay.set_generations([("b".to_owned(), 9)]);
+        assert!(relay.restarted(&target(7)), "b restarted under its id");
+        relay.set_generations([]);
+        assert!(!relay.restarted(&target(7)), "not seen: the grace decides");
     }
 
     fn reply(error: RpcError, busy: bool) -> RelayMsg {

@@ -168,6 +168,8 @@ pub async fn register_instance(app: &App) {
     // Calls waiting on nodes of instances that died end with this view.
     if let Ok(view) = app.instance_store().instance_view().await {
         app.relay
+            .set_generations(view.live.iter().map(|i| (i.id.clone(), i.generation)));
+        app.relay
             .set_live(view.live.into_iter().map(|i| i.id), view.stale);
     }
 }
