@@ -218,7 +218,10 @@ function toolCard(ctx, agentId, tool) {
                 { nodeId: agentId, command: tool.name, params: args.value, timeoutMs: Math.max(1, Number(timeout.value) || 60) * 1000 },
                 {
                   signal: running.signal,
-                  onProgress: (data) => progress.append(h('li', {}, h('span', { class: 'muted', text: `${Math.round(performance.now() - started)} ms ` }), json(data, 'json inline'))),
+                  onProgress: (data) =>
+                    progress.append(
+                      h('li', {}, h('span', { class: 'muted', text: `${Math.round(performance.now() - started)} ms ` }), h('code', { text: compact(data) })),
+                    ),
                 },
               );
               fill(outcome, notice('ok', `Answered by ${reply.nodeId} in ${Math.round(performance.now() - started)} ms.`), json(reply.result));
@@ -293,4 +296,15 @@ function loadBar(load, max) {
  */
 function card(label, value) {
   return h('div', { class: 'card' }, h('div', { class: 'card-label', text: label }), h('div', { class: 'card-value', text: String(value) }));
+}
+
+/** One line of JSON, cut when long. @param {unknown} value */
+function compact(value) {
+  let text;
+  try {
+    text = JSON.stringify(value) ?? 'null';
+  } catch {
+    text = String(value);
+  }
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text;
 }

@@ -23,9 +23,19 @@ export function mount(ctx, root) {
   /** @type {any} */
   let loaded = null;
 
-  const load = async () => {
+  /**
+   * Read what this instance has in force. After a conflict the version the
+   * gateway named is awaited (an instance applies a new version within a
+   * second): a bounded number of reads, 300 ms apart.
+   * @param {number} [atLeast]
+   */
+  const load = async (atLeast = 0) => {
     try {
-      const cfg = await ctx.call('config.get');
+      let cfg = await ctx.call('config.get');
+      for (let i = 0; i < 10 && cfg.version < atLeast && ctx.alive; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        cfg = await ctx.call('config.get');
+      }
       if (!ctx.alive) return;
       loaded = cfg;
       banner.replaceChildren();
@@ -98,7 +108,7 @@ export function mount(ctx, root) {
                 : await ctx.call('config.apply', { config: doc, baseVersion });
             result.replaceChildren(notice('ok', `Saved: version ${reply.version} is in force (was ${baseVersion}).`));
             if (mode === 'patch') area.value = '{}';
-            await load();
+            await load(reply.version);
           } catch (err) {
             if (err instanceof RpcError && err.code === ErrorCode.CONFLICT) {
               const now = /** @type {any} */ (err.data)?.currentVersion;
@@ -107,7 +117,7 @@ export function mount(ctx, root) {
                   'error',
                   h('strong', { text: 'Version conflict. ' }),
                   `The config changed since you read version ${baseVersion}${Number.isInteger(now) ? `: version ${now} is in force now` : ''}. Nothing was saved; your text is kept. `,
-                  h('button', { type: 'button', class: 'secondary small', onclick: () => void load() }, 'Load the current version'),
+                  h('button', { type: 'button', class: 'secondary small', onclick: () => void load(Number.isInteger(now) ? now : 0) }, 'Load the current version'),
                   ' then check it and save again.',
                 ),
               );
@@ -159,7 +169,7 @@ export function mount(ctx, root) {
         notice(
           'warn',
           `Version ${cfg.version} is in force now; this page shows version ${loaded.version}. `,
-          h('button', { type: 'button', class: 'secondary small', onclick: () => void load() }, 'Load it'),
+          h('button', { type: 'button', class: 'secondary small', onclick: () => void load(cfg.version) }, 'Load it'),
         ),
       );
     } catch {
