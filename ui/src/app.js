@@ -211,8 +211,13 @@ export class App {
     const saved = readSaved();
     if (saved) {
       this.#root.replaceChildren(h('p', { class: 'loading', role: 'status', text: 'Connecting…' }));
-      const error = await this.login(saved.kind, saved.secret, true);
-      if (error) this.showLogin(`The saved credential did not work: ${error}`);
+      const failed = await this.#connect(saved.kind, saved.secret, true);
+      if (failed) {
+        // A refused credential is not tried again on the next reload
+        // (failures count towards a lock-out); an unreachable gateway is.
+        if (failed.refused) sessionStorage.removeItem(STORAGE_KEY);
+        this.showLogin(`The saved credential did not work: ${failed.message}`);
+      }
       return;
     }
     this.showLogin();
@@ -241,6 +246,16 @@ export class App {
    * @returns {Promise<string | null>} why it failed, or null
    */
   async login(kind, secret, remember) {
+    return (await this.#connect(kind, secret, remember))?.message ?? null;
+  }
+
+  /**
+   * @param {string} kind
+   * @param {string} secret
+   * @param {boolean} remember
+   * @returns {Promise<{message: string, refused: boolean} | null>}
+   */
+  async #connect(kind, secret, remember) {
     /** @type {import('../../clients/js/src/client.js').Client} */
     let client;
     try {
@@ -254,7 +269,7 @@ export class App {
     }
     if (client.hello?.role !== 'operator') {
       await client.close();
-      return 'This is an agent credential (role node). The control UI needs an operator credential.';
+      return { message: 'This is an agent credential (role node). The control UI needs an operator credential.', refused: true };
     }
     let who;
     try {
@@ -515,23 +530,24 @@ export class App {
 }
 
 /**
- * Words for a failed login.
+ * Words for a failed login, and whether the credential itself was refused.
  * @param {unknown} error
  * @param {string} kind
+ * @returns {{message: string, refused: boolean}}
  */
 function loginError(error, kind) {
   const what = kind === 'apiKey' ? 'API key' : kind;
   if (error instanceof RpcError && error.code === ErrorCode.UNAUTHORIZED) {
-    return `Wrong credential: the gateway refused this ${what} (it is unknown, expired or revoked).`;
+    return { message: `Wrong credential: the gateway refused this ${what} (it is unknown, expired or revoked).`, refused: true };
   }
   if (error instanceof RpcError && error.code === ErrorCode.RATE_LIMITED) {
     const ms = /** @type {any} */ (error.data)?.retryAfterMs;
-    return `Too many failed attempts from this address${Number.isInteger(ms) ? `: try again in ${Math.ceil(ms / 1000)} s` : ''}.`;
+    return { message: `Too many failed attempts from this address${Number.isInteger(ms) ? `: try again in ${Math.ceil(ms / 1000)} s` : ''}.`, refused: false };
   }
   if (error instanceof RpcError && error.code === ErrorCode.FORBIDDEN) {
-    return `This ${what} may not act as an operator: ${describe(error)}`;
+    return { message: `This ${what} may not act as an operator: ${describe(error)}`, refused: true };
   }
-  return `Could not connect to the gateway: ${describe(error)}`;
+  return { message: `Could not connect to the gateway: ${describe(error)}`, refused: false };
 }
 
 /** @returns {{kind: string, secret: string} | null} */

@@ -296,7 +296,14 @@ describe('the control UI on a two-instance cluster', { timeout: 110_000 }, () =>
     const res = await fetch(`http://127.0.0.1:${a.port}/approvals`, { headers: { accept: 'text/html' } });
     assert.equal(res.status, 200);
     assert.match(String(res.headers.get('content-type')), /text\/html/);
-    assert.match(await res.text(), /<script type="module" src="\/assets\/app-[0-9a-f]+\.js">/);
+    assert.equal(res.headers.get('cache-control'), 'no-cache');
+    const script = /<script type="module" src="(\/assets\/app-[0-9a-f]+\.js)">/.exec(await res.text())?.[1];
+    assert.ok(script);
+    const asset = await fetch(`http://127.0.0.1:${a.port}${script}`);
+    assert.equal(asset.status, 200);
+    assert.match(String(asset.headers.get('content-type')), /javascript/);
+    assert.match(String(asset.headers.get('cache-control')), /immutable/);
+    await asset.arrayBuffer();
 
     const { page, problems: seen } = await newPage(browser);
     await page.goto(`http://127.0.0.1:${a.port}/approvals`);
