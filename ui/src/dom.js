@@ -1,4 +1,4 @@
-// DOM helpers. Everything the gateway, an agent or a client sent is put
+// Building the page. Everything the gateway, an agent or a client sent is put
 // in the page as text (textContent, attribute values), never parsed as
 // HTML; styles come from classes (the page's CSP allows no inline style).
 
