@@ -36,6 +36,8 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 type -P kill >/dev/null 2>&1 || need_apt+=(procps)
+# The control UI's browser tests drive Debian's Chromium (headless).
+[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install "${need_apt[@]}"

@@ -10,10 +10,14 @@
 #      pub/sub), each test building its own cluster;
 #   4. the backend contract and the cross-instance tests through a Redis
 #      Sentinel (a master and a sentinel per test).
+# The client libraries' suites (clients/python, clients/js), the control
+# UI in headless Chromium (ui/test; screenshots in target/ui-screenshots)
+# and the official MCP SDKs run in stage 1 (tests/clients.rs,
+# tests/mcp_clients.rs).
 # Installs what it lacks first (scripts/test-deps.sh): redis-server and
-# redis-cli (Debian's are built with TLS), openssl and the other programs
-# the tests start, and the official Python clients the tests drive in a
-# project-local .venv.
+# redis-cli (Debian's are built with TLS), openssl, chromium and the other
+# programs the tests start, the official Python clients the tests drive in
+# a project-local .venv, and the pinned Node packages (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-deps.sh
@@ -58,4 +62,5 @@ echo "=== summary ==="
 grep -E "^test result:" "$log" | awk '
   { passed += $4; failed += $6; ignored += $8; print }
   END { printf "total: %d passed, %d failed, %d ignored\n", passed, failed, ignored }'
+echo "control UI screenshots: $(pwd)/target/ui-screenshots"
 exit $status
