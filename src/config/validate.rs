@@ -515,6 +515,23 @@ mod tests {
     }
 
     #[test]
+    fn ui_directories_must_exist() {
+        assert_eq!(
+            invalid_field(|c| c.ui.canvas_dir = Some("/nonexistent/canvas".into())),
+            "ui.canvas_dir"
+        );
+        assert_eq!(
+            invalid_field(|c| c.ui.a2ui_dir = Some("/nonexistent/a2ui".into())),
+            "ui.a2ui_dir"
+        );
+        // A directory, but no index.html in it.
+        assert_eq!(
+            invalid_field(|c| c.ui.dir = Some(std::env::temp_dir())),
+            "ui.dir"
+        );
+    }
+
+    #[test]
     fn validate_limit_failures_name_fields() {
         assert_eq!(
             invalid_field(|c| c.limits.max_payload = 10),
