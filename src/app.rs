@@ -59,6 +59,9 @@ pub struct AppInner {
     /// When the backend was last found unusable (ms; 0 while it is fine).
     pub backend_down_since_ms: std::sync::atomic::AtomicU64,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The MCP tool catalog's fingerprint, watched once for every MCP
+    /// listener of this instance (`server::mcp::listen`).
+    pub mcp_tools: std::sync::Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
 }
 
 impl std::ops::Deref for App {

@@ -178,10 +178,15 @@ async fn the_handshake_revision_keeps_its_session_in_the_backend() {
     assert_eq!(status, 204);
     let (status, _, _) = post(&server, WRITER, &session, &list).await;
     assert_eq!(status, 404);
-    let (status, head, _) = http(server.addr, "GET", "/mcp", &delete, None).await;
+    // The ended session has no stream either.
+    let listen = [delete[0], delete[1], ("accept", "text/event-stream")];
+    let (status, _, _) = http(server.addr, "GET", "/mcp", &listen, None).await;
+    assert_eq!(status, 404);
+    let (status, head, _) = http(server.addr, "GET", "/mcp", &delete[..1], None).await;
     assert_eq!(status, 405);
     assert!(
-        head.to_ascii_lowercase().contains("allow: post, delete"),
+        head.to_ascii_lowercase()
+            .contains("allow: post, get, delete"),
         "{head}"
     );
 }
@@ -381,4 +386,89 @@ async fn a_tool_call_reaches_the_agent_as_json_or_as_a_stream_with_progress() {
         json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "nope"}});
     let (_, _, body) = post(&server, WRITER, &[], &unknown).await;
     assert_eq!(parsed(&body)["error"]["code"], -32602, "{body}");
+}
+
+/// Open `GET /mcp` for session `sid` and read it until `needle` shows or
+/// `wait` passes; what was read.
+async fn listen_until(
+    server: &TestServer,
+    sid: &str,
+    needle: &str,
+    wait: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {WRITER}\r\n\
+         Accept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_session_stream_announces_that_the_tools_changed() {
+    let server = TestServer::default().await;
+    let mut node = tool_node(&server).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let (_, head, body) = post(&server, WRITER, &[], &init).await;
+    assert_eq!(
+        parsed(&body)["result"]["capabilities"]["tools"]["listChanged"],
+        true
+    );
+    let sid = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(str::to_owned)
+        })
+        .expect("an Mcp-Session-Id");
+    let changed = "notifications/tools/list_changed";
+    let quiet = std::time::Duration::from_millis(2500);
+    let listening = listen_until(&server, &sid, changed, std::time::Duration::from_secs(10));
+    let change = async {
+        // Nothing changes for a while; then the node offers one more tool.
+        tokio::time::sleep(quiet).await;
+        node.call(
+            "agent.register",
+            json!({"agentId": "tooler", "tools": [
+                {"name": "echo"}, {"name": "slow"}, {"name": "fresh"}]}),
+        )
+        .await;
+        tokio::time::Instant::now()
+    };
+    let started = tokio::time::Instant::now();
+    let (seen, changed_at) = tokio::join!(listening, change);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains(changed), "no announcement: {seen}");
+    assert!(
+        changed_at - started >= quiet,
+        "announced before the change: {seen}"
+    );
+    assert_eq!(seen.matches(changed).count(), 1, "{seen}");
+    // Without a session there is no stream.
+    let auth = bearer(WRITER);
+    let (status, _, _) = http(
+        server.addr,
+        "GET",
+        "/mcp",
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 405);
 }

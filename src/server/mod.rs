@@ -127,6 +127,7 @@ pub async fn build_with_backend(
         reasserted: std::sync::atomic::AtomicU64::new(0),
         backend_down_since_ms: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::telemetry::metrics_handle(),
+        mcp_tools: Default::default(),
         live: crate::config::runtime::LiveConfig::new(config.clone()),
         config,
     });

@@ -17,7 +17,9 @@
 //!   it and an instance dying between two requests changes nothing; an
 //!   unknown or ended session is 404; notifications are 202;
 //!   `notifications/cancelled` cancels the call with that request id on
-//!   whichever instance runs it; `DELETE` ends the session.
+//!   whichever instance runs it; `GET` opens the session's stream, which
+//!   announces `notifications/tools/list_changed` ([`listen`]); `DELETE`
+//!   ends the session.
 //!
 //! Every request authenticates like the HTTP API (`Authorization: Bearer`
 //! with a JWT, static token or API key, or `X-API-Key`): 401 with
@@ -27,6 +29,7 @@
 
 mod call;
 mod catalog;
+mod listen;
 mod wire;
 
 use super::App;
@@ -229,7 +232,7 @@ async fn initialize(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Response {
     }
     let result = json!({
         "protocolVersion": version,
-        "capabilities": capabilities(),
+        "capabilities": capabilities(Era::Handshake),
         "serverInfo": server_info(),
         "instructions": INSTRUCTIONS,
     });
@@ -243,8 +246,11 @@ async fn initialize(ctx: &Ctx<'_>, id: &Value, params: &Value) -> Response {
 const INSTRUCTIONS: &str = "The tools of the agents connected to this Switchyard gateway, on any \
                             of its instances. Some tools wait for a human's approval.";
 
-fn capabilities() -> Value {
-    json!({ "tools": { "listChanged": false }, "resources": {}, "prompts": {} })
+/// What this server offers; the handshake revision's sessions are told
+/// when the tools change (on their `GET` stream).
+fn capabilities(era: Era) -> Value {
+    let changes = era == Era::Handshake;
+    json!({ "tools": { "listChanged": changes }, "resources": {}, "prompts": {} })
 }
 
 fn server_info() -> Value {
@@ -265,7 +271,7 @@ async fn dispatch(ctx: &Ctx<'_>, id: &Value, request: &Request, session: Option<
     match request.method.as_str() {
         "server/discover" if modern => listed(json!({
             "supportedVersions": [MODERN],
-            "capabilities": capabilities(),
+            "capabilities": capabilities(Era::Modern),
             "instructions": INSTRUCTIONS,
             "_meta": { "io.modelcontextprotocol/serverInfo": server_info() },
         })),
@@ -353,12 +359,37 @@ async fn cancel(app: &App, session: Option<&str>, request_id: &Value) {
     }
 }
 
-/// The standalone stream of the handshake revision is not offered.
-async fn get_mcp() -> Response {
+/// `GET`: a handshake session's stream of announcements (405 without a
+/// session: the stateless revision has none).
+async fn get_mcp(State(app): State<App>, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let identity = match api_identity(&app, peer, &headers, Scope::Read).await {
+        Ok(identity) => identity,
+        Err(e) => return e.into_response(),
+    };
+    let Some(sid) = header(&headers, SESSION_HEADER) else {
+        return not_allowed();
+    };
+    if !header(&headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
+        return StatusCode::NOT_ACCEPTABLE.into_response();
+    }
+    let ctx = Ctx {
+        app: &app,
+        identity: &identity,
+        headers: &headers,
+        era: Era::Handshake,
+    };
+    match session_of(&ctx, sid).await {
+        Ok(Some(_)) => listen::stream(&app),
+        Ok(None) => session_not_found(&Value::Null),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+fn not_allowed() -> Response {
     let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+        .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
     response
 }
 
@@ -373,7 +404,7 @@ async fn delete_mcp(
         Err(e) => return e.into_response(),
     };
     let Some(sid) = header(&headers, SESSION_HEADER) else {
-        return get_mcp().await;
+        return not_allowed();
     };
     let ctx = Ctx {
         app: &app,
