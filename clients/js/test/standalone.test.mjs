@@ -240,9 +240,8 @@ describe('one gateway', () => {
         await new Promise((resolve) => req.signal.addEventListener('abort', resolve));
         throw req.signal.reason;
       }
-      // The gateway marks the run as served here just after it sent the
-      // request: an event sent at that very moment may find no run yet.
-      await sleep(100);
+      // Events go out at once: the run is active before the request
+      // reaches the agent.
       const offsets = [];
       for (const word of req.params.task.split(' ')) {
         const sent = await req.event('token', { text: word });
