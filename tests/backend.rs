@@ -619,10 +619,15 @@ async fn instances_register_and_leave() {
             started_at: 1,
             connections: 0,
             last_seen: switchyard::protocol::now_ms(),
+            config_version: 0,
+            backend_up: true,
+            pubsub_lag_ms: None,
         };
         b.register_instance(info.clone()).await.unwrap();
         b.register_instance(InstanceInfo {
             connections: 3,
+            config_version: 4,
+            pubsub_lag_ms: Some(2),
             ..info
         })
         .await
@@ -630,6 +635,8 @@ async fn instances_register_and_leave() {
         let all = b.instances().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].connections, 3);
+        assert_eq!(all[0].config_version, 4);
+        assert_eq!(all[0].pubsub_lag_ms, Some(2));
         b.deregister_instance("i1").await.unwrap();
         assert!(b.instances().await.unwrap().is_empty());
     }

@@ -17,6 +17,10 @@ pub trait Health: Send + Sync + 'static {
 
     /// Whether shared state is reachable right now (feeds `/ready`).
     fn is_available(&self) -> bool;
+    /// The last measured pub/sub delivery lag (ms); `None` without one.
+    fn pubsub_lag_ms(&self) -> Option<u64> {
+        None
+    }
 
     /// Changes each time shared state may have been lost (a reconnect to a
     /// Redis that may have restarted empty): the instance then re-asserts

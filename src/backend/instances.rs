@@ -18,6 +18,19 @@ pub struct InstanceInfo {
     pub started_at: u64,
     pub connections: usize,
     pub last_seen: u64,
+    /// The runtime config version in force there.
+    #[serde(default)]
+    pub config_version: u64,
+    /// Whether its backend was usable at its last heartbeat.
+    #[serde(default = "yes")]
+    pub backend_up: bool,
+    /// Its last measured pub/sub delivery lag (ms), on Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubsub_lag_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The registry of instances.

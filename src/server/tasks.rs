@@ -149,6 +149,9 @@ pub async fn register_instance(app: &App) {
         started_at: app.started_at_ms,
         connections: app.hub.len(),
         last_seen: now_ms(),
+        config_version: app.live().version,
+        backend_up: app.health().is_available(),
+        pubsub_lag_ms: app.health().pubsub_lag_ms(),
     };
     let started = std::time::Instant::now();
     match app.instance_store().register_instance(info).await {

@@ -153,6 +153,11 @@ describe('the control UI on a two-instance cluster', { timeout: 110_000 }, () =>
     await page.locator('[data-instance="a"]').waitFor();
     await page.locator('[data-instance="b"]').waitFor();
     assert.match(await page.locator('[data-instance="a"]').innerText(), /this page/);
+    // The other instance's Redis state and config version come with its
+    // heartbeat; its pub/sub lag once its first canary was measured.
+    const other = page.locator('[data-instance="b"]');
+    assert.match(await other.innerText(), /connected/);
+    assert.match(await other.innerText(), /\d+ ms|—/);
     assert.match(await page.getByTestId('local-instance').innerText(), /Redis\s+connected/);
     await screenshot(page, '01-cluster');
   });

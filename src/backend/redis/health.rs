@@ -20,6 +20,13 @@ impl Health for RedisBackend {
         self.0.connected.load(Ordering::Relaxed) && self.0.pubsub_ok.load(Ordering::Relaxed)
     }
 
+    fn pubsub_lag_ms(&self) -> Option<u64> {
+        match self.0.pubsub_lag_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            lag => Some(lag),
+        }
+    }
+
     fn resync_events(&self) -> watch::Receiver<u64> {
         self.0.resync.subscribe()
     }

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     interest: Mutex<HashMap<String, usize>>,
     resync: watch::Sender<u64>,
     canary_seen_ms: AtomicU64,
+    /// The last canary's delivery lag (ms; `u64::MAX` before the first).
+    pubsub_lag_ms: AtomicU64,
     /// Runtime config versions announced on the config topic.
     config_changes: watch::Sender<u64>,
 }
@@ -184,6 +186,7 @@ impl RedisBackend {
             interest: Mutex::new(HashMap::new()),
             resync,
             canary_seen_ms: AtomicU64::new(crate::protocol::now_ms()),
+            pubsub_lag_ms: AtomicU64::new(u64::MAX),
             config_changes: watch::channel(0).0,
         };
         Ok(Self(Arc::new(shared)))

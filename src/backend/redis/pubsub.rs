@@ -98,6 +98,7 @@ impl RedisBackend {
             let sent: u64 = sent.parse().unwrap_or(0);
             let lag = now_ms().saturating_sub(sent);
             metrics::gauge!("switchyard_pubsub_lag_seconds").set(lag as f64 / 1000.0);
+            shared.pubsub_lag_ms.store(lag, Ordering::Relaxed);
             shared.canary_seen_ms.store(now_ms(), Ordering::Relaxed);
             if !shared.resubscribing.load(Ordering::SeqCst)
                 && !shared.pubsub_ok.swap(true, Ordering::SeqCst)

@@ -68,6 +68,9 @@ export function mount(ctx, root) {
           ['Generation', (i) => h('span', { title: `started ${new Date(i.generation).toISOString()}`, text: String(i.generation) })],
           ['Uptime', (i) => duration(now - i.startedAt)],
           ['Connections', (i) => String(i.connections)],
+          ['Redis', (i) => (status.backend.kind !== 'redis' ? '—' : i.backendUp === false ? pill('unreachable', 'bad') : pill('connected', 'ok'))],
+          ['Pub/sub lag', (i) => (typeof i.pubsubLagMs === 'number' ? `${i.pubsubLagMs} ms` : '—')],
+          ['Config version', (i) => String(i.configVersion ?? 0)],
           ['Last heartbeat', (i) => h('span', {}, `${duration(Math.max(0, now - i.lastSeen))} ago`)],
           ['Started', (i) => timeEl(i.startedAt)],
         ],
@@ -109,7 +112,7 @@ export function mount(ctx, root) {
           configVersion === undefined ? h('span', { class: 'muted', text: 'unknown (needs operator.admin or /metrics)' }) : String(configVersion),
         ),
       ),
-      h('p', { class: 'hint', text: 'Other instances report their lag and config version on their own /metrics.' }),
+      h('p', { class: 'hint', text: 'Every instance reports its Redis state, pub/sub lag and config version with its heartbeat (the table above).' }),
     );
   };
 
