@@ -71,6 +71,7 @@ pub const RESTART: &[&str] = &[
     "allowed_hosts",
     "trusted_proxies",
     "agents",
+    "ui",
     "limits.presence_tick_ms",
     "limits.node_ttl_ms",
     "limits.header_timeout_ms",

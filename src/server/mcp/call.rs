@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(tool_result(Era::Handshake, Ok(shaped))["isError"], false);
         let failed = tool_result(Era::Handshake, Err(RpcError::timeout("no answer")));
         assert_eq!(failed["isError"], true);
-        assert_eq!(failed["content"][0]["text"], "no answer");
+        assert_eq!(failed["content"][0]["text"], "timeout (no answer)");
     }
 
     #[test]
