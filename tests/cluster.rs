@@ -1944,3 +1944,80 @@ async fn malformed_envelopes_on_redis_are_ignored() {
     assert_eq!(got["event"], "after", "{got}");
     no_notify_on(&mut sub, "public:junk", QUIET).await;
 }
+
+/// Histories across an empty Redis restart: every reply names the
+/// backend's epoch; a reader that gives the epoch its offset belongs to
+/// learns the log started over (`epochChanged`, `complete: false`, the new
+/// epoch's events from its start) instead of reading a log that looks
+/// complete. The same for a subscriber recovering with `recoverEpoch`.
+#[tokio::test]
+async fn histories_say_when_an_empty_restart_lost_them() {
+    let (mut redis, s) = cluster(1, |c| keep_history(c, 100)).await;
+    let a = &s[0];
+    let mut writer = a.client(WRITER).await;
+    for n in 1..=5 {
+        writer
+            .call(
+                "publish",
+                json!({"channel": "hist:x", "event": "n", "data": n}),
+            )
+            .await;
+    }
+    let before = writer
+        .call("history", json!({"channel": "hist:x", "since": 0}))
+        .await;
+    assert_eq!(before["latest"], 5, "{before}");
+    let epoch = before["epoch"].as_str().expect("an epoch").to_owned();
+    // Same epoch: an ordinary read.
+    let same = writer
+        .call(
+            "history",
+            json!({"channel": "hist:x", "since": 3, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(same["complete"], true, "{same}");
+    assert!(same["epochChanged"].is_null(), "{same}");
+    assert_eq!(same["events"].as_array().unwrap().len(), 2, "{same}");
+
+    redis_down(&mut redis, &s).await;
+    redis_back(&mut redis, &s).await;
+    let mut writer = a.client(WRITER).await;
+    for n in 1..=7 {
+        writer
+            .call(
+                "publish",
+                json!({"channel": "hist:x", "event": "after", "data": n}),
+            )
+            .await;
+    }
+    // Without the epoch, offset 3 of the old log looks like offset 3 of
+    // the new one; with it, the loss shows.
+    let after = writer
+        .call(
+            "history",
+            json!({"channel": "hist:x", "since": 3, "epoch": epoch}),
+        )
+        .await;
+    assert_ne!(after["epoch"], epoch.as_str(), "{after}");
+    assert_eq!(after["epochChanged"], true, "{after}");
+    assert_eq!(after["complete"], false, "{after}");
+    let events = after["events"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        7,
+        "the new epoch's events from its start: {after}"
+    );
+    assert_eq!(events[0]["event"], "after", "{after}");
+    // A subscriber recovering from offset 3 of the old epoch.
+    let mut late = a.client(WRITER).await;
+    let reply = late
+        .call(
+            "subscribe",
+            json!({"channels": ["hist:x"], "recover": {"hist:x": 3}, "recoverEpoch": epoch}),
+        )
+        .await;
+    let recovered = &reply["recovered"]["hist:x"];
+    assert_eq!(recovered["epochChanged"], true, "{reply}");
+    assert_eq!(recovered["complete"], false, "{reply}");
+    assert_eq!(recovered["replayed"], 7, "{reply}");
+}

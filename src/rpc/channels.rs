@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ChannelsParams {
     /// The channels (with `channel`, at least one in all).
     #[serde(default)]
@@ -28,6 +29,11 @@ pub struct ChannelsParams {
     /// Channel → the newest offset the client has: replay what it missed.
     #[serde(default)]
     recover: std::collections::BTreeMap<String, u64>,
+    /// The epoch those offsets belong to (as a reply named it): when the
+    /// backend lost its state since, the replay starts over with
+    /// `complete: false, epochChanged: true`.
+    #[serde(default)]
+    recover_epoch: Option<String>,
 }
 
 impl ChannelsParams {
@@ -48,6 +54,7 @@ pub async fn subscribe(ctx: &Ctx<'_>, mut p: ChannelsParams) -> Result<Value, Rp
     let live = ctx.app.live();
     let config: &crate::config::Config = &live;
     let recover = std::mem::take(&mut p.recover);
+    let recover_epoch = p.recover_epoch.take();
     let names = p.names()?;
     for channel in recover.keys() {
         if !names.contains(channel) {
@@ -86,7 +93,11 @@ pub async fn subscribe(ctx: &Ctx<'_>, mut p: ChannelsParams) -> Result<Value, Rp
                     }
                     Ok(())
                 };
-                let done = replay::replay(ctx.app, ctx.conn, name, after, keep, joined).await?;
+                let from = replay::From {
+                    after,
+                    epoch: recover_epoch.as_deref(),
+                };
+                let done = replay::replay(ctx.app, ctx.conn, name, from, keep, joined).await?;
                 recovered.insert(name.clone(), done.to_json());
             }
             None if is_fresh => join(ctx.app, ctx.conn, name).await?,
@@ -143,16 +154,25 @@ pub struct HistoryParams {
     since: u64,
     /// Most publications returned: 1-1000 (default 100).
     limit: Option<usize>,
+    /// The epoch `since` belongs to (as a reply named it): when the
+    /// backend lost its state since, the log is read from its start, with
+    /// `complete: false, epochChanged: true`.
+    epoch: Option<String>,
 }
 
 /// The channel's logged publications after `since`, oldest first (as
 /// their `notify` params). `complete` says nothing between `since` and
-/// the first one returned is missing.
+/// the first one returned is missing; `epoch` names the backend's
+/// epoch the offsets belong to.
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     may_read(ctx, &p.channel, "read the history of")?;
     let keep = history_of(&ctx.app.live(), &p.channel)?;
     let head = json!({ "channel": p.channel });
-    replay::history(ctx.app, head, &p.channel, p.since, p.limit, keep, false).await
+    let from = replay::From {
+        after: p.since,
+        epoch: p.epoch.as_deref(),
+    };
+    replay::history(ctx.app, head, &p.channel, from, p.limit, keep, false).await
 }
 
 /// The caller's right to subscribe to `channel`, which reading it any

@@ -328,17 +328,26 @@ pub struct HistoryParams {
     since: u64,
     /// Most events returned: 1-1000 (default 100).
     limit: Option<usize>,
+    /// The epoch `since` belongs to (as a reply named it): when the
+    /// backend lost its state since, the log is read from its start, with
+    /// `complete: false, epochChanged: true`.
+    epoch: Option<String>,
 }
 
 /// The session's logged events after `since`, oldest first. `complete`
 /// says nothing between `since` and the first event returned is missing
-/// (trimmed from the log, or lost with the backend's state).
+/// (trimmed from the log, or lost with the backend's state); `epoch`
+/// names the backend's epoch the offsets belong to.
 pub async fn history(ctx: &Ctx<'_>, p: HistoryParams) -> Result<Value, RpcError> {
     require_member(ctx, &p.session_id).await?;
     let channel = session_channel(&p.session_id);
     let keep = ctx.app.live().limits.session_history;
     let head = json!({ "sessionId": p.session_id });
-    replay::history(ctx.app, head, &channel, p.since, p.limit, keep, true).await
+    let from = replay::From {
+        after: p.since,
+        epoch: p.epoch.as_deref(),
+    };
+    replay::history(ctx.app, head, &channel, from, p.limit, keep, true).await
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -350,6 +359,10 @@ pub struct ResumeParams {
     /// The newest event offset the client has (0: none).
     #[serde(default)]
     offset: u64,
+    /// The epoch `offset` belongs to (as a reply named it): when the
+    /// backend lost its state since, the replay starts over with
+    /// `complete: false, epochChanged: true`.
+    epoch: Option<String>,
 }
 
 impl ResumeParams {
@@ -392,7 +405,11 @@ pub async fn resume(ctx: &Ctx<'_>, p: ResumeParams) -> Result<Value, RpcError> {
     let keep = app.live().limits.session_history;
     let channel = session_channel(id);
     let attached = attach(app, ctx.conn, id);
-    let done = replay::replay(app, ctx.conn, &channel, p.offset, keep, attached).await?;
+    let from = replay::From {
+        after: p.offset,
+        epoch: p.epoch.as_deref(),
+    };
+    let done = replay::replay(app, ctx.conn, &channel, from, keep, attached).await?;
     owned.insert(record.clone(), done.latest);
     metrics::counter!("switchyard_sessions_resumed_total").increment(1);
     let mut reply = done.to_json();

@@ -9,6 +9,13 @@
 //! frames that arrived meanwhile, minus those the replay already carried.
 //! Offsets are given atomically with publishing (see `backend::channel_log`),
 //! so the socket sees every logged frame once, in order.
+//!
+//! Offsets belong to the backend's epoch (`Health::epoch`), which changes
+//! when the backend lost its state (Redis restarted empty) and logs start
+//! again from 1. Every reply names the epoch; a caller that says which
+//! epoch its offset belongs to and finds it changed gets what the new
+//! epoch logged from its start, `complete: false` and `epochChanged:
+//! true`, instead of what looks like a log with nothing missing.
 
 use crate::app::App;
 use crate::conn::ConnHandle;
@@ -16,31 +23,53 @@ use crate::protocol::RpcError;
 use serde_json::{Value, json};
 use std::future::Future;
 
-/// A history reply: `head` plus `{events, latest, complete, more}` for
-/// the logged frames of `channel` after `since`, at most `limit` (1-1000,
-/// default 100) and never more than the log keeps (`keep`); `with_method`:
-/// each event names its notification method.
+/// Where a read starts: an offset, and the epoch it belongs to if the
+/// caller knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct From<'a> {
+    pub after: u64,
+    pub epoch: Option<&'a str>,
+}
+
+/// The backend's epoch now, and where to read from: `from.after`, or the
+/// start of the log when `from` belongs to an earlier epoch.
+async fn start(app: &App, from: From<'_>) -> Result<(String, u64, bool), RpcError> {
+    let current = app.health().epoch().await?;
+    let changed = from.epoch.is_some_and(|known| known != current);
+    let after = if changed { 0 } else { from.after };
+    Ok((current, after, changed))
+}
+
+/// A history reply: `head` plus `{events, latest, complete, more, epoch}`
+/// for the logged frames of `channel` after `from`, at most `limit`
+/// (1-1000, default 100) and never more than the log keeps (`keep`);
+/// `with_method`: each event names its notification method.
 pub async fn history(
     app: &App,
     mut head: Value,
     channel: &str,
-    since: u64,
+    from: From<'_>,
     limit: Option<usize>,
     keep: usize,
     with_method: bool,
 ) -> Result<Value, RpcError> {
     let limit = super::page::bounded(limit, 100)?.min(keep);
+    let (epoch, since, changed) = start(app, from).await?;
     let page = app.channel_log().channel_log(channel, since, limit).await?;
     let last = page.events.last().map(|(offset, _)| *offset);
     head["events"] = Value::Array(page.params(with_method));
     head["latest"] = json!(page.latest);
-    head["complete"] = json!(page.continues(since));
+    head["complete"] = json!(!changed && page.continues(since));
     head["more"] = json!(last.is_some_and(|o| o < page.latest));
+    head["epoch"] = json!(epoch);
+    if changed {
+        head["epochChanged"] = json!(true);
+    }
     Ok(head)
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Replayed {
     /// Frames queued from the log.
     pub replayed: usize,
@@ -49,21 +78,34 @@ pub struct Replayed {
     /// Nothing after the asked offset was missing from the log (trimmed,
     /// expired, or lost with the backend's state).
     pub complete: bool,
+    /// The backend's epoch the offsets belong to.
+    pub epoch: String,
+    /// The caller's offset belonged to an earlier epoch.
+    pub epoch_changed: bool,
 }
 
 impl Replayed {
-    pub fn to_json(self) -> Value {
-        json!({ "replayed": self.replayed, "latest": self.latest, "complete": self.complete })
+    pub fn to_json(&self) -> Value {
+        let mut reply = json!({
+            "replayed": self.replayed,
+            "latest": self.latest,
+            "complete": self.complete,
+            "epoch": self.epoch,
+        });
+        if self.epoch_changed {
+            reply["epochChanged"] = json!(true);
+        }
+        reply
     }
 }
 
 /// Subscribe `conn` to `channel` (`subscribe`), then queue the logged
-/// frames after offset `after`, at most `limit`, before any live frame.
+/// frames after `from`, at most `limit`, before any live frame.
 pub async fn replay(
     app: &App,
     conn: &ConnHandle,
     channel: &str,
-    after: u64,
+    from: From<'_>,
     limit: usize,
     subscribe: impl Future<Output = Result<(), RpcError>>,
 ) -> Result<Replayed, RpcError> {
@@ -72,6 +114,13 @@ pub async fn replay(
         hold.release(0);
         return Err(e);
     }
+    let (epoch, after, changed) = match start(app, from).await {
+        Ok(start) => start,
+        Err(e) => {
+            hold.release(0);
+            return Err(e);
+        }
+    };
     let page = match app.channel_log().channel_log(channel, after, limit).await {
         Ok(page) => page,
         Err(e) => {
@@ -84,7 +133,9 @@ pub async fn replay(
     let done = Replayed {
         replayed: page.events.len(),
         latest: page.latest,
-        complete: page.continues(after),
+        complete: !changed && page.continues(after),
+        epoch,
+        epoch_changed: changed,
     };
     for (_, frame) in page.events {
         conn.reply(frame).await;

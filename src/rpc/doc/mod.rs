@@ -175,9 +175,32 @@ fn paged(head: &[(&str, Value)], key: &str, items: Value) -> Value {
     object(&properties)
 }
 
-/// What a replay did: `{replayed, latest, complete}`.
+/// The epoch fields of a log read: which epoch the offsets belong to,
+/// and whether the caller's offset belonged to an earlier one.
+fn epoch_fields() -> [(&'static str, Value); 2] {
+    [
+        (
+            "epoch",
+            described(
+                string(),
+                "the backend's epoch the offsets belong to; it changes when the backend lost its \
+                 state (Redis restarted empty) and the logs started over",
+            ),
+        ),
+        (
+            "epochChanged?",
+            described(
+                boolean(),
+                "true when the offset asked for belonged to an earlier epoch: read from the new \
+                 epoch's start, and `complete` is false",
+            ),
+        ),
+    ]
+}
+
+/// What a replay did: `{replayed, latest, complete, epoch}`.
 fn replayed() -> Value {
-    object(&[
+    let mut properties = vec![
         (
             "replayed",
             described(count(), "logged frames queued before the reply"),
@@ -193,7 +216,9 @@ fn replayed() -> Value {
                 "nothing after the asked offset was missing from the log",
             ),
         ),
-    ])
+    ];
+    properties.extend(epoch_fields());
+    object(&properties)
 }
 
 /// A page of a log: `head` plus `{events, latest, complete, more}`.
@@ -217,6 +242,7 @@ fn log_page(head: &[(&str, Value)], event: Value) -> Value {
             described(boolean(), "newer events than those returned exist"),
         ),
     ]);
+    properties.extend(epoch_fields());
     object(&properties)
 }
 
