@@ -476,6 +476,11 @@ impl Relay {
             None => None,
         };
         let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(PROGRESS_BUFFER);
+        // The run is on the books before the node can see it: its first
+        // `agent.event`s may arrive before this task runs again.
+        if let (Some(ticket), Some(hooks)) = (run, self.0.hooks.get()) {
+            hooks.started(ticket, &target);
+        }
         let outstanding = conn
             .start_request(&call.method, &call.params, Some(progress_tx))
             .map_err(CallError::Remote)?;
@@ -487,10 +492,7 @@ impl Relay {
                 run: run.cloned(),
             },
         );
-        if let Some(ticket) = run {
-            if let Some(hooks) = self.0.hooks.get() {
-                hooks.started(ticket, &target);
-            }
+        if run.is_some() {
             let accepted = RelayMsg::Progress {
                 call_id: call_id.to_owned(),
                 data: json!({ ACCEPTED: target.agent_id }),
