@@ -161,6 +161,17 @@ impl ConnHandle {
             .collect()
     }
 
+    /// The next queued frame, waiting for one; `None` once the handle is
+    /// closed (a full queue closes it). For a reader in this process that
+    /// has no socket — an HTTP stream following a session's channel; a
+    /// socket's own writer drains the queue itself.
+    pub async fn next_frame(&self) -> Option<Frame> {
+        match std::future::poll_fn(|cx| self.0.queue.poll_pop(cx)).await? {
+            Outbound::Frame(frame) => Some(frame),
+            Outbound::Close(..) => None,
+        }
+    }
+
     /// Queue a reply, waiting for room: a client that floods requests
     /// without reading is slowed down rather than dropped.
     pub async fn reply(&self, frame: Frame) {

@@ -4,7 +4,8 @@
 //!
 //! A run is a relayed call (`agent.run` or `chat.send` sent to the agent)
 //! tied to a session and recorded in the backend ([`RunRecord`]), at most
-//! one at a time per session and `MAX_RUNS_PER_CALLER` per caller. The
+//! one at a time per session and `MAX_RUNS_PER_CALLER` per caller
+//! (started by [`crate::services::runs::start`]). The
 //! instance holding the agent's socket keeps the runs it serves in its
 //! [`RunBook`](crate::agents::runs::RunBook): it accepts the agent's `agent.event` notifications for
 //! them (published to the session's members wherever they are), publishes
@@ -15,27 +16,20 @@
 
 use super::agents::caller_info;
 use super::{Ctx, sessions};
-use crate::agents::runs::{RunTicket, Served, finish};
 use crate::agents::select::Policy;
 use crate::app::App;
-use crate::backend::{AgentEntry, RunRecord, RunStatus};
+use crate::backend::{AgentEntry, RunStatus};
 use crate::protocol::{RpcError, now_ms};
-use crate::relay::CallSpec;
-use crate::services::agents::{Selector, call_found, online, timeout};
+use crate::services::agents::{Selector, online, timeout};
 use crate::services::idempotent;
-use crate::services::runs::stop;
+use crate::services::runs::{ACCEPT_WAIT, Dispatch, Started, begin, start, stop};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-/// Runs in progress per caller identity.
-pub const MAX_RUNS_PER_CALLER: usize = 5;
 /// Default and longest run.
-const DEFAULT_RUN_MS: u64 = 600_000;
-/// How long `agent.run` waits for an agent to accept.
-const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RUN_MS: u64 = 600_000;
 /// Chat history kept per session.
 const HISTORY_MAX: usize = 1000;
 /// History entries sent to the agent with each message.
@@ -71,18 +65,6 @@ pub struct RunParams {
     policy: Option<String>,
     /// As `node.invoke`'s.
     idempotency_key: Option<String>,
-}
-
-/// What starting a run needs.
-struct Dispatch {
-    /// The online agents it may go to.
-    agents: Vec<AgentEntry>,
-    policy: Policy,
-    method: &'static str,
-    params: Value,
-    task: String,
-    session_id: String,
-    timeout: Duration,
 }
 
 pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
@@ -127,8 +109,14 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
                 task: p.task.clone(),
                 session_id: session_id.clone(),
                 timeout: run_timeout,
+                caller: identity.sub.clone(),
+                run_id: None,
             };
-            let (run, accepted) = match start(ctx, dispatch).await {
+            let Started {
+                record: run,
+                agent_id: accepted,
+                ..
+            } = match start(ctx.app, dispatch).await {
                 Ok(started) => started,
                 Err(e) => {
                     if token.is_some() {
@@ -152,113 +140,6 @@ pub async fn run(ctx: &Ctx<'_>, p: RunParams) -> Result<Value, RpcError> {
         },
     )
     .await
-}
-
-/// Record the run, send it to an agent, and return once one accepted it
-/// (or the call ended early, with its error). The call itself goes on in
-/// the background; its end finishes the record.
-async fn start(ctx: &Ctx<'_>, d: Dispatch) -> Result<(RunRecord, String), RpcError> {
-    let (record, receiver) = begin(ctx, &d).await?;
-    let mut receiver = receiver;
-    loop {
-        tokio::select! {
-            update = receiver.progress.recv() => match update {
-                Some(update) => {
-                    if let Some(agent_id) = accepted_by(&update) {
-                        return Ok((record, agent_id));
-                    }
-                }
-                None => {
-                    // The call ended before anyone accepted it.
-                    let outcome = (&mut receiver.done).await.unwrap_or_else(|_| {
-                        Err(RpcError::unavailable("the run ended"))
-                    });
-                    return match outcome {
-                        Ok(_) => Ok((record, String::new())),
-                        Err(e) => Err(e),
-                    };
-                }
-            },
-            _ = tokio::time::sleep(ACCEPT_WAIT) => {
-                return Err(RpcError::timeout("no agent accepted the run"));
-            }
-        }
-    }
-}
-
-struct Receiver {
-    progress: mpsc::Receiver<Value>,
-    done: tokio::sync::oneshot::Receiver<Result<Value, RpcError>>,
-}
-
-/// Record the run and spawn its call; the receiver sees the relay's
-/// acceptance marker, and the call's outcome.
-async fn begin(ctx: &Ctx<'_>, d: &Dispatch) -> Result<(RunRecord, Receiver), RpcError> {
-    let identity = ctx.identity()?;
-    let record = RunRecord {
-        run_id: uuid::Uuid::new_v4().simple().to_string(),
-        session_id: d.session_id.clone(),
-        agent_id: String::new(),
-        instance_id: String::new(),
-        generation: 0,
-        caller: identity.sub.clone(),
-        task: d.task.clone(),
-        status: RunStatus::Running,
-        result: None,
-        error: None,
-        started_at: now_ms(),
-        finished_at: None,
-    };
-    ctx.app
-        .run_store()
-        .start_run(&record, MAX_RUNS_PER_CALLER)
-        .await
-        .map_err(|e| e.into_rpc(&d.session_id))?;
-    let ticket = RunTicket {
-        session_id: record.session_id.clone(),
-        run_id: record.run_id.clone(),
-    };
-    let (progress, updates) = mpsc::channel(64);
-    let (done_tx, done) = tokio::sync::oneshot::channel();
-    let app = ctx.app.clone();
-    let agents = d.agents.clone();
-    let (method, timeout, policy) = (d.method, d.timeout, d.policy);
-    let mut params = d.params.clone();
-    params["runId"] = json!(record.run_id);
-    tokio::spawn(async move {
-        let outcome = call_found(&app, agents, policy, |_| {
-            CallSpec::new(method, params.clone(), timeout)
-                .with_progress(Some(progress.clone()))
-                .for_run(ticket.clone())
-        })
-        .await;
-        drop(progress);
-        let served = outcome.as_ref().ok().map(|(a, _)| Served {
-            agent_id: a.agent_id.clone(),
-            instance_id: a.instance_id.clone(),
-            generation: a.generation,
-        });
-        let outcome = outcome.map(|(_, v)| v);
-        // The serving instance normally finished the record already; this
-        // covers it dying or never being reached.
-        finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
-        let _ = done_tx.send(outcome);
-    });
-    Ok((
-        record,
-        Receiver {
-            progress: updates,
-            done,
-        },
-    ))
-}
-
-/// The agent id in the relay's acceptance marker, if `update` is one.
-fn accepted_by(update: &Value) -> Option<String> {
-    update
-        .get(crate::relay::ACCEPTED)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
 }
 
 // ------------------------------------------------ wait, cancel, events
@@ -460,10 +341,11 @@ pub async fn chat_send(ctx: &Ctx<'_>, p: ChatParams) -> Result<Value, RpcError> 
                 task: "chat".into(),
                 session_id: p.session_id.clone(),
                 timeout: limit,
+                caller: identity.sub.clone(),
+                run_id: None,
             };
-            let (record, receiver) = begin(ctx, &dispatch).await?;
-            let reply = receiver
-                .done
+            let (record, _progress, done) = begin(ctx.app, dispatch).await?;
+            let reply = done
                 .await
                 .unwrap_or_else(|_| Err(RpcError::unavailable("the run ended")))?;
             let content = reply

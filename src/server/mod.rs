@@ -5,6 +5,7 @@
 //! resolves, then drains. Tests and `main` differ only in the listener and
 //! the shutdown future.
 
+mod a2a;
 mod accept;
 mod bootstrap;
 mod cron;
@@ -155,7 +156,8 @@ pub fn router(app: App) -> Router {
             "/tools/invoke",
             post(tools::invoke_post).get(tools::invoke_get),
         )
-        .route("/hooks/{name}", post(tools::hook));
+        .route("/hooks/{name}", post(tools::hook))
+        .merge(a2a::routes());
     let mut router = Router::new()
         .route("/", any(upgrade::ws_handler))
         .route("/ws", any(upgrade::ws_handler))

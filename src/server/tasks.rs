@@ -1,6 +1,6 @@
 //! Background tasks of an instance: the liveness heartbeat, the presence
-//! tick, the session janitor and the cron scheduler (`cron.rs`). All stop
-//! with the returned token.
+//! tick, the session janitor, the sweep of idle A2A contexts and the cron
+//! scheduler (`cron.rs`). All stop with the returned token.
 
 use super::App;
 use crate::backend::InstanceInfo;
@@ -38,6 +38,9 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     every(app, &stop, JANITOR, |app| async move {
         crate::services::sessions::close_expired(&app).await;
         crate::services::approvals::expire(&app).await;
+    });
+    every(app, &stop, super::a2a::SWEEP_EVERY, |app| async move {
+        super::a2a::sweep(&app).await;
     });
     // Readiness's grace runs from when the backend was found unusable,
     // not from the next probe.

@@ -1,11 +1,158 @@
-//! Run rules shared beyond `agent.*`: stopping a run (a cancel, or the
-//! close of its session) wherever its agent is.
+//! Run rules shared beyond `agent.*`: starting a run (`agent.run` and
+//! `chat.send` over WebSocket, `SendMessage` over A2A), and stopping one (a
+//! cancel, or the close of its session) wherever its agent is.
+//!
+//! Starting records the run ([`RunRecord`], at most one running per
+//! session and [`MAX_RUNS_PER_CALLER`] per caller) and spawns the relayed
+//! call; the call's end finishes the record (the serving instance normally
+//! did already; this covers it dying or never being reached).
 
-use crate::agents::runs::{announce, summary};
+use crate::agents::runs::{RunTicket, Served, announce, finish, summary};
+use crate::agents::select::Policy;
 use crate::app::App;
-use crate::backend::{RunRecord, RunStatus};
+use crate::backend::{AgentEntry, RunRecord, RunStatus};
 use crate::protocol::{RpcError, now_ms};
-use serde_json::json;
+use crate::relay::CallSpec;
+use crate::services::agents::call_found;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Runs in progress per caller identity.
+pub const MAX_RUNS_PER_CALLER: usize = 5;
+/// How long starting a run waits for an agent to accept it.
+pub const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
+/// What starting a run needs.
+pub struct Dispatch {
+    /// The online agents it may go to.
+    pub agents: Vec<AgentEntry>,
+    pub policy: Policy,
+    /// The request the agent is sent (`agent.run`, `chat.send`).
+    pub method: &'static str,
+    /// Its params; `runId` is added.
+    pub params: Value,
+    /// What the record says the run is about.
+    pub task: String,
+    pub session_id: String,
+    pub timeout: Duration,
+    /// `sub` of the caller (the per-caller limit counts it).
+    pub caller: String,
+    /// The run's id (default: a fresh one).
+    pub run_id: Option<String>,
+}
+
+/// The outcome of a run's call, once the agent answered (or the call
+/// failed); the record is finished by then.
+pub type Done = oneshot::Receiver<Result<Value, RpcError>>;
+
+/// A run an agent accepted.
+pub struct Started {
+    pub record: RunRecord,
+    /// The agent that accepted it; empty when the call ended before any
+    /// acceptance arrived.
+    pub agent_id: String,
+    pub done: Done,
+}
+
+/// Record the run, send it to an agent, and return once one accepted it
+/// (or the call ended early: with its error, or at once with its answer).
+/// The call itself goes on in the background.
+pub async fn start(app: &App, d: Dispatch) -> Result<Started, RpcError> {
+    let (record, mut progress, mut done) = begin(app, d).await?;
+    let wait = tokio::time::sleep(ACCEPT_WAIT);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            update = progress.recv() => match update {
+                Some(update) => {
+                    if let Some(agent_id) = accepted_by(&update) {
+                        return Ok(Started { record, agent_id, done });
+                    }
+                }
+                None => {
+                    // The call ended before anyone accepted it.
+                    let outcome = (&mut done)
+                        .await
+                        .unwrap_or_else(|_| Err(RpcError::unavailable("the run ended")));
+                    let value = outcome?;
+                    let (tx, done) = oneshot::channel();
+                    let _ = tx.send(Ok(value));
+                    return Ok(Started { record, agent_id: String::new(), done });
+                }
+            },
+            _ = &mut wait => {
+                return Err(RpcError::timeout("no agent accepted the run"));
+            }
+        }
+    }
+}
+
+/// Record the run and spawn its call: the receivers see the relay's
+/// progress (its acceptance marker first) and the call's outcome.
+pub async fn begin(
+    app: &App,
+    d: Dispatch,
+) -> Result<(RunRecord, mpsc::Receiver<Value>, Done), RpcError> {
+    let record = RunRecord {
+        run_id: d
+            .run_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+        session_id: d.session_id.clone(),
+        agent_id: String::new(),
+        instance_id: String::new(),
+        generation: 0,
+        caller: d.caller,
+        task: d.task,
+        status: RunStatus::Running,
+        result: None,
+        error: None,
+        started_at: now_ms(),
+        finished_at: None,
+    };
+    app.run_store()
+        .start_run(&record, MAX_RUNS_PER_CALLER)
+        .await
+        .map_err(|e| e.into_rpc(&d.session_id))?;
+    let ticket = RunTicket {
+        session_id: record.session_id.clone(),
+        run_id: record.run_id.clone(),
+    };
+    let (progress, updates) = mpsc::channel(64);
+    let (done_tx, done) = oneshot::channel();
+    let app = app.clone();
+    let (method, timeout, policy, agents) = (d.method, d.timeout, d.policy, d.agents);
+    let mut params = d.params;
+    params["runId"] = json!(record.run_id);
+    tokio::spawn(async move {
+        let outcome = call_found(&app, agents, policy, |_| {
+            CallSpec::new(method, params.clone(), timeout)
+                .with_progress(Some(progress.clone()))
+                .for_run(ticket.clone())
+        })
+        .await;
+        drop(progress);
+        let served = outcome.as_ref().ok().map(|(a, _)| Served {
+            agent_id: a.agent_id.clone(),
+            instance_id: a.instance_id.clone(),
+            generation: a.generation,
+        });
+        let outcome = outcome.map(|(_, v)| v);
+        // The serving instance normally finished the record already; this
+        // covers it dying or never being reached.
+        finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
+        let _ = done_tx.send(outcome);
+    });
+    Ok((record, updates, done))
+}
+
+/// The agent id in the relay's acceptance marker, if `update` is one.
+fn accepted_by(update: &Value) -> Option<String> {
+    update
+        .get(crate::relay::ACCEPTED)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
 
 /// Cancel a running run for `by`: mark it cancelled (unless it ended
 /// first: `None`), tell whichever instance serves it to forward the cancel
