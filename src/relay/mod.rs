@@ -35,7 +35,9 @@ use crate::hub::Hub;
 use crate::protocol::{RpcError, error, frame};
 
 mod call_error;
+mod liveness;
 pub use call_error::{CallError, INSTANCE_LOST};
+use liveness::Liveness;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -45,9 +47,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Extra time the caller waits beyond the call's own timeout.
 const GRACE: Duration = Duration::from_secs(2);
-/// How often a waiting call looks whether the node's instance still lives
-/// (a local read: the heartbeat refreshes the list).
-const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Progress updates buffered per call before they are dropped.
 const PROGRESS_BUFFER: usize = 1024;
 
@@ -159,18 +158,8 @@ struct Inner {
     waiting: Mutex<HashMap<String, Waiter>>,
     serving: Mutex<HashMap<String, Serving>>,
     hooks: std::sync::OnceLock<Arc<dyn RunHooks>>,
-    /// Instances seen alive, and since when the missing ones are missing.
-    live: std::sync::RwLock<Live>,
-    /// How long an instance must be missing to be taken for dead.
-    grace: Duration,
-}
-
-#[derive(Default)]
-struct Live {
-    seen: std::collections::HashSet<String>,
-    missing: HashMap<String, std::time::Instant>,
-    /// The generation each live instance runs as.
-    generations: HashMap<String, u64>,
+    /// Which instances are alive.
+    liveness: Liveness,
 }
 
 /// The call relay of this instance; cheap to clone.
@@ -195,78 +184,24 @@ impl Relay {
             waiting: Mutex::new(HashMap::new()),
             serving: Mutex::new(HashMap::new()),
             hooks: std::sync::OnceLock::new(),
-            live: std::sync::RwLock::new(Live::default()),
-            grace,
+            liveness: Liveness::new(grace),
         }))
     }
 
     /// The live instances, as the last heartbeat saw them, and those whose
-    /// record went stale: dead at once, where one merely missing (Redis
-    /// restarted empty hides everyone until their next heartbeat) is dead
-    /// only after the grace.
+    /// record went stale (see [`Liveness::set_live`]).
     pub fn set_live(
         &self,
         instances: impl IntoIterator<Item = String>,
         stale: impl IntoIterator<Item = String>,
     ) {
-        let now = std::time::Instant::now();
-        let ids: std::collections::HashSet<String> = instances.into_iter().collect();
-        let forget = self.0.grace * 10;
-        let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
-        let Live { seen, missing, .. } = &mut *live;
-        for id in stale.into_iter().filter(|id| !ids.contains(id)) {
-            let dead_since = now.checked_sub(self.0.grace).unwrap_or(now);
-            let since = missing.entry(id).or_insert(dead_since);
-            *since = (*since).min(dead_since);
-        }
-        for id in seen.iter().filter(|id| !ids.contains(*id)) {
-            missing.entry(id.clone()).or_insert(now);
-        }
-        // Back ones are not missing; long-gone ones are forgotten (bounded).
-        missing.retain(|id, since| !ids.contains(id) && since.elapsed() < forget);
-        *seen = ids;
+        self.0.liveness.set_live(instances, stale);
     }
 
-    /// The generation each live instance runs as: a call waiting on a node
-    /// of an earlier generation of an instance id (the instance was killed
-    /// and restarted under the same id) ends at once.
+    /// The generation each live instance runs as (see
+    /// [`Liveness::set_generations`]).
     pub fn set_generations(&self, generations: impl IntoIterator<Item = (String, u64)>) {
-        let mut live = self.0.live.write().unwrap_or_else(|p| p.into_inner());
-        live.generations = generations.into_iter().collect();
-    }
-
-    /// Whether `target`'s instance now runs as a later generation.
-    fn restarted(&self, target: &Target) -> bool {
-        let live = self.0.live.read().unwrap_or_else(|p| p.into_inner());
-        target.generation != 0
-            && live
-                .generations
-                .get(&target.instance_id)
-                .is_some_and(|g| *g != target.generation)
-    }
-
-    /// False once `instance_id` has been missing from the live instances
-    /// for `node_ttl` (a Redis restarted empty hides everyone until their
-    /// next heartbeat: that is not a death). Unknown instances count as
-    /// live.
-    fn is_live(&self, instance_id: &str) -> bool {
-        let live = self.0.live.read().unwrap_or_else(|p| p.into_inner());
-        live.missing
-            .get(instance_id)
-            .is_none_or(|since| since.elapsed() < self.0.grace)
-    }
-
-    /// Resolves once `target`'s instance is no longer among the live
-    /// instances (its heartbeat stopped for `node_ttl`) or runs as a later
-    /// generation: a call waiting on a node there ends then, not at its
-    /// timeout.
-    async fn gone(&self, target: &Target) {
-        loop {
-            tokio::time::sleep(LIVENESS_CHECK).await;
-            if !self.is_live(&target.instance_id) || self.restarted(target) {
-                return;
-            }
-        }
+        self.0.liveness.set_generations(generations);
     }
 
     /// Install the agent-run hooks (once, at start-up).
@@ -333,7 +268,7 @@ impl Relay {
                     spec.timeout.as_millis()
                 ))),
             },
-            () = self.gone(target) => Err(CallError::InstanceLost {
+            () = self.0.liveness.gone(target) => Err(CallError::InstanceLost {
                 instance_id: target.instance_id.clone(),
                 conn_id: target.conn_id.clone(),
             }),
@@ -627,62 +562,6 @@ impl Inbox for Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
-
-    fn relay(grace: Duration) -> Relay {
-        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let hub = Hub::new(backend.clone());
-        let agents = LocalAgents::new(backend.clone());
-        Relay::new("me".into(), backend, hub, agents, grace)
-    }
-
-    #[test]
-    fn an_instance_is_dead_after_missing_for_the_grace() {
-        let relay = relay(Duration::from_millis(40));
-        assert!(
-            relay.is_live("never-seen"),
-            "unknown instances count as live"
-        );
-        let none = Vec::<String>::new;
-        relay.set_live(["me".to_owned(), "b".to_owned()], none());
-        relay.set_live(["me".to_owned()], none());
-        assert!(relay.is_live("b"), "missing, but not for long yet");
-        std::thread::sleep(Duration::from_millis(60));
-        relay.set_live(["me".to_owned()], none());
-        assert!(!relay.is_live("b"), "missing for longer than the grace");
-        relay.set_live(["me".to_owned(), "b".to_owned()], none());
-        assert!(relay.is_live("b"), "back");
-    }
-
-    #[test]
-    fn an_instance_with_a_stale_record_is_dead_at_once() {
-        let relay = relay(Duration::from_secs(60));
-        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
-        relay.set_live(["me".to_owned()], ["b".to_owned()]);
-        assert!(!relay.is_live("b"), "its record went stale: dead");
-        relay.set_live(["me".to_owned()], Vec::new());
-        assert!(!relay.is_live("b"), "still dead once reaped");
-        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
-        assert!(relay.is_live("b"), "back");
-    }
-
-    #[test]
-    fn a_node_of_an_earlier_run_of_an_instance_is_gone() {
-        let relay = relay(Duration::from_secs(60));
-        let target = |generation| Target {
-            conn_id: "c".into(),
-            instance_id: "b".into(),
-            generation,
-            agent_id: None,
-        };
-        relay.set_generations([("b".to_owned(), 7)]);
-        assert!(!relay.restarted(&target(7)));
-        assert!(!relay.restarted(&target(0)), "generation unknown");
-        relay.set_generations([("b".to_owned(), 9)]);
-        assert!(relay.restarted(&target(7)), "b restarted under its id");
-        relay.set_generations([]);
-        assert!(!relay.restarted(&target(7)), "not seen: the grace decides");
-    }
 
     fn reply(error: RpcError, busy: bool) -> RelayMsg {
         RelayMsg::Reply {
