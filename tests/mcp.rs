@@ -60,6 +60,24 @@ fn meta() -> Value {
     })
 }
 
+/// `initialize` in the 2025-11-25 revision: the session id and the reply.
+async fn initialize(server: &TestServer) -> (String, Value) {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, head, body) = post(server, WRITER, &[], &init).await;
+    assert_eq!(status, 200, "{body}");
+    let sid = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(str::to_owned)
+        })
+        .expect("an Mcp-Session-Id");
+    (sid, parsed(&body))
+}
+
 /// A node on `server` offering `echo` and `slow`.
 async fn tool_node(server: &TestServer) -> Ws {
     let (mut node, _) = caps_node(server, &[]).await;
@@ -102,25 +120,12 @@ async fn credentials_and_scopes_are_checked() {
 async fn the_handshake_revision_keeps_its_session_in_the_backend() {
     let server = TestServer::default().await;
     let _node = tool_node(&server).await;
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"}}});
-    let (status, head, body) = post(&server, WRITER, &[], &init).await;
-    assert_eq!(status, 200, "{body}");
-    let reply = parsed(&body);
+    let (sid, reply) = initialize(&server).await;
     assert_eq!(reply["result"]["protocolVersion"], "2025-11-25", "{reply}");
     assert_eq!(
         reply["result"]["serverInfo"]["name"], "switchyard",
         "{reply}"
     );
-    let sid = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id: ")
-                .map(str::to_owned)
-        })
-        .expect("an Mcp-Session-Id");
     let session = [
         ("mcp-session-id", sid.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
@@ -420,22 +425,11 @@ async fn listen_until(
 async fn a_session_stream_announces_that_the_tools_changed() {
     let server = TestServer::default().await;
     let mut node = tool_node(&server).await;
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"}}});
-    let (_, head, body) = post(&server, WRITER, &[], &init).await;
+    let (sid, reply) = initialize(&server).await;
     assert_eq!(
-        parsed(&body)["result"]["capabilities"]["tools"]["listChanged"],
-        true
+        reply["result"]["capabilities"]["tools"]["listChanged"], true,
+        "{reply}"
     );
-    let sid = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id: ")
-                .map(str::to_owned)
-        })
-        .expect("an Mcp-Session-Id");
     let changed = "notifications/tools/list_changed";
     let quiet = std::time::Duration::from_millis(2500);
     let listening = listen_until(&server, &sid, changed, std::time::Duration::from_secs(10));

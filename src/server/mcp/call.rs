@@ -26,8 +26,7 @@ use crate::protocol::RpcError;
 use crate::relay::CallSpec;
 use crate::services::agents::{call_found, online};
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -110,15 +109,7 @@ pub async fn answer(call: ToolCall<'_>) -> Response {
         let frame = s.next().await?;
         Some((Ok::<_, Infallible>(Bytes::from(frame)), s))
     });
-    let mut response = Body::from_stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    wire::sse_response(Body::from_stream(body))
 }
 
 /// The SSE answer of one call: progress, pings, then the response.

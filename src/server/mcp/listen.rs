@@ -10,11 +10,10 @@
 //! [`EVERY`] per instance.
 
 use super::catalog;
-use super::wire::sse_event;
+use super::wire::{self, sse_event};
 use crate::app::App;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -79,13 +78,5 @@ pub fn stream(app: &App) -> Response {
             (changes, ping, changed),
         ))
     });
-    let mut response = Body::from_stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    wire::sse_response(Body::from_stream(body))
 }

@@ -165,7 +165,7 @@ fn check_modern(headers: &HeaderMap, request: &Request) -> Result<(), McpError> 
 async fn handshake(ctx: &Ctx<'_>, request: Request) -> Response {
     let id = request.id.clone().unwrap_or(Value::Null);
     let session = match header(ctx.headers, SESSION_HEADER) {
-        Some(sid) => match session_of(ctx, sid).await {
+        Some(sid) => match session_of(ctx.app, ctx.identity, sid).await {
             Ok(Some(_)) => Some(sid.to_owned()),
             Ok(None) => return session_not_found(&id),
             Err(e) => return McpError::rpc(ctx.era, &e).into_response(&id),
@@ -184,14 +184,17 @@ async fn handshake(ctx: &Ctx<'_>, request: Request) -> Response {
     dispatch(ctx, &id, &request, session.as_deref()).await
 }
 
-/// The session `sid`, if it is open and belongs to this identity.
-async fn session_of(ctx: &Ctx<'_>, sid: &str) -> Result<Option<McpSession>, RpcError> {
-    let session = ctx
-        .app
+/// The session `sid`, if it is open and belongs to `identity`.
+async fn session_of(
+    app: &App,
+    identity: &Identity,
+    sid: &str,
+) -> Result<Option<McpSession>, RpcError> {
+    let session = app
         .mcp_session_store()
         .touch_mcp_session(sid, SESSION_IDLE_MS)
         .await?;
-    Ok(session.filter(|s| s.sub == ctx.identity.sub))
+    Ok(session.filter(|s| s.sub == identity.sub))
 }
 
 fn session_not_found(id: &Value) -> Response {
@@ -372,13 +375,7 @@ async fn get_mcp(State(app): State<App>, ConnectInfo(peer): Peer, headers: Heade
     if !header(&headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     }
-    let ctx = Ctx {
-        app: &app,
-        identity: &identity,
-        headers: &headers,
-        era: Era::Handshake,
-    };
-    match session_of(&ctx, sid).await {
+    match session_of(&app, &identity, sid).await {
         Ok(Some(_)) => listen::stream(&app),
         Ok(None) => session_not_found(&Value::Null),
         Err(e) => HttpError::from(e).into_response(),
@@ -406,13 +403,7 @@ async fn delete_mcp(
     let Some(sid) = header(&headers, SESSION_HEADER) else {
         return not_allowed();
     };
-    let ctx = Ctx {
-        app: &app,
-        identity: &identity,
-        headers: &headers,
-        era: Era::Handshake,
-    };
-    match session_of(&ctx, sid).await {
+    match session_of(&app, &identity, sid).await {
         Ok(Some(_)) => match app.mcp_session_store().close_mcp_session(sid).await {
             Ok(_) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => HttpError::from(e).into_response(),

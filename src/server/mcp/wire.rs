@@ -103,6 +103,20 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     response
 }
 
+/// A `text/event-stream` response of `body`, never cached or buffered
+/// by a proxy.
+pub fn sse_response(body: axum::body::Body) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
 /// One SSE event carrying a JSON-RPC message (no `id:` line: a client
 /// would try to resume the stream with it).
 pub fn sse_event(message: &Value) -> String {
