@@ -143,7 +143,13 @@ async def test_history_channel_offsets_and_recover(standalone: Gateway, uid: str
             assert (await client.publish(channel, n))["offset"] == n
         # Replay what came after offset 1, then live ones, no duplicate.
         sub = await client.subscribe(channel, recover=1)
-        assert sub.recovered == {"replayed": 2, "latest": 3, "complete": True}
+        assert sub.recovered is not None
+        assert {k: sub.recovered[k] for k in ("replayed", "latest", "complete")} == {
+            "replayed": 2,
+            "latest": 3,
+            "complete": True,
+        }
+        assert isinstance(sub.recovered["epoch"], str)
         await client.publish(channel, 4)
         got = [await sub.next(W) for _ in range(3)]
         assert [(m.offset, m.data) for m in got] == [(2, 2), (3, 3), (4, 4)]
