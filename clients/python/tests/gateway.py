@@ -128,14 +128,24 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 class Redis:
+    """A redis-server without persistence: ``kill9()`` then ``start()``
+    brings it back on the same port, empty."""
+
     def __init__(self, workdir: Path) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed")
+        self.exe = exe
+        self.workdir = workdir
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        self.proc = subprocess.Popen(
             [
-                exe,
+                self.exe,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -145,7 +155,7 @@ class Redis:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(workdir),
+                str(self.workdir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -170,6 +180,11 @@ class Redis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        """SIGKILL: everything it held is gone."""
+        _stop(self.proc)
+        self.proc = None
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -236,12 +251,16 @@ class Gateway:
             raise RuntimeError(f"{e}\n--- stderr ---\n{self.stderr_text()}") from None
 
     def healthy(self) -> bool:
+        return self.status("/health") == 200
+
+    def status(self, path: str) -> int | None:
+        """The status of ``GET path`` (None when nothing answers)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
         try:
-            conn.request("GET", "/health")
-            return conn.getresponse().status == 200
+            conn.request("GET", path)
+            return conn.getresponse().status
         except OSError:
-            return False
+            return None
         finally:
             conn.close()
 

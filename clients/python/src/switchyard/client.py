@@ -19,6 +19,15 @@ the other sessions again and reads what they missed from
 ``session.history``, and subscribes again to every channel, with
 ``recover`` where the channel numbers its publications. Offsets already
 seen are dropped, so consumers see every event once, in order.
+
+Offsets belong to the epoch of the gateway's backend, which every log read
+names. When Redis restarts empty the logs start over at 1 under a new
+epoch. The client keeps the epoch it last saw and sends it with every
+``recover``, resume and history read after a reconnect; a live push whose
+offset was already passed, yet which was never delivered, makes it ask for
+the current epoch, holding pushes back meanwhile. Once the epoch changed,
+every channel and session starts over from offset 0 and is read again
+from the new log's start, skipping what was already delivered.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import __version__
+from ._offsets import Offsets, Verdict
 from ._transport import ConnectionClosed, Socket, check_url, close_code, open_socket
 from .errors import (
     CallTimeoutError,
@@ -46,6 +56,7 @@ from .errors import (
     Forbidden,
     FrameTooLargeError,
     InternalError,
+    QueueOverflowError,
     RateLimited,
     RpcError,
     SwitchyardError,
@@ -62,6 +73,14 @@ RestoreHook = Callable[[], Awaitable[None]]
 
 # Close codes after which reconnecting would be wrong: kicked or revoked.
 _TERMINAL_CLOSE_CODES = frozenset({4003})
+# A live push behind the newest offset makes the client ask for the epoch;
+# after an answer that it did not change, such pushes are dropped for this
+# long without asking again.
+_EPOCH_QUIET = 1.0
+# Pages read to catch a channel up after its log started over (of 1000
+# entries: more than a channel keeps).
+_LOG_PAGES = 101
+_HISTORY_PAGE = 1000
 # Session events kept for sessions this client has no object for yet (an
 # `agent.run` whose agent streams before the reply arrives).
 _ORPHAN_SESSIONS = 64
@@ -88,10 +107,14 @@ class ServerRequest:
 @dataclass
 class _Channel:
     name: str
-    offset: int | None = None
-    """Newest offset seen (channels with history)."""
     history: bool = False
     subs: list[Subscription] = field(default_factory=list)
+    offsets: Offsets[tuple[ChannelMessage, dict[str, Any] | None]] = field(default_factory=Offsets)
+
+    @property
+    def offset(self) -> int | None:
+        """Newest offset seen (channels with history)."""
+        return self.offsets.offset
 
 
 class Client:
@@ -171,12 +194,20 @@ class Client:
         self._disconnect_hooks: list[Callable[[], None]] = []
         self._request_handler: Callable[[ServerRequest], Awaitable[None]] | None = None
 
+        self._epoch: str | None = None
+        self._hold_depth = 0
+        self._quiet_until = 0.0
+        self._learning = False
+        self._learn_gen = 0
+
         self.info: ConnectionInfo | None = None
         """The current connection, once connected."""
         self.welcome: dict[str, Any] = {}
         """The ``welcome`` params of the current connection."""
         self.reconnects = 0
         """How many times the connection was re-established."""
+        self.epoch_changes = 0
+        """How many times the backend's logs were seen to start over."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self._ready.is_set() else "connecting")
@@ -216,6 +247,12 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def epoch(self) -> str | None:
+        """The backend's epoch the offsets this client tracks belong to, as
+        a reply last named it (None until one did)."""
+        return self._epoch
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Return once connected (again); :class:`CallTimeoutError` after
@@ -288,17 +325,20 @@ class Client:
         channel: str,
         *,
         recover: int | Literal["latest"] | None = None,
+        epoch: str | None = None,
         queue_size: int | None = None,
     ) -> Subscription:
         """Subscribe to ``channel``; iterate the returned
         :class:`Subscription` for its :class:`ChannelMessage`\\ s.
 
         On a channel that keeps history, ``recover=N`` first replays what
-        was published after offset N; ``recover="latest"`` starts at the
-        newest offset, so that even a reconnect before the first message
-        loses nothing. Without it, offsets are learnt from the messages.
-        After a reconnect the subscription recovers from the newest offset
-        seen; messages are never repeated.
+        was published after offset N (``epoch``: the epoch N belongs to;
+        if the log started over since, the replay starts from its new
+        start); ``recover="latest"`` starts at the newest offset, so that
+        even a reconnect before the first message loses nothing. Without
+        it, offsets are learnt from the messages. After a reconnect the
+        subscription recovers from the newest offset seen; messages are
+        never repeated.
         """
         sub = Subscription(self, channel, queue_size or self.queue_size)
         state = self._channels.get(channel)
@@ -308,33 +348,57 @@ class Client:
         state = _Channel(channel)
         state.subs.append(sub)
         self._channels[channel] = state
+        # What a recover replays comes before the reply, which says where
+        # it started from: hold it back until then.
+        state.offsets.holds += 1
         try:
             if recover == "latest":
                 page = await self.call("history", {"channel": channel, "limit": 1})
+                self._observe_epoch(page.get("epoch"))
                 recover = int(page["latest"])
+                epoch = page.get("epoch") if isinstance(page.get("epoch"), str) else None
             params: dict[str, Any] = {"channels": [channel]}
             if recover is not None:
                 params["recover"] = {channel: int(recover)}
+                if epoch is not None:
+                    params["recoverEpoch"] = epoch
                 state.history = True
-                state.offset = int(recover)
+                state.offsets.offset = int(recover)
             reply = await self.call("subscribe", params)
+            done = (reply.get("recovered") or {}).get(channel)
+            if isinstance(done, dict):
+                self._observe_epoch(done.get("epoch"), skip=state)
+                if done.get("epochChanged"):
+                    state.offsets.start_over()
+            sub.recovered = done
         except BaseException:
             if self._channels.get(channel) is state:
                 del self._channels[channel]
             raise
-        sub.recovered = (reply.get("recovered") or {}).get(channel)
+        finally:
+            state.offsets.holds -= 1
+            self._flush_channel(state)
         return sub
 
     async def publish(self, channel: str, data: Any = None, *, event: str = "message") -> dict[str, Any]:
         """Publish on ``channel``: ``{delivered, offset?}``."""
         return await self.call("publish", {"channel": channel, "event": event, "data": data})  # type: ignore[no-any-return]
 
-    async def history(self, channel: str, *, since: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """A channel's logged publications after ``since``."""
+    async def history(
+        self, channel: str, *, since: int = 0, limit: int | None = None, epoch: str | None = None
+    ) -> dict[str, Any]:
+        """A channel's logged publications after ``since``: ``{events,
+        latest, complete, more, epoch}``. ``epoch``: the epoch ``since``
+        belongs to; when the log started over since, it is read from its
+        new start (``epochChanged: true``)."""
         params: dict[str, Any] = {"channel": channel, "since": since}
         if limit is not None:
             params["limit"] = limit
-        return await self.call("history", params)  # type: ignore[no-any-return]
+        if epoch is not None:
+            params["epoch"] = epoch
+        reply: dict[str, Any] = await self.call("history", params)
+        self._observe_epoch(reply.get("epoch"))
+        return reply
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         state = self._channels.get(sub.channel)
@@ -388,20 +452,29 @@ class Client:
             raise
         return session
 
-    async def resume_session(self, session_id: str, resume_token: str, *, offset: int = 0) -> Session:
+    async def resume_session(
+        self, session_id: str, resume_token: str, *, offset: int = 0, epoch: str | None = None
+    ) -> Session:
         """Take back a session this identity owns (created by another
         connection, e.g. before a restart): the events after ``offset``
-        come first, then live ones."""
+        come first, then live ones. ``epoch``: the epoch ``offset`` belongs
+        to; if the log started over since, the events come from its new
+        start and :attr:`Session.epoch_changed` says so."""
         session = Session(self, session_id, owner=True, resume_token=resume_token, offset=offset)
         self._adopt(session)
+        params: dict[str, Any] = {"sessionId": session_id, "resumeToken": resume_token, "offset": offset}
+        if epoch is not None:
+            params["epoch"] = epoch
+        session._hold()
         try:
-            reply = await self.call(
-                "session.resume", {"sessionId": session_id, "resumeToken": resume_token, "offset": offset}
-            )
-        except BaseException:
-            self._drop_session(session)
-            raise
-        session._resumed(reply)
+            try:
+                reply = await self.call("session.resume", params)
+            except BaseException:
+                self._drop_session(session)
+                raise
+            session._resumed(reply)
+        finally:
+            session._release()
         return session
 
     def session(self, session_id: str) -> Session | None:
@@ -593,6 +666,15 @@ class Client:
             _restoring.reset(token)
 
     async def _handshake(self) -> None:
+        # Everything replayed while restoring is held back until the replies
+        # have said which epoch it belongs to.
+        self._hold_depth += 1
+        try:
+            await self._restore()
+        finally:
+            self._unhold()
+
+    async def _restore(self) -> None:
         params: dict[str, Any] = {"client": self._client_info}
         if self._auth:
             params["auth"] = dict(self._auth)
@@ -638,12 +720,17 @@ class Client:
         recover = {s.name: s.offset for s in states if s.history and s.offset is not None}
         if recover:
             params["recover"] = recover
+            if self._epoch is not None:
+                params["recoverEpoch"] = self._epoch
         reply = await self.call("subscribe", params)
         for name, done in (reply.get("recovered") or {}).items():
             state = self._channels.get(name)
-            if state is None:
+            if state is None or not isinstance(done, dict):
                 continue
-            if not done.get("complete", True):
+            self._observe_epoch(done.get("epoch"))
+            if done.get("epochChanged"):
+                state.offsets.start_over()
+            elif not done.get("complete", True):
                 log.warning("switchyard: publications on %s were lost while disconnected", name)
             for sub in state.subs:
                 sub.recovered = done
@@ -898,6 +985,10 @@ class Client:
             after = p.get("reconnectAfterMs")
             if isinstance(after, (int, float)):
                 self._reconnect_hint = after / 1000.0
+        self._emit(method, params)
+
+    def _emit(self, method: str, params: Any) -> None:
+        """Hand a push to the callbacks and streams that want it."""
         note = Notification(method, params)
         for callback in self._listeners.get(method, []) + self._listeners.get("*", []):
             self._run_callback(callback, note)
@@ -910,20 +1001,226 @@ class Client:
         state = self._channels.get(message.channel)
         if state is None:
             return True
-        if message.offset is not None:
-            state.history = True
-            if state.offset is not None and message.offset <= state.offset:
+        if message.offset is None:
+            for sub in state.subs:
+                sub._box.put(message)
+            return True
+        state.history = True
+        return self._deliver_message(state, message, p)
+
+    def _deliver_message(
+        self, state: _Channel, message: ChannelMessage, params: dict[str, Any] | None, *, replay: bool = False
+    ) -> bool:
+        """Deliver a numbered message unless delivered already; False when
+        it was not delivered now (a duplicate, or held back). ``replay``:
+        read from the log, delivered at once."""
+        assert message.offset is not None
+        offsets = state.offsets
+        verdict = offsets.judge(message.offset, message.timestamp)
+        if verdict is Verdict.SEEN:
+            return False
+        if replay:
+            if verdict is Verdict.BEHIND:
                 return False
-            state.offset = message.offset
+        else:
+            # An offset already passed yet never delivered: the log may have
+            # started over. Ask, holding pushes back meanwhile.
+            if verdict is Verdict.BEHIND and not (offsets.holds or self._check_epoch(channel=state.name)):
+                return False
+            if offsets.holds or self._holding:
+                if not offsets.hold(message.offset, message.timestamp, (message, params), self.queue_size):
+                    overflow = QueueOverflowError(f"subscription {state.name}: too many messages while catching up")
+                    for sub in state.subs:
+                        sub._box.close(overflow)
+                return False
+        offsets.take(message.offset, message.timestamp)
         for sub in state.subs:
             sub._box.put(message)
+        if self._epoch is None:
+            self._learn_epoch(channel=state.name)
         return True
+
+    def _flush_channel(self, state: _Channel) -> None:
+        """Deliver what was held back, once nothing holds it any more."""
+        if state.offsets.holds or self._holding:
+            return
+        for message, params in state.offsets.release():
+            if self._deliver_message(state, message, params, replay=True) and params is not None:
+                self._emit("notify", params)
+
+    # ------------------------------------------------------------------
+    # internals: epochs
+
+    @property
+    def _holding(self) -> bool:
+        return self._hold_depth > 0
+
+    def _unhold(self) -> None:
+        self._hold_depth = max(self._hold_depth - 1, 0)
+        if self._hold_depth:
+            return
+        for state in list(self._channels.values()):
+            self._flush_channel(state)
+        for session in list(self._sessions.values()):
+            session._flush()
+
+    def _observe_epoch(self, epoch: Any, skip: _Channel | Session | None = None) -> None:
+        """A reply named the backend's epoch. A new one means every log
+        started over: every offset goes back to 0 (but ``skip``'s, which
+        the reply itself placed in the new epoch), and, outside a restore
+        (which reads every log again anyway), every log is read again from
+        its new start."""
+        if not isinstance(epoch, str) or epoch == self._epoch:
+            return
+        if self._epoch is None:
+            self._epoch = epoch
+            return
+        channels, sessions = self._start_over(epoch, skip)
+        if _restoring.get() == (id(self), self._gen):
+            return
+        self._hold_depth += 1
+        self._spawn(self._catch_up_then_release(channels, sessions, epoch))
+
+    def _start_over(self, epoch: str, skip: _Channel | Session | None) -> tuple[list[_Channel], list[Session]]:
+        previous, self._epoch = self._epoch, epoch
+        self.epoch_changes += 1
+        log.warning(
+            "switchyard: the gateway's backend lost its state (epoch %s, was %s): channel and session logs "
+            "started over; reading them again from their new start",
+            epoch,
+            previous,
+        )
+        channels = [s for s in self._channels.values() if s is not skip and s.offsets.offset is not None]
+        for state in channels:
+            state.offsets.start_over()
+            info = {"replayed": 0, "latest": 0, "complete": False, "epoch": epoch, "epochChanged": True}
+            for sub in state.subs:
+                sub.recovered = info
+        sessions = [s for s in self._sessions.values() if s is not skip]
+        for session in sessions:
+            session._start_over()
+        return channels, sessions
+
+    async def _catch_up_then_release(self, channels: list[_Channel], sessions: list[Session], epoch: str) -> None:
+        try:
+            await self._catch_up(channels, sessions, epoch)
+        except (SwitchyardError, asyncio.TimeoutError) as e:
+            log.warning("switchyard: reading the logs again after the epoch changed failed: %s", e)
+        finally:
+            self._unhold()
+
+    async def _catch_up(self, channels: list[_Channel], sessions: list[Session], epoch: str) -> None:
+        """Deliver what the new epoch logged, from its start, minus what was
+        delivered already."""
+        for state in channels:
+            if self._channels.get(state.name) is not state:
+                continue
+            try:
+                replayed, latest = await self._read_channel_log(state, epoch)
+            except RpcError as e:
+                log.warning("switchyard: cannot read %s again after the epoch changed: %s", state.name, e)
+                continue
+            info = {"replayed": replayed, "latest": latest, "complete": False, "epoch": epoch, "epochChanged": True}
+            for sub in state.subs:
+                sub.recovered = info
+        for session in sessions:
+            if self._sessions.get(session.session_id) is not session:
+                continue
+            try:
+                await session._read_log(epoch)
+            except RpcError as e:
+                log.warning(
+                    "switchyard: cannot read session %s again after the epoch changed: %s", session.session_id, e
+                )
+
+    async def _read_channel_log(self, state: _Channel, epoch: str) -> tuple[int, int]:
+        replayed, latest, since = 0, 0, state.offsets.offset or 0
+        for _ in range(_LOG_PAGES):
+            page = await self.history(state.name, since=since, limit=_HISTORY_PAGE, epoch=epoch)
+            latest = int(page.get("latest") or 0)
+            events = page.get("events") or []
+            for event in events:
+                message = ChannelMessage.from_params(event)
+                if message.offset is not None and self._deliver_message(state, message, None, replay=True):
+                    replayed += 1
+            # Entries skipped as delivered already move the read on too.
+            last = events[-1].get("offset") if events else None
+            if not page.get("more") or not isinstance(last, int) or last <= since:
+                break
+            since = last
+        return replayed, latest
+
+    def _check_epoch(self, *, channel: str | None = None, session: Session | None = None) -> bool:
+        """A push arrived behind the newest offset without having been
+        delivered: ask for the current epoch, holding pushes back until the
+        answer. True when pushes are held (the push is judged again then)."""
+        if self._holding:
+            return True
+        if self._closed or self._ws is None or self._epoch is None:
+            return False
+        if asyncio.get_running_loop().time() < self._quiet_until:
+            return False
+        self._hold_depth += 1
+        self._spawn(self._run_epoch_check(channel, session))
+        return True
+
+    async def _run_epoch_check(self, channel: str | None, session: Session | None) -> None:
+        try:
+            current = await self._current_epoch(channel, session)
+            if current is None or current == self._epoch:
+                self._quiet_until = asyncio.get_running_loop().time() + _EPOCH_QUIET
+                return
+            channels, sessions = self._start_over(current, None)
+            await self._catch_up(channels, sessions, current)
+        except (SwitchyardError, asyncio.TimeoutError) as e:
+            log.debug("switchyard: checking the backend's epoch failed: %s", e)
+        finally:
+            self._unhold()
+
+    def _learn_epoch(self, *, channel: str | None = None, session: Session | None = None) -> None:
+        """Offsets are being tracked but no reply named their epoch yet:
+        ask once per connection."""
+        if self._learning or self._closed or self._learn_gen == self._gen:
+            return
+        self._learning = True
+        self._learn_gen = self._gen
+        self._spawn(self._learn(channel, session))
+
+    async def _learn(self, channel: str | None, session: Session | None) -> None:
+        try:
+            current = await self._current_epoch(channel, session)
+            if current is not None and self._epoch is None:
+                self._epoch = current
+        except (SwitchyardError, asyncio.TimeoutError) as e:
+            log.debug("switchyard: reading the backend's epoch failed: %s", e)
+        finally:
+            self._learning = False
+
+    async def _current_epoch(self, channel: str | None, session: Session | None) -> str | None:
+        """The backend's epoch now, from the cheapest read that names it: a
+        one-entry page of a channel's or a session's log."""
+        reads: list[tuple[str, dict[str, Any]]] = []
+        names = ([channel] if channel else []) + [s.name for s in self._channels.values() if s.history]
+        for name in dict.fromkeys(names):
+            reads.append(("history", {"channel": name, "limit": 1}))
+        ids = ([session.session_id] if session else []) + list(self._sessions)
+        for sid in dict.fromkeys(ids):
+            reads.append(("session.history", {"sessionId": sid, "limit": 1}))
+        for method, params in reads[:3]:
+            try:
+                reply = await self.call(method, params)
+            except RpcError:
+                continue
+            epoch = reply.get("epoch") if isinstance(reply, dict) else None
+            if isinstance(epoch, str):
+                return epoch
+        return None
 
     def _route_session(self, method: str, p: dict[str, Any]) -> bool:
         event = SessionEvent.from_params(method, p)
         session = self._sessions.get(event.session_id)
         if session is not None:
-            return session._deliver(event)
+            return session._deliver(event, p)
         held = self._orphans.setdefault(event.session_id, [])
         self._orphans.move_to_end(event.session_id)
         if len(held) < _ORPHAN_EVENTS:

@@ -4,7 +4,10 @@ A :class:`Session` is the client's view of a shared session: its events
 in ``offset`` order, each once. The owner keeps the ``resume_token`` and
 takes the session back after a reconnect (the gateway replays what was
 missed before its reply); a member joins again and reads what it missed
-from ``session.history``, live events held back meanwhile.
+from ``session.history``, live events held back meanwhile. When the
+gateway's backend lost its state (Redis restarted empty) the log starts
+over under a new epoch: the session is read again from the new start and
+says so (:attr:`Session.epoch_changed`).
 
 A :class:`Run` is an ``agent.run`` on a session: its ``agent.event``\\ s
 (:meth:`Run.events`) and its outcome (:meth:`Run.wait`).
@@ -17,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ._mailbox import Mailbox
+from ._offsets import Offsets, Verdict
 from .errors import ClientClosedError, QueueOverflowError, RpcError
 from .types import SessionEvent
 
@@ -48,17 +52,27 @@ class Session:
         self.is_owner = owner
         self.resume_token = resume_token
         """The owner's secret to take the session back; keep it private."""
-        self.offset = offset
-        """The newest offset received."""
         self.complete = True
-        """False once events were lost (trimmed from the log) while away."""
+        """False once events were lost (trimmed from the log, or lost with
+        the backend's state) while away."""
+        self.epoch_changed = False
+        """True once the backend lost its state (Redis restarted empty) and
+        the session's log started over under a new epoch."""
         self.record: dict[str, Any] | None = None
         self.meta: Any = None
         self.closed_reason: str | None = None
         self._client = client
         self._box: Mailbox[SessionEvent] = Mailbox(client.queue_size, f"session {session_id}")
-        self._recovering = False
-        self._held: dict[int, SessionEvent] = {}
+        self._offsets: Offsets[tuple[SessionEvent, dict[str, Any] | None]] = Offsets(offset)
+
+    @property
+    def offset(self) -> int:
+        """The newest offset received (in the backend's current epoch)."""
+        return self._offsets.offset or 0
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        self._offsets.offset = value
 
     def __repr__(self) -> str:
         role = "owner" if self.is_owner else "member"
@@ -86,12 +100,21 @@ class Session:
         reply = await self._client.call("session.send", {"sessionId": self.session_id, "event": event, "data": data})
         return int(reply["offset"])
 
-    async def history(self, *, since: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """The logged events after ``since``: ``{events, latest, complete, more}``."""
+    async def history(
+        self, *, since: int = 0, limit: int | None = None, epoch: str | None = None
+    ) -> dict[str, Any]:
+        """The logged events after ``since``: ``{events, latest, complete,
+        more, epoch}``. ``epoch``: the epoch ``since`` belongs to; when the
+        log started over since, it is read from its new start
+        (``epochChanged: true``)."""
         params: dict[str, Any] = {"sessionId": self.session_id, "since": since}
         if limit is not None:
             params["limit"] = limit
-        return await self._client.call("session.history", params)  # type: ignore[no-any-return]
+        if epoch is not None:
+            params["epoch"] = epoch
+        reply: dict[str, Any] = await self._client.call("session.history", params)
+        self._client._observe_epoch(reply.get("epoch"), skip=self)
+        return reply
 
     async def get(self) -> dict[str, Any]:
         """The session's record."""
@@ -125,56 +148,103 @@ class Session:
 
     # -- used by the client
 
-    def _deliver(self, event: SessionEvent) -> bool:
-        """Queue ``event`` unless already seen; False for a duplicate."""
-        if event.offset <= self.offset:
+    def _deliver(
+        self, event: SessionEvent, params: dict[str, Any] | None = None, *, replay: bool = False
+    ) -> bool:
+        """Queue ``event`` unless delivered already; False when it was not
+        delivered now (a duplicate, or held back). ``params``: the push it
+        came in, handed to the client's listeners once delivered.
+        ``replay``: read from the log, delivered at once."""
+        offsets = self._offsets
+        verdict = offsets.judge(event.offset, event.timestamp)
+        if verdict is Verdict.SEEN:
             return False
-        if self._recovering:
-            if event.offset not in self._held:
-                if len(self._held) >= self._client.queue_size:
+        if replay:
+            if verdict is Verdict.BEHIND:
+                return False
+        else:
+            # An offset already passed yet never delivered: the log may have
+            # started over. The client checks, holding pushes back meanwhile.
+            if verdict is Verdict.BEHIND and not (offsets.holds or self._client._check_epoch(session=self)):
+                return False
+            if offsets.holds or self._client._holding:
+                if not offsets.hold(event.offset, event.timestamp, (event, params), self._client.queue_size):
                     self._box.close(QueueOverflowError(f"session {self.session_id}: too many events while catching up"))
-                    return True
-                self._held[event.offset] = event
-            return True
-        self.offset = event.offset
+                return False
+        offsets.take(event.offset, event.timestamp)
         self._box.put(event)
+        if self._client._epoch is None:
+            self._client._learn_epoch(session=self)
         return True
 
+    def _hold(self) -> None:
+        self._offsets.holds += 1
+
+    def _release(self) -> None:
+        self._offsets.holds = max(self._offsets.holds - 1, 0)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Deliver what was held back, once nothing holds it any more."""
+        if self._offsets.holds or self._client._holding:
+            return
+        for event, params in self._offsets.release():
+            if self._deliver(event, replay=True) and params is not None:
+                self._client._emit(event.method, params)
+
     def _resume_params(self) -> dict[str, Any]:
-        return {"sessionId": self.session_id, "resumeToken": self.resume_token, "offset": self.offset}
+        params: dict[str, Any] = {"sessionId": self.session_id, "resumeToken": self.resume_token, "offset": self.offset}
+        if self._client._epoch is not None:
+            params["epoch"] = self._client._epoch
+        return params
 
     def _resumed(self, reply: dict[str, Any]) -> None:
+        """What ``session.resume`` (or ``connect {resume}``) answered; the
+        replayed events are held back until this has run."""
         if reply.get("resumed") is False:
             self._fail(RpcError.from_wire(reply.get("error")))
             return
+        self._client._observe_epoch(reply.get("epoch"), skip=self)
+        if reply.get("epochChanged"):
+            self._start_over()
         if reply.get("complete") is False:
             self.complete = False
         if isinstance(reply.get("session"), dict):
             self.record = reply["session"]
 
+    def _start_over(self) -> None:
+        """The log started over under a new epoch: its offsets begin again."""
+        self._offsets.start_over()
+        self.complete = False
+        self.epoch_changed = True
+
     async def _rejoin(self) -> None:
-        self._recovering = True
-        self._held = {}
+        self._hold()
         try:
             self.record = await self._client.call("session.join", {"sessionId": self.session_id})
-            while True:
-                page = await self.history(since=self.offset, limit=_HISTORY_PAGE)
-                if not page.get("complete", True):
-                    self.complete = False
-                events = [SessionEvent.from_params(str(e.get("method")), e) for e in page.get("events", [])]
-                for event in events:
-                    if event.offset > self.offset:
-                        self.offset = event.offset
-                        self._box.put(event)
-                if not page.get("more") or not events:
-                    break
+            await self._read_log(self._client._epoch)
         except RpcError as e:
             self._fail(e)
         finally:
-            self._recovering = False
-            held, self._held = self._held, {}
-            for _, event in sorted(held.items()):
-                self._deliver(event)
+            self._release()
+
+    async def _read_log(self, epoch: str | None) -> None:
+        """Deliver what the log holds after the newest offset delivered."""
+        since = self.offset
+        while True:
+            page = await self.history(since=since, limit=_HISTORY_PAGE, epoch=epoch)
+            if page.get("epochChanged"):
+                self._start_over()
+            if not page.get("complete", True):
+                self.complete = False
+            epoch = page.get("epoch") if isinstance(page.get("epoch"), str) else epoch
+            events = [SessionEvent.from_params(str(e.get("method")), e) for e in page.get("events", [])]
+            for event in events:
+                self._deliver(event, replay=True)
+            # Entries skipped as delivered already move the read on too.
+            if not page.get("more") or not events or events[-1].offset <= since:
+                break
+            since = events[-1].offset
 
     def _on_closed(self, reason: str) -> None:
         self.closed_reason = reason
@@ -240,7 +310,7 @@ class Run:
                 page = await self.session.history(since=self.session.offset, limit=_HISTORY_PAGE)
                 events = [SessionEvent.from_params(str(e.get("method")), e) for e in page.get("events", [])]
                 for event in events:
-                    self.session._deliver(event)
+                    self.session._deliver(event, replay=True)
                 if not page.get("more") or not events:
                     break
             while (event := box.get_nowait()) is not None:

@@ -24,7 +24,10 @@ class Subscription:
     def __init__(self, client: Client, channel: str, queue_size: int) -> None:
         self.channel = channel
         self.recovered: dict[str, Any] | None = None
-        """What the latest ``recover`` did: ``{replayed, latest, complete}``."""
+        """What the latest ``recover`` did: ``{replayed, latest, complete,
+        epoch}``, with ``epochChanged: true`` once the backend lost its
+        state and the channel's log started over (read again from its new
+        start)."""
         self._client = client
         self._box: Mailbox[ChannelMessage] = Mailbox(queue_size, f"subscription {channel}")
 
