@@ -171,7 +171,7 @@ export interface ReconnectingEvent {
 
 export interface ErrorEvent {
   error: unknown;
-  /** what failed: `subscribe`, `agent.register` (while restoring), `ping`, or a listener's event */
+  /** what failed: `subscribe`, `agent.register` (while restoring), `ping`, `epoch` (reading a log again after the backend's epoch changed), or a listener's event */
   context: string;
 }
 
@@ -191,6 +191,26 @@ export interface Recovered {
   replayed: number;
   latest: number;
   complete: boolean;
+  /** the backend's epoch the offsets belong to */
+  epoch: string;
+  /** the offset recovered from belonged to an earlier epoch: the log started over and was replayed from its new start */
+  epochChanged?: boolean;
+}
+
+/**
+ * The backend lost its state (Redis restarted empty): the log started over
+ * under a new epoch, offsets begin again, and it is read again from its new
+ * start (entries already delivered are not delivered twice).
+ */
+export interface Reset {
+  /** on a subscription */
+  channel?: string;
+  /** on a session */
+  sessionId?: string;
+  epoch: string;
+  previousEpoch: string | undefined;
+  epochChanged: true;
+  complete: false;
 }
 
 export interface SubscribeOptions {
@@ -201,6 +221,8 @@ export interface SubscribeOptions {
    * what was logged after that offset. `false`: no replay.
    */
   recover?: boolean | number;
+  /** The epoch a numeric `recover` belongs to: if the log started over since, the replay starts from its new start. */
+  epoch?: string;
   /** Deliver here instead of buffering for the iterator. */
   onMessage?: (message: ChannelMessage) => void;
   bufferSize?: number;
@@ -211,7 +233,9 @@ export declare class Subscription implements AsyncIterable<ChannelMessage> {
   readonly lastOffset: number | undefined;
   readonly active: boolean;
   on(event: 'message', listener: (message: ChannelMessage) => void): () => void;
-  on(event: 'recovered' | 'gap', listener: (info: Recovered) => void): () => void;
+  on(event: 'recovered', listener: (info: Recovered) => void): () => void;
+  on(event: 'reset', listener: (info: Reset) => void): () => void;
+  on(event: 'gap', listener: (info: Recovered | Reset) => void): () => void;
   on(event: 'error', listener: (error: unknown) => void): () => void;
   unsubscribe(): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterator<ChannelMessage>;
@@ -261,6 +285,10 @@ export interface ResumeReply {
   replayed: number;
   latest: number;
   complete: boolean;
+  /** the backend's epoch the offsets belong to */
+  epoch: string;
+  /** the offset resumed from belonged to an earlier epoch: replayed from the new log's start */
+  epochChanged?: boolean;
   session: SessionRecord;
 }
 
@@ -285,21 +313,24 @@ export declare class Session implements AsyncIterable<SessionEvent> {
   on(event: 'updated', listener: (params: { sessionId: string; meta: unknown; version: number; invited?: string[] }) => void): () => void;
   on(event: 'closed', listener: (params: { sessionId: string; reason: string }) => void): () => void;
   on(event: 'resumed', listener: (reply: ResumeReply) => void): () => void;
+  on(event: 'reset', listener: (info: Reset) => void): () => void;
   on(event: 'gap', listener: (info: unknown) => void): () => void;
   on(event: 'lost', listener: (info: { sessionId: string; error: unknown }) => void): () => void;
   send(event: string, data?: unknown): Promise<{ delivered: number; offset: number }>;
-  history(options?: { since?: number; limit?: number }): Promise<{
+  history(options?: { since?: number; limit?: number; epoch?: string }): Promise<{
     sessionId: string;
     events: SessionEvent[];
     latest: number;
     complete: boolean;
     more: boolean;
+    epoch: string;
+    epochChanged?: boolean;
   }>;
   get(): Promise<SessionRecord>;
   patch(meta: object, options?: { baseVersion?: number }): Promise<SessionRecord>;
   leave(): Promise<{ sessionId: string; left: boolean }>;
   close(): Promise<{ sessionId: string; closed: true }>;
-  resumeParams(): { sessionId: string; resumeToken: string | undefined; offset: number };
+  resumeParams(): { sessionId: string; resumeToken: string | undefined; offset: number; epoch?: string };
   [Symbol.asyncIterator](): AsyncIterator<SessionEvent>;
 }
 
@@ -414,6 +445,10 @@ export declare class Client {
   readonly welcome: Welcome | null;
   readonly hello: Hello | null;
   readonly sessions: Map<string, Session>;
+  /** The backend's epoch the offsets this client tracks belong to, as a reply last named it. */
+  readonly epoch: string | undefined;
+  /** How many times the backend's logs were seen to start over (Redis restarted empty). */
+  readonly epochChanges: number;
 
   on(event: 'open', listener: (event: OpenEvent) => void): () => void;
   on(event: 'close', listener: (event: CloseEvent) => void): () => void;
@@ -448,9 +483,9 @@ export declare class Client {
     params?: { sessionId?: string; meta?: object; maxMembers?: number; invite?: string[]; open?: boolean },
     options?: SessionOptions,
   ): Promise<Session>;
-  joinSession(sessionId: string, options?: SessionOptions & { since?: number }): Promise<Session>;
+  joinSession(sessionId: string, options?: SessionOptions & { since?: number; epoch?: string }): Promise<Session>;
   resumeSession(
-    params: { sessionId: string; resumeToken: string; offset?: number },
+    params: { sessionId: string; resumeToken: string; offset?: number; epoch?: string },
     options?: SessionOptions,
   ): Promise<Session>;
 

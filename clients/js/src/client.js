@@ -4,9 +4,19 @@
 // channels with history logged meanwhile) and sessions (resumed without
 // gap or duplicate).
 //
+// Offsets belong to the epoch of the gateway's backend, which every log
+// read names. When Redis restarts empty the logs start over at 1 under a
+// new epoch. The client keeps the epoch it last saw and sends it with every
+// `recover`, resume and history read after a reconnect, holding replayed
+// frames back until the reply says where they belong; on a connection that
+// stayed up, a push behind the newest offset that was never delivered makes
+// it ask for the current epoch, holding pushes back meanwhile. Once the
+// epoch changed, every channel and session starts over from offset 0 and
+// is read again from the new log's start, skipping what was delivered.
+//
 // Browser-safe: no platform module is imported.
 
-import { ClientClosedError, ConnectionError, ErrorCode, PayloadTooLargeError, TimeoutError } from './errors.js';
+import { ClientClosedError, ConnectionError, ErrorCode, PayloadTooLargeError, RpcError, TimeoutError } from './errors.js';
 import { Connection } from './connection.js';
 import { Dispatcher } from './request.js';
 import { Session } from './session.js';
@@ -29,6 +39,13 @@ export async function connect(url, options = {}) {
   return client;
 }
 
+/** Most entries asked per history page. */
+const HISTORY_PAGE = 1000;
+/** Pages read to catch a channel up after its log started over (more than a channel keeps). */
+const LOG_PAGES = 101;
+/** After a check found the epoch unchanged, pushes behind the newest offset are dropped this long without asking again. */
+const EPOCH_QUIET_MS = 1000;
+
 /** A connection to a Switchyard gateway with the protocol's features; see `connect`. */
 export class Client extends Connection {
   // What a reconnect restores
@@ -41,12 +58,34 @@ export class Client extends Connection {
   /** @type {Session[]} owned sessions being resumed by the current attempt */
   #owned = [];
 
+  // Epochs
+  /** @type {string | undefined} */
+  #epoch = undefined;
+  /** Reasons every push with an offset is held back (a restore, an epoch check). */
+  #holdDepth = 0;
+  #restoring = false;
+  #quietUntil = 0;
+  #learning = false;
+  /** @type {unknown} the socket the epoch was last asked for on */
+  #learnedOn = null;
+  /** How many times the backend's logs were seen to start over. */
+  epochChanges = 0;
+
   // Serving requests (agents)
   #dispatcher = new Dispatcher();
 
   /** Sessions this client tracks, by id. */
   get sessions() {
     return new Map(this.#sessions);
+  }
+
+  /**
+   * The backend's epoch the offsets this client tracks belong to, as a reply
+   * last named it (undefined until one did).
+   * @returns {string | undefined}
+   */
+  get epoch() {
+    return this.#epoch;
   }
 
   /**
@@ -87,10 +126,11 @@ export class Client extends Connection {
    * offset): by default a reconnect re-subscribes replaying what was
    * published after the newest offset received; `true` says the channel
    * keeps history, so recovery works even before a first message arrives;
-   * a number replays, now, what was logged after that offset; `false`
-   * re-subscribes without replay.
+   * a number replays, now, what was logged after that offset (`epoch`: the
+   * epoch that offset belongs to; if the log started over since, the replay
+   * starts from its new start); `false` re-subscribes without replay.
    * @param {string} channel
-   * @param {{recover?: boolean | number, onMessage?: (message: any) => void, bufferSize?: number}} [options]
+   * @param {{recover?: boolean | number, epoch?: string, onMessage?: (message: any) => void, bufferSize?: number}} [options]
    * @returns {Promise<Subscription>}
    */
   async subscribe(channel, options = {}) {
@@ -100,10 +140,13 @@ export class Client extends Connection {
       throw new TypeError('recover is a boolean or an offset (a non-negative integer)');
     }
     const fresh = !this.#channels.has(channel);
-    const state = this.#channels.get(channel) ?? new ChannelState(channel);
+    const state = this.#channels.get(channel) ?? this.#channelState(channel);
     if (fresh) {
       state.recover = recover !== false;
       this.#channels.set(channel, state);
+      // What a recover replays comes before the reply, which says where it
+      // started from: hold it back until then.
+      state.offsets.holds++;
     }
     const handle = new Subscription(
       state,
@@ -114,25 +157,36 @@ export class Client extends Connection {
     try {
       /** @type {number | undefined} */
       let after;
+      let epoch = options.epoch;
       if (fresh && typeof recover === 'number') after = recover;
       else if (fresh && recover === true) {
         // The newest offset now; subscribing with `recover` from it replays
         // whatever is published until the subscription is in place.
         const head = await this.call('history', { channel, limit: 1 });
+        this.#observeEpoch(head?.epoch);
         after = head.latest;
+        epoch = typeof head?.epoch === 'string' ? head.epoch : undefined;
       }
       /** @type {any} */
       const params = { channels: [channel] };
       if (after !== undefined) {
         state.lastOffset = after;
         params.recover = { [channel]: after };
+        if (epoch !== undefined) params.recoverEpoch = epoch;
       }
       const reply = await this.call('subscribe', params);
-      state.recovered(reply?.recovered?.[channel], after);
+      const recovered = reply?.recovered?.[channel];
+      this.#observeEpoch(recovered?.epoch, state);
+      state.recovered(recovered, after, epoch);
     } catch (error) {
       handle._end();
       if (state.handles.size === 0 && this.#channels.get(channel) === state) this.#channels.delete(channel);
       throw error;
+    } finally {
+      if (fresh) {
+        state.offsets.holds--;
+        state.flush();
+      }
     }
     return handle;
   }
@@ -179,17 +233,18 @@ export class Client extends Connection {
 
   /**
    * Join a session as a member (`session.join`). With `since`, the events
-   * logged after that offset are delivered first. After a reconnect it is
-   * joined again and filled from its history.
+   * logged after that offset are delivered first (`epoch`: the epoch `since`
+   * belongs to; if the log started over since, from its new start). After a
+   * reconnect it is joined again and filled from its history.
    * @param {string} sessionId
-   * @param {{since?: number, onEvent?: (event: any) => void, bufferSize?: number}} [options]
+   * @param {{since?: number, epoch?: string, onEvent?: (event: any) => void, bufferSize?: number}} [options]
    * @returns {Promise<Session>}
    */
   async joinSession(sessionId, options = {}) {
     const session = this.#session({ sessionId, owner: false, lastOffset: options.since ?? 0 }, options);
     try {
       if (options.since !== undefined) {
-        await session._join((method, params) => this.call(method, params), true);
+        await session._join((method, params) => this.call(method, params), true, options.epoch);
       } else {
         session.record = await this.call('session.join', { sessionId });
       }
@@ -202,8 +257,10 @@ export class Client extends Connection {
 
   /**
    * Take an owned session back with its resume token (`session.resume`),
-   * e.g. from a new process; events after `offset` arrive first.
-   * @param {{sessionId: string, resumeToken: string, offset?: number}} params
+   * e.g. from a new process; events after `offset` arrive first (`epoch`:
+   * the epoch `offset` belongs to; if the log started over since, the
+   * events come from its new start and the session emits `reset`).
+   * @param {{sessionId: string, resumeToken: string, offset?: number, epoch?: string}} params
    * @param {{onEvent?: (event: any) => void, bufferSize?: number}} [options]
    * @returns {Promise<Session>}
    */
@@ -212,12 +269,18 @@ export class Client extends Connection {
       { sessionId: params.sessionId, owner: true, resumeToken: params.resumeToken, lastOffset: params.offset ?? 0 },
       options,
     );
+    /** @type {any} */
+    const asked = { sessionId: params.sessionId, resumeToken: params.resumeToken, offset: params.offset ?? 0 };
+    if (params.epoch !== undefined) asked.epoch = params.epoch;
+    session._hold();
     try {
-      const reply = await this.call('session.resume', session.resumeParams());
-      session.record = reply.session;
+      const reply = await this.call('session.resume', asked);
+      session._resumed(reply, params.epoch);
     } catch (error) {
       session._end();
       throw error;
+    } finally {
+      session._release();
     }
     return session;
   }
@@ -236,6 +299,12 @@ export class Client extends Connection {
         forget: (s) => {
           if (this.#sessions.get(s.id) === s) this.#sessions.delete(s.id);
         },
+        epoch: () => this.#epoch,
+        observe: (epoch, s) => this.#observeEpoch(epoch, s),
+        holding: () => this.#holdDepth > 0,
+        check: (s) => this.#checkEpoch({ session: s }),
+        learn: (s) => this.#learnEpoch({ session: s }),
+        limit: this._options.bufferSize,
       },
       init,
       { bufferSize: this._options.bufferSize, ...options },
@@ -354,7 +423,8 @@ export class Client extends Connection {
       );
     if (owned.length > 0) owned[0]._resumed(hello.resume);
     for (const session of owned.slice(1)) {
-      settle(call('session.resume', session.resumeParams()), (r) => session._resumed(r), (e) => session._lose(e));
+      const previous = this.#epoch;
+      settle(call('session.resume', session.resumeParams()), (r) => session._resumed(r, previous), (e) => session._lose(e));
     }
     for (const session of this.#sessions.values()) {
       if (!session.owner && session.active) tasks.push(session._join(call));
@@ -366,10 +436,18 @@ export class Client extends Connection {
       /** @type {any} */
       const params = { channels: [state.channel] };
       const after = state.recover ? state.lastOffset : undefined;
-      if (after !== undefined) params.recover = { [state.channel]: after };
+      const previous = this.#epoch;
+      if (after !== undefined) {
+        params.recover = { [state.channel]: after };
+        if (previous !== undefined) params.recoverEpoch = previous;
+      }
       settle(
         call('subscribe', params),
-        (r) => state.recovered(r?.recovered?.[state.channel], after),
+        (r) => {
+          const recovered = r?.recovered?.[state.channel];
+          this.#observeEpoch(recovered?.epoch, state);
+          state.recovered(recovered, after, previous);
+        },
         (e) => {
           this.#channels.delete(state.channel);
           state.fail(e);
@@ -444,8 +522,188 @@ export class Client extends Connection {
    * @param {boolean} reconnected
    */
   _connectParams(reconnected) {
+    if (reconnected) {
+      // Everything replayed while restoring (from `connect {resume}` on) is
+      // held back until the replies have said which epoch it belongs to.
+      this.#restoring = true;
+      this.#holdDepth++;
+    }
     this.#owned = reconnected ? [...this.#sessions.values()].filter((s) => s.owner && s.resumeToken && s.active) : [];
     return this.#owned.length > 0 ? { resume: this.#owned[0].resumeParams() } : {};
+  }
+
+  /**
+   * @protected
+   * @param {boolean} reconnected
+   */
+  _restoreEnded(reconnected) {
+    if (!reconnected) return;
+    this.#restoring = false;
+    this.#unhold();
+  }
+
+  // ---------------------------------------------------------------- epochs
+
+  /** @param {string} channel */
+  #channelState(channel) {
+    return new ChannelState(channel, {
+      holding: () => this.#holdDepth > 0,
+      check: (state) => this.#checkEpoch({ channel: state.channel }),
+      learn: (state) => this.#learnEpoch({ channel: state.channel }),
+      emit: (params) => this._emitPush('notify', params),
+      limit: this._options.bufferSize,
+    });
+  }
+
+  #unhold() {
+    this.#holdDepth = Math.max(this.#holdDepth - 1, 0);
+    if (this.#holdDepth > 0) return;
+    for (const state of [...this.#channels.values()]) state.flush();
+    for (const session of [...this.#sessions.values()]) session._flush();
+  }
+
+  /**
+   * A reply named the backend's epoch. A new one means every log started
+   * over: every offset goes back to 0 (but `skip`'s, which the reply itself
+   * placed in the new epoch), and, outside a restore (which reads every log
+   * again anyway), every log is read again from its new start.
+   * @param {unknown} epoch
+   * @param {ChannelState | Session} [skip]
+   */
+  #observeEpoch(epoch, skip) {
+    if (typeof epoch !== 'string' || epoch === this.#epoch) return;
+    if (this.#epoch === undefined) {
+      this.#epoch = epoch;
+      return;
+    }
+    const { channels, sessions } = this.#startOver(epoch, skip);
+    if (this.#restoring) return;
+    this.#holdDepth++;
+    this.#catchUp(channels, sessions, epoch)
+      .catch((error) => this.#epochFailed(error))
+      .finally(() => this.#unhold());
+  }
+
+  /**
+   * Reading the epoch or a log failed. A dropped connection is no news (the
+   * reconnect reads every log again); anything else is reported.
+   * @param {unknown} error
+   */
+  #epochFailed(error) {
+    if (error instanceof ConnectionError || error instanceof ClientClosedError || error instanceof TimeoutError) return;
+    this._report(error, 'epoch');
+  }
+
+  /**
+   * @param {string} epoch
+   * @param {ChannelState | Session} [skip]
+   */
+  #startOver(epoch, skip) {
+    const previous = this.#epoch;
+    this.#epoch = epoch;
+    this.epochChanges++;
+    const channels = [...this.#channels.values()].filter((s) => s !== skip && s.lastOffset !== undefined);
+    for (const state of channels) state.startOver(epoch, previous);
+    const sessions = [...this.#sessions.values()].filter((s) => s !== skip);
+    for (const session of sessions) session._startOver(epoch, previous);
+    return { channels, sessions };
+  }
+
+  /**
+   * Deliver what the new epoch logged, from its start, minus what was
+   * delivered already (channels subscribed with `recover: false` are not
+   * read again).
+   * @param {ChannelState[]} channels
+   * @param {Session[]} sessions
+   * @param {string} epoch
+   */
+  async #catchUp(channels, sessions, epoch) {
+    for (const state of channels) {
+      if (this.#channels.get(state.channel) !== state || !state.recover) continue;
+      let since = state.lastOffset ?? 0;
+      for (let page = 0; page < LOG_PAGES; page++) {
+        const read = await this.call('history', { channel: state.channel, since, limit: HISTORY_PAGE, epoch });
+        const events = read?.events ?? [];
+        for (const event of events) state.accept(event, true);
+        // Entries skipped as delivered already move the read on too.
+        const last = events.length > 0 ? events[events.length - 1].offset : undefined;
+        if (read?.more !== true || !Number.isInteger(last) || last <= since) break;
+        since = last;
+      }
+    }
+    for (const session of sessions) {
+      if (this.#sessions.get(session.id) !== session || !session.active) continue;
+      await session._readLog((method, params) => this.call(method, params), epoch);
+    }
+  }
+
+  /**
+   * A push arrived behind the newest offset without having been delivered:
+   * ask for the current epoch, holding pushes back until the answer. True
+   * when pushes are held (the push is judged again then).
+   * @param {{channel?: string, session?: Session}} hint
+   */
+  #checkEpoch(hint) {
+    if (this.#holdDepth > 0) return true;
+    if (this.state !== 'open' || this.#epoch === undefined || Date.now() < this.#quietUntil) return false;
+    this.#holdDepth++;
+    this.#currentEpoch(hint)
+      .then(async (current) => {
+        if (current === undefined || current === this.#epoch) {
+          this.#quietUntil = Date.now() + EPOCH_QUIET_MS;
+          return;
+        }
+        const { channels, sessions } = this.#startOver(current);
+        await this.#catchUp(channels, sessions, current);
+      })
+      .catch((error) => this.#epochFailed(error))
+      .finally(() => this.#unhold());
+    return true;
+  }
+
+  /**
+   * Offsets are being tracked but no reply named their epoch yet: ask once
+   * per connection.
+   * @param {{channel?: string, session?: Session}} hint
+   */
+  #learnEpoch(hint) {
+    if (this.#epoch !== undefined || this.#learning || this.state !== 'open' || this.#learnedOn === this._socket) return;
+    this.#learning = true;
+    this.#learnedOn = this._socket;
+    this.#currentEpoch(hint)
+      .then((current) => {
+        if (current !== undefined && this.#epoch === undefined) this.#epoch = current;
+      })
+      .catch(() => {})
+      .finally(() => {
+        this.#learning = false;
+      });
+  }
+
+  /**
+   * The backend's epoch now, from the cheapest read that names it: a
+   * one-entry page of a channel's or a session's log.
+   * @param {{channel?: string, session?: Session}} hint
+   * @returns {Promise<string | undefined>}
+   */
+  async #currentEpoch(hint) {
+    /** @type {[string, any][]} */
+    const reads = [];
+    const channels = new Set(hint.channel ? [hint.channel] : []);
+    for (const state of this.#channels.values()) if (state.lastOffset !== undefined) channels.add(state.channel);
+    for (const channel of channels) reads.push(['history', { channel, limit: 1 }]);
+    const sessions = new Set(hint.session ? [hint.session.id] : []);
+    for (const id of this.#sessions.keys()) sessions.add(id);
+    for (const sessionId of sessions) reads.push(['session.history', { sessionId, limit: 1 }]);
+    for (const [method, params] of reads.slice(0, 3)) {
+      try {
+        const reply = await this.call(method, params);
+        if (typeof reply?.epoch === 'string') return reply.epoch;
+      } catch (error) {
+        if (!(error instanceof RpcError)) throw error;
+      }
+    }
+    return undefined;
   }
 
   /**

@@ -452,9 +452,13 @@ export class Connection {
       const auth = await this.#credentials();
       if (auth) params.auth = auth;
       Object.assign(params, this._connectParams(reconnected));
-      const hello = await this._rawCall('connect', params, this.#opts.connectTimeoutMs);
-      this.#hello = hello;
-      if (reconnected) await this._restore(hello);
+      try {
+        const hello = await this._rawCall('connect', params, this.#opts.connectTimeoutMs);
+        this.#hello = hello;
+        if (reconnected) await this._restore(hello);
+      } finally {
+        this._restoreEnded(reconnected);
+      }
     } catch (error) {
       this.#drop(ws);
       throw error;
@@ -639,6 +643,13 @@ export class Connection {
    * @returns {Promise<void>}
    */
   async _restore(_hello) {}
+
+  /**
+   * The handshake begun after `_connectParams` is over (restored, or failed).
+   * @protected
+   * @param {boolean} _reconnected
+   */
+  _restoreEnded(_reconnected) {}
 
   /**
    * A push arrived; returns whether to deliver it to listeners.

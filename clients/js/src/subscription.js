@@ -2,61 +2,134 @@
 // offset seen, for `recover` after a reconnect) and the handles given to
 // callers (`client.subscribe`).
 
+import { OverflowError } from './errors.js';
+import { Offsets } from './offsets.js';
 import { BoundedQueue, Emitter } from './queue.js';
+
+/**
+ * What a ChannelState needs from its client.
+ * @typedef {object} ChannelLink
+ * @property {() => boolean} holding whether the client holds every push back (restoring, checking the epoch)
+ * @property {(state: ChannelState) => boolean} check a push behind the newest offset arrived: ask for the epoch; true when pushes are held meanwhile
+ * @property {(state: ChannelState) => void} learn offsets are tracked: make sure the epoch they belong to is known
+ * @property {(params: any) => void} emit hand a push to client-level listeners
+ * @property {number} limit most pushes held back
+ */
 
 /**
  * Per-channel state shared by every handle on the channel.
  * @internal
  */
 export class ChannelState {
+  #link;
+
   /**
    * @param {string} channel
+   * @param {ChannelLink} link
    */
-  constructor(channel) {
+  constructor(channel, link) {
     this.channel = channel;
-    /** @type {number | undefined} newest offset delivered (channels with history) */
-    this.lastOffset = undefined;
+    this.#link = link;
+    /** @type {Offsets<any>} newest offset delivered (channels with history) and what was held back */
+    this.offsets = new Offsets();
     /** Re-subscribe with `recover` after a reconnect. */
     this.recover = true;
     /** @type {Set<Subscription>} */
     this.handles = new Set();
+    /** @type {string | undefined} the epoch the latest `reset` was reported for */
+    this.resetFor = undefined;
+  }
+
+  /** @type {number | undefined} newest offset delivered (channels with history) */
+  get lastOffset() {
+    return this.offsets.offset;
+  }
+
+  set lastOffset(offset) {
+    this.offsets.offset = offset;
   }
 
   /**
-   * A `notify` for this channel: false when it is a duplicate (an offset
-   * already delivered, e.g. replayed by `recover` and also seen live).
+   * A `notify` for this channel (`replay`: read from the log, delivered at
+   * once). False when it is not delivered now: a duplicate (an offset
+   * already delivered, e.g. replayed by `recover` and also seen live), or
+   * held back until the client knows where it belongs.
    * @param {any} params
+   * @param {boolean} [replay]
    * @returns {boolean}
    */
-  accept(params) {
+  accept(params, replay = false) {
     const offset = params?.offset;
-    if (Number.isInteger(offset)) {
-      if (this.lastOffset !== undefined && offset <= this.lastOffset) return false;
-      this.lastOffset = offset;
+    if (!Number.isInteger(offset)) {
+      for (const handle of this.handles) handle._deliver(params);
+      return true;
     }
+    const offsets = this.offsets;
+    const verdict = offsets.judge(offset, params.timestamp);
+    if (verdict === 'seen') return false;
+    if (replay) {
+      if (verdict === 'behind') return false;
+    } else {
+      // An offset already passed yet never delivered: the log may have
+      // started over. The client asks, holding pushes back meanwhile.
+      if (verdict === 'behind' && !(offsets.holds > 0 || this.#link.check(this))) return false;
+      if (offsets.holds > 0 || this.#link.holding()) {
+        if (!offsets.hold(offset, params.timestamp, params, this.#link.limit)) {
+          this.fail(new OverflowError(`subscription ${this.channel} (catching up)`, this.#link.limit));
+        }
+        return false;
+      }
+    }
+    offsets.take(offset, params.timestamp);
     for (const handle of this.handles) handle._deliver(params);
+    this.#link.learn(this);
     return true;
   }
 
+  /** Deliver what was held back, once nothing holds it any more. */
+  flush() {
+    if (this.offsets.holds > 0 || this.#link.holding()) return;
+    for (const params of this.offsets.release()) {
+      if (this.accept(params, true)) this.#link.emit(params);
+    }
+  }
+
   /**
-   * What a `subscribe {recover}` reply said about this channel.
-   * @param {{replayed: number, latest: number, complete: boolean} | undefined} recovered
-   * @param {number | undefined} after the offset asked to recover after
+   * The channel's log started over under a new epoch (Redis restarted
+   * empty): offsets begin again. Reported once per epoch (`reset`, `gap`).
+   * @param {string} epoch
+   * @param {string | undefined} previous
    */
-  recovered(recovered, after) {
+  startOver(epoch, previous) {
+    this.offsets.startOver();
+    if (this.resetFor === epoch) return;
+    this.resetFor = epoch;
+    const info = { channel: this.channel, epoch, previousEpoch: previous, epochChanged: true, complete: false };
+    for (const handle of this.handles) {
+      handle._emit('reset', info);
+      handle._emit('gap', info);
+    }
+  }
+
+  /**
+   * What a `subscribe {recover}` reply said about this channel; the frames
+   * it replayed are still held back.
+   * @param {{replayed: number, latest: number, complete: boolean, epoch?: string, epochChanged?: boolean} | undefined} recovered
+   * @param {number | undefined} after the offset asked to recover after
+   * @param {string | undefined} [previous] the epoch `after` belonged to
+   */
+  recovered(recovered, after, previous) {
     if (!recovered) return;
-    if (after !== undefined && recovered.latest < after) {
-      // The log restarted (its store was emptied): offsets begin again.
-      this.lastOffset = recovered.latest;
-    } else if (this.lastOffset === undefined || recovered.latest > this.lastOffset) {
-      // Replayed frames came before the reply (and live ones, newer than
-      // `latest`, may have too): the newest offset is at least `latest`.
+    if (recovered.epochChanged && typeof recovered.epoch === 'string') {
+      this.startOver(recovered.epoch, previous);
+    } else if (after !== undefined && recovered.latest < after) {
+      // The log restarted and no epoch said so: offsets begin again.
       this.lastOffset = recovered.latest;
     }
     const info = { channel: this.channel, after, ...recovered };
     for (const handle of this.handles) {
       handle._emit('recovered', info);
-      if (!recovered.complete) handle._emit('gap', info);
+      if (!recovered.complete && !recovered.epochChanged) handle._emit('gap', info);
     }
   }
 
@@ -112,10 +185,13 @@ export class Subscription {
 
   /**
    * `message` (the notify params), `recovered` ({channel, after, replayed,
-   * latest, complete} after a re-subscription with recover), `gap` (the
-   * same, when publications were missed for good), `error` (the channel
-   * could not be subscribed again; the subscription ends).
-   * @param {'message' | 'recovered' | 'gap' | 'error'} event
+   * latest, complete, epoch, epochChanged?} after a re-subscription with
+   * recover), `reset` ({channel, epoch, previousEpoch, epochChanged: true,
+   * complete: false}: the backend lost its state and the channel's log
+   * started over; it is read again from its new start), `gap` (publications
+   * were missed for good: an incomplete recover, or a reset), `error` (the
+   * channel could not be subscribed again; the subscription ends).
+   * @param {'message' | 'recovered' | 'reset' | 'gap' | 'error'} event
    * @param {(value: any) => void} listener
    * @returns {() => void}
    */

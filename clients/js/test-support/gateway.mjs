@@ -153,7 +153,10 @@ async function stop(proc, signal = 'SIGKILL') {
   });
 }
 
-/** A redis-server of its own on a free port (never 6379), no persistence. */
+/**
+ * A redis-server of its own on a free port (never 6379), no persistence:
+ * `kill9()` then `restart()` brings it back on the same port, empty.
+ */
 export class Redis {
   /** @param {number} port */
   constructor(port) {
@@ -165,10 +168,23 @@ export class Redis {
 
   static async start() {
     const redis = new Redis(await freePort());
-    const args = ['--port', String(redis.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
-    redis.proc = start('redis-server', args, process.env);
-    await until(() => redisPing(redis.port), 5000, `redis-server on ${redis.port}`);
+    await redis.restart();
     return redis;
+  }
+
+  /** Start the process (again, on the same port) and wait for PONG. */
+  async restart() {
+    if (this.proc && this.proc.child.exitCode === null && this.proc.child.signalCode === null) {
+      throw new Error(`redis-server on ${this.port} is still running`);
+    }
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    this.proc = start('redis-server', args, process.env);
+    await until(() => redisPing(this.port), 5000, `redis-server on ${this.port}`);
+  }
+
+  /** SIGKILL: everything it held is gone. */
+  async kill9() {
+    if (this.proc) await stop(this.proc, 'SIGKILL');
   }
 
   async stop() {
@@ -275,6 +291,17 @@ export class Gateway {
         throw new Error(`gateway ${this.id ?? this.port}: no /health within 20 s: ${proc.stderr()}`);
       }
       await sleep(50);
+    }
+  }
+
+  /** The status of `GET /ready` (0 when nothing answers). */
+  async readyStatus() {
+    try {
+      const res = await fetch(`http://127.0.0.1:${this.port}/ready`, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      return res.status;
+    } catch {
+      return 0;
     }
   }
 
