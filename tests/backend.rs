@@ -1174,3 +1174,56 @@ async fn a_claimed_tick_is_held_until_recorded_and_taken_over_once() {
         assert!(b.cron_claims().await.unwrap().is_empty(), "{kind}");
     }
 }
+
+#[tokio::test]
+async fn decisions_wait_for_an_absent_requester_and_reach_one_connection() {
+    for u in backends().await {
+        let b = u.backend.clone();
+        let kind = b.kind();
+        assert!(
+            b.take_approval_notices("agent-1").await.unwrap().is_empty(),
+            "{kind}"
+        );
+        for id in ["a1", "a2"] {
+            b.defer_approval_notice("agent-1", id, 60_000)
+                .await
+                .unwrap();
+        }
+        b.defer_approval_notice("agent-2", "b1", 60_000)
+            .await
+            .unwrap();
+        // Several connections of the requester come back at once: the
+        // notices go to one of them, oldest first.
+        let takers: Vec<_> = (0..5)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.take_approval_notices("agent-1").await.unwrap() })
+            })
+            .collect();
+        let mut taken = Vec::new();
+        for taker in takers {
+            taken.extend(taker.await.unwrap());
+        }
+        assert_eq!(taken, ["a1", "a2"], "{kind}");
+        assert_eq!(
+            b.take_approval_notices("agent-2").await.unwrap(),
+            ["b1"],
+            "{kind}"
+        );
+        // Bounded per requester; expired ones are not delivered.
+        for n in 0..(NOTICES_MAX + 5) {
+            b.defer_approval_notice("busy", &format!("n{n}"), 60_000)
+                .await
+                .unwrap();
+        }
+        let kept = b.take_approval_notices("busy").await.unwrap();
+        assert_eq!(kept.len(), NOTICES_MAX, "{kind}");
+        assert_eq!(kept[0], "n5", "{kind}: the oldest go first");
+        b.defer_approval_notice("late", "x", 30).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            b.take_approval_notices("late").await.unwrap().is_empty(),
+            "{kind}"
+        );
+    }
+}

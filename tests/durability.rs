@@ -363,6 +363,10 @@ async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
 
     // Asked on a, then the requester is gone (its instance lives on).
     let mut requester = a.client(NODE).await;
+    let hello = requester
+        .call("connect", json!({"client": {"name": "requester"}}))
+        .await;
+    let requester_id = hello["connId"].as_str().expect("connId").to_owned();
     let waiting = requester
         .call(
             "approval.request",
@@ -378,6 +382,14 @@ async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
         .await["approvalId"]
         .clone();
     drop(requester);
+    let mut admin = b.client(ADMIN).await;
+    let (gone, list) = poll_call(&mut admin, WAIT, "system.presence", json!({}), |r| {
+        r["result"]["clients"]
+            .as_array()
+            .is_some_and(|c| !c.iter().any(|e| e["connId"] == requester_id.as_str()))
+    })
+    .await;
+    assert!(gone, "the requester's connection left presence: {list}");
 
     // Decided on b while nobody of the requester's is connected.
     let mut approver = b.client(APPROVER).await;
@@ -388,9 +400,17 @@ async fn a_requester_away_during_the_decision_gets_it_on_any_instance() {
         )
         .await;
 
-    // Back on c: the decision is there, and one still pending is decided
-    // later while it waits.
+    // Back on c: the decision made meanwhile is pushed to it, once; it
+    // can read it too, and one still pending is decided later while it
+    // waits.
     let mut back = c.client(NODE).await;
+    let pushed = back.expect_push("approval.resolved").await;
+    assert_eq!(pushed["approvalId"], waiting, "{pushed}");
+    assert_eq!(pushed["status"], "approved", "{pushed}");
+    let mut again = b.client(NODE).await;
+    again
+        .expect_no_push("approval.resolved", Duration::from_millis(300))
+        .await;
     let decided = back
         .call(
             "approval.wait",

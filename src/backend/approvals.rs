@@ -54,7 +54,22 @@ pub trait ApprovalStore: Send + Sync + 'static {
     async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord>;
     /// The audit trail, newest first.
     async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>>;
+    /// Remember for `ttl_ms` that identity `requester` had no connection
+    /// when approval `approval_id` was decided (the newest
+    /// [`NOTICES_MAX`] are kept).
+    async fn defer_approval_notice(
+        &self,
+        requester: &str,
+        approval_id: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<()>;
+    /// The approvals decided while `requester` was away, oldest first,
+    /// forgotten in the same step (one caller gets each).
+    async fn take_approval_notices(&self, requester: &str) -> BackendResult<Vec<String>>;
 }
+
+/// Decisions kept per requester for its return.
+pub const NOTICES_MAX: usize = 100;
 
 /// Entries kept in the approvals audit trail.
 pub(super) const AUDIT_MAX: usize = 1000;

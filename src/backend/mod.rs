@@ -70,7 +70,7 @@ mod sessions;
 
 pub use agent_defs::{AgentDefStore, AgentDefinition, DefinedAgent, MAX_DEFINITIONS};
 pub use agents::{AgentEntry, AgentStore, DefinedLimits, ToolSpec};
-pub use approvals::{ApprovalRecord, ApprovalStatus, ApprovalStore};
+pub use approvals::{ApprovalRecord, ApprovalStatus, ApprovalStore, NOTICES_MAX};
 pub use bus::{Bus, Envelope, Inbox};
 pub use channel_log::{ChannelLog, EventPage, LoggedFrame, logged_offset};
 pub use channels::{ChannelInfo, ChannelMember, ChannelStore};

@@ -71,10 +71,44 @@ pub async fn decide(
         conn_id: decided.requester_conn.clone(),
         frame,
     };
-    if let Err(e) = app.bus().send_to_conn(to_requester).await {
-        tracing::debug!(error = %e, "telling the requester failed");
+    match app.bus().send_to_conn(to_requester).await {
+        Ok(true) => {}
+        // Its connection is gone: the decision waits for its return.
+        Ok(false) if !decided.requester_conn.is_empty() => {
+            let ttl = NOTICE_TTL.as_millis() as u64;
+            if let Err(e) = app
+                .approval_store()
+                .defer_approval_notice(&decided.requester, &id, ttl)
+                .await
+            {
+                tracing::debug!(error = %e, "keeping the decision for the requester failed");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "telling the requester failed"),
     }
     Ok(decided)
+}
+
+/// How long a decision waits for a requester that was away.
+const NOTICE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A connection of `requester` just authenticated: send it the decisions
+/// made on its approvals while it had no connection (`approval.resolved`,
+/// oldest first; each reaches one connection).
+pub async fn returned(app: &App, conn: &ConnHandle, requester: &str) {
+    let ids = match app.approval_store().take_approval_notices(requester).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::debug!(error = %e, "decisions kept for the requester unavailable");
+            return;
+        }
+    };
+    for id in ids {
+        if let Ok(Some(record)) = app.approval_store().approval(&id).await {
+            conn.push(frame::notification("approval.resolved", &record));
+        }
+    }
 }
 
 /// An approver just connected (or gained the scope): send it what is

@@ -48,11 +48,13 @@ fn welcome(app: &App, conn: &ConnHandle, authenticated: bool) -> crate::protocol
 /// implicit channels it is entitled to.
 pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
     let implicit = implicit_channels(&identity);
-    let previous = {
+    let sub = identity.sub.clone();
+    let (previous, first) = {
         let mut state = conn.state();
         let previous = state.identity.as_deref().map(implicit_channels);
         state.identity = Some(Arc::new(identity));
-        previous.unwrap_or_default()
+        let first = previous.is_none();
+        (previous.unwrap_or_default(), first)
     };
     for channel in previous.iter().filter(|c| !implicit.contains(c)) {
         app.hub.unsubscribe_local(channel, conn.id()).await;
@@ -61,6 +63,10 @@ pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
         if let Err(e) = app.hub.subscribe_local(channel, conn).await {
             tracing::warn!(%channel, error = %e, "implicit subscription failed");
         }
+    }
+    if first {
+        // Decisions on its approvals made while it had no connection.
+        approvals::returned(app, conn, &sub).await;
     }
     let approver = names::APPROVALS;
     if implicit.iter().any(|c| c == approver) && !previous.iter().any(|c| c == approver) {

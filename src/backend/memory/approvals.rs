@@ -1,7 +1,8 @@
-//! Approvals in memory: records by id, and the audit trail newest first.
+//! Approvals in memory: records by id, the audit trail newest first, and
+//! per requester the decisions made while it was away.
 
 use super::MemoryBackend;
-use crate::backend::approvals::{AUDIT_MAX, already_resolved};
+use crate::backend::approvals::{AUDIT_MAX, NOTICES_MAX, already_resolved};
 use crate::backend::{ApprovalRecord, ApprovalStatus, ApprovalStore, BackendError, BackendResult};
 use async_trait::async_trait;
 
@@ -58,5 +59,38 @@ impl ApprovalStore for MemoryBackend {
 
     async fn approval_history(&self, limit: usize) -> BackendResult<Vec<ApprovalRecord>> {
         Ok(self.lock().audit.iter().take(limit).cloned().collect())
+    }
+
+    async fn defer_approval_notice(
+        &self,
+        requester: &str,
+        approval_id: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<()> {
+        let now = crate::protocol::now_ms();
+        let mut state = self.lock();
+        state
+            .approval_notices
+            .retain(|_, ids| ids.iter().any(|(_, expires)| *expires > now));
+        let ids = state
+            .approval_notices
+            .entry(requester.to_owned())
+            .or_default();
+        ids.push_back((approval_id.to_owned(), now + ttl_ms));
+        while ids.len() > NOTICES_MAX {
+            ids.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn take_approval_notices(&self, requester: &str) -> BackendResult<Vec<String>> {
+        let now = crate::protocol::now_ms();
+        let taken = self.lock().approval_notices.remove(requester);
+        Ok(taken
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(id, _)| id)
+            .collect())
     }
 }

@@ -77,6 +77,8 @@ struct State {
     history: HashMap<String, VecDeque<Value>>,
     approvals: BTreeMap<String, ApprovalRecord>,
     audit: VecDeque<ApprovalRecord>,
+    /// requester → (approval id, expires at ms), oldest first.
+    approval_notices: HashMap<String, VecDeque<(String, u64)>>,
     agent_defs: BTreeMap<String, crate::backend::AgentDefinition>,
     /// key → (state, expires at ms).
     idempotency: HashMap<String, (Idempotency, u64)>,

@@ -2,10 +2,12 @@
 //! after it is decided), a sorted set of the pending ones by creation
 //! time, and a capped list as the audit trail. Creating and resolving are
 //! Lua scripts, so ids are unique and the first decision wins across
-//! instances.
+//! instances. Per requester, a short list of the decisions made while it
+//! had no connection waits for its return (taken by one script, so one
+//! connection gets each).
 
 use super::{RedisBackend, json, parse, unavailable};
-use crate::backend::approvals::{AUDIT_MAX, already_resolved};
+use crate::backend::approvals::{AUDIT_MAX, NOTICES_MAX, already_resolved};
 use crate::backend::{ApprovalRecord, ApprovalStatus, ApprovalStore, BackendError, BackendResult};
 use async_trait::async_trait;
 use fred::prelude::{KeysInterface, ListInterface, SortedSetsInterface};
@@ -13,6 +15,29 @@ use serde_json::Value;
 
 /// Decided approvals stay readable this long.
 const DECIDED_TTL_MS: u64 = 24 * 3_600_000;
+
+/// KEYS: the requester's list. ARGV: id, TTL ms, kept.
+static DEFER: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+    fred::types::scripts::Script::from_lua(
+        r#"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS: the requester's list. Returns it, deleted.
+static TAKE: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+    fred::types::scripts::Script::from_lua(
+        r#"
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return ids
+"#,
+    )
+});
 
 #[async_trait]
 impl ApprovalStore for RedisBackend {
@@ -118,5 +143,38 @@ impl ApprovalStore for RedisBackend {
             .await
             .map_err(unavailable)?;
         raw.iter().map(|r| parse(r)).collect()
+    }
+
+    async fn defer_approval_notice(
+        &self,
+        requester: &str,
+        approval_id: &str,
+        ttl_ms: u64,
+    ) -> BackendResult<()> {
+        let client = self.ready()?;
+        let _: i64 = DEFER
+            .evalsha_with_reload(
+                client,
+                vec![self.shared().keys.approvals_away(requester)],
+                vec![
+                    approval_id.to_owned(),
+                    ttl_ms.to_string(),
+                    NOTICES_MAX.to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_approval_notices(&self, requester: &str) -> BackendResult<Vec<String>> {
+        let client = self.ready()?;
+        TAKE.evalsha_with_reload(
+            client,
+            vec![self.shared().keys.approvals_away(requester)],
+            Vec::<String>::new(),
+        )
+        .await
+        .map_err(unavailable)
     }
 }

@@ -117,6 +117,11 @@ impl Keys {
     pub fn approval(&self, id: &str) -> String {
         format!("{}:approval:{id}", self.stem)
     }
+    /// List with TTL: ids of approvals decided while identity `sub` had no
+    /// connection, oldest first.
+    pub fn approvals_away(&self, sub: &str) -> String {
+        format!("{}:approvals:away:{sub}", self.stem)
+    }
     /// Sorted set: pending approval id → created-at ms.
     pub fn approvals_pending(&self) -> String {
         format!("{}:approvals:pending", self.stem)

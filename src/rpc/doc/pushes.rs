@@ -199,7 +199,9 @@ pub static PUSHES: &[Push] = &[
     Push {
         name: "approval.resolved",
         to: "approvers, and the requesting connection",
-        description: "An approval was decided, or expired.",
+        description: "An approval was decided, or expired. When the requesting identity had no \
+                      connection at the time, its first connection to authenticate afterwards \
+                      (within an hour, on any instance) is sent it then.",
         params: record::<ApprovalRecord>,
     },
     Push {
