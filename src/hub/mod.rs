@@ -35,6 +35,23 @@ type ChannelIndex = HashMap<String, HashMap<String, ConnHandle>>;
 
 /// Frames a held socket may collect before it counts as a slow consumer.
 const HOLD_CAP: usize = 1024;
+/// How long after a replay a live frame it already carried is dropped.
+/// The log is read over a command connection and live frames come over
+/// the pub/sub connection: one published just before the read can reach
+/// this instance after the replay was released.
+const SEAM_GUARD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A socket's state on a channel it is held from (see [`Hub::hold`]).
+enum Held {
+    /// Replaying: live frames are collected.
+    Collecting(Vec<Frame>),
+    /// Released after offset `after`: until `until`, a live frame at or
+    /// below it is a duplicate of the replay.
+    Guarding {
+        after: u64,
+        until: std::time::Instant,
+    },
+}
 
 struct Inner {
     backend: Arc<dyn Backend>,
@@ -46,9 +63,11 @@ struct Inner {
     /// orders every interest write.
     interest: tokio::sync::Mutex<HashMap<String, usize>>,
     owned: OwnedSessions,
-    /// channel → held conn id → frames held back (see [`Hub::hold`]).
-    holds: Mutex<HashMap<String, HashMap<String, Vec<Frame>>>>,
-    /// How many holds exist: fan-out looks at `holds` only when some do.
+    /// channel → held conn id → frames held back, or the guard after a
+    /// replay (see [`Hub::hold`]).
+    holds: Mutex<HashMap<String, HashMap<String, Held>>>,
+    /// How many holds and guards exist: fan-out looks at `holds` only
+    /// when some do.
     held: AtomicUsize,
 }
 
@@ -272,19 +291,48 @@ impl Hub {
         frame: &Frame,
     ) -> usize {
         let mut holds = lock(&self.0.holds);
+        let now = std::time::Instant::now();
+        self.drop_expired_guards(&mut holds, now);
         let mut held = holds.get_mut(channel);
         subs.filter(|c| match held.as_mut().and_then(|h| h.get_mut(c.id())) {
-            Some(frames) if frames.len() < HOLD_CAP => {
+            Some(Held::Collecting(frames)) if frames.len() < HOLD_CAP => {
                 frames.push(frame.clone());
                 true
             }
-            Some(_) => {
+            Some(Held::Collecting(_)) => {
                 c.close(close_code::SLOW_CONSUMER, "slow consumer");
                 false
+            }
+            Some(Held::Guarding { after, until }) => {
+                let replayed =
+                    *until > now && logged_offset(frame.as_str()).is_some_and(|o| o <= *after);
+                !replayed && c.push(frame.clone())
             }
             None => c.push(frame.clone()),
         })
         .count()
+    }
+
+    /// Forget the guards whose time is over.
+    fn drop_expired_guards(
+        &self,
+        holds: &mut HashMap<String, HashMap<String, Held>>,
+        now: std::time::Instant,
+    ) {
+        let mut dropped = 0;
+        holds.retain(|_, slot| {
+            slot.retain(|_, held| match held {
+                Held::Guarding { until, .. } if *until <= now => {
+                    dropped += 1;
+                    false
+                }
+                _ => true,
+            });
+            !slot.is_empty()
+        });
+        if dropped > 0 {
+            self.0.held.fetch_sub(dropped, Ordering::AcqRel);
+        }
     }
 
     /// Hold back `channel`'s frames from `conn` until the returned
@@ -297,9 +345,13 @@ impl Hub {
     pub fn hold(&self, channel: &str, conn: &ConnHandle) -> Hold {
         let mut holds = lock(&self.0.holds);
         let slot = holds.entry(channel.to_owned()).or_default();
-        if !slot.contains_key(conn.id()) {
-            slot.insert(conn.id().to_owned(), Vec::new());
-            self.0.held.fetch_add(1, Ordering::AcqRel);
+        match slot.get_mut(conn.id()) {
+            None => {
+                slot.insert(conn.id().to_owned(), Held::Collecting(Vec::new()));
+                self.0.held.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(held @ Held::Guarding { .. }) => *held = Held::Collecting(Vec::new()),
+            Some(Held::Collecting(_)) => {}
         }
         Hold {
             hub: self.clone(),
@@ -311,26 +363,40 @@ impl Hub {
 
     /// End a hold; with `after`, queue what it held (events past that
     /// offset) to the socket first, under the lock fan-out takes while
-    /// holds exist, so nothing overtakes them.
+    /// holds exist, so nothing overtakes them, and guard the seam for
+    /// [`SEAM_GUARD`] against live frames the replay already carried.
     fn unhold(&self, channel: &str, conn: &ConnHandle, after: Option<u64>) {
         let mut holds = lock(&self.0.holds);
         let Some(slot) = holds.get_mut(channel) else {
             return;
         };
-        let Some(frames) = slot.remove(conn.id()) else {
-            return;
+        let frames = match slot.remove(conn.id()) {
+            Some(Held::Collecting(frames)) => frames,
+            // Another hold of the same socket was released first: its
+            // guard stays until it expires.
+            Some(guard) => {
+                slot.insert(conn.id().to_owned(), guard);
+                return;
+            }
+            None => return,
         };
-        if slot.is_empty() {
-            holds.remove(channel);
-        }
-        if let Some(after) = after {
-            for frame in frames {
-                if logged_offset(frame.as_str()).is_none_or(|o| o > after) {
-                    conn.push(frame);
+        match after {
+            Some(after) => {
+                for frame in frames {
+                    if logged_offset(frame.as_str()).is_none_or(|o| o > after) {
+                        conn.push(frame);
+                    }
                 }
+                let until = std::time::Instant::now() + SEAM_GUARD;
+                slot.insert(conn.id().to_owned(), Held::Guarding { after, until });
+            }
+            None => {
+                if slot.is_empty() {
+                    holds.remove(channel);
+                }
+                self.0.held.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        self.0.held.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Queue `frame` to every local authenticated connection.
@@ -508,13 +574,38 @@ mod tests {
         // The replay carried offset 1; the held copy of it is a duplicate.
         held.push(logged(1));
         hold.release(1);
+        // Offset 1 still on its way over pub/sub when the log was read:
+        // dropped, not delivered twice.
+        hub.deliver(channel(logged(1)));
         hub.deliver(channel(logged(3)));
         assert_eq!(offsets(&held), [1, 2, 0, 3]);
+        assert_eq!(offsets(&other), [1, 3], "others get every frame");
 
         // A hold dropped without a release discards what it held.
         let hold = hub.hold("h", &held);
         hub.deliver(channel(logged(4)));
         drop(hold);
+        hub.deliver(channel(logged(5)));
+        assert_eq!(offsets(&held), [5]);
+        assert_eq!(hub.0.held.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn the_guard_after_a_replay_expires() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        let held = ConnHandle::new("held".into(), IpAddr::from([127, 0, 0, 1]), 64);
+        hub.subscribe_local("h", &held).await.unwrap();
+        hub.hold("h", &held).release(5);
+        assert_eq!(hub.0.held.load(Ordering::Acquire), 1, "guarding");
+        hub.deliver(channel(logged(5)));
+        assert!(held.take_frames().is_empty(), "a duplicate of the replay");
+        // Expired: frames flow as before and the guard is gone.
+        if let Some(Held::Guarding { until, .. }) = lock(&hub.0.holds)
+            .get_mut("h")
+            .and_then(|slot| slot.get_mut("held"))
+        {
+            *until = std::time::Instant::now();
+        }
         hub.deliver(channel(logged(5)));
         assert_eq!(offsets(&held), [5]);
         assert_eq!(hub.0.held.load(Ordering::Acquire), 0);
