@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -34,6 +34,15 @@ class Verdict(enum.Enum):
     old duplicate or the first pushes of a log that started over."""
 
 
+class Admit(enum.Enum):
+    DELIVER = "deliver"
+    """New: deliver it now (recorded as delivered)."""
+    SKIP = "skip"
+    """A duplicate, or held back for later."""
+    OVERFLOW = "overflow"
+    """To be held back, but too many are held already."""
+
+
 class Offsets(Generic[T]):
     def __init__(self, offset: int | None = None) -> None:
         self.offset = offset
@@ -49,6 +58,36 @@ class Offsets(Generic[T]):
         if self.offset is not None and offset <= self.offset:
             return Verdict.BEHIND
         return Verdict.NEW
+
+    def admit(
+        self,
+        offset: int,
+        timestamp: int,
+        item: T,
+        *,
+        replay: bool,
+        check_epoch: Callable[[], bool],
+        holding: Callable[[], bool],
+        limit: int,
+    ) -> Admit:
+        """What to do with a push now. ``replay``: read from the log,
+        delivered at once. Otherwise an offset already passed yet never
+        delivered asks ``check_epoch`` (the log may have started over;
+        False: drop it), and while anything holds pushes back (here, or
+        ``holding`` for the whole client) it is held."""
+        verdict = self.judge(offset, timestamp)
+        if verdict is Verdict.SEEN:
+            return Admit.SKIP
+        if replay:
+            if verdict is Verdict.BEHIND:
+                return Admit.SKIP
+        else:
+            if verdict is Verdict.BEHIND and not (self.holds or check_epoch()):
+                return Admit.SKIP
+            if self.holds or holding():
+                return Admit.SKIP if self.hold(offset, timestamp, item, limit) else Admit.OVERFLOW
+        self.take(offset, timestamp)
+        return Admit.DELIVER
 
     def take(self, offset: int, timestamp: int) -> None:
         """Record a delivery."""

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import __version__
-from ._offsets import Offsets, Verdict
+from ._offsets import Admit, Offsets
 from ._transport import ConnectionClosed, Socket, check_url, close_code, open_socket
 from .errors import (
     CallTimeoutError,
@@ -1015,25 +1015,21 @@ class Client:
         it was not delivered now (a duplicate, or held back). ``replay``:
         read from the log, delivered at once."""
         assert message.offset is not None
-        offsets = state.offsets
-        verdict = offsets.judge(message.offset, message.timestamp)
-        if verdict is Verdict.SEEN:
+        admitted = state.offsets.admit(
+            message.offset,
+            message.timestamp,
+            (message, params),
+            replay=replay,
+            check_epoch=lambda: self._check_epoch(channel=state.name),
+            holding=lambda: self._holding,
+            limit=self.queue_size,
+        )
+        if admitted is Admit.OVERFLOW:
+            overflow = QueueOverflowError(f"subscription {state.name}: too many messages while catching up")
+            for sub in state.subs:
+                sub._box.close(overflow)
+        if admitted is not Admit.DELIVER:
             return False
-        if replay:
-            if verdict is Verdict.BEHIND:
-                return False
-        else:
-            # An offset already passed yet never delivered: the log may have
-            # started over. Ask, holding pushes back meanwhile.
-            if verdict is Verdict.BEHIND and not (offsets.holds or self._check_epoch(channel=state.name)):
-                return False
-            if offsets.holds or self._holding:
-                if not offsets.hold(message.offset, message.timestamp, (message, params), self.queue_size):
-                    overflow = QueueOverflowError(f"subscription {state.name}: too many messages while catching up")
-                    for sub in state.subs:
-                        sub._box.close(overflow)
-                return False
-        offsets.take(message.offset, message.timestamp)
         for sub in state.subs:
             sub._box.put(message)
         if self._epoch is None:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ._mailbox import Mailbox
-from ._offsets import Offsets, Verdict
+from ._offsets import Admit, Offsets
 from .errors import ClientClosedError, QueueOverflowError, RpcError
 from .types import SessionEvent
 
@@ -155,23 +155,19 @@ class Session:
         delivered now (a duplicate, or held back). ``params``: the push it
         came in, handed to the client's listeners once delivered.
         ``replay``: read from the log, delivered at once."""
-        offsets = self._offsets
-        verdict = offsets.judge(event.offset, event.timestamp)
-        if verdict is Verdict.SEEN:
+        admitted = self._offsets.admit(
+            event.offset,
+            event.timestamp,
+            (event, params),
+            replay=replay,
+            check_epoch=lambda: self._client._check_epoch(session=self),
+            holding=lambda: self._client._holding,
+            limit=self._client.queue_size,
+        )
+        if admitted is Admit.OVERFLOW:
+            self._box.close(QueueOverflowError(f"session {self.session_id}: too many events while catching up"))
+        if admitted is not Admit.DELIVER:
             return False
-        if replay:
-            if verdict is Verdict.BEHIND:
-                return False
-        else:
-            # An offset already passed yet never delivered: the log may have
-            # started over. The client checks, holding pushes back meanwhile.
-            if verdict is Verdict.BEHIND and not (offsets.holds or self._client._check_epoch(session=self)):
-                return False
-            if offsets.holds or self._client._holding:
-                if not offsets.hold(event.offset, event.timestamp, (event, params), self._client.queue_size):
-                    self._box.close(QueueOverflowError(f"session {self.session_id}: too many events while catching up"))
-                return False
-        offsets.take(event.offset, event.timestamp)
         self._box.put(event)
         if self._client._epoch is None:
             self._client._learn_epoch(session=self)
