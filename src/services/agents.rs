@@ -49,7 +49,8 @@ impl Selector {
         }
     }
 
-    fn matches(&self, a: &AgentEntry) -> bool {
+    /// Whether agent `a` is online and fits every criterion given.
+    pub fn matches(&self, a: &AgentEntry) -> bool {
         a.online
             && self
                 .id

@@ -18,13 +18,13 @@
 //! why; an unknown tool is a JSON-RPC error.
 
 use super::catalog::Listed;
-use super::wire::{self, Era, McpError};
+use super::wire::{self, Era};
 use crate::agents::select::Policy;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::protocol::RpcError;
 use crate::relay::CallSpec;
-use crate::services::agents::{call_found, online};
+use crate::services::agents::call_found;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -48,6 +48,8 @@ pub struct ToolCall<'a> {
     pub era: Era,
     pub id: Value,
     pub tool: Listed,
+    /// The online agents serving it.
+    pub serving: Vec<crate::backend::AgentEntry>,
     pub arguments: Value,
     pub progress_token: Option<Value>,
     /// The relay call id, when the call can be cancelled by the request
@@ -59,10 +61,7 @@ pub struct ToolCall<'a> {
 type Outcome = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 
 pub async fn answer(call: ToolCall<'_>) -> Response {
-    let found = match online(call.app, &call.tool.selector()).await {
-        Ok(found) => found,
-        Err(e) => return McpError::rpc(call.era, &e).into_response(&call.id),
-    };
+    let found = call.serving;
     let timeout = Duration::from_millis(call.app.live().limits.request_timeout_ms);
     let request = json!({
         "command": call.tool.tool,

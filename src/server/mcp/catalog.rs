@@ -57,13 +57,17 @@ pub async fn tools(app: &App) -> Result<Vec<Listed>, RpcError> {
     Ok(list(agents.iter().filter(|a| a.online)))
 }
 
-/// The tool a client calls `name`.
-pub async fn find(app: &App, name: &str) -> Result<Listed, RpcError> {
-    tools(app)
-        .await?
+/// The tool a client calls `name`, and the online agents that serve it
+/// (from the same read of the registry).
+pub async fn find(app: &App, name: &str) -> Result<(Listed, Vec<AgentEntry>), RpcError> {
+    let agents = app.agent_store().agents().await?;
+    let tool = list(agents.iter().filter(|a| a.online))
         .into_iter()
         .find(|t| t.name == name)
-        .ok_or_else(|| RpcError::invalid_params("name", format!("unknown tool {name:?}")))
+        .ok_or_else(|| RpcError::invalid_params("name", format!("unknown tool {name:?}")))?;
+    let selector = tool.selector();
+    let serving = agents.into_iter().filter(|a| selector.matches(a)).collect();
+    Ok((tool, serving))
 }
 
 /// A tool's variants: schema (as JSON text) → the agents offering it,

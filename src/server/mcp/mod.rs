@@ -318,8 +318,8 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, params: &Value, session: Option<&s
             return McpError::rpc(ctx.era, &e).into_response(id);
         }
     };
-    let tool = match catalog::find(ctx.app, name).await {
-        Ok(tool) => tool,
+    let (tool, serving) = match catalog::find(ctx.app, name).await {
+        Ok(found) => found,
         Err(e) => return McpError::rpc(ctx.era, &e).into_response(id),
     };
     let stream = header(ctx.headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
@@ -333,6 +333,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, params: &Value, session: Option<&s
         era: ctx.era,
         id: id.clone(),
         tool,
+        serving,
         arguments,
         progress_token,
         call_id: session.and_then(|s| call_id(s, id)),
