@@ -25,6 +25,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct RunTicket {
     pub session_id: String,
     pub run_id: String,
+    /// The run's record as the caller's instance stored it: the serving
+    /// instance writes it back if the backend loses it while the run goes
+    /// on (absent from older instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Box<RunRecord>>,
 }
 
 /// Where a call goes: a node's connection (and the agent entry it acts
@@ -67,6 +72,8 @@ pub struct Active {
     pub conn_id: String,
     pub agent_id: Option<String>,
     pub cancelled: bool,
+    /// The run's record (see [`RunTicket::record`]).
+    pub record: Option<Box<RunRecord>>,
 }
 
 /// Runs served by this instance's agents, by session id.
@@ -91,6 +98,25 @@ impl RunBook {
     pub fn active(&self) -> MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The records of the runs in progress here (not cancelled), as this
+    /// instance serves them: written back if the backend loses them.
+    pub fn in_progress(&self) -> Vec<RunRecord> {
+        self.active()
+            .values()
+            .filter(|a| !a.cancelled)
+            .filter_map(|a| {
+                let mut record = *a.record.clone()?;
+                record.instance_id = self.instance_id.clone();
+                record.generation = self.generation;
+                if let Some(agent) = &a.agent_id {
+                    record.agent_id = agent.clone();
+                }
+                record.status = RunStatus::Running;
+                Some(record)
+            })
+            .collect()
+    }
 }
 
 impl RunHooks for RunBook {
@@ -102,6 +128,7 @@ impl RunHooks for RunBook {
                 conn_id: target.conn_id.clone(),
                 agent_id: target.agent_id.clone(),
                 cancelled: false,
+                record: ticket.record.clone(),
             },
         );
         let data = json!({

@@ -12,13 +12,16 @@
 //! already carried their change have nothing left to write, so a thousand
 //! sockets subscribing to one channel at once cost a handful of writes.
 //!
-//! It also keeps copies of the sessions its sockets own ([`owned`]), to
-//! write them back if the backend loses them, and holds back a channel's
+//! It also keeps copies of the sessions its sockets own ([`owned`]) and of
+//! the pending approvals and device records its work proves ([`copies`]),
+//! to write them back if the backend loses them, and holds back a channel's
 //! frames from a socket while that socket is replayed what it missed
 //! ([`Hub::hold`]).
 
+mod copies;
 mod owned;
 
+pub use copies::Copies;
 pub use owned::{Loss, OwnedSessions};
 
 use crate::backend::{Backend, Envelope, Inbox, logged_offset};
@@ -63,6 +66,7 @@ struct Inner {
     /// orders every interest write.
     interest: tokio::sync::Mutex<HashMap<String, usize>>,
     owned: OwnedSessions,
+    copies: Copies,
     /// channel → held conn id → frames held back, or the guard after a
     /// replay (see [`Hub::hold`]).
     holds: Mutex<HashMap<String, HashMap<String, Held>>>,
@@ -107,6 +111,7 @@ impl Hub {
             budgets: Mutex::default(),
             interest: tokio::sync::Mutex::default(),
             owned: OwnedSessions::default(),
+            copies: Copies::default(),
             holds: Mutex::default(),
             held: AtomicUsize::new(0),
         }))
@@ -447,6 +452,12 @@ impl Hub {
     /// Copies of the sessions local connections own.
     pub fn owned(&self) -> &OwnedSessions {
         &self.0.owned
+    }
+
+    /// Copies of pending approvals and connected devices' records
+    /// ([`copies`]).
+    pub fn copies(&self) -> &Copies {
+        &self.0.copies
     }
 
     /// Run `f` on the leased budget of identity `sub`.

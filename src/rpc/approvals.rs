@@ -12,8 +12,7 @@
 
 use super::Ctx;
 use crate::backend::{ApprovalRecord, ApprovalStatus};
-use crate::protocol::names::APPROVALS as CHANNEL;
-use crate::protocol::{RpcError, frame, now_ms};
+use crate::protocol::{RpcError, now_ms};
 use crate::services::agents::MAX_TIMEOUT_MS;
 use crate::services::approvals::{decide, find};
 use schemars::JsonSchema;
@@ -88,9 +87,7 @@ pub async fn request(ctx: &Ctx<'_>, p: RequestParams) -> Result<Value, RpcError>
         expires_at: now + open_ms,
         resolved_at: None,
     };
-    ctx.app.approval_store().create_approval(&record).await?;
-    let frame = frame::notification("approval.requested", &record);
-    ctx.app.bus().broadcast(CHANNEL, frame, false).await?;
+    crate::services::approvals::open(ctx.app, &record).await?;
     Ok(json!({ "approvalId": record.approval_id, "expiresAt": record.expires_at }))
 }
 

@@ -114,6 +114,11 @@ pub async fn reassert(app: &App) {
         ),
         Err(e) => tracing::warn!(error = %e, "removing connections closed meanwhile failed"),
     }
+    if lost == Some(Loss::Now)
+        && let Ok(epoch) = app.health().epoch().await
+    {
+        crate::services::write_back::after_loss(app, &epoch).await;
+    }
     match lost {
         // Sessions owned on other instances come back when those re-assert.
         Some(Loss::Now | Loss::Recent) => sessions::rejoin_later(app, missing),

@@ -22,6 +22,8 @@ pub async fn find(app: &App, id: &str) -> Result<ApprovalRecord, RpcError> {
 /// Store a new request and tell the approvers (on every instance).
 pub async fn open(app: &App, record: &ApprovalRecord) -> Result<(), RpcError> {
     app.approval_store().create_approval(record).await?;
+    // Kept while pending: written back if the backend loses it.
+    app.hub.copies().keep_approval(record);
     let frame = frame::notification("approval.requested", record);
     app.bus().broadcast(CHANNEL, frame, false).await?;
     Ok(())
@@ -38,6 +40,7 @@ pub async fn decided_by(
     loop {
         let record = find(app, id).await?;
         if record.status != ApprovalStatus::Pending {
+            app.hub.copies().drop_approval(id);
             return Ok(Some(record));
         }
         if tokio::time::Instant::now() + poll > deadline {
@@ -65,6 +68,7 @@ pub async fn decide(
         .resolve_approval(&record)
         .await
         .map_err(|e| e.into_rpc(&id))?;
+    app.hub.copies().drop_approval(&id);
     let frame = frame::notification("approval.resolved", &decided);
     app.bus().broadcast(CHANNEL, frame.clone(), false).await?;
     let to_requester = Envelope::Conn {
@@ -124,12 +128,26 @@ pub async fn catch_up(app: &App, conn: &ConnHandle) {
     }
 }
 
-/// Expire what is past its time (the janitor calls this every second).
+/// Expire what is past its time (the janitor calls this every second),
+/// and drop the copies of approvals opened here that were decided
+/// elsewhere.
 pub async fn expire(app: &App) {
     let Ok(pending) = app.approval_store().pending_approvals().await else {
         return;
     };
     let now = now_ms();
+    for copy in app.hub.copies().approvals(now) {
+        if pending.iter().any(|p| p.approval_id == copy.approval_id) {
+            continue;
+        }
+        // Decided: drop it. Missing (lost with the backend): keep it for
+        // the write-back.
+        if let Ok(Some(record)) = app.approval_store().approval(&copy.approval_id).await
+            && record.status != ApprovalStatus::Pending
+        {
+            app.hub.copies().drop_approval(&copy.approval_id);
+        }
+    }
     for record in pending.into_iter().filter(|r| r.expires_at <= now) {
         match decide(app, record, ApprovalStatus::Expired, "system", None).await {
             Ok(_) => {}

@@ -27,3 +27,4 @@ pub mod runs;
 pub mod runtime_config;
 pub mod sessions;
 pub mod system;
+pub mod write_back;

@@ -117,6 +117,7 @@ pub async fn begin(
     let ticket = RunTicket {
         session_id: record.session_id.clone(),
         run_id: record.run_id.clone(),
+        record: Some(Box::new(record.clone())),
     };
     let (progress, updates) = mpsc::channel(64);
     let (done_tx, done) = oneshot::channel();

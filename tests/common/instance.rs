@@ -40,6 +40,11 @@ impl Instance {
     /// Start instance `id` on a free port against `redis`, waiting (bounded)
     /// for `/health`.
     pub async fn start(redis: &RedisProcess, id: &str, env: &[(&str, &str)]) -> Instance {
+        Self::start_url(&redis.url(), id, env).await
+    }
+
+    /// [`Instance::start`] against the Redis at `url`.
+    pub async fn start_url(url: &str, id: &str, env: &[(&str, &str)]) -> Instance {
         let port = free_port();
         let stderr = temp_path(&format!("{id}.stderr"));
         let mut cmd = Command::new(BIN);
@@ -50,7 +55,7 @@ impl Instance {
         }
         cmd.env("SWITCHYARD_LOG", "warn")
             .env("SWITCHYARD_PORT", port.to_string())
-            .env("SWITCHYARD_REDIS_URL", redis.url())
+            .env("SWITCHYARD_REDIS_URL", url)
             .env("SWITCHYARD_INSTANCE_ID", id)
             .env(
                 "SWITCHYARD_LIMITS__NODE_TTL_MS",
@@ -113,6 +118,19 @@ impl Instance {
         http(self.addr(), "GET", "/ready", &[], None).await.0
     }
 
+    /// Poll `/ready` until 200 (bounded by `deadline`).
+    pub async fn ready_again(&self, deadline: Instant) {
+        while self.ready_status().await != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready again: {}",
+                self.id,
+                self.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: nothing is cleaned up by the process itself.
     pub fn kill9(&mut self) {
         self.child.0.kill().expect("kill -9");
@@ -137,4 +155,34 @@ impl Drop for Instance {
         }
         let _ = std::fs::remove_file(&self.stderr);
     }
+}
+
+/// `method` on `ws`, sent again while it meets a backend coming back
+/// (-32005), for at most 20 s; the whole reply.
+pub async fn call_when_back(
+    ws: &mut Ws,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = ws.request(method, params.clone()).await;
+        if reply["error"]["code"] != -32005 {
+            return reply;
+        }
+        assert!(Instant::now() < deadline, "{method}: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A config file (in the temp dir, named after `name`) where channels
+/// `audit:*` keep their last 100 publications.
+pub fn audit_config(name: &str) -> PathBuf {
+    let path = temp_path(name);
+    std::fs::write(
+        &path,
+        "[[channels.rules]]\nprefix = \"audit:\"\nsubscribe = \"read\"\npublish = \"write\"\nhistory = 100\n",
+    )
+    .expect("config file");
+    path
 }

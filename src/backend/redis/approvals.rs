@@ -2,7 +2,9 @@
 //! after it is decided), a sorted set of the pending ones by creation
 //! time, and a capped list as the audit trail. Creating and resolving are
 //! Lua scripts, so ids are unique and the first decision wins across
-//! instances. Per requester, a short list of the decisions made while it
+//! instances; a decision is acknowledged once a replica has it (when the
+//! primary has replicas: see `replication`), so a failover never
+//! reverses it. Per requester, a short list of the decisions made while it
 //! had no connection waits for its return (taken by one script, so one
 //! connection gets each).
 
@@ -99,7 +101,9 @@ impl ApprovalStore for RedisBackend {
     }
 
     async fn resolve_approval(&self, decided: &ApprovalRecord) -> BackendResult<ApprovalRecord> {
-        let client = self.ready()?;
+        // On the connection that waits for a replica: an acknowledged
+        // decision survives a failover.
+        let client = self.durable()?;
         let keys = &self.shared().keys;
         let outcome: String = self
             .shared()
@@ -122,7 +126,7 @@ impl ApprovalStore for RedisBackend {
             .await
             .map_err(unavailable)?;
         match outcome.as_str() {
-            "ok" => Ok(decided.clone()),
+            "ok" => self.confirm_replicated().await.map(|()| decided.clone()),
             "missing" => Err(BackendError::NotFound("approval")),
             "corrupt" => Err(BackendError::Internal("corrupt approval record".into())),
             status => {

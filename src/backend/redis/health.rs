@@ -1,14 +1,41 @@
 //! The Redis backend as a whole: availability (driven by fred's connection
 //! events and the pub/sub canary, see [`RedisBackend`]'s connection
 //! watch), the resync signal bumped on every reconnect, and the epoch key
-//! that tells a reconnect from a Redis that came back empty.
+//! that tells a reconnect from a Redis that came back empty or may have
+//! lost writes (a failover, a restart from disk: see `replication`).
 
 use super::{RedisBackend, unavailable};
 use crate::backend::{BackendResult, Health};
 use async_trait::async_trait;
-use fred::prelude::KeysInterface;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
+
+/// The epoch, started again when the shared state may have lost writes
+/// (see `replication`). KEYS: epoch, the history it was taken under.
+/// ARGV: a fresh token, the history this instance sees now (empty when it
+/// could not look), the epoch a rewound primary replaces (or empty).
+/// A missing epoch (Redis came back empty), a different history (a
+/// failover, a restart from disk) or the rewound epoch itself: the fresh
+/// token. Otherwise the stored one. Returns the epoch.
+static EPOCH: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+    fred::types::scripts::Script::from_lua(
+        r#"
+local epoch = redis.call('GET', KEYS[1])
+local history = redis.call('GET', KEYS[2])
+local seen = ARGV[2]
+local renew = not epoch
+if seen ~= '' then
+  renew = renew or (history and history ~= seen) or (ARGV[3] ~= '' and epoch == ARGV[3])
+end
+if renew then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+if seen ~= '' and (renew or not history) then redis.call('SET', KEYS[2], seen) end
+return epoch
+"#,
+    )
+});
 
 #[async_trait]
 impl Health for RedisBackend {
@@ -33,24 +60,28 @@ impl Health for RedisBackend {
 
     async fn epoch(&self) -> BackendResult<String> {
         let client = self.ready()?;
-        let key = self.0.keys.epoch();
-        // Claim the key if it is missing (Redis came back empty), then read
-        // whichever token won: in order on one connection, in one round
-        // trip.
+        let keys = &self.0.keys;
+        let (history, rewound) = {
+            let seen = self.observed();
+            (
+                seen.history(),
+                seen.rewound_from.clone().unwrap_or_default(),
+            )
+        };
         let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let pipeline = client.pipeline();
-        let _: () = pipeline
-            .set(
-                &key,
-                fresh,
-                None,
-                Some(fred::prelude::SetOptions::NX),
-                false,
+        let token: String = EPOCH
+            .evalsha_with_reload(
+                client,
+                vec![keys.epoch(), keys.epoch_history()],
+                vec![fresh, history, rewound],
             )
             .await
             .map_err(unavailable)?;
-        let _: () = pipeline.get(&key).await.map_err(unavailable)?;
-        let (_, token): (Option<String>, String) = pipeline.all().await.map_err(unavailable)?;
+        let mut seen = self.observed();
+        if seen.rewound_from.as_ref().is_some_and(|old| *old != token) {
+            seen.rewound_from = None;
+        }
+        seen.last_epoch = Some(token.clone());
         Ok(token)
     }
 }

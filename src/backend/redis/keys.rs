@@ -34,6 +34,11 @@ impl Keys {
     pub fn epoch(&self) -> String {
         format!("{}:epoch", self.stem)
     }
+    /// String, no TTL: the primaries' replication ids the epoch was taken
+    /// under; a different set means a failover or a restart from disk.
+    pub fn epoch_history(&self) -> String {
+        format!("{}:epoch:history", self.stem)
+    }
     /// Hash: conn id → JSON `PresenceEntry`.
     pub fn conns(&self) -> String {
         format!("{}:conns", self.stem)

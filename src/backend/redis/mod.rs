@@ -41,6 +41,7 @@ mod presence;
 mod pubsub;
 mod rates;
 mod reaper;
+mod replication;
 mod runs;
 mod runtime_config;
 mod scripts;
@@ -101,6 +102,11 @@ pub(crate) struct Shared {
     clustered: bool,
     client: Client,
     subscriber: SubscriberClient,
+    /// A third connection for writes that wait for a replica (`WAIT`
+    /// blocks the connection it runs on); see [`replication`].
+    durable: Client,
+    /// What this instance has seen of the primaries' replication.
+    replication: replication::Replication,
     scripts: Scripts,
     /// The command connection is up.
     connected: AtomicBool,
@@ -158,16 +164,23 @@ impl RedisBackend {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let client = builder.build().map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        let durable = builder.build().map_err(unavailable)?;
         let started = tokio::time::timeout(timeout * 2, async {
             client.init().await?;
-            subscriber.init().await
+            subscriber.init().await?;
+            durable.init().await
         })
         .await
         .map_err(|_| BackendError::Unavailable("redis did not answer".into()))?;
         if let Err(e) = started {
-            // The subscriber failed after the command client connected.
-            if client.is_connected() {
-                let _ = client.quit().await;
+            // A later connection failed after the first ones connected.
+            for connected in [&client, &durable] {
+                if connected.is_connected() {
+                    let _ = connected.quit().await;
+                }
+            }
+            if subscriber.is_connected() {
+                let _ = subscriber.quit().await;
             }
             return Err(connect::connect_error(&config, e, timeout).await);
         }
@@ -178,6 +191,8 @@ impl RedisBackend {
             settings,
             client,
             subscriber,
+            durable,
+            replication: Default::default(),
             scripts: Scripts::new(),
             connected: AtomicBool::new(true),
             pubsub_ok: AtomicBool::new(true),
@@ -189,7 +204,12 @@ impl RedisBackend {
             pubsub_lag_ms: AtomicU64::new(u64::MAX),
             config_changes: watch::channel(0).0,
         };
-        Ok(Self(Arc::new(shared)))
+        let backend = Self(Arc::new(shared));
+        // The history the first epoch is read under.
+        if let Err(e) = backend.observe_replication().await {
+            tracing::warn!(error = %e, "reading redis replication failed");
+        }
+        Ok(backend)
     }
 
     fn shared(&self) -> &Shared {
@@ -222,6 +242,7 @@ impl RedisBackend {
         let mut errors = self.0.client.error_rx();
         tokio::spawn(async move {
             while let Ok((error, _)) = errors.recv().await {
+                me.observed().invalidate();
                 if me.0.connected.swap(false, Ordering::SeqCst) {
                     tracing::warn!(%error, "redis connection lost");
                 }
@@ -242,8 +263,37 @@ impl RedisBackend {
         tokio::spawn(async move {
             while reconnects.recv().await.is_ok() {
                 tracing::info!("redis reconnected; re-asserting this instance's state");
+                // Before anything is served again: a new primary (or one
+                // restarted from disk) starts a new epoch on the first look.
+                if let Err(e) = me.observe_replication().await {
+                    tracing::warn!(error = %e, "reading redis replication after reconnect failed");
+                }
                 me.0.connected.store(true, Ordering::SeqCst);
                 me.0.resync.send_modify(|n| *n += 1);
+            }
+        });
+        // Once a second: a history that changed without a reconnect (a
+        // primary restored under the same id) asks for a re-assert too.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if !me.0.connected.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match me.observe_replication().await {
+                    Ok(true) => {
+                        tracing::warn!(
+                            "redis replication history changed (failover or restart): \
+                             re-asserting this instance's state"
+                        );
+                        me.0.resync.send_modify(|n| *n += 1);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "reading redis replication failed"),
+                }
             }
         });
         let me = self.clone();

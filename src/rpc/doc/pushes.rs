@@ -244,6 +244,18 @@ pub static PUSHES: &[Push] = &[
         params: |_| object(&[("reason", string()), ("reconnectAfterMs", count())]),
     },
     Push {
+        name: "epoch.changed",
+        to: "every connection",
+        description: "The shared state may have lost writes: Redis came back empty, or a \
+                      failover or a restart from disk may have lost the writes acknowledged \
+                      last. Offsets held from before belong to the old epoch: read history, \
+                      `recover` or `session.resume` with them (and their `epoch`) to learn \
+                      what is there (`epochChanged: true, complete: false`). Pending \
+                      approvals, running runs, sessions and device records the instances' \
+                      live work proves were written back.",
+        params: |_| object(&[("epoch", described(string(), "the new epoch"))]),
+    },
+    Push {
         name: "invoke.cancel",
         to: "the node serving a request",
         description: "The caller cancelled, timed out or went away: stop working on request \

@@ -7,6 +7,7 @@ use crate::auth::{AuthError, AuthMethod, DEVICE_SUB_PREFIX, Identity, Role, Scop
 use crate::backend::{BackendError, DeviceStatus};
 use crate::config::AuthMode;
 use crate::conn::{ConnHandle, close_code};
+use crate::protocol::names::device_channel;
 use crate::protocol::{RpcError, now_ms};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -139,6 +140,10 @@ pub async fn authenticate(
     if let Some(key) = &record.info.public_key {
         prove(key, proof, conn)?;
     }
+    // What a connected device proves: written back if the backend loses it.
+    let hub = &app.hub;
+    let connected = |id: &str| hub.local_subscribers(&device_channel(id)) > 0;
+    hub.copies().keep_device(record.clone(), connected);
     let info = record.info;
     let role = match info.role.as_deref() {
         Some("operator") => Role::Operator,
