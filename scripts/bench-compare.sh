@@ -147,7 +147,7 @@ record() {
   if line=$(timeout --kill-after=10 "$limit" "$bin" bench --token "$token" "$@"); then
     line="{\"target\":\"$target\",\"run\":$r,${line#\{}"
   else
-    line="{\"target\":\"$target\",\"run\":$r,\"failed\":\"$*\"}"
+    line="{\"target\":\"$target\",\"run\":$r,\"error\":\"bench failed: $*\"}"
   fi
   echo "$line" | tee -a "$results"
 }

@@ -7,7 +7,7 @@ Reads the JSON lines the compare step wrote (the bench's own results with
 "target" and "run" added), groups them by cell (scenario and its variant:
 the fan-out rate, gentle or storm idle) and target, and prints the median
 of each metric over the runs, with the number of runs in brackets. Runs
-that failed are counted in a row of their own. Standard library only."""
+that failed (a line without "scenario") are counted in a row of their own. Standard library only."""
 import json
 import statistics
 import sys
@@ -64,7 +64,10 @@ def fmt(values):
     if not values:
         return "-"
     median = statistics.median(values)
-    text = f"{median:,.3f}" if median < 10 else f"{median:,.0f}"
+    if float(median).is_integer() or median >= 10:
+        text = f"{median:,.0f}"
+    else:
+        text = f"{median:,.3f}"
     return f"{text} [{len(values)}]"
 
 
@@ -79,7 +82,7 @@ def main(path):
             target = result.get("target", "?")
             if target not in targets:
                 targets.append(target)
-            if "failed" in result:
+            if "scenario" not in result:
                 failed[target] = failed.get(target, 0) + 1
                 continue
             kind, cell = cell_of(result)

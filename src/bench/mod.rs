@@ -15,12 +15,12 @@
 //! - [`invoke`]: N connections on the first URL calling `node.invoke` on a
 //!   node connected to the last URL; routed-call throughput and latency.
 //!
-//! [`reference`] is the ceiling the scenarios are compared against in the
+//! [`reference`](mod@reference) is the ceiling the scenarios are compared against in the
 //! same run: a bare WebSocket JSON-RPC server answering the wire of `ping`,
 //! `subscribe`, `unsubscribe` and `publish` as Switchyard does, with none
 //! of its features.
 //!
-//! [`common`] holds what the scenarios share: socket settings, connecting
+//! `common` holds what the scenarios share: socket settings, connecting
 //! with a bearer token, one call, percentiles, reading a server's memory.
 //! The bench and the servers share the machine's clock, so one process's
 //! `Instant` timestamps are valid for every measurement.
