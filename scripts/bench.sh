@@ -5,6 +5,11 @@
 #
 #   scripts/bench.sh            all scenarios
 #   scripts/bench.sh latency    one of: latency fanout ping invoke idle
+#   scripts/bench.sh compare    ping, fan-out, idle and an idle storm against
+#                               the bare reference server, a standalone
+#                               instance and a 2-instance cluster, RUNS
+#                               times each, then a table of medians
+#                               (scripts/bench-compare.sh says more)
 #
 # Limits that exist to protect a public gateway are lifted for the load
 # generator's single IP and identity; everything else is the default.
@@ -38,6 +43,9 @@ fi
 export SWITCHYARD_BIN=$bin
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [[ $only == compare ]]; then
+  exec "$repo/scripts/bench-compare.sh"
+fi
 "$repo/scripts/cluster.sh" start >/dev/null
 trap '"$repo/scripts/cluster.sh" stop >/dev/null' EXIT
 token=$(<"$SY_CLUSTER_DIR/token")

@@ -30,7 +30,8 @@
 //! - [`rpc`] — the method table: params → service → JSON.
 //! - [`server`] — axum router, upgrade, the connection service, HTTP API,
 //!   background tasks, drain.
-//! - [`client`], [`bench`] — a small async client and the load generator.
+//! - [`client`], [`bench`] — a small async client, and the load generator
+//!   with the bare reference server it is compared against.
 
 pub mod agents;
 pub mod app;

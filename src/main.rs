@@ -54,9 +54,10 @@ struct BenchArgs {
     /// Instance URLs, comma separated (ws://127.0.0.1:18791/ws,...).
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:18789/ws")]
     urls: Vec<String>,
-    /// Bearer token with operator.write [env: SWITCHYARD_TOKEN].
+    /// Bearer token with operator.write [env: SWITCHYARD_TOKEN]; every
+    /// scenario but `reference` needs it.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     #[command(subcommand)]
     scenario: BenchScenario,
 }
@@ -90,6 +91,19 @@ enum BenchScenario {
         /// PID of the server on the first URL.
         #[arg(long)]
         pid: u32,
+        /// Open them all at once, hold them, close them all, and follow the
+        /// memory back down (default: open one after another).
+        #[arg(long)]
+        storm: bool,
+        /// Storm: handshakes in flight at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// Storm: how long the connections are held once open.
+        #[arg(long, default_value_t = 10)]
+        hold_seconds: u64,
+        /// Storm: longest wait for the memory to settle after the close.
+        #[arg(long, default_value_t = 30)]
+        settle_seconds: u64,
     },
     /// `ping` round trips over many connections.
     Ping {
@@ -104,6 +118,13 @@ enum BenchScenario {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Serve the bare reference server (ping, subscribe, publish; no
+    /// features) until SIGINT or SIGTERM, to run the scenarios against.
+    Reference {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18800")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -379,7 +400,20 @@ async fn call(args: CallArgs) -> ExitCode {
 
 async fn bench(args: BenchArgs) -> ExitCode {
     use switchyard::bench;
-    let (urls, token) = (&args.urls, args.token.as_str());
+    if let BenchScenario::Reference { listen } = args.scenario {
+        return match bench::reference::run(listen, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard bench reference: {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(token) = args.token.as_deref() else {
+        eprintln!("switchyard bench: --token (or SWITCHYARD_TOKEN) is required");
+        return ExitCode::from(EX_USAGE);
+    };
+    let urls = &args.urls;
     let outcome = match args.scenario {
         BenchScenario::Latency {
             rate,
@@ -391,8 +425,26 @@ async fn bench(args: BenchArgs) -> ExitCode {
             messages,
             rate,
         } => bench::fanout(urls, token, subscribers, messages, rate.max(1)).await,
-        BenchScenario::Idle { connections, pid } => {
-            bench::idle(&urls[0], token, connections, pid).await
+        BenchScenario::Idle {
+            connections,
+            pid,
+            storm: false,
+            ..
+        } => bench::idle(&urls[0], token, connections, pid).await,
+        BenchScenario::Idle {
+            connections,
+            pid,
+            storm: true,
+            concurrency,
+            hold_seconds,
+            settle_seconds,
+        } => {
+            let storm = bench::Storm {
+                concurrency,
+                hold: std::time::Duration::from_secs(hold_seconds),
+                settle: std::time::Duration::from_secs(settle_seconds),
+            };
+            bench::storm(&urls[0], token, connections, pid, storm).await
         }
         BenchScenario::Ping {
             connections,
@@ -402,6 +454,8 @@ async fn bench(args: BenchArgs) -> ExitCode {
             connections,
             seconds,
         } => bench::invoke(urls, token, connections.max(1), seconds).await,
+        // Served above.
+        BenchScenario::Reference { .. } => return ExitCode::SUCCESS,
     };
     match outcome {
         Ok(result) => {
