@@ -617,3 +617,120 @@ async fn an_empty_restart_brings_back_what_live_work_proves() {
     let mut again = b.client(&token).await;
     assert_eq!(again.call("connect", json!({})).await["role"], "node");
 }
+
+/// The agent on b streams `agent.event {i}` on session `handoff`.
+async fn stream(agent: &mut Ws, from: u64, to: u64) {
+    for i in from..to {
+        agent
+            .call(
+                "agent.event",
+                json!({"sessionId": "handoff", "type": "delta", "data": {"i": i}}),
+            )
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_caller_whose_instance_dies_resumes_its_run_and_its_approval_elsewhere() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let mut a = Instance::start(&redis, "a", &env).await;
+    let b = Instance::start(&redis, "b", &env).await;
+
+    let mut agent = b.client(NODE).await;
+    agent
+        .call(
+            "agent.register",
+            json!({"agentId": "runner", "capabilities": ["agent.run"]}),
+        )
+        .await;
+    let mut approver = b.client(APPROVER).await;
+
+    // On a: the caller owns a session with a run, a requester waits for a
+    // decision.
+    let mut caller = a.client(WRITER).await;
+    let created = caller
+        .call("session.create", json!({"sessionId": "handoff"}))
+        .await;
+    let token = created["resumeToken"].clone();
+    let (started, (run_request, _)) = tokio::join!(
+        caller.call(
+            "agent.run",
+            json!({"sessionId": "handoff", "agentId": "runner", "task": "long"}),
+        ),
+        server_request(&mut agent, "agent.run"),
+    );
+    let run_id = started["runId"].clone();
+    stream(&mut agent, 0, 3).await;
+    let mut last = 0;
+    for i in 0..3 {
+        let e = caller.expect_push("agent.event").await;
+        assert_eq!(e["data"]["i"], i, "{e}");
+        last = e["offset"].as_u64().expect("an offset");
+    }
+    let mut requester = a.client(NODE).await;
+    let asked = requester
+        .call(
+            "approval.request",
+            json!({"tool": "deploy", "summary": "while away", "timeoutMs": 600_000}),
+        )
+        .await["approvalId"]
+        .clone();
+    requester
+        .send_json(&json!({"jsonrpc": "2.0", "id": 99, "method": "approval.wait",
+                           "params": {"approvalId": asked, "timeoutMs": 60_000}}))
+        .await;
+
+    // The caller's instance dies; the work goes on meanwhile.
+    a.kill9();
+    stream(&mut agent, 3, 5).await;
+    approver
+        .call(
+            "approval.resolve",
+            json!({"approvalId": asked, "decision": "approve", "note": "done"}),
+        )
+        .await;
+
+    // The caller comes back on b and resumes from its last offset: the
+    // events it missed, in order, then the live ones.
+    let mut back = b.client(WRITER).await;
+    let resumed = back
+        .call(
+            "session.resume",
+            json!({"sessionId": "handoff", "resumeToken": token, "offset": last}),
+        )
+        .await;
+    assert_eq!(resumed["complete"], true, "{resumed}");
+    assert_eq!(resumed["replayed"], 2, "{resumed}");
+    for i in 3..5 {
+        let e = back.expect_push("agent.event").await;
+        assert_eq!((e["data"]["i"].clone(), e["runId"].clone()), (json!(i), run_id.clone()), "{e}");
+    }
+    stream(&mut agent, 5, 6).await;
+    let e = back.expect_push("agent.event").await;
+    assert_eq!(e["data"]["i"], 5, "{e}");
+    answer(&mut agent, &run_request, json!({"done": true})).await;
+    let ended = back
+        .call("agent.wait", json!({"sessionId": "handoff", "timeoutMs": 5000}))
+        .await;
+    assert_eq!(
+        (ended["status"].clone(), ended["runId"].clone()),
+        (json!("completed"), run_id),
+        "{ended}"
+    );
+
+    // The requester, back on b, gets the decision made while it was gone.
+    let mut again = b.client(NODE).await;
+    let decision = again
+        .call(
+            "approval.wait",
+            json!({"approvalId": asked, "timeoutMs": 2000}),
+        )
+        .await;
+    assert_eq!(
+        (decision["status"].clone(), decision["note"].clone()),
+        (json!("approved"), json!("done")),
+        "{decision}"
+    );
+}
