@@ -213,6 +213,17 @@ export interface Reset {
   complete: false;
 }
 
+/**
+ * The `epoch.changed` push: the shared state may have lost writes (Redis
+ * came back empty, a failover, a restart from disk). Offsets held from before
+ * belong to the old epoch; the client checks and reads its logs again, and
+ * each subscription and session whose log started over emits `reset`.
+ */
+export interface EpochChanged {
+  /** the new epoch */
+  epoch: string;
+}
+
 export interface SubscribeOptions {
   /**
    * Channels with history. Default: after a reconnect, replay what was
@@ -458,6 +469,8 @@ export declare class Client {
   on(event: 'notify', listener: (message: ChannelMessage) => void): () => void;
   on(event: 'approval.requested' | 'approval.resolved', listener: (record: ApprovalRecord) => void): () => void;
   on(event: 'invoke.progress', listener: (params: { invokeId: string; data: unknown }) => void): () => void;
+  /** The backend may have lost writes (Redis came back empty, a failover, a restart from disk): `epoch` is the new epoch. The client reads its channels and sessions again on its own. */
+  on(event: 'epoch.changed', listener: (params: EpochChanged) => void): () => void;
   on(event: string, listener: (params: any) => void): () => void;
   once(event: string, listener: (value: any) => void): () => void;
   off(event: string, listener: (value: any) => void): void;
@@ -466,6 +479,7 @@ export declare class Client {
     method: 'approval.requested' | 'approval.resolved',
     options?: { bufferSize?: number; signal?: AbortSignal },
   ): AsyncIterableIterator<ApprovalRecord>;
+  notifications(method: 'epoch.changed', options?: { bufferSize?: number; signal?: AbortSignal }): AsyncIterableIterator<EpochChanged>;
   notifications(method: string, options?: { bufferSize?: number; signal?: AbortSignal }): AsyncIterableIterator<any>;
   waitOpen(timeoutMs?: number): Promise<void>;
 

@@ -8,11 +8,13 @@
 // read names. When Redis restarts empty the logs start over at 1 under a
 // new epoch. The client keeps the epoch it last saw and sends it with every
 // `recover`, resume and history read after a reconnect, holding replayed
-// frames back until the reply says where they belong; on a connection that
-// stayed up, a push behind the newest offset that was never delivered makes
-// it ask for the current epoch, holding pushes back meanwhile. Once the
-// epoch changed, every channel and session starts over from offset 0 and
-// is read again from the new log's start, skipping what was delivered.
+// frames back until the reply says where they belong. On a connection that
+// stays up, two things make it ask for the current epoch, holding pushes
+// back meanwhile: the gateway's `epoch.changed` push (unless it names the
+// epoch the client has), and a push behind the newest offset that was never
+// delivered. Once the epoch changed, every channel and session starts over
+// from offset 0 and is read again from the new log's start, skipping what
+// was delivered.
 //
 // Browser-safe: no platform module is imported.
 
@@ -489,6 +491,9 @@ export class Client extends Connection {
       case 'agent.deregistered':
         this.#registrations.delete(params?.agentId);
         return true;
+      case 'epoch.changed':
+        this.#epochPushed(params?.epoch);
+        return true;
       default:
         return true;
     }
@@ -618,22 +623,34 @@ export class Client extends Connection {
    * @param {string} epoch
    */
   async #catchUp(channels, sessions, epoch) {
+    // A log that cannot be read (refused, or a session not written back
+    // yet) is reported; the others are read all the same.
+    const reading = async (/** @type {() => Promise<void>} */ read) => {
+      try {
+        await read();
+      } catch (error) {
+        if (!(error instanceof RpcError)) throw error;
+        this._report(error, 'epoch');
+      }
+    };
     for (const state of channels) {
       if (this.#channels.get(state.channel) !== state || !state.recover) continue;
-      let since = state.lastOffset ?? 0;
-      for (let page = 0; page < LOG_PAGES; page++) {
-        const read = await this.call('history', { channel: state.channel, since, limit: HISTORY_PAGE, epoch });
-        const events = read?.events ?? [];
-        for (const event of events) state.accept(event, true);
-        // Entries skipped as delivered already move the read on too.
-        const last = events.length > 0 ? events[events.length - 1].offset : undefined;
-        if (read?.more !== true || !Number.isInteger(last) || last <= since) break;
-        since = last;
-      }
+      await reading(async () => {
+        let since = state.lastOffset ?? 0;
+        for (let page = 0; page < LOG_PAGES; page++) {
+          const read = await this.call('history', { channel: state.channel, since, limit: HISTORY_PAGE, epoch });
+          const events = read?.events ?? [];
+          for (const event of events) state.accept(event, true);
+          // Entries skipped as delivered already move the read on too.
+          const last = events.length > 0 ? events[events.length - 1].offset : undefined;
+          if (read?.more !== true || !Number.isInteger(last) || last <= since) break;
+          since = last;
+        }
+      });
     }
     for (const session of sessions) {
       if (this.#sessions.get(session.id) !== session || !session.active) continue;
-      await session._readLog((method, params) => this.call(method, params), epoch);
+      await reading(() => session._readLog((method, params) => this.call(method, params), epoch));
     }
   }
 
@@ -646,11 +663,40 @@ export class Client extends Connection {
   #checkEpoch(hint) {
     if (this.#holdDepth > 0) return true;
     if (this.state !== 'open' || this.#epoch === undefined || Date.now() < this.#quietUntil) return false;
+    this.#recheck(hint);
+    return true;
+  }
+
+  /**
+   * The gateway pushed `epoch.changed`: the shared state may have lost
+   * writes, so the offsets held may belong to the old epoch. Unless the push
+   * names the epoch the client has, check as a push behind the newest offset
+   * would (pushes held back until the answer).
+   * @param {unknown} epoch
+   */
+  #epochPushed(epoch) {
+    if (typeof epoch !== 'string' || epoch === this.#epoch || this.state === 'closed') return;
+    const tracked = this.#sessions.size > 0 || [...this.#channels.values()].some((s) => s.lastOffset !== undefined);
+    if (this.#epoch === undefined && !tracked) {
+      this.#epoch = epoch;
+      return;
+    }
+    this.#recheck({}, epoch);
+  }
+
+  /**
+   * Ask for the current epoch, holding pushes back until the answer; when it
+   * changed, every log starts over and is read again.
+   * @param {{channel?: string, session?: Session}} hint
+   * @param {string} [pushed] the epoch an `epoch.changed` named, taken when no read names one
+   */
+  #recheck(hint, pushed) {
     this.#holdDepth++;
     this.#currentEpoch(hint)
-      .then(async (current) => {
+      .then(async (read) => {
+        const current = read ?? pushed;
         if (current === undefined || current === this.#epoch) {
-          this.#quietUntil = Date.now() + EPOCH_QUIET_MS;
+          if (pushed === undefined) this.#quietUntil = Date.now() + EPOCH_QUIET_MS;
           return;
         }
         const { channels, sessions } = this.#startOver(current);
@@ -658,7 +704,6 @@ export class Client extends Connection {
       })
       .catch((error) => this.#epochFailed(error))
       .finally(() => this.#unhold());
-    return true;
   }
 
   /**

@@ -164,6 +164,88 @@ describe('an empty Redis restart', () => {
     assert.equal(reader.epochChanges, 1);
   });
 
+  test('epoch.changed resets a connected subscriber and member before anything is published', async () => {
+    // The instance pushes `epoch.changed` once it sees the new epoch: the
+    // client reads its logs again at once, without waiting for a publication
+    // behind its offsets, reports the reset, and hands the push to the
+    // application; the channel's new log, numbered from 1 again, then
+    // arrives once.
+    const reader = await open(a, { token: WRITER });
+    const writer = await open(b, { token: ADMIN });
+    /** @type {any[]} */
+    const pushes = [];
+    reader.on('epoch.changed', (p) => pushes.push(p));
+    const sub = await reader.subscribe('feed:pushed', { recover: true });
+    const owned = await writer.createSession({ sessionId: 'pushed-1', invite: ['writer'] });
+    const member = await reader.joinSession('pushed-1');
+    /** @type {any[]} */
+    const resets = [];
+    sub.on('reset', (r) => resets.push(r));
+    member.on('reset', (r) => resets.push(r));
+    const messages = sub[Symbol.asyncIterator]();
+    const events = member[Symbol.asyncIterator]();
+    const epoch = reader.epoch;
+    assert.ok(epoch, 'the history read named the epoch');
+
+    assert.deepEqual(await publishAll(writer, 'feed:pushed', [1, 2, 3, 4, 5].map((n) => `old-${n}`)), [1, 2, 3, 4, 5]);
+    for (const n of [1, 2, 3, 4, 5]) assert.equal((await nextOf(messages, W, `old ${n}`)).offset, n);
+    for (const n of [1, 2, 3]) await owned.send('step', `old-${n}`);
+    for (const n of [1, 2, 3]) assert.equal((await nextOf(events, W, `old event ${n}`)).data, `old-${n}`);
+    assert.equal(member.lastOffset, 3);
+
+    await restartRedisEmpty([a, b]);
+    assert.equal(reader.state, 'open', 'the socket stayed up through the restart');
+
+    // The push reached the application, naming the new epoch.
+    await until(() => pushes.length > 0, W, 'epoch.changed reaches the application');
+    assert.equal(typeof pushes[0].epoch, 'string');
+    assert.notEqual(pushes[0].epoch, epoch);
+    // The reset is reported with nothing published yet.
+    await until(() => resets.length === 2, W, 'the subscription and the session report the reset');
+    assert.equal(reader.epoch, pushes[0].epoch);
+    assert.deepEqual(
+      resets.map((r) => [r.channel ?? r.sessionId, r.epochChanged, r.complete, r.epoch, r.previousEpoch]),
+      [
+        ['feed:pushed', true, false, reader.epoch, epoch],
+        ['pushed-1', true, false, reader.epoch, epoch],
+      ],
+    );
+    assert.equal(sub.lastOffset, 0);
+    assert.equal(member.lastOffset, 0);
+    assert.equal(reader.epochChanges, 1);
+
+    // Offsets 1-3 again, all at or below what the reader had: delivered.
+    assert.deepEqual(await publishAll(writer, 'feed:pushed', ['new-1', 'new-2', 'new-3']), [1, 2, 3]);
+    await sendWhenBack(owned, 'new-1');
+    for (const n of [2, 3]) await owned.send('step', `new-${n}`);
+    /** @type {any[]} */
+    const got = [];
+    while (got.length < 3) got.push(await nextOf(messages, W, `new message ${got.length + 1}`));
+    assert.deepEqual(
+      got.map((m) => [m.offset, m.data]),
+      [
+        [1, 'new-1'],
+        [2, 'new-2'],
+        [3, 'new-3'],
+      ],
+    );
+    // The owner's instance wrote the session back numbering past the lost
+    // events: they arrive in order, once.
+    /** @type {any[]} */
+    const gotEvents = [];
+    while (gotEvents.length < 3) gotEvents.push(await nextOf(events, W, `new event ${gotEvents.length + 1}`));
+    assert.deepEqual(
+      gotEvents.map((e) => e.data),
+      ['new-1', 'new-2', 'new-3'],
+    );
+    assert.ok(gotEvents[0].offset < gotEvents[1].offset && gotEvents[1].offset < gotEvents[2].offset);
+    await nothingMore(messages);
+    await nothingMore(events);
+    assert.equal(reader.epochChanges, 1);
+    assert.equal(pushes.length, 1);
+    assert.equal(resets.length, 2);
+  });
+
   test('a subscriber away during the restart recovers the new log from its start', async () => {
     const writer = await open(b, { token: ADMIN });
     const reader = await open(a, { token: WRITER });

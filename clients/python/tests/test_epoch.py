@@ -126,6 +126,76 @@ async def test_a_connected_subscriber_and_member_get_the_new_log_once(pair: Pair
         assert reader.epoch_changes == 1
 
 
+async def test_epoch_changed_resets_a_connected_subscriber_and_member_before_any_publication(
+    pair: Pair, uid: str
+) -> None:
+    """The instance pushes ``epoch.changed`` once it sees the new epoch: the
+    client reads its logs again at once, without waiting for a publication
+    behind its offsets, reports the reset, and hands the push to the
+    application; the channel's new log, numbered from 1 again, then
+    arrives once."""
+    channel = f"feed:pushed-{uid}"
+    async with (
+        sy.Client(pair.a.url, token=WRITER, **FAST) as reader,
+        sy.Client(pair.b.url, token=ADMIN, **FAST) as writer,
+    ):
+        pushes = reader.notifications("epoch.changed")
+        sub = await reader.subscribe(channel, recover="latest")
+        owned = await writer.create_session(f"pushed-{uid}", invite=["writer"])
+        member = await reader.join_session(owned.session_id)
+        before = reader.epoch
+        assert before is not None
+
+        assert await publish_all(writer, channel, [f"old-{n}" for n in range(1, 6)]) == [1, 2, 3, 4, 5]
+        assert [(await sub.next(W)).offset for _ in range(5)] == [1, 2, 3, 4, 5]
+        for n in (1, 2, 3):
+            await owned.send("step", f"old-{n}")
+        assert [(await member.next(W)).data for _ in range(3)] == ["old-1", "old-2", "old-3"]
+        assert member.offset == 3
+
+        await restart_redis_empty(pair, pair.a, pair.b)
+        assert reader.reconnects == 0 and writer.reconnects == 0
+
+        # The push reached the application, naming the new epoch.
+        note = await pushes.next(W)
+        assert note.method == "epoch.changed"
+        assert isinstance(note.params["epoch"], str) and note.params["epoch"] != before
+        # The reset is reported with nothing published yet.
+        await until(
+            lambda: sub.recovered is not None and sub.recovered.get("epochChanged") is True,
+            "the subscription reports the reset",
+        )
+        assert reader.epoch == note.params["epoch"]
+        assert sub.recovered["complete"] is False and sub.recovered["epoch"] == reader.epoch
+        assert sub.offset == 0
+        assert member.epoch_changed and not member.complete and member.offset == 0
+        assert reader.epoch_changes == 1
+
+        # Offsets 1-3 again, all at or below what the reader had: delivered.
+        assert await publish_all(writer, channel, ["new-1", "new-2", "new-3"]) == [1, 2, 3]
+        await until_sent(owned, "new-1")
+        for n in (2, 3):
+            await owned.send("step", f"new-{n}")
+        got = [await sub.next(W) for _ in range(3)]
+        assert [(m.offset, m.data) for m in got] == [(1, "new-1"), (2, "new-2"), (3, "new-3")]
+        # The owner's instance wrote the session back numbering past the
+        # lost events: they arrive in order, once.
+        got_events = [await member.next(W) for _ in range(3)]
+        assert [e.data for e in got_events] == ["new-1", "new-2", "new-3"]
+        assert [e.offset for e in got_events] == sorted({e.offset for e in got_events})
+        await nothing_more(sub, member)
+
+        # A push naming the epoch the client has changes nothing.
+        reader._dispatch({"jsonrpc": "2.0", "method": "epoch.changed", "params": {"epoch": reader.epoch}}, 0)
+        assert not reader._holding
+        assert (await pushes.next(W)).params["epoch"] == reader.epoch
+        assert reader.epoch_changes == 1
+        assert await publish_all(writer, channel, ["new-4"]) == [4]
+        assert (await sub.next(W)).offset == 4
+        await nothing_more(sub, member)
+        pushes.close()
+
+
 async def test_a_subscriber_away_during_the_restart_recovers_the_new_log(pair: Pair, uid: str) -> None:
     channel = f"feed:away-{uid}"
     async with sy.Client(pair.b.url, token=ADMIN, **FAST) as writer:

@@ -23,11 +23,13 @@ seen are dropped, so consumers see every event once, in order.
 Offsets belong to the epoch of the gateway's backend, which every log read
 names. When Redis restarts empty the logs start over at 1 under a new
 epoch. The client keeps the epoch it last saw and sends it with every
-``recover``, resume and history read after a reconnect; a live push whose
-offset was already passed, yet which was never delivered, makes it ask for
-the current epoch, holding pushes back meanwhile. Once the epoch changed,
-every channel and session starts over from offset 0 and is read again
-from the new log's start, skipping what was already delivered.
+``recover``, resume and history read after a reconnect. On a connection
+that stays up, two things make it ask for the current epoch, holding
+pushes back meanwhile: the gateway's ``epoch.changed`` push (unless it
+names the epoch the client has), and a live push whose offset was already
+passed, yet which was never delivered. Once the epoch changed, every
+channel and session starts over from offset 0 and is read again from the
+new log's start, skipping what was already delivered.
 """
 
 from __future__ import annotations
@@ -985,6 +987,8 @@ class Client:
             after = p.get("reconnectAfterMs")
             if isinstance(after, (int, float)):
                 self._reconnect_hint = after / 1000.0
+        elif method == "epoch.changed":
+            self._epoch_pushed(p.get("epoch"))
         self._emit(method, params)
 
     def _emit(self, method: str, params: Any) -> None:
@@ -1160,11 +1164,28 @@ class Client:
         self._spawn(self._run_epoch_check(channel, session))
         return True
 
-    async def _run_epoch_check(self, channel: str | None, session: Session | None) -> None:
+    def _epoch_pushed(self, epoch: Any) -> None:
+        """The gateway pushed ``epoch.changed``: the shared state may have
+        lost writes, so the offsets held may belong to the old epoch. Unless
+        the push names the epoch the client has, check as a push behind the
+        newest offset would (pushes held back until the answer)."""
+        if not isinstance(epoch, str) or epoch == self._epoch or self._closed:
+            return
+        tracked = bool(self._sessions) or any(s.offsets.offset is not None for s in self._channels.values())
+        if self._epoch is None and not tracked:
+            self._epoch = epoch
+            return
+        self._hold_depth += 1
+        self._spawn(self._run_epoch_check(None, None, pushed=epoch))
+
+    async def _run_epoch_check(self, channel: str | None, session: Session | None, pushed: str | None = None) -> None:
+        """``pushed``: the epoch an ``epoch.changed`` named, taken when no
+        read names one."""
         try:
-            current = await self._current_epoch(channel, session)
+            current = await self._current_epoch(channel, session) or pushed
             if current is None or current == self._epoch:
-                self._quiet_until = asyncio.get_running_loop().time() + _EPOCH_QUIET
+                if pushed is None:
+                    self._quiet_until = asyncio.get_running_loop().time() + _EPOCH_QUIET
                 return
             channels, sessions = self._start_over(current, None)
             await self._catch_up(channels, sessions, current)
