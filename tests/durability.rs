@@ -678,8 +678,10 @@ async fn a_caller_whose_instance_dies_resumes_its_run_and_its_approval_elsewhere
         .await["approvalId"]
         .clone();
     requester
-        .send_json(&json!({"jsonrpc": "2.0", "id": 99, "method": "approval.wait",
-                           "params": {"approvalId": asked, "timeoutMs": 60_000}}))
+        .send_json(
+            &json!({"jsonrpc": "2.0", "id": 99, "method": "approval.wait",
+                           "params": {"approvalId": asked, "timeoutMs": 60_000}}),
+        )
         .await;
 
     // The caller's instance dies; the work goes on meanwhile.
@@ -705,14 +707,21 @@ async fn a_caller_whose_instance_dies_resumes_its_run_and_its_approval_elsewhere
     assert_eq!(resumed["replayed"], 2, "{resumed}");
     for i in 3..5 {
         let e = back.expect_push("agent.event").await;
-        assert_eq!((e["data"]["i"].clone(), e["runId"].clone()), (json!(i), run_id.clone()), "{e}");
+        assert_eq!(
+            (e["data"]["i"].clone(), e["runId"].clone()),
+            (json!(i), run_id.clone()),
+            "{e}"
+        );
     }
     stream(&mut agent, 5, 6).await;
     let e = back.expect_push("agent.event").await;
     assert_eq!(e["data"]["i"], 5, "{e}");
     answer(&mut agent, &run_request, json!({"done": true})).await;
     let ended = back
-        .call("agent.wait", json!({"sessionId": "handoff", "timeoutMs": 5000}))
+        .call(
+            "agent.wait",
+            json!({"sessionId": "handoff", "timeoutMs": 5000}),
+        )
         .await;
     assert_eq!(
         (ended["status"].clone(), ended["runId"].clone()),

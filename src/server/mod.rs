@@ -19,6 +19,7 @@ pub mod openai;
 pub mod serve;
 mod tasks;
 pub mod tools;
+mod trim;
 mod ui;
 mod upgrade;
 

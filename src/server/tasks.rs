@@ -1,6 +1,7 @@
 //! Background tasks of an instance: the liveness heartbeat, the presence
-//! tick, the session janitor, the sweep of idle A2A contexts and the cron
-//! scheduler (`cron.rs`). All stop with the returned token.
+//! tick, the session janitor, the sweep of idle A2A contexts, the memory
+//! trim after a wave of closes (`trim.rs`) and the cron scheduler
+//! (`cron.rs`). All stop with the returned token.
 
 use super::App;
 use crate::backend::InstanceInfo;
@@ -48,6 +49,20 @@ pub fn spawn_all(app: &App) -> CancellationToken {
         app.note_backend();
     });
     spawn_resync(app, &stop);
+    // Free memory back to the system once a wave of closes has settled.
+    let trimmer = std::sync::Arc::new(std::sync::Mutex::new(super::trim::Trimmer::default()));
+    every(app, &stop, Duration::from_secs(1), move |app| {
+        let trimmer = trimmer.clone();
+        async move {
+            let due = trimmer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .step(app.hub.len());
+            if due {
+                super::trim::trim().await;
+            }
+        }
+    });
     // The runtime config: announcements and a poll of the stored version.
     let follow = crate::services::runtime_config::follow(app.clone());
     let until = stop.clone();
