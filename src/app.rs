@@ -49,6 +49,8 @@ pub struct AppInner {
     pub runs: Arc<crate::agents::runs::RunBook>,
     /// Rotation of the `round_robin` routing policy.
     pub rotation: crate::agents::select::Rotation,
+    /// The copy of the agent registry routing reads.
+    pub registry: crate::agents::view::RegistryView,
     pub logs: LogRing,
     pub draining: AtomicBool,
     /// Cron ticks this instance claimed and is firing (a drain waits for

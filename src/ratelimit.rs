@@ -262,6 +262,47 @@ pub struct IdentityBudget {
     /// Until this instant (ms) the backend said no; frames are rejected
     /// without asking again.
     pub blocked_until: u64,
+    /// A lease is being taken ahead of need (see [`IdentityBudget::take`]).
+    pub refilling: bool,
+}
+
+/// What the local share says about one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Allowed from the local share; `refill`: the share runs low, lease
+    /// more now (in the background) so the next messages need not wait.
+    Allowed { refill: bool },
+    /// Refused until the backend's window lets it through (ms).
+    Blocked(u64),
+    /// Nothing left locally: ask the backend before answering.
+    Empty,
+}
+
+impl IdentityBudget {
+    /// Take one message from the local share at `now`. Once it falls to
+    /// half a lease, one refill is asked for ahead of need, so a steady
+    /// sender does not wait on the backend every `lease` messages.
+    pub fn take(&mut self, lease: u32, now: u64) -> Take {
+        if self.remaining > 0 {
+            self.remaining -= 1;
+            let refill = !self.refilling && self.remaining <= lease / 2;
+            self.refilling |= refill;
+            Take::Allowed { refill }
+        } else if self.blocked_until > now {
+            Take::Blocked(self.blocked_until - now)
+        } else {
+            Take::Empty
+        }
+    }
+
+    /// A lease came back with `granted` messages (`retry` ms to wait when
+    /// none were).
+    pub fn granted(&mut self, granted: u32, retry: u64, now: u64) {
+        self.remaining += granted;
+        if granted == 0 {
+            self.blocked_until = now + retry;
+        }
+    }
 }
 
 /// How many hits to lease at once for a window: a tenth of the limit,
@@ -273,6 +314,25 @@ pub fn lease_size(window: Window) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_share_is_refilled_ahead_of_need_once() {
+        let mut b = IdentityBudget::default();
+        assert_eq!(b.take(10, 0), Take::Empty);
+        b.granted(10, 0, 0);
+        for _ in 0..4 {
+            assert_eq!(b.take(10, 0), Take::Allowed { refill: false });
+        }
+        assert_eq!(b.take(10, 0), Take::Allowed { refill: true }, "half left");
+        assert_eq!(b.take(10, 0), Take::Allowed { refill: false }, "asked once");
+        b.refilling = false;
+        b.granted(0, 500, 100);
+        for _ in 0..4 {
+            assert!(matches!(b.take(10, 100), Take::Allowed { .. }));
+        }
+        assert_eq!(b.take(10, 200), Take::Blocked(400));
+        assert_eq!(b.take(10, 700), Take::Empty);
+    }
 
     #[test]
     fn log_is_exact() {

@@ -8,7 +8,8 @@
 //! it (the caller then tries the next candidate). The count is mirrored into
 //! the shared entry as `load`, which the `least_loaded` policy reads.
 //!
-//! [`select`] orders candidates by routing policy; [`runs`] keeps the runs
+//! [`select`] orders candidates by routing policy; [`view`] is the short-lived
+//! copy of the registry routing reads; [`runs`] keeps the runs
 //! this instance's agents serve; [`defs`] holds agents to their
 //! definitions.
 //!
@@ -17,6 +18,7 @@
 pub mod defs;
 pub mod runs;
 pub mod select;
+pub mod view;
 
 use crate::backend::{AgentEntry, Backend};
 use std::collections::HashMap;

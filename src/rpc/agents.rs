@@ -197,6 +197,7 @@ pub async fn register(ctx: &Ctx<'_>, p: RegisterParams) -> Result<Value, RpcErro
         ctx.app.agent_store().remove_agent(ctx.conn.id()).await?;
     }
     let entry = ctx.app.agents.insert(entry);
+    ctx.app.registry.forget();
     ctx.app.agents.set_offer(&agent_id, offer);
     ctx.app.agent_store().put_agent(&entry).await?;
     agent_defs::recheck(ctx.app, &agent_id).await;
@@ -248,6 +249,7 @@ pub async fn register_caps(app: &App, conn: &ConnHandle) {
         return;
     }
     let entry = app.agents.insert(entry);
+    app.registry.forget();
     app.agents.set_offer(conn.id(), offer);
     if let Err(e) = app.agent_store().put_agent(&entry).await {
         tracing::warn!(error = %e, "registering node capabilities failed");
@@ -284,6 +286,7 @@ pub struct UnregisterParams {
 pub async fn unregister(ctx: &Ctx<'_>, p: UnregisterParams) -> Result<Value, RpcError> {
     let agent_id = own_agent(ctx, p.agent_id.as_deref())?;
     ctx.app.agents.remove(&agent_id);
+    ctx.app.registry.forget();
     ctx.app.agent_store().remove_agent(&agent_id).await?;
     Ok(json!({ "agentId": agent_id, "unregistered": true }))
 }

@@ -209,31 +209,33 @@ async fn rate_check(app: &App, conn: &ConnHandle) -> Result<(), RpcError> {
 }
 
 async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError> {
+    use crate::ratelimit::Take;
     let window = app.live.peek().rate_limits.messages_per_identity;
-    let local = app.hub.with_budget(sub, |b| {
-        if b.remaining > 0 {
-            b.remaining -= 1;
-            Some(Ok(()))
-        } else if b.blocked_until > now {
-            Some(Err(b.blocked_until - now))
-        } else {
-            None
+    let lease = lease_size(window);
+    let retry = match app.hub.with_budget(sub, |b| b.take(lease, now)) {
+        Take::Allowed { refill } => {
+            if refill {
+                // Ahead of need, off this message's path.
+                let (app, sub) = (app.clone(), sub.to_owned());
+                tokio::spawn(async move {
+                    let taken = lease_budget(&app, &sub, now).await;
+                    app.hub.with_budget(&sub, |b| {
+                        b.refilling = false;
+                        if let Ok((granted, retry)) = taken {
+                            b.granted(granted, retry, now);
+                        }
+                    });
+                });
+            }
+            return Ok(());
         }
-    });
-    let retry = match local {
-        Some(Ok(())) => return Ok(()),
-        Some(Err(retry)) => retry,
-        None => {
-            let key = format!("msg:{sub}");
-            let (granted, retry) = app
-                .rate_store()
-                .rate_take(&key, window, lease_size(window), now)
-                .await?;
-            app.hub.with_budget(sub, |b| {
-                b.remaining += granted.saturating_sub(1);
-                if granted == 0 {
-                    b.blocked_until = now + retry;
-                }
+        Take::Blocked(retry) => retry,
+        Take::Empty => {
+            let (granted, retry) = lease_budget(app, sub, now).await?;
+            // This message takes one of what was granted.
+            app.hub.with_budget(sub, |b| match granted {
+                0 => b.granted(0, retry, now),
+                n => b.remaining += n - 1,
             });
             if granted > 0 {
                 return Ok(());
@@ -243,4 +245,14 @@ async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError>
     };
     metrics::counter!("switchyard_rate_limited_total", "limit" => "identity").increment(1);
     Err(RpcError::rate_limited(retry))
+}
+
+/// Lease a share of `sub`'s message window from the backend.
+async fn lease_budget(app: &App, sub: &str, now: u64) -> Result<(u32, u64), RpcError> {
+    let window = app.live.peek().rate_limits.messages_per_identity;
+    let key = format!("msg:{sub}");
+    Ok(app
+        .rate_store()
+        .rate_take(&key, window, lease_size(window), now)
+        .await?)
 }

@@ -123,6 +123,7 @@ pub async fn build_with_backend(
         relay,
         runs,
         rotation: Default::default(),
+        registry: Default::default(),
         logs: crate::telemetry::log_ring().clone(),
         draining: AtomicBool::new(false),
         cron_firing: Default::default(),

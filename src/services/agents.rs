@@ -87,36 +87,77 @@ impl Selector {
 
 /// Online agents matching `selector`.
 pub async fn candidates(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
-    Ok(app
-        .agent_store()
-        .agents()
-        .await?
-        .into_iter()
-        .filter(|a| selector.matches(a))
-        .collect())
+    Ok(matching(app, selector, true).await?.0)
+}
+
+/// Agents matching `selector`, from the registry's short-lived copy when
+/// `cached` and it matches any (see `agents::view`), else from a fresh
+/// read; and whether they came from the copy.
+async fn matching(
+    app: &App,
+    selector: &Selector,
+    cached: bool,
+) -> Result<(Vec<AgentEntry>, bool), RpcError> {
+    let pick = |all: &[AgentEntry]| -> Vec<AgentEntry> {
+        all.iter()
+            .filter(|a| selector.matches(a))
+            .cloned()
+            .collect()
+    };
+    if cached && let Some(copy) = app.registry.fresh() {
+        let found = pick(&copy);
+        if !found.is_empty() {
+            return Ok((found, true));
+        }
+    }
+    let all = app.registry.store(app.agent_store().agents().await?);
+    Ok((pick(&all), false))
 }
 
 /// Online agents matching `selector`; -32005 when there are none.
 pub async fn online(app: &App, selector: &Selector) -> Result<Vec<AgentEntry>, RpcError> {
-    let found = candidates(app, selector).await?;
+    Ok(online_from(app, selector, true).await?.0)
+}
+
+async fn online_from(
+    app: &App,
+    selector: &Selector,
+    cached: bool,
+) -> Result<(Vec<AgentEntry>, bool), RpcError> {
+    let (found, from_copy) = matching(app, selector, cached).await?;
     if found.is_empty() {
         return Err(RpcError::unavailable(format!(
             "no agent online for {}",
             selector.describe()
         )));
     }
-    Ok(found)
+    Ok((found, from_copy))
 }
 
-/// Send one call to the best matching agent (see [`call_found`]).
+/// Send one call to the best matching agent (see [`call_found`]). Routed
+/// on the registry's copy; when the agent picked from it is gone (nothing
+/// was sent), routed once more on a fresh read.
 pub async fn call_agents(
     app: &App,
     selector: &Selector,
     policy: Policy,
     spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
 ) -> Result<(AgentEntry, Value), RpcError> {
-    let found = online(app, selector).await?;
-    call_found(app, found, policy, spec).await
+    let (mut found, mut from_copy) = online_from(app, selector, true).await?;
+    // Choosing by load needs the loads as they are now.
+    if from_copy && found.len() > 1 && policy == Policy::LeastLoaded {
+        (found, from_copy) = online_from(app, selector, false).await?;
+    }
+    match try_agents(app, found, policy, &spec).await {
+        Err(Tried::Gone(_)) if from_copy => {
+            app.registry.forget();
+            let (found, _) = online_from(app, selector, false).await?;
+            try_agents(app, found, policy, &spec)
+                .await
+                .map_err(RpcError::from)
+        }
+        outcome => outcome.map_err(RpcError::from),
+    }
 }
 
 /// Send one call to agents already looked up: in policy order until one
@@ -128,22 +169,58 @@ pub async fn call_found(
     policy: Policy,
     spec: impl Fn(&AgentEntry) -> CallSpec<'static>,
 ) -> Result<(AgentEntry, Value), RpcError> {
+    try_agents(app, found, policy, &spec)
+        .await
+        .map_err(RpcError::from)
+}
+
+/// Why no agent answered a call.
+enum Tried {
+    /// The first agent's connection was gone before anything was sent.
+    Gone(String),
+    Failed(RpcError),
+}
+
+impl From<Tried> for RpcError {
+    fn from(tried: Tried) -> Self {
+        match tried {
+            Tried::Gone(why) => RpcError::unavailable(why),
+            Tried::Failed(e) => e,
+        }
+    }
+}
+
+async fn try_agents(
+    app: &App,
+    found: Vec<AgentEntry>,
+    policy: Policy,
+    spec: &impl Fn(&AgentEntry) -> CallSpec<'static>,
+) -> Result<(AgentEntry, Value), Tried> {
     if found.is_empty() {
-        return Err(RpcError::unavailable("no agent online"));
+        return Err(Tried::Failed(RpcError::unavailable("no agent online")));
     }
     let total = found.len();
     let mut approved = false;
     for agent in select::order(found, policy, &app.rotation) {
         let spec = spec(&agent);
         // A tool its definition gates waits for a human first.
-        crate::services::agent_defs::gate(app, &agent, &spec, &mut approved).await?;
+        crate::services::agent_defs::gate(app, &agent, &spec, &mut approved)
+            .await
+            .map_err(Tried::Failed)?;
         match app.relay.call(&Target::from(&agent), spec).await {
             Err(CallError::Busy(_)) => continue,
-            outcome => return outcome.map(|v| (agent, v)).map_err(RpcError::from),
+            Err(CallError::Gone(why)) => return Err(Tried::Gone(why)),
+            outcome => {
+                return outcome
+                    .map(|v| (agent, v))
+                    .map_err(|e| Tried::Failed(e.into()));
+            }
         }
     }
-    Err(RpcError::limit("agents at maxConcurrency", total)
-        .with_data(json!({ "busy": true, "candidates": total })))
+    Err(Tried::Failed(
+        RpcError::limit("agents at maxConcurrency", total)
+            .with_data(json!({ "busy": true, "candidates": total })),
+    ))
 }
 
 /// Validate a caller-supplied timeout, with the configured default.
@@ -168,6 +245,7 @@ pub async fn on_disconnect(app: &App, conn: &ConnHandle) {
     let current = app.agent_store().agents().await.unwrap_or_default();
     for mut entry in mine {
         app.agents.remove(&entry.agent_id);
+        app.registry.forget();
         let taken_over = current
             .iter()
             .any(|c| c.agent_id == entry.agent_id && c.conn_id != conn.id());
