@@ -51,7 +51,7 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     spawn_resync(app, &stop);
     // Free memory back to the system once a wave of closes has settled.
     let trimmer = std::sync::Arc::new(std::sync::Mutex::new(super::trim::Trimmer::default()));
-    every(app, &stop, Duration::from_secs(1), move |app| {
+    every(app, &stop, super::trim::LOOK_EVERY, move |app| {
         let trimmer = trimmer.clone();
         async move {
             let due = trimmer

@@ -6,15 +6,18 @@
 //! allocator (a second storm reused it: nothing leaked). `malloc_trim(0)`
 //! hands the free pages of every arena back to the system.
 //!
-//! Once a second this task looks at the number of local connections. When
-//! it has fallen by at least [`DROP`] below the highest count seen since
-//! the last trim, and held still for a look (the storm is over), the
+//! Every [`LOOK_EVERY`] this task looks at the number of local
+//! connections. When it has fallen by at least [`DROP`] below the highest
+//! count seen since the last trim, and held still for a look (the storm is
+//! over), the
 //! allocator is asked to trim, on a blocking thread (it walks every
 //! arena). A steady gateway never trims; one that sheds connections trims
 //! once per wave. Only glibc has `malloc_trim`; elsewhere nothing runs.
 
 /// Connections fewer than the peak that make a trim worth it.
 pub const DROP: usize = 1_000;
+/// How often the connection count is looked at.
+pub const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// When to trim, from the connection counts seen once a second.
 #[derive(Debug, Default)]
