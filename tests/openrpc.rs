@@ -47,6 +47,8 @@ const SYSTEM_PUSHES: &[&str] = &[
     "presence.tick",
     "shutdown",
 ];
+/// Driven by an empty Redis restart (its own single `redis-server`).
+const DURABILITY_PUSHES: &[&str] = &["epoch.changed"];
 const SESSIONS: &[&str] = &[
     "connect",
     "session.create",
@@ -181,6 +183,7 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         AGENT_PUSHES,
         APPROVAL_PUSHES,
         DEVICE_PUSHES,
+        DURABILITY_PUSHES,
     ]);
     assert_eq!(driven, unasked);
 }

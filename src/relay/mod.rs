@@ -85,6 +85,10 @@ enum RelayMsg {
         /// next candidate (the error says so to clients too).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         busy: bool,
+        /// The node was not connected (or its agent not registered) on the
+        /// serving instance: nothing was sent, the caller may route again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gone: bool,
     },
     #[serde(rename_all = "camelCase")]
     Progress {
@@ -325,6 +329,7 @@ impl Relay {
                                 call.conn_id
                             ))),
                             busy: false,
+                            gone: true,
                         };
                         tokio::spawn(async move { relay.send(&call.reply_to, &message).await });
                     }
@@ -342,9 +347,17 @@ impl Relay {
                 result,
                 error,
                 busy,
+                gone,
             } => {
                 let outcome = match (result, error) {
                     (_, Some(e)) if busy => Err(CallError::Busy(e)),
+                    (_, Some(e)) if gone => Err(CallError::Gone(
+                        e.data
+                            .as_ref()
+                            .and_then(|d| d["reason"].as_str())
+                            .unwrap_or("the node is gone")
+                            .to_owned(),
+                    )),
                     (_, Some(e)) => Err(CallError::Remote(e)),
                     (Some(v), None) => Ok(v),
                     (None, None) => Ok(Value::Null),
@@ -394,6 +407,8 @@ impl Relay {
         let outcome = self.run_local(&call).await;
         self.serving().remove(&call.call_id);
         let busy = matches!(outcome, Err(CallError::Busy(_)));
+        // `run_local` is gone only before anything reached the node.
+        let gone = matches!(outcome, Err(CallError::Gone(_)));
         let outcome = outcome.map_err(RpcError::from);
         if let (Some(ticket), Some(hooks)) = (&call.run, self.0.hooks.get())
             && !busy
@@ -409,6 +424,7 @@ impl Relay {
             result,
             error,
             busy,
+            gone,
         };
         self.send(&call.reply_to, &reply).await;
     }
@@ -569,6 +585,7 @@ mod tests {
             result: None,
             error: Some(error),
             busy,
+            gone: false,
         }
     }
 
@@ -581,6 +598,7 @@ mod tests {
         assert!(!plain.contains("busy"), "{plain}");
         let back: RelayMsg = serde_json::from_str(&plain).unwrap();
         assert!(matches!(back, RelayMsg::Reply { busy: false, .. }));
+        assert!(!plain.contains("gone"), "{plain}");
         // What a client is told is the error itself.
         assert_eq!(RpcError::from(CallError::Busy(busy("a"))), busy("a"));
         assert_eq!(

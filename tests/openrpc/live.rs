@@ -8,8 +8,8 @@ use crate::CRON;
 use crate::common::*;
 use crate::reference::Reference;
 use crate::{
-    AGENT_PUSHES, AGENTS, APPROVAL_PUSHES, APPROVALS, DEVICE_PUSHES, DEVICES, SESSION_PUSHES,
-    SESSIONS, SYSTEM, SYSTEM_PUSHES,
+    AGENT_PUSHES, AGENTS, APPROVAL_PUSHES, APPROVALS, DEVICE_PUSHES, DEVICES, DURABILITY_PUSHES,
+    SESSION_PUSHES, SESSIONS, SYSTEM, SYSTEM_PUSHES,
 };
 use serde_json::json;
 
@@ -625,4 +625,21 @@ async fn cron_replies_fit_their_schemas() {
     r.call(&mut admin, "cron.remove", json!({"id": "ref"}))
         .await;
     r.covered(CRON, &[]);
+}
+
+#[tokio::test]
+async fn a_new_epoch_is_announced_in_its_schema() {
+    // Its own single Redis whatever the run's mode: the default run covers
+    // it, the cluster and Sentinel runs would restart theirs differently.
+    if redis_cluster_mode() || redis_sentinel_mode() {
+        return;
+    }
+    let mut redis = RedisProcess::start();
+    let server = TestServer::start(cluster_config(&redis)).await;
+    let mut r = Reference::of(&server).await;
+    let mut admin = server.client(ADMIN).await;
+    redis.restart();
+    let told = admin.expect_push("epoch.changed").await;
+    r.push("epoch.changed", &told);
+    r.covered(&[], DURABILITY_PUSHES);
 }
