@@ -148,6 +148,9 @@ describe('the control UI on a two-instance cluster', { timeout: 110_000 }, () =>
 
   uiTest('logged in with a token, Cluster lists both instances', async () => {
     const page = await adminPage('/');
+    // The login lands on the Cluster view (the address follows the view
+    // once the session is set up: wait for it, bounded).
+    await page.waitForURL((url) => url.pathname === '/cluster', { timeout: 5000 });
     assert.equal(new URL(page.url()).pathname, '/cluster');
     await page.getByRole('heading', { level: 1, name: 'Cluster' }).waitFor();
     await page.locator('[data-instance="a"]').waitFor();
