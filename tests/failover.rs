@@ -213,6 +213,18 @@ async fn new_epoch_seen(ws: &mut Ws, old: &Value) -> Value {
     }
 }
 
+/// Both instances ready again and reading the same epoch, other than
+/// `old` (`on_a` is a connection to a); that epoch.
+async fn both_on_a_new_epoch(a: &Instance, b: &Instance, on_a: &mut Ws, old: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    a.ready_again(deadline).await;
+    b.ready_again(deadline).await;
+    let mut on_b = b.client(WRITER).await;
+    let epoch = new_epoch_seen(on_a, old).await;
+    assert_eq!(new_epoch_seen(&mut on_b, old).await, epoch, "one new epoch");
+    epoch
+}
+
 async fn request_approval(node: &mut Ws, summary: &str) -> Value {
     node.call(
         "approval.request",
@@ -310,13 +322,7 @@ async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
     let started = Instant::now();
     assert!(cli(redis.ports[2], &["SENTINEL", "FAILOVER", "mymaster"]).contains("OK"));
     redis.wait_promoted();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    a.ready_again(deadline).await;
-    b.ready_again(deadline).await;
-    let mut reader_b = b.client(WRITER).await;
-    let on_a = new_epoch_seen(&mut watcher, &old_epoch).await;
-    let on_b = new_epoch_seen(&mut reader_b, &old_epoch).await;
-    assert_eq!(on_a, on_b);
+    both_on_a_new_epoch(&a, &b, &mut watcher, &old_epoch).await;
     // Decisions need the new primary to have a replica again (the old
     // primary, once Sentinel has turned it into one).
     redis.wait_replicated(redis.ports[1]);
@@ -461,11 +467,7 @@ async fn writes_the_replica_never_got_are_reported_and_what_live_work_proves_com
     redis.primary.wait().expect("reap");
     Replicated::signal(&redis.replica, "-CONT");
     redis.wait_promoted();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    a.ready_again(deadline).await;
-    b.ready_again(deadline).await;
-    let mut reader_b = b.client(WRITER).await;
-    new_epoch_seen(&mut reader_b, &old_epoch).await;
+    both_on_a_new_epoch(&a, &b, &mut watcher, &old_epoch).await;
 
     // The loss is reported, never silent.
     let told = watcher.expect_push("epoch.changed").await;
