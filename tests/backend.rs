@@ -656,6 +656,9 @@ fn run_record(session: &str, run: &str, caller: &str) -> RunRecord {
         error: None,
         started_at: 1,
         finished_at: None,
+        deadline: None,
+        agent_identity: String::new(),
+        attached: 0,
     }
 }
 
@@ -724,6 +727,57 @@ async fn runs_are_limited_and_finished_once() {
         assert!(b.run("s1").await.unwrap().is_none(), "{kind}");
         // Its running slot went with it.
         b.start_run(&run_record("s3", "r3", "ann"), 2)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_lost_run_is_reattached_once_and_only_its_latest_attach_finishes_it() {
+    for u in backends().await {
+        let b = &u.backend;
+        let kind = b.kind();
+        b.start_run(&run_record("lost", "r", "cal"), 1)
+            .await
+            .unwrap();
+        // Only an ended run can be taken back.
+        let mut back = run_record("lost", "r", "cal");
+        back.attached = 1;
+        assert!(!b.reattach_run(&back).await.unwrap(), "{kind}");
+        let mut lost = run_record("lost", "r", "cal");
+        lost.status = RunStatus::Error;
+        lost.error = Some(json!({"code": -32005, "data": {"reason": "instance_lost"}}));
+        assert!(b.finish_run(&lost).await.unwrap().is_some(), "{kind}");
+        // Once: a second re-attach under the same count loses.
+        back.instance_id = "a".into();
+        assert!(b.reattach_run(&back).await.unwrap(), "{kind}");
+        assert!(!b.reattach_run(&back).await.unwrap(), "{kind}");
+        let stored = b.run("lost").await.unwrap().expect("recorded");
+        assert_eq!(
+            (stored.status, stored.attached, stored.instance_id.as_str()),
+            (RunStatus::Running, 1, "a"),
+            "{kind}"
+        );
+        // Running again, it holds its caller's slot.
+        let other = b.start_run(&run_record("other", "o", "cal"), 1).await;
+        assert!(
+            matches!(other, Err(BackendError::Limit(..))),
+            "{kind}: {other:?}"
+        );
+        // The lost call's late finish (count 0) does not end it; the
+        // re-attached agent's does.
+        let mut late = lost.clone();
+        late.status = RunStatus::Completed;
+        assert!(b.finish_run(&late).await.unwrap().is_none(), "{kind}");
+        let mut done = back.clone();
+        done.status = RunStatus::Completed;
+        done.result = Some(json!("ok"));
+        assert!(b.finish_run(&done).await.unwrap().is_some(), "{kind}");
+        assert_eq!(
+            b.run("lost").await.unwrap().unwrap().result,
+            Some(json!("ok"))
+        );
+        b.start_run(&run_record("other", "o", "cal"), 1)
             .await
             .unwrap();
     }

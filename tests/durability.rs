@@ -743,3 +743,264 @@ async fn a_caller_whose_instance_dies_resumes_its_run_and_its_approval_elsewhere
         "{decision}"
     );
 }
+
+/// Sessions of the runs lost together in the re-attach test, and the
+/// agent serving each.
+const LOST: [(&str, &str); 3] = [
+    ("reborn-done", "phoenix"),
+    ("reborn-cancel", "phoenix-2"),
+    ("reborn-gone", "phoenix-3"),
+];
+
+/// An agent connection on `instance` registered as `agent_id`.
+async fn agent_as(instance: &Instance, agent_id: &str) -> Ws {
+    let mut agent = instance.client(NODE).await;
+    agent
+        .call(
+            "agent.register",
+            json!({"agentId": agent_id, "capabilities": ["agent.run"]}),
+        )
+        .await;
+    agent
+}
+
+/// An agent connection on `instance`, registered as `agent_id` and
+/// re-attached to run `run_id` of `session`.
+async fn taken_back(instance: &Instance, agent_id: &str, session: &str, run_id: &Value) -> Ws {
+    let mut agent = agent_as(instance, agent_id).await;
+    let back = agent
+        .call(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": run_id}),
+        )
+        .await;
+    assert_eq!(back["status"], "running", "{back}");
+    agent
+}
+
+/// `agent.event {i}` on `session` from `agent`.
+async fn emit(agent: &mut Ws, session: &str, i: u64) -> u64 {
+    let sent = agent
+        .call(
+            "agent.event",
+            json!({"sessionId": session, "type": "delta", "data": {"i": i}}),
+        )
+        .await;
+    sent["offset"].as_u64().unwrap_or_else(|| panic!("{sent}"))
+}
+
+#[tokio::test]
+async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
+    let redis = RedisProcess::start();
+    let tokens = tokens();
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut b = Instance::start(&redis, "b", &env).await;
+    let mut c = Instance::start(&redis, "c", &env).await;
+
+    // Three runs served on b, each by its own agent; the first streams two
+    // events before b dies.
+    let mut caller = a.client(ADMIN).await;
+    let mut runs = Vec::new();
+    for (session, agent_id) in LOST {
+        let mut agent = agent_as(&b, agent_id).await;
+        caller
+            .call("session.create", json!({"sessionId": session}))
+            .await;
+        let (run, (_, request)) = tokio::join!(
+            caller.call(
+                "agent.run",
+                json!({"sessionId": session, "agentId": agent_id, "task": "long"}),
+            ),
+            server_request(&mut agent, "agent.run"),
+        );
+        assert_eq!(request["runId"], run["runId"], "{request}");
+        runs.push((run["runId"].clone(), agent));
+    }
+    let (session, _) = LOST[0];
+    let mut offsets = Vec::new();
+    for i in 0..2 {
+        offsets.push(emit(&mut runs[0].1, session, i).await);
+    }
+
+    // b dies. The first agent is back on c at once and asks for its run:
+    // the call waits until the loss is noticed, then hands the run over.
+    b.kill9();
+    let killed = Instant::now();
+    let run_id = runs[0].0.clone();
+    let mut back = agent_as(&c, "phoenix").await;
+    let reattached = back
+        .call(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": run_id}),
+        )
+        .await;
+    eprintln!(
+        "run re-attached on c {} ms after its instance was killed (node_ttl {} ms)",
+        killed.elapsed().as_millis(),
+        NODE_TTL.as_millis()
+    );
+    assert_eq!(
+        (
+            reattached["status"].clone(),
+            reattached["attached"].clone(),
+            reattached["instanceId"].clone(),
+            reattached["runId"].clone()
+        ),
+        (json!("running"), json!(1), json!("c"), run_id.clone()),
+        "{reattached}"
+    );
+    // The caller saw the loss (terminal for the call, resumable for the
+    // run), then the re-attach.
+    let lost = push_where(&mut caller, "agent.error", |e| e["runId"] == run_id).await;
+    assert_eq!(lost["error"]["data"]["reason"], "instance_lost", "{lost}");
+    assert_eq!(lost["agentId"], "phoenix", "{lost}");
+    let until = lost["error"]["data"]["resumableUntil"]
+        .as_u64()
+        .expect("resumableUntil");
+    assert!(until > now_ms(), "{lost}");
+    let started = push_where(&mut caller, "agent.started", |e| {
+        e["runId"] == run_id && e.get("attached").is_some()
+    })
+    .await;
+    assert_eq!(started["attached"], 1, "{started}");
+
+    // Only once, and only by its agent.
+    let again = back
+        .request(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": run_id}),
+        )
+        .await;
+    assert_eq!(again["error"]["code"], -32007, "{again}");
+    let mut stranger = c.client(ADMIN).await;
+    let refused = stranger
+        .request(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": run_id}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    let unknown = back
+        .request(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": "no-such-run"}),
+        )
+        .await;
+    assert_eq!(unknown["error"]["code"], -32001, "{unknown}");
+
+    // Its events go on in the same log, numbered right after the others,
+    // and the caller gets them live.
+    offsets.push(emit(&mut back, session, 2).await);
+
+    // c dies too: the caller's instance, following the run, ends it as
+    // lost again, and the agent takes it back once more, on a.
+    c.kill9();
+    drop(back);
+    let again = push_where(&mut caller, "agent.error", |e| {
+        e["runId"] == run_id && e["error"]["data"]["instanceId"] == "c"
+    })
+    .await;
+    assert_eq!(again["error"]["data"]["reason"], "instance_lost", "{again}");
+    let mut back = agent_as(&a, "phoenix").await;
+    let twice = back
+        .call(
+            "agent.reattach",
+            json!({"sessionId": session, "runId": run_id}),
+        )
+        .await;
+    assert_eq!(
+        (twice["attached"].clone(), twice["instanceId"].clone()),
+        (json!(2), json!("a")),
+        "{twice}"
+    );
+    offsets.push(emit(&mut back, session, 3).await);
+    for i in 0..4 {
+        let e = push_where(&mut caller, "agent.event", |e| {
+            e["sessionId"] == session && e["data"]["i"] == i
+        })
+        .await;
+        assert_eq!(
+            (e["runId"].clone(), e["agentId"].clone()),
+            (run_id.clone(), json!("phoenix")),
+            "{e}"
+        );
+    }
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "offsets {offsets:?}"
+    );
+    let history = caller
+        .call("session.history", json!({"sessionId": session}))
+        .await;
+    // The session's log holds the run's four events and nothing else.
+    assert_eq!(offsets_of(&history), offsets, "{history}");
+    assert_eq!(history["complete"], true, "{history}");
+
+    // The agent ends it; the answer is the run's.
+    let finished = back
+        .call(
+            "agent.finish",
+            json!({"sessionId": session, "runId": run_id, "result": {"done": true}}),
+        )
+        .await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    let completed = push_where(&mut caller, "agent.completed", |e| e["runId"] == run_id).await;
+    assert_eq!(completed["result"], json!({"done": true}), "{completed}");
+    let record = caller
+        .call(
+            "agent.wait",
+            json!({"sessionId": session, "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(
+        (
+            record["status"].clone(),
+            record["attached"].clone(),
+            record["result"].clone()
+        ),
+        (json!("completed"), json!(2), json!({"done": true})),
+        "{record}"
+    );
+
+    // A re-attached run the caller cancels: the agent is told.
+    let (session, agent_id) = LOST[1];
+    let run_id = runs[1].0.clone();
+    let mut second = taken_back(&a, agent_id, session, &run_id).await;
+    caller
+        .call("agent.cancel", json!({"sessionId": session}))
+        .await;
+    let told = second.expect_push("agent.cancel").await;
+    assert_eq!(told["runId"], run_id, "{told}");
+    let late = second
+        .call(
+            "agent.finish",
+            json!({"sessionId": session, "runId": run_id, "result": "late"}),
+        )
+        .await;
+    assert_eq!(late["finished"], false, "{late}");
+    let record = caller
+        .call(
+            "agent.wait",
+            json!({"sessionId": session, "timeoutMs": 1000}),
+        )
+        .await;
+    assert_eq!(record["status"], "cancelled", "{record}");
+
+    // A re-attached run whose agent goes away again ends with an error.
+    let (session, agent_id) = LOST[2];
+    let run_id = runs[2].0.clone();
+    let mut third = taken_back(&a, agent_id, session, &run_id).await;
+    drop(third);
+    let ended = push_where(&mut caller, "agent.error", |e| {
+        e["runId"] == run_id && e["error"]["data"]["reason"] == "agent_disconnected"
+    })
+    .await;
+    assert_eq!(ended["status"], "error", "{ended}");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -49,6 +49,14 @@ const SYSTEM_PUSHES: &[&str] = &[
 ];
 /// Driven by an empty Redis restart (its own single `redis-server`).
 const DURABILITY_PUSHES: &[&str] = &["epoch.changed"];
+/// Driven with real processes: a run taken back after its instance died.
+const REATTACH: &[&str] = &["agent.reattach", "agent.finish"];
+const REATTACH_PUSHES: &[&str] = &[
+    "agent.run",
+    "agent.started",
+    "agent.error",
+    "agent.completed",
+];
 const SESSIONS: &[&str] = &[
     "connect",
     "session.create",
@@ -170,7 +178,9 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         .map(|m| m.name.to_owned())
         .collect();
     assert_eq!(
-        names(&[SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG, DEVICES, CRON]),
+        names(&[
+            SYSTEM, SESSIONS, AGENTS, APPROVALS, CONFIG, DEVICES, CRON, REATTACH,
+        ]),
         table
     );
     let unasked: BTreeSet<String> = listed(document, "x-notifications")
@@ -184,6 +194,7 @@ fn the_live_tests_cover_every_method_notification_and_server_request() {
         APPROVAL_PUSHES,
         DEVICE_PUSHES,
         DURABILITY_PUSHES,
+        REATTACH_PUSHES,
     ]);
     assert_eq!(driven, unasked);
 }

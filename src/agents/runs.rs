@@ -64,6 +64,9 @@ pub trait RunHooks: Send + Sync + 'static {
     fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>);
     /// The run was cancelled: tell the node, drop its later events.
     fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle);
+    /// A cancel for run `run_id` that no relayed call here carries: a run
+    /// its agent re-attached to on this instance. True when there was one.
+    fn cancel_run(&self, run_id: &str) -> bool;
 }
 
 /// A run one of this instance's agents is working on.
@@ -74,6 +77,10 @@ pub struct Active {
     pub cancelled: bool,
     /// The run's record (see [`RunTicket::record`]).
     pub record: Option<Box<RunRecord>>,
+    /// A run its agent re-attached to here (`agent.reattach`): no relayed
+    /// call carries it, so the agent's connection is kept to tell it of a
+    /// cancel, and the agent ends it with `agent.finish`.
+    pub reattached: Option<ConnHandle>,
 }
 
 /// Runs served by this instance's agents, by session id.
@@ -129,6 +136,7 @@ impl RunHooks for RunBook {
                 agent_id: target.agent_id.clone(),
                 cancelled: false,
                 record: ticket.record.clone(),
+                reattached: None,
             },
         );
         let data = json!({
@@ -153,6 +161,7 @@ impl RunHooks for RunBook {
         }
         let served = active.and_then(|a| a.agent_id).map(|agent_id| Served {
             agent_id,
+            identity: None,
             instance_id: self.instance_id.clone(),
             generation: self.generation,
         });
@@ -167,11 +176,31 @@ impl RunHooks for RunBook {
         {
             active.cancelled = true;
         }
-        conn.push(frame::notification(
-            "agent.cancel",
-            &json!({ "sessionId": ticket.session_id, "runId": ticket.run_id }),
-        ));
+        tell_cancelled(conn, &ticket.session_id, &ticket.run_id);
     }
+
+    fn cancel_run(&self, run_id: &str) -> bool {
+        let mut active = self.active();
+        let Some((session_id, run)) = active
+            .iter_mut()
+            .find(|(_, a)| a.run_id == run_id && a.reattached.is_some())
+        else {
+            return false;
+        };
+        run.cancelled = true;
+        if let Some(conn) = &run.reattached {
+            tell_cancelled(conn, session_id, run_id);
+        }
+        true
+    }
+}
+
+/// Tell the agent on `conn` to stop run `run_id` (`agent.cancel`).
+pub fn tell_cancelled(conn: &ConnHandle, session_id: &str, run_id: &str) {
+    conn.push(frame::notification(
+        "agent.cancel",
+        &json!({ "sessionId": session_id, "runId": run_id }),
+    ));
 }
 
 /// Publish a run's lifecycle event on `global`.
@@ -185,25 +214,38 @@ pub async fn announce(bus: &dyn Bus, event: &str, data: Value) {
 /// Which agent served a run, on which instance.
 pub struct Served {
     pub agent_id: String,
+    /// `sub` of the identity that registered the agent, when known.
+    pub identity: Option<String>,
     pub instance_id: String,
     pub generation: u64,
 }
 
-/// End a run with the agent's answer, unless it already ended.
+/// End a run with the agent's answer, unless it already ended, or its
+/// agent re-attached to it since `ticket` was issued (a finish for the
+/// call the lost instance carried must not end the re-attached run).
+/// The record as ended, when this finish ended it.
 pub async fn finish(
     runs: &dyn RunStore,
     bus: &dyn Bus,
     ticket: &RunTicket,
     served: Option<Served>,
     outcome: Result<Value, RpcError>,
-) {
+) -> Option<RunRecord> {
     let Ok(Some(mut run)) = runs.run(&ticket.session_id).await else {
-        return;
+        return None;
     };
     if run.run_id != ticket.run_id || run.status != RunStatus::Running {
-        return;
+        return None;
+    }
+    if let Some(issued) = &ticket.record
+        && issued.attached != run.attached
+    {
+        return None;
     }
     if let Some(served) = served {
+        if let Some(identity) = served.identity {
+            run.agent_identity = identity;
+        }
         run.agent_id = served.agent_id;
         run.instance_id = served.instance_id;
         run.generation = served.generation;
@@ -227,9 +269,13 @@ pub async fn finish(
                 "agent.error"
             };
             announce(bus, event, summary(&done)).await;
+            Some(done)
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed"),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed");
+            None
+        }
     }
 }
 

@@ -39,6 +39,24 @@ pub struct RunRecord {
     pub started_at: u64,
     #[serde(default)]
     pub finished_at: Option<u64>,
+    /// When the run times out (ms since the epoch); absent on records of
+    /// older instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// `sub` of the identity whose agent served it, once known (a run
+    /// whose instance was lost names it: only that identity may
+    /// re-attach).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_identity: String,
+    /// How many times its agent re-attached to it after its instance was
+    /// lost (`agent.reattach`). A finish carries the count it was started
+    /// or re-attached under, so a stale one cannot end a re-attached run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attached: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Agent runs, one record per session (its latest run).
@@ -50,9 +68,15 @@ pub trait RunStore: Send + Sync + 'static {
     /// The latest run of a session.
     async fn run(&self, session_id: &str) -> BackendResult<Option<RunRecord>>;
     /// Finish run `run_id` of its session with `outcome` (status, result,
-    /// error, finishedAt) if it is still running; `None` when it was not
-    /// (already finished or cancelled: the first finisher wins).
+    /// error, finishedAt) if it is still running under `outcome.attached`;
+    /// `None` when it was not (already finished or cancelled, or
+    /// re-attached since: the first finisher wins).
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
+    /// Put run `run.run_id` back to running as `run` (its agent
+    /// re-attached) if it is still the session's run, ended with an error
+    /// under `run.attached - 1`; false when it is not (a newer run, or
+    /// another re-attach came first).
+    async fn reattach_run(&self, run: &RunRecord) -> BackendResult<bool>;
     /// A session closed: drop its run record, chat history and the log of
     /// its channel.
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()>;

@@ -19,6 +19,8 @@ struct Live {
     missing: HashMap<String, Instant>,
     /// The generation each live instance runs as.
     generations: HashMap<String, u64>,
+    /// The backend's resync count the last view was read under.
+    resync: Option<u64>,
 }
 
 /// The instances alive, as the last heartbeat saw them.
@@ -39,20 +41,36 @@ impl Liveness {
     }
 
     /// The live instances, as the last heartbeat saw them, and those whose
-    /// record went stale: dead at once, where one merely missing (Redis
-    /// restarted empty hides everyone until their next heartbeat) is dead
-    /// only after the grace.
+    /// record went stale: dead at once. One merely missing is dead at once
+    /// too when the view was read from the same backend state as the last
+    /// one (`resync`, the backend's count of reconnects that may have lost
+    /// state, unchanged; `None` when a reconnect happened while it was
+    /// read: only the reaper removed its record, which it does to the
+    /// dead); after a reconnect (Redis restarted empty hides
+    /// everyone until their next heartbeat) it is dead only after the
+    /// grace.
     pub fn set_live(
         &self,
         instances: impl IntoIterator<Item = String>,
         stale: impl IntoIterator<Item = String>,
+        resync: Option<u64>,
     ) {
         let now = Instant::now();
         let ids: HashSet<String> = instances.into_iter().collect();
         let forget = self.grace * 10;
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let same_state = resync.is_some() && std::mem::replace(&mut live.resync, resync) == resync;
         let Live { seen, missing, .. } = &mut *live;
-        for id in stale.into_iter().filter(|id| !ids.contains(id)) {
+        let reaped = seen
+            .iter()
+            .filter(|id| same_state && !ids.contains(*id))
+            .cloned()
+            .collect::<Vec<_>>();
+        for id in stale
+            .into_iter()
+            .chain(reaped)
+            .filter(|id| !ids.contains(id))
+        {
             let dead_since = now.checked_sub(self.grace).unwrap_or(now);
             let since = missing.entry(id).or_insert(dead_since);
             *since = (*since).min(dead_since);
@@ -120,25 +138,36 @@ mod tests {
             "unknown instances count as live"
         );
         let none = Vec::<String>::new;
-        relay.set_live(["me".to_owned(), "b".to_owned()], none());
-        relay.set_live(["me".to_owned()], none());
+        relay.set_live(["me".to_owned(), "b".to_owned()], none(), Some(0));
+        // Read after a reconnect: missing may mean Redis restarted empty.
+        relay.set_live(["me".to_owned()], none(), Some(1));
         assert!(relay.is_live("b"), "missing, but not for long yet");
         std::thread::sleep(Duration::from_millis(60));
-        relay.set_live(["me".to_owned()], none());
+        relay.set_live(["me".to_owned()], none(), Some(1));
         assert!(!relay.is_live("b"), "missing for longer than the grace");
-        relay.set_live(["me".to_owned(), "b".to_owned()], none());
+        relay.set_live(["me".to_owned(), "b".to_owned()], none(), Some(1));
+        assert!(relay.is_live("b"), "back");
+    }
+
+    #[test]
+    fn an_instance_reaped_under_the_same_backend_state_is_dead_at_once() {
+        let relay = Liveness::new(Duration::from_secs(60));
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new(), Some(3));
+        relay.set_live(["me".to_owned()], Vec::new(), Some(3));
+        assert!(!relay.is_live("b"), "only the reaper removes a record");
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new(), Some(3));
         assert!(relay.is_live("b"), "back");
     }
 
     #[test]
     fn an_instance_with_a_stale_record_is_dead_at_once() {
         let relay = Liveness::new(Duration::from_secs(60));
-        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
-        relay.set_live(["me".to_owned()], ["b".to_owned()]);
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new(), Some(0));
+        relay.set_live(["me".to_owned()], ["b".to_owned()], Some(1));
         assert!(!relay.is_live("b"), "its record went stale: dead");
-        relay.set_live(["me".to_owned()], Vec::new());
+        relay.set_live(["me".to_owned()], Vec::new(), Some(2));
         assert!(!relay.is_live("b"), "still dead once reaped");
-        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new());
+        relay.set_live(["me".to_owned(), "b".to_owned()], Vec::new(), Some(2));
         assert!(relay.is_live("b"), "back");
     }
 

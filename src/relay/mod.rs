@@ -198,8 +198,9 @@ impl Relay {
         &self,
         instances: impl IntoIterator<Item = String>,
         stale: impl IntoIterator<Item = String>,
+        resync: Option<u64>,
     ) {
-        self.0.liveness.set_live(instances, stale);
+        self.0.liveness.set_live(instances, stale, resync);
     }
 
     /// The generation each live instance runs as (see
@@ -279,6 +280,11 @@ impl Relay {
         };
         guard.answered = !matches!(outcome, Err(CallError::Timeout(_)));
         outcome
+    }
+
+    /// Resolves once `target`'s instance is taken for dead (or restarted).
+    pub async fn instance_gone(&self, target: &Target) {
+        self.0.liveness.gone(target).await;
     }
 
     /// Cancel a call this instance started, or one an instance serves
@@ -377,7 +383,9 @@ impl Relay {
             RelayMsg::Redefine(change) => self.0.agents.redefine_later(change, self.0.hub.clone()),
             RelayMsg::Cancel { call_id } => {
                 let Some(serving) = self.serving().remove(&call_id) else {
-                    return 0;
+                    // A run re-attached here has no call to cancel.
+                    let hooks = self.0.hooks.get();
+                    return usize::from(hooks.is_some_and(|h| h.cancel_run(&call_id)));
                 };
                 match &serving.run {
                     Some(ticket) => {

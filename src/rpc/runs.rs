@@ -1,6 +1,6 @@
 //! Agent runs and chat: `agent.run`, `agent.wait`, `agent.cancel`,
-//! `agent.event` (from the agent), `chat.send`, `chat.history`,
-//! `chat.abort`, `chat.inject`.
+//! `agent.event`, `agent.reattach` and `agent.finish` (from the agent),
+//! `chat.send`, `chat.history`, `chat.abort`, `chat.inject`.
 //!
 //! A run is a relayed call (`agent.run` or `chat.send` sent to the agent)
 //! tied to a session and recorded in the backend ([`RunRecord`]), at most
@@ -252,6 +252,71 @@ pub async fn event(ctx: &Ctx<'_>, p: EventParams) -> Result<Value, RpcError> {
         .log_publish(&channel, &event, keep)
         .await?;
     Ok(json!({ "delivered": delivered, "offset": offset }))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReattachParams {
+    session_id: String,
+    run_id: String,
+}
+
+/// `agent.reattach`: the agent takes back a run its lost instance served.
+pub async fn reattach(ctx: &Ctx<'_>, p: ReattachParams) -> Result<Value, RpcError> {
+    let identity = ctx.identity()?;
+    let run = crate::services::reattach::reattach(
+        ctx.app,
+        ctx.conn,
+        &identity.sub,
+        &p.session_id,
+        &p.run_id,
+    )
+    .await?;
+    Ok(serde_json::to_value(&run).unwrap_or_default())
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishParams {
+    session_id: String,
+    run_id: String,
+    /// The run's answer (as the reply to `agent.run` would have been).
+    #[serde(default)]
+    result: Value,
+    /// Ends the run with this error instead: `{message, code?, data?}`.
+    error: Option<FinishError>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct FinishError {
+    message: String,
+    /// Default -32603.
+    code: Option<i32>,
+    data: Option<Value>,
+}
+
+/// `agent.finish`: the agent ends the run it re-attached to.
+pub async fn finish(ctx: &Ctx<'_>, p: FinishParams) -> Result<Value, RpcError> {
+    let outcome = match p.error {
+        Some(e) => Err(RpcError {
+            code: e.code.unwrap_or(crate::protocol::error::INTERNAL_ERROR),
+            message: e.message,
+            data: e.data,
+        }),
+        None => Ok(p.result),
+    };
+    let ended = crate::services::reattach::finish_reattached(
+        ctx.app,
+        ctx.conn,
+        &p.session_id,
+        &p.run_id,
+        outcome,
+    )
+    .await?;
+    Ok(match ended {
+        Some(run) => json!({ "finished": true, "runId": run.run_id, "status": run.status }),
+        None => json!({ "finished": false, "runId": p.run_id, "status": "cancelled" }),
+    })
 }
 
 // -------------------------------------------------------------------- chat

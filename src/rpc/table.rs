@@ -188,6 +188,10 @@ pub static METHODS: &[Method] = &[
         |c, p: agents::UnregisterParams = default| agents::unregister(c, p).await),
     row!("agent.event", NODE, in_order, doc::AGENT_EVENT,
         |c, p: runs::EventParams| runs::event(c, p).await),
+    row!("agent.reattach", NODE, waits, doc::AGENT_REATTACH,
+        |c, p: runs::ReattachParams| runs::reattach(c, p).await),
+    row!("agent.finish", NODE, in_order, doc::AGENT_FINISH,
+        |c, p: runs::FinishParams| runs::finish(c, p).await),
     row!("agents.list" | "node.list" | "agent.list", READ, in_order, doc::AGENTS_LIST,
         |c, p: agents::ListParams = default| agents::list(c, p).await),
     row!("agents.get" | "node.describe" | "agent.get", READ, in_order, doc::AGENTS_GET,
@@ -339,6 +343,7 @@ mod tests {
             waiting,
             [
                 "node.invoke",
+                "agent.reattach",
                 "agent.run",
                 "agent.wait",
                 "chat.send",

@@ -192,11 +192,17 @@ pub async fn register_instance(app: &App) {
     };
     metrics::gauge!("switchyard_backend_up").set(up);
     // Calls waiting on nodes of instances that died end with this view.
+    // The backend's reconnect count before and after reading the view: a
+    // view read across a reconnect proves no death by absence.
+    let resyncs = app.health().resync_events();
+    let before = *resyncs.borrow();
     if let Ok(view) = app.instance_store().instance_view().await {
+        let after = *resyncs.borrow();
+        let resync = (before == after).then_some(after);
         app.relay
             .set_generations(view.live.iter().map(|i| (i.id.clone(), i.generation)));
         app.relay
-            .set_live(view.live.into_iter().map(|i| i.id), view.stale);
+            .set_live(view.live.into_iter().map(|i| i.id), view.stale, resync);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::auth::{Credential, Identity, Role, Scope};
 use crate::backend::PresenceEntry;
 use crate::conn::ConnHandle;
 use crate::protocol::{PROTOCOL_VERSION, RpcError, frame, names, now_ms};
-use crate::services::{agents, approvals, channels, credentials, devices, sessions};
+use crate::services::{agents, approvals, channels, credentials, devices, reattach, sessions};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -149,6 +149,7 @@ pub async fn close(app: &App, conn: &ConnHandle) {
         app.hub.unsubscribe_local(channel, conn.id()).await;
     }
     sessions::on_disconnect(app, conn).await;
+    reattach::on_disconnect(app, conn).await;
     agents::on_disconnect(app, conn).await;
     app.hub.unregister(conn.id());
     if let Err(e) = app.presence().remove_connection(conn.id()).await {

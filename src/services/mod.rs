@@ -22,6 +22,7 @@ pub mod cron;
 pub mod devices;
 pub mod idempotent;
 pub mod page;
+pub mod reattach;
 pub mod replay;
 pub mod runs;
 pub mod runtime_config;

@@ -12,7 +12,7 @@ use crate::agents::select::Policy;
 use crate::app::App;
 use crate::backend::{AgentEntry, RunRecord, RunStatus};
 use crate::protocol::{RpcError, now_ms};
-use crate::relay::CallSpec;
+use crate::relay::{CallSpec, INSTANCE_LOST};
 use crate::services::agents::call_found;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -94,6 +94,7 @@ pub async fn begin(
     app: &App,
     d: Dispatch,
 ) -> Result<(RunRecord, mpsc::Receiver<Value>, Done), RpcError> {
+    let started_at = now_ms();
     let record = RunRecord {
         run_id: d
             .run_id
@@ -107,8 +108,11 @@ pub async fn begin(
         status: RunStatus::Running,
         result: None,
         error: None,
-        started_at: now_ms(),
+        started_at,
         finished_at: None,
+        deadline: Some(started_at.saturating_add(millis(d.timeout))),
+        agent_identity: String::new(),
+        attached: 0,
     };
     app.run_store()
         .start_run(&record, MAX_RUNS_PER_CALLER)
@@ -126,25 +130,71 @@ pub async fn begin(
     let mut params = d.params;
     params["runId"] = json!(record.run_id);
     tokio::spawn(async move {
-        let outcome = call_found(&app, agents, policy, |_| {
+        // The agent last sent the run: named in the record if its
+        // instance is lost, so that agent may re-attach.
+        let tried = std::sync::Mutex::new(None::<AgentEntry>);
+        let outcome = call_found(&app, agents, policy, |agent| {
+            *tried.lock().unwrap_or_else(|p| p.into_inner()) = Some(agent.clone());
             CallSpec::new(method, params.clone(), timeout)
                 .with_progress(Some(progress.clone()))
                 .for_run(ticket.clone())
         })
         .await;
         drop(progress);
-        let served = outcome.as_ref().ok().map(|(a, _)| Served {
-            agent_id: a.agent_id.clone(),
-            instance_id: a.instance_id.clone(),
-            generation: a.generation,
-        });
-        let outcome = outcome.map(|(_, v)| v);
+        let tried = tried.into_inner().unwrap_or_else(|p| p.into_inner());
+        let (served, outcome) = match outcome {
+            Ok((agent, value)) => (Some(served_by(&agent)), Ok(value)),
+            Err(e) if is_instance_lost(&e) => {
+                let window = app.live().limits.resume_window_ms;
+                let e = resumable(e, now_ms().saturating_add(window));
+                (tried.as_ref().map(served_by), Err(e))
+            }
+            Err(e) => (None, Err(e)),
+        };
         // The serving instance normally finished the record already; this
         // covers it dying or never being reached.
-        finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
+        let ended = finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
         let _ = done_tx.send(outcome);
+        if let Some(lost) = ended.filter(|r| r.error.as_ref().is_some_and(names_lost)) {
+            crate::services::reattach::follow(app, lost).await;
+        }
     });
     Ok((record, updates, done))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn served_by(agent: &AgentEntry) -> Served {
+    Served {
+        agent_id: agent.agent_id.clone(),
+        identity: Some(agent.identity.clone()),
+        instance_id: agent.instance_id.clone(),
+        generation: agent.generation,
+    }
+}
+
+/// Whether a call ended because its serving instance was lost.
+pub fn is_instance_lost(e: &RpcError) -> bool {
+    e.data
+        .as_ref()
+        .and_then(|d| d.get("reason"))
+        .and_then(Value::as_str)
+        == Some(INSTANCE_LOST)
+}
+
+/// Whether a run's recorded error says its instance was lost.
+fn names_lost(error: &Value) -> bool {
+    error.pointer("/data/reason").and_then(Value::as_str) == Some(INSTANCE_LOST)
+}
+
+/// A lost run's error, saying until when its agent may re-attach.
+pub fn resumable(mut e: RpcError, until: u64) -> RpcError {
+    if let Some(data) = e.data.as_mut().and_then(Value::as_object_mut) {
+        data.insert("resumableUntil".into(), json!(until));
+    }
+    e
 }
 
 /// The agent id in the relay's acceptance marker, if `update` is one.

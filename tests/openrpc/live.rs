@@ -9,7 +9,7 @@ use crate::common::*;
 use crate::reference::Reference;
 use crate::{
     AGENT_PUSHES, AGENTS, APPROVAL_PUSHES, APPROVALS, DEVICE_PUSHES, DEVICES, DURABILITY_PUSHES,
-    SESSION_PUSHES, SESSIONS, SYSTEM, SYSTEM_PUSHES,
+    REATTACH, REATTACH_PUSHES, SESSION_PUSHES, SESSIONS, SYSTEM, SYSTEM_PUSHES,
 };
 use serde_json::json;
 
@@ -642,4 +642,54 @@ async fn a_new_epoch_is_announced_in_its_schema() {
     let told = admin.expect_push("epoch.changed").await;
     r.push("epoch.changed", &told);
     r.covered(&[], DURABILITY_PUSHES);
+}
+
+#[tokio::test]
+async fn a_reattached_run_fits_its_schemas() {
+    // Real processes on their own single Redis: one is killed mid-run.
+    if redis_cluster_mode() || redis_sentinel_mode() {
+        return;
+    }
+    use crate::common::instance::{Instance, TOKENS};
+    let redis = RedisProcess::start();
+    let tokens = format!("{TOKENS},keeper:{NODE}:node");
+    let env = [("SWITCHYARD_TOKENS", tokens.as_str())];
+    let a = Instance::start(&redis, "a", &env).await;
+    let mut b = Instance::start(&redis, "b", &env).await;
+    let mut r = Reference::new(switchyard::rpc::openrpc::document().clone());
+    let register = json!({"agentId": "again", "capabilities": ["agent.run"]});
+
+    let mut agent = b.client(NODE).await;
+    agent.call("agent.register", register.clone()).await;
+    let mut caller = a.client(ADMIN).await;
+    let (run, (_, request)) = tokio::join!(
+        caller.call("agent.run", json!({"agentId": "again", "task": "t"})),
+        server_request(&mut agent, "agent.run"),
+    );
+    r.request("agent.run", &request);
+    let (session, run_id) = (run["sessionId"].clone(), run["runId"].clone());
+    r.push("agent.started", &caller.expect_push("agent.started").await);
+
+    b.kill9();
+    let lost = push_where(&mut caller, "agent.error", |e| e["runId"] == run_id).await;
+    r.push("agent.error", &lost);
+    let mut back = a.client(NODE).await;
+    back.call("agent.register", register).await;
+    let ids = json!({"sessionId": session, "runId": run_id});
+    let reattached = r.call(&mut back, "agent.reattach", ids.clone()).await;
+    assert_eq!(reattached["attached"], 1, "{reattached}");
+    let started = push_where(&mut caller, "agent.started", |e| {
+        e.get("attached").is_some()
+    })
+    .await;
+    r.push("agent.started", &started);
+    let mut finish = ids;
+    finish["result"] = json!({"ok": true});
+    let finished = r.call(&mut back, "agent.finish", finish).await;
+    assert_eq!(finished["finished"], true, "{finished}");
+    r.push(
+        "agent.completed",
+        &caller.expect_push("agent.completed").await,
+    );
+    r.covered(REATTACH, REATTACH_PUSHES);
 }

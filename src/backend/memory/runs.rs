@@ -38,11 +38,30 @@ impl RunStore for MemoryBackend {
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
         let mut state = self.lock();
         match state.runs.get_mut(&outcome.session_id) {
-            Some(run) if run.run_id == outcome.run_id && run.status == RunStatus::Running => {
+            Some(run)
+                if run.run_id == outcome.run_id
+                    && run.status == RunStatus::Running
+                    && run.attached == outcome.attached =>
+            {
                 *run = outcome.clone();
                 Ok(Some(run.clone()))
             }
             _ => Ok(None),
+        }
+    }
+
+    async fn reattach_run(&self, run: &RunRecord) -> BackendResult<bool> {
+        let mut state = self.lock();
+        match state.runs.get_mut(&run.session_id) {
+            Some(cur)
+                if cur.run_id == run.run_id
+                    && cur.status == RunStatus::Error
+                    && cur.attached + 1 == run.attached =>
+            {
+                *cur = run.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 

@@ -48,24 +48,17 @@ impl RunStore for RedisBackend {
     }
 
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
-        let client = self.ready()?;
-        let keys = &self.shared().keys;
-        let done: i64 = self
-            .shared()
-            .scripts
-            .finish_run
-            .evalsha_with_reload(
-                client,
-                vec![keys.runs(), keys.running(&outcome.caller)],
-                vec![
-                    outcome.session_id.clone(),
-                    outcome.run_id.clone(),
-                    json(outcome)?,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok((done == 1).then(|| outcome.clone()))
+        let swapped = self
+            .swap_run(outcome, "running", outcome.attached, "rem")
+            .await?;
+        Ok(swapped.then(|| outcome.clone()))
+    }
+
+    async fn reattach_run(&self, run: &RunRecord) -> BackendResult<bool> {
+        let Some(was) = run.attached.checked_sub(1) else {
+            return Ok(false);
+        };
+        self.swap_run(run, "error", was, "add").await
     }
 
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
@@ -87,5 +80,40 @@ impl RunStore for RedisBackend {
             }),
         );
         a.and(h).and(e).map_err(unavailable)
+    }
+}
+
+impl RedisBackend {
+    /// The `SWAP_RUN` script: `run` replaces the session's record if that
+    /// is still run `run.run_id` with status `from` and re-attach count
+    /// `attached`.
+    async fn swap_run(
+        &self,
+        run: &RunRecord,
+        from: &str,
+        attached: u32,
+        running_set: &str,
+    ) -> BackendResult<bool> {
+        let client = self.ready()?;
+        let keys = &self.shared().keys;
+        let done: i64 = self
+            .shared()
+            .scripts
+            .swap_run
+            .evalsha_with_reload(
+                client,
+                vec![keys.runs(), keys.running(&run.caller)],
+                vec![
+                    run.session_id.clone(),
+                    run.run_id.clone(),
+                    from.to_owned(),
+                    attached.to_string(),
+                    json(run)?,
+                    running_set.to_owned(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(done == 1)
     }
 }

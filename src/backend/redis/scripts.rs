@@ -153,15 +153,24 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 "#;
 
-/// Finish a run if it is still the running one. KEYS: runs hash, the
-/// caller's running set. ARGV: session, run id, final JSON. Returns 1 or 0.
-const FINISH_RUN: &str = r#"
+/// Move a run from one status to another if it is still the session's run
+/// with that status and re-attach count: finishing (running → an end, the
+/// first finisher wins) or re-attaching (error → running). KEYS: runs
+/// hash, the caller's running set. ARGV: session, run id, expected status,
+/// expected count, new JSON, 'add' or 'rem' (the running set). Returns 1
+/// or 0.
+const SWAP_RUN: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 local ok, rec = pcall(cjson.decode, cur)
-if not ok or rec.status ~= 'running' or rec.runId ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[1])
+if not ok or rec.status ~= ARGV[3] or rec.runId ~= ARGV[2] then return 0 end
+if (tonumber(rec.attached) or 0) ~= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+if ARGV[6] == 'add' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
 return 1
 "#;
 
@@ -246,7 +255,7 @@ pub struct Scripts {
     pub create_session: Script,
     pub cas_session: Script,
     pub start_run: Script,
-    pub finish_run: Script,
+    pub swap_run: Script,
     pub create_approval: Script,
     pub resolve_approval: Script,
     pub unlock: Script,
@@ -266,7 +275,7 @@ impl Scripts {
             create_session: Script::from_lua(CREATE_SESSION),
             cas_session: Script::from_lua(CAS_SESSION),
             start_run: Script::from_lua(START_RUN),
-            finish_run: Script::from_lua(FINISH_RUN),
+            swap_run: Script::from_lua(SWAP_RUN),
             create_approval: Script::from_lua(CREATE_APPROVAL),
             resolve_approval: Script::from_lua(RESOLVE_APPROVAL),
             unlock: Script::from_lua(UNLOCK),

@@ -144,12 +144,14 @@ pub static PUSHES: &[Push] = &[
     Push {
         name: "agent.started",
         to: "channel `global`",
-        description: "An agent accepted a run.",
+        description: "An agent accepted a run, or re-attached to it after its instance was \
+                      lost (`attached`: how many times).",
         params: |_| {
             object(&[
                 ("sessionId", string()),
                 ("runId", string()),
                 ("agentId", nullable(string())),
+                ("attached?", count()),
             ])
         },
     },
@@ -164,7 +166,10 @@ pub static PUSHES: &[Push] = &[
         to: "channel `global`",
         description: "A run ended in an error, or was cancelled. When the instance holding \
                       the agent died mid-run, `error` is -32005 with data `{reason: \
-                      \"instance_lost\", instanceId}`, a heartbeat after `limits.node_ttl_ms`.",
+                      \"instance_lost\", instanceId, resumableUntil}`, a heartbeat after \
+                      `limits.node_ttl_ms`: its agent may re-attach to it until \
+                      `resumableUntil` (`agent.reattach`; `agent.started` with `attached` \
+                      says so), and the run then ends again with its own outcome.",
         params: run_summary,
     },
     Push {

@@ -81,6 +81,52 @@ pub const AGENT_EVENT: Doc = Doc {
     errors: &[error::NOT_FOUND, error::UNAVAILABLE],
 };
 
+pub const AGENT_REATTACH: Doc = Doc {
+    summary: "Take back a run whose instance was lost (from its agent)",
+    description: "For an agent that reconnected (to any instance) after the instance serving \
+                  its run died: register the same `agentId` on this connection, as the same \
+                  identity, then call this with the run's `sessionId` and `runId` (from its \
+                  `agent.run` request) before the `resumableUntil` of the run's `agent.error` \
+                  (`limits.resume_window_ms` after the loss). While the record still says \
+                  running, waits up to twice `limits.node_ttl_ms` for the loss to be noticed. The run \
+                  goes back to running here (`attached` counts the re-attaches; \
+                  `agent.started` with `attached` goes to `global`); its `agent.event`s go on \
+                  in the same session log, a cancel reaches the agent as `agent.cancel`, and \
+                  the agent ends it with `agent.finish` (or it ends with -32005 \
+                  `{reason: \"agent_disconnected\"}` if the connection closes, -32006 at its \
+                  deadline). -32007 when the run is still served elsewhere, ended otherwise, \
+                  was taken back already or the window passed; -32003 for another agent or \
+                  identity.",
+    result: run,
+    errors: &[
+        error::NOT_FOUND,
+        error::FORBIDDEN,
+        error::CONFLICT,
+        error::TIMEOUT,
+        error::UNAVAILABLE,
+    ],
+};
+
+pub const AGENT_FINISH: Doc = Doc {
+    summary: "End a re-attached run (from its agent)",
+    description: "Ends the run this connection re-attached to (`agent.reattach`) with \
+                  `result`, or with `error` (`{message, code?, data?}`, code default -32603): \
+                  `agent.completed` or `agent.error` goes to `global`. `finished: false` when \
+                  the run was cancelled meanwhile. A run sent to the agent as a request is \
+                  answered by replying to that request instead (-32001 here).",
+    result: |_| {
+        object(&[
+            (
+                "finished",
+                described(super::boolean(), "false: cancelled meanwhile"),
+            ),
+            ("runId", string()),
+            ("status", string()),
+        ])
+    },
+    errors: &[error::NOT_FOUND, error::UNAVAILABLE],
+};
+
 pub const CHAT_SEND: Doc = Doc {
     summary: "Send a chat message to a session's agent and wait for its reply",
     description: "Members only. Goes to the agent of the session's latest run if it is \

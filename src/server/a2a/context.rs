@@ -204,6 +204,9 @@ mod tests {
             error: None,
             started_at: 200,
             finished_at,
+            deadline: None,
+            agent_identity: String::new(),
+            attached: 0,
         }
     }
 

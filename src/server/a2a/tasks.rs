@@ -389,6 +389,9 @@ mod tests {
             error: None,
             started_at: 1_800_000_000_000,
             finished_at: Some(1_800_000_000_500),
+            deadline: None,
+            agent_identity: String::new(),
+            attached: 0,
         }
     }
 
