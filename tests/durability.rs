@@ -990,7 +990,7 @@ async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
     // A re-attached run whose agent goes away again ends with an error.
     let (session, agent_id) = LOST[2];
     let run_id = runs[2].0.clone();
-    let mut third = taken_back(&a, agent_id, session, &run_id).await;
+    let third = taken_back(&a, agent_id, session, &run_id).await;
     drop(third);
     let ended = push_where(&mut caller, "agent.error", |e| {
         e["runId"] == run_id && e["error"]["data"]["reason"] == "agent_disconnected"
