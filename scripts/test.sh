@@ -28,7 +28,7 @@ behaviour=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   # Files that are not backend-agnostic behaviour tests.
-  case "$name" in backend|device_store|cluster|cluster_process|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability|failover|cron_process|bench_reference|clients|mcp_clients|a2a) continue ;; esac
+  case "$name" in backend|device_store|cluster|cluster_process|cluster_failover|agents_cluster|process|telemetry|tls|fuzz|hostile|redis_secure|durability|failover|cron_process|bench_reference|clients|mcp_clients|a2a) continue ;; esac
   behaviour+=(--test "$name")
 done
 

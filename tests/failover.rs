@@ -19,19 +19,11 @@
 mod common;
 
 use common::instance::*;
+use common::replicas::*;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Credentials: the usual ones, a node and two approvers.
-fn tokens() -> String {
-    format!(
-        "{TOKENS},keeper:{NODE}:node,approver:{APPROVER}:operator.approvals,\
-         second:second-approver-0123456789abc:operator.approvals"
-    )
-}
-const SECOND: &str = "second-approver-0123456789abc";
 
 /// A primary, its replica and a Sentinel watching them (quorum 1, a
 /// primary silent for 1 s is down). Killed on drop.
@@ -41,41 +33,6 @@ struct Replicated {
     sentinel: Child,
     ports: [u16; 3],
     dir: std::path::PathBuf,
-}
-
-/// A `redis-server` on `port` keeping its files (a replica's copy of
-/// the primary's data) in a directory of its own under `dir`.
-fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
-    let dir = dir.join(port.to_string());
-    std::fs::create_dir_all(&dir).expect("redis dir");
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts")
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Poll until `check` holds (every 50 ms, at most `limit`).
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 impl Replicated {
@@ -159,26 +116,6 @@ impl Replicated {
             || cli(port, &["INFO", "replication"]).contains("state=online"),
         );
     }
-
-    fn signal(child: &Child, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {signal}");
-    }
-
-    /// `cmdstat_<command>` calls on the primary so far.
-    fn calls(&self, port: u16, command: &str) -> u64 {
-        let stats = cli(port, &["INFO", "commandstats"]);
-        let field = format!("cmdstat_{command}:calls=");
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&field))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 impl Drop for Replicated {
@@ -194,98 +131,6 @@ impl Drop for Replicated {
     }
 }
 
-/// Poll `history` on `ws` until it names an epoch other than `old`
-/// (bounded): the instance reads the new primary. Sentinel demotes an old
-/// primary that is still alive only some seconds after the promotion;
-/// until then instances may still be connected to it.
-async fn new_epoch_seen(ws: &mut Ws, old: &Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let read = ws
-            .request("history", json!({"channel": "audit:trail", "limit": 1}))
-            .await;
-        let epoch = &read["result"]["epoch"];
-        if epoch.is_string() && epoch != old {
-            return epoch.clone();
-        }
-        assert!(Instant::now() < deadline, "no new epoch: {read}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Both instances ready again and reading the same epoch, other than
-/// `old` (`on_a` is a connection to a); that epoch.
-async fn both_on_a_new_epoch(a: &Instance, b: &Instance, on_a: &mut Ws, old: &Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    a.ready_again(deadline).await;
-    b.ready_again(deadline).await;
-    let mut on_b = b.client(WRITER).await;
-    let epoch = new_epoch_seen(on_a, old).await;
-    assert_eq!(new_epoch_seen(&mut on_b, old).await, epoch, "one new epoch");
-    epoch
-}
-
-async fn request_approval(node: &mut Ws, summary: &str) -> Value {
-    node.call(
-        "approval.request",
-        json!({"tool": "shell", "summary": summary, "timeoutMs": 600_000}),
-    )
-    .await["approvalId"]
-        .clone()
-}
-
-async fn publish(ws: &mut Ws, i: u64) -> u64 {
-    let sent = ws
-        .call(
-            "publish",
-            json!({"channel": "audit:trail", "event": "entry", "data": {"i": i}}),
-        )
-        .await;
-    sent["offset"].as_u64().expect("an offset")
-}
-
-/// The cluster of two instances on the replicated Redis, with a node (on
-/// a), two approvers (on b and a) and a writer subscribed on a.
-struct Scene {
-    a: Instance,
-    b: Instance,
-    node: Ws,
-    approver: Ws,
-    second: Ws,
-    watcher: Ws,
-    config: std::path::PathBuf,
-}
-
-async fn scene(redis: &Replicated) -> Scene {
-    let config = audit_config("failover.toml");
-    let tokens = tokens();
-    let url = redis.url();
-    let env = [
-        ("SWITCHYARD_TOKENS", tokens.as_str()),
-        ("SWITCHYARD_CONFIG", config.to_str().expect("utf-8 path")),
-    ];
-    let a = Instance::start_url(&url, "a", &env).await;
-    let b = Instance::start_url(&url, "b", &env).await;
-    let mut node = a.client(NODE).await;
-    node.call("agent.register", json!({"agentId": "keeper"}))
-        .await;
-    let approver = b.client(APPROVER).await;
-    let second = a.client(SECOND).await;
-    let mut watcher = a.client(WRITER).await;
-    watcher
-        .call("subscribe", json!({"channels": ["audit:trail"]}))
-        .await;
-    Scene {
-        a,
-        b,
-        node,
-        approver,
-        second,
-        watcher,
-        config,
-    }
-}
-
 #[tokio::test]
 async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
     let redis = Replicated::start();
@@ -297,14 +142,14 @@ async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
         mut second,
         mut watcher,
         config,
-    } = scene(&redis).await;
+    } = scene(&redis.url()).await;
 
     for i in 1..=3 {
         publish(&mut watcher, i).await;
     }
     let decided = request_approval(&mut node, "decided").await;
     let raced = request_approval(&mut node, "raced").await;
-    let waits = redis.calls(redis.ports[0], "wait");
+    let waits = calls(redis.ports[0], "wait");
     let decision = approver
         .call(
             "approval.resolve",
@@ -313,7 +158,7 @@ async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
         .await;
     assert_eq!(decision["status"], "approved", "{decision}");
     // The decision was acknowledged once a replica had it.
-    assert_eq!(redis.calls(redis.ports[0], "wait"), waits + 1);
+    assert_eq!(calls(redis.ports[0], "wait"), waits + 1);
     let before = watcher
         .call("history", json!({"channel": "audit:trail"}))
         .await;
@@ -356,25 +201,8 @@ async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
         -32007
     );
     // Two approvers on two instances race for the pending one: one wins.
-    let resolve = |decision: &str| json!({"approvalId": raced, "decision": decision});
-    let (first, other) = tokio::join!(
-        approver.request("approval.resolve", resolve("approve")),
-        second.request("approval.resolve", resolve("deny")),
-    );
-    // At most one is acknowledged; the other is refused as decided
-    // already (or, were no replica to confirm it in time, as not
-    // acknowledged); the stored decision is the acknowledged one.
-    let winners: Vec<&Value> = [&first, &other]
-        .into_iter()
-        .filter(|r| r["result"]["status"].is_string())
-        .collect();
-    assert!(winners.len() <= 1, "{first} {other}");
-    for reply in [&first, &other] {
-        if reply["result"].is_null() {
-            let code = &reply["error"]["code"];
-            assert!(code == -32007 || code == -32005, "{reply}");
-        }
-    }
+    // At most one is acknowledged; the stored decision is that one.
+    let winner = race(&mut approver, &mut second, &raced).await;
     let stored = node
         .call(
             "approval.wait",
@@ -385,8 +213,8 @@ async fn a_planned_failover_keeps_decisions_and_starts_a_new_epoch() {
         stored["status"] == "approved" || stored["status"] == "denied",
         "{stored}"
     );
-    if let Some(winner) = winners.first() {
-        assert_eq!(winner["result"], stored, "{stored}");
+    if let Some(winner) = winner {
+        assert_eq!(winner, stored, "{stored}");
     }
 
     // The logs are all there; a reader of the old epoch is told.
@@ -422,7 +250,7 @@ async fn writes_the_replica_never_got_are_reported_and_what_live_work_proves_com
         mut second,
         mut watcher,
         config,
-    } = scene(&redis).await;
+    } = scene(&redis.url()).await;
 
     for i in 1..=2 {
         publish(&mut watcher, i).await;
@@ -444,7 +272,7 @@ async fn writes_the_replica_never_got_are_reported_and_what_live_work_proves_com
 
     // The replica freezes and loses its link; the primary acknowledges
     // what it never gets.
-    Replicated::signal(&redis.replica, "-STOP");
+    signal(&redis.replica, "-STOP");
     assert!(!cli(redis.ports[0], &["CLIENT", "KILL", "TYPE", "replica"]).contains("ERR"));
     for i in 3..=5 {
         assert_eq!(publish(&mut watcher, i).await, i);
@@ -465,7 +293,7 @@ async fn writes_the_replica_never_got_are_reported_and_what_live_work_proves_com
     let started = Instant::now();
     redis.primary.kill().expect("SIGKILL the primary");
     redis.primary.wait().expect("reap");
-    Replicated::signal(&redis.replica, "-CONT");
+    signal(&redis.replica, "-CONT");
     redis.wait_promoted();
     both_on_a_new_epoch(&a, &b, &mut watcher, &old_epoch).await;
 

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod frames;
 pub mod instance;
+pub mod replicas;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]

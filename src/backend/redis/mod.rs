@@ -265,8 +265,14 @@ impl RedisBackend {
                 tracing::info!("redis reconnected; re-asserting this instance's state");
                 // Before anything is served again: a new primary (or one
                 // restarted from disk) starts a new epoch on the first look.
-                if let Err(e) = me.observe_replication().await {
-                    tracing::warn!(error = %e, "reading redis replication after reconnect failed");
+                match me.observe_replication().await {
+                    // A failed-over shard's sharded subscriptions follow
+                    // it (see below).
+                    Ok(true) if me.0.clustered => pubsub::follow_failover(&me),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading redis replication after reconnect failed");
+                    }
                 }
                 me.0.connected.store(true, Ordering::SeqCst);
                 me.0.resync.send_modify(|n| *n += 1);
@@ -289,6 +295,9 @@ impl RedisBackend {
                             "redis replication history changed (failover or restart): \
                              re-asserting this instance's state"
                         );
+                        if me.0.clustered {
+                            pubsub::follow_failover(&me);
+                        }
                         me.0.resync.send_modify(|n| *n += 1);
                     }
                     Ok(false) => {}

@@ -241,6 +241,26 @@ pub async fn resubscribe(backend: &RedisBackend) {
             .resubscribe_all()
             .await
             .map_err(unavailable)?;
+        if shared.clustered {
+            // A shard's primary demoted in a failover drops its sharded
+            // subscriptions (`sunsubscribe` pushed, so the client forgets
+            // them too): every channel this instance has subscribers for
+            // is subscribed again, on its slot's current primary.
+            let topics: Vec<String> = {
+                let interest = shared.interest.lock().unwrap_or_else(|p| p.into_inner());
+                interest
+                    .keys()
+                    .map(|c| shared.keys.channel_topic(c))
+                    .collect()
+            };
+            for topic in topics {
+                shared
+                    .subscriber
+                    .ssubscribe(topic)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
         confirm(backend).await
     };
     match done.await {
@@ -253,6 +273,28 @@ pub async fn resubscribe(backend: &RedisBackend) {
         Err(e) => tracing::warn!(error = %e, "re-subscribing failed; the canary will retry"),
     }
 }
+
+/// A Redis Cluster shard failed over: its old primary, once demoted, drops
+/// the sharded subscriptions it held (pushing `sunsubscribe`), which must
+/// be made again on the new one. The demotion reaches the old primary over
+/// the cluster bus some time after the promotion shows, so they are made
+/// again now and twice more as the topology settles.
+pub fn follow_failover(backend: &RedisBackend) {
+    let me = backend.clone();
+    tokio::spawn(async move {
+        for wait in FAILOVER_SETTLE {
+            tokio::time::sleep(wait).await;
+            resubscribe(&me).await;
+        }
+    });
+}
+
+/// [`follow_failover`]'s waits before each re-subscription.
+const FAILOVER_SETTLE: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 /// Wait until Redis has processed the (un)subscriptions sent so far.
 /// fred resolves SUBSCRIBE / UNSUBSCRIBE once written (their answers come

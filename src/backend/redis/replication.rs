@@ -40,6 +40,9 @@ use fred::types::InfoKind;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// The name of the one primary outside a cluster.
+const PRIMARY: &str = "primary";
+
 /// One primary's replication, as `INFO replication` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct NodeReplication {
@@ -84,12 +87,13 @@ pub(super) struct Observed {
     pub last_epoch: Option<String>,
     /// Set when a primary's offset went back under the same id.
     pub rewound_from: Option<String>,
-    /// The primaries' current history has had a replica: from then on a
-    /// decision needs one to confirm it, even while none is connected (a
-    /// failover may promote the replica that missed it). A history that
-    /// never had one has nothing to wait for: its first replica copies
-    /// everything.
-    replicated: bool,
+    /// Server → its current history (replication id) has had a replica:
+    /// from then on a decision written there needs one to confirm it, even
+    /// while none is connected (a failover may promote the replica that
+    /// missed it). A history that never had one has nothing to wait for:
+    /// its first replica copies everything. Per primary: in a cluster,
+    /// only the shard holding the shared slot matters.
+    replicated: BTreeMap<String, bool>,
 }
 
 impl Observed {
@@ -115,11 +119,22 @@ impl Observed {
     }
 
     fn update(&mut self, nodes: BTreeMap<String, NodeReplication>) -> bool {
-        let has_replicas = nodes.values().any(|n| n.replicas > 0);
         self.current = true;
+        // A new history has had no replica yet: its first replica syncs
+        // everything from it.
+        self.replicated = nodes
+            .iter()
+            .map(|(server, now)| {
+                let same = self
+                    .nodes
+                    .get(server)
+                    .is_some_and(|b| b.replid == now.replid);
+                let had = same && self.replicated.get(server).copied().unwrap_or(false);
+                (server.clone(), now.replicas > 0 || had)
+            })
+            .collect();
         if self.nodes.is_empty() {
             self.nodes = nodes;
-            self.replicated = has_replicas;
             return false;
         }
         let rewound = nodes.iter().any(|(server, now)| {
@@ -132,17 +147,14 @@ impl Observed {
         }
         let before = self.token();
         self.nodes = nodes;
-        let changed = rewound || self.token() != before;
-        // A new history has had no replica yet: its first replica syncs
-        // everything from it.
-        self.replicated = has_replicas || (self.replicated && !changed);
-        changed
+        rewound || self.token() != before
     }
 
-    /// Whether a write must wait for a replica: the current history has
-    /// had one.
-    fn needs_replica(&self) -> bool {
-        self.replicated
+    /// Whether a write to the primary `server` must wait for a replica:
+    /// its current history has had one. A primary not looked at yet (just
+    /// promoted) has a new history.
+    fn needs_replica(&self, server: &str) -> bool {
+        self.replicated.get(server).copied().unwrap_or(false)
     }
 }
 
@@ -191,7 +203,7 @@ impl RedisBackend {
                     "redis server is not a primary".into(),
                 ));
             }
-            nodes.insert(String::from("primary"), node);
+            nodes.insert(String::from(PRIMARY), node);
         }
         if nodes.is_empty() {
             return Ok(false);
@@ -213,10 +225,19 @@ impl RedisBackend {
     /// acknowledged at risk.
     pub(super) async fn confirm_replicated(&self) -> BackendResult<()> {
         use fred::types::{ClusterHash, CustomCommand};
-        if !self.observed().needs_replica() {
+        let slot = fred::util::redis_keyslot(self.0.keys.epoch().as_bytes());
+        let server = if self.0.clustered {
+            self.0
+                .client
+                .cached_cluster_state()
+                .and_then(|state| state.get_server(slot).map(ToString::to_string))
+                .unwrap_or_default()
+        } else {
+            String::from(PRIMARY)
+        };
+        if !self.observed().needs_replica(&server) {
             return Ok(());
         }
-        let slot = fred::util::redis_keyslot(self.0.keys.epoch().as_bytes());
         let wait_ms = (self.0.settings.command_timeout.as_millis() as u64 / 2).max(100);
         let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
         let acked: i64 = self
@@ -294,7 +315,17 @@ mod tests {
         let mut seen = Observed::default();
         seen.update(look(&[("a", node("x", 1)), ("b", node("z", 1))]));
         assert!(seen.update(look(&[("a", node("x", 1)), ("b", node("w", 1))])));
-        assert!(seen.needs_replica());
+        assert!(seen.needs_replica("a"), "a's history goes on");
+        // Only the shard written to counts: b promoted alone needs none
+        // while a keeps its replica.
+        let lone_b = NodeReplication {
+            replicas: 0,
+            ..node("v", 2)
+        };
+        seen.update(look(&[("a", node("x", 2)), ("b", lone_b)]));
+        assert!(seen.needs_replica("a"));
+        assert!(!seen.needs_replica("b"), "b's new history never had one");
+        assert!(!seen.needs_replica("c"), "not looked at yet");
         // Never replicated: nothing to wait for.
         let mut alone = Observed::default();
         alone.update(look(&[(
@@ -304,20 +335,23 @@ mod tests {
                 ..node("x", 0)
             },
         )]));
-        assert!(!alone.needs_replica());
+        assert!(!alone.needs_replica("a"));
         // Replicated, then promoted: the new history waits for its first
         // replica before decisions wait again.
         let mut seen = Observed::default();
         seen.update(look(&[("a", node("x", 1))]));
-        assert!(seen.needs_replica());
+        assert!(seen.needs_replica("a"));
         let lone = NodeReplication {
             replicas: 0,
             ..node("y", 5)
         };
         seen.update(look(&[("a", lone.clone())]));
-        assert!(!seen.needs_replica(), "a promoted replica alone");
+        assert!(!seen.needs_replica("a"), "a promoted replica alone");
         seen.update(look(&[("a", node("y", 6))]));
         seen.update(look(&[("a", NodeReplication { offset: 7, ..lone })]));
-        assert!(seen.needs_replica(), "its replica went away: still needed");
+        assert!(
+            seen.needs_replica("a"),
+            "its replica went away: still needed"
+        );
     }
 }
