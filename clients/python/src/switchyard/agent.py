@@ -18,7 +18,12 @@ task with a :class:`RequestContext`:
 What a handler returns is the answer; an :class:`RpcError` it raises is
 the caller's error as is; any other exception becomes -32603.
 ``invoke.cancel`` / ``agent.cancel`` set ``ctx.cancelled``; so does a
-dropped connection (the gateway has given the call up by then).
+dropped connection (the gateway has given the call up by then), except
+for a run: its handler goes on, and once the agent is back (on any
+instance, within the gateway's resume window) it takes the run back
+(``agent.reattach``: when the instance it was served on died), its events
+continue in the same session, and its answer ends the run
+(``agent.finish``). A run that cannot be taken back is cancelled.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ from .errors import (
 from .types import Approval, Notification
 
 log = logging.getLogger("switchyard.agent")
+
+TAKE_BACK_WAIT = 120.0
+"""How long a run whose connection dropped waits to be taken back."""
 
 ToolHandler = Callable[[Any, "RequestContext"], Awaitable[Any]]
 """``async def handler(args, ctx) -> result``"""
@@ -110,6 +118,11 @@ class RequestContext:
     times out, goes away, or this connection drops."""
     approval: Approval | None = None
     """The decision that let a ``needs_approval`` tool run."""
+    taken_back: asyncio.Future[bool] | None = field(default=None, repr=False)
+    """A run whose connection dropped: resolves True once it is taken
+    back on the next connection (``agent.reattach``), False if it cannot
+    be."""
+    _reattaching: bool = field(default=False, repr=False)
 
     @property
     def client(self) -> Client:
@@ -146,12 +159,35 @@ class RequestContext:
     async def event(self, type: str, data: Any = None) -> int | None:
         """Send an event of this run to the session's members
         (``agent.event``); its offset in the session's log, None when it
-        was dropped (a cancelled run). Waits until the gateway logged it."""
+        was dropped (a cancelled run) or the connection dropped before the
+        gateway answered (a run goes on once taken back). Waits until the
+        gateway logged it."""
         if self.session_id is None:
             raise ValueError("event() is for agent.run and chat.send requests")
-        reply = await self.client.call("agent.event", {"sessionId": self.session_id, "type": type, "data": data})
+        if not await self.back():
+            return None
+        params = {"sessionId": self.session_id, "type": type, "data": data}
+        try:
+            reply = await self.client.call("agent.event", params)
+        except ConnectionLostError:
+            if self.method != "agent.run":
+                raise
+            # Sent as the connection dropped: logged or not, the run goes
+            # on once taken back.
+            log.info("switchyard: run %s: an event's fate is unknown (connection lost)", self.run_id)
+            return None
         offset = reply.get("offset") if isinstance(reply, dict) else None
         return int(offset) if isinstance(offset, int) else None
+
+    async def back(self) -> bool:
+        """Wait (bounded) until a run whose connection dropped is taken
+        back; True at once for one that never dropped."""
+        if self.taken_back is None:
+            return True
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.taken_back), TAKE_BACK_WAIT)
+        except asyncio.TimeoutError:
+            return False
 
     async def request_approval(
         self,
@@ -304,6 +340,33 @@ class Agent:
 
     async def _register(self) -> None:
         self.registration = await self.client.call("agent.register", self.registration_params())
+        for ctx in self._running.values():
+            if ctx.taken_back is not None and not ctx.taken_back.done() and not ctx._reattaching:
+                ctx._reattaching = True
+                asyncio.ensure_future(self._take_back(ctx))
+
+    async def _take_back(self, ctx: RequestContext) -> None:
+        """``agent.reattach`` for a run whose connection dropped (the call
+        waits while the gateway has not yet noticed a lost instance)."""
+        assert ctx.taken_back is not None
+        ok = False
+        try:
+            await self.client.call(
+                "agent.reattach",
+                {"sessionId": ctx.session_id, "runId": ctx.run_id},
+                timeout=TAKE_BACK_WAIT,
+            )
+            ok = True
+        except RpcError as e:
+            log.warning("switchyard: run %s could not be taken back: %s", ctx.run_id, e.message)
+        except Exception as e:  # connection lost again, closed, timed out
+            log.warning("switchyard: run %s could not be taken back: %s", ctx.run_id, e)
+        finally:
+            ctx._reattaching = False
+            if not ok:
+                ctx.cancelled.set()
+            if not ctx.taken_back.done():
+                ctx.taken_back.set_result(ok)
 
     # -- serving
 
@@ -313,22 +376,42 @@ class Agent:
         try:
             result = await self._dispatch(ctx)
         except RpcError as e:
-            await self.client.respond(request, error=e)
+            await self._answer(request, ctx, error=e)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             log.exception("switchyard: %s %s failed", request.method, _what(request))
-            await self.client.respond(request, error=InternalError(data={"error": type(e).__name__}))
+            await self._answer(request, ctx, error=InternalError(data={"error": type(e).__name__}))
         else:
             try:
                 json.dumps(result)
             except (TypeError, ValueError) as e:
                 log.error("switchyard: %s answered something that is not JSON: %s", _what(request), e)
-                await self.client.respond(request, error=InternalError(message="the answer is not JSON"))
+                await self._answer(request, ctx, error=InternalError(message="the answer is not JSON"))
             else:
-                await self.client.respond(request, result=result)
+                await self._answer(request, ctx, result=result)
         finally:
             self._running.pop(request.id, None)
+
+    async def _answer(
+        self, request: ServerRequest, ctx: RequestContext, result: Any = None, error: RpcError | None = None
+    ) -> None:
+        """Reply to the request; a run taken back on a later connection
+        is ended with ``agent.finish`` instead."""
+        if ctx.taken_back is None:
+            await self.client.respond(request, result=result, error=error)
+            return
+        if not await ctx.back():
+            return
+        params: dict[str, Any] = {"sessionId": ctx.session_id, "runId": ctx.run_id}
+        if error is not None:
+            params["error"] = error.to_wire()
+        else:
+            params["result"] = result
+        try:
+            await self.client.call("agent.finish", params)
+        except Exception as e:
+            log.warning("switchyard: run %s could not be finished: %s", ctx.run_id, e)
 
     async def _dispatch(self, ctx: RequestContext) -> Any:
         p = ctx.params
@@ -401,9 +484,14 @@ class Agent:
         log.warning("switchyard: agent deregistered by the gateway: %s", note.params)
 
     def _connection_dropped(self) -> None:
-        # The gateway answers these calls' callers itself now.
+        # The gateway answers these calls' callers itself now; a run may be
+        # taken back on the next connection.
         for ctx in self._running.values():
-            ctx.cancelled.set()
+            if ctx.method == "agent.run" and ctx.run_id is not None and ctx.session_id is not None:
+                if ctx.taken_back is None or ctx.taken_back.done():
+                    ctx.taken_back = asyncio.get_running_loop().create_future()
+            else:
+                ctx.cancelled.set()
 
 
 def _what(request: ServerRequest) -> str:

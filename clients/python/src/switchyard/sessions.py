@@ -16,6 +16,7 @@ A :class:`Run` is an ``agent.run`` on a session: its ``agent.event``\\ s
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -266,13 +267,28 @@ class Run:
     def __repr__(self) -> str:
         return f"<switchyard.Run {self.run_id} on {self.session_id} by {self.agent_id}>"
 
-    async def wait(self, timeout: float = 600.0) -> dict[str, Any]:
-        """Wait for the run to end: its record (``status``, ``result``, ``error``)."""
+    async def wait(self, timeout: float = 600.0, *, follow: bool = True) -> dict[str, Any]:
+        """Wait for the run to end: its record (``status``, ``result``, ``error``).
+
+        A run whose agent's instance died ends with ``error.data.reason ==
+        "instance_lost"`` and a ``resumableUntil``; its agent may take it
+        back meanwhile (``agent.reattach``), after which it ends with its
+        own outcome. With ``follow`` (the default) that is waited for too,
+        until ``resumableUntil``.
+        """
         client = self.session._client
-        self.record = await client.call(
-            "agent.wait", {"sessionId": self.session_id, "timeoutMs": int(timeout * 1000)}, timeout=timeout + 5.0
-        )
-        return self.record
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = max(0.1, deadline - loop.time())
+            record: dict[str, Any] = await client.call(
+                "agent.wait", {"sessionId": self.session_id, "timeoutMs": int(left * 1000)}, timeout=left + 5.0
+            )
+            until = _resumable_until(record) if follow else None
+            if until is None or time.time() * 1000 >= until or loop.time() >= deadline:
+                self.record = record
+                return record
+            await asyncio.sleep(_FOLLOW_POLL)
 
     async def cancel(self) -> None:
         """Cancel the run; the agent is told (``agent.cancel``)."""
@@ -318,3 +334,18 @@ class Run:
 
     def _ours(self, event: SessionEvent) -> bool:
         return event.is_agent_event and event.run_id == self.run_id
+
+
+_FOLLOW_POLL = 0.2
+"""How often :meth:`Run.wait` looks at a lost run its agent may take back."""
+
+
+def _resumable_until(record: dict[str, Any]) -> float | None:
+    """``resumableUntil`` (ms) of a run that ended because its agent's
+    instance was lost, else None."""
+    error = record.get("error")
+    data = error.get("data") if isinstance(error, dict) else None
+    if record.get("status") != "error" or not isinstance(data, dict) or data.get("reason") != "instance_lost":
+        return None
+    until = data.get("resumableUntil")
+    return float(until) if isinstance(until, (int, float)) else None
