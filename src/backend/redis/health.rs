@@ -85,3 +85,22 @@ impl Health for RedisBackend {
         Ok(token)
     }
 }
+
+impl RedisBackend {
+    /// Whether the stored epoch is no longer the one this instance last
+    /// read (one GET; false when unknown or unreadable: the next look
+    /// decides).
+    pub(super) async fn epoch_moved(&self) -> bool {
+        use fred::prelude::KeysInterface;
+        let Some(known) = self.observed().last_epoch.clone() else {
+            return false;
+        };
+        let Ok(client) = self.ready() else {
+            return false;
+        };
+        match client.get::<Option<String>, _>(self.0.keys.epoch()).await {
+            Ok(Some(now)) => now != known,
+            _ => false,
+        }
+    }
+}

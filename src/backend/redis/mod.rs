@@ -279,7 +279,8 @@ impl RedisBackend {
             }
         });
         // Once a second: a history that changed without a reconnect (a
-        // primary restored under the same id) asks for a re-assert too.
+        // primary restored under the same id), or an epoch another instance
+        // started, asks for a re-assert too.
         let me = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -298,6 +299,15 @@ impl RedisBackend {
                         if me.0.clustered {
                             pubsub::follow_failover(&me);
                         }
+                        me.0.resync.send_modify(|n| *n += 1);
+                    }
+                    // Another instance may have started an epoch this
+                    // one did not (it judged the history from a view of the
+                    // topology this one never had): adopt it.
+                    Ok(false) if me.epoch_moved().await => {
+                        tracing::warn!(
+                            "another instance started a new redis epoch: re-asserting this instance's state"
+                        );
                         me.0.resync.send_modify(|n| *n += 1);
                     }
                     Ok(false) => {}
