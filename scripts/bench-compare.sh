@@ -31,6 +31,8 @@
 #   RESULTS             file collecting the JSON lines (default: in SY_CLUSTER_DIR)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 : "${SWITCHYARD_BIN:?run through scripts/bench.sh compare}"
 : "${SY_CLUSTER_DIR:?run through scripts/bench.sh compare}"
 bin=$SWITCHYARD_BIN
@@ -59,17 +61,6 @@ export SY_PORTS="${sy_ports[0]} ${sy_ports[1]}"
 results=${RESULTS:-$state/compare.jsonl}
 : >"$results"
 
-die() { echo "bench-compare: $*" >&2; exit 1; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-http_ok() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true) == 200 ]]; }
-wait_until() {
-  local what=$1 limit=$2; shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || die "$what not up within ${limit}s (logs: $state)"
-    sleep 0.1
-  done
-}
 # SIGTERM, then SIGKILL after $2 s.
 stop_pid() {
   local pid=$1 grace=$2 deadline
@@ -94,7 +85,7 @@ start_target() {
     port_free "$ref_port" || die "port $ref_port is in use (set REF_PORT)"
     "$bin" bench reference --listen "127.0.0.1:$ref_port" >"$state/reference.log" 2>&1 </dev/null &
     ref_pid=$!
-    wait_until reference 10 bash -c "(exec 3<>/dev/tcp/127.0.0.1/$ref_port) 2>/dev/null"
+    wait_for reference 10 port_taken "$ref_port"
     ;;
   standalone)
     port_free "$solo_port" || die "port $solo_port is in use (set SOLO_PORT)"
@@ -102,7 +93,7 @@ start_target() {
       SWITCHYARD_INSTANCE_ID=solo SWITCHYARD_TOKENS="dev:$token:operator.admin" \
       "$bin" >"$state/standalone.log" 2>&1 </dev/null &
     solo_pid=$!
-    wait_until standalone 20 http_ok "http://127.0.0.1:$solo_port/ready"
+    wait_for standalone 20 instance_up "$solo_port"
     ;;
   cluster) "$repo/scripts/cluster.sh" start >/dev/null ;;
   esac

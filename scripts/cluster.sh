@@ -21,15 +21,12 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 state=${SY_CLUSTER_DIR:-$repo/.cluster}
 redis_port=${SY_REDIS_PORT:-16379}
 read -r -a ports <<<"${SY_PORTS:-18791 18792 18793}"
 lb_port=${SY_LB_PORT:-18789}
-
-die() {
-  echo "cluster.sh: $*" >&2
-  exit 1
-}
 
 usage() {
   sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
@@ -54,34 +51,6 @@ running() {
   local stat
   stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
   [[ $stat != Z* ]]
-}
-
-# HTTP status of GET $1 (000 when nothing answers).
-http_status() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true
-}
-
-# Wait until `$@` succeeds, at most $timeout seconds.
-wait_for() {
-  local what=$1 timeout=$2
-  shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@"; do
-    ((SECONDS < deadline)) || die "$what did not come up within ${timeout}s (logs: $state)"
-    sleep 0.1
-  done
-}
-
-redis_up() {
-  [[ $(redis-cli -p "$redis_port" PING 2>/dev/null) == PONG ]]
-}
-
-instance_up() {
-  [[ $(http_status "http://127.0.0.1:$1/ready") == 200 ]]
-}
-
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # A random hex secret, created once per state dir and kept private.

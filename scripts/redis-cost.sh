@@ -34,11 +34,8 @@
 # (history 10 000).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-
-die() {
-  echo "redis-cost.sh: $*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 
 bin=${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/switchyard}
 [[ -x $bin ]] || die "no binary at $bin (cargo build --release, or set SWITCHYARD_BIN)"
@@ -51,38 +48,6 @@ if [[ -z $python ]]; then
 fi
 "$python" -c 'from websockets.asyncio.client import connect' 2>/dev/null ||
   die "$python lacks websockets >= 13 (pip install 'websockets>=13', or set PYTHON)"
-
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# A free port at or above $1 (never 6379).
-free_port() {
-  local port=$1
-  while [[ $port == 6379 ]] || ! port_free "$port"; do
-    port=$((port + 1))
-  done
-  echo "$port"
-}
-
-# Wait until `$@` succeeds, at most $2 seconds.
-wait_for() {
-  local what=$1 timeout=$2
-  shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@"; do
-    ((SECONDS < deadline)) || die "$what did not come up within ${timeout}s (logs: $state)"
-    sleep 0.1
-  done
-}
-
-redis_up() {
-  [[ $(redis-cli -p "$redis_port" PING 2>/dev/null) == PONG ]]
-}
-
-instance_up() {
-  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/ready") == 200 ]]
-}
 
 state=$(mktemp -d)
 pids=()

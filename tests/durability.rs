@@ -765,8 +765,14 @@ async fn agent_as(instance: &Instance, agent_id: &str) -> Ws {
 }
 
 /// An agent connection on `instance`, registered as `agent_id` and
-/// re-attached to run `run_id` of `session`.
-async fn taken_back(instance: &Instance, agent_id: &str, session: &str, run_id: &Value) -> Ws {
+/// re-attached to run `run_id` of `session`, and the run's record as the
+/// re-attach answered it (running again).
+async fn taken_back(
+    instance: &Instance,
+    agent_id: &str,
+    session: &str,
+    run_id: &Value,
+) -> (Ws, Value) {
     let mut agent = agent_as(instance, agent_id).await;
     let back = agent
         .call(
@@ -775,7 +781,7 @@ async fn taken_back(instance: &Instance, agent_id: &str, session: &str, run_id: 
         )
         .await;
     assert_eq!(back["status"], "running", "{back}");
-    agent
+    (agent, back)
 }
 
 /// `agent.event {i}` on `session` from `agent`.
@@ -828,13 +834,7 @@ async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
     b.kill9();
     let killed = Instant::now();
     let run_id = runs[0].0.clone();
-    let mut back = agent_as(&c, "phoenix").await;
-    let reattached = back
-        .call(
-            "agent.reattach",
-            json!({"sessionId": session, "runId": run_id}),
-        )
-        .await;
+    let (mut back, reattached) = taken_back(&c, "phoenix", session, &run_id).await;
     eprintln!(
         "run re-attached on c {} ms after its instance was killed (node_ttl {} ms)",
         killed.elapsed().as_millis(),
@@ -902,13 +902,7 @@ async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
     })
     .await;
     assert_eq!(again["error"]["data"]["reason"], "instance_lost", "{again}");
-    let mut back = agent_as(&a, "phoenix").await;
-    let twice = back
-        .call(
-            "agent.reattach",
-            json!({"sessionId": session, "runId": run_id}),
-        )
-        .await;
+    let (mut back, twice) = taken_back(&a, "phoenix", session, &run_id).await;
     assert_eq!(
         (twice["attached"].clone(), twice["instanceId"].clone()),
         (json!(2), json!("a")),
@@ -966,7 +960,7 @@ async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
     // A re-attached run the caller cancels: the agent is told.
     let (session, agent_id) = LOST[1];
     let run_id = runs[1].0.clone();
-    let mut second = taken_back(&a, agent_id, session, &run_id).await;
+    let (mut second, _) = taken_back(&a, agent_id, session, &run_id).await;
     caller
         .call("agent.cancel", json!({"sessionId": session}))
         .await;
@@ -990,7 +984,7 @@ async fn an_agent_whose_instance_dies_reattaches_to_its_run_on_another() {
     // A re-attached run whose agent goes away again ends with an error.
     let (session, agent_id) = LOST[2];
     let run_id = runs[2].0.clone();
-    let third = taken_back(&a, agent_id, session, &run_id).await;
+    let (third, _) = taken_back(&a, agent_id, session, &run_id).await;
     drop(third);
     let ended = push_where(&mut caller, "agent.error", |e| {
         e["runId"] == run_id && e["error"]["data"]["reason"] == "agent_disconnected"

@@ -34,7 +34,7 @@ use crate::backend::{RunRecord, RunStatus};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, now_ms};
 use crate::relay::CallError;
-use crate::services::runs::{is_instance_lost, resumable};
+use crate::services::runs::{resumable, resumable_until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -140,12 +140,8 @@ fn check(
             "only the identity whose agent served the run may re-attach to it",
         ));
     }
-    let lost = run
-        .error
-        .as_ref()
-        .and_then(|e| serde_json::from_value::<RpcError>(e.clone()).ok());
-    match (run.status, &lost) {
-        (RunStatus::Error, Some(e)) if is_instance_lost(e) => {}
+    let until = match (run.status, resumable_until(run)) {
+        (RunStatus::Error, Some(until)) => until,
         (RunStatus::Running, _) => {
             return Err(RpcError::conflict(format!(
                 "run {id} is still running: its instance is not known to be lost"
@@ -157,17 +153,12 @@ fn check(
                 serde_json::to_value(status).unwrap_or_default()
             )));
         }
-    }
+    };
     if run.agent_id.is_empty() || run.agent_identity.is_empty() {
         return Err(RpcError::forbidden(format!(
             "run {id} does not name the agent that served it"
         )));
     }
-    let window = app.live().limits.resume_window_ms;
-    let until = lost
-        .and_then(|e| e.data)
-        .and_then(|d| d.get("resumableUntil").and_then(Value::as_u64))
-        .unwrap_or_else(|| run.finished_at.unwrap_or(0).saturating_add(window));
     if now > until {
         return Err(RpcError::conflict(format!(
             "run {id} could be re-attached until {until} (limits.resume_window_ms)"
@@ -344,11 +335,7 @@ pub async fn follow(app: App, mut lost: RunRecord) {
 /// Wait for `lost` to be re-attached: the record running again, or `None`
 /// once it ended otherwise, was replaced, or its resume window passed.
 async fn reattached(app: &App, lost: &RunRecord) -> Option<RunRecord> {
-    let until = lost
-        .error
-        .as_ref()
-        .and_then(|e| e.pointer("/data/resumableUntil"))
-        .and_then(Value::as_u64)?;
+    let until = resumable_until(lost)?;
     while now_ms() <= until {
         tokio::time::sleep(FOLLOW_POLL).await;
         match app.run_store().run(&lost.session_id).await {

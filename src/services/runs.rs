@@ -155,7 +155,7 @@ pub async fn begin(
         // covers it dying or never being reached.
         let ended = finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
         let _ = done_tx.send(outcome);
-        if let Some(lost) = ended.filter(|r| r.error.as_ref().is_some_and(names_lost)) {
+        if let Some(lost) = ended.filter(|r| resumable_until(r).is_some()) {
             crate::services::reattach::follow(app, lost).await;
         }
     });
@@ -184,9 +184,14 @@ pub fn is_instance_lost(e: &RpcError) -> bool {
         == Some(INSTANCE_LOST)
 }
 
-/// Whether a run's recorded error says its instance was lost.
-fn names_lost(error: &Value) -> bool {
-    error.pointer("/data/reason").and_then(Value::as_str) == Some(INSTANCE_LOST)
+/// Until when (ms) the agent of `run` may take it back: set for a run that
+/// ended because its serving instance was lost (see [`resumable`]).
+pub fn resumable_until(run: &RunRecord) -> Option<u64> {
+    let data = run.error.as_ref()?.get("data")?;
+    let lost = run.status == RunStatus::Error
+        && data.get("reason").and_then(Value::as_str) == Some(INSTANCE_LOST);
+    lost.then(|| data.get("resumableUntil").and_then(Value::as_u64))
+        .flatten()
 }
 
 /// A lost run's error, saying until when its agent may re-attach.

@@ -5,11 +5,15 @@ start it again before they finish."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,18 +39,34 @@ def tmp_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_root: Path) -> Iterator[Cluster]:
-    redis = Redis(tmp_root)
+@contextmanager
+def two_instances(root: Path, a: str, b: str) -> Iterator[Cluster]:
+    """A Redis of its own under ``root`` with instances ``a`` and ``b`` on
+    it, all stopped when the block ends."""
+    redis = Redis(root)
     started: list[Gateway] = []
     try:
-        started.append(Gateway("sy-a", tmp_root, redis))
-        started.append(Gateway("sy-b", tmp_root, redis))
+        started.append(Gateway(a, root, redis))
+        started.append(Gateway(b, root, redis))
         yield Cluster(redis, started[0], started[1])
     finally:
         for gw in started:
             gw.stop()
         redis.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_root: Path) -> Iterator[Cluster]:
+    with two_instances(tmp_root, "sy-a", "sy-b") as pair:
+        yield pair
+
+
+async def until(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` every 20 ms until it holds (at most ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway import ADMIN, WRITER, Gateway, Redis
+from conftest import Cluster, two_instances, until
+from gateway import ADMIN, WRITER, Gateway
 
 import switchyard as sy
 
@@ -23,37 +24,15 @@ W = 10.0
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.3}
 
 
-class Pair:
-    def __init__(self, redis: Redis, a: Gateway, b: Gateway) -> None:
-        self.redis = redis
-        self.a = a
-        self.b = b
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_root: Path) -> Iterator[Pair]:
+def pair(tmp_root: Path) -> Iterator[Cluster]:
     workdir = tmp_root / "epoch"
     workdir.mkdir()
-    redis = Redis(workdir)
-    started: list[Gateway] = []
-    try:
-        started.append(Gateway("ep-a", workdir, redis))
-        started.append(Gateway("ep-b", workdir, redis))
-        yield Pair(redis, started[0], started[1])
-    finally:
-        for gw in started:
-            gw.stop()
-        redis.stop()
+    with two_instances(workdir, "ep-a", "ep-b") as started:
+        yield started
 
 
-async def until(predicate: Any, what: str, timeout: float = W) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.02)
-
-
-async def restart_redis_empty(pair: Pair, *gateways: Gateway) -> None:
+async def restart_redis_empty(pair: Cluster, *gateways: Gateway) -> None:
     """SIGKILL Redis, wait until the instances say they are not ready,
     start it again empty on the same port and wait until they are."""
     pair.redis.kill9()
@@ -75,7 +54,7 @@ async def nothing_more(*streams: sy.Subscription | sy.Session) -> None:
         assert len(stream._box) == 0, f"{stream!r} has more queued"
 
 
-async def test_a_connected_subscriber_and_member_get_the_new_log_once(pair: Pair, uid: str) -> None:
+async def test_a_connected_subscriber_and_member_get_the_new_log_once(pair: Cluster, uid: str) -> None:
     channel = f"feed:live-{uid}"
     async with (
         sy.Client(pair.a.url, token=WRITER, **FAST) as reader,
@@ -127,7 +106,7 @@ async def test_a_connected_subscriber_and_member_get_the_new_log_once(pair: Pair
 
 
 async def test_epoch_changed_resets_a_connected_subscriber_and_member_before_any_publication(
-    pair: Pair, uid: str
+    pair: Cluster, uid: str
 ) -> None:
     """The instance pushes ``epoch.changed`` once it sees the new epoch: the
     client reads its logs again at once, without waiting for a publication
@@ -196,7 +175,7 @@ async def test_epoch_changed_resets_a_connected_subscriber_and_member_before_any
         pushes.close()
 
 
-async def test_a_subscriber_away_during_the_restart_recovers_the_new_log(pair: Pair, uid: str) -> None:
+async def test_a_subscriber_away_during_the_restart_recovers_the_new_log(pair: Cluster, uid: str) -> None:
     channel = f"feed:away-{uid}"
     async with sy.Client(pair.b.url, token=ADMIN, **FAST) as writer:
         reader = await sy.Client(pair.a.url, token=WRITER, **FAST).connect()
@@ -246,7 +225,7 @@ async def test_a_subscriber_away_during_the_restart_recovers_the_new_log(pair: P
             await reader.close()
 
 
-async def test_an_owner_away_during_the_restart_resumes_once(pair: Pair, uid: str) -> None:
+async def test_an_owner_away_during_the_restart_resumes_once(pair: Cluster, uid: str) -> None:
     """The owner's instance keeps the session through the restart and
     writes it back; the owner, away afterwards, resumes it with the old
     epoch and gets what was sent meanwhile, once."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway import NODE, WRITER, Gateway, Redis
+from conftest import Cluster, two_instances, until
+from gateway import NODE, WRITER
 
 import switchyard as sy
 
@@ -21,37 +22,15 @@ W = 10.0
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.3}
 
 
-class Pair:
-    def __init__(self, redis: Redis, a: Gateway, b: Gateway) -> None:
-        self.redis = redis
-        self.a = a
-        self.b = b
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_root: Path) -> Iterator[Pair]:
+def pair(tmp_root: Path) -> Iterator[Cluster]:
     workdir = tmp_root / "reattach"
     workdir.mkdir()
-    redis = Redis(workdir)
-    started: list[Gateway] = []
-    try:
-        started.append(Gateway("ra-a", workdir, redis))
-        started.append(Gateway("ra-b", workdir, redis))
-        yield Pair(redis, started[0], started[1])
-    finally:
-        for gw in started:
-            gw.stop()
-        redis.stop()
+    with two_instances(workdir, "ra-a", "ra-b") as started:
+        yield started
 
 
-async def until(predicate: Any, what: str, timeout: float = W) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.02)
-
-
-async def test_a_run_goes_on_after_its_agents_instance_dies(pair: Pair, uid: str) -> None:
+async def test_a_run_goes_on_after_its_agents_instance_dies(pair: Cluster, uid: str) -> None:
     go_on = asyncio.Event()
     cancelled: list[bool] = []
 
@@ -97,7 +76,7 @@ async def test_a_run_goes_on_after_its_agents_instance_dies(pair: Pair, uid: str
             pair.b.start()
 
 
-async def test_without_follow_the_wait_ends_with_the_loss(pair: Pair, uid: str) -> None:
+async def test_without_follow_the_wait_ends_with_the_loss(pair: Cluster, uid: str) -> None:
     started = asyncio.Event()
 
     async def run(task: str, ctx: sy.RequestContext) -> Any:

@@ -6,13 +6,12 @@ back (owner) or rejoined (member) with every event once, in order."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, until
 from gateway import ADMIN, NODE, WRITER, Gateway
 
 import switchyard as sy
@@ -29,13 +28,6 @@ def killed(gw: Gateway) -> Iterator[None]:
         yield
     finally:
         gw.start()
-
-
-async def until(predicate: Any, what: str, timeout: float = W) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.02)
 
 
 async def test_agent_and_subscription_survive_an_instance_kill(cluster: Cluster, uid: str) -> None:
