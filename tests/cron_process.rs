@@ -100,7 +100,16 @@ async fn a_sigkilled_instance_neither_loses_a_tick_nor_fires_one_twice() {
         .collect();
     for run in &recovered {
         assert_eq!(run["recoveredFrom"], doomed.id.as_str(), "{run}");
-        assert_eq!(run["outcome"], "ok", "{run}");
+        // Killed before its call started, the tick is fired by the taker
+        // (`ok`); on a loaded machine the kill can land mid-call instead,
+        // which is recorded `unknown` and not run again. Either way the
+        // checks above hold: the tick was delivered, and once.
+        let outcome = &run["outcome"];
+        assert!(outcome == "ok" || outcome == "unknown", "{run}");
+        if outcome == "unknown" {
+            let tick = run["tickAt"].as_u64().expect("tickAt");
+            assert!(sorted.contains(&tick), "{tick} not delivered: {sorted:?}");
+        }
     }
     // The survivors go on firing after the kill.
     assert!(
