@@ -297,7 +297,15 @@ describe('the control UI on a two-instance cluster', { timeout: 110_000 }, () =>
     await page.getByTestId('config-version').filter({ hasText: String(version + 1) }).waitFor();
     await page.getByRole('button', { name: 'Save' }).click();
     await page.getByTestId('config-result').getByText(`version ${version + 2} is in force`).waitFor();
-    assert.equal((await admin.call('config.get')).config.limits.max_batch, 50);
+    // Saved through A; B applies a new version when A's announcement
+    // reaches it, a moment later (bounded wait).
+    let limits;
+    for (const deadline = Date.now() + 5000; ; ) {
+      limits = (await admin.call('config.get')).config.limits;
+      if (limits.max_batch === 50 || Date.now() > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(limits.max_batch, 50);
   });
 
   uiTest('a reload on a deep link keeps the view (SPA fallback) and the login for this tab', async () => {
