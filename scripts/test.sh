@@ -32,11 +32,50 @@ for f in tests/*.rs; do
   behaviour+=(--test "$name")
 done
 
+# A test binary that prints nothing for this long is stuck (every wait in
+# the tests is bounded far below it): what it and its children are doing
+# is printed (threads' stacks when gdb is there) and it is killed, so the
+# run goes on and reports it failed rather than hanging.
+silent_limit=${SWITCHYARD_TEST_SILENT_LIMIT:-600}
+process_tree() {
+  local child
+  ps -o pid=,etime=,args= -p "$1" 2>/dev/null || true
+  for child in $(pgrep -P "$1" || true); do process_tree "$child"; done
+}
+stuck() {
+  echo "!!! no output for ${silent_limit}s: dumping and killing the running test binaries"
+  local pid
+  # A test binary is the program itself (not a linker writing one).
+  for pid in $(pgrep -f '^[^ ]*/debug/deps/[a-z_0-9]+-[0-9a-f]{16}( |$)' || true); do
+    echo "--- $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"
+    process_tree "$pid"
+    if command -v gdb >/dev/null 2>&1; then
+      timeout 60 gdb -batch -p "$pid" -ex 'thread apply all bt 30' 2>/dev/null |
+        grep -E '^(Thread|#)' | head -n 400
+    fi
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
+# Copy stdin to stdout and the log, calling `stuck` after each silence.
+watched() {
+  local line rc
+  while true; do
+    if IFS= read -r -t "$silent_limit" line; then
+      printf '%s\n' "$line"
+    else
+      rc=$?
+      [ -n "$line" ] && printf '%s' "$line"
+      [ "$rc" -gt 128 ] || break
+      stuck
+    fi
+  done | tee -a "$log"
+}
+
 status=0
 echo "=== memory backend (and everything else) ==="
-cargo test --no-fail-fast --all-targets 2>&1 | tee -a "$log" || status=1
+cargo test --no-fail-fast --all-targets 2>&1 | watched || status=1
 echo "=== behaviour suite on the redis backend ==="
-SWITCHYARD_TEST_BACKEND=redis cargo test --no-fail-fast "${behaviour[@]}" 2>&1 | tee -a "$log" || status=1
+SWITCHYARD_TEST_BACKEND=redis cargo test --no-fail-fast "${behaviour[@]}" 2>&1 | watched || status=1
 echo "=== on a redis cluster (3 masters) ==="
 cluster_tests=(--test backend --test channels --test sessions --test agents)
 cluster_tests+=(--test devices --test device_store)
@@ -46,13 +85,13 @@ cluster_tests+=(--test devices --test device_store)
 [ -f tests/runtime_config.rs ] && cluster_tests+=(--test runtime_config)
 [ -f tests/cron.rs ] && cluster_tests+=(--test cron)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=cluster \
-  cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | tee -a "$log" || status=1
+  cargo test --no-fail-fast "${cluster_tests[@]}" 2>&1 | watched || status=1
 echo "=== through a redis sentinel ==="
 sentinel_tests=(--test backend)
 [ -f tests/cluster.rs ] && sentinel_tests+=(--test cluster)
 [ -f tests/agents_cluster.rs ] && sentinel_tests+=(--test agents_cluster)
 SWITCHYARD_TEST_BACKEND=redis SWITCHYARD_TEST_REDIS=sentinel \
-  cargo test --no-fail-fast "${sentinel_tests[@]}" 2>&1 | tee -a "$log" || status=1
+  cargo test --no-fail-fast "${sentinel_tests[@]}" 2>&1 | watched || status=1
 
 echo "=== the documented commands, as written ==="
 bash scripts/check-docs.sh 2>&1 | tee -a "$log" || status=1

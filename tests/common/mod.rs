@@ -700,6 +700,58 @@ where
     text
 }
 
+/// Run `cmd` to its end, as `Command::output` does, but within `limit`:
+/// past it the program is killed and the result is a `TimedOut` error.
+/// (`redis-cli --cluster create`, for one, waits for its nodes to agree
+/// with no end of its own.)
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Drain both pipes as the program writes, so a full pipe never holds it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{cmd:?} did not end within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// How long one `redis-cli` command the tests run may take.
+pub const CLI_LIMIT: Duration = Duration::from_secs(10);
+
 /// Run `command()` every 20 ms until its output holds `expect` (true) or
 /// `deadline` passes or one of `children` exits (false).
 pub fn poll_output(
@@ -709,7 +761,7 @@ pub fn poll_output(
     mut command: impl FnMut() -> std::process::Command,
 ) -> bool {
     while std::time::Instant::now() < deadline {
-        let out = command().output();
+        let out = output_within(&mut command(), CLI_LIMIT);
         if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
             return true;
         }
@@ -810,7 +862,10 @@ impl RedisProcess {
             };
             match redis.try_spawn() {
                 Ok(()) => return redis,
-                Err(e) => last_error = e,
+                Err(e) => {
+                    eprintln!("redis did not start ({e}); again on fresh ports");
+                    last_error = e;
+                }
             }
         }
         panic!("could not start redis: {last_error}");
@@ -871,7 +926,7 @@ impl RedisProcess {
                 cmd.spawn()
                     .expect("redis-server starts (apt-get install redis-server)"),
             );
-            self.wait_for(port, "PONG", &["PING"])?;
+            self.wait_for_own(port)?;
         }
         if clustered {
             let mut create = std::process::Command::new("redis-cli");
@@ -879,16 +934,18 @@ impl RedisProcess {
             for port in &self.ports {
                 create.arg(format!("127.0.0.1:{port}"));
             }
-            let out = create
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
-                .output()
-                .expect("redis-cli runs");
-            if !out.status.success() {
+            // Nodes that never agree (one's bus port unreachable) would
+            // hold `redis-cli` for ever: start over on fresh ports instead.
+            create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+            let out = output_within(&mut create, Duration::from_secs(30));
+            let failed = match out {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(String::from_utf8_lossy(&out.stdout).to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(failed) = failed {
                 self.kill();
-                return Err(format!(
-                    "cluster create: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
+                return Err(format!("cluster create: {failed}"));
             }
             for &port in &self.ports.clone() {
                 self.wait_for(port, "cluster_state:ok", &["CLUSTER", "INFO"])?;
@@ -908,7 +965,7 @@ impl RedisProcess {
             .spawn()
             .expect("redis-server starts");
         self.children.push(child);
-        self.wait_for(master, "PONG", &["PING"])?;
+        self.wait_for_own(master)?;
         let conf = self.dir.join("sentinel.conf");
         std::fs::write(
             &conf,
@@ -930,6 +987,14 @@ impl RedisProcess {
             &master.to_string(),
             &["SENTINEL", "get-master-addr-by-name", "mymaster"],
         )
+    }
+
+    /// Wait until the server just spawned answers on `port`, and is the one
+    /// answering: a parallel test may have taken the port first, and its
+    /// server would answer a mere `PING` (and then be fought over).
+    fn wait_for_own(&mut self, port: u16) -> Result<(), String> {
+        let pid = self.children.last().expect("a server just spawned").id();
+        self.wait_for(port, &format!("process_id:{pid}\r\n"), &["INFO", "server"])
     }
 
     /// Poll `redis-cli -p port args` until its output contains `expect`.
@@ -957,7 +1022,7 @@ impl RedisProcess {
         if redis_cluster_mode() {
             cmd.arg("-c");
         }
-        let out = cmd.args(args).output().ok()?;
+        let out = output_within(cmd.args(args), CLI_LIMIT).ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
@@ -983,10 +1048,9 @@ impl RedisProcess {
         self.data_ports()
             .iter()
             .map(|port| {
-                let out = std::process::Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", kind])
-                    .output()
-                    .expect("redis-cli CLIENT KILL");
+                let mut cli = std::process::Command::new("redis-cli");
+                cli.args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", kind]);
+                let out = output_within(&mut cli, CLI_LIMIT).expect("redis-cli CLIENT KILL");
                 String::from_utf8_lossy(&out.stdout)
                     .trim()
                     .parse::<u32>()
@@ -1002,10 +1066,9 @@ impl RedisProcess {
         self.ports
             .iter()
             .filter_map(|port| {
-                let out = std::process::Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "INFO", "commandstats"])
-                    .output()
-                    .ok()?;
+                let mut cli = std::process::Command::new("redis-cli");
+                cli.args(["-p", &port.to_string(), "INFO", "commandstats"]);
+                let out = output_within(&mut cli, CLI_LIMIT).ok()?;
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
                 let calls = text.lines().find_map(|l| l.strip_prefix(&field))?;
                 calls.split(',').next()?.parse::<u64>().ok()
@@ -1043,6 +1106,38 @@ impl RedisProcess {
     pub fn start_again(&mut self) {
         assert!(self.persistent, "only a persistent Redis keeps its data");
         self.spawn();
+    }
+
+    /// A copy of the append-only files as they are now, for
+    /// [`RedisProcess::crash_and_restart_from`]. Synced every second: call
+    /// it at least that long after the writes it must hold.
+    pub fn save_files(&self) -> std::path::PathBuf {
+        assert!(self.persistent, "only a persistent Redis writes files");
+        let saved = self.dir.with_extension("saved");
+        let _ = std::fs::remove_dir_all(&saved);
+        copy_dir(&self.dir.join("appendonlydir"), &saved);
+        saved
+    }
+
+    /// SIGKILL, then start again from the files [`RedisProcess::save_files`]
+    /// copied: every write since is lost, as the last second of writes is
+    /// when a crash beats `appendfsync everysec`.
+    pub fn crash_and_restart_from(&mut self, saved: &std::path::Path) {
+        self.kill();
+        let files = self.dir.join("appendonlydir");
+        std::fs::remove_dir_all(&files).expect("remove the append-only files");
+        copy_dir(saved, &files);
+        let _ = std::fs::remove_dir_all(saved);
+        self.start_again();
+    }
+}
+
+/// Copy the files of directory `from` into a new directory `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the directory") {
+        let entry = entry.expect("a directory entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
     }
 }
 

@@ -36,11 +36,9 @@ pub fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
 }
 
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-p", &port.to_string()]).args(args);
+    let out = output_within(&mut cmd, CLI_LIMIT).expect("redis-cli answers");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 

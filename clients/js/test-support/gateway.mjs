@@ -172,14 +172,15 @@ export class Redis {
     return redis;
   }
 
-  /** Start the process (again, on the same port) and wait for PONG. */
+  /** Start the process (again, on the same port) and wait until it answers. */
   async restart() {
     if (this.proc && this.proc.child.exitCode === null && this.proc.child.signalCode === null) {
       throw new Error(`redis-server on ${this.port} is still running`);
     }
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
     this.proc = start('redis-server', args, process.env);
-    await until(() => redisPing(this.port), 5000, `redis-server on ${this.port}`);
+    const pid = this.proc.child.pid;
+    await until(() => redisIs(this.port, pid), 5000, `redis-server on ${this.port}`);
   }
 
   /** SIGKILL: everything it held is gone. */
@@ -192,15 +193,30 @@ export class Redis {
   }
 }
 
-/** @param {number} port */
-function redisPing(port) {
+/**
+ * Whether the server on `port` is the process `pid` (another test's server
+ * that took the port meanwhile would answer PING too).
+ * @param {number} port
+ * @param {number | undefined} pid
+ */
+function redisIs(port, pid) {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
+    let reply = '';
     socket.setTimeout(500);
-    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('connect', () => socket.write('INFO server\r\n'));
     socket.on('data', (data) => {
-      socket.destroy();
-      resolve(data.toString().startsWith('+PONG'));
+      reply += data.toString();
+      const head = reply.indexOf('\r\n');
+      if (head < 0) return;
+      const length = Number(reply.slice(1, head));
+      if (!reply.startsWith('$') || !Number.isFinite(length)) {
+        socket.destroy();
+        resolve(false);
+      } else if (Buffer.byteLength(reply.slice(head + 2)) >= length) {
+        socket.destroy();
+        resolve(reply.includes(`process_id:${pid}\r\n`));
+      }
     });
     socket.on('error', () => resolve(false));
     socket.on('timeout', () => {

@@ -6,6 +6,7 @@ start it again before they finish."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -36,7 +37,11 @@ class Cluster:
 def tmp_root() -> Iterator[Path]:
     root = workdir()
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    # SWITCHYARD_TEST_KEEP=1 keeps the gateways' logs (<root>/<test>/*.stderr).
+    if os.environ.get("SWITCHYARD_TEST_KEEP"):
+        print(f"kept: {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

@@ -163,12 +163,30 @@ class Redis:
             preexec_fn=_die_with_parent,
         )
 
+        pid = self.proc.pid
+
         def answers() -> bool:
+            # The server started here, not another test's that took the
+            # port meanwhile (it would answer PING too).
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
-            except OSError:
+                    s.sendall(b"INFO server\r\n")
+                    reply = b""
+                    while b"\r\n" not in reply:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            return False
+                        reply += chunk
+                    head, _, body = reply.partition(b"\r\n")
+                    if not head.startswith(b"$"):
+                        return False
+                    while len(body) < int(head[1:]):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            return False
+                        body += chunk
+                    return f"process_id:{pid}\r\n".encode() in body
+            except (OSError, ValueError):
                 return False
 
         try:
@@ -219,7 +237,7 @@ class Gateway:
         env.update(
             {
                 "SWITCHYARD_CONFIG": str(self.config),
-                "SWITCHYARD_LOG": "warn",
+                "SWITCHYARD_LOG": os.environ.get("SWITCHYARD_TEST_LOG", "warn"),
                 "SWITCHYARD_PORT": str(self.port),
                 "SWITCHYARD_INSTANCE_ID": self.instance_id,
                 "SWITCHYARD_TOKENS": TOKENS,
