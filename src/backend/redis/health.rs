@@ -16,23 +16,40 @@ use tokio::sync::watch;
 /// could not look), the epoch a rewound primary replaces (or empty).
 /// A missing epoch (Redis came back empty), a different history (a
 /// failover, a restart from disk) or the rewound epoch itself: the fresh
-/// token. Otherwise the stored one. Returns the epoch.
+/// token. Otherwise the stored one. Returns the epoch, whether
+/// this call started it, and the history stored before.
+///
+/// A view that does not name the replication id of the server running
+/// the script is not judged (as if empty): it was taken of another server.
+/// The client sends a command again after a reconnect, so a read begun
+/// just before Redis died runs on the server that came back, with the
+/// view of the one that died: judged, it would start a second epoch over
+/// the one the first instance to look started.
 static EPOCH: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
     fred::types::scripts::Script::from_lua(
         r#"
 local epoch = redis.call('GET', KEYS[1])
 local history = redis.call('GET', KEYS[2])
 local seen = ARGV[2]
+if seen ~= '' then
+  local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+  local named = false
+  for part in string.gmatch(seen, '[^,]+') do
+    if part == id then named = true end
+  end
+  if not named then seen = '' end
+end
 local renew = not epoch
 if seen ~= '' then
   renew = renew or (history and history ~= seen) or (ARGV[3] ~= '' and epoch == ARGV[3])
 end
+local was = history or ''
 if renew then
   redis.call('SET', KEYS[1], ARGV[1])
   epoch = ARGV[1]
 end
 if seen ~= '' and (renew or not history) then redis.call('SET', KEYS[2], seen) end
-return epoch
+return {epoch, renew and 1 or 0, was}
 "#,
     )
 });
@@ -69,14 +86,20 @@ impl Health for RedisBackend {
             )
         };
         let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let token: String = EPOCH
+        let (token, renewed, was): (String, u8, String) = EPOCH
             .evalsha_with_reload(
                 client,
                 vec![keys.epoch(), keys.epoch_history()],
-                vec![fresh, history, rewound],
+                vec![fresh, history.clone(), rewound.clone()],
             )
             .await
             .map_err(unavailable)?;
+        if renewed == 1 {
+            tracing::warn!(
+                epoch = %token, seen = %history, stored = %was, rewound = %rewound,
+                "this instance started a new redis epoch"
+            );
+        }
         let mut seen = self.observed();
         if seen.rewound_from.as_ref().is_some_and(|old| *old != token) {
             seen.rewound_from = None;

@@ -82,6 +82,9 @@ pub(super) struct Observed {
     /// does not judge the history (a stale look would start a new epoch
     /// over one another instance already started).
     current: bool,
+    /// Counts the drops: a look whose request went out before the last
+    /// drop may carry the old server's answer, and is not taken.
+    drops: u64,
     /// The epoch token this instance last read: a rewound primary asks to
     /// replace exactly this one.
     pub last_epoch: Option<String>,
@@ -115,14 +118,27 @@ impl Observed {
         ids.into_iter().collect::<Vec<_>>().join(",")
     }
 
-    /// Take a new look. Returns whether the history changed (or went back)
-    /// since the previous one; the first look changes nothing.
     /// The connection dropped: the next look decides.
     pub fn invalidate(&mut self) {
         self.current = false;
+        self.drops += 1;
     }
 
-    fn update(&mut self, nodes: BTreeMap<String, NodeReplication>) -> bool {
+    /// What a look begun now is checked against when it comes back.
+    fn begin(&self) -> u64 {
+        self.drops
+    }
+
+    /// Take a new look begun at `begun` ([`Observed::begin`]). Returns
+    /// whether the history changed (or went back) since the previous one;
+    /// the first look changes nothing, and a look begun before the last
+    /// drop is not taken (it may be the old server's answer, read late:
+    /// judged current, it would start a second epoch over the one the
+    /// server that came back already has).
+    fn update(&mut self, begun: u64, nodes: BTreeMap<String, NodeReplication>) -> bool {
+        if begun != self.drops {
+            return false;
+        }
         self.current = true;
         // A new history has had no replica yet: its first replica syncs
         // everything from it.
@@ -175,6 +191,7 @@ impl RedisBackend {
     /// reaches a demoted primary is re-established through Sentinel.
     pub(super) async fn observe_replication(&self) -> BackendResult<bool> {
         let client = &self.0.client;
+        let begun = self.observed().begin();
         let mut nodes = BTreeMap::new();
         if self.0.clustered {
             let primaries = client
@@ -212,7 +229,7 @@ impl RedisBackend {
         if nodes.is_empty() {
             return Ok(false);
         }
-        Ok(self.observed().update(nodes))
+        Ok(self.observed().update(begun, nodes))
     }
 
     /// The connection decisions are written on (see the module docs).
@@ -276,6 +293,28 @@ mod tests {
         }
     }
 
+    /// A look begun and taken with no drop between.
+    fn take(seen: &mut Observed, nodes: BTreeMap<String, NodeReplication>) -> bool {
+        let begun = seen.begin();
+        seen.update(begun, nodes)
+    }
+
+    #[test]
+    fn a_look_begun_before_a_drop_is_not_taken() {
+        let mut seen = Observed::default();
+        take(&mut seen, look(&[("a", node("x", 10))]));
+        // A look goes out; the connection drops and the server comes back
+        // as another (a new replication id); the old server's answer to
+        // the look is read only now.
+        let begun = seen.begin();
+        seen.invalidate();
+        assert!(!seen.update(begun, look(&[("a", node("x", 11))])));
+        assert_eq!(seen.history(), "", "still not judged");
+        // The look after the reconnect tells the change.
+        assert!(take(&mut seen, look(&[("a", node("y", 0))])));
+        assert_eq!(seen.history(), "y");
+    }
+
     fn look(nodes: &[(&str, NodeReplication)]) -> BTreeMap<String, NodeReplication> {
         nodes
             .iter()
@@ -302,34 +341,46 @@ mod tests {
     #[test]
     fn a_new_replication_id_or_an_offset_going_back_changes_the_history() {
         let mut seen = Observed::default();
-        assert!(!seen.update(look(&[("a", node("x", 10))])), "first look");
+        assert!(
+            !take(&mut seen, look(&[("a", node("x", 10))])),
+            "first look"
+        );
         assert_eq!(seen.history(), "x");
-        assert!(!seen.update(look(&[("a", node("x", 50))])), "writes");
+        assert!(!take(&mut seen, look(&[("a", node("x", 50))])), "writes");
         seen.last_epoch = Some("e1".into());
-        assert!(seen.update(look(&[("a", node("y", 60))])), "failover");
+        assert!(take(&mut seen, look(&[("a", node("y", 60))])), "failover");
         assert_eq!(seen.rewound_from, None);
-        assert!(seen.update(look(&[("a", node("y", 20))])), "rewound");
+        assert!(take(&mut seen, look(&[("a", node("y", 20))])), "rewound");
         assert_eq!(seen.rewound_from.as_deref(), Some("e1"));
-        assert!(!seen.update(look(&[("a", node("y", 30))])), "settled");
+        assert!(!take(&mut seen, look(&[("a", node("y", 30))])), "settled");
         seen.invalidate();
         assert_eq!(seen.history(), "", "not judged until the next look");
-        assert!(!seen.update(look(&[("a", node("y", 31))])));
+        assert!(!take(&mut seen, look(&[("a", node("y", 31))])));
         assert_eq!(seen.history(), "y");
         // Two views of one cluster, one still listing a demoted primary
         // (which reports its new primary's id): the same history.
         let mut fresh = Observed::default();
-        fresh.update(look(&[("a", node("x", 1)), ("c", node("n", 1))]));
+        take(
+            &mut fresh,
+            look(&[("a", node("x", 1)), ("c", node("n", 1))]),
+        );
         let mut stale = Observed::default();
-        stale.update(look(&[
-            ("a", node("x", 1)),
-            ("b", node("n", 1)),
-            ("c", node("n", 1)),
-        ]));
+        take(
+            &mut stale,
+            look(&[
+                ("a", node("x", 1)),
+                ("b", node("n", 1)),
+                ("c", node("n", 1)),
+            ]),
+        );
         assert_eq!(fresh.history(), stale.history());
         // A cluster: one shard's failover is a change of the whole.
         let mut seen = Observed::default();
-        seen.update(look(&[("a", node("x", 1)), ("b", node("z", 1))]));
-        assert!(seen.update(look(&[("a", node("x", 1)), ("b", node("w", 1))])));
+        take(&mut seen, look(&[("a", node("x", 1)), ("b", node("z", 1))]));
+        assert!(take(
+            &mut seen,
+            look(&[("a", node("x", 1)), ("b", node("w", 1))])
+        ));
         assert!(seen.needs_replica("a"), "a's history goes on");
         // Only the shard written to counts: b promoted alone needs none
         // while a keeps its replica.
@@ -337,33 +388,39 @@ mod tests {
             replicas: 0,
             ..node("v", 2)
         };
-        seen.update(look(&[("a", node("x", 2)), ("b", lone_b)]));
+        take(&mut seen, look(&[("a", node("x", 2)), ("b", lone_b)]));
         assert!(seen.needs_replica("a"));
         assert!(!seen.needs_replica("b"), "b's new history never had one");
         assert!(!seen.needs_replica("c"), "not looked at yet");
         // Never replicated: nothing to wait for.
         let mut alone = Observed::default();
-        alone.update(look(&[(
-            "a",
-            NodeReplication {
-                replicas: 0,
-                ..node("x", 0)
-            },
-        )]));
+        take(
+            &mut alone,
+            look(&[(
+                "a",
+                NodeReplication {
+                    replicas: 0,
+                    ..node("x", 0)
+                },
+            )]),
+        );
         assert!(!alone.needs_replica("a"));
         // Replicated, then promoted: the new history waits for its first
         // replica before decisions wait again.
         let mut seen = Observed::default();
-        seen.update(look(&[("a", node("x", 1))]));
+        take(&mut seen, look(&[("a", node("x", 1))]));
         assert!(seen.needs_replica("a"));
         let lone = NodeReplication {
             replicas: 0,
             ..node("y", 5)
         };
-        seen.update(look(&[("a", lone.clone())]));
+        take(&mut seen, look(&[("a", lone.clone())]));
         assert!(!seen.needs_replica("a"), "a promoted replica alone");
-        seen.update(look(&[("a", node("y", 6))]));
-        seen.update(look(&[("a", NodeReplication { offset: 7, ..lone })]));
+        take(&mut seen, look(&[("a", node("y", 6))]));
+        take(
+            &mut seen,
+            look(&[("a", NodeReplication { offset: 7, ..lone })]),
+        );
         assert!(
             seen.needs_replica("a"),
             "its replica went away: still needed"
