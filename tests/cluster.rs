@@ -1633,6 +1633,48 @@ async fn a_subscriber_recovers_on_another_instance_without_gap_or_duplicate() {
     publisher.await.expect("publisher");
 }
 
+/// Publications made while an instance's subscriber connection was gone
+/// (`CLIENT KILL TYPE pubsub`: it reconnects after 50 ms at the soonest)
+/// reach its subscribers once it is back, read from the channel's log:
+/// every one, once, in order, without the subscriber asking.
+#[tokio::test]
+async fn publications_missed_while_the_subscriptions_were_gone_are_caught_up() {
+    let (redis, s) = cluster(2, |c| keep_history(c, 100)).await;
+    let mut sub = s[0].client(WRITER).await;
+    sub.call("subscribe", json!({"channels": ["hist:gap"]}))
+        .await;
+    let mut publisher = s[1].client(WRITER).await;
+    let on_gap = |p: &Value| p["channel"] == "hist:gap";
+    let publish = |n: u64| json!({"channel": "hist:gap", "event": "n", "data": n});
+    publisher.call("publish", publish(0)).await;
+    let first = push_where(&mut sub, "notify", on_gap).await;
+    let first = first["offset"].as_u64().expect("an offset");
+
+    assert!(
+        redis.kill_clients("pubsub") >= 2,
+        "both instances subscribe"
+    );
+    for n in 1..=10 {
+        publisher.call("publish", publish(n)).await;
+    }
+    let mut offsets = Vec::new();
+    for n in 1..=10 {
+        let push = push_where(&mut sub, "notify", on_gap).await;
+        assert_eq!(push["data"], n, "{push}");
+        offsets.push(push["offset"].as_u64().expect("an offset"));
+    }
+    let expected: Vec<u64> = (first + 1..=first + 10).collect();
+    assert_eq!(offsets, expected);
+    assert!(
+        no_push_where(&mut sub, "notify", QUIET, on_gap).await,
+        "no duplicate, and the socket stays open"
+    );
+    // Live again.
+    publisher.call("publish", publish(11)).await;
+    let live = push_where(&mut sub, "notify", on_gap).await;
+    assert_eq!(live["offset"], first + 11, "{live}");
+}
+
 /// Read and drop whatever the socket has pending right now.
 async fn drain(ws: &mut Ws) {
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), ws.next_json()).await {}

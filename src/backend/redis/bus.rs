@@ -51,6 +51,7 @@ impl Bus for RedisBackend {
         let was = {
             let mut interest = shared.interest.lock().unwrap_or_else(|p| p.into_inner());
             if count == 0 {
+                shared.marks.forget(channel);
                 interest.remove(channel)
             } else {
                 interest.insert(channel.to_owned(), count)

@@ -13,7 +13,7 @@
 //!   any process (see [`notify_frame`]);
 //! - `<p>:config:changed`: a new runtime config version (decimal).
 
-use super::{RedisBackend, unavailable};
+use super::{RedisBackend, catch_up, unavailable};
 use crate::backend::{BackendResult, Envelope, SessionStore};
 use crate::protocol::{Frame, frame, now_ms};
 use fred::prelude::{EventInterface, PubsubInterface};
@@ -81,9 +81,15 @@ impl RedisBackend {
         let topic: &str = &message.channel;
         if let Some(channel) = shared.keys.channel_of_topic(topic) {
             match decode_channel(channel, &text) {
-                Some(envelope) => {
-                    attached.inbox.deliver(envelope);
-                }
+                Some(envelope) => match shared.marks.admit(envelope) {
+                    catch_up::Admit::Deliver(envelope) => {
+                        attached.inbox.deliver(envelope);
+                    }
+                    catch_up::Admit::Nothing => {}
+                    catch_up::Admit::Fill { channel, after } => {
+                        tokio::spawn(fill(self.clone(), channel, after));
+                    }
+                },
                 None => {
                     metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
                     tracing::warn!(%channel, "malformed channel envelope ignored");
@@ -235,6 +241,11 @@ pub(super) fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
 pub async fn resubscribe(backend: &RedisBackend) {
     let shared = backend.shared();
     shared.resubscribing.store(true, Ordering::SeqCst);
+    // From here, live logged frames wait for the catch-up (below).
+    let marks = {
+        let interest = shared.interest.lock().unwrap_or_else(|p| p.into_inner());
+        shared.marks.begin(|channel| interest.contains_key(channel))
+    };
     let done = async {
         shared
             .subscriber
@@ -263,7 +274,16 @@ pub async fn resubscribe(backend: &RedisBackend) {
         }
         confirm(backend).await
     };
-    match done.await {
+    let outcome = done.await;
+    if outcome.is_ok() {
+        catch_up(backend, marks).await;
+    }
+    if let Ok(attached) = backend.attached() {
+        shared.marks.release(|e| {
+            attached.inbox.deliver(e);
+        });
+    }
+    match outcome {
         Ok(()) => {
             shared.resubscribing.store(false, Ordering::SeqCst);
             shared.canary_seen_ms.store(now_ms(), Ordering::Relaxed);
@@ -273,6 +293,69 @@ pub async fn resubscribe(backend: &RedisBackend) {
         Err(e) => tracing::warn!(error = %e, "re-subscribing failed; the canary will retry"),
     }
 }
+
+/// Deliver what each channel's log holds after the offset last delivered
+/// here (`marks`): what was published while the subscriptions were gone.
+async fn catch_up(backend: &RedisBackend, marks: Vec<(String, u64)>) {
+    use crate::backend::ChannelLog;
+    use futures_util::StreamExt;
+    let Ok(attached) = backend.attached() else {
+        return;
+    };
+    let shared = backend.shared();
+    let mut reads = futures_util::stream::iter(marks)
+        .map(|(channel, from)| async move {
+            let page = backend
+                .channel_log(&channel, from, catch_up::READ_LIMIT)
+                .await;
+            (channel, from, page)
+        })
+        .buffered(CATCH_UP_READS);
+    let delivered = std::cell::Cell::new(0u64);
+    while let Some((channel, from, page)) = reads.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::debug!(%channel, error = %e, "catching up on a channel's log failed");
+                continue;
+            }
+        };
+        shared.marks.caught(&channel, from, page, |e| {
+            delivered.set(delivered.get() + 1);
+            attached.inbox.deliver(e);
+        });
+    }
+    if delivered.get() > 0 {
+        metrics::counter!("switchyard_pubsub_caught_up_total").increment(delivered.get());
+        tracing::info!(
+            frames = delivered.get(),
+            "delivered what was published while the subscriptions were gone"
+        );
+    }
+}
+
+/// A live frame on `channel` came past a hole after offset `after`: read
+/// the hole from the log and deliver it, then what was held behind it.
+async fn fill(backend: RedisBackend, channel: String, after: u64) {
+    use crate::backend::ChannelLog;
+    let page = backend
+        .channel_log(&channel, after, catch_up::READ_LIMIT)
+        .await
+        .inspect_err(
+            |e| tracing::debug!(%channel, error = %e, "reading a hole from the log failed"),
+        )
+        .ok();
+    let Ok(attached) = backend.attached() else {
+        return;
+    };
+    let from_log = backend.shared().marks.filled(&channel, page, |e| {
+        attached.inbox.deliver(e);
+    });
+    metrics::counter!("switchyard_pubsub_caught_up_total").increment(from_log);
+}
+
+/// Channel logs read at once during a catch-up.
+const CATCH_UP_READS: usize = 32;
 
 /// A Redis Cluster shard failed over: its old primary, once demoted, drops
 /// the sharded subscriptions it held (pushing `sunsubscribe`), which must
