@@ -12,6 +12,17 @@ Traffic and invariants:
   lost its state): no silent gap.
 - approvals: a node asks for an approval every second and two approvers on
   different instances resolve it at once: never both win.
+- runs: an agent serves `agent.run` (three `agent.event`s, then its
+  answer) and, after losing its connection, takes the runs it was working
+  on back on any instance (`agent.reattach`, then `agent.finish`); a
+  caller starts one run at a time and waits for its end (`agent.wait`),
+  from whichever instance it is on, following a run lost with its agent's
+  instance until its agent takes it back or the resume window passes. A
+  run record gone after Redis lost its state (restarted empty, or the
+  run started within the fsync window before a crash) is a stated loss
+  (-32001), counted. Every run must end — completed with
+  the agent's answer, or with a stated error — within node_ttl, the
+  resume window and a margin: nothing waits forever.
 - presence: when nothing was disrupted for a while, `system.presence`
   counts exactly the driver's open connections (within node_ttl).
 - memory: each instance's RSS after warm-up and at the end.
@@ -43,6 +54,13 @@ DURABLE = os.environ.get("SOAK_REDIS", "") == "aof"
 FSYNC_WINDOW = 1.5
 NODE_TTL_MS = 3000
 QUIET_FOR_PRESENCE = NODE_TTL_MS / 1000 * 2 + 3
+# What a lost connection (or an instance going away) raises.
+LOST = (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException)
+RESUME_WINDOW_MS = 30000
+# The longest a run may stay unended: its loss noticed, the window to
+# take it back, and a margin.
+RUN_DEADLINE = (NODE_TTL_MS + RESUME_WINDOW_MS) / 1000 + 15
+RUN_EVENTS = 3
 
 
 def log(*parts):
@@ -92,7 +110,7 @@ class Cluster:
             "SWITCHYARD_JWT_SECRET": self.secret,
             "SWITCHYARD_LIMITS__NODE_TTL_MS": str(NODE_TTL_MS),
             "SWITCHYARD_LIMITS__DRAIN_DEADLINE_MS": "2000",
-            "SWITCHYARD_LIMITS__RESUME_WINDOW_MS": "30000",
+            "SWITCHYARD_LIMITS__RESUME_WINDOW_MS": str(RESUME_WINDOW_MS),
             "SWITCHYARD_LOG": "warn",
         })
         return env
@@ -147,18 +165,20 @@ class RpcError(Exception):
 
 
 class Conn:
-    """One JSON-RPC WebSocket connection; pushes go to `on_push`."""
+    """One JSON-RPC WebSocket connection; pushes go to `on_push`, requests
+    from the server to `on_request` (the whole message)."""
 
-    def __init__(self, ws, on_push=None):
+    def __init__(self, ws, on_push=None, on_request=None):
         self.ws = ws
         self.on_push = on_push or (lambda m, p: None)
+        self.on_request = on_request
         self.next_id = 1
         self.waiting = {}
         self.reader = asyncio.create_task(self.read())
         self.closed = asyncio.Event()
 
     @classmethod
-    async def open(cls, cluster, token, on_push=None, avoid=None):
+    async def open(cls, cluster, token, on_push=None, avoid=None, on_request=None):
         live = [i for i in cluster.live() if i != avoid] or cluster.live()
         if not live:
             raise ConnectionError("no instance up")
@@ -166,7 +186,7 @@ class Conn:
         ws = await asyncio.wait_for(
             websockets.connect(f"ws://127.0.0.1:{cluster.ports[i]}/ws?token={token}",
                                max_size=2 ** 22, open_timeout=3), 4)
-        conn = cls(ws, on_push)
+        conn = cls(ws, on_push, on_request)
         conn.instance = i
         return conn
 
@@ -174,7 +194,9 @@ class Conn:
         try:
             async for text in self.ws:
                 msg = json.loads(text)
-                if "method" in msg:
+                if "method" in msg and "id" in msg and self.on_request:
+                    self.on_request(self, msg)
+                elif "method" in msg:
                     self.on_push(msg["method"], msg.get("params") or {})
                 elif msg.get("id") in self.waiting:
                     self.waiting.pop(msg["id"]).set_result(msg)
@@ -200,6 +222,11 @@ class Conn:
         if "error" in msg:
             raise RpcError(msg["error"])
         return msg["result"]
+
+    async def answer(self, request_id, result):
+        if self.closed.is_set():
+            raise ConnectionError("closed")
+        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}))
 
     async def close(self):
         await self.ws.close()
@@ -269,7 +296,7 @@ async def sessions(cluster, stats, stop, tokens):
                                                      "data": n}, timeout=3)
                 acked.setdefault(state["session"], {})[r["offset"]] = n
                 await asyncio.sleep(0.02)
-            except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            except LOST:
                 conn = await drop(conn)
                 await asyncio.sleep(0.2)
             except RpcError as e:
@@ -333,7 +360,7 @@ async def sessions(cluster, stats, stop, tokens):
                     stats.count("reader holes caught up")
                     await catch_up(conn, sid)
                 await asyncio.sleep(0.1)
-            except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            except LOST:
                 conn = await drop(conn)
                 await asyncio.sleep(0.2)
             except RpcError as e:
@@ -406,7 +433,7 @@ async def approvals(cluster, stats, stop, tokens):
             else:
                 stats.count("approvals disrupted")
             await asyncio.sleep(1)
-        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+        except LOST:
             node, a1, a2 = await drop(node), await drop(a1), await drop(a2)
             await asyncio.sleep(0.3)
         except RpcError as e:
@@ -414,6 +441,172 @@ async def approvals(cluster, stats, stop, tokens):
             await asyncio.sleep(0.3)
     for conn in (node, a1, a2):
         await drop(conn)
+
+
+async def runs(cluster, stats, stop, tokens):
+    """Agent runs across dead instances; see the module docs."""
+    working = {}  # run id -> session id: runs the agent has not answered
+    tasks = set()
+    caller_done = asyncio.Event()
+
+    def answer_of(run_id):
+        return {"events": RUN_EVENTS, "runId": run_id}
+
+    async def work(conn, sid, rid, request_id):
+        """Three events, then the answer: the reply to the `agent.run`
+        request, or `agent.finish` for a run taken back."""
+        try:
+            for i in range(RUN_EVENTS):
+                await asyncio.sleep(0.1)
+                try:
+                    await conn.call("agent.event", {"sessionId": sid, "type": "delta",
+                                                    "data": {"i": i}}, timeout=3)
+                except RpcError as e:
+                    stats.count(f"run event error {e.code}")
+            if request_id is not None:
+                await conn.answer(request_id, answer_of(rid))
+            else:
+                await conn.call("agent.finish", {"sessionId": sid, "runId": rid,
+                                                 "result": answer_of(rid)}, timeout=5)
+            working.pop(rid, None)
+        except LOST:
+            pass  # still in `working`: taken back after the reconnect
+        except RpcError as e:
+            stats.count(f"run finish error {e.code}")
+            working.pop(rid, None)
+
+    def start(conn, sid, rid, request_id):
+        task = asyncio.create_task(work(conn, sid, rid, request_id))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_request(conn, msg):
+        if msg.get("method") == "agent.run":
+            p = msg.get("params") or {}
+            working[p["runId"]] = p["sessionId"]
+            start(conn, p["sessionId"], p["runId"], msg["id"])
+
+    async def agent():
+        conn = None
+        while not caller_done.is_set():
+            try:
+                if conn is None or conn.closed.is_set():
+                    conn = await Conn.open(cluster, tokens["node"], on_request=on_request)
+                    await conn.call("agent.register", {"agentId": "soak-agent",
+                                                       "capabilities": ["agent.run"]})
+                    for rid, sid in list(working.items()):
+                        try:
+                            await conn.call("agent.reattach", {"sessionId": sid, "runId": rid},
+                                            timeout=NODE_TTL_MS * 3 / 1000)
+                            stats.count("runs taken back")
+                            start(conn, sid, rid, None)
+                        except RpcError as e:
+                            stats.count(f"take-back refused {e.code}")
+                            working.pop(rid, None)
+                await asyncio.sleep(0.2)
+            except LOST:
+                conn = await drop(conn)
+                await asyncio.sleep(0.3)
+            except RpcError as e:
+                stats.count(f"agent error {e.code}")
+                conn = await drop(conn)
+                await asyncio.sleep(0.3)
+        await drop(conn)
+
+    def ended(record, run_id):
+        status = record.get("status")
+        if status == "completed":
+            if record.get("result") != answer_of(record.get("runId")):
+                stats.violate(f"run {run_id} completed with {record.get('result')!r}, "
+                              "not its agent's answer")
+            else:
+                stats.count("runs completed")
+                if record.get("attached"):
+                    stats.count("runs completed after a take-back")
+        else:
+            reason = ((record.get("error") or {}).get("data") or {}).get("reason", "")
+            stats.count(f"runs ended {status} {reason}".rstrip())
+
+    async def caller():
+        conn, session, current = None, None, None  # current: (run id or None, started)
+        while not stop.is_set() or current:
+            if current and time.monotonic() - current[1] > RUN_DEADLINE:
+                stats.violate(f"run {current[0]} on {session[0]} not ended "
+                              f"{RUN_DEADLINE:.0f} s after it started")
+                current = None
+                session = None
+            try:
+                if conn is None or conn.closed.is_set():
+                    conn = await Conn.open(cluster, tokens["writer"])
+                    if session:
+                        try:
+                            await conn.call("session.resume", {"sessionId": session[0],
+                                                               "resumeToken": session[1], "offset": 0})
+                        except RpcError as e:
+                            log(f"run session {session[0]} not resumable ({e.code} {e})")
+                            stats.count(f"run sessions lost {e.code}")
+                            session, current = None, None
+                if session is None:
+                    if stop.is_set():
+                        break
+                    sid = f"runs-{int(time.time() * 1000)}"
+                    r = await conn.call("session.create", {"sessionId": sid})
+                    session = (sid, r["resumeToken"])
+                if current is None:
+                    if stop.is_set():
+                        break
+                    try:
+                        r = await conn.call("agent.run", {"sessionId": session[0], "task": "soak",
+                                                          "agentId": "soak-agent",
+                                                          "timeoutMs": 600000}, timeout=10)
+                        current = (r["runId"], time.monotonic())
+                        stats.count("runs started")
+                    except RpcError as e:
+                        if e.code != -32007:
+                            raise
+                        # A run whose start was answered to a lost
+                        # connection holds the session: wait for it.
+                        current = (None, time.monotonic())
+                        stats.count("runs adopted")
+                try:
+                    record = await conn.call("agent.wait", {"sessionId": session[0],
+                                                            "timeoutMs": 2000}, timeout=5)
+                except RpcError as e:
+                    if e.code == -32006:
+                        continue
+                    if e.code == -32001 and any(c >= current[1] - FSYNC_WINDOW
+                                                for c in cluster.redis_crashes):
+                        # Redis lost it (restarted empty, or its start
+                        # within the fsync window): a stated loss.
+                        stats.count("runs lost with Redis's state")
+                        session, current = None, None
+                        continue
+                    raise
+                if current[0] is not None and record.get("runId") != current[0]:
+                    stats.violate(f"agent.wait on {session[0]} answered run {record.get('runId')}, "
+                                  f"not {current[0]}")
+                lost = ((record.get("error") or {}).get("data") or {})
+                if lost.get("reason") == "instance_lost" and \
+                        time.time() * 1000 < lost.get("resumableUntil", 0):
+                    # Its agent may take it back meanwhile: follow it.
+                    await asyncio.sleep(0.5)
+                    continue
+                ended(record, current[0])
+                current = None
+            except LOST:
+                conn = await drop(conn)
+                await asyncio.sleep(0.3)
+            except RpcError as e:
+                stats.count(f"run error {e.code}")
+                if e.code == -32001 and current is None:
+                    session = None  # lost with Redis's state: a new one
+                await asyncio.sleep(0.3)
+        await drop(conn)
+        caller_done.set()
+
+    await asyncio.gather(agent(), caller())
+    for task in list(tasks):
+        task.cancel()
 
 
 async def decisions(cluster, stats, stop, tokens):
@@ -429,7 +622,7 @@ async def decisions(cluster, stats, stop, tokens):
             # driver's connections).
             if reader is None or reader.closed.is_set():
                 reader = await Conn.open(cluster, tokens["approver1"])
-        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+        except LOST:
             reader = await drop(reader)
             await asyncio.sleep(0.3)
             continue
@@ -458,7 +651,7 @@ async def decisions(cluster, stats, stop, tokens):
                     stats.decided.pop(aid, None)
             checked_crashes = len(crashes)
             stats.count("decision audits")
-        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+        except LOST:
             reader = await drop(reader)
     await drop(reader)
 
@@ -501,7 +694,7 @@ async def presence(cluster, stats, stop, tokens):
                     mismatch_since = None
             else:
                 mismatch_since = None
-        except (ConnectionError, OSError, asyncio.TimeoutError, websockets.WebSocketException):
+        except LOST:
             admin = await drop(admin)
             await asyncio.sleep(0.3)
         except RpcError as e:
@@ -562,11 +755,13 @@ async def main():
     log(f"soak for {SECONDS} s: redis :{cluster.redis_port}, instances {cluster.ports}, logs {cluster.dir}")
     stop = asyncio.Event()
     # The driver's connections: writer, reader, node, 2 approvers, admin,
-    # 5 watchers (and the decisions' reader in durable mode). Counted as
+    # 5 watchers, the runs' agent and caller (and the decisions' reader in
+    # durable mode). Counted as
     # expected only while all are up.
-    stats.counts["open connections"] = 12 if DURABLE else 11
+    stats.counts["open connections"] = 14 if DURABLE else 13
     tasks = [
         asyncio.create_task(sessions(cluster, stats, stop, tokens)),
+        asyncio.create_task(runs(cluster, stats, stop, tokens)),
         asyncio.create_task(approvals(cluster, stats, stop, tokens)),
         asyncio.create_task(presence(cluster, stats, stop, tokens)),
         asyncio.create_task(chaos(cluster, stats, stop)),

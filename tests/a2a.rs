@@ -5,7 +5,8 @@
 //! against A and B — cards, blocking and streamed messages to the agent on
 //! the other instance, tasks read, listed and cancelled from either
 //! instance, a subscriber joining a running task from the other instance
-//! with no gap, 401 / 403 (`pip install a2a-sdk==1.3.0`). Then malformed
+//! with no gap, 401 / 403, and last a task followed to its end on B after
+//! A, streaming it, was SIGKILLed (`pip install a2a-sdk==1.3.0`). Then malformed
 //! and refused requests, raw, against an in-process gateway.
 
 mod common;
@@ -148,10 +149,12 @@ async fn official_client_across_two_instances() {
         format!("http://127.0.0.1:{}", a.port),
         format!("http://127.0.0.1:{}", b.port),
     );
+    // The script SIGKILLs A last, mid-stream.
+    let pid_a = a.child.0.id().to_string();
     let started = Instant::now();
     let output = tokio::task::block_in_place(|| {
         Command::new("python3")
-            .args([script, &base_a, &base_b, WRITER, READER, AGENT])
+            .args([script, &base_a, &base_b, WRITER, READER, AGENT, &pid_a])
             .output()
             .expect("python3 runs")
     });

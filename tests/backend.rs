@@ -48,7 +48,7 @@ async fn backends() -> Vec<Under> {
         url: redis_server.url(),
         prefix: "sy".into(),
         tls: Default::default(),
-        node_ttl: Duration::from_secs(10),
+        alive_ttl: Duration::from_secs(10),
         command_timeout: Duration::from_secs(2),
     };
     let redis: Arc<dyn Backend> = Arc::new(RedisBackend::connect(settings).await.unwrap());
@@ -740,6 +740,24 @@ async fn a_lost_run_is_reattached_once_and_only_its_latest_attach_finishes_it() 
         b.start_run(&run_record("lost", "r", "cal"), 1)
             .await
             .unwrap();
+        // Its serving instance names itself while it runs.
+        let mut served = run_record("lost", "r", "cal");
+        served.instance_id = "b".into();
+        served.generation = 7;
+        assert!(b.serve_run(&served).await.unwrap(), "{kind}");
+        let stored = b.run("lost").await.unwrap().expect("recorded");
+        assert_eq!(
+            (
+                stored.status,
+                stored.instance_id.as_str(),
+                stored.generation
+            ),
+            (RunStatus::Running, "b", 7),
+            "{kind}"
+        );
+        let mut stranger = served.clone();
+        stranger.run_id = "not-it".into();
+        assert!(!b.serve_run(&stranger).await.unwrap(), "{kind}");
         // Only an ended run can be taken back.
         let mut back = run_record("lost", "r", "cal");
         back.attached = 1;
@@ -769,6 +787,10 @@ async fn a_lost_run_is_reattached_once_and_only_its_latest_attach_finishes_it() 
         let mut late = lost.clone();
         late.status = RunStatus::Completed;
         assert!(b.finish_run(&late).await.unwrap().is_none(), "{kind}");
+        assert!(
+            !b.serve_run(&served).await.unwrap(),
+            "{kind}: a stale count"
+        );
         let mut done = back.clone();
         done.status = RunStatus::Completed;
         done.result = Some(json!("ok"));

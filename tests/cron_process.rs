@@ -85,9 +85,20 @@ async fn a_sigkilled_instance_neither_loses_a_tick_nor_fires_one_twice() {
     let distinct: BTreeSet<u64> = ticks.iter().copied().collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
     let sorted: Vec<u64> = distinct.into_iter().collect();
+    // A tick whose call the kill cut short is recorded `unknown` by the
+    // taker and not run again: whether its publication went out before
+    // the kill is exactly what nobody can know, so only such a tick may
+    // be missing from the channel.
+    let unknown: BTreeSet<u64> = runs
+        .iter()
+        .filter(|r| r["outcome"] == "unknown" && r["recoveredFrom"] == doomed.id.as_str())
+        .filter_map(|r| r["tickAt"].as_u64())
+        .collect();
+    assert!(unknown.len() <= 1, "{runs:?}");
     let lost: Vec<u64> = sorted
         .windows(2)
         .flat_map(|w| (1..(w[1] - w[0]) / 1000).map(move |k| w[0] + k * 1000))
+        .filter(|tick| !unknown.contains(tick))
         .collect();
     assert!(
         lost.is_empty(),
@@ -101,15 +112,10 @@ async fn a_sigkilled_instance_neither_loses_a_tick_nor_fires_one_twice() {
     for run in &recovered {
         assert_eq!(run["recoveredFrom"], doomed.id.as_str(), "{run}");
         // Killed before its call started, the tick is fired by the taker
-        // (`ok`); on a loaded machine the kill can land mid-call instead,
-        // which is recorded `unknown` and not run again. Either way the
-        // checks above hold: the tick was delivered, and once.
+        // (`ok`, and delivered: no gap above); killed mid-call, it is
+        // recorded `unknown` and not run again (delivered at most once).
         let outcome = &run["outcome"];
         assert!(outcome == "ok" || outcome == "unknown", "{run}");
-        if outcome == "unknown" {
-            let tick = run["tickAt"].as_u64().expect("tickAt");
-            assert!(sorted.contains(&tick), "{tick} not delivered: {sorted:?}");
-        }
     }
     // The survivors go on firing after the kill.
     assert!(

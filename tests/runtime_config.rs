@@ -597,7 +597,7 @@ async fn stores() -> Vec<(Arc<dyn Backend>, Option<RedisProcess>)> {
         url: redis_server.url(),
         prefix: "sy".into(),
         tls: Default::default(),
-        node_ttl: Duration::from_secs(10),
+        alive_ttl: Duration::from_secs(10),
         command_timeout: Duration::from_secs(2),
     };
     let redis: Arc<dyn Backend> = Arc::new(RedisBackend::connect(settings).await.unwrap());

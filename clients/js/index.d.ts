@@ -171,7 +171,7 @@ export interface ReconnectingEvent {
 
 export interface ErrorEvent {
   error: unknown;
-  /** what failed: `subscribe`, `agent.register` (while restoring), `ping`, `epoch` (reading a log again after the backend's epoch changed), or a listener's event */
+  /** what failed: `subscribe`, `agent.register` (while restoring), `agent.reattach` (a run could not be taken back after a reconnect: its handler is aborted), `agent.finish` (ending a run taken back), `ping`, `epoch` (reading a log again after the backend's epoch changed), or a listener's event */
   context: string;
 }
 
@@ -367,19 +367,32 @@ export declare class IncomingRequest {
   readonly args: any;
   /** `agent.run`, `chat.send`: the run's session. */
   readonly sessionId: string | undefined;
-  /** Aborted when the caller cancels or goes away, or the connection is lost. */
+  /** `agent.run`: the run's id. */
+  readonly runId: string | undefined;
+  /**
+   * Aborted when the caller cancels or goes away, or the connection is lost;
+   * for a run (`agent.run`), only when it cannot be taken back after the
+   * connection was lost.
+   */
   readonly signal: AbortSignal;
   readonly cancelled: boolean;
   /** `invoke.progress` to the caller; false when it could not be sent. */
   progress(data: unknown): boolean;
   /**
    * `agent.event` to the run's session, sent as a call (numbered before the
-   * answer). Never rejects: a failure resolves `{delivered: 0, error}`.
+   * answer). While a run's connection is down, waits until the run is taken
+   * back. Never rejects: a failure resolves `{delivered: 0, error}`.
    */
   event(
     type: string,
     data: unknown,
   ): Promise<{ delivered: number; offset?: number; dropped?: boolean; error?: unknown }>;
+  /**
+   * A run whose connection dropped: resolves true once it is taken back on a
+   * later connection (`agent.reattach`), false when it cannot be (within
+   * 120 s; `signal` is aborted then). True at once otherwise.
+   */
+  back(): Promise<boolean>;
   requestApproval(options: ApprovalRequest): Promise<ApprovalRecord>;
 }
 
@@ -402,6 +415,34 @@ export interface AgentRegistration {
   methods?: string[];
   maxConcurrency?: number;
   status?: string;
+}
+
+/** One `agent.run`: what `agent.wait` (`client.waitRun`) answers. */
+export interface RunRecord {
+  runId: string;
+  sessionId: string;
+  agentId: string;
+  /** `sub` of the identity whose agent served it, once known */
+  agentIdentity?: string;
+  /** `sub` of the caller */
+  caller: string;
+  task: string;
+  status: 'running' | 'completed' | 'error' | 'cancelled';
+  result: unknown;
+  /**
+   * When the agent's instance died: code -32005 with data `{reason:
+   * 'instance_lost', instanceId, resumableUntil}`; the agent may take the
+   * run back until `resumableUntil` (ms since the epoch).
+   */
+  error: { code: number; message: string; data?: any } | null;
+  /** The instance holding the agent's connection. */
+  instanceId: string;
+  /** How many times its agent took it back after its instance was lost. */
+  attached?: number;
+  generation: number;
+  startedAt: number;
+  finishedAt: number | null;
+  deadline?: number | null;
 }
 
 export interface InvokeParams {
@@ -507,6 +548,13 @@ export declare class Client {
   unregister(agentId?: string): Promise<{ agentId: string; unregistered: true }>;
   handle(method: string, handler: Handler): () => void;
   tool(name: string, handler: Handler): () => void;
+  /**
+   * Wait for the run on a session to end (`agent.wait`). With `follow` (the
+   * default), a run lost with its agent's instance (`instance_lost`) is
+   * waited for until its `resumableUntil`, in case its agent takes it back;
+   * without, the loss is the answer. `timeoutMs` default 600 000.
+   */
+  waitRun(sessionId: string, options?: { timeoutMs?: number; follow?: boolean }): Promise<RunRecord>;
 
   requestApproval(options: ApprovalRequest): Promise<ApprovalRecord>;
   resolveApproval(approvalId: string, decision: 'approve' | 'deny', note?: string): Promise<ApprovalRecord>;

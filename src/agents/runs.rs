@@ -11,13 +11,26 @@
 //! finishes the shared [`RunRecord`] — first finisher wins, so a cancel
 //! racing a completion ends the run once.
 
-use crate::backend::{AgentEntry, Backend, Bus, RunRecord, RunStatus, RunStore};
+use crate::backend::{AgentEntry, Backend, BackendResult, Bus, RunRecord, RunStatus, RunStore};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, names, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long an agent's answer keeps being written through a backend
+/// outage before it is given up (meanwhile the record says running).
+const FINISH_RETRY: Duration = Duration::from_secs(60);
+/// The longest pause between two tries.
+const FINISH_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How long a run ended here is remembered, to be ended again if the
+/// backend comes back with it running (a restart from an append-only
+/// file synced once a second loses up to the last second of writes).
+const RECENT_FOR_MS: u64 = 10_000;
+/// At most this many of them.
+const RECENT_MAX: usize = 1024;
 
 /// What a routed call is for, beyond a plain request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,8 +71,8 @@ impl From<&AgentEntry> for Target {
 
 /// Hooks the relay calls on the serving side of agent runs.
 pub trait RunHooks: Send + Sync + 'static {
-    /// The node was sent the run (`agent.started`).
-    fn started(&self, ticket: &RunTicket, target: &Target);
+    /// The node on `conn` was sent the run (`agent.started`).
+    fn started(&self, ticket: &RunTicket, target: &Target, conn: &ConnHandle);
     /// The node answered or failed; the run is over.
     fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>);
     /// The run was cancelled: tell the node, drop its later events.
@@ -89,6 +102,43 @@ pub struct RunBook {
     instance_id: String,
     generation: u64,
     active: Mutex<HashMap<String, Active>>,
+    /// The runs ended here in the last [`RECENT_FOR_MS`].
+    pub recent: Recent,
+}
+
+/// Runs recently ended on this instance, as ended: written again when the
+/// backend's epoch changed and it records one of them as still running
+/// (`services::write_back`), so a lost end cannot leave a run running
+/// with nobody to end it.
+#[derive(Clone, Default)]
+pub struct Recent(Arc<Mutex<VecDeque<(u64, RunRecord)>>>);
+
+impl Recent {
+    pub fn remember(&self, run: RunRecord) {
+        let now = now_ms();
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        forget_old(&mut recent, now);
+        if recent.len() >= RECENT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((now, run));
+    }
+
+    /// The runs ended in the last [`RECENT_FOR_MS`], oldest first.
+    pub fn list(&self) -> Vec<RunRecord> {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        forget_old(&mut recent, now_ms());
+        recent.iter().map(|(_, run)| run.clone()).collect()
+    }
+}
+
+fn forget_old(recent: &mut VecDeque<(u64, RunRecord)>, now: u64) {
+    while recent
+        .front()
+        .is_some_and(|(at, _)| now.saturating_sub(*at) > RECENT_FOR_MS)
+    {
+        recent.pop_front();
+    }
 }
 
 impl RunBook {
@@ -98,6 +148,7 @@ impl RunBook {
             instance_id,
             generation,
             active: Mutex::default(),
+            recent: Recent::default(),
         }
     }
 
@@ -127,7 +178,7 @@ impl RunBook {
 }
 
 impl RunHooks for RunBook {
-    fn started(&self, ticket: &RunTicket, target: &Target) {
+    fn started(&self, ticket: &RunTicket, target: &Target, conn: &ConnHandle) {
         self.active().insert(
             ticket.session_id.clone(),
             Active {
@@ -144,8 +195,29 @@ impl RunHooks for RunBook {
             "runId": ticket.run_id,
             "agentId": target.agent_id,
         });
+        // The record names who serves it where: any instance finding it
+        // running after this one died may end it as lost.
+        let served = ticket.record.as_deref().map(|issued| {
+            let mut record = issued.clone();
+            record.instance_id = self.instance_id.clone();
+            record.generation = self.generation;
+            if let Some(agent) = &target.agent_id {
+                record.agent_id = agent.clone();
+            }
+            if let Some(identity) = conn.identity() {
+                record.agent_identity = identity.sub.clone();
+            }
+            record
+        });
         let backend = self.backend.clone();
-        tokio::spawn(async move { announce(&*backend, "agent.started", data).await });
+        tokio::spawn(async move {
+            if let Some(record) = served
+                && let Err(e) = backend.serve_run(&record).await
+            {
+                tracing::debug!(run = %record.run_id, error = %e, "recording where a run is served failed");
+            }
+            announce(&*backend, "agent.started", data).await;
+        });
     }
 
     fn finished(&self, ticket: &RunTicket, outcome: &Result<Value, RpcError>) {
@@ -165,9 +237,11 @@ impl RunHooks for RunBook {
             instance_id: self.instance_id.clone(),
             generation: self.generation,
         });
-        let backend = self.backend.clone();
+        let (backend, recent) = (self.backend.clone(), self.recent.clone());
         let (ticket, outcome) = (ticket.clone(), outcome.clone());
-        tokio::spawn(async move { finish(&*backend, &*backend, &ticket, served, outcome).await });
+        tokio::spawn(async move {
+            finish(&*backend, &*backend, &recent, &ticket, served, outcome).await
+        });
     }
 
     fn cancelled(&self, ticket: &RunTicket, conn: &ConnHandle) {
@@ -220,38 +294,73 @@ pub struct Served {
     pub generation: u64,
 }
 
-/// End a run with the agent's answer, unless it already ended, or its
-/// agent re-attached to it since `ticket` was issued (a finish for the
-/// call the lost instance carried must not end the re-attached run).
-/// The record as ended, when this finish ended it.
+/// [`finish_once`], tried again while the backend is unavailable (for
+/// [`FINISH_RETRY`]): the agent's answer is held here and nowhere else,
+/// and a run left running on a live instance has nobody else to end it.
+/// The run as ended goes to `recent`.
 pub async fn finish(
     runs: &dyn RunStore,
     bus: &dyn Bus,
+    recent: &Recent,
     ticket: &RunTicket,
     served: Option<Served>,
     outcome: Result<Value, RpcError>,
 ) -> Option<RunRecord> {
-    let Ok(Some(mut run)) = runs.run(&ticket.session_id).await else {
-        return None;
+    let deadline = tokio::time::Instant::now() + FINISH_RETRY;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match finish_once(runs, bus, ticket, served.as_ref(), &outcome).await {
+            Ok(done) => {
+                if let Some(done) = &done {
+                    recent.remember(done.clone());
+                }
+                return done;
+            }
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(run = %ticket.run_id, error = %e, "finishing a run: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(FINISH_PAUSE_MAX);
+            }
+            Err(e) => {
+                tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed");
+                return None;
+            }
+        }
+    }
+}
+
+/// End a run with the agent's answer, unless it already ended, or its
+/// agent re-attached to it since `ticket` was issued (a finish for the
+/// call the lost instance carried must not end the re-attached run).
+/// The record as ended, when this finish ended it.
+pub async fn finish_once(
+    runs: &dyn RunStore,
+    bus: &dyn Bus,
+    ticket: &RunTicket,
+    served: Option<&Served>,
+    outcome: &Result<Value, RpcError>,
+) -> BackendResult<Option<RunRecord>> {
+    let Some(mut run) = runs.run(&ticket.session_id).await? else {
+        return Ok(None);
     };
     if run.run_id != ticket.run_id || run.status != RunStatus::Running {
-        return None;
+        return Ok(None);
     }
     if let Some(issued) = &ticket.record
         && issued.attached != run.attached
     {
-        return None;
+        return Ok(None);
     }
     if let Some(served) = served {
-        if let Some(identity) = served.identity {
-            run.agent_identity = identity;
+        if let Some(identity) = &served.identity {
+            run.agent_identity = identity.clone();
         }
-        run.agent_id = served.agent_id;
-        run.instance_id = served.instance_id;
+        run.agent_id = served.agent_id.clone();
+        run.instance_id = served.instance_id.clone();
         run.generation = served.generation;
     }
     run.finished_at = Some(now_ms());
-    match &outcome {
+    match outcome {
         Ok(result) => {
             run.status = RunStatus::Completed;
             run.result = Some(result.clone());
@@ -261,22 +370,16 @@ pub async fn finish(
             run.error = serde_json::to_value(e).ok();
         }
     }
-    match runs.finish_run(&run).await {
-        Ok(Some(done)) => {
-            let event = if done.status == RunStatus::Completed {
-                "agent.completed"
-            } else {
-                "agent.error"
-            };
-            announce(bus, event, summary(&done)).await;
-            Some(done)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(run = %ticket.run_id, error = %e, "finishing a run failed");
-            None
-        }
+    let done = runs.finish_run(&run).await?;
+    if let Some(done) = &done {
+        let event = if done.status == RunStatus::Completed {
+            "agent.completed"
+        } else {
+            "agent.error"
+        };
+        announce(bus, event, summary(done)).await;
     }
+    Ok(done)
 }
 
 /// The data of a run's lifecycle event.

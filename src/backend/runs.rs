@@ -72,6 +72,10 @@ pub trait RunStore: Send + Sync + 'static {
     /// `None` when it was not (already finished or cancelled, or
     /// re-attached since: the first finisher wins).
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>>;
+    /// Record who serves running run `run.run_id` where (`run`'s agent,
+    /// identity, instance and generation) if it is still running under
+    /// `run.attached`; false when it is not.
+    async fn serve_run(&self, run: &RunRecord) -> BackendResult<bool>;
     /// Put run `run.run_id` back to running as `run` (its agent
     /// re-attached) if it is still the session's run, ended with an error
     /// under `run.attached - 1`; false when it is not (a newer run, or

@@ -329,7 +329,8 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Deepest JSON nesting accepted in a frame.
     pub max_json_depth: usize,
-    /// Cluster mode: an instance silent this long is dead and reaped.
+    /// Cluster mode: within this long of an instance falling silent, calls
+    /// on it end and it is reaped.
     pub node_ttl_ms: u64,
     /// A new TCP connection must send its first request's headers within
     /// this long (slow-header clients are cut off).
@@ -394,6 +395,21 @@ impl Limits {
     }
     pub fn node_ttl(&self) -> Duration {
         Duration::from_millis(self.node_ttl_ms)
+    }
+    /// How long an instance's record lives without a heartbeat: `node_ttl`
+    /// less the time a survivor takes to notice it gone (two
+    /// [`Limits::liveness_read`] periods), so calls and runs on a dead
+    /// instance end within `node_ttl` of its death.
+    pub fn alive_ttl(&self) -> Duration {
+        self.node_ttl() - self.notice_margin()
+    }
+    /// How often an instance with calls waiting on other instances reads
+    /// which of them live.
+    pub fn liveness_read(&self) -> Duration {
+        self.notice_margin() / 2
+    }
+    fn notice_margin(&self) -> Duration {
+        (self.node_ttl() / 6).min(Duration::from_millis(500))
     }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

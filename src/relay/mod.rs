@@ -192,21 +192,28 @@ impl Relay {
         }))
     }
 
-    /// The live instances, as the last heartbeat saw them, and those whose
-    /// record went stale (see [`Liveness::set_live`]).
+    /// The live instances (and the generation each runs as), as the last
+    /// heartbeat saw them, and those whose record went stale (see
+    /// [`Liveness::set_live`]).
     pub fn set_live(
         &self,
-        instances: impl IntoIterator<Item = String>,
+        instances: impl IntoIterator<Item = (String, u64)>,
         stale: impl IntoIterator<Item = String>,
         resync: Option<u64>,
     ) {
         self.0.liveness.set_live(instances, stale, resync);
     }
 
-    /// The generation each live instance runs as (see
-    /// [`Liveness::set_generations`]).
-    pub fn set_generations(&self, generations: impl IntoIterator<Item = (String, u64)>) {
-        self.0.liveness.set_generations(generations);
+    /// Whether any call waits on another instance's liveness (see
+    /// [`Liveness::watched`]).
+    pub fn liveness_watched(&self) -> bool {
+        self.0.liveness.watched()
+    }
+
+    /// Whether `instance_id` running as `generation` is taken for dead
+    /// (see [`Liveness::dead`]).
+    pub fn instance_dead(&self, instance_id: &str, generation: u64) -> bool {
+        self.0.liveness.dead(instance_id, generation)
     }
 
     /// Install the agent-run hooks (once, at start-up).
@@ -224,6 +231,14 @@ impl Relay {
 
     /// Call `spec.method` on the node at `target` and wait for its answer.
     pub async fn call(&self, target: &Target, spec: CallSpec<'_>) -> Result<Value, CallError> {
+        // On an instance already dead (or restarted since the registry was
+        // read): gone, not lost mid-call; the caller reads it again.
+        if self.0.liveness.dead(&target.instance_id, target.generation) {
+            return Err(CallError::Gone(format!(
+                "node {} was on instance {}, which is gone",
+                target.conn_id, target.instance_id
+            )));
+        }
         let call_id = spec
             .call_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -460,7 +475,7 @@ impl Relay {
         // its first `agent.event` as soon as the request reaches it. (If
         // the request cannot be sent, `serve` finishes the run.)
         if let (Some(ticket), Some(hooks)) = (run, self.0.hooks.get()) {
-            hooks.started(ticket, &target);
+            hooks.started(ticket, &target, &conn);
         }
         let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(PROGRESS_BUFFER);
         let outstanding = conn

@@ -166,6 +166,9 @@ pub async fn wait(ctx: &Ctx<'_>, p: WaitParams) -> Result<Value, RpcError> {
         if run.status != RunStatus::Running {
             return Ok(serde_json::to_value(&run).unwrap_or_default());
         }
+        if let Some(lost) = crate::services::reattach::settle_orphan(ctx.app, &run).await {
+            return Ok(serde_json::to_value(&lost).unwrap_or_default());
+        }
         if tokio::time::Instant::now() + POLL > deadline {
             return Err(RpcError::timeout(format!(
                 "run {} still running after {} ms",

@@ -28,7 +28,9 @@
 //! late finish of the lost call a no-op.
 
 use crate::agents::runs::Target;
-use crate::agents::runs::{Active, RunBook, RunTicket, Served, announce, finish, tell_cancelled};
+use crate::agents::runs::{
+    Active, RunBook, RunTicket, Served, announce, finish, finish_once, tell_cancelled,
+};
 use crate::app::App;
 use crate::backend::{RunRecord, RunStatus};
 use crate::conn::ConnHandle;
@@ -72,6 +74,9 @@ pub async fn reattach(
         if run.status != RunStatus::Running || here || tokio::time::Instant::now() + POLL > deadline
         {
             break run;
+        }
+        if let Some(lost) = settle_orphan(app, &run).await {
+            break lost;
         }
         tokio::time::sleep(POLL).await;
     };
@@ -223,7 +228,8 @@ async fn end(
         instance_id: app.instance_id.clone(),
         generation: app.generation,
     });
-    finish(app.run_store(), app.bus(), &ticket, served, outcome).await
+    let recent = &app.runs.recent;
+    finish(app.run_store(), app.bus(), recent, &ticket, served, outcome).await
 }
 
 /// The connection closed: the runs it re-attached to end with -32005
@@ -314,22 +320,49 @@ pub async fn follow(app: App, mut lost: RunRecord) {
         if ended {
             return;
         }
-        let window = app.live().limits.resume_window_ms;
-        let e = RpcError::from(CallError::InstanceLost {
-            instance_id: run.instance_id.clone(),
-            conn_id: String::new(),
-        });
-        let ticket = RunTicket {
-            session_id: run.session_id.clone(),
-            run_id: run.run_id.clone(),
-            record: Some(Box::new(run.clone())),
-        };
-        let e = resumable(e, now_ms().saturating_add(window));
-        match finish(app.run_store(), app.bus(), &ticket, None, Err(e)).await {
+        match lose(&app, &run).await {
             Some(again) => lost = again,
             None => return,
         }
     }
+}
+
+/// End running `run` as `instance_lost` (resumable for
+/// `limits.resume_window_ms`) if it is still running as read; the ended
+/// record, or `None` when it was not.
+async fn lose(app: &App, run: &RunRecord) -> Option<RunRecord> {
+    let window = app.live().limits.resume_window_ms;
+    let e = RpcError::from(CallError::InstanceLost {
+        instance_id: run.instance_id.clone(),
+        conn_id: String::new(),
+    });
+    let ticket = RunTicket {
+        session_id: run.session_id.clone(),
+        run_id: run.run_id.clone(),
+        record: Some(Box::new(run.clone())),
+    };
+    let e = resumable(e, now_ms().saturating_add(window));
+    // Once: whoever reads the record next tries again.
+    let lost = finish_once(app.run_store(), app.bus(), &ticket, None, &Err(e)).await;
+    lost.ok().flatten()
+}
+
+/// A record read as running whose serving instance is dead: normally the
+/// caller's instance ends it as lost, but it may have died too. Whoever
+/// reads it first (a wait, a re-attach, a new run on the session) ends it
+/// as `instance_lost` and follows it as the caller's instance would. The
+/// ended record when this call ended it.
+pub async fn settle_orphan(app: &App, run: &RunRecord) -> Option<RunRecord> {
+    if run.status != RunStatus::Running
+        || run.instance_id.is_empty()
+        || !app.relay.instance_dead(&run.instance_id, run.generation)
+    {
+        return None;
+    }
+    let ended = lose(app, run).await?;
+    tracing::info!(run = %run.run_id, instance = %run.instance_id, "a run whose instance died was ended as lost");
+    tokio::spawn(follow(app.clone(), ended.clone()));
+    Some(ended)
 }
 
 /// Wait for `lost` to be re-attached: the record running again, or `None`

@@ -114,10 +114,24 @@ pub async fn begin(
         agent_identity: String::new(),
         attached: 0,
     };
-    app.run_store()
+    let mut started = app
+        .run_store()
         .start_run(&record, MAX_RUNS_PER_CALLER)
-        .await
-        .map_err(|e| e.into_rpc(&d.session_id))?;
+        .await;
+    if matches!(started, Err(crate::backend::BackendError::Conflict(_))) {
+        // The session's run may be one whose instance died unnoticed.
+        if let Ok(Some(running)) = app.run_store().run(&d.session_id).await
+            && crate::services::reattach::settle_orphan(app, &running)
+                .await
+                .is_some()
+        {
+            started = app
+                .run_store()
+                .start_run(&record, MAX_RUNS_PER_CALLER)
+                .await;
+        }
+    }
+    started.map_err(|e| e.into_rpc(&d.session_id))?;
     let ticket = RunTicket {
         session_id: record.session_id.clone(),
         run_id: record.run_id.clone(),
@@ -153,7 +167,8 @@ pub async fn begin(
         };
         // The serving instance normally finished the record already; this
         // covers it dying or never being reached.
-        let ended = finish(app.run_store(), app.bus(), &ticket, served, outcome.clone()).await;
+        let (runs, bus, recent) = (app.run_store(), app.bus(), &app.runs.recent);
+        let ended = finish(runs, bus, recent, &ticket, served, outcome.clone()).await;
         let _ = done_tx.send(outcome);
         if let Some(lost) = ended.filter(|r| resumable_until(r).is_some()) {
             crate::services::reattach::follow(app, lost).await;
@@ -220,6 +235,7 @@ pub async fn stop(app: &App, mut run: RunRecord, by: &str) -> Result<Option<RunR
     let Some(done) = app.run_store().finish_run(&run).await? else {
         return Ok(None);
     };
+    app.runs.recent.remember(done.clone());
     for instance in app.instance_store().instances().await? {
         app.relay.cancel(&done.run_id, &instance.id).await;
     }

@@ -10,6 +10,9 @@
 //!   for each one restored, and local approvers are sent every pending
 //!   one again);
 //! - the runs this instance's agents are serving, as running;
+//! - the runs that ended here in the last seconds, ended again where the
+//!   backend records them as still running (their end was among the
+//!   writes lost: nobody else would end them);
 //! - the records of devices connected here, as they authenticated.
 //!
 //! Then every authenticated local connection is pushed `epoch.changed
@@ -77,9 +80,19 @@ async fn restore_approvals(app: &App) -> u64 {
 }
 
 /// Runs this instance's agents are serving that the backend no longer
-/// records.
+/// records, and runs ended here that it records as running again.
 async fn restore_runs(app: &App) -> u64 {
     let mut restored = 0;
+    for ended in app.runs.recent.list() {
+        // Only where the record is that run, still running (a swap).
+        match app.run_store().finish_run(&ended).await {
+            Ok(Some(_)) => restored += 1,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                run = %ended.run_id, error = %e, "ending a run again failed"
+            ),
+        }
+    }
     for record in app.runs.in_progress() {
         match app.run_store().start_run(&record, usize::MAX).await {
             Ok(()) => restored += 1,

@@ -2,7 +2,10 @@
 endpoint, run by tests/a2a.rs: two gateway instances, A and B, share a
 Redis; the test agent is connected to B; this script talks to A (and B).
 
-Usage: check.py <base A> <base B> <writer token> <reader token> <agent id>
+Usage: check.py <base A> <base B> <writer token> <reader token> <agent id> <pid of A>
+
+Last, it SIGKILLs instance A while A streams a task to it, and follows
+the task to its end on B (`SubscribeToTask`, then `GetTask`).
 
 The test agent (tests/a2a.rs) answers `agent.run` by the task's text:
   "slow"      works until cancelled (then notes the cancel)
@@ -18,6 +21,8 @@ and "ALL PASS" at the end; exits non-zero on the first failure.
 """
 
 import asyncio
+import os
+import signal
 import statistics
 import sys
 import time
@@ -46,6 +51,7 @@ from a2a.utils.errors import (
 )
 
 BASE_A, BASE_B, WRITER, READER, AGENT = sys.argv[1:6]
+PID_A = int(sys.argv[6])
 WAIT = 20
 
 
@@ -276,6 +282,33 @@ async def main():
             unversioned = await raw.post(f"{BASE_A}/a2a", json=body, headers=auth)
             check("no A2A-Version: -32009 with HTTP 200", unversioned.status_code == 200
                   and unversioned.json()["error"]["code"] == -32009, unversioned.text)
+
+        # --- the caller's instance dies mid-stream: the task goes on, and B
+        # follows it to its end with nothing missed and nothing twice
+        stream = streaming_a.send_message(SendMessageRequest(message=user_msg("count 20")))
+        before = []
+        async for ev in stream:
+            before.append(ev)
+            if len(output_tokens(before)) >= 3:
+                break
+        task_id = before[0].task.id
+        os.kill(PID_A, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(collect(stream), WAIT)
+            check("the stream from the killed instance ends in an error", False)
+        except Exception as e:  # the connection to A is gone
+            check("the stream from the killed instance breaks", True, type(e).__name__)
+        seen = await asyncio.wait_for(collect(client_b.subscribe(SubscribeToTaskRequest(id=task_id))), WAIT)
+        check("after the kill: B follows the task from its snapshot", seen[0].WhichOneof("payload") == "task"
+              and seen[0].task.id == task_id, seen[0])
+        tokens = output_tokens(seen)
+        check("after the kill: no gap, no duplicate", tokens == [f"t{i}" for i in range(1, 21)], tokens)
+        check("after the kill: COMPLETED", TaskState.Name(seen[-1].status_update.status.state)
+              == "TASK_STATE_COMPLETED", seen[-1])
+        done = await client_b.get_task(GetTaskRequest(id=task_id))
+        check("after the kill: GetTask on B", state(done) == "TASK_STATE_COMPLETED"
+              and texts(artifact(done, "output").parts) == [f"t{i}" for i in range(1, 21)]
+              and texts(artifact(done, "result").parts) == ["counted 20"], done)
     print("ALL PASS", flush=True)
 
 

@@ -1,8 +1,8 @@
 // The client: a Connection plus what the protocol offers on it (channels,
 // sessions, agents serving requests, approvals) and what a reconnect puts
-// back: agent registrations, channel subscriptions (recovering what
-// channels with history logged meanwhile) and sessions (resumed without
-// gap or duplicate).
+// back: agent registrations (then the runs they were serving are taken
+// back), channel subscriptions (recovering what channels with history
+// logged meanwhile) and sessions (resumed without gap or duplicate).
 //
 // Offsets belong to the epoch of the gateway's backend, which every log
 // read names. When Redis restarts empty the logs start over at 1 under a
@@ -47,6 +47,8 @@ const HISTORY_PAGE = 1000;
 const LOG_PAGES = 101;
 /** After a check found the epoch unchanged, pushes behind the newest offset are dropped this long without asking again. */
 const EPOCH_QUIET_MS = 1000;
+/** How often `waitRun` asks again: about a run lost with its agent's instance (which its agent may take back), or after its connection dropped. */
+const FOLLOW_POLL_MS = 200;
 
 /** A connection to a Switchyard gateway with the protocol's features; see `connect`. */
 export class Client extends Connection {
@@ -338,10 +340,48 @@ export class Client extends Connection {
   }
 
   /**
+   * Wait for the run on a session to end (`agent.wait`, members only): its
+   * record (`status`, `result`, `error`, `attached`, `instanceId`…).
+   *
+   * A run whose agent's instance died ends with `error.data.reason ===
+   * 'instance_lost'` and a `resumableUntil`; its agent may take it back
+   * meanwhile (`agent.reattach`), after which it ends with its own outcome.
+   * With `follow` (the default) that is waited for too, until
+   * `resumableUntil`; without, the loss is the answer. A wait cut by this
+   * client's connection dropping is made again once it is back. Rejects
+   * with an RpcError -32006 when the run is still going after `timeoutMs`.
+   * @param {string} sessionId
+   * @param {{timeoutMs?: number, follow?: boolean}} [options] `timeoutMs` default 600 000
+   */
+  async waitRun(sessionId, options = {}) {
+    const timeoutMs = options.timeoutMs ?? 600_000;
+    const follow = options.follow ?? true;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = Math.max(deadline - Date.now(), 100);
+      /** @type {any} */
+      let record;
+      try {
+        record = await this.call('agent.wait', { sessionId, timeoutMs: left }, { timeout: left + 5_000 });
+      } catch (error) {
+        if (!(error instanceof ConnectionError) || Date.now() >= deadline) throw error;
+        // Asked again once the connection is back (the call waits for it).
+        await delay(FOLLOW_POLL_MS);
+        continue;
+      }
+      const until = follow ? resumableUntil(record) : undefined;
+      if (until === undefined || Date.now() >= until || Date.now() >= deadline) return record;
+      await delay(Math.min(FOLLOW_POLL_MS, until - Date.now()));
+    }
+  }
+
+  /**
    * Handle server requests with `method` (`invoke`, `agent.run`,
    * `chat.send`, `chat.completions`, a registered method name). The
    * handler's return value (or promise) is the answer; an RpcError it throws
-   * is answered as is, any other error as -32603 with its message.
+   * is answered as is, any other error as -32603 with its message. A run
+   * (`agent.run`) goes on when the connection drops and is taken back after
+   * the reconnect (see `IncomingRequest#back`).
    * @param {string} method
    * @param {(request: import('./request.js').IncomingRequest) => unknown} handler
    * @returns {() => void} removes the handler
@@ -406,6 +446,8 @@ export class Client extends Connection {
    * After a reconnect: resume owned sessions (the first came back with
    * `connect`), join the others again, register agents, subscribe channels
    * again with `recover`. Calls are pipelined; the gateway runs them in order.
+   * Once they are answered, runs whose connection dropped are taken back
+   * (not waited for).
    * A connection failure fails the whole restore (the next attempt redoes
    * it); any other failure is reported and drops only what failed.
    * @protected
@@ -458,6 +500,10 @@ export class Client extends Connection {
       );
     }
     await Promise.all(tasks);
+    // The agents are registered again: runs whose connection dropped are
+    // taken back on this one. Those calls may wait long (until the gateway
+    // notices a lost instance); the connection opens meanwhile.
+    this.#dispatcher.takeBack(this.#callOn(this._socket));
   }
 
   /**
@@ -516,9 +562,24 @@ export class Client extends Connection {
         }
       },
       notify: (m, p) => this._sendOn(socket, { jsonrpc: '2.0', method: m, params: p }) === null,
-      call: (m, p) => (socket === this._socket ? this.call(m, p) : Promise.reject(new ConnectionError('connection gone'))),
+      call: this.#callOn(socket),
       requestApproval: (options) => this.requestApproval(options),
+      report: (error, context) => this._report(error, context),
     });
+  }
+
+  /**
+   * Calls on `socket` only (a request's, a run's): they fail with a
+   * ConnectionError once it is no longer the current connection, rather
+   * than wait for the next one.
+   * @param {unknown} socket
+   * @returns {import('./request.js').Call}
+   */
+  #callOn(socket) {
+    return (method, params, timeout) =>
+      socket !== null && socket === this._socket
+        ? this._rawCall(method, params, timeout)
+        : Promise.reject(new ConnectionError('connection gone'));
   }
 
   /**
@@ -756,7 +817,7 @@ export class Client extends Connection {
    * @param {unknown} error
    */
   _onDrop(error) {
-    this.#dispatcher.abortAll(error);
+    this.#dispatcher.dropped(error);
   }
 
   /**
@@ -770,6 +831,23 @@ export class Client extends Connection {
     for (const session of [...this.#sessions.values()]) session._end();
     this.#sessions.clear();
   }
+}
+
+/**
+ * `resumableUntil` (ms since the epoch) of a run record that ended because
+ * its agent's instance was lost, else undefined.
+ * @param {any} record
+ * @returns {number | undefined}
+ */
+function resumableUntil(record) {
+  const data = record?.error?.data;
+  if (record?.status !== 'error' || data?.reason !== 'instance_lost') return undefined;
+  return typeof data.resumableUntil === 'number' ? data.resumableUntil : undefined;
+}
+
+/** @param {number} ms */
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A random id for `invokeId`. */

@@ -36,33 +36,19 @@ impl RunStore for MemoryBackend {
     }
 
     async fn finish_run(&self, outcome: &RunRecord) -> BackendResult<Option<RunRecord>> {
-        let mut state = self.lock();
-        match state.runs.get_mut(&outcome.session_id) {
-            Some(run)
-                if run.run_id == outcome.run_id
-                    && run.status == RunStatus::Running
-                    && run.attached == outcome.attached =>
-            {
-                *run = outcome.clone();
-                Ok(Some(run.clone()))
-            }
-            _ => Ok(None),
-        }
+        let swapped = self.swap_run(outcome, RunStatus::Running, outcome.attached);
+        Ok(swapped.then(|| outcome.clone()))
+    }
+
+    async fn serve_run(&self, run: &RunRecord) -> BackendResult<bool> {
+        Ok(self.swap_run(run, RunStatus::Running, run.attached))
     }
 
     async fn reattach_run(&self, run: &RunRecord) -> BackendResult<bool> {
-        let mut state = self.lock();
-        match state.runs.get_mut(&run.session_id) {
-            Some(cur)
-                if cur.run_id == run.run_id
-                    && cur.status == RunStatus::Error
-                    && cur.attached + 1 == run.attached =>
-            {
-                *cur = run.clone();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let Some(was) = run.attached.checked_sub(1) else {
+            return Ok(false);
+        };
+        Ok(self.swap_run(run, RunStatus::Error, was))
     }
 
     async fn forget_session_records(&self, session_id: &str) -> BackendResult<()> {
@@ -73,5 +59,22 @@ impl RunStore for MemoryBackend {
         self.logs()
             .remove(&crate::protocol::names::session_channel(session_id));
         Ok(())
+    }
+}
+
+impl MemoryBackend {
+    /// Replace the session's record with `run` if it is run `run.run_id`
+    /// in `status` under attach count `attached`.
+    fn swap_run(&self, run: &RunRecord, status: RunStatus, attached: u32) -> bool {
+        let mut state = self.lock();
+        match state.runs.get_mut(&run.session_id) {
+            Some(cur)
+                if cur.run_id == run.run_id && cur.status == status && cur.attached == attached =>
+            {
+                *cur = run.clone();
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Instances on Redis: a hash of instance records (id → JSON), and per
-//! instance an `alive` key whose TTL (`node_ttl`) the heartbeat refreshes;
+//! instance an `alive` key whose TTL (`alive_ttl`: `node_ttl` less the time survivors take to notice) the heartbeat refreshes;
 //! an instance whose `alive` key is gone is dead, for readers and for the
 //! reaper alike.
 
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 impl InstanceStore for RedisBackend {
     async fn register_instance(&self, info: InstanceInfo) -> BackendResult<()> {
         let client = self.ready()?;
-        let ttl = self.0.settings.node_ttl.as_millis() as i64;
+        let ttl = self.0.settings.alive_ttl.as_millis() as i64;
         let keys = &self.0.keys;
         let record = json(&info)?;
         // The alive key first, then the record, in one pipeline (in order on
@@ -61,7 +61,7 @@ impl InstanceStore for RedisBackend {
             .await
             .map_err(unavailable)?;
         let cutoff =
-            crate::protocol::now_ms().saturating_sub(self.0.settings.node_ttl.as_millis() as u64);
+            crate::protocol::now_ms().saturating_sub(self.0.settings.alive_ttl.as_millis() as u64);
         let (mut live, stale): (Vec<InstanceInfo>, Vec<InstanceInfo>) = all
             .values()
             .filter_map(|v| parse::<InstanceInfo>(v).ok())

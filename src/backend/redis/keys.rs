@@ -25,7 +25,7 @@ impl Keys {
     pub fn instances(&self) -> String {
         format!("{}:instances", self.stem)
     }
-    /// String with TTL `node_ttl`: the instance's generation while alive.
+    /// String with TTL `alive_ttl`: the instance's generation while alive.
     pub fn alive(&self, instance: &str) -> String {
         format!("{}:alive:{instance}", self.stem)
     }

@@ -26,6 +26,7 @@ mod agent_defs;
 mod agents;
 mod approvals;
 mod bus;
+mod catch_up;
 mod channel_log;
 mod channels;
 mod chat_history;
@@ -69,8 +70,9 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Extra trust and a client certificate for `rediss*` URLs.
     pub tls: RedisTlsConfig,
-    /// An instance silent this long is dead.
-    pub node_ttl: Duration,
+    /// An instance silent this long is dead: the TTL of its `alive` key
+    /// and the age at which its record is stale (`Limits::alive_ttl`).
+    pub alive_ttl: Duration,
     /// Every command gives up after this long.
     pub command_timeout: Duration,
 }
@@ -82,7 +84,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &format_args!("{scheme}://<redacted>"))
             .field("prefix", &self.prefix)
             .field("tls", &self.tls)
-            .field("node_ttl", &self.node_ttl)
+            .field("alive_ttl", &self.alive_ttl)
             .field("command_timeout", &self.command_timeout)
             .finish()
     }
@@ -118,6 +120,8 @@ pub(crate) struct Shared {
     attached: OnceLock<Attached>,
     /// Channel topics this instance is subscribed to, with local counts.
     interest: Mutex<HashMap<String, usize>>,
+    /// The last logged offset delivered per channel (see [`catch_up`]).
+    marks: catch_up::Marks,
     resync: watch::Sender<u64>,
     canary_seen_ms: AtomicU64,
     /// The last canary's delivery lag (ms; `u64::MAX` before the first).
@@ -199,6 +203,7 @@ impl RedisBackend {
             resubscribing: AtomicBool::new(false),
             attached: OnceLock::new(),
             interest: Mutex::new(HashMap::new()),
+            marks: catch_up::Marks::default(),
             resync,
             canary_seen_ms: AtomicU64::new(crate::protocol::now_ms()),
             pubsub_lag_ms: AtomicU64::new(u64::MAX),

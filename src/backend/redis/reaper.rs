@@ -2,7 +2,7 @@
 //!
 //! Every instance runs the loop; one at a time does the work, under a
 //! short Redis lock. An instance is dead when its `alive` key (TTL
-//! `node_ttl`, refreshed by its heartbeat) is gone; its connections are then
+//! `alive_ttl`, refreshed by its heartbeat) is gone; its connections are then
 //! removed, with `presence.leave` published on the presence channels they
 //! had joined, their sessions detached (starting the resume window), and
 //! its interest counts dropped. Records of this instance's own id but an
@@ -40,9 +40,9 @@ struct Memory {
     passes: u64,
 }
 
-/// How often the reaper looks: twice per `node_ttl`, at most every 2 s.
+/// How often the reaper looks: twice per `alive_ttl`, at most every 2 s.
 fn period(backend: &RedisBackend) -> Duration {
-    (backend.shared().settings.node_ttl / 2)
+    (backend.shared().settings.alive_ttl / 2)
         .clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
 

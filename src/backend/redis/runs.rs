@@ -54,6 +54,10 @@ impl RunStore for RedisBackend {
         Ok(swapped.then(|| outcome.clone()))
     }
 
+    async fn serve_run(&self, run: &RunRecord) -> BackendResult<bool> {
+        self.swap_run(run, "running", run.attached, "add").await
+    }
+
     async fn reattach_run(&self, run: &RunRecord) -> BackendResult<bool> {
         let Some(was) = run.attached.checked_sub(1) else {
             return Ok(false);

@@ -166,8 +166,8 @@ pub static PUSHES: &[Push] = &[
         to: "channel `global`",
         description: "A run ended in an error, or was cancelled. When the instance holding \
                       the agent died mid-run, `error` is -32005 with data `{reason: \
-                      \"instance_lost\", instanceId, resumableUntil}`, a heartbeat after \
-                      `limits.node_ttl_ms`: its agent may re-attach to it until \
+                      \"instance_lost\", instanceId, resumableUntil}`, within \
+                      `limits.node_ttl_ms` of the death: its agent may re-attach to it until \
                       `resumableUntil` (`agent.reattach`; `agent.started` with `attached` \
                       says so), and the run then ends again with its own outcome.",
         params: run_summary,
