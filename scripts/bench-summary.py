@@ -37,6 +37,9 @@ METRICS = {
         ("bytes/conn (held)", ("bytes_per_connection",)),
         ("after close KiB", ("rss_after_close_kib",)),
         ("after/before", ("after_before_ratio",)),
+        ("after/cold", ("after_cold_ratio",)),
+        ("anon before KiB", ("anon_before_kib",)),
+        ("anon after KiB", ("anon_after_close_kib",)),
         ("closed cleanly", ("closed_cleanly",)),
     ],
 }

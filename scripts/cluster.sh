@@ -16,6 +16,9 @@
 #   SY_REDIS_PORT    redis-server port              (default 16379)
 #   SY_PORTS         instance ports, space separated (default "18791 18792 18793")
 #   SY_LB_PORT       haproxy port                   (default 18789)
+#   SY_WORKERS       worker threads per instance    (default: one per core;
+#                    instances sharing a small machine do better splitting
+#                    its cores between them, see docs/performance.md)
 # Other SWITCHYARD_* variables in the environment reach every instance (for
 # example SWITCHYARD_LIMITS__NODE_TTL_MS=3000 or SWITCHYARD_LOG=debug).
 set -euo pipefail
@@ -152,6 +155,7 @@ start() {
     name="sy-$((i + 1))"
     port=${ports[$i]}
     env -u SWITCHYARD_BIN \
+      ${SY_WORKERS:+TOKIO_WORKER_THREADS="$SY_WORKERS"} \
       SWITCHYARD_PORT="$port" \
       SWITCHYARD_BIND=loopback \
       SWITCHYARD_INSTANCE_ID="$name" \

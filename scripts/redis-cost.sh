@@ -67,6 +67,9 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
+# Interrupted: exit, so the EXIT trap stops everything started (the
+# measurer included: it runs in the background for that reason).
+trap 'exit 130' INT TERM
 
 base=$((20000 + RANDOM % 20000))
 redis_port=$(free_port "$base")
@@ -171,4 +174,7 @@ timeout "${REDIS_COST_TIMEOUT:-900}" "$python" "$repo/scripts/redis_cost.py" \
   --history-entries "${HISTORY_ENTRIES:-5000}" \
   --check "${CHECK:-1}" \
   --shard-requests "${SHARD_REQUESTS:-200000}" \
-  --trace "${TRACE:-0}"
+  --trace "${TRACE:-0}" &
+measurer=$!
+pids+=("$measurer")
+wait "$measurer"

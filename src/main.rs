@@ -104,6 +104,11 @@ enum BenchScenario {
         /// Storm: longest wait for the memory to settle after the close.
         #[arg(long, default_value_t = 30)]
         settle_seconds: u64,
+        /// Storm: connections of the warm-up wave (opened, closed, settled)
+        /// after which "before" is read; more than the gateway's trim
+        /// threshold (1 000), so before and after are both trimmed states.
+        #[arg(long, default_value_t = 2_000)]
+        warm: usize,
     },
     /// `ping` round trips over many connections.
     Ping {
@@ -179,6 +184,9 @@ struct CallArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Serve(_))) {
+        switchyard::server::one_arena();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -438,11 +446,13 @@ async fn bench(args: BenchArgs) -> ExitCode {
             concurrency,
             hold_seconds,
             settle_seconds,
+            warm,
         } => {
             let storm = bench::Storm {
                 concurrency,
                 hold: std::time::Duration::from_secs(hold_seconds),
                 settle: std::time::Duration::from_secs(settle_seconds),
+                warm,
             };
             bench::storm(&urls[0], token, connections, pid, storm).await
         }

@@ -178,12 +178,35 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            keep_up(handle.clone(), UPKEEP_EVERY);
             describe();
             process_collector().describe();
             register_rare_counters();
             Some(handle)
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold what the recorder holds into its metrics every `every`, on a thread
+/// of its own. The recorder keeps each histogram sample until then: with
+/// nobody scraping `/metrics`, every call would otherwise leave its sample
+/// behind for good (16 bytes measured: 1.6 MB/s at 100 000 calls/s).
+fn keep_up(handle: PrometheusHandle, every: std::time::Duration) {
+    let upkeep = move || {
+        loop {
+            std::thread::sleep(every);
+            handle.run_upkeep();
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(upkeep)
+    {
+        tracing::error!(error = %e, "no metrics upkeep thread: histograms grow until scraped");
+    }
 }
 
 /// The exposition of every metric, with the standard `process_*` series
@@ -383,6 +406,71 @@ mod tests {
     }
 
     use super::*;
+
+    /// This process's resident memory, in bytes.
+    fn rss() -> u64 {
+        crate::bench::common::rss_kib(std::process::id()).expect("VmRSS") * 1024
+    }
+
+    /// How much resident memory recording `samples` histogram samples into
+    /// a fresh recorder added, with upkeep every `every` or none.
+    fn growth(samples: u32, every: Option<std::time::Duration>) -> u64 {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.01, 0.1])
+            .expect("buckets")
+            .build_recorder();
+        if let Some(every) = every {
+            keep_up(recorder.handle(), every);
+        }
+        let before = rss();
+        let mut peak = before;
+        metrics::with_local_recorder(&recorder, || {
+            let histogram = metrics::histogram!("switchyard_test_seconds");
+            for i in 0..samples {
+                histogram.record(f64::from(i % 7) / 100.0);
+                if i % 100_000 == 0 {
+                    peak = peak.max(rss());
+                    // Give the upkeep thread its turns on a busy machine.
+                    std::thread::yield_now();
+                }
+            }
+        });
+        peak.max(rss()) - before
+    }
+
+    #[test]
+    fn unscraped_histograms_stay_bounded() {
+        // The process-wide recorder runs its upkeep on a thread of its own.
+        metrics_handle().expect("the recorder");
+        let threads = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        };
+        // A new thread names itself once it runs: wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !threads().iter().any(|t| t == "metrics-upkeep") {
+            assert!(std::time::Instant::now() < deadline, "{:?}", threads());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        // 3 million samples are about 48 MB held until folded (16 B each,
+        // measured): with upkeep they are folded as they come (about 3 MB
+        // at most was measured); without it they all stay.
+        const SAMPLES: u32 = 3_000_000;
+        let kept = growth(SAMPLES, Some(std::time::Duration::from_millis(10)));
+        let held = growth(SAMPLES, None);
+        assert!(
+            held > 30 << 20,
+            "without upkeep the samples should be held: {held} B"
+        );
+        assert!(
+            kept < 12 << 20,
+            "with upkeep the samples should be folded: {kept} B (held without: {held} B)"
+        );
+    }
 
     #[test]
     fn ring_is_bounded_and_filters() {

@@ -211,6 +211,7 @@ async fn a_storm_of_connections_opens_and_closes_cleanly() {
         concurrency: 64,
         hold: Duration::ZERO,
         settle: Duration::from_secs(3),
+        warm: 50,
     };
     // The server runs in this process: its memory is this process's.
     let report = bench::storm(&reference.url(), ADMIN, 200, std::process::id(), storm)
@@ -219,11 +220,15 @@ async fn a_storm_of_connections_opens_and_closes_cleanly() {
     assert_eq!(report["opened"], 200, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["closed_cleanly"], 200, "{report}");
+    assert_eq!(report["warm_connections"], 50, "{report}");
     for field in [
+        "rss_cold_kib",
         "rss_before_kib",
         "rss_peak_kib",
         "rss_held_kib",
         "rss_after_close_kib",
+        "anon_before_kib",
+        "anon_after_close_kib",
     ] {
         assert!(report[field].as_u64().unwrap_or(0) > 0, "{field}: {report}");
     }

@@ -152,9 +152,19 @@ pub(super) fn send_time(frame: &str) -> Option<u64> {
 }
 
 /// Resident memory of a process in KiB.
-pub(super) fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The anonymous part of `pid`'s resident memory (KiB): its heap and
+/// stacks, without the pages of its program file.
+pub(super) fn anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -10,10 +10,16 @@
 //!   server's memory is followed until it stops moving (or `settle` runs
 //!   out). The report says what the storm cost while held (peak and held
 //!   memory, bytes per connection) and what it left behind once every
-//!   connection was gone (memory after the close against before).
+//!   connection was gone (memory after the close against before). "Before"
+//!   is read once a warm-up wave (`warm` connections, opened, closed and
+//!   settled) has served: a gateway that has served anything has the code
+//!   of a handshake and a close paged in, whatever came after; the memory
+//!   of the process as started is reported too (`rss_cold_kib`), and the
+//!   anonymous part of each figure (heap and stacks, without the pages of
+//!   the program file).
 
 use super::BenchError;
-use super::common::{Socket, connect, rss_kib};
+use super::common::{Socket, anon_kib, connect, rss_kib};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,6 +36,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// 1 %) for [`SETTLED_FOR`].
 const SETTLE_TOLERANCE_KIB: u64 = 256;
 const SETTLED_FOR: Duration = Duration::from_secs(2);
+/// How long the warm-up wave is held before it closes.
+const WARM_HOLD: Duration = Duration::from_secs(1);
 
 /// Open one authenticated connection and wait for its first frame: the
 /// welcome proves the server finished opening it.
@@ -89,6 +97,44 @@ pub struct Storm {
     pub hold: Duration,
     /// Longest wait for the memory to settle after the close.
     pub settle: Duration,
+    /// Connections of the warm-up wave before the storm.
+    pub warm: usize,
+}
+
+/// Open `connections` (`concurrency` in flight): the sockets, and the
+/// first error of those that failed.
+async fn open_all(
+    url: &str,
+    token: &str,
+    connections: usize,
+    concurrency: usize,
+) -> (Vec<Socket>, Option<BenchError>) {
+    let outcomes: Vec<Result<Socket, BenchError>> = futures_util::stream::iter(0..connections)
+        .map(|_| open_one(url, token))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut sockets = Vec::with_capacity(connections);
+    let mut first_error = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (sockets, first_error)
+}
+
+/// Close every socket (`concurrency` at a time): how many closed cleanly.
+async fn close_all(sockets: Vec<Socket>, concurrency: usize) -> usize {
+    futures_util::stream::iter(sockets)
+        .map(close_one)
+        .buffer_unordered(concurrency)
+        .filter(|clean| std::future::ready(*clean))
+        .count()
+        .await
 }
 
 /// `connections` opened at once (`storm.concurrency` in flight), held,
@@ -101,26 +147,22 @@ pub async fn storm(
     storm: Storm,
 ) -> Result<Value, BenchError> {
     let concurrency = storm.concurrency.max(1);
+    let cold = rss_of(pid)?;
+    if storm.warm > 0 {
+        let (warm, _) = open_all(url, token, storm.warm, concurrency).await;
+        // Held long enough for the gateway to see the wave (it looks at its
+        // connection count four times a second).
+        tokio::time::sleep(WARM_HOLD).await;
+        close_all(warm, concurrency).await;
+        settle(pid, storm.settle).await;
+    }
     let before = rss_of(pid)?;
+    let anon_before = anon_kib(pid).unwrap_or(0);
     let peak = Arc::new(AtomicU64::new(before));
     let sampler = tokio::spawn(sample_peak(pid, peak.clone()));
     let started = Instant::now();
-    let outcomes: Vec<Result<Socket, BenchError>> = futures_util::stream::iter(0..connections)
-        .map(|_| open_one(url, token))
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let (sockets, first_error) = open_all(url, token, connections, concurrency).await;
     let open_seconds = started.elapsed().as_secs_f64();
-    let mut sockets = Vec::with_capacity(connections);
-    let mut first_error = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(socket) => sockets.push(socket),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
     let opened = sockets.len();
     if opened == 0 {
         sampler.abort();
@@ -133,14 +175,10 @@ pub async fn storm(
     let per_conn = (held.saturating_sub(before) as f64 * 1024.0 / opened as f64).round();
 
     let closing = Instant::now();
-    let closed_cleanly = futures_util::stream::iter(sockets)
-        .map(close_one)
-        .buffer_unordered(concurrency)
-        .filter(|clean| std::future::ready(*clean))
-        .count()
-        .await;
+    let closed_cleanly = close_all(sockets, concurrency).await;
     let close_seconds = closing.elapsed().as_secs_f64();
     let (after, settle_seconds, settled) = settle(pid, storm.settle).await;
+    let anon_after = anon_kib(pid).unwrap_or(0);
     Ok(json!({
         "scenario": "idle",
         "mode": "storm",
@@ -160,8 +198,18 @@ pub async fn storm(
         "rss_after_close_kib": after,
         "settle_seconds": settle_seconds,
         "settled": settled,
-        "after_before_ratio": (after as f64 / before.max(1) as f64 * 1000.0).round() / 1000.0,
+        "after_before_ratio": ratio(after, before),
+        "warm_connections": storm.warm,
+        "rss_cold_kib": cold,
+        "after_cold_ratio": ratio(after, cold),
+        "anon_before_kib": anon_before,
+        "anon_after_close_kib": anon_after,
     }))
+}
+
+/// `a / b`, to three decimals.
+fn ratio(a: u64, b: u64) -> f64 {
+    (a as f64 / b.max(1) as f64 * 1000.0).round() / 1000.0
 }
 
 /// Raise `peak` to the server's memory every [`SAMPLE_EVERY`] until

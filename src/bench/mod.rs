@@ -25,7 +25,7 @@
 //! The bench and the servers share the machine's clock, so one process's
 //! `Instant` timestamps are valid for every measurement.
 
-mod common;
+pub(crate) mod common;
 mod fanout;
 mod idle;
 mod invoke;

@@ -175,7 +175,10 @@ impl ConnHandle {
     /// Queue a reply, waiting for room: a client that floods requests
     /// without reading is slowed down rather than dropped.
     pub async fn reply(&self, frame: Frame) {
+        // The push first: it is done at once unless the queue is full, and
+        // then the close is never waited on.
         tokio::select! {
+            biased;
             _ = self.0.queue.push(Outbound::Frame(frame)) => {}
             _ = self.0.closed.cancelled() => {}
         }

@@ -194,7 +194,11 @@ async fn read_loop<S: ConnService>(svc: &S, conn: &ConnHandle, mut stream: Split
                 }
                 Some(Ok(msg)) => {
                     // A closed connection stops waiting for its own calls.
+                    // The message first: most are done at their first
+                    // poll, and then the close is never waited on (no
+                    // waiter registered and removed per message).
                     let keep = tokio::select! {
+                        biased;
                         keep = Box::pin(on_message(svc, conn, msg)) => keep,
                         _ = conn.closed().cancelled() => false,
                     };

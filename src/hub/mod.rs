@@ -152,6 +152,24 @@ impl Hub {
         self.0.conns.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Give back the capacity the local indexes grew to for a wave of
+    /// connections that has gone (after a reconnect storm the connection
+    /// map alone keeps a megabyte per 20 000 sockets it once held).
+    pub fn shrink(&self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.0.conns.write().unwrap_or_else(|p| p.into_inner()));
+        let mut channels = self.0.channels.write().unwrap_or_else(|p| p.into_inner());
+        shrink(&mut channels);
+        channels.values_mut().for_each(shrink);
+        drop(channels);
+        shrink(&mut lock(&self.0.per_ip));
+        shrink(&mut lock(&self.0.budgets));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -463,6 +481,10 @@ impl Hub {
     /// Run `f` on the leased budget of identity `sub`.
     pub fn with_budget<T>(&self, sub: &str, f: impl FnOnce(&mut IdentityBudget) -> T) -> T {
         let mut budgets = lock(&self.0.budgets);
+        // Every message comes here: no key copied unless it is new.
+        if let Some(budget) = budgets.get_mut(sub) {
+            return f(budget);
+        }
         f(budgets.entry(sub.to_owned()).or_default())
     }
 
@@ -565,6 +587,33 @@ mod tests {
             .iter()
             .map(|f| logged_offset(f.as_str()).unwrap_or(0))
             .collect()
+    }
+
+    #[test]
+    fn the_connection_map_gives_back_what_a_gone_wave_grew_it_to() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let capacity = |hub: &Hub| hub.0.conns.read().unwrap().capacity();
+        for i in 0..5_000 {
+            hub.register(ConnHandle::new(format!("c{i}"), ip, 4));
+        }
+        let grown = capacity(&hub);
+        for i in 10..5_000 {
+            hub.unregister(&format!("c{i}"));
+        }
+        assert!(capacity(&hub) > grown / 2, "a map keeps its capacity");
+        hub.shrink();
+        assert!(
+            capacity(&hub) < grown / 100,
+            "{} of {grown}",
+            capacity(&hub)
+        );
+        assert_eq!(hub.len(), 10);
+        assert!(hub.get("c3").is_some(), "the live ones stay");
+        // A map in use is left as it is.
+        let kept = capacity(&hub);
+        hub.shrink();
+        assert_eq!(capacity(&hub), kept);
     }
 
     #[tokio::test]

@@ -83,14 +83,16 @@ impl<'a> Ctx<'a> {
 pub async fn handle(app: &App, conn: &ConnHandle, call: Call) -> Result<Value, RpcError> {
     let Some(method) = lookup(&call.method) else {
         metrics::counter!("switchyard_messages_in_total", "method" => "provided").increment(1);
-        return provided(app, conn, call).await;
+        // Boxed: a routed call's state would otherwise make every call's
+        // future (allocated per message) as large as its own.
+        return Box::pin(provided(app, conn, call)).await;
     };
-    metrics::counter!("switchyard_messages_in_total", "method" => method.name).increment(1);
+    let counted = method.metrics();
+    counted.calls.increment(1);
     let started = Instant::now();
     let ctx = Ctx::for_call(app, conn, &call);
     let outcome = checked(&ctx, method, call.params).await;
-    metrics::histogram!("switchyard_rpc_duration_seconds", "method" => method.name)
-        .record(started.elapsed().as_secs_f64());
+    counted.duration.record(started.elapsed().as_secs_f64());
     if let Err(e) = &outcome {
         metrics::counter!("switchyard_rpc_errors_total", "code" => e.code.to_string()).increment(1);
     }
@@ -231,7 +233,9 @@ async fn identity_budget(app: &App, sub: &str, now: u64) -> Result<(), RpcError>
         }
         Take::Blocked(retry) => retry,
         Take::Empty => {
-            let (granted, retry) = lease_budget(app, sub, now).await?;
+            // Boxed: the backend call's state is kilobytes, and every
+            // message's future would carry it.
+            let (granted, retry) = Box::pin(lease_budget(app, sub, now)).await?;
             // This message takes one of what was granted.
             app.hub.with_budget(sub, |b| match granted {
                 0 => b.granted(0, retry, now),

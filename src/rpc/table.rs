@@ -295,9 +295,51 @@ pub fn lookup(name: &str) -> Option<&'static Method> {
         .copied()
 }
 
+/// A method's metric handles. Resolved at its first call, after which a
+/// call only adds to them: the macros would build, hash and look up the
+/// labelled key on every call.
+pub struct MethodMetrics {
+    /// `switchyard_messages_in_total{method}`
+    pub calls: metrics::Counter,
+    /// `switchyard_rpc_duration_seconds{method}`
+    pub duration: metrics::Histogram,
+}
+
+impl Method {
+    /// This method's metric handles (a row of [`METHODS`] only).
+    pub fn metrics(&'static self) -> &'static MethodMetrics {
+        static HANDLES: OnceLock<Vec<OnceLock<MethodMetrics>>> = OnceLock::new();
+        let handles = HANDLES.get_or_init(|| METHODS.iter().map(|_| OnceLock::new()).collect());
+        let offset = (self as *const Method as usize).wrapping_sub(METHODS.as_ptr() as usize);
+        let index = offset / std::mem::size_of::<Method>();
+        debug_assert!(
+            std::ptr::eq(&METHODS[index], self),
+            "{} is a row",
+            self.name
+        );
+        handles[index].get_or_init(|| MethodMetrics {
+            calls: metrics::counter!("switchyard_messages_in_total", "method" => self.name),
+            duration: metrics::histogram!("switchyard_rpc_duration_seconds", "method" => self.name),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_row_has_metric_handles_of_its_own() {
+        let slots: std::collections::HashSet<*const MethodMetrics> =
+            METHODS.iter().map(|m| m.metrics() as *const _).collect();
+        assert_eq!(slots.len(), METHODS.len());
+        for method in METHODS {
+            for name in std::iter::once(&method.name).chain(method.aliases) {
+                let found = lookup(name).expect("a row");
+                assert!(std::ptr::eq(found.metrics(), method.metrics()), "{name}");
+            }
+        }
+    }
 
     #[test]
     fn names_and_aliases_are_unique() {

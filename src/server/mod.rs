@@ -20,6 +20,8 @@ pub mod serve;
 mod tasks;
 pub mod tools;
 mod trim;
+
+pub use trim::one_arena;
 mod ui;
 mod upgrade;
 
@@ -54,7 +56,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
                 tls: config.redis_tls.clone(),
-                node_ttl: config.limits.node_ttl(),
+                alive_ttl: config.limits.alive_ttl(),
                 command_timeout: REDIS_COMMAND_TIMEOUT,
             };
             let redis = RedisBackend::connect(settings)

@@ -12,10 +12,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often the instance record is refreshed: at most every 2 s and at
-/// least three times per `node_ttl`, so one late beat never looks like a
+/// least four times per `node_ttl`, so a late beat never looks like a
 /// death.
 fn heartbeat_period(app: &App) -> Duration {
-    (app.config.limits.node_ttl() / 3).clamp(Duration::from_millis(50), Duration::from_secs(2))
+    (app.config.limits.node_ttl() / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 /// How often expired sessions are looked for.
 const JANITOR: Duration = Duration::from_secs(1);
@@ -30,6 +30,17 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     every(app, &stop, heartbeat_period(app), |app| async move {
         register_instance(&app).await
     });
+    // Calls waiting on other instances end within `node_ttl` of a death.
+    every(
+        app,
+        &stop,
+        app.config.limits.liveness_read(),
+        |app| async move {
+            if app.relay.liveness_watched() {
+                read_liveness(&app).await;
+            }
+        },
+    );
     every(
         app,
         &stop,
@@ -59,6 +70,7 @@ pub fn spawn_all(app: &App) -> CancellationToken {
                 .unwrap_or_else(|p| p.into_inner())
                 .step(app.hub.len());
             if due {
+                app.hub.shrink();
                 super::trim::trim().await;
             }
         }
@@ -191,18 +203,23 @@ pub async fn register_instance(app: &App) {
         0.0
     };
     metrics::gauge!("switchyard_backend_up").set(up);
-    // Calls waiting on nodes of instances that died end with this view.
-    // The backend's reconnect count before and after reading the view: a
-    // view read across a reconnect proves no death by absence.
+    read_liveness(app).await;
+}
+
+/// Which instances live: calls waiting on nodes of instances that died end
+/// with this view. The backend's reconnect count before and after reading
+/// the view: a view read across a reconnect proves no death by absence.
+async fn read_liveness(app: &App) {
     let resyncs = app.health().resync_events();
     let before = *resyncs.borrow();
     if let Ok(view) = app.instance_store().instance_view().await {
         let after = *resyncs.borrow();
         let resync = (before == after).then_some(after);
-        app.relay
-            .set_generations(view.live.iter().map(|i| (i.id.clone(), i.generation)));
-        app.relay
-            .set_live(view.live.into_iter().map(|i| i.id), view.stale, resync);
+        app.relay.set_live(
+            view.live.into_iter().map(|i| (i.id, i.generation)),
+            view.stale,
+            resync,
+        );
     }
 }
 
