@@ -6,7 +6,9 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { connect } from '../src/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, '..');
@@ -343,4 +345,49 @@ export class Gateway {
   stderr() {
     return this.proc?.stderr() ?? '';
   }
+}
+
+/**
+ * A redis-server and two instances of their own for the enclosing
+ * `describe`: started before its tests and stopped after them, with every
+ * client opened through `open` (which reconnects fast: from 50 ms up to
+ * `maxDelayMs`).
+ * @param {string} idA
+ * @param {string} idB
+ * @param {number} [maxDelayMs]
+ */
+export function twoInstances(idA, idB, maxDelayMs = 300) {
+  /** @type {import('../src/index.js').Client[]} */
+  const clients = [];
+  const pair = {
+    /** @type {Redis} */
+    redis: /** @type {any} */ (null),
+    /** @type {Gateway} */
+    a: /** @type {any} */ (null),
+    /** @type {Gateway} */
+    b: /** @type {any} */ (null),
+    /**
+     * @param {Gateway | string | string[]} target
+     * @param {any} [options]
+     */
+    open: async (target, options) => {
+      const url = target instanceof Gateway ? target.url : target;
+      const client = await connect(url, { reconnect: { initialDelayMs: 50, maxDelayMs }, ...options });
+      clients.push(client);
+      return client;
+    },
+  };
+  before(async () => {
+    pair.redis = await Redis.start();
+    [pair.a, pair.b] = await Promise.all([
+      Gateway.start({ id: idA, redis: pair.redis }),
+      Gateway.start({ id: idB, redis: pair.redis }),
+    ]);
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all([pair.a?.stop(), pair.b?.stop()]);
+    await pair.redis?.stop();
+  });
+  return pair;
 }

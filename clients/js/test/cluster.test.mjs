@@ -5,39 +5,18 @@
 // resumed and a channel recovered with no gap and no duplicate.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { ErrorCode, RpcError, connect } from '../src/index.js';
-import { ADMIN, Gateway, NODE, Redis, WRITER, nextOf, sleep, until, within } from '../test-support/gateway.mjs';
+import { before, describe, test } from 'node:test';
+import { ErrorCode, RpcError } from '../src/index.js';
+import { ADMIN, Gateway, NODE, WRITER, nextOf, sleep, twoInstances, until, within } from '../test-support/gateway.mjs';
 
 describe('a cluster of two instances', () => {
-  /** @type {Redis} */
-  let redis;
+  const pair = twoInstances('a', 'b', 400);
+  const { open } = pair;
   /** @type {Gateway} */
   let a;
   /** @type {Gateway} */
   let b;
-  /** @type {import('../src/index.js').Client[]} */
-  const clients = [];
-  /**
-   * @param {Gateway} gateway
-   * @param {any} options
-   */
-  const open = async (gateway, options) => {
-    const client = await connect(gateway.url, { reconnect: { initialDelayMs: 50, maxDelayMs: 400 }, ...options });
-    clients.push(client);
-    return client;
-  };
-
-  before(async () => {
-    redis = await Redis.start();
-    [a, b] = await Promise.all([Gateway.start({ id: 'a', redis }), Gateway.start({ id: 'b', redis })]);
-  });
-
-  after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all([a?.stop(), b?.stop()]);
-    await redis?.stop();
-  });
+  before(() => ({ a, b } = pair));
 
   test('clients land on the instance they dial', async () => {
     const onA = await open(a, { token: WRITER });

@@ -7,41 +7,22 @@
 // These tests have their own redis-server and instances: they kill it.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { ErrorCode, RpcError, connect } from '../src/index.js';
-import { ADMIN, Gateway, Redis, WRITER, nextOf, sleep, until, within } from '../test-support/gateway.mjs';
+import { before, describe, test } from 'node:test';
+import { ErrorCode, RpcError } from '../src/index.js';
+import { ADMIN, Gateway, Redis, WRITER, nextOf, sleep, twoInstances, until, within } from '../test-support/gateway.mjs';
 
 const W = 10_000;
 
 describe('an empty Redis restart', () => {
+  const pair = twoInstances('ep-a', 'ep-b');
+  const { open } = pair;
   /** @type {Redis} */
   let redis;
   /** @type {Gateway} */
   let a;
   /** @type {Gateway} */
   let b;
-  /** @type {import('../src/index.js').Client[]} */
-  const clients = [];
-  /**
-   * @param {Gateway} gateway
-   * @param {any} options
-   */
-  const open = async (gateway, options) => {
-    const client = await connect(gateway.url, { reconnect: { initialDelayMs: 50, maxDelayMs: 300 }, ...options });
-    clients.push(client);
-    return client;
-  };
-
-  before(async () => {
-    redis = await Redis.start();
-    [a, b] = await Promise.all([Gateway.start({ id: 'ep-a', redis }), Gateway.start({ id: 'ep-b', redis })]);
-  });
-
-  after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all([a?.stop(), b?.stop()]);
-    await redis?.stop();
-  });
+  before(() => ({ redis, a, b } = pair));
 
   /**
    * SIGKILL Redis, wait until the instances say they are not ready, start it

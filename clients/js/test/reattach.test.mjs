@@ -6,44 +6,23 @@
 // gateway restarted empty) is aborted.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { ErrorCode, connect } from '../src/index.js';
-import { Gateway, NODE, NODE_TTL_MS, Redis, WRITER, nextOf, until, within } from '../test-support/gateway.mjs';
+import { before, describe, test } from 'node:test';
+import { ErrorCode } from '../src/index.js';
+import { Gateway, NODE, NODE_TTL_MS, WRITER, nextOf, twoInstances, until, within } from '../test-support/gateway.mjs';
 
 /** The longest single wait of these tests. */
 const W = 10_000;
 const FAST = { initialDelayMs: 50, maxDelayMs: 300 };
 
 describe('a run whose agent\'s instance dies', () => {
-  /** @type {Redis} */
-  let redis;
+  const pair = twoInstances('ra-a', 'ra-b');
+  const { open } = pair;
   /** @type {Gateway} */
   let a;
   /** @type {Gateway} */
   let b;
-  /** @type {import('../src/index.js').Client[]} */
-  const clients = [];
-  /**
-   * @param {string | string[]} url
-   * @param {any} options
-   */
-  const open = async (url, options) => {
-    const client = await connect(url, { reconnect: FAST, ...options });
-    clients.push(client);
-    return client;
-  };
+  before(() => ({ a, b } = pair));
   const uid = () => Math.random().toString(36).slice(2, 10);
-
-  before(async () => {
-    redis = await Redis.start();
-    [a, b] = await Promise.all([Gateway.start({ id: 'ra-a', redis }), Gateway.start({ id: 'ra-b', redis })]);
-  });
-
-  after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all([a?.stop(), b?.stop()]);
-    await redis?.stop();
-  });
 
   test('goes on: the agent takes it back on the other instance and finishes it', async () => {
     /** @type {() => void} */
