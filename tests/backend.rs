@@ -345,6 +345,7 @@ async fn channel_logs_are_numbered_kept_and_delivered() {
 #[tokio::test]
 async fn rate_windows_are_exact() {
     for Under { backend: b, .. } in backends().await {
+        let kind = b.kind();
         let w = Window::new(3, 1000);
         for t in [10, 20, 30] {
             assert!(b.rate_hit("k", w, t).await.unwrap().allowed);
@@ -361,6 +362,30 @@ async fn rate_windows_are_exact() {
         assert_eq!(granted, 1);
         let (granted, retry) = b.rate_take("lease", w, 2, 2).await.unwrap();
         assert_eq!((granted, retry > 0), (0, true));
+        // Large leases: each counts in full, and leaves the window whole.
+        let big = Window::new(1500, 1000);
+        let take = |at: u64| b.rate_take("big", big, 1000, at);
+        assert_eq!(take(0).await.unwrap(), (1000, 0), "{kind}");
+        assert_eq!(take(100).await.unwrap(), (500, 0), "{kind}");
+        assert_eq!(
+            take(200).await.unwrap(),
+            (0, 800),
+            "{kind}: room when the first leaves"
+        );
+        let full = b.rate_peek("big", big, 300).await.unwrap();
+        assert_eq!((full.allowed, full.count), (false, 1500), "{kind}");
+        assert_eq!(
+            take(1001).await.unwrap(),
+            (1000, 0),
+            "{kind}: the first lease left"
+        );
+        assert_eq!(
+            take(1101).await.unwrap(),
+            (500, 0),
+            "{kind}: the second left"
+        );
+        let now = b.rate_peek("big", big, 1102).await.unwrap();
+        assert_eq!(now.count, 1500, "{kind}");
     }
 }
 

@@ -203,6 +203,11 @@ impl Keys {
     pub fn rate(&self, key: &str) -> String {
         format!("{}:rl:{{{key}}}", self.prefix)
     }
+    /// String, TTL the window: the hits in [`Keys::rate`]'s window (the
+    /// same hash tag, so the same slot).
+    pub fn rate_total(&self, key: &str) -> String {
+        format!("{}:rl:{{{key}}}:n", self.prefix)
+    }
 
     /// Pub/sub: fan-out of a channel. Hash-tagged by the channel so that on
     /// Redis Cluster (sharded pub/sub) topics spread over the shards.
@@ -265,6 +270,11 @@ mod tests {
             assert!(key.starts_with("sy:{sy}:"), "{key}");
         }
         assert_eq!(k.rate("connect:1.2.3.4"), "sy:rl:{connect:1.2.3.4}");
+        assert_eq!(
+            fred::util::redis_keyslot(k.rate_total("msg:u").as_bytes()),
+            fred::util::redis_keyslot(k.rate("msg:u").as_bytes()),
+            "a window and its total share a slot"
+        );
         assert_eq!(k.channel_topic("public:a"), "sy:ch:{public:a}");
         assert_eq!(k.channel_of_topic("sy:ch:{a{b}c}"), Some("a{b}c"));
         assert_eq!(k.channel_of_topic("sy:inbox:x"), None);

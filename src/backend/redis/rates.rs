@@ -1,6 +1,8 @@
-//! Rate-limit windows on Redis: one sorted set per key (member per hit,
-//! scored by time), each with a hash tag of its own so windows spread over
-//! a cluster's shards. Every decision is one Lua call (`RATE` for sliding
+//! Rate-limit windows on Redis: one sorted set per key (a member per
+//! grant, `<id>#<hits>`, scored by time; a leased share of an identity's
+//! window is one member however many hits it holds) and its total beside
+//! it, each window with a hash tag of its own so windows spread over a
+//! cluster's shards. Every decision is one Lua call (`RATE` for sliding
 //! windows, `CHECK` for credential checks), atomic across instances.
 
 use super::{RedisBackend, unavailable};
@@ -87,7 +89,7 @@ impl RedisBackend {
             .rate
             .evalsha_with_reload(
                 client,
-                vec![self.0.keys.rate(key)],
+                vec![self.0.keys.rate(key), self.0.keys.rate_total(key)],
                 vec![
                     now_ms.to_string(),
                     window.window_ms.to_string(),

@@ -4,28 +4,69 @@
 
 use fred::types::scripts::Script;
 
-/// Sliding window. KEYS: window zset. ARGV: now, window_ms, limit, want,
-/// unique id. Returns {granted, count, retry_after_ms}. `want = 0` peeks.
+/// Sliding window. KEYS: window zset, its total. ARGV: now, window_ms,
+/// limit, want, unique id. Returns {granted, count, retry_after_ms}.
+/// `want = 0` peeks.
+///
+/// A grant is one member, `<unique>#<n>` scored by time (a member without
+/// `#` counts one: windows written by earlier versions), and the total of
+/// the members in the window is kept beside the set, so a lease of 1 000
+/// hits is one `ZADD`, not 1 000, and the count is one `GET`. Members
+/// leaving the window are read once, as they leave, to take them off the
+/// total; a total that is missing is counted again from the set.
 const RATE: &str = r#"
-local key = KEYS[1]
+local key, total = KEYS[1], KEYS[2]
 local now, win = tonumber(ARGV[1]), tonumber(ARGV[2])
 local limit, want = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-local count = redis.call('ZCARD', key)
-local granted = math.max(0, math.min(limit - count, want))
-for i = 1, granted do
-  redis.call('ZADD', key, now, ARGV[5] .. ':' .. i)
+local function size(member)
+  local n = string.match(member, '#(%d+)$')
+  if n then return tonumber(n) end
+  return 1
 end
-if granted > 0 then redis.call('PEXPIRE', key, win) end
+local count = tonumber(redis.call('GET', total) or '-1')
+local changed = false
+if count < 0 then
+  count = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. (now - win), '+inf')) do
+    count = count + size(m)
+  end
+  changed = true
+else
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now - win)) do
+    count = count - size(m)
+    changed = true
+  end
+  count = math.max(0, count)
+end
+if changed then redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win) end
+local before = count
+local granted = math.max(0, math.min(limit - count, want))
+if granted > 0 then
+  redis.call('ZADD', key, now, ARGV[5] .. '#' .. granted)
+  redis.call('PEXPIRE', key, win)
+  count = count + granted
+  redis.call('SET', total, count, 'PX', win)
+elseif changed then
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('SET', total, count, 'PX', win)
+  else
+    redis.call('DEL', total)
+  end
+end
 local retry = 0
-if count >= limit then
-  local idx = math.max(0, count - limit)
-  local oldest = redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')
+if before >= limit then
+  -- Room for one hit once this many have left the window.
+  local over = before - limit + 1
   local t = now
-  if oldest[2] then t = tonumber(oldest[2]) end
+  local oldest = redis.call('ZRANGE', key, 0, 63, 'WITHSCORES')
+  for i = 1, #oldest, 2 do
+    t = tonumber(oldest[i + 1])
+    over = over - size(oldest[i])
+    if over <= 0 then break end
+  end
   retry = math.max(1, t + win - now)
 end
-return {granted, count + granted, retry}
+return {granted, count, retry}
 "#;
 
 /// Credential checks of one address (`ratelimit::CheckLog`): members
