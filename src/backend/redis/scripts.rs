@@ -47,10 +47,14 @@ if granted > 0 then
   count = count + granted
   redis.call('SET', total, count, 'PX', win)
 elseif changed then
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('SET', total, count, 'PX', win)
-  else
+  -- The total expires with the set, never after it.
+  local ttl = redis.call('PTTL', key)
+  if ttl == -2 then
     redis.call('DEL', total)
+  elseif ttl > 0 then
+    redis.call('SET', total, count, 'PX', ttl)
+  else
+    redis.call('SET', total, count, 'PX', win)
   end
 end
 local retry = 0
