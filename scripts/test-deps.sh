@@ -2,8 +2,9 @@
 # What the test suite needs, installed when missing (sourced by
 # scripts/test.sh and scripts/soak.sh; also runs on its own):
 #   - programs the tests start or call: redis-server and redis-cli (their
-#     own Redis on free ports), curl and openssl (TLS tests), kill (process
-#     tests) — from Debian's packages, as root or through `sudo -n`;
+#     own Redis on free ports), curl and openssl (TLS tests), kill and
+#     pgrep (process tests, the silent-test watchdog of scripts/test.sh) —
+#     from Debian's packages, as root or through `sudo -n`;
 #   - a project-local Python virtualenv, `.venv`, with the official clients
 #     the tests drive (scripts/requirements-test.txt); its `bin` is put
 #     first on PATH, so `python3` in the tests is the virtualenv's;
@@ -35,7 +36,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-type -P kill >/dev/null 2>&1 || need_apt+=(procps)
+{ type -P kill && command -v pgrep; } >/dev/null 2>&1 || need_apt+=(procps)
 # The control UI's browser tests drive Debian's Chromium (headless).
 [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)

@@ -1222,3 +1222,53 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// An epoch read that carries the view of a Redis that is gone (the client
+/// sends a command again after a reconnect, so a read begun just before a
+/// crash runs on the server that came back) starts no epoch: only the
+/// instance that looked at the server that came back does, once.
+#[tokio::test]
+async fn an_epoch_read_with_the_view_of_a_server_that_is_gone_starts_no_epoch() {
+    use switchyard::backend::Health;
+    use switchyard::backend::redis::{RedisBackend, RedisSettings};
+    let mut redis = RedisProcess::start_persistent();
+    let url = redis.url();
+    let connect = || {
+        RedisBackend::connect(RedisSettings {
+            url: url.clone(),
+            prefix: "sy".into(),
+            tls: Default::default(),
+            alive_ttl: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(2),
+        })
+    };
+    // Not attached: it keeps the view it took when it connected.
+    let stale = connect().await.expect("connects");
+    let first = stale.epoch().await.expect("an epoch");
+    tokio::time::sleep(FSYNC_WINDOW).await;
+
+    // A restart from the append-only file: the data stays, the server's
+    // replication id is new, and the stored history names the old one.
+    redis.crash_and_restart();
+    let fresh = connect().await.expect("connects");
+    let second = fresh.epoch().await.expect("an epoch");
+    assert_ne!(second, first, "a restart from disk starts an epoch");
+
+    // The stale view reaches the restarted server.
+    let mut read = None;
+    for _ in 0..100 {
+        match stale.epoch().await {
+            Ok(epoch) => {
+                read = Some(epoch);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(
+        read.as_deref(),
+        Some(second.as_str()),
+        "the stale view started another epoch"
+    );
+    assert_eq!(fresh.epoch().await.expect("an epoch"), second);
+}

@@ -19,8 +19,9 @@ use tokio::sync::watch;
 /// token. Otherwise the stored one. Returns the epoch, whether
 /// this call started it, and the history stored before.
 ///
-/// A view that does not name the replication id of the server running
-/// the script is not judged (as if empty): it was taken of another server.
+/// A view that differs from the stored history and does not name the
+/// replication id of the server running the script is not judged (as if
+/// empty): it was taken of another server.
 /// The client sends a command again after a reconnect, so a read begun
 /// just before Redis died runs on the server that came back, with the
 /// view of the one that died: judged, it would start a second epoch over
@@ -31,7 +32,9 @@ static EPOCH: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::Laz
 local epoch = redis.call('GET', KEYS[1])
 local history = redis.call('GET', KEYS[2])
 local seen = ARGV[2]
-if seen ~= '' then
+-- Only a view that would change something is checked (the common read,
+-- under the stored history, costs no INFO).
+if seen ~= '' and seen ~= history then
   local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
   local named = false
   for part in string.gmatch(seen, '[^,]+') do
