@@ -92,6 +92,14 @@ pub fn parse_text(text: &str, max_batch: usize, max_depth: usize) -> Incoming {
             "nesting deeper than {max_depth}"
         )));
     }
+    match common_call(text) {
+        Some(call) => Incoming::Single(Message::Call(call)),
+        None => parse_tree(text, max_batch),
+    }
+}
+
+/// Parse a frame into a [`Value`] and classify each element.
+fn parse_tree(text: &str, max_batch: usize) -> Incoming {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return Incoming::Reject(RpcError::parse(e.to_string())),
@@ -110,6 +118,80 @@ pub fn parse_text(text: &str, max_batch: usize, max_depth: usize) -> Incoming {
         }
         other => Incoming::Single(classify(other, 0, &mut ExactIds::new(text))),
     }
+}
+
+/// The members of a single call that decide what it is, as written.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// A member that is present, `null` included (`Option`'s own reading
+/// would take `"id": null` for no id at all).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The common frame, read without building its tree: one object holding
+/// `"jsonrpc":"2.0"` (or none), a `method` string without escapes, an id
+/// that is absent, `null`, a string without escapes or an integer, and
+/// params that are absent, `null`, an object or an array. Only the params
+/// become a [`Value`]. Anything else — a batch, a reply, a repeated
+/// member, an id or method that reads differently through [`Value`], a
+/// frame that does not parse — is `None`, and [`classify`] decides it
+/// from the whole tree, so both roads give the same [`Message`] (a
+/// property test holds them to it).
+fn common_call(text: &str) -> Option<Call> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_str(text).ok()?;
+    if envelope.jsonrpc.is_some_and(|v| v.get() != r#""2.0""#) {
+        return None;
+    }
+    let method = plain_string(envelope.method?)?.to_owned();
+    let id = match envelope.id {
+        None => None,
+        Some(raw) if plain_id(raw.get()) => Some(Id(raw.to_owned())),
+        Some(_) => return None,
+    };
+    let params = match envelope.params.map(RawValue::get) {
+        None | Some("null") => Value::Object(Map::new()),
+        Some(raw) if raw.starts_with(['{', '[']) => serde_json::from_str(raw).ok()?,
+        Some(_) => return None,
+    };
+    Some(Call { id, method, params })
+}
+
+/// The text of a JSON string written without escapes.
+fn plain_string(raw: &RawValue) -> Option<&str> {
+    let inner = raw.get().strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// Whether an id reads the same through [`Value`] as written: `null`, a
+/// string without escapes, or an integer of at most 18 digits with no
+/// sign on zero.
+fn plain_id(raw: &str) -> bool {
+    if raw == "null" {
+        return true;
+    }
+    if raw.starts_with('"') {
+        return !raw.contains('\\');
+    }
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    let bytes = digits.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 18
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || (bytes.len() == 1 && digits.len() == raw.len()))
 }
 
 /// The ids of a frame as written, read only when some numeric id came out
@@ -308,12 +390,150 @@ fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Strategy;
     use serde_json::json;
 
     fn single(text: &str) -> Message {
         match parse_text(text, 100, 64) {
             Incoming::Single(m) => m,
             other => panic!("expected single, got {other:?}"),
+        }
+    }
+
+    /// The pieces a generated frame is made of: each list mixes forms
+    /// the common reading takes with forms it must leave to the tree.
+    const IDS: &[&str] = &[
+        "null",
+        "0",
+        "-0",
+        "7",
+        "-42",
+        "007",
+        "123456789012345678",
+        "1234567890123456789012",
+        "1.5",
+        "1e3",
+        "-1.0",
+        r#""a""#,
+        r#""""#,
+        r#""a\"b""#,
+        r#""\u0041""#,
+        r#""é ☃""#,
+        "true",
+        "{}",
+        "[1]",
+    ];
+    const VERSIONS: &[&str] = &[r#""2.0""#, r#""2.1""#, "2.0", r#""2\u002e0""#, "null"];
+    const METHODS: &[&str] = &[
+        r#""ping""#,
+        r#""channels.publish""#,
+        r#""""#,
+        r#""pi\u006eg""#,
+        "5",
+        "null",
+        "{}",
+    ];
+    const PARAMS: &[&str] = &[
+        "null",
+        "{}",
+        r#"{"a":[1,{"b":null}],"c":"d"}"#,
+        "[1,2]",
+        "[]",
+        "5",
+        r#""x""#,
+        "true",
+    ];
+    const EXTRAS: &[&str] = &[r#""result":1"#, r#""x":{"y":[]}"#, r#""error":null"#];
+
+    /// A frame from the pieces above, members in the given order, some
+    /// of them repeated.
+    fn frame_of(members: &[(&str, &str)], spaced: bool) -> String {
+        let sep = if spaced { " , " } else { "," };
+        let body: Vec<String> = members
+            .iter()
+            .map(|(k, v)| {
+                if k.is_empty() {
+                    (*v).to_string()
+                } else if spaced {
+                    format!("\"{k}\" : {v}")
+                } else {
+                    format!("\"{k}\":{v}")
+                }
+            })
+            .collect();
+        format!("{{{}}}", body.join(sep))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// Wherever the common reading takes a frame, it gives what the
+        /// whole tree gives.
+        #[test]
+        fn the_common_reading_agrees_with_the_tree(
+            id in proptest::option::of(proptest::sample::select(IDS)),
+            version in proptest::option::of(proptest::sample::select(VERSIONS)),
+            method in proptest::option::of(proptest::sample::select(METHODS)),
+            params in proptest::option::of(proptest::sample::select(PARAMS)),
+            extra in proptest::option::of(proptest::sample::select(EXTRAS)),
+            repeat in proptest::option::of(0usize..4),
+            order in proptest::sample::subsequence(vec![0usize, 1, 2, 3, 4], 0..=5)
+                .prop_shuffle(),
+            spaced in proptest::bool::ANY,
+        ) {
+            let all = [
+                id.map(|v| ("id", v)),
+                version.map(|v| ("jsonrpc", v)),
+                method.map(|v| ("method", v)),
+                params.map(|v| ("params", v)),
+                extra.map(|v| ("", v)),
+            ];
+            let mut members: Vec<(&str, &str)> =
+                order.iter().filter_map(|&i| all[i]).collect();
+            if let Some(r) = repeat.and_then(|r| members.get(r).copied()) {
+                members.push(r);
+            }
+            let text = frame_of(&members, spaced);
+            if let Some(call) = common_call(&text) {
+                let Incoming::Single(tree) = parse_tree(&text, 100) else {
+                    panic!("{text}: the tree reads no single message");
+                };
+                proptest::prop_assert_eq!(
+                    format!("{:?}", Message::Call(call)),
+                    format!("{tree:?}"),
+                    "{}", text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_common_reading_takes_the_common_frames() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":"c-1","method":"channels.publish","params":{"channel":"a","data":[1]}}"#,
+            r#" { "method" : "ping" , "params" : null , "id" : null } "#,
+            r#"{"method":"x","params":[1,2],"id":-12,"extra":{"k":"v"}}"#,
+        ] {
+            let call = common_call(text).unwrap_or_else(|| panic!("{text} took the tree"));
+            let Incoming::Single(tree) = parse_tree(text, 100) else {
+                panic!("{text}");
+            };
+            assert_eq!(format!("{:?}", Message::Call(call)), format!("{tree:?}"));
+        }
+        for text in [
+            r#"[{"id":1,"method":"ping"}]"#,
+            r#"{"id":1.0,"method":"ping"}"#,
+            r#"{"id":1,"method":"p\u0069ng"}"#,
+            r#"{"id":1,"id":2,"method":"ping"}"#,
+            r#"{"id":"srv-1","result":{}}"#,
+            r#"{"id":1,"method":"ping","params":5}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"id":1,"method":"ping"} x"#,
+        ] {
+            assert!(
+                common_call(text).is_none(),
+                "{text} took the common reading"
+            );
         }
     }
 
