@@ -61,7 +61,7 @@ struct Inner {
     conns: RwLock<HashMap<String, ConnHandle>>,
     channels: RwLock<ChannelIndex>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    budgets: Mutex<HashMap<String, IdentityBudget>>,
+    budgets: Mutex<HashMap<String, Budget>>,
     /// The count each channel's interest was last written with; the lock
     /// orders every interest write.
     interest: tokio::sync::Mutex<HashMap<String, usize>>,
@@ -95,6 +95,14 @@ impl Drop for IpSlot {
             }
         }
     }
+}
+
+/// An identity's leased message budget, and how many local connections
+/// hold the identity: the budget goes with the last of them.
+#[derive(Default)]
+struct Budget {
+    holders: usize,
+    lease: IdentityBudget,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -483,19 +491,30 @@ impl Hub {
         let mut budgets = lock(&self.0.budgets);
         // Every message comes here: no key copied unless it is new.
         if let Some(budget) = budgets.get_mut(sub) {
-            return f(budget);
+            return f(&mut budget.lease);
         }
-        f(budgets.entry(sub.to_owned()).or_default())
+        f(&mut budgets.entry(sub.to_owned()).or_default().lease)
     }
 
-    /// Forget an identity's budget (its last local connection left).
-    pub fn forget_budget(&self, sub: &str) {
-        let still_here = self
-            .all()
-            .iter()
-            .any(|c| c.identity().is_some_and(|i| i.sub == sub));
-        if !still_here {
-            lock(&self.0.budgets).remove(sub);
+    /// One more local connection holds identity `sub`.
+    pub fn hold_identity(&self, sub: &str) {
+        lock(&self.0.budgets)
+            .entry(sub.to_owned())
+            .or_default()
+            .holders += 1;
+    }
+
+    /// A local connection let go of identity `sub` (it closed, or took
+    /// another identity); the identity's budget goes with the last one.
+    /// A count, not a look at every connection: when a whole storm of one
+    /// identity's connections closes, each close is O(1), not O(n).
+    pub fn release_identity(&self, sub: &str) {
+        let mut budgets = lock(&self.0.budgets);
+        if let Some(budget) = budgets.get_mut(sub) {
+            budget.holders = budget.holders.saturating_sub(1);
+            if budget.holders == 0 {
+                budgets.remove(sub);
+            }
         }
     }
 }
@@ -687,5 +706,25 @@ mod tests {
             held.close_frame().map(|(code, _)| code),
             Some(close_code::SLOW_CONSUMER)
         );
+    }
+
+    #[test]
+    fn an_identity_budget_goes_with_its_last_local_connection() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        let leased = |hub: &Hub| hub.with_budget("alice", |b| b.remaining);
+        hub.hold_identity("alice");
+        hub.hold_identity("alice");
+        hub.with_budget("alice", |b| b.remaining = 40);
+        hub.release_identity("alice");
+        assert_eq!(leased(&hub), 40, "one connection of alice is still here");
+        hub.release_identity("alice");
+        assert_eq!(leased(&hub), 0, "the budget left with the last connection");
+        // A release with nothing held (a connection that never held the
+        // identity) neither underflows nor touches anyone else's budget.
+        hub.hold_identity("bob");
+        hub.with_budget("bob", |b| b.remaining = 7);
+        hub.release_identity("carol");
+        hub.release_identity("carol");
+        assert_eq!(hub.with_budget("bob", |b| b.remaining), 7);
     }
 }

@@ -49,13 +49,20 @@ fn welcome(app: &App, conn: &ConnHandle, authenticated: bool) -> crate::protocol
 pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
     let implicit = implicit_channels(&identity);
     let sub = identity.sub.clone();
-    let (previous, first) = {
+    let (previous, first, previous_sub) = {
         let mut state = conn.state();
         let previous = state.identity.as_deref().map(implicit_channels);
+        let previous_sub = state.identity.as_ref().map(|i| i.sub.clone());
         state.identity = Some(Arc::new(identity));
         let first = previous.is_none();
-        (previous.unwrap_or_default(), first)
+        (previous.unwrap_or_default(), first, previous_sub)
     };
+    if previous_sub.as_deref() != Some(sub.as_str()) {
+        app.hub.hold_identity(&sub);
+        if let Some(old) = &previous_sub {
+            app.hub.release_identity(old);
+        }
+    }
     for channel in previous.iter().filter(|c| !implicit.contains(c)) {
         app.hub.unsubscribe_local(channel, conn.id()).await;
     }
@@ -156,7 +163,7 @@ pub async fn close(app: &App, conn: &ConnHandle) {
         tracing::warn!(error = %e, "removing presence failed");
     }
     if let Some(identity) = identity {
-        app.hub.forget_budget(&identity.sub);
+        app.hub.release_identity(&identity.sub);
     }
 }
 
