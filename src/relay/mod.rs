@@ -76,20 +76,7 @@ struct CallMsg {
 #[serde(tag = "t", rename_all = "camelCase")]
 enum RelayMsg {
     Call(CallMsg),
-    #[serde(rename_all = "camelCase")]
-    Reply {
-        call_id: String,
-        result: Option<Value>,
-        error: Option<RpcError>,
-        /// The agent refused at its `maxConcurrency`: the caller tries the
-        /// next candidate (the error says so to clients too).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        busy: bool,
-        /// The node was not connected (or its agent not registered) on the
-        /// serving instance: nothing was sent, the caller may route again.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        gone: bool,
-    },
+    Reply(ReplyMsg),
     #[serde(rename_all = "camelCase")]
     Progress {
         call_id: String,
@@ -101,6 +88,41 @@ enum RelayMsg {
     },
     /// An agent's definition changed: re-limit it if it is here.
     Redefine(Redefinition),
+}
+
+/// A call's answer, to the caller's instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplyMsg {
+    call_id: String,
+    result: Option<Value>,
+    error: Option<RpcError>,
+    /// The agent refused at its `maxConcurrency`: the caller tries the
+    /// next candidate (the error says so to clients too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    busy: bool,
+    /// The node was not connected (or its agent not registered) on the
+    /// serving instance: nothing was sent, the caller may route again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+}
+
+/// A relay message from its text. The two messages of every routed call
+/// are read straight into their own type once the tag is known (a pass
+/// that only finds `t`); the derived reading of a tagged enum would first
+/// copy the whole message into an intermediate tree. The wire format is
+/// the derived one either way.
+fn decode(body: &str) -> serde_json::Result<RelayMsg> {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow)]
+        t: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_str::<Tag>(body)?.t.as_ref() {
+        "call" => serde_json::from_str(body).map(RelayMsg::Call),
+        "reply" => serde_json::from_str(body).map(RelayMsg::Reply),
+        _ => serde_json::from_str(body),
+    }
 }
 
 /// One call's request.
@@ -326,7 +348,7 @@ impl Relay {
 
     /// A relay envelope arrived for this instance.
     fn on_message(&self, body: &str) -> usize {
-        let message: RelayMsg = match serde_json::from_str(body) {
+        let message = match decode(body) {
             Ok(m) => m,
             Err(e) => {
                 metrics::counter!("switchyard_pubsub_malformed_total").increment(1);
@@ -342,7 +364,7 @@ impl Relay {
                     // From this one: the caller routes it to the owner.
                     if call.reply_to != self.0.instance_id {
                         let relay = self.clone();
-                        let message = RelayMsg::Reply {
+                        let message = RelayMsg::Reply(ReplyMsg {
                             call_id: call.call_id,
                             result: None,
                             error: Some(RpcError::unavailable(format!(
@@ -351,7 +373,7 @@ impl Relay {
                             ))),
                             busy: false,
                             gone: true,
-                        };
+                        });
                         tokio::spawn(async move { relay.send(&call.reply_to, &message).await });
                     }
                     return 0;
@@ -363,13 +385,13 @@ impl Relay {
                 });
                 1
             }
-            RelayMsg::Reply {
+            RelayMsg::Reply(ReplyMsg {
                 call_id,
                 result,
                 error,
                 busy,
                 gone,
-            } => {
+            }) => {
                 let outcome = match (result, error) {
                     (_, Some(e)) if busy => Err(CallError::Busy(e)),
                     (_, Some(e)) if gone => Err(CallError::Gone(
@@ -442,13 +464,13 @@ impl Relay {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
         };
-        let reply = RelayMsg::Reply {
+        let reply = RelayMsg::Reply(ReplyMsg {
             call_id: call.call_id,
             result,
             error,
             busy,
             gone,
-        };
+        });
         self.send(&call.reply_to, &reply).await;
     }
 
@@ -603,24 +625,114 @@ mod tests {
     use super::*;
 
     fn reply(error: RpcError, busy: bool) -> RelayMsg {
-        RelayMsg::Reply {
+        RelayMsg::Reply(ReplyMsg {
             call_id: "c".into(),
             result: None,
             error: Some(error),
             busy,
             gone: false,
+        })
+    }
+
+    /// Every kind of message, as instances send them.
+    fn samples() -> Vec<RelayMsg> {
+        let call = CallMsg {
+            call_id: "c1".into(),
+            reply_to: "i1".into(),
+            conn_id: "k1".into(),
+            agent_id: Some("a1".into()),
+            method: "invoke".into(),
+            params: json!({"command": "echo", "params": {"n": [1, 2.5, "x\"y"]}}),
+            timeout_ms: 5000,
+            run: None,
+            trace: Some(HashMap::from([(
+                "traceparent".into(),
+                "00-ab-cd-01".into(),
+            )])),
+        };
+        vec![
+            RelayMsg::Call(call.clone()),
+            RelayMsg::Call(CallMsg {
+                agent_id: None,
+                trace: None,
+                ..call
+            }),
+            RelayMsg::Reply(ReplyMsg {
+                call_id: "c1".into(),
+                result: Some(json!({"n": 1, "nested": {"deep": [null, true]}})),
+                error: None,
+                busy: false,
+                gone: false,
+            }),
+            reply(busy("a"), true),
+            RelayMsg::Reply(ReplyMsg {
+                call_id: "c2".into(),
+                result: None,
+                error: Some(RpcError::unavailable("node k1 is not connected")),
+                busy: false,
+                gone: true,
+            }),
+            RelayMsg::Progress {
+                call_id: "c1".into(),
+                data: json!({"pct": 50}),
+            },
+            RelayMsg::Cancel {
+                call_id: "c1".into(),
+            },
+            RelayMsg::Redefine(Redefinition {
+                agent_id: "a1".into(),
+                definition: None,
+                required: true,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_reads_back_as_the_derived_reading_reads_it() {
+        for message in samples() {
+            let text = encode(&message);
+            let derived: RelayMsg = serde_json::from_str(&text).unwrap();
+            let read = decode(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(format!("{read:?}"), format!("{message:?}"), "{text}");
+            assert_eq!(format!("{read:?}"), format!("{derived:?}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_tag_may_come_anywhere_and_a_bad_message_is_refused() {
+        let late = r#"{"callId":"c","result":{"a":1},"error":null,"t":"reply"}"#;
+        let Ok(RelayMsg::Reply(reply)) = decode(late) else {
+            panic!("{late}");
+        };
+        assert_eq!(
+            (reply.call_id.as_str(), reply.result),
+            ("c", Some(json!({"a": 1})))
+        );
+        for bad in [
+            r#"{"callId":"c"}"#,
+            r#"{"t":"nonsense","callId":"c"}"#,
+            r#"{"t":"reply"}"#,
+            r#"{"t":"call","callId":"c"}"#,
+            r#"{"t":7}"#,
+            "not json",
+        ] {
+            assert!(decode(bad).is_err(), "{bad} was read");
+            assert!(serde_json::from_str::<RelayMsg>(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn a_busy_refusal_travels_as_a_flag_not_in_the_error() {
         let back: RelayMsg = serde_json::from_str(&encode(&reply(busy("a"), true))).unwrap();
-        assert!(matches!(back, RelayMsg::Reply { busy: true, .. }));
+        assert!(matches!(back, RelayMsg::Reply(ReplyMsg { busy: true, .. })));
         // Another limit is an ordinary error: no flag on the wire.
         let plain = encode(&reply(RpcError::limit("calls", 1), false));
         assert!(!plain.contains("busy"), "{plain}");
         let back: RelayMsg = serde_json::from_str(&plain).unwrap();
-        assert!(matches!(back, RelayMsg::Reply { busy: false, .. }));
+        assert!(matches!(
+            back,
+            RelayMsg::Reply(ReplyMsg { busy: false, .. })
+        ));
         assert!(!plain.contains("gone"), "{plain}");
         // What a client is told is the error itself.
         assert_eq!(RpcError::from(CallError::Busy(busy("a"))), busy("a"));
