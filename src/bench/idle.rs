@@ -7,9 +7,10 @@
 //! - storm ([`storm`]): the connections open as fast as the generator can,
 //!   `concurrency` handshakes in flight, as after a deploy or a network
 //!   blip; they are held for `hold`, then all closed at once, and the
-//!   server's memory is followed until it stops moving (or `settle` runs
-//!   out). The report says what the storm cost while held (peak and held
-//!   memory, bytes per connection) and what it left behind once every
+//!   server's memory is followed until it stops moving once the server
+//!   holds no connection (or `settle` runs out). The report says what the
+//!   storm cost while held (peak and held memory, bytes per connection)
+//!   and what it left behind once every
 //!   connection was gone (memory after the close against before). "Before"
 //!   is read once a warm-up wave (`warm` connections, opened, closed and
 //!   settled) has served: a gateway that has served anything has the code
@@ -19,7 +20,7 @@
 //!   the program file).
 
 use super::BenchError;
-use super::common::{Socket, anon_kib, connect, rss_kib};
+use super::common::{Socket, anon_kib, connect, rss_kib, server_connections};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -154,7 +155,7 @@ pub async fn storm(
         // connection count four times a second).
         tokio::time::sleep(WARM_HOLD).await;
         close_all(warm, concurrency).await;
-        settle(pid, storm.settle).await;
+        settle(pid, storm.settle, url).await;
     }
     let before = rss_of(pid)?;
     let anon_before = anon_kib(pid).unwrap_or(0);
@@ -177,7 +178,7 @@ pub async fn storm(
     let closing = Instant::now();
     let closed_cleanly = close_all(sockets, concurrency).await;
     let close_seconds = closing.elapsed().as_secs_f64();
-    let (after, settle_seconds, settled) = settle(pid, storm.settle).await;
+    let (after, settle_seconds, settled) = settle(pid, storm.settle, url).await;
     let anon_after = anon_kib(pid).unwrap_or(0);
     Ok(json!({
         "scenario": "idle",
@@ -246,13 +247,24 @@ async fn close_one(mut socket: Socket) -> bool {
 
 /// Follow the server's memory until it moved less than the tolerance for
 /// [`SETTLED_FOR`], at most `limit`: (memory, seconds waited, settled).
-async fn settle(pid: u32, limit: Duration) -> (u64, f64, bool) {
+/// A Switchyard instance at `url` is first waited for until it holds no
+/// connection: a client sees its close answered before the server has
+/// finished with the connection, and memory holding still while the
+/// server still works through a wave of closes has not settled.
+async fn settle(pid: u32, limit: Duration, url: &str) -> (u64, f64, bool) {
     let started = Instant::now();
     let mut reference = rss_kib(pid).unwrap_or(0);
     let mut latest = reference;
     let mut since = Instant::now();
+    let mut server_done = server_connections(url).await.is_none_or(|n| n == 0);
     loop {
-        if since.elapsed() >= SETTLED_FOR {
+        if !server_done {
+            server_done = server_connections(url).await.is_none_or(|n| n == 0);
+            if server_done {
+                since = Instant::now();
+            }
+        }
+        if server_done && since.elapsed() >= SETTLED_FOR {
             return (latest, started.elapsed().as_secs_f64(), true);
         }
         if started.elapsed() >= limit {
