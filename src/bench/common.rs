@@ -162,32 +162,6 @@ pub(super) fn anon_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "RssAnon:")
 }
 
-/// The connections a Switchyard instance says it holds (its
-/// `switchyard_connections` gauge, from `/metrics` on the port of the
-/// `ws://` URL `url`); `None` where there is no such gauge (the reference
-/// server, a TLS URL, a separate metrics port).
-pub(super) async fn server_connections(url: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = url.strip_prefix("ws://")?.split('/').next()?;
-    let ask = async {
-        let mut stream = TcpStream::connect(authority).await.ok()?;
-        let request =
-            format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix("switchyard_connections "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(2), ask)
-        .await
-        .ok()
-        .flatten()
-}
-
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;

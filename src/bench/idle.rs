@@ -7,20 +7,19 @@
 //! - storm ([`storm`]): the connections open as fast as the generator can,
 //!   `concurrency` handshakes in flight, as after a deploy or a network
 //!   blip; they are held for `hold`, then all closed at once, and the
-//!   server's memory is followed until it stops moving once the server
+//!   server's memory is followed until it stops moving, once the server
 //!   holds no connection (or `settle` runs out). The report says what the
 //!   storm cost while held (peak and held memory, bytes per connection)
-//!   and what it left behind once every
-//!   connection was gone (memory after the close against before). "Before"
-//!   is read once a warm-up wave (`warm` connections, opened, closed and
-//!   settled) has served: a gateway that has served anything has the code
-//!   of a handshake and a close paged in, whatever came after; the memory
-//!   of the process as started is reported too (`rss_cold_kib`), and the
-//!   anonymous part of each figure (heap and stacks, without the pages of
-//!   the program file).
+//!   and what it left behind once every connection was gone (memory
+//!   after the close against before). "Before" is read once a warm-up
+//!   wave (`warm` connections, opened, closed and settled) has served: a
+//!   gateway that has served anything has the code of a handshake and a
+//!   close paged in, whatever came after; the memory of the process as
+//!   started is reported too (`rss_cold_kib`), and the anonymous part of
+//!   each figure (heap and stacks, without the pages of the program file).
 
 use super::BenchError;
-use super::common::{Socket, anon_kib, connect, rss_kib, server_connections};
+use super::common::{Socket, anon_kib, call, connect, rss_kib};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -155,7 +154,8 @@ pub async fn storm(
         // connection count four times a second).
         tokio::time::sleep(WARM_HOLD).await;
         close_all(warm, concurrency).await;
-        settle(pid, storm.settle, url).await;
+        drained(url, token, storm.settle).await;
+        settle(pid, storm.settle).await;
     }
     let before = rss_of(pid)?;
     let anon_before = anon_kib(pid).unwrap_or(0);
@@ -178,7 +178,10 @@ pub async fn storm(
     let closing = Instant::now();
     let closed_cleanly = close_all(sockets, concurrency).await;
     let close_seconds = closing.elapsed().as_secs_f64();
-    let (after, settle_seconds, settled) = settle(pid, storm.settle, url).await;
+    let settling = Instant::now();
+    drained(url, token, storm.settle).await;
+    let (after, _, settled) = settle(pid, storm.settle).await;
+    let settle_seconds = settling.elapsed().as_secs_f64();
     let anon_after = anon_kib(pid).unwrap_or(0);
     Ok(json!({
         "scenario": "idle",
@@ -245,26 +248,37 @@ async fn close_one(mut socket: Socket) -> bool {
         .unwrap_or(false)
 }
 
+/// Wait, at most `limit`, until the instance at `url` holds no connection
+/// but the one asking (its `health`): a client sees its close answered
+/// before the server has finished with the connection, and memory that
+/// holds still while the server works through a wave of closes has not
+/// settled. A server without `health` (the reference) is not waited for.
+async fn drained(url: &str, token: &str, limit: Duration) {
+    let Ok(mut probe) = connect(url, token).await else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    for id in 1.. {
+        let Ok(health) = call(&mut probe, id, "health", json!({})).await else {
+            break;
+        };
+        if health["connections"].as_u64().is_none_or(|n| n <= 1) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    close_one(probe).await;
+}
+
 /// Follow the server's memory until it moved less than the tolerance for
 /// [`SETTLED_FOR`], at most `limit`: (memory, seconds waited, settled).
-/// A Switchyard instance at `url` is first waited for until it holds no
-/// connection: a client sees its close answered before the server has
-/// finished with the connection, and memory holding still while the
-/// server still works through a wave of closes has not settled.
-async fn settle(pid: u32, limit: Duration, url: &str) -> (u64, f64, bool) {
+async fn settle(pid: u32, limit: Duration) -> (u64, f64, bool) {
     let started = Instant::now();
     let mut reference = rss_kib(pid).unwrap_or(0);
     let mut latest = reference;
     let mut since = Instant::now();
-    let mut server_done = server_connections(url).await.is_none_or(|n| n == 0);
     loop {
-        if !server_done {
-            server_done = server_connections(url).await.is_none_or(|n| n == 0);
-            if server_done {
-                since = Instant::now();
-            }
-        }
-        if server_done && since.elapsed() >= SETTLED_FOR {
+        if since.elapsed() >= SETTLED_FOR {
             return (latest, started.elapsed().as_secs_f64(), true);
         }
         if started.elapsed() >= limit {
