@@ -177,8 +177,8 @@ fn plain_string(raw: &RawValue) -> Option<&str> {
 }
 
 /// Whether an id reads the same through [`Value`] as written: `null`, a
-/// string without escapes, or an integer of at most 18 digits with no
-/// sign on zero.
+/// string without escapes, or an integer of at most 18 digits (`raw` has
+/// parsed as JSON, so no leading zeros).
 fn plain_id(raw: &str) -> bool {
     if raw == "null" {
         return true;
@@ -187,11 +187,7 @@ fn plain_id(raw: &str) -> bool {
         return !raw.contains('\\');
     }
     let digits = raw.strip_prefix('-').unwrap_or(raw);
-    let bytes = digits.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 18
-        && bytes.iter().all(u8::is_ascii_digit)
-        && (bytes[0] != b'0' || (bytes.len() == 1 && digits.len() == raw.len()))
+    (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The ids of a frame as written, read only when some numeric id came out
@@ -513,6 +509,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"c-1","method":"channels.publish","params":{"channel":"a","data":[1]}}"#,
             r#" { "method" : "ping" , "params" : null , "id" : null } "#,
             r#"{"method":"x","params":[1,2],"id":-12,"extra":{"k":"v"}}"#,
+            r#"{"method":"x","id":-0}"#,
+            r#"{"method":"x","id":0}"#,
+            r#"{"method":"x","id":123456789012345678}"#,
         ] {
             let call = common_call(text).unwrap_or_else(|| panic!("{text} took the tree"));
             let Incoming::Single(tree) = parse_tree(text, 100) else {

@@ -49,18 +49,18 @@ fn welcome(app: &App, conn: &ConnHandle, authenticated: bool) -> crate::protocol
 pub async fn authenticated(app: &App, conn: &ConnHandle, identity: Identity) {
     let implicit = implicit_channels(&identity);
     let sub = identity.sub.clone();
-    let (previous, first, previous_sub) = {
-        let mut state = conn.state();
-        let previous = state.identity.as_deref().map(implicit_channels);
-        let previous_sub = state.identity.as_ref().map(|i| i.sub.clone());
-        state.identity = Some(Arc::new(identity));
-        let first = previous.is_none();
-        (previous.unwrap_or_default(), first, previous_sub)
-    };
-    if previous_sub.as_deref() != Some(sub.as_str()) {
+    let replaced = conn.state().identity.replace(Arc::new(identity));
+    let first = replaced.is_none();
+    let previous = replaced
+        .as_deref()
+        .map(implicit_channels)
+        .unwrap_or_default();
+    // The hub counts each identity's local connections (its budget goes
+    // with the last one).
+    if replaced.as_ref().is_none_or(|old| old.sub != sub) {
         app.hub.hold_identity(&sub);
-        if let Some(old) = &previous_sub {
-            app.hub.release_identity(old);
+        if let Some(old) = &replaced {
+            app.hub.release_identity(&old.sub);
         }
     }
     for channel in previous.iter().filter(|c| !implicit.contains(c)) {
