@@ -184,9 +184,6 @@ struct CallArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, None | Some(Command::Serve(_))) {
-        switchyard::server::one_arena();
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -15,13 +15,12 @@ mod hosts;
 pub mod http;
 mod lifecycle;
 mod mcp;
+mod memory;
 pub mod openai;
 pub mod serve;
 mod tasks;
 pub mod tools;
-mod trim;
 
-pub use trim::one_arena;
 mod ui;
 mod upgrade;
 

@@ -1,6 +1,6 @@
 //! Background tasks of an instance: the liveness heartbeat, the presence
 //! tick, the session janitor, the sweep of idle A2A contexts, the memory
-//! trim after a wave of closes (`trim.rs`) and the cron scheduler
+//! trim after a wave of closes (`memory.rs`) and the cron scheduler
 //! (`cron.rs`). All stop with the returned token.
 
 use super::App;
@@ -61,8 +61,8 @@ pub fn spawn_all(app: &App) -> CancellationToken {
     });
     spawn_resync(app, &stop);
     // Free memory back to the system once a wave of closes has settled.
-    let trimmer = std::sync::Arc::new(std::sync::Mutex::new(super::trim::Trimmer::default()));
-    every(app, &stop, super::trim::LOOK_EVERY, move |app| {
+    let trimmer = std::sync::Arc::new(std::sync::Mutex::new(super::memory::Trimmer::default()));
+    every(app, &stop, super::memory::LOOK_EVERY, move |app| {
         let trimmer = trimmer.clone();
         async move {
             let due = trimmer
@@ -71,7 +71,7 @@ pub fn spawn_all(app: &App) -> CancellationToken {
                 .step(app.hub.len());
             if due {
                 app.hub.shrink();
-                super::trim::trim().await;
+                super::memory::trim().await;
             }
         }
     });
