@@ -552,6 +552,11 @@ impl Inbox for Hub {
             Envelope::Relay { .. } => 0,
         }
     }
+
+    fn holds(&self, conn_id: &str) -> bool {
+        let conns = self.0.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.contains_key(conn_id)
+    }
 }
 
 /// A socket held back from a channel's frames (see [`Hub::hold`]).
@@ -706,6 +711,20 @@ mod tests {
             held.close_frame().map(|(code, _)| code),
             Some(close_code::SLOW_CONSUMER)
         );
+    }
+
+    #[test]
+    fn the_hub_holds_only_its_registered_connections() {
+        let hub = Hub::new(Arc::new(MemoryBackend::new()));
+        hub.register(ConnHandle::new(
+            "here".into(),
+            IpAddr::from([127, 0, 0, 1]),
+            4,
+        ));
+        assert!(hub.holds("here"));
+        assert!(!hub.holds("elsewhere"), "a connection of another instance");
+        hub.unregister("here");
+        assert!(!hub.holds("here"), "gone once unregistered");
     }
 
     #[test]

@@ -618,6 +618,10 @@ impl Inbox for Inbound {
             other => self.hub.deliver(other),
         }
     }
+
+    fn holds(&self, conn_id: &str) -> bool {
+        self.hub.holds(conn_id)
+    }
 }
 
 #[cfg(test)]

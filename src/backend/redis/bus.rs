@@ -114,7 +114,7 @@ impl Bus for RedisBackend {
             ));
         };
         let conn_id = conn_id.to_owned();
-        if attached.inbox.deliver(envelope) > 0 {
+        if attached.inbox.holds(&conn_id) && attached.inbox.deliver(envelope) > 0 {
             return Ok(true);
         }
         let client = self.ready()?;
