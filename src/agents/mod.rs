@@ -39,6 +39,9 @@ struct Local {
     /// What the node registered, before its definition limited it (see
     /// [`defs`]).
     offer: Option<AgentEntry>,
+    /// A write of the load to the registry is scheduled and has not read
+    /// the entry yet: a change meanwhile rides along with it.
+    mirroring: bool,
 }
 
 struct Inner {
@@ -77,6 +80,7 @@ impl LocalAgents {
                 entry: entry.clone(),
                 in_flight,
                 offer: None,
+                mirroring: false,
             },
         );
         entry
@@ -153,18 +157,44 @@ impl LocalAgents {
     /// Write the entry's current state to the shared registry.
     pub async fn sync(&self, agent_id: &str) {
         let _order = self.0.writes.lock().await;
-        let Some(entry) = self.get(agent_id) else {
-            return;
-        };
-        if let Err(e) = self.0.backend.put_agent(&entry).await {
-            tracing::debug!(agent = %agent_id, error = %e, "registry write failed");
+        if let Some(entry) = self.get(agent_id) {
+            self.put(&entry).await;
         }
     }
 
+    /// Mirror the agent's load into the registry soon. Every call changes
+    /// it twice; at most one write per agent waits to read the entry, so
+    /// changes that come while one waits cost nothing more, and the last
+    /// change is still written (a change after the write read the entry
+    /// schedules the next). The write starts at once: `least_loaded`
+    /// sees a call's load as soon as the registry can.
     fn sync_later(&self, agent_id: &str) {
+        match self.lock().get_mut(agent_id) {
+            Some(local) if !local.mirroring => local.mirroring = true,
+            // Scheduled already, or gone (nothing to write).
+            _ => return,
+        }
         let book = self.clone();
         let agent_id = agent_id.to_owned();
-        tokio::spawn(async move { book.sync(&agent_id).await });
+        tokio::spawn(async move { book.mirror(&agent_id).await });
+    }
+
+    /// The scheduled write of [`LocalAgents::sync_later`].
+    async fn mirror(&self, agent_id: &str) {
+        let _order = self.0.writes.lock().await;
+        let entry = self.lock().get_mut(agent_id).map(|local| {
+            local.mirroring = false;
+            local.entry.clone()
+        });
+        if let Some(entry) = entry {
+            self.put(&entry).await;
+        }
+    }
+
+    async fn put(&self, entry: &AgentEntry) {
+        if let Err(e) = self.0.backend.put_agent(entry).await {
+            tracing::debug!(agent = %entry.agent_id, error = %e, "registry write failed");
+        }
     }
 }
 
@@ -177,5 +207,57 @@ pub struct LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.book.release(&self.agent_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::AgentStore;
+    use crate::backend::memory::MemoryBackend;
+    use std::time::Duration;
+
+    /// The registry's load for `agent_id`, once it reads `want` (bounded).
+    async fn registry_load(backend: &MemoryBackend, agent_id: &str, want: u32) -> u32 {
+        let mut load = u32::MAX;
+        for _ in 0..200 {
+            load = backend
+                .agents()
+                .await
+                .unwrap()
+                .iter()
+                .find(|e| e.agent_id == agent_id)
+                .map_or(u32::MAX, |e| e.load);
+            if load == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        load
+    }
+
+    #[tokio::test]
+    async fn the_load_written_last_is_the_load_now_and_changes_ride_one_write() {
+        let backend = Arc::new(MemoryBackend::new());
+        let book = LocalAgents::new(backend.clone());
+        let entry: AgentEntry = serde_json::from_value(serde_json::json!({
+            "agentId": "a", "name": "a", "type": "agent", "capabilities": [], "tools": [],
+            "models": [], "methods": [], "maxConcurrency": 8, "status": "idle",
+            "online": true, "connId": "c", "instanceId": "i", "generation": 1,
+            "identity": "n", "load": 0, "registeredAt": 0, "updatedAt": 0,
+        }))
+        .expect("an entry");
+        book.insert(entry);
+        // One write scheduled by the first change; the rest ride along.
+        let guards: Vec<_> = (0..5).map(|_| book.try_acquire("a").unwrap()).collect();
+        assert!(book.lock()["a"].mirroring, "a write is scheduled");
+        assert_eq!(registry_load(&backend, "a", 5).await, 5);
+        assert!(!book.lock()["a"].mirroring, "and it has read the entry");
+        drop(guards);
+        assert_eq!(registry_load(&backend, "a", 0).await, 0, "the last change");
+        // Gone from the book: nothing is scheduled for it.
+        book.remove("a");
+        book.sync_later("a");
+        assert!(book.lock().get("a").is_none());
     }
 }
