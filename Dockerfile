@@ -14,6 +14,13 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 
+# make: the allocator, jemalloc, is built from its C sources by its -sys
+# crate (the slim image has the C compiler, not make).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, against empty sources: this layer is reused for as
 # long as Cargo.toml and Cargo.lock stay the same, so a code change
 # recompiles only the switchyard crate.
