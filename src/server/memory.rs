@@ -4,7 +4,7 @@
 //! default before, served the gateway's many-kilobyte futures (every Redis
 //! command, every routed call) from one arena under one lock; jemalloc's
 //! per-thread caches and size classes take that lock off the path (routed
-//! calls +15 % on the 2-instance cluster: BENCHMARKS.md, docs/performance.md).
+//! calls across two instances +19 to +26 %: docs/performance.md).
 //!
 //! What a storm leaves behind: 19 500 connections opened as fast as a
 //! client could and then closed leave their memory free inside the
@@ -20,18 +20,21 @@
 //!
 //! jemalloc reads its options from [`MALLOC_CONF`] and then from the
 //! environment's `_RJEM_MALLOC_CONF` (later options win), so an operator
-//! can change them without a rebuild.
-
-use std::ffi::c_char;
+//! can change them without a rebuild. (jemalloc does not build for MSVC
+//! targets: there the system allocator serves and a trim only shrinks
+//! the hub's maps.)
 
 /// The global allocator.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 pub static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A C string jemalloc reads before `main`.
+#[cfg(not(target_env = "msvc"))]
 #[repr(transparent)]
-pub struct Conf(*const c_char);
+pub struct Conf(*const std::ffi::c_char);
 // SAFETY: it points at a static, immutable C string.
+#[cfg(not(target_env = "msvc"))]
 unsafe impl Sync for Conf {}
 
 /// jemalloc's built-in options: one background thread returns free pages
@@ -39,6 +42,7 @@ unsafe impl Sync for Conf {}
 /// decay in 1 s; "muzzy" pages, given back lazily, are skipped), so no
 /// allocating thread pays for the purge and an idle gateway does not keep
 /// a burst's memory.
+#[cfg(not(target_env = "msvc"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: Conf = Conf(
     c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0"
@@ -85,6 +89,7 @@ pub async fn trim() {
 
 /// `arena.<all>.purge`: jemalloc's "every arena" index is 4096
 /// (`MALLCTL_ARENAS_ALL`).
+#[cfg(not(target_env = "msvc"))]
 fn purge_all() -> bool {
     // SAFETY: a NUL-terminated control name; the purge reads and writes
     // no value, so every pointer is null and every length zero.
@@ -99,10 +104,16 @@ fn purge_all() -> bool {
     }
 }
 
+#[cfg(target_env = "msvc")]
+fn purge_all() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(not(target_env = "msvc"))]
     #[test]
     fn every_arena_can_be_purged() {
         // Memory freed by this thread is there to purge; a refused
