@@ -40,6 +40,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The control UI's browser tests drive Debian's Chromium (headless).
 [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# The allocator (jemalloc) is built from its C sources by its -sys crate.
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install "${need_apt[@]}"
 fi
