@@ -82,6 +82,13 @@ fn one() -> u32 {
 }
 
 impl AgentEntry {
+    /// Whether any of its tools waits for an approval.
+    pub fn gates_tools(&self) -> bool {
+        self.defined
+            .as_ref()
+            .is_some_and(|d| !d.approval_required.is_empty())
+    }
+
     /// Whether calls to `tool` wait for an approval (its definition says so).
     pub fn needs_approval(&self, tool: &str) -> bool {
         self.defined

@@ -246,10 +246,10 @@ impl ConnHandle {
     /// Send a server → client request; the answer is awaited on the
     /// returned [`Outstanding`]. `invoke.progress` notifications the client
     /// sends for it go to `progress` (dropped when that is full).
-    pub fn start_request(
+    pub fn start_request<P: serde::Serialize>(
         &self,
         method: &str,
-        params: &Value,
+        params: &P,
         progress: Option<mpsc::Sender<Value>>,
     ) -> Result<Outstanding, RpcError> {
         let n = self.0.next_request.fetch_add(1, Ordering::Relaxed);

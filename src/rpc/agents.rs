@@ -15,7 +15,7 @@
 use super::Ctx;
 use crate::agents::select::Policy;
 use crate::app::App;
-use crate::auth::Role;
+use crate::auth::{Identity, Role};
 use crate::backend::{AgentEntry, ToolSpec};
 use crate::conn::ConnHandle;
 use crate::protocol::{RpcError, frame, now_ms};
@@ -23,7 +23,7 @@ use crate::relay::CallSpec;
 use crate::services::agents::{Selector, call_agents, call_found, candidates, models, timeout};
 use crate::services::{agent_defs, idempotent};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -40,12 +40,37 @@ const MAX_AGENTS_PER_CONN: usize = 16;
 /// Who is calling, as a node sees it.
 pub fn caller_info(ctx: &Ctx<'_>) -> Value {
     let identity = ctx.conn.identity();
-    json!({
-        "connId": ctx.conn.id(),
-        "identity": identity.as_ref().map(|i| i.sub.clone()),
-        "role": identity.as_ref().map(|i| i.role.to_string()),
-        "scopes": identity.as_ref().map(|i| i.scopes.names()),
-    })
+    serde_json::to_value(Caller::new(ctx, identity.as_deref())).unwrap_or_default()
+}
+
+/// [`caller_info`] written straight into a request (no `Value` built).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Caller<'a> {
+    conn_id: &'a str,
+    identity: Option<&'a str>,
+    role: Option<&'static str>,
+    scopes: Option<Vec<&'static str>>,
+}
+
+impl<'a> Caller<'a> {
+    fn new(ctx: &'a Ctx<'_>, identity: Option<&'a Identity>) -> Self {
+        Self {
+            conn_id: ctx.conn.id(),
+            identity: identity.map(|i| i.sub.as_str()),
+            role: identity.map(|i| i.role.as_str()),
+            scopes: identity.map(|i| i.scopes.names()),
+        }
+    }
+}
+
+/// The request a node gets for `node.invoke` (members in the order a
+/// `Value` map writes them).
+#[derive(Serialize)]
+struct InvokeRequest<'a> {
+    caller: Caller<'a>,
+    command: &'a str,
+    params: &'a Value,
 }
 
 // ------------------------------------------------------------ registration
@@ -456,11 +481,13 @@ pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
     let policy = Policy::named(p.policy.as_deref())?;
     let selector = Selector::by_id_or_capability(p.node_id.as_ref(), p.capability.as_ref())
         .ok_or_else(|| RpcError::invalid_params("nodeId", "nodeId or capability is required"))?;
-    let request = json!({
-        "command": p.command,
-        "params": p.params,
-        "caller": caller_info(ctx),
-    });
+    let caller = ctx.conn.identity();
+    let request = InvokeRequest {
+        caller: Caller::new(ctx, caller.as_deref()),
+        command: &p.command,
+        params: &p.params,
+    };
+    let request = &request;
     let invoke_id = p
         .invoke_id
         .clone()
@@ -474,8 +501,7 @@ pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
         || async {
             let (agent, result) = cancellable(ctx, &invoke_id, |progress| {
                 call_agents(ctx.app, &selector, policy, move |_| {
-                    CallSpec::new("invoke", request.clone(), timeout)
-                        .with_progress(Some(progress.clone()))
+                    CallSpec::new("invoke", request, timeout).with_progress(Some(progress.clone()))
                 })
             })
             .await?;
@@ -492,6 +518,12 @@ pub async fn invoke(ctx: &Ctx<'_>, p: InvokeParams) -> Result<Value, RpcError> {
 
 /// Run a routed call that the caller can cancel with `invoke.cancel
 /// {invokeId}` and that forwards `invoke.progress` to it.
+///
+/// The progress is forwarded by this task while it waits for the answer
+/// (no task of its own per call): an update queued before the answer is
+/// taken first, and whatever is still queued once the call is over is
+/// sent before the answer is returned, so progress reaches the caller
+/// before the answer it preceded.
 async fn cancellable<F, Fut, T>(ctx: &Ctx<'_>, invoke_id: &str, call: F) -> Result<T, RpcError>
 where
     F: FnOnce(mpsc::Sender<Value>) -> Fut,
@@ -508,26 +540,31 @@ where
         state.invokes.insert(invoke_id.to_owned(), token.clone());
     }
     let (progress, mut updates) = mpsc::channel::<Value>(64);
-    let forward = {
-        let conn = ctx.conn.clone();
-        let invoke_id = invoke_id.to_owned();
-        tokio::spawn(async move {
-            while let Some(data) = updates.recv().await {
-                conn.push(frame::notification(
-                    "invoke.progress",
-                    &json!({ "invokeId": invoke_id, "data": data }),
-                ));
-            }
-        })
+    let forward = |data: Value| {
+        ctx.conn.push(frame::notification(
+            "invoke.progress",
+            &json!({ "invokeId": invoke_id, "data": data }),
+        ));
     };
-    let outcome = tokio::select! {
-        outcome = call(progress) => outcome,
-        _ = token.cancelled() => Err(RpcError::timeout("cancelled by the caller")
-            .with_data(json!({ "cancelled": true, "invokeId": invoke_id }))),
+    let call = call(progress);
+    tokio::pin!(call);
+    let mut open = true;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            update = updates.recv(), if open => match update {
+                Some(data) => forward(data),
+                None => open = false,
+            },
+            outcome = &mut call => break outcome,
+            _ = token.cancelled() => break Err(RpcError::timeout("cancelled by the caller")
+                .with_data(json!({ "cancelled": true, "invokeId": invoke_id }))),
+        }
     };
     ctx.conn.state().invokes.remove(invoke_id);
-    // Progress sent before the answer reaches the caller before it.
-    let _ = tokio::time::timeout(Duration::from_secs(1), forward).await;
+    while let Ok(data) = updates.try_recv() {
+        forward(data);
+    }
     outcome
 }
 
@@ -581,7 +618,7 @@ pub async fn provide(ctx: &Ctx<'_>, method: &str, params: Value) -> Result<Value
     let timeout = Duration::from_millis(ctx.app.live().limits.request_timeout_ms);
     let request = json!({ "command": method, "params": params, "caller": caller_info(ctx) });
     let (_, result) = call_found(ctx.app, found, Policy::default(), move |_| {
-        CallSpec::new("invoke", request.clone(), timeout)
+        CallSpec::new("invoke", &request, timeout)
     })
     .await?;
     Ok(result)

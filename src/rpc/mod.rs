@@ -187,7 +187,13 @@ pub fn params_or_default<T: DeserializeOwned + Default>(value: Value) -> Result<
 }
 
 /// Decode params into a typed struct; errors name the field.
+///
+/// Read without tracking the path first (every call's params pass here);
+/// only params that do not fit are read again to name the field.
 pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
+    if let Ok(params) = T::deserialize(&value) {
+        return Ok(params);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
@@ -259,4 +265,50 @@ async fn lease_budget(app: &App, sub: &str, now: u64) -> Result<(u32, u64), RpcE
         .rate_store()
         .rate_take(&key, window, lease_size(window), now)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::params;
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Outer {
+        node_id: String,
+        inner: Option<Inner>,
+        #[serde(default)]
+        free: Value,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn params_that_fit_are_read_and_those_that_do_not_name_their_field() {
+        let read: Outer =
+            params(json!({"nodeId": "a", "inner": {"n": 2}, "free": {"x": [1, "y"]}})).unwrap();
+        assert_eq!(
+            read,
+            Outer {
+                node_id: "a".into(),
+                inner: Some(Inner { n: 2 }),
+                free: json!({"x": [1, "y"]}),
+            }
+        );
+        for (bad, field) in [
+            (json!({"nodeId": "a", "inner": {"n": -1}}), "inner.n"),
+            (json!({"nodeId": 7}), "nodeId"),
+            (json!({"nodeId": "a", "inner": {"n": 1, "m": 2}}), "inner.m"),
+            (json!({"nodeId": "a", "extra": 1}), "extra"),
+            (json!({}), ""),
+        ] {
+            let err = params::<Outer>(bad.clone()).unwrap_err();
+            assert_eq!(err.data.as_ref().unwrap()["field"], field, "{bad}: {err:?}");
+        }
+    }
 }

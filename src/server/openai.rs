@@ -230,7 +230,7 @@ async fn complete(
     progress: Option<mpsc::Sender<Value>>,
 ) -> Result<Value, RpcError> {
     let (_, answer) = call_found(app, agents, Policy::default(), |_| {
-        CallSpec::new("chat.completions", params.clone(), COMPLETION_TIMEOUT)
+        CallSpec::new("chat.completions", &params, COMPLETION_TIMEOUT)
             .with_progress(progress.clone())
     })
     .await?;

@@ -95,7 +95,7 @@ async fn invoke(
         "caller": { "connId": null, "identity": identity.sub, "via": "http" },
     });
     let (agent, result) = call_agents(app, &selector, Policy::default(), |_| {
-        CallSpec::new("invoke", request.clone(), timeout)
+        CallSpec::new("invoke", &request, timeout)
     })
     .await?;
     Ok(Json(

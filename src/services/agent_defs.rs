@@ -261,16 +261,18 @@ pub async fn gate(
     spec: &CallSpec<'_>,
     approved: &mut bool,
 ) -> Result<(), RpcError> {
-    if *approved || spec.method != "invoke" {
+    if *approved || spec.method != "invoke" || !agent.gates_tools() {
         return Ok(());
     }
-    let Some(tool) = spec.params["command"].as_str() else {
+    // Read back only for an agent that gates tools.
+    let params: Value = serde_json::from_str(spec.params.get()).unwrap_or_default();
+    let Some(tool) = params["command"].as_str() else {
         return Ok(());
     };
     if !agent.needs_approval(tool) {
         return Ok(());
     }
-    let caller = &spec.params["caller"];
+    let caller = &params["caller"];
     let requester = caller["identity"]
         .as_str()
         .unwrap_or("anonymous")
@@ -280,7 +282,7 @@ pub async fn gate(
         approval_id: uuid::Uuid::new_v4().simple().to_string(),
         session_id: None,
         tool: tool.to_owned(),
-        args: spec.params["params"].clone(),
+        args: params["params"].clone(),
         summary: format!("{requester} calls tool {tool} of agent {}", agent.agent_id),
         requester_conn: caller["connId"].as_str().unwrap_or_default().to_owned(),
         requester,

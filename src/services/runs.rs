@@ -149,7 +149,7 @@ pub async fn begin(
         let tried = std::sync::Mutex::new(None::<AgentEntry>);
         let outcome = call_found(&app, agents, policy, |agent| {
             *tried.lock().unwrap_or_else(|p| p.into_inner()) = Some(agent.clone());
-            CallSpec::new(method, params.clone(), timeout)
+            CallSpec::new(method, &params, timeout)
                 .with_progress(Some(progress.clone()))
                 .for_run(ticket.clone())
         })

@@ -11,13 +11,20 @@ pub struct Keys {
     prefix: String,
     /// `<prefix>:{<prefix>}` — the shared-slot stem.
     stem: String,
+    /// The two names every routed call passes to the route script, built
+    /// once.
+    owners: String,
+    inbox_prefix: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
+        let stem = format!("{prefix}:{{{prefix}}}");
         Self {
             prefix: prefix.to_owned(),
-            stem: format!("{prefix}:{{{prefix}}}"),
+            owners: format!("{stem}:owners"),
+            inbox_prefix: format!("{prefix}:inbox:"),
+            stem,
         }
     }
 
@@ -50,7 +57,7 @@ impl Keys {
     }
     /// Hash: conn id → instance id holding it.
     pub fn owners(&self) -> String {
-        format!("{}:owners", self.stem)
+        self.owners.clone()
     }
     /// Hash: conn id → presence member JSON (or "") of a channel.
     pub fn subscribers(&self, channel: &str) -> String {
@@ -227,7 +234,7 @@ impl Keys {
     }
     /// Prefix of inbox channels (the Lua router appends the owner).
     pub fn inbox_prefix(&self) -> String {
-        format!("{}:inbox:", self.prefix)
+        self.inbox_prefix.clone()
     }
     /// Hash: the runtime config document (`version`, `overrides` JSON,
     /// `updatedAt`). Written only by the compare-and-set script.
@@ -246,9 +253,14 @@ impl Keys {
     pub fn notify_pattern(&self) -> String {
         format!("{}:notify:*", self.prefix)
     }
-    /// Prefix of external notification channels.
-    pub fn notify_prefix(&self) -> String {
-        format!("{}:notify:", self.prefix)
+    /// The channel an external notification topic names, if `topic` is one
+    /// (read per pub/sub message: nothing is built to compare).
+    pub fn notify_channel_of<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(&self.prefix)?.strip_prefix(":notify:")
+    }
+    /// Whether `topic` is [`Keys::config_topic`] (read per pub/sub message).
+    pub fn is_config_topic(&self, topic: &str) -> bool {
+        topic.strip_prefix(&self.prefix) == Some(":config:changed")
     }
 }
 
@@ -279,6 +291,13 @@ mod tests {
         assert_eq!(k.channel_of_topic("sy:ch:{a{b}c}"), Some("a{b}c"));
         assert_eq!(k.channel_of_topic("sy:inbox:x"), None);
         assert_eq!(k.notify_pattern(), "sy:notify:*");
+        assert_eq!(k.notify_channel_of("sy:notify:agent:s1"), Some("agent:s1"));
+        assert_eq!(k.notify_channel_of("sy:inbox:x"), None);
+        assert!(k.is_config_topic(&k.config_topic()));
+        assert!(!k.is_config_topic("sy:config:changed2"));
+        assert_eq!(k.owners(), "sy:{sy}:owners");
+        assert_eq!(k.inbox_prefix(), "sy:inbox:");
+        assert!(k.inbox("i1").starts_with(&k.inbox_prefix()));
         // A channel's log and offset share its topic's hash tag.
         let tag = |key: &str| key[key.find('{').unwrap()..].to_owned();
         for channel in ["$session:s1", "public:a"] {

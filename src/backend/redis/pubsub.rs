@@ -95,10 +95,10 @@ impl RedisBackend {
                     tracing::warn!(%channel, "malformed channel envelope ignored");
                 }
             }
-        } else if topic == shared.keys.config_topic() {
+        } else if shared.keys.is_config_topic(topic) {
             let version = text.parse().unwrap_or(0);
             shared.config_changes.send_replace(version);
-        } else if let Some(channel) = topic.strip_prefix(&shared.keys.notify_prefix()) {
+        } else if let Some(channel) = shared.keys.notify_channel_of(topic) {
             self.on_notify(channel, &text).await;
         } else if let Some(sent) = text.strip_prefix('p') {
             let sent: u64 = sent.parse().unwrap_or(0);
@@ -223,16 +223,34 @@ fn decode_inbox(text: &str) -> Option<Envelope> {
 pub(super) fn encode_inbox(envelope: &Envelope) -> Option<(&str, String)> {
     match envelope {
         Envelope::Conn { conn_id, frame } => {
-            Some((conn_id, format!("c{conn_id}\n{}", frame.as_str())))
+            Some((conn_id, tagged('c', conn_id, &[frame.as_str()])))
         }
         Envelope::Kick {
             conn_id,
             code,
             reason,
-        } => Some((conn_id, format!("k{conn_id}\n{code}\n{reason}"))),
-        Envelope::Relay { conn_id, body } => Some((conn_id, format!("r{conn_id}\n{body}"))),
+        } => Some((
+            conn_id,
+            tagged('k', conn_id, &[&code.to_string(), "\n", reason]),
+        )),
+        Envelope::Relay { conn_id, body } => Some((conn_id, tagged('r', conn_id, &[body]))),
         Envelope::Channel { .. } => None,
     }
+}
+
+/// `<tag><conn id>\n<parts…>`, allocated once at its final size (an
+/// inbox message is built per routed call and per frame to a remote
+/// connection).
+fn tagged(tag: char, conn_id: &str, parts: &[&str]) -> String {
+    let len = 2 + conn_id.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut text = String::with_capacity(len);
+    text.push(tag);
+    text.push_str(conn_id);
+    text.push('\n');
+    for part in parts {
+        text.push_str(part);
+    }
+    text
 }
 
 /// Re-issue every subscription of the subscriber client (after its

@@ -79,8 +79,7 @@ pub async fn answer(call: ToolCall<'_>) -> Response {
     let call_id = call.call_id.clone();
     let outcome: Outcome = Box::pin(async move {
         let spec = |_: &crate::backend::AgentEntry| {
-            let mut spec =
-                CallSpec::new("invoke", request.clone(), timeout).with_progress(tx.clone());
+            let mut spec = CallSpec::new("invoke", &request, timeout).with_progress(tx.clone());
             spec.call_id = call_id.clone();
             spec
         };
