@@ -139,7 +139,8 @@ fn decode(body: &str) -> serde_json::Result<RelayMsg> {
 /// One call's request.
 pub struct CallSpec<'a> {
     pub method: &'a str,
-    /// Serialised once, here: the relay passes it through as written.
+    /// Serialised when the spec is made; the relay passes it through as
+    /// written.
     pub params: Box<RawValue>,
     pub timeout: Duration,
     /// Where `invoke.progress` data goes, if the caller wants it.

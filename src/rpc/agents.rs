@@ -64,8 +64,8 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// The request a node gets for `node.invoke` (members in the order a
-/// `Value` map writes them).
+/// The request a node gets for `node.invoke` and for a method it provides
+/// (members in the order a `Value` map writes them).
 #[derive(Serialize)]
 struct InvokeRequest<'a> {
     caller: Caller<'a>,
@@ -616,8 +616,13 @@ pub async fn provide(ctx: &Ctx<'_>, method: &str, params: Value) -> Result<Value
         return Err(RpcError::method_not_found(method));
     }
     let timeout = Duration::from_millis(ctx.app.live().limits.request_timeout_ms);
-    let request = json!({ "command": method, "params": params, "caller": caller_info(ctx) });
-    let (_, result) = call_found(ctx.app, found, Policy::default(), move |_| {
+    let caller = ctx.conn.identity();
+    let request = InvokeRequest {
+        caller: Caller::new(ctx, caller.as_deref()),
+        command: method,
+        params: &params,
+    };
+    let (_, result) = call_found(ctx.app, found, Policy::default(), |_| {
         CallSpec::new("invoke", &request, timeout)
     })
     .await?;
